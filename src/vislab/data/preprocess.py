@@ -1,0 +1,181 @@
+"""Preprocessing that belongs to a model and travels with its weights.
+
+A :class:`Preprocessing` is written to ``model.json`` and read back by train,
+evaluate, predict, explain, serve and export alike, the way timm's
+``pretrained_cfg`` or torchvision's ``Weights.transforms()`` work. No other
+module keeps its own copy of input size, mean or std.
+
+Example:
+    >>> import torch
+    >>> pre = Preprocessing(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> x = pre(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))  # gray batch in
+    >>> tuple(x.shape)
+    (2, 3, 32, 32)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw uint8 images become model input.
+
+    Attributes:
+        input_size: (channels, height, width) the model takes.
+        mean: per-channel mean on the 0..1 scale.
+        std: per-channel std on the 0..1 scale.
+        interpolation: resize filter, one of ``nearest|bilinear|bicubic``.
+        crop_pct: resize the short side to ``size / crop_pct`` then centre-crop
+            ``size`` (timm's convention); 1.0 resizes straight to the input size.
+    """
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        channels = self.input_size[0]
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        for name in ("mean", "std"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) == 1 and channels > 1:
+                value = value * channels
+            if len(value) != channels:
+                raise ValueError(
+                    f"Preprocessing.{name} has {len(value)} values but the model takes "
+                    f"{channels} channels; give one value or {channels}."
+                )
+            object.__setattr__(self, name, value)
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}"
+            )
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+
+    @property
+    def channels(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.input_size[1], self.input_size[2]
+
+    # ---- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        if not data["extra"]:
+            data.pop("extra")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        known = {"input_size", "mean", "std", "interpolation", "crop_pct", "extra"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(
+                f"unknown preprocessing keys {sorted(unknown)}; valid keys are {sorted(known)}"
+            )
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    @classmethod
+    def from_timm(cls, model, in_chans: int | None = None) -> "Preprocessing":
+        """Read a timm model's pretrained config (timm.data.resolve_data_config)."""
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=model)
+        input_size = tuple(cfg["input_size"])
+        if in_chans is not None and in_chans != input_size[0]:
+            input_size = (in_chans, *input_size[1:])
+        mean, std = cfg["mean"], cfg["std"]
+        if len(mean) != input_size[0]:
+            mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+        interp = cfg.get("interpolation", "bilinear")
+        return cls(
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            interpolation=interp if interp in INTERPOLATIONS else "bilinear",
+            crop_pct=float(cfg.get("crop_pct", 1.0)),
+        )
+
+    # ---- the transform -----------------------------------------------------
+    def convert_channels(self, images: torch.Tensor) -> torch.Tensor:
+        """Gray <-> RGB conversion of a (..., C, H, W) tensor to the model's channels."""
+        have, want = images.shape[-3], self.channels
+        if have == want:
+            return images
+        if have == 4:  # RGBA: drop alpha
+            images, have = images[..., :3, :, :], 3
+            if want == 3:
+                return images
+        if have == 1:
+            return images.expand(*images.shape[:-3], want, *images.shape[-2:])
+        if have == 3 and want == 1:
+            weights = torch.tensor(_GRAY_WEIGHTS, dtype=torch.float32, device=images.device)
+            gray = (images.float() * weights.view(3, 1, 1)).sum(-3, keepdim=True)
+            return gray.round().clamp(0, 255).to(images.dtype) if not images.is_floating_point() else gray
+        raise ValueError(f"cannot convert {have}-channel images to {want} channels")
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize (and centre-crop per ``crop_pct``) a float (N, C, H, W) batch."""
+        height, width = self.size
+        if images.shape[-2:] == (height, width):
+            return images
+        if self.crop_pct < 1.0:
+            scale_h = math.floor(height / self.crop_pct)
+            scale_w = math.floor(width / self.crop_pct)
+            in_h, in_w = images.shape[-2:]
+            ratio = max(scale_h / in_h, scale_w / in_w)
+            target = (max(height, round(in_h * ratio)), max(width, round(in_w * ratio)))
+        else:
+            target = (height, width)
+        antialias = self.interpolation != "nearest"
+        images = F.interpolate(
+            images, size=target, mode=self.interpolation,
+            antialias=antialias if self.interpolation != "nearest" else False,
+            **({} if self.interpolation == "nearest" else {"align_corners": False}),
+        )
+        if target != (height, width):
+            top = (target[0] - height) // 2
+            left = (target[1] - width) // 2
+            images = images[..., top : top + height, left : left + width]
+        return images
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        return (images - mean) / std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) or (C, H, W) in any channel count -> normalised float input."""
+        single = images.dim() == 3
+        if single:
+            images = images.unsqueeze(0)
+        images = self.convert_channels(images)
+        if not images.is_floating_point():
+            images = images.float().div_(255.0)
+        images = self.resize(images.contiguous())
+        images = self.normalize(images)
+        return images[0] if single else images
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Model input back to 0..1 floats, for display."""
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        return (images * std + mean).clamp(0, 1)

@@ -1,0 +1,224 @@
+"""The tutorials' networks, rebuilt in PyTorch with the same layers as their Keras originals.
+
+Every network is a :class:`FeatureHeadNet`: ``features`` (convolutions, what
+Grad-CAM and activation views look at) then ``head`` (flatten/pool and dense
+layers, the last Linear being the classifier). They share timm's method names
+(``forward_features``, ``forward_head(pre_logits=...)``, ``reset_classifier``,
+``get_classifier``) so freezing, fine-tuning and explanation code treats a
+seed network and a timm network the same way.
+
+Keras ``Dense``/``Conv2D`` default to Glorot-uniform weights and zero biases;
+the seeds' accuracy depends on that, so :func:`keras_init` reproduces it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from vislab.models.registry import register_model
+
+
+class FeatureHeadNet(nn.Module):
+    """``features`` -> ``head``; the last ``nn.Linear`` of ``head`` is the classifier.
+
+    A 2-class task may use one logit with a sigmoid (``binary=True``), as Keras'
+    ``Dense(1, activation="sigmoid")``; losses and probabilities handle it.
+    """
+
+    def __init__(self, features: nn.Module, head: nn.Sequential, default_input_size: tuple[int, int]):
+        super().__init__()
+        self.features = features
+        self.head = head
+        self.default_input_size = default_input_size
+        self.default_mean = (0.0,)  # the seeds scale by 1/255 and do not centre
+        self.default_std = (1.0,)
+
+    @property
+    def num_classes(self) -> int:
+        return self.get_classifier().out_features
+
+    def get_classifier(self) -> nn.Linear:
+        return self.head[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        old = self.get_classifier()
+        self.head[-1] = nn.Linear(old.in_features, num_classes)
+        keras_init(self.head[-1])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        body = self.head[:-1](x)
+        return body if pre_logits else self.head[-1](body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def keras_init(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases on every conv and linear layer (Keras defaults)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.lazy.LazyModuleMixin) and layer.has_uninitialized_params():
+            continue  # initialised by materialize() once the input size is known
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
+def _conv(in_ch: int, out_ch: int, padding: str = "valid", bn: bool = False) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, padding=0 if padding == "valid" else 1, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(out_ch))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+def _outputs(num_classes: int, binary: bool) -> int:
+    if binary and num_classes != 2:
+        raise ValueError(f"binary=True needs exactly 2 classes, the data has {num_classes}")
+    return 1 if binary else num_classes
+
+
+def _finish(features: nn.Module, head: nn.Sequential, size: tuple[int, int]) -> FeatureHeadNet:
+    return keras_init(FeatureHeadNet(features, head, size))
+
+
+def _dense_head(layers: list[nn.Module]) -> nn.Sequential:
+    """Lazy first Linear so the head fits any input size, like Keras' Flatten -> Dense."""
+    return nn.Sequential(nn.Flatten(), *layers)
+
+
+def materialize(model: nn.Module, input_size: tuple[int, int, int]) -> nn.Module:
+    """Run one dummy batch so lazy layers get their shapes (and Keras init)."""
+    has_lazy = any(isinstance(m, nn.modules.lazy.LazyModuleMixin) for m in model.modules())
+    if has_lazy:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+        model.train(was_training)
+        keras_init(model)
+    return model
+
+
+@register_model
+def mlp(num_classes: int, in_chans: int = 1, hidden=(512, 256), dropout: float = 0.0, input_size=(28, 28)):
+    """Multi-layer perceptron: Flatten -> [Dense(h, relu) -> Dropout] x N -> Dense (seeds 003, 004)."""
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.LazyLinear(width), nn.ReLU(inplace=True)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.LazyLinear(num_classes) if not hidden else nn.Linear(hidden[-1], num_classes))
+    return _finish(nn.Identity(), _dense_head(layers), tuple(input_size))
+
+
+@register_model
+def chollet_convnet(num_classes: int, in_chans: int = 1, input_size=(28, 28)):
+    """Conv32-Pool-Conv64-Pool-Conv64 -> Dense64 -> Dense (Chollet, seed 002 listing 5.1)."""
+    features = nn.Sequential(
+        *_conv(in_chans, 32), nn.MaxPool2d(2),
+        *_conv(32, 64), nn.MaxPool2d(2),
+        *_conv(64, 64),
+    )
+    head = _dense_head([nn.LazyLinear(64), nn.ReLU(inplace=True), nn.Linear(64, num_classes)])
+    return _finish(features, head, tuple(input_size))
+
+
+@register_model
+def seed_cnn2(num_classes: int, in_chans: int = 3, input_size=(64, 64)):
+    """Two Conv-Pool blocks (32, 64) -> Dense128 -> Dense (seed 000's CNN)."""
+    features = nn.Sequential(
+        *_conv(in_chans, 32), nn.MaxPool2d(2),
+        *_conv(32, 64), nn.MaxPool2d(2),
+    )
+    head = _dense_head([nn.LazyLinear(128), nn.ReLU(inplace=True), nn.Linear(128, num_classes)])
+    return _finish(features, head, tuple(input_size))
+
+
+@register_model
+def model3(num_classes: int, in_chans: int = 1, dropout: float = 0.25, input_size=(28, 28)):
+    """Conv64x2-Pool-Drop, Conv128x2-Pool-Drop, Conv256-Pool-Drop -> Dense256-Drop -> Dense (seed 004's model_3)."""
+    features = nn.Sequential(
+        *_conv(in_chans, 64, "same"), *_conv(64, 64, "same"), nn.MaxPool2d(2), nn.Dropout(dropout),
+        *_conv(64, 128, "same"), *_conv(128, 128, "same"), nn.MaxPool2d(2), nn.Dropout(dropout),
+        *_conv(128, 256, "same"), nn.MaxPool2d(2), nn.Dropout(dropout),
+    )
+    head = _dense_head(
+        [nn.LazyLinear(256), nn.ReLU(inplace=True), nn.Dropout(2 * dropout), nn.Linear(256, num_classes)]
+    )
+    return _finish(features, head, tuple(input_size))
+
+
+@register_model
+def vgg_like(num_classes: int, in_chans: int = 1, dropout: float = 0.0, input_size=(28, 28)):
+    """VGG-style blocks Conv32x2-Pool, Conv64x2-Pool, Conv128x2-Pool -> Dense512 -> Dense, optional dropout (seed 003 ch.06)."""
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        layers = [*_conv(cin, cout, "same"), *_conv(cout, cout, "same"), nn.MaxPool2d(2)]
+        return layers + ([nn.Dropout(dropout)] if dropout else [])
+
+    features = nn.Sequential(*block(in_chans, 32), *block(32, 64), *block(64, 128))
+    dense = [nn.LazyLinear(512), nn.ReLU(inplace=True)]
+    if dropout:
+        dense.append(nn.Dropout(dropout))
+    head = _dense_head(dense + [nn.Linear(512, num_classes)])
+    return _finish(features, head, tuple(input_size))
+
+
+@register_model
+def cats_dogs_convnet(
+    num_classes: int, in_chans: int = 3, dropout: float = 0.0, binary: bool = False, input_size=(150, 150)
+):
+    """Conv32-Pool-Conv64-Pool-Conv128-Pool-Conv128-Pool -> [Dropout] -> Dense512 -> Dense (seed 002 listing 5.2; binary=True gives Dense(1, sigmoid))."""
+    features = nn.Sequential(
+        *_conv(in_chans, 32), nn.MaxPool2d(2),
+        *_conv(32, 64), nn.MaxPool2d(2),
+        *_conv(64, 128), nn.MaxPool2d(2),
+        *_conv(128, 128), nn.MaxPool2d(2),
+    )
+    dense: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
+    dense += [nn.LazyLinear(512), nn.ReLU(inplace=True), nn.Linear(512, _outputs(num_classes, binary))]
+    return _finish(features, _dense_head(dense), tuple(input_size))
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.GELU(),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+@register_model
+def fastnet(num_classes: int, in_chans: int = 1, width: int = 64, input_size=(28, 28)):
+    """Small BN + residual network for the fast recipe: stem, 3 stages with pooling, global pool -> Dense."""
+    w1, w2, w3 = width // 2, width, width * 2
+
+    def stage(cin: int, cout: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(cout), nn.GELU(),
+            _Residual(cout),
+        ]
+
+    features = nn.Sequential(
+        nn.Conv2d(in_chans, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.GELU(),
+        *stage(w1, w2), *stage(w2, w3), *stage(w3, w3),
+    )
+    head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, num_classes))
+    model = FeatureHeadNet(features, head, tuple(input_size))
+    for layer in model.modules():  # kaiming for the GELU stack, zero-init last BN of each residual
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    for block in model.modules():
+        if isinstance(block, _Residual):
+            nn.init.zeros_(block.body[-2].weight)
+    return model

@@ -1,0 +1,117 @@
+"""One registry for every model vislab can build.
+
+``create_model(name, num_classes, in_chans, **kw)`` resolves, in order:
+1. a vislab model registered with :func:`register_model` (the seeds' networks);
+2. ``timm:NAME`` or any plain timm model name (``vgg16``, ``resnet50``, ``vit_small_patch16_224``...);
+3. ``hf:ORG/NAME`` Hugging Face image-classification checkpoints (see ``vislab.models.pretrained``).
+
+A name that matches nothing is an error listing close matches, never a silent fallback.
+
+Example:
+    >>> from vislab.models import create_model
+    >>> model = create_model("chollet_convnet", num_classes=10, in_chans=1)
+    >>> model.default_input_size
+    (28, 28)
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import torch.nn as nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register ``fn(num_classes, in_chans, **kw) -> nn.Module`` under its name."""
+    name = fn.__name__
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = fn
+    _DESCRIPTIONS[name] = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+    return fn
+
+
+def vislab_models() -> list[str]:
+    """Names of the models vislab itself defines."""
+    _import_builtin()
+    return sorted(_REGISTRY)
+
+
+def describe(name: str) -> str:
+    _import_builtin()
+    return _DESCRIPTIONS.get(name, "")
+
+
+def is_timm_name(name: str) -> bool:
+    import timm
+
+    base = name.split(".", 1)[0]
+    return bool(timm.list_models(base)) or base in timm.list_models(pretrained=True)
+
+
+def _import_builtin() -> None:
+    from vislab.models import classic  # noqa: F401  (registers the seeds' networks)
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    **kwargs,
+) -> nn.Module:
+    """Build a model by name.
+
+    Args:
+        name: a vislab name (``vislab_models()``), a timm name (optionally ``timm:``-prefixed,
+            with ``.tag`` for a weight variant) or ``hf:ORG/NAME``.
+        num_classes: outputs of the classifier.
+        in_chans: input channels (1 for gray, 3 for RGB).
+        pretrained: load pretrained weights (timm / Hugging Face downloads, or the
+            shipped EfficientNet-Lite0 weights).
+        **kwargs: model options, e.g. ``hidden=(256, 128)`` for ``mlp`` or ``dropout=0.5``.
+
+    Raises:
+        ValueError: the name is unknown, or an option does not apply to the model.
+    """
+    _import_builtin()
+    if name in _REGISTRY:
+        if pretrained:
+            raise ValueError(
+                f"{name!r} is one of vislab's from-scratch networks and has no pretrained weights; "
+                "use a timm name (e.g. resnet50, vgg16, efficientnet_lite0) with --pretrained"
+            )
+        try:
+            model = _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"bad option for model {name!r}: {exc}") from None
+        from vislab.models.classic import materialize
+
+        model.vislab_name = name
+        return materialize(model, (in_chans, *model.default_input_size))
+    if name.startswith("hf:"):
+        from vislab.models import pretrained as pretrained_mod
+
+        return pretrained_mod.create_hf_model(name[3:], num_classes, in_chans, pretrained, **kwargs)
+    timm_name = name[5:] if name.startswith("timm:") else name
+    if is_timm_name(timm_name):
+        from vislab.models.timm_models import create_timm_model
+
+        return create_timm_model(timm_name, num_classes, in_chans, pretrained, **kwargs)
+    raise ValueError(unknown_model_message(name))
+
+
+def unknown_model_message(name: str) -> str:
+    import timm
+
+    candidates = vislab_models() + timm.list_models()
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return (
+        f"unknown model {name!r}.{hint} `vislab models` lists vislab's networks; any timm name "
+        "(`vislab models --timm PATTERN`) or hf:ORG/NAME also works."
+    )
