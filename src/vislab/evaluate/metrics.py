@@ -1,0 +1,379 @@
+"""Classification metrics from predictions: one dict, JSON-ready, free of NaN.
+
+scikit-learn computes every number; this module only chooses which ones,
+handles the edge cases (a class nobody predicted, a class missing from the
+test labels) and keeps the result readable. Undefined values are ``None``
+with a line in ``notes`` saying why, never NaN.
+
+The returned dict has a ``curves`` entry (downsampled ROC/PR points and the
+confusion matrix) that the figures need; :func:`save_metrics` writes it to
+``metrics_curves.json`` beside ``metrics.json`` so the latter stays short.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+    top_k_accuracy_score,
+)
+from sklearn.preprocessing import label_binarize
+
+# Enough points to draw a smooth curve, few enough to keep the JSON small.
+MAX_CURVE_POINTS = 200
+CALIBRATION_BINS = 15
+
+
+def classification_metrics(
+    y_true,
+    probs,
+    class_names: Sequence[str],
+    top_k: int = 5,
+    loss: float | None = None,
+    n_bins: int = CALIBRATION_BINS,
+) -> dict:
+    """Every classification metric vislab reports, from labels and probabilities.
+
+    Args:
+        y_true: int array (N,) of true class indices in ``[0, K)``.
+        probs: float array (N, K) of class probabilities (rows sum to 1). A binary
+            single-sigmoid model is passed as two columns ``[1 - p, p]``.
+        class_names: K names, in class-index order.
+        top_k: k for the top-k accuracy (clipped to K - 1, with a note; ``None``
+            for K == 2, where any k > 1 is trivially 1).
+        loss: the mean loss if the caller already has it (e.g. the training loss
+            function); otherwise the cross-entropy (log loss) of ``probs``.
+        n_bins: number of equal-width confidence bins of the reliability diagram.
+
+    Returns:
+        A JSON-serialisable dict. Top-level keys include ``accuracy``, ``loss``,
+        ``top_k_accuracy``, ``macro``/``weighted`` (precision, recall, f1),
+        ``per_class`` (list of dicts), ``roc_auc``, ``average_precision``,
+        ``calibration`` (``ece`` and ``bins``), ``notes`` and ``curves``.
+        For K == 2 (``task == "binary"``) ``roc_auc``/``average_precision`` and
+        ``binary`` describe the positive class (index 1); otherwise ``roc_auc``
+        is the macro one-vs-rest AUC and ``roc_auc_micro`` is also given.
+
+    Example:
+        >>> import numpy as np
+        >>> m = classification_metrics(np.array([0, 1, 1]),
+        ...     np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), ["cat", "dog"])
+        >>> round(m["accuracy"], 3), m["task"], m["roc_auc"]
+        (0.667, 'binary', 1.0)
+    """
+    y_true = np.asarray(y_true).astype(np.int64).reshape(-1)
+    probs = np.asarray(probs, dtype=np.float64)
+    names = [str(name) for name in class_names]
+    _check_inputs(y_true, probs, names)
+    n, k = probs.shape
+    labels = np.arange(k)
+    y_pred = probs.argmax(axis=1)
+    notes: list[str] = []
+
+    present = np.bincount(y_true, minlength=k) > 0
+    absent = [names[c] for c in labels if not present[c]]
+    if absent:
+        notes.append(
+            f"classes absent from the test labels (no support; their recall, ROC AUC and average "
+            f"precision are null and they are left out of the macro AUC/AP): {absent}"
+        )
+    never_predicted = [names[c] for c in labels if present[c] and not np.any(y_pred == c)]
+    if never_predicted:
+        notes.append(f"classes never predicted (precision counted as 0): {never_predicted}")
+
+    result: dict = {
+        "task": "binary" if k == 2 else "multiclass",
+        "num_samples": int(n),
+        "num_classes": int(k),
+        "class_names": names,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "loss": _loss(y_true, probs, loss),
+    }
+
+    if k > 2:
+        # k >= K would be trivially 1.0 (sklearn warns); K-1 is the most that says anything.
+        k_used = int(min(top_k, k - 1))
+        if k_used != top_k:
+            notes.append(f"top-k accuracy uses k={k_used}: k={top_k} is not below the {k} classes")
+        result["top_k"] = k_used
+        result["top_k_accuracy"] = float(
+            top_k_accuracy_score(y_true, probs, k=k_used, labels=labels)
+        )
+    else:
+        result["top_k"] = None
+        result["top_k_accuracy"] = None
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        result[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+    predicted_counts = np.bincount(y_pred, minlength=k)
+    roc_auc_per_class, ap_per_class, roc_curves, pr_curves = _one_vs_rest(y_true, probs, present, names)
+
+    per_class = []
+    for c in labels:
+        per_class.append(
+            {
+                "class": names[c],
+                "index": int(c),
+                "precision": float(precision[c]),
+                # recall is the per-class accuracy; it has no meaning without support
+                "recall": float(recall[c]) if present[c] else None,
+                "f1": float(f1[c]),
+                "support": int(support[c]),
+                "predicted": int(predicted_counts[c]),
+                "roc_auc": roc_auc_per_class[c],
+                "average_precision": ap_per_class[c],
+            }
+        )
+    result["per_class"] = per_class
+
+    curves: dict = {"confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
+    if k == 2:
+        # Binary: everything about the positive class, as sklearn's pos_label=1.
+        result["positive_class"] = names[1]
+        result["binary"] = {
+            "precision": float(precision[1]),
+            "recall": float(recall[1]),
+            "f1": float(f1[1]),
+        }
+        result["roc_auc"] = roc_auc_per_class[1]
+        result["average_precision"] = ap_per_class[1]
+        if result["roc_auc"] is None:
+            notes.append("binary ROC AUC and average precision need both classes in the test labels")
+        curves["roc"] = {names[1]: roc_curves[1]} if roc_curves[1] else {}
+        curves["pr"] = {names[1]: pr_curves[1]} if pr_curves[1] else {}
+    else:
+        result.update(_multiclass_summary(y_true, probs, present, roc_auc_per_class, ap_per_class))
+        if result["roc_auc_micro"] is None:
+            notes.append("ROC AUC needs at least one positive and one negative sample; none could be computed")
+        curves["roc"] = {names[c]: roc_curves[c] for c in labels if roc_curves[c]}
+        curves["pr"] = {names[c]: pr_curves[c] for c in labels if pr_curves[c]}
+        micro = _micro_curves(y_true, probs)
+        if micro:
+            curves["roc_micro"], curves["pr_micro"] = micro
+
+    result["calibration"] = calibration_bins(y_true, probs, n_bins=n_bins)
+    result["notes"] = notes
+    result["curves"] = curves
+    return _finite(result)
+
+
+def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> dict:
+    """Top-label reliability diagram and expected calibration error (ECE).
+
+    Confidence is the highest probability of each sample; a sample is right when
+    its arg-max is the true class. The confidences are put in ``n_bins`` equal
+    bins of ``[0, 1]`` (sklearn's ``calibration_curve`` rule: a value on an inner
+    edge goes to the upper bin); ECE = sum over bins of
+    ``count/N * |accuracy - mean confidence|``. sklearn has no top-label ECE and
+    its ``calibration_curve`` drops the bin counts ECE needs, hence this function.
+
+    Example:
+        >>> import numpy as np
+        >>> cal = calibration_bins(np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]]), n_bins=10)
+        >>> round(cal["ece"], 3)  # one right at 0.9, one wrong at 0.8
+        0.45
+    """
+    y_true = np.asarray(y_true).reshape(-1)
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bin_ids = np.searchsorted(edges[1:-1], confidence, side="right")
+    counts = np.bincount(bin_ids, minlength=n_bins)
+    hit_sums = np.bincount(bin_ids, weights=correct, minlength=n_bins)
+    confidence_sums = np.bincount(bin_ids, weights=confidence, minlength=n_bins)
+    bins = []
+    ece = 0.0
+    for b in range(n_bins):
+        count = int(counts[b])
+        accuracy = hit_sums[b] / count if count else None
+        mean_conf = confidence_sums[b] / count if count else None
+        if count:
+            ece += count / len(y_true) * abs(accuracy - mean_conf)
+        bins.append(
+            {
+                "lower": float(edges[b]),
+                "upper": float(edges[b + 1]),
+                "count": count,
+                "accuracy": None if accuracy is None else float(accuracy),
+                "confidence": None if mean_conf is None else float(mean_conf),
+            }
+        )
+    return {"ece": float(ece), "n_bins": int(n_bins), "bins": bins}
+
+
+def save_metrics(metrics: dict, out_dir: str | Path) -> Path:
+    """Write ``metrics.json`` (without the curves) and ``metrics_curves.json``.
+
+    Returns the path of ``metrics.json``.
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> m = classification_metrics([0, 1], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
+        >>> save_metrics(m, tempfile.mkdtemp()).name
+        'metrics.json'
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {key: value for key, value in metrics.items() if key != "curves"}
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    if "curves" in metrics:
+        (out_dir / "metrics_curves.json").write_text(
+            json.dumps(metrics["curves"], separators=(",", ":"), allow_nan=False) + "\n"
+        )
+    return path
+
+
+def load_metrics(run_dir: str | Path) -> dict | None:
+    """Read ``metrics.json`` and, when present, put ``metrics_curves.json`` back under ``curves``."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    curves = run_dir / "metrics_curves.json"
+    if curves.is_file() and "curves" not in metrics:
+        metrics["curves"] = json.loads(curves.read_text())
+    return metrics
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_inputs(y_true: np.ndarray, probs: np.ndarray, names: list[str]) -> None:
+    if probs.ndim != 2:
+        raise ValueError(
+            f"probs must be a 2-D (N, K) array, got shape {probs.shape}; "
+            "for a single-sigmoid model pass np.stack([1 - p, p], axis=1)"
+        )
+    n, k = probs.shape
+    if n == 0:
+        raise ValueError("no predictions to evaluate: the test split is empty")
+    if len(y_true) != n:
+        raise ValueError(f"{len(y_true)} labels but {n} rows of probabilities; they must match")
+    if k < 2:
+        raise ValueError(f"need at least 2 classes, got probs with {k} column(s)")
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for {k} probability columns; pass one name per column")
+    if y_true.min() < 0 or y_true.max() >= k:
+        raise ValueError(f"labels must lie in [0, {k}), found {int(y_true.min())}..{int(y_true.max())}")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError("probs contains NaN or infinite values; check the model output")
+
+
+def _loss(y_true: np.ndarray, probs: np.ndarray, loss: float | None) -> float:
+    if loss is not None:
+        return float(loss)
+    # Rows that drift from summing to 1 (float32 softmax) make sklearn warn; renormalise first.
+    normalised = probs / np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
+    return float(log_loss(y_true, normalised, labels=np.arange(probs.shape[1])))
+
+
+def _one_vs_rest(y_true, probs, present, names):
+    """Per-class ROC AUC, average precision and downsampled curves (None where undefined)."""
+    n, k = probs.shape
+    aucs: list[float | None] = [None] * k
+    aps: list[float | None] = [None] * k
+    rocs: list[dict | None] = [None] * k
+    prs: list[dict | None] = [None] * k
+    # For K == 2 only the positive class is described (binary evaluation).
+    classes = [1] if k == 2 else range(k)
+    for c in classes:
+        positives = y_true == c
+        # AUC needs both positives and negatives; skip (None) rather than get NaN/warnings.
+        if not present[c] or positives.all():
+            continue
+        score = probs[:, c]
+        fpr, tpr, _ = roc_curve(positives, score)
+        precision, recall, _ = precision_recall_curve(positives, score)
+        aucs[c] = float(roc_auc_score(positives, score))
+        aps[c] = float(average_precision_score(positives, score))
+        rocs[c] = {"fpr": _downsample(fpr), "tpr": _downsample(tpr), "auc": aucs[c]}
+        prs[c] = {"recall": _downsample(recall), "precision": _downsample(precision), "ap": aps[c]}
+    if k == 2:
+        # Also fill class 0 so per-class rows are complete (AUC of class 0 equals AUC of class 1).
+        aucs[0] = aucs[1]
+        if aps[1] is not None and present[0]:
+            aps[0] = float(average_precision_score(y_true == 0, probs[:, 0]))
+    return aucs, aps, rocs, prs
+
+
+def _multiclass_summary(y_true, probs, present, aucs, aps) -> dict:
+    defined_auc = [a for a in aucs if a is not None]
+    defined_ap = [a for a in aps if a is not None]
+    onehot = label_binarize(y_true, classes=np.arange(probs.shape[1]))
+    # Micro averaging pools every (sample, class) pair, so an absent class just adds negatives.
+    micro_defined = 0 < onehot.sum() < onehot.size
+    auc_micro = float(roc_auc_score(onehot, probs, average="micro")) if micro_defined else None
+    ap_micro = float(average_precision_score(onehot, probs, average="micro")) if micro_defined else None
+    auc_macro = float(np.mean(defined_auc)) if defined_auc else None
+    ap_macro = float(np.mean(defined_ap)) if defined_ap else None
+    return {
+        "roc_auc": auc_macro,
+        "roc_auc_macro": auc_macro,
+        "roc_auc_micro": auc_micro,
+        "average_precision": ap_macro,
+        "average_precision_macro": ap_macro,
+        "average_precision_micro": ap_micro,
+    }
+
+
+def _micro_curves(y_true, probs):
+    onehot = label_binarize(y_true, classes=np.arange(probs.shape[1]))
+    if not 0 < onehot.sum() < onehot.size:
+        return None
+    flat_true, flat_score = onehot.ravel(), probs.ravel()
+    fpr, tpr, _ = roc_curve(flat_true, flat_score)
+    precision, recall, _ = precision_recall_curve(flat_true, flat_score)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auc = float(roc_auc_score(flat_true, flat_score))
+        ap = float(average_precision_score(flat_true, flat_score))
+    return (
+        {"fpr": _downsample(fpr), "tpr": _downsample(tpr), "auc": auc},
+        {"recall": _downsample(recall), "precision": _downsample(precision), "ap": ap},
+    )
+
+
+def _downsample(values: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> list[float]:
+    """At most ``max_points`` of the curve's own points (first and last kept), rounded."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) > max_points:
+        keep = np.unique(np.linspace(0, len(values) - 1, max_points).round().astype(int))
+        values = values[keep]
+    return [round(float(v), 5) for v in values]
+
+
+def _finite(value):
+    """Plain Python types only; any NaN/inf that slipped through becomes None."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
