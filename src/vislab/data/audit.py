@@ -1,0 +1,343 @@
+"""Dataset audit: class balance, image geometry and formats, dominant colours, samples,
+exact duplicates (train/test leakage) and bad files.
+
+Everything lands in ``out_dir/audit.json`` and ``out_dir/plots/audit_*.png``.
+It is built to be quick on 70k images: every file is hashed (duplicates must be
+exhaustive), file headers are read without decoding pixels, and only a seeded
+sample of ``max_images`` images is decoded for the colour study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vislab.viz.data import plot_class_balance, plot_dominant_colours, plot_image_geometry, plot_samples_per_class
+
+# Listing every duplicate group of a badly scraped set would bury the summary.
+MAX_LISTED_DUPLICATE_GROUPS = 50
+SAMPLES_PER_CLASS = 8
+# 8 levels per channel: coarse enough that a colour "mode" is stable, fine enough to tell hues apart.
+COLOUR_LEVELS = 8
+
+
+def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, samples_per_class: int = SAMPLES_PER_CLASS) -> dict:
+    """Audit ``dataset`` and write ``audit.json`` plus figures under ``out_dir/plots/``.
+
+    Args:
+        dataset: a :class:`vislab.data.sources.Dataset` (``name``, ``class_names``,
+            ``splits`` of :class:`~vislab.data.sources.Split`, ``bad_files``).
+        out_dir: folder for ``audit.json`` and ``plots/`` (a run folder, or any folder).
+        max_images: how many images (over all splits, seeded sample) are decoded for
+            dominant colours. Duplicates are always checked on every image.
+        seed: seed of that sample and of the sample grid.
+        samples_per_class: images per class in the samples grid.
+
+    Returns:
+        The audit as a dict (the same content as ``audit.json``).
+
+    Example:
+        >>> import torch, tempfile
+        >>> from vislab.data.sources import Dataset, Split
+        >>> imgs = torch.zeros(4, 1, 8, 8, dtype=torch.uint8); imgs[1] = 255
+        >>> ds = Dataset("toy", ["a", "b"], {"train": Split(torch.tensor([0, 1, 0, 1]), images=imgs)})
+        >>> audit = audit_dataset(ds, tempfile.mkdtemp())
+        >>> audit["duplicates"]["within_split"]["train"]["extra_copies"]  # images 0, 2, 3 are identical
+        2
+    """
+    out_dir = Path(out_dir)
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    class_names = [str(c) for c in dataset.class_names]
+    splits = dict(dataset.splits)
+    rng = np.random.default_rng(seed)
+    warnings: list[str] = []
+    bad_files = [{"path": str(p), "reason": str(r)} for p, r in getattr(dataset, "bad_files", []) or []]
+
+    balance = _class_balance(splits, class_names, warnings)
+    scan = _scan(splits, bad_files)
+    duplicates = _duplicates(scan, class_names, warnings)
+    geometry = _geometry_summary(scan)
+    colours = _dominant_colours(splits, class_names, max_images, rng, bad_files)
+
+    figures = []
+    counts = {name: [row[name] for row in balance["table"]] for name in splits}
+    figures.append(plot_class_balance(counts, class_names, plots / "audit_class_balance.png"))
+    if scan["widths"]:
+        figures.append(plot_image_geometry(scan["widths"], scan["heights"], plots / "audit_image_geometry.png"))
+    if len(colours["colours"]):
+        figures.append(plot_dominant_colours(colours["colours"], colours["labels"], class_names, plots / "audit_dominant_colours.png"))
+    samples = _samples(splits, class_names, samples_per_class, rng, bad_files)
+    figures.append(plot_samples_per_class(samples, class_names, plots / "audit_samples.png"))
+
+    # The same broken file can fail in the scan, the colour sample and the grid: list it once.
+    bad_files = list({entry["path"]: entry for entry in bad_files}.values())
+    if bad_files:
+        warnings.append(f"{len(bad_files)} bad file(s) were skipped; see bad_files")
+    audit = {
+        "dataset": str(getattr(dataset, "name", "")),
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "splits": {name: len(split) for name, split in splits.items()},
+        "class_balance": balance,
+        "geometry": geometry,
+        "dominant_colour": colours["summary"],
+        "duplicates": duplicates,
+        "bad_files": bad_files,
+        "warnings": warnings,
+        "figures": [str(p.relative_to(out_dir)) for p in figures],
+    }
+    (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
+    return audit
+
+
+# ----------------------------------------------------------------------------- balance
+
+
+def _class_balance(splits, class_names, warnings) -> dict:
+    k = len(class_names)
+    counts = {name: np.bincount(np.asarray(split.labels), minlength=k)[:k] for name, split in splits.items()}
+    table = [{"class": cls, **{name: int(counts[name][c]) for name in splits}} for c, cls in enumerate(class_names)]
+    ratios = {}
+    for name, values in counts.items():
+        ratios[name] = _ratio(values)
+        empty = [class_names[c] for c in range(k) if values[c] == 0]
+        if empty and len(values):
+            warnings.append(f"split '{name}' has no images of: {empty}")
+    total = sum(counts.values()) if counts else np.zeros(k, dtype=int)
+    ratios["all"] = _ratio(total)
+    for name, ratio in ratios.items():
+        if ratio is not None and ratio >= 3:
+            warnings.append(f"split '{name}' is imbalanced: largest class / smallest class = {ratio:.1f}")
+    return {
+        "table": table,
+        "totals": {name: int(values.sum()) for name, values in counts.items()},
+        # max/min count over classes; null when a class has no images there (ratio undefined)
+        "imbalance_ratio": ratios,
+    }
+
+
+def _ratio(values) -> float | None:
+    values = np.asarray(values)
+    if len(values) == 0 or values.min() == 0:
+        return None
+    return round(float(values.max() / values.min()), 4)
+
+
+# ----------------------------------------------------------------------------- hashing + headers
+
+
+def _scan(splits, bad_files) -> dict:
+    """Hash every image and read its geometry (file header, or tensor shape)."""
+    records = []  # (hash, split, index, label)
+    widths, heights = [], []
+    modes, channels, formats = Counter(), Counter(), Counter()
+    for name, split in splits.items():
+        labels = np.asarray(split.labels)
+        if getattr(split, "images", None) is not None:
+            images = np.ascontiguousarray(np.asarray(split.images))
+            n, c, h, w = images.shape
+            shape_tag = f"{c}x{h}x{w}".encode()
+            for i in range(n):
+                digest = hashlib.blake2b(images[i].tobytes(), digest_size=16, key=shape_tag[:64]).hexdigest()
+                records.append((digest, name, i, int(labels[i])))
+            widths += [w] * n
+            heights += [h] * n
+            modes["L" if c == 1 else "RGB"] += n
+            channels[str(c)] += n
+            formats["in-memory uint8 tensor"] += n
+            continue
+        for i, path in enumerate(split.paths):
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                bad_files.append({"path": str(path), "reason": f"cannot read file ({exc.strerror or exc})"})
+                continue
+            records.append((hashlib.blake2b(data, digest_size=16).hexdigest(), name, i, int(labels[i])))
+            try:
+                # Image.open only parses the header; pixels are never decoded here.
+                with Image.open(io.BytesIO(data)) as image:
+                    widths.append(image.width)
+                    heights.append(image.height)
+                    modes[image.mode] += 1
+                    channels[str(len(image.getbands()))] += 1
+                    formats[image.format or "unknown"] += 1
+            except Exception as exc:  # noqa: BLE001 - any header failure is a bad file, not a crash
+                bad_files.append({"path": str(path), "reason": f"unreadable header ({exc})"})
+    return {
+        "records": records,
+        "widths": widths,
+        "heights": heights,
+        "modes": modes,
+        "channels": channels,
+        "formats": formats,
+        "sources": {name: split for name, split in splits.items()},
+    }
+
+
+def _duplicates(scan, class_names, warnings) -> dict:
+    groups: dict[str, list] = defaultdict(list)
+    for digest, split, index, label in scan["records"]:
+        groups[digest].append((split, index, label))
+    within: dict[str, dict] = defaultdict(lambda: {"groups": 0, "extra_copies": 0})
+    across_pairs: Counter = Counter()
+    across_groups = 0
+    conflicts = 0
+    listed = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        by_split = Counter(split for split, _, _ in members)
+        for split, count in by_split.items():
+            if count > 1:
+                within[split]["groups"] += 1
+                within[split]["extra_copies"] += count - 1
+        split_names = sorted(by_split)
+        if len(split_names) > 1:
+            across_groups += 1
+            for a_pos, a in enumerate(split_names):
+                for b in split_names[a_pos + 1 :]:
+                    across_pairs[f"{a}/{b}"] += 1
+        labels = sorted({label for _, _, label in members})
+        if len(labels) > 1:
+            conflicts += 1
+        if len(listed) < MAX_LISTED_DUPLICATE_GROUPS:
+            listed.append(
+                {
+                    "sources": [scan["sources"][s].source(i) for s, i, _ in members],
+                    "splits": [s for s, _, _ in members],
+                    "labels": [class_names[label] if 0 <= label < len(class_names) else str(label) for _, _, label in members],
+                }
+            )
+    for split in scan["sources"]:
+        within.setdefault(split, {"groups": 0, "extra_copies": 0})
+        if within[split]["groups"]:
+            warnings.append(f"split '{split}' holds {within[split]['extra_copies']} exact duplicate image(s)")
+    if across_groups:
+        warnings.append(
+            f"{across_groups} image(s) appear in more than one split ({dict(across_pairs)}): "
+            "train/test leakage inflates test scores; remove them from one split"
+        )
+    if conflicts:
+        warnings.append(f"{conflicts} duplicate group(s) carry different labels")
+    return {
+        "method": "exact content hash (BLAKE2b of file bytes, or of tensor bytes for in-memory data)",
+        "images_hashed": len(scan["records"]),
+        "within_split": dict(within),
+        "across_splits": {"groups": across_groups, "pairs": dict(across_pairs)},
+        "leakage": across_groups > 0,
+        "label_conflicts": conflicts,
+        "examples": listed,
+    }
+
+
+def _geometry_summary(scan) -> dict:
+    widths = np.asarray(scan["widths"], dtype=float)
+    heights = np.asarray(scan["heights"], dtype=float)
+    if not len(widths):
+        return {"images_measured": 0}
+    aspect = widths / np.maximum(heights, 1)
+    sizes = Counter(f"{int(w)}x{int(h)}" for w, h in zip(widths, heights))
+
+    def stats(values):
+        return {"min": float(values.min()), "max": float(values.max()), "mean": round(float(values.mean()), 3)}
+
+    return {
+        "images_measured": int(len(widths)),
+        "width": stats(widths),
+        "height": stats(heights),
+        "aspect_ratio": stats(aspect),
+        "distinct_sizes": len(sizes),
+        "common_sizes": dict(sizes.most_common(10)),
+        "modes": dict(scan["modes"]),
+        "channels": dict(scan["channels"]),
+        "formats": dict(scan["formats"]),
+    }
+
+
+# ----------------------------------------------------------------------------- colours + samples
+
+
+def dominant_colour(image) -> np.ndarray:
+    """Main RGB colour of a uint8 (C, H, W) image: the mean of its most common quantised colour.
+
+    Pixels are quantised to 8 levels per channel; the fullest cell (the mode) wins and
+    its pixels are averaged, which picks the background or the big object rather than
+    a muddy mean of everything. Grey images give a grey colour.
+
+    Example:
+        >>> import numpy as np
+        >>> img = np.zeros((3, 4, 4), np.uint8); img[0] = 250  # all red
+        >>> dominant_colour(img).tolist()
+        [250, 0, 0]
+    """
+    image = np.asarray(image)
+    if image.shape[0] == 1:
+        image = np.repeat(image, 3, axis=0)
+    # At most ~64x64 pixels: the mode does not need every pixel.
+    step = max(1, int(max(image.shape[1:]) // 64))
+    pixels = image[:3, ::step, ::step].reshape(3, -1).T.astype(np.int64)
+    cells = pixels // (256 // COLOUR_LEVELS)
+    keys = (cells[:, 0] * COLOUR_LEVELS + cells[:, 1]) * COLOUR_LEVELS + cells[:, 2]
+    mode = np.bincount(keys).argmax()
+    return pixels[keys == mode].mean(axis=0).round().astype(np.uint8)
+
+
+def _dominant_colours(splits, class_names, max_images, rng, bad_files) -> dict:
+    index = [(name, i) for name, split in splits.items() for i in range(len(split))]
+    if len(index) > max_images:
+        chosen = sorted(rng.choice(len(index), size=max_images, replace=False).tolist())
+        index = [index[i] for i in chosen]
+    colours, labels = [], []
+    for name, i in index:
+        image = _load(splits[name], i, bad_files)
+        if image is None:
+            continue
+        colours.append(dominant_colour(image))
+        labels.append(int(splits[name].labels[i]))
+    colours = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+    labels = np.asarray(labels, dtype=np.int64)
+    per_class = {}
+    for c, cls in enumerate(class_names):
+        mask = labels == c
+        if mask.any():
+            per_class[cls] = colours[mask].mean(axis=0).round().astype(int).tolist()
+    summary = {
+        "images_sampled": int(len(colours)),
+        "method": f"mode of pixels quantised to {COLOUR_LEVELS} levels per channel, averaged within the mode",
+        "mean_dominant_colour_per_class": per_class,
+    }
+    return {"colours": colours, "labels": labels, "summary": summary}
+
+
+def _samples(splits, class_names, per_class, rng, bad_files) -> list[list]:
+    """A few images of every class, from the training split when there is one."""
+    split = splits.get("train") or next(iter(splits.values()), None)
+    samples: list[list] = [[] for _ in class_names]
+    if split is None:
+        return samples
+    labels = np.asarray(split.labels)
+    for c in range(len(class_names)):
+        members = np.flatnonzero(labels == c)
+        if len(members) > per_class:
+            members = np.sort(rng.choice(members, size=per_class, replace=False))
+        for i in members:
+            image = _load(split, int(i), bad_files)
+            if image is not None:
+                samples[c].append(image)
+    return samples
+
+
+def _load(split, index, bad_files):
+    try:
+        image = split.load(index)
+    except Exception as exc:  # noqa: BLE001 - an unreadable image is reported, not fatal
+        bad_files.append({"path": str(split.source(index)), "reason": str(getattr(exc, "reason", exc))})
+        return None
+    return image.numpy() if hasattr(image, "numpy") else np.asarray(image)

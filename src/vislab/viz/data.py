@@ -1,0 +1,153 @@
+"""Dataset figures (audit and augmentation preview). One function per PNG; they only draw.
+
+Images are uint8 ``(C, H, W)`` arrays or tensors, C in {1, 3}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vislab.viz.evaluation import _as_numpy, _save, _short, _show  # noqa: E402
+
+
+def plot_class_balance(counts: Mapping[str, Sequence[int]], class_names: Sequence[str], path) -> Path:
+    """Grouped bars: images per class, one bar colour per split.
+
+    Args:
+        counts: split name -> K counts (e.g. ``{"train": [50, 48], "test": [10, 9]}``).
+        class_names: K names.
+
+    Example:
+        >>> import tempfile, os
+        >>> plot_class_balance({"train": [5, 3], "test": [1, 1]}, ["a", "b"],
+        ...                    os.path.join(tempfile.mkdtemp(), "bal.png")).exists()
+        True
+    """
+    k = len(class_names)
+    splits = list(counts)
+    fig, ax = plt.subplots(figsize=(min(max(7, 0.7 * k + 3), 24), 4.8))
+    x = np.arange(k)
+    width = 0.8 / max(1, len(splits))
+    for j, split in enumerate(splits):
+        ax.bar(x + (j - (len(splits) - 1) / 2) * width, counts[split], width, label=f"{split} ({sum(counts[split])})")
+    ax.set_xticks(x, [_short(n) for n in class_names] if k <= 60 else [""] * k, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
+    ax.set(ylabel="Images", title="Class balance per split")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_image_geometry(widths: Sequence[int], heights: Sequence[int], path) -> Path:
+    """Width/height scatter beside a histogram of aspect ratios (width / height).
+
+    Example:
+        >>> import tempfile, os
+        >>> plot_image_geometry([28, 30, 64], [28, 20, 48], os.path.join(tempfile.mkdtemp(), "geo.png")).exists()
+        True
+    """
+    widths = np.asarray(widths, dtype=float)
+    heights = np.asarray(heights, dtype=float)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    unique = len(set(zip(widths.tolist(), heights.tolist())))
+    left.scatter(widths, heights, s=8, alpha=0.4, edgecolors="none")
+    left.set(xlabel="Width (px)", ylabel="Height (px)", title=f"Image sizes ({len(widths)} images, {unique} distinct)")
+    if len(widths):
+        # A single size would give a zero-width axis; pad it so the point is visible.
+        pad = max(1.0, 0.05 * max(widths.max(), heights.max()))
+        left.set_xlim(widths.min() - pad, widths.max() + pad)
+        left.set_ylim(heights.min() - pad, heights.max() + pad)
+    aspect = widths / np.maximum(heights, 1)
+    right.hist(aspect, bins=30 if np.ptp(aspect) > 0 else 1, color="#4c72b0", edgecolor="black")
+    right.set(xlabel="Aspect ratio (width / height)", ylabel="Images", title="Aspect ratios")
+    return _save(fig, path)
+
+
+def plot_dominant_colours(colours, labels: Sequence[int], class_names: Sequence[str], path) -> Path:
+    """3-D scatter of each image's dominant RGB colour (0-255), coloured by class.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> plot_dominant_colours(np.array([[255, 0, 0], [0, 0, 255]]), [0, 1], ["red", "blue"],
+        ...                       os.path.join(tempfile.mkdtemp(), "col.png")).exists()
+        True
+    """
+    colours = np.asarray(colours, dtype=float).reshape(-1, 3)
+    labels = np.asarray(labels).reshape(-1)
+    fig = plt.figure(figsize=(7.5, 6.5))
+    ax = fig.add_subplot(projection="3d")
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for c, name in enumerate(class_names):
+        mask = labels == c
+        if mask.any():
+            ax.scatter(*colours[mask].T, s=10, alpha=0.6, color=cmap(c % cmap.N), label=_short(name))
+    ax.set(xlabel="R", ylabel="G", zlabel="B", xlim=(0, 255), ylim=(0, 255), zlim=(0, 255))
+    ax.set_title(f"Dominant colour per image ({len(colours)} images)")
+    if 0 < len(class_names) <= 20:
+        ax.legend(loc="upper left", fontsize=8, markerscale=2)
+    return _save(fig, path)
+
+
+def plot_samples_per_class(samples: Sequence[Sequence], class_names: Sequence[str], path, title: str = "Samples per class") -> Path:
+    """One row per class, a few images each (sizes may differ between images).
+
+    Args:
+        samples: for each class, a sequence of uint8 (C, H, W) images (may be empty).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> s = [[np.zeros((1, 8, 8), np.uint8)] * 2, [np.full((3, 6, 9), 200, np.uint8)]]
+        >>> plot_samples_per_class(s, ["a", "b"], os.path.join(tempfile.mkdtemp(), "s.png")).exists()
+        True
+    """
+    rows = max(1, len(class_names))
+    columns = max([1] + [len(s) for s in samples])
+    fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns + 1.2, 1.5 * rows + 0.5), squeeze=False)
+    for r in range(rows):
+        images = list(samples[r]) if r < len(samples) else []
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                _show(ax, _as_numpy(images[c]))
+        if r < len(class_names):
+            axes[r, 0].set_ylabel(_short(class_names[r]), rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_augment_preview(originals, augmented, path, title: str = "Augmentation preview") -> Path:
+    """Each row: the original image, then its augmented versions.
+
+    Args:
+        originals: uint8 (N, C, H, W).
+        augmented: uint8 (N, A, C, H, W), A augmented versions of each original.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> o = np.zeros((2, 1, 8, 8), np.uint8); a = np.full((2, 3, 1, 8, 8), 128, np.uint8)
+        >>> plot_augment_preview(o, a, os.path.join(tempfile.mkdtemp(), "aug.png")).exists()
+        True
+    """
+    originals = _as_numpy(originals)
+    augmented = _as_numpy(augmented)
+    n, versions = augmented.shape[0], augmented.shape[1]
+    fig, axes = plt.subplots(n, versions + 1, figsize=(1.6 * (versions + 1), 1.6 * n + 0.6), squeeze=False)
+    for r in range(n):
+        for c in range(versions + 1):
+            ax = axes[r, c]
+            ax.axis("off")
+            _show(ax, originals[r] if c == 0 else augmented[r, c - 1])
+            if r == 0:
+                ax.set_title("original" if c == 0 else f"augmented {c}", fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,294 @@
+"""Evaluation figures. Each function draws what it is given into one PNG and returns its path.
+
+Nothing here computes a metric: the numbers come from
+:mod:`vislab.evaluate.metrics` (or scikit-learn) and are only drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+RIGHT = "#1a7f37"
+WRONG = "#cf222e"
+# Above this many classes tick labels and cell numbers become unreadable.
+MAX_LABELLED_CLASSES = 40
+DPI = 100
+
+
+def plot_confusion_matrix(
+    matrix, class_names: Sequence[str], path, normalize: bool = False
+) -> Path:
+    """Confusion matrix (rows true, columns predicted) with class names on both axes.
+
+    Args:
+        matrix: (K, K) counts, e.g. ``metrics["curves"]["confusion_matrix"]``.
+        class_names: K names.
+        path: PNG to write.
+        normalize: divide each row by its count (recall on the diagonal); rows with
+            no samples stay 0 instead of NaN.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = plot_confusion_matrix([[3, 1], [0, 4]], ["cat", "dog"], os.path.join(tempfile.mkdtemp(), "cm.png"))
+        >>> p.exists()
+        True
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    k = len(class_names)
+    if normalize:
+        totals = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    labelled = k <= MAX_LABELLED_CLASSES
+    side = min(4 + 0.45 * k, 16)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    display = ConfusionMatrixDisplay(matrix, display_labels=list(class_names) if labelled else None)
+    display.plot(
+        ax=ax,
+        cmap="Blues",
+        include_values=labelled and k <= 20,
+        values_format=".2f" if normalize else ".0f",
+        xticks_rotation=45 if labelled else "horizontal",
+        colorbar=True,
+    )
+    if not labelled:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_title("Confusion matrix (normalised by true class)" if normalize else "Confusion matrix (counts)")
+    return _save(fig, path)
+
+
+def plot_roc_curves(curves: Mapping[str, Mapping], path, micro: Mapping | None = None) -> Path:
+    """One-vs-rest ROC curves.
+
+    Args:
+        curves: class name -> ``{"fpr": [...], "tpr": [...], "auc": float}``
+            (``metrics["curves"]["roc"]``).
+        path: PNG to write.
+        micro: optional micro-average curve of the same form, drawn dashed.
+
+    Example:
+        >>> import tempfile, os
+        >>> plot_roc_curves({"dog": {"fpr": [0, 0, 1], "tpr": [0, 1, 1], "auc": 1.0}},
+        ...                 os.path.join(tempfile.mkdtemp(), "roc.png")).suffix
+        '.png'
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for name, curve in _limit(curves).items():
+        ax.plot(curve["fpr"], curve["tpr"], lw=1.4, label=f"{name} (AUC {_fmt(curve.get('auc'))})")
+    if micro:
+        ax.plot(micro["fpr"], micro["tpr"], "k--", lw=2, label=f"micro-average (AUC {_fmt(micro.get('auc'))})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="False positive rate", ylabel="True positive rate", title="ROC")
+    _legend(ax, len(curves) + bool(micro), loc="lower right")
+    return _save(fig, path)
+
+
+def plot_pr_curves(curves: Mapping[str, Mapping], path, micro: Mapping | None = None) -> Path:
+    """Precision-recall curves, one per class (``metrics["curves"]["pr"]``).
+
+    Example:
+        >>> import tempfile, os
+        >>> plot_pr_curves({"dog": {"recall": [1, 0.5, 0], "precision": [0.5, 1, 1], "ap": 0.8}},
+        ...                os.path.join(tempfile.mkdtemp(), "pr.png")).name
+        'pr.png'
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for name, curve in _limit(curves).items():
+        ax.step(curve["recall"], curve["precision"], where="post", lw=1.4, label=f"{name} (AP {_fmt(curve.get('ap'))})")
+    if micro:
+        ax.step(micro["recall"], micro["precision"], "k--", where="post", lw=2, label=f"micro-average (AP {_fmt(micro.get('ap'))})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="Recall", ylabel="Precision", title="Precision-recall")
+    _legend(ax, len(curves) + bool(micro), loc="lower left")
+    return _save(fig, path)
+
+
+def plot_reliability_diagram(calibration: Mapping, path) -> Path:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, with counts below.
+
+    Args:
+        calibration: ``metrics["calibration"]`` (``ece`` and ``bins`` with lower, upper,
+            count, accuracy, confidence).
+
+    Example:
+        >>> import tempfile, os
+        >>> cal = {"ece": 0.1, "bins": [{"lower": 0.5, "upper": 1.0, "count": 2, "accuracy": 0.5, "confidence": 0.6}]}
+        >>> plot_reliability_diagram(cal, os.path.join(tempfile.mkdtemp(), "rel.png")).exists()
+        True
+    """
+    bins = list(calibration["bins"])
+    lower = np.array([b["lower"] for b in bins])
+    width = np.array([b["upper"] - b["lower"] for b in bins])
+    accuracy = np.array([b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins])
+    confidence = np.array([b["confidence"] if b["confidence"] is not None else 0.0 for b in bins])
+    counts = np.array([b["count"] for b in bins])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    filled = counts > 0
+    top.bar(lower[filled], accuracy[filled], width=width[filled], align="edge", color="#4c72b0", edgecolor="black", label="accuracy")
+    gap = confidence - accuracy
+    top.bar(lower[filled], gap[filled], bottom=accuracy[filled], width=width[filled], align="edge",
+            color=WRONG, alpha=0.3, edgecolor=WRONG, hatch="//", label="gap to confidence")
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    top.set(ylim=(0, 1), ylabel="Accuracy", title=f"Reliability diagram (ECE {_fmt(calibration.get('ece'))})")
+    top.legend(loc="upper left")
+    bottom.bar(lower, counts, width=width, align="edge", color="grey", edgecolor="black")
+    bottom.set(xlim=(0, 1), xlabel="Confidence (top probability)", ylabel="Samples")
+    return _save(fig, path)
+
+
+def plot_per_class_accuracy(class_names: Sequence[str], accuracies: Sequence[float | None], path) -> Path:
+    """Horizontal bars of per-class accuracy (recall); ``None`` (no test samples) is marked n/a.
+
+    Example:
+        >>> import tempfile, os
+        >>> plot_per_class_accuracy(["a", "b"], [0.9, None], os.path.join(tempfile.mkdtemp(), "acc.png")).exists()
+        True
+    """
+    k = len(class_names)
+    values = np.array([a if a is not None else 0.0 for a in accuracies], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, min(2 + 0.3 * k, 60)))
+    y = np.arange(k)
+    colours = plt.cm.RdYlGn(values)
+    ax.barh(y, values, color=colours, edgecolor="black", lw=0.5)
+    for i, a in enumerate(accuracies):
+        ax.text(min(values[i] + 0.01, 0.9), i, "n/a (no samples)" if a is None else f"{a:.1%}", va="center", fontsize=8)
+    ax.set_yticks(y, [str(n) for n in class_names] if k <= 200 else [""] * k)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.05), xlabel="Accuracy (recall)", title="Per-class accuracy")
+    return _save(fig, path)
+
+
+def plot_prediction_grid(
+    images,
+    true_names: Sequence[str],
+    predicted_names: Sequence[str],
+    probabilities: Sequence[float],
+    path,
+    title: str = "Sample predictions",
+    columns: int = 6,
+) -> Path:
+    """Image grid titled "true : predicted" (green when right, red when wrong) and the probability.
+
+    Used for the sample predictions, the most confidently wrong and the least
+    confident right images alike.
+
+    Args:
+        images: uint8 (N, C, H, W) array or tensor, C in {1, 3}; may be empty.
+        true_names, predicted_names: N class names.
+        probabilities: N probabilities of the predicted class.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> imgs = np.zeros((2, 1, 8, 8), np.uint8)
+        >>> plot_prediction_grid(imgs, ["a", "b"], ["a", "a"], [0.9, 0.6],
+        ...                      os.path.join(tempfile.mkdtemp(), "g.png")).exists()
+        True
+    """
+    images = _as_numpy(images)
+    n = len(images)
+    if n == 0:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}: no images", ha="center", va="center")
+        return _save(fig, path)
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.4 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        _show(ax, images[i])
+        right = str(true_names[i]) == str(predicted_names[i])
+        ax.set_title(
+            f"{_short(true_names[i])} : {_short(predicted_names[i])}\n{float(probabilities[i]):.1%}",
+            color=RIGHT if right else WRONG,
+            fontsize=9,
+        )
+    fig.suptitle(f"{title}   (true : predicted, probability)")
+    return _save(fig, path)
+
+
+def plot_leaderboard(rows: Sequence[Mapping], path, metrics: Sequence[str] = ("accuracy", "macro_f1", "auc")) -> Path:
+    """Grouped bars of test metrics per run (rows from :func:`vislab.evaluate.compare.compare_runs`).
+
+    Missing values (``None``) are left out of their group.
+
+    Example:
+        >>> import tempfile, os
+        >>> rows = [{"run": "cnn", "accuracy": 0.9, "macro_f1": 0.88, "auc": 0.99},
+        ...         {"run": "vit", "accuracy": 0.95, "macro_f1": None, "auc": 0.995}]
+        >>> plot_leaderboard(rows, os.path.join(tempfile.mkdtemp(), "lb.png")).exists()
+        True
+    """
+    names = [str(r.get("run") or r.get("model")) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows) + 2), 4.8))
+    x = np.arange(len(rows))
+    width = 0.8 / max(1, len(metrics))
+    for j, key in enumerate(metrics):
+        values = [r.get(key) for r in rows]
+        keep = [i for i, v in enumerate(values) if v is not None]
+        bars = ax.bar(x[keep] + (j - (len(metrics) - 1) / 2) * width, [values[i] for i in keep], width, label=key)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set(ylim=(0, 1.15), ylabel="Test score", title="Leaderboard")
+    ax.legend(loc="upper right", ncols=len(metrics))
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_numpy(images) -> np.ndarray:
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    images = np.asarray(images)
+    if images.size and images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (N, C, H, W), got {images.dtype}; pass the raw images, not normalised ones")
+    return images
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """Draw one uint8 (C, H, W) image, grey for one channel."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] in (1, 3):
+        image = np.transpose(image, (1, 2, 0))
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+
+
+def _short(name, limit: int = 16) -> str:
+    name = str(name)
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _limit(curves: Mapping, limit: int = 30) -> dict:
+    # More curves than this is a hairball; the micro average still summarises all classes.
+    return dict(list(curves.items())[:limit])
+
+
+def _legend(ax, count: int, loc: str) -> None:
+    if count:
+        ax.legend(loc=loc, fontsize=7 if count > 10 else 9, ncols=2 if count > 15 else 1)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
