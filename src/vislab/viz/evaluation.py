@@ -133,9 +133,11 @@ def plot_reliability_diagram(calibration: Mapping, path) -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     filled = counts > 0
     top.bar(lower[filled], accuracy[filled], width=width[filled], align="edge", color="#4c72b0", edgecolor="black", label="accuracy")
-    gap = confidence - accuracy
-    top.bar(lower[filled], gap[filled], bottom=accuracy[filled], width=width[filled], align="edge",
-            color=WRONG, alpha=0.3, edgecolor=WRONG, hatch="//", label="gap to confidence")
+    # The gap spans accuracy..confidence in either direction (over- or under-confident bins).
+    low = np.minimum(accuracy, confidence)
+    gap = np.abs(confidence - accuracy)
+    top.bar(lower[filled], gap[filled], bottom=low[filled], width=width[filled], align="edge",
+            color="#f6c4c4", edgecolor=WRONG, hatch="//", zorder=3, label="gap to mean confidence")
     top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     top.set(ylim=(0, 1), ylabel="Accuracy", title=f"Reliability diagram (ECE {_fmt(calibration.get('ece'))})")
     top.legend(loc="upper left")

@@ -1,0 +1,429 @@
+"""One self-contained HTML page for a run folder.
+
+Every image is embedded as a base64 data URI and the CSS is inline, so the file
+can be mailed or opened offline; there is no JavaScript. Each section is built
+from one run-folder file; a missing file means a missing section, and a broken
+file means a short note in its place, never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import html
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import yaml
+
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+EVALUATION_FIGURES = [
+    "confusion_matrix.png",
+    "confusion_matrix_normalized.png",
+    "per_class_accuracy.png",
+    "roc.png",
+    "pr.png",
+    "reliability.png",
+    "predictions_sample.png",
+]
+MISCLASSIFIED_FIGURES = ["predictions_confident_wrong.png", "predictions_unsure_right.png"]
+TRAINING_FIGURES = ["curves.png"]
+# A table of 10k misclassified rows would drown the page; the CSV has them all.
+MAX_TABLE_ROWS = 50
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+header{background:#24292f;color:#fff;padding:18px 32px}
+header h1{margin:0;font-size:1.6em}
+header p{margin:4px 0 0;color:#c9d1d9}
+nav{padding:8px 32px;background:#fff;border-bottom:1px solid #d0d7de}
+nav a{margin-right:14px;color:#0969da;text-decoration:none;font-size:.95em}
+main{padding:8px 32px 40px;max-width:1400px}
+section{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 20px 18px;margin:18px 0}
+h2{border-bottom:1px solid #d0d7de;padding-bottom:6px;font-size:1.3em}
+h3{font-size:1.05em;margin-top:18px}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em}
+th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:right}
+th{background:#f6f8fa}
+td.text,th.text{text-align:left}
+tr:nth-child(even) td{background:#fbfcfd}
+pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:10px;overflow-x:auto;font-size:.85em}
+figure{margin:10px 0 18px}
+figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
+figcaption{color:#57606a;font-size:.85em}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #d0d7de;border-radius:6px;padding:10px 16px;min-width:120px;background:#f6f8fa}
+.card .value{font-size:1.5em;font-weight:600}
+.card .label{color:#57606a;font-size:.85em}
+.warn{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:6px 12px;margin:6px 0}
+.note{color:#57606a;font-size:.9em}
+"""
+
+
+def build_report(run_dir) -> Path:
+    """Write ``run_dir/report.html`` from whatever the run folder holds and return its path.
+
+    Sections (each only when its files exist): summary, config (``config.yaml``),
+    model (``model.json``), dataset audit (``audit.json``, ``plots/audit_*.png``),
+    training (``plots/curves.png``, ``history.csv``), metrics (``metrics.json``),
+    evaluation figures, misclassified examples (``misclassified.csv`` and grids),
+    explanations (``plots/explain/``), other figures under ``plots/`` and bad files.
+
+    Example:
+        >>> import tempfile, json, pathlib
+        >>> run = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (run / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "loss": 0.3}))
+        >>> page = build_report(run).read_text()
+        >>> "Metrics" in page and "<script" not in page
+        True
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; pass the folder written by `vislab train`")
+    report = _Report(run_dir)
+    sections = [
+        ("summary", "Summary", report.summary),
+        ("config", "Configuration", report.config),
+        ("model", "Model", report.model),
+        ("audit", "Dataset audit", report.audit),
+        ("training", "Training", report.training),
+        ("metrics", "Metrics", report.metrics),
+        ("figures", "Evaluation figures", report.evaluation_figures),
+        ("misclassified", "Misclassified examples", report.misclassified),
+        ("explanations", "Explanations", report.explanations),
+        ("other", "Other figures", report.other_figures),
+        ("bad-files", "Bad files", report.bad_files),
+    ]
+    bodies = []
+    for anchor, title, build in sections:
+        body = _safely(build)
+        if body:
+            bodies.append((anchor, title, body))
+    nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t, _ in bodies)
+    content = "\n".join(f'<section id="{a}"><h2>{html.escape(t)}</h2>\n{b}\n</section>' for a, t, b in bodies)
+    if not bodies:
+        content = '<section><p class="note">This run folder holds nothing to report yet (no config, metrics or figures).</p></section>'
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>vislab report: {html.escape(run_dir.resolve().name)}</title>
+<link rel="icon" href="data:,">
+<style>{CSS}</style>
+</head>
+<body>
+<header><h1>vislab report: {html.escape(run_dir.resolve().name)}</h1>
+<p>{html.escape(str(run_dir.resolve()))} &middot; generated {stamp}</p></header>
+<nav>{nav}</nav>
+<main>
+{content}
+</main>
+</body>
+</html>
+"""
+    path = run_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+class _Report:
+    """Section builders; each returns HTML or "" when its files are absent."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.plots = run_dir / "plots"
+        self.shown: set[Path] = set()
+
+    # --------------------------------------------------------------- sections
+
+    def summary(self) -> str:
+        metrics = _read_json(self.run_dir / "metrics.json")
+        if not isinstance(metrics, dict):
+            return ""
+        cards = [
+            ("Accuracy", _pct(metrics.get("accuracy"))),
+            (f"Top-{metrics.get('top_k')} accuracy", _pct(metrics.get("top_k_accuracy"))) if metrics.get("top_k_accuracy") is not None else None,
+            ("Loss", _num(metrics.get("loss"))),
+            ("Macro F1", _num((metrics.get("macro") or {}).get("f1"))),
+            ("ROC AUC", _num(metrics.get("roc_auc"))),
+            ("ECE", _num((metrics.get("calibration") or {}).get("ece"))),
+            ("Test images", str(metrics.get("num_samples", "n/a"))),
+        ]
+        items = "".join(
+            f'<div class="card"><div class="value">{html.escape(v)}</div><div class="label">{html.escape(k)}</div></div>'
+            for k, v in filter(None, cards)
+        )
+        return f'<div class="cards">{items}</div>'
+
+    def config(self) -> str:
+        path = self.run_dir / "config.yaml"
+        if not path.is_file():
+            return ""
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            data = yaml.safe_load(text)
+            shown = yaml.safe_dump(data, sort_keys=False, default_flow_style=False) if data is not None else text
+            return f"<pre>{html.escape(shown)}</pre>"
+        except yaml.YAMLError as exc:
+            return f'<p class="warn">config.yaml is not valid YAML ({html.escape(str(exc))}); shown as written:</p><pre>{html.escape(text)}</pre>'
+
+    def model(self) -> str:
+        spec = _read_json(self.run_dir / "model.json")
+        if not isinstance(spec, dict):
+            return ""
+        scalars = [(k, v) for k, v in spec.items() if not isinstance(v, (dict, list))]
+        parts = [_kv_table(scalars)] if scalars else []
+        for key, value in spec.items():
+            if isinstance(value, dict) and value:
+                parts.append(f"<h3>{html.escape(key)}</h3>" + _kv_table(value.items()))
+            elif isinstance(value, list) and value:
+                shown = ", ".join(str(v) for v in value[:50]) + (f" … ({len(value)} in all)" if len(value) > 50 else "")
+                parts.append(f"<h3>{html.escape(key)}</h3><p>{html.escape(shown)}</p>")
+        return "\n".join(parts)
+
+    def audit(self) -> str:
+        audit = _read_json(self.run_dir / "audit.json")
+        figures = sorted(self.plots.glob("audit_*.png")) if self.plots.is_dir() else []
+        if not isinstance(audit, dict) and not figures:
+            return ""
+        parts = []
+        if isinstance(audit, dict):
+            parts += [f'<p class="warn">{html.escape(str(w))}</p>' for w in audit.get("warnings", [])]
+            if audit.get("dataset"):
+                parts.append(f"<p>Dataset <b>{html.escape(str(audit['dataset']))}</b>, {audit.get('num_classes', '?')} classes.</p>")
+            balance = audit.get("class_balance") or {}
+            table = balance.get("table") or []
+            if table:
+                splits = [k for k in table[0] if k != "class"]
+                rows = [[r.get("class")] + [r.get(s) for s in splits] for r in table]
+                rows.append(["total"] + [(balance.get("totals") or {}).get(s) for s in splits])
+                ratios = balance.get("imbalance_ratio") or {}
+                rows.append(["imbalance ratio (max/min)"] + [_num(ratios.get(s)) for s in splits])
+                parts.append("<h3>Class balance</h3>" + _table(["class"] + splits, rows))
+            geometry = audit.get("geometry") or {}
+            if geometry.get("images_measured"):
+                items = [("images measured", geometry["images_measured"])]
+                for key in ("width", "height", "aspect_ratio"):
+                    stats = geometry.get(key) or {}
+                    items.append((key.replace("_", " "), f"{_num(stats.get('min'))} – {_num(stats.get('max'))} (mean {_num(stats.get('mean'))})"))
+                for key in ("distinct_sizes", "common_sizes", "modes", "channels", "formats"):
+                    if key in geometry:
+                        items.append((key.replace("_", " "), _inline(geometry[key])))
+                parts.append("<h3>Image geometry and formats</h3>" + _kv_table(items))
+            colour = audit.get("dominant_colour") or {}
+            per_class = colour.get("mean_dominant_colour_per_class") or {}
+            if per_class:
+                rows = [
+                    [name, f'<span style="display:inline-block;width:28px;height:14px;border:1px solid #888;background:rgb({int(r)},{int(g)},{int(b)})"></span> ({int(r)}, {int(g)}, {int(b)})']
+                    for name, (r, g, b) in per_class.items()
+                ]
+                parts.append(
+                    f"<h3>Dominant colour</h3><p class=\"note\">{html.escape(str(colour.get('method', '')))}; "
+                    f"{colour.get('images_sampled', '?')} images sampled.</p>" + _table(["class", "mean dominant colour"], rows, raw_columns={1}, text_columns={0, 1})
+                )
+            duplicates = audit.get("duplicates") or {}
+            if duplicates:
+                within = duplicates.get("within_split") or {}
+                items = [("images hashed", duplicates.get("images_hashed"))]
+                items += [(f"duplicates within {s}", f"{v.get('extra_copies', 0)} extra copies in {v.get('groups', 0)} groups") for s, v in within.items()]
+                across = duplicates.get("across_splits") or {}
+                items.append(("across splits (leakage)", f"{across.get('groups', 0)} images {_inline(across.get('pairs') or {})}"))
+                items.append(("label conflicts", duplicates.get("label_conflicts", 0)))
+                parts.append("<h3>Exact duplicates</h3>" + _kv_table(items))
+                examples = duplicates.get("examples") or []
+                if examples:
+                    rows = [["<br>".join(html.escape(str(s)) for s in e.get("sources", [])), html.escape(", ".join(e.get("splits", []))), html.escape(", ".join(map(str, e.get("labels", []))))] for e in examples[:20]]
+                    parts.append(_table(["files", "splits", "labels"], rows, raw_columns={0, 1, 2}, text_columns={0, 1, 2}))
+        parts += [self._figure(p) for p in figures]
+        return "\n".join(parts)
+
+    def training(self) -> str:
+        parts = [self._figure(self.plots / name) for name in TRAINING_FIGURES if (self.plots / name).is_file()]
+        history = self.run_dir / "history.csv"
+        if history.is_file():
+            header, rows = _read_csv(history)
+            if header:
+                shown = rows if len(rows) <= 200 else rows[-200:]
+                note = f'<p class="note">last 200 of {len(rows)} epochs</p>' if len(rows) > 200 else ""
+                total = _sum_column(header, rows, "seconds")
+                if total is not None:
+                    note += f'<p>{len(rows)} epochs, {total:.1f} s of training.</p>'
+                parts.append("<h3>History</h3>" + note + _table(header, [[_num_text(v) for v in r] for r in shown]))
+        return "\n".join(parts)
+
+    def metrics(self) -> str:
+        metrics = _read_json(self.run_dir / "metrics.json")
+        if not isinstance(metrics, dict):
+            return ""
+        parts = [f'<p class="warn">{html.escape(str(n))}</p>' for n in metrics.get("notes", [])]
+        items = [
+            ("task", metrics.get("task")),
+            ("test images", metrics.get("num_samples")),
+            ("accuracy", _pct(metrics.get("accuracy"))),
+            ("loss", _num(metrics.get("loss"))),
+        ]
+        if metrics.get("top_k_accuracy") is not None:
+            items.append((f"top-{metrics.get('top_k')} accuracy", _pct(metrics.get("top_k_accuracy"))))
+        for average in ("macro", "weighted", "binary"):
+            values = metrics.get(average)
+            if isinstance(values, dict):
+                label = f"{average} (positive class: {metrics.get('positive_class')})" if average == "binary" else average
+                items.append((f"{label} precision / recall / F1", " / ".join(_num(values.get(k)) for k in ("precision", "recall", "f1"))))
+        for key in ("roc_auc", "roc_auc_micro", "roc_auc_macro", "average_precision", "average_precision_micro", "average_precision_macro"):
+            if key in metrics:
+                items.append((key.replace("_", " "), _num(metrics[key])))
+        calibration = metrics.get("calibration") or {}
+        if "ece" in calibration:
+            items.append((f"expected calibration error ({calibration.get('n_bins', '?')} bins)", _num(calibration["ece"])))
+        # anything else the evaluator added at top level (scalars only)
+        known = {k for k, _ in items} | {"notes", "per_class", "class_names", "calibration", "curves", "top_k", "num_classes", "positive_class", "macro", "weighted", "binary", "num_samples", "top_k_accuracy"}
+        items += [(k, _num(v) if isinstance(v, float) else v) for k, v in metrics.items() if k not in known and not isinstance(v, (dict, list))]
+        parts.append(_kv_table(items))
+        per_class = metrics.get("per_class") or []
+        if per_class:
+            columns = ["class", "precision", "recall", "f1", "support", "predicted", "roc_auc", "average_precision"]
+            rows = [[r.get("class")] + [_num(r.get(c)) if isinstance(r.get(c), float) or r.get(c) is None else r.get(c) for c in columns[1:]] for r in per_class]
+            parts.append("<h3>Per class</h3>" + _table([c.replace("_", " ") for c in columns], rows))
+        return "\n".join(parts)
+
+    def evaluation_figures(self) -> str:
+        return "\n".join(self._figure(self.plots / n) for n in EVALUATION_FIGURES if (self.plots / n).is_file())
+
+    def misclassified(self) -> str:
+        parts = [self._figure(self.plots / n) for n in MISCLASSIFIED_FIGURES if (self.plots / n).is_file()]
+        path = self.run_dir / "misclassified.csv"
+        if path.is_file():
+            header, rows = _read_csv(path)
+            if header:
+                parts.append(
+                    f"<p>{len(rows)} misclassified test images (all in <code>misclassified.csv</code>); "
+                    f"{'the most confident ' + str(MAX_TABLE_ROWS) if len(rows) > MAX_TABLE_ROWS else 'all'} shown.</p>"
+                    + _table(header, [[_num_text(v) for v in r] for r in rows[:MAX_TABLE_ROWS]], text_columns={0, 1, 2})
+                )
+        return "\n".join(parts)
+
+    def explanations(self) -> str:
+        folder = self.plots / "explain"
+        if not folder.is_dir():
+            return ""
+        return "\n".join(self._figure(p) for p in _images(folder.rglob("*")))
+
+    def other_figures(self) -> str:
+        if not self.plots.is_dir():
+            return ""
+        explain = self.plots / "explain"
+        rest = [p for p in _images(self.plots.rglob("*")) if p not in self.shown and explain not in p.parents]
+        return "\n".join(self._figure(p) for p in rest)
+
+    def bad_files(self) -> str:
+        entries: dict[str, str] = {}
+        path = self.run_dir / "bad_files.csv"
+        if path.is_file():
+            header, rows = _read_csv(path)
+            for row in rows:
+                if row:
+                    entries[row[0]] = row[1] if len(row) > 1 else ""
+        audit = _read_json(self.run_dir / "audit.json")
+        if isinstance(audit, dict):
+            for entry in audit.get("bad_files") or []:
+                entries.setdefault(str(entry.get("path")), str(entry.get("reason", "")))
+        if not entries:
+            return ""
+        rows = [[p, r] for p, r in list(entries.items())[:500]]
+        more = f'<p class="note">first 500 of {len(entries)}</p>' if len(entries) > 500 else ""
+        return f"<p>{len(entries)} file(s) could not be used and were skipped.</p>{more}" + _table(["file", "reason"], rows, text_columns={0, 1})
+
+    # --------------------------------------------------------------- pieces
+
+    def _figure(self, path: Path) -> str:
+        self.shown.add(path)
+        mime = IMAGE_TYPES.get(path.suffix.lower())
+        if mime is None or not path.is_file():
+            return ""
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        caption = html.escape(str(path.relative_to(self.run_dir)))
+        return f'<figure><img src="data:{mime};base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _safely(build: Callable[[], str]) -> str:
+    try:
+        return build()
+    except Exception as exc:  # noqa: BLE001 - one unreadable file must not cost the whole report
+        return f'<p class="warn">This section could not be built: {html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>'
+
+
+def _images(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_TYPES)
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        rows = list(csv.reader(handle))
+    return (rows[0], rows[1:]) if rows else ([], [])
+
+
+def _sum_column(header, rows, name) -> float | None:
+    if name not in header:
+        return None
+    column = header.index(name)
+    try:
+        return sum(float(r[column]) for r in rows if len(r) > column and r[column] != "")
+    except ValueError:
+        return None
+
+
+def _table(header, rows, raw_columns: set[int] = frozenset(), text_columns: set[int] = frozenset({0})) -> str:
+    """HTML table; cells are escaped unless their column is in ``raw_columns`` (already HTML)."""
+
+    def cell(tag, i, value):
+        css = ' class="text"' if i in text_columns else ""
+        shown = str(value) if i in raw_columns else html.escape("n/a" if value is None else str(value))
+        return f"<{tag}{css}>{shown}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "\n".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+
+
+def _kv_table(items) -> str:
+    rows = [[k, _num(v) if isinstance(v, float) else ("n/a" if v is None else v)] for k, v in items]
+    return _table(["", ""], rows, text_columns={0, 1}).replace("<thead><tr><th class=\"text\"></th><th class=\"text\"></th></tr></thead>", "")
+
+
+def _inline(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+def _num(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, float)):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return str(value)
+
+
+def _num_text(value: str) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.4g}"
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
