@@ -162,8 +162,12 @@ class Preprocessing:
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         return (images - mean) / std
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) or (C, H, W) in any channel count -> normalised float input."""
+    def __call__(self, images: torch.Tensor, augment=None) -> torch.Tensor:
+        """uint8 (N, C, H, W) or (C, H, W) in any channel count -> normalised float input.
+
+        ``augment`` (e.g. :class:`vislab.data.augment.Augment`) runs on the resized 0..1
+        batch, before normalisation, so train and eval share every other step.
+        """
         single = images.dim() == 3
         if single:
             images = images.unsqueeze(0)
@@ -171,6 +175,8 @@ class Preprocessing:
         if not images.is_floating_point():
             images = images.float().div_(255.0)
         images = self.resize(images.contiguous())
+        if augment is not None:
+            images = augment(images)
         images = self.normalize(images)
         return images[0] if single else images
 

@@ -1,0 +1,359 @@
+"""``vislab`` command line: parse arguments, call the library, print.
+
+Each subcommand is a pair ``_add_<name>(subparsers)`` + ``_cmd_<name>(args)``.
+The same option means the same thing in every subcommand (``--data``,
+``--data-dir``, ``--out``, ``--batch-size``, ``--device``, ``--top-k``, ``--seed``).
+Usage errors exit with code 2, failures with code 1 and a message that names the
+file and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _parser(subparsers, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=help_text, description=description or help_text,
+                                 formatter_class=_Formatter, allow_abbrev=False)
+
+
+# --------------------------------------------------------------------------- shared options
+def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", required=required, default=None,
+                       help="built-in set (mnist, fashion-mnist, cifar10, digits), a class-per-folder "
+                            "directory (optionally with train/ val/ test/), or a CSV of file,label")
+    group.add_argument("--data-dir", default=None, help="folder holding (or receiving) the built-in sets' files")
+    group.add_argument("--image-root", default=None, help="CSV: folder the file names are relative to")
+    group.add_argument("--file-col", default=None, help="CSV: column with the file name")
+    group.add_argument("--label-col", default=None, help="CSV: column with the label")
+    group.add_argument("--labels", nargs="+", default=None, help="CSV: keep only these labels")
+    group.add_argument("--test-csv", default=None, help="CSV of test files labelled by class name or numeric ID")
+    group.add_argument("--val-split", type=float, default=None,
+                       help="fraction (<1) or count of training images held out for validation (default 0.1)")
+    group.add_argument("--test-split", type=float, default=None,
+                       help="fraction or count held out for test when the data has no test split (default 0.2)")
+    group.add_argument("--max-per-class", type=int, default=None, help="keep at most N training images per class")
+    group.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 2)")
+
+
+def _add_augment_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("augmentation (Keras ImageDataGenerator meanings)")
+    group.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
+    group.add_argument("--vflip", action="store_true", default=None, help="random vertical flips")
+    group.add_argument("--rotation", type=float, default=None, help="degrees, uniform in [-r, r]")
+    group.add_argument("--zoom", type=float, default=None, help="scale uniform in [1-z, 1+z]")
+    group.add_argument("--width-shift", type=float, default=None, help="fraction of the width")
+    group.add_argument("--height-shift", type=float, default=None, help="fraction of the height")
+    group.add_argument("--shear", type=float, default=None, help="shear angle in degrees")
+    group.add_argument("--fill-mode", choices=["nearest", "constant", "reflect", "wrap"], default=None,
+                       help="how pixels outside the image are filled (default nearest)")
+    group.add_argument("--fill-value", type=float, default=None, help="0..255, with --fill-mode constant")
+
+
+def _data_overrides(args) -> dict:
+    return {
+        "data.source": args.data, "data.data_dir": args.data_dir, "data.image_root": args.image_root,
+        "data.file_col": args.file_col, "data.label_col": args.label_col, "data.labels": args.labels,
+        "data.test_csv": args.test_csv, "data.val_split": args.val_split, "data.test_split": args.test_split,
+        "data.max_per_class": args.max_per_class, "data.workers": args.workers,
+    }
+
+
+def _augment_overrides(args) -> dict:
+    return {f"augment.{key}": getattr(args, key) for key in
+            ("hflip", "vflip", "rotation", "zoom", "width_shift", "height_shift", "shear", "fill_mode", "fill_value")}
+
+
+def _parse_options(pairs) -> dict:
+    """``key=value`` pairs; values parsed as YAML scalars/lists (``hidden=[512,256]``, ``dropout=0.5``)."""
+    import yaml
+
+    options = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"vislab: error: --model-opt expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+# --------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = _parser(sub, "train", "train a model into a run folder",
+                "Train a model and write a run folder (config.yaml, model.safetensors, model.json, history.csv,\n"
+                "checkpoints/, tensorboard/, plots/, metrics.json, report.html).\n\n"
+                "examples:\n"
+                "  vislab train --data fashion-mnist --recipe fast --out runs/fmnist\n"
+                "  vislab train --data digits --model chollet_convnet --epochs 10\n"
+                "  vislab train --data photos/ --model resnet50 --pretrained --freeze backbone\n"
+                "  vislab train --resume runs/fmnist --epochs 20")
+    p.add_argument("--config", default=None, help="YAML file with data/augment/model/train sections")
+    p.add_argument("--recipe", default=None, choices=["fast"], help="a bundle of tuned defaults")
+    p.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation at the end")
+    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    _add_data_options(p)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default=None, help="model name: `vislab models` lists them (default fastnet)")
+    m.add_argument("--model-opt", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="model options, e.g. hidden=[512,256] dropout=0.5 binary=true")
+    m.add_argument("--input-size", type=int, nargs="+", default=None, metavar="PX",
+                   help="model input size: one number or H W")
+    m.add_argument("--pretrained", action="store_true", default=None, help="start from pretrained weights")
+    m.add_argument("--weights", default=None, help="local pretrained weights file or folder")
+    m.add_argument("--head", choices=["linear", "mlp"], default=None,
+                   help="classifier head: linear, or mlp (GAP -> Dense -> Dropout -> Dense)")
+    m.add_argument("--freeze", choices=["none", "backbone"], default=None, help="freeze the backbone")
+    m.add_argument("--finetune-last", type=int, default=None, metavar="N",
+                   help="train the last N blocks of the backbone (and the head)")
+    m.add_argument("--freeze-epochs", type=int, default=None, metavar="K",
+                   help="with --freeze backbone: unfreeze after K epochs")
+    m.add_argument("--lr-backbone", type=float, default=None, help="learning rate for the backbone")
+    m.add_argument("--cache-features", action="store_true", default=None,
+                   help="with --freeze backbone: extract features once, train the head on them")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
+    t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], default=None, help="(default adam)")
+    t.add_argument("--momentum", type=float, default=None, help="sgd/rmsprop momentum (default 0.9)")
+    t.add_argument("--scheduler", choices=["none", "cosine", "onecycle", "step", "plateau"], default=None,
+                   help="learning-rate schedule (default none)")
+    t.add_argument("--label-smoothing", type=float, default=None, help="(default 0)")
+    t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="(default auto)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="autocast dtype; auto uses bf16 where the device runs it natively (default auto)")
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    t.add_argument("--tta-flip", action="store_true", default=None, help="evaluate on image + mirror")
+    t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
+    t.add_argument("--monitor", default=None, help="early stopping metric (default val_loss)")
+    t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
+    t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
+    _add_augment_options(p)
+
+
+def train_overrides(args) -> dict:
+    input_size = args.input_size
+    if input_size is not None and len(input_size) not in (1, 2):
+        raise SystemExit("vislab train: error: --input-size takes one number or H W")
+    overrides = {
+        "recipe": args.recipe, "out": args.out, "seed": args.seed,
+        "model.name": args.model, "model.input_size": input_size and (input_size * 2)[:2],
+        "model.pretrained": args.pretrained, "model.weights": args.weights, "model.head": args.head,
+        "model.freeze": args.freeze, "model.finetune_last": args.finetune_last,
+        "model.freeze_epochs": args.freeze_epochs, "model.lr_backbone": args.lr_backbone,
+        "model.cache_features": args.cache_features,
+        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
+        "train.optimizer": args.optimizer, "train.momentum": args.momentum, "train.scheduler": args.scheduler,
+        "train.label_smoothing": args.label_smoothing, "train.weight_decay": args.weight_decay,
+        "train.device": args.device, "train.precision": args.precision, "train.compile": args.compile,
+        "train.tta_flip": args.tta_flip,
+        "train.early_stopping.patience": args.patience, "train.early_stopping.monitor": args.monitor,
+        "train.early_stopping.min_delta": args.min_delta,
+        "train.early_stopping.restore_best": False if args.no_restore_best else None,
+        **_data_overrides(args), **_augment_overrides(args),
+    }
+    if args.model_opt:
+        overrides["model.options"] = _parse_options(args.model_opt)
+    return overrides
+
+
+def _cmd_train(args) -> int:
+    from vislab.config import resolve_config
+    from vislab.train.loop import fit
+
+    if args.resume:
+        extra = {k: v for k, v in train_overrides(args).items() if v is not None and k != "train.epochs"}
+        if extra or args.config:
+            raise SystemExit(f"vislab train: error: --resume continues {args.resume} with its own config.yaml; "
+                             f"only --epochs may change (got {', '.join(sorted(extra)) or '--config'})")
+        fit(None, resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
+            evaluate=not args.no_evaluate)
+        return 0
+    cfg = resolve_config(args.config, train_overrides(args))
+    fit(cfg, progress=not args.no_progress, evaluate=not args.no_evaluate)
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub) -> None:
+    p = _parser(sub, "evaluate", "evaluate a run folder on test data",
+                "Evaluate RUN_DIR's model: metrics.json, figures under plots/, misclassified.csv, report.html.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+
+
+def _cmd_evaluate(args) -> int:
+    from rich.console import Console
+
+    from vislab.evaluate.runner import evaluate_run
+
+    evaluate_run(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
+                 console=Console(highlight=False))
+    return 0
+
+
+# --------------------------------------------------------------------------- predict
+def _add_predict(sub) -> None:
+    p = _parser(sub, "predict", "predict classes of image files",
+                "Top-k classes for images or folders of images, from a run folder or an ImageNet model\n"
+                "(imagenet:resnet50, imagenet:efficientnet_lite0, ...). A bad image is reported and the\n"
+                "others are still predicted.")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast dtype for inference")
+    p.add_argument("--figure", default=None, metavar="PNG", help="also draw the images titled with top-1")
+
+
+def _cmd_predict(args) -> int:
+    from vislab.evaluate.predict import Predictor, predict_files
+    from vislab.runs import load
+
+    predictor = Predictor(load(args.model), device=args.device, precision=args.precision)
+    results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    _print_predictions(results, args.format)
+    if args.figure:
+        from vislab.viz.predictions import plot_predictions
+
+        plot_predictions(results, args.figure)
+    return 1 if results and all("error" in r for r in results) else 0
+
+
+def _print_predictions(results: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(results, indent=2))
+        return
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "rank", "class", "probability", "error"])
+        for r in results:
+            if "error" in r:
+                writer.writerow([r["file"], "", "", "", r["error"]])
+            for rank, top in enumerate(r.get("top", []), 1):
+                writer.writerow([r["file"], rank, top["class"], f"{top['probability']:.6f}", ""])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    for col in ("file", "rank", "class", "probability"):
+        table.add_column(col, justify="right" if col in ("rank", "probability") else "left")
+    for r in results:
+        if "error" in r:
+            table.add_row(r["file"], "", f"[red]error: {r['error']}[/]", "")
+        for rank, top in enumerate(r.get("top", []), 1):
+            table.add_row(r["file"] if rank == 1 else "", str(rank), top["class"], f"{top['probability']:.4f}")
+    Console(highlight=False).print(table)
+
+
+# --------------------------------------------------------------------------- models & summary
+def _add_models(sub) -> None:
+    p = _parser(sub, "models", "list model names with parameter counts")
+    p.add_argument("--timm", default=None, metavar="PATTERN", help="list timm models matching PATTERN (e.g. 'vit_*')")
+    p.add_argument("--pretrained-only", action="store_true", help="with --timm: only names with pretrained weights")
+    p.add_argument("--num-classes", type=int, default=10, help="classes used for the parameter counts")
+
+
+def _cmd_models(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vislab.models import create_model
+    from vislab.models.registry import describe, vislab_models
+
+    console = Console(highlight=False)
+    if args.timm:
+        import timm
+
+        for name in timm.list_models(args.timm, pretrained=args.pretrained_only):
+            print(name)
+        return 0
+    table = Table(title=f"vislab models (parameters for {args.num_classes} classes)")
+    for col in ("name", "parameters", "default input"):
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for name in vislab_models():
+        in_chans = 3 if name in ("seed_cnn2", "cats_dogs_convnet") else 1
+        model = create_model(name, num_classes=args.num_classes, in_chans=in_chans)
+        params = sum(p.numel() for p in model.parameters())
+        size = "x".join(map(str, (in_chans, *model.default_input_size)))
+        table.add_row(name, f"{params:,}", size, describe(name))
+    console.print(table)
+    console.print("Any timm model name also works (`vislab models --timm 'resnet*'`), and hf:ORG/NAME.")
+    return 0
+
+
+def _add_summary(sub) -> None:
+    p = _parser(sub, "summary", "layers, output shapes and parameter counts of a model (Keras model.summary())")
+    p.add_argument("model", metavar="MODEL|RUN_DIR", help="a model name or a run folder")
+    p.add_argument("--num-classes", type=int, default=10, help="classes (for a model name)")
+    p.add_argument("--in-chans", type=int, default=None, help="input channels (for a model name)")
+    p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="PX", help="one number or H W")
+    p.add_argument("--depth", type=int, default=3, help="how deep to list nested modules")
+
+
+def _cmd_summary(args) -> int:
+    from vislab.models.summary import model_summary
+
+    print(model_summary(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
+                        input_size=args.input_size, depth=args.depth))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+COMMANDS = ["train", "evaluate", "predict", "models", "summary"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vislab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vislab", formatter_class=_Formatter, allow_abbrev=False,
+        description="Image-classification workbench on PyTorch: train, evaluate, explain, compare.\n"
+                    "Every command makes or reads a run folder.")
+    parser.add_argument("--version", action="version", version=f"vislab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        globals()[f"_add_{name.replace('-', '_')}"](sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = globals()[f"_cmd_{args.command.replace('-', '_')}"]
+    from vislab.errors import USER_ERRORS
+
+    try:
+        return handler(args) or 0
+    except USER_ERRORS as exc:
+        print(f"vislab {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"vislab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Augmentation with Keras ImageDataGenerator names and meanings, per sample, on whole batches.
+
+One affine warp (``F.affine_grid`` + ``F.grid_sample``) applies rotation, zoom,
+shifts, shear and flips with independent random parameters for every image of a
+batch, on whatever device the batch is on. That is what makes augmentation of
+in-memory data nearly free, where a per-image torchvision pipeline would dominate
+the epoch. It is a ``torchvision.transforms.v2.Transform``, so it also composes
+with v2 pipelines.
+
+Meanings (as in Keras):
+    rotation: degrees, uniform in [-r, r]; zoom: scale uniform in [1 - z, 1 + z]
+    (> 1 zooms out); width_shift/height_shift: fraction of the size; shear: degrees;
+    fill_mode: nearest | constant (fill_value, 0..255) | reflect | wrap.
+
+Example:
+    >>> import torch
+    >>> from vislab.config import AugmentConfig
+    >>> aug = Augment(AugmentConfig(hflip=True, rotation=15))
+    >>> aug(torch.rand(4, 1, 28, 28), generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([4, 1, 28, 28])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+_PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros", "wrap": "zeros"}
+
+
+class Augment(v2.Transform):
+    """Per-sample random affine + flips for a float (N, C, H, W) batch scaled 0..1 (or uint8)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+
+    def _uniform(self, n: int, half_width: float, generator) -> torch.Tensor:
+        return (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * half_width
+
+    def matrices(self, n: int, height: int, width: int, generator=None) -> torch.Tensor:
+        """(n, 2, 3) sampling matrices in grid_sample's normalised coordinates (output -> input)."""
+        cfg = self.cfg
+        theta = torch.deg2rad(self._uniform(n, cfg.rotation, generator))
+        shear = torch.deg2rad(self._uniform(n, cfg.shear, generator))
+        zoom_x = 1 + self._uniform(n, cfg.zoom, generator)
+        zoom_y = 1 + self._uniform(n, cfg.zoom, generator)
+        shift_x = self._uniform(n, cfg.width_shift * width, generator)  # pixels
+        shift_y = self._uniform(n, cfg.height_shift * height, generator)
+        flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(n)
+        flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.vflip else torch.ones(n)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        # pixel space, centred: input = R @ Shear @ Zoom @ Flip @ output + shift (Keras' order)
+        m = torch.zeros(n, 2, 2, dtype=torch.float64)
+        rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        shr = torch.zeros(n, 2, 2, dtype=torch.float64)
+        shr[:, 0, 0], shr[:, 0, 1], shr[:, 1, 1] = 1.0, -torch.sin(shear), torch.cos(shear)
+        scale = torch.zeros(n, 2, 2, dtype=torch.float64)
+        scale[:, 0, 0], scale[:, 1, 1] = zoom_x * flip_x, zoom_y * flip_y
+        m = rot @ shr @ scale
+        # to normalised coordinates: x_norm = x_pix / (W/2)
+        to_norm = torch.tensor([2.0 / width, 2.0 / height], dtype=torch.float64)
+        m = m * to_norm.view(1, 2, 1) / to_norm.view(1, 1, 2)
+        shift = torch.stack([shift_x, shift_y], -1) * to_norm
+        return torch.cat([m, shift.unsqueeze(-1)], -1).float()
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not self.cfg.active:
+            return images
+        squeeze = images.dim() == 3
+        if squeeze:
+            images = images.unsqueeze(0)
+        is_uint8 = images.dtype == torch.uint8
+        x = images.float() / 255.0 if is_uint8 else images
+        n, _, height, width = x.shape
+        if not self.cfg.geometric:  # flips only: no resampling, exact pixels
+            out = x
+            if self.cfg.hflip:
+                mask = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+                out = torch.where(mask, out.flip(-1), out)
+            if self.cfg.vflip:
+                mask = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+                out = torch.where(mask, out.flip(-2), out)
+        else:
+            theta = self.matrices(n, height, width, generator).to(x.device, x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            mode = self.cfg.fill_mode
+            if mode == "wrap":
+                grid = torch.remainder(grid + 1.0, 2.0) - 1.0
+            fill = self.cfg.fill_value / 255.0 if mode == "constant" else 0.0
+            out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode=_PADDING[mode],
+                                align_corners=False) + fill
+        if is_uint8:
+            out = (out * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return out[0] if squeeze else out
+
+    # v2.Transform plumbing: when used inside a v2 pipeline, transform plain tensors only.
+    def transform(self, inpt, params):
+        return self.forward(inpt) if isinstance(inpt, torch.Tensor) else inpt

@@ -1,0 +1,117 @@
+"""Batches of uint8 images at the model's size, from memory or streamed from disk.
+
+Both loaders yield ``(images_uint8 (N, C, H, W), labels int64 (N,))``; the
+model-side steps (channels, 0..1 scaling, augmentation, normalisation) then run
+on the whole batch on the training device through :class:`Preprocessing`.
+
+* :class:`TensorBatches` indexes one in-memory uint8 tensor per batch: no
+  per-sample Python, no collation, no worker processes.
+* :func:`file_loader` streams a folder/CSV dataset through DataLoader workers,
+  which decode and resize each file; the data set is never held in memory whole.
+
+Shuffling is seeded per epoch (``seed``, ``epoch``), so an interrupted run that
+resumes at epoch k sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from vislab.data.preprocess import Preprocessing
+from vislab.data.sources import Split
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, stream)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + stream)
+
+
+class TensorBatches:
+    """Batches from an in-memory split, resized to the model's size on the fly when needed."""
+
+    def __init__(self, split: Split, preprocessing: Preprocessing, batch_size: int,
+                 shuffle: bool = False, drop_last: bool = False):
+        self.split = split
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.seed, self.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.split)
+        order = (torch.randperm(n, generator=epoch_generator(self.seed, self.epoch))
+                 if self.shuffle else torch.arange(n))
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.split.images[index], self.split.labels[index]
+
+
+class _FileImages(TorchDataset):
+    def __init__(self, split: Split, preprocessing: Preprocessing):
+        self.split = split
+        self.preprocessing = preprocessing
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int):
+        image = self.preprocessing.convert_channels(self.split.load(index))
+        if tuple(image.shape[-2:]) != self.preprocessing.size:
+            # resize in the worker so batches have one shape and the main process does less
+            resized = self.preprocessing.resize(image.unsqueeze(0).float())[0]
+            image = resized.round_().clamp_(0, 255).to(torch.uint8)
+        return image, self.split.labels[index]
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    def __init__(self, size: int, shuffle: bool):
+        self.size, self.shuffle, self.seed, self.epoch = size, shuffle, 0, 0
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        if self.shuffle:
+            return iter(torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch)).tolist())
+        return iter(range(self.size))
+
+
+class FileBatches:
+    """DataLoader over files with an epoch-seeded sampler."""
+
+    def __init__(self, split: Split, preprocessing: Preprocessing, batch_size: int,
+                 shuffle: bool = False, drop_last: bool = False, workers: int = 2, pin_memory: bool = False):
+        self.sampler = _EpochSampler(len(split), shuffle)
+        self.loader = DataLoader(
+            _FileImages(split, preprocessing), batch_size=batch_size, sampler=self.sampler,
+            drop_last=drop_last, num_workers=workers, pin_memory=pin_memory,
+            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        )
+        self.split = split
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.sampler.seed, self.sampler.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def make_batches(split: Split, preprocessing: Preprocessing, batch_size: int, shuffle: bool = False,
+                 drop_last: bool = False, workers: int = 2, pin_memory: bool = False):
+    """The right loader for a split: tensor batches in memory, DataLoader workers for files."""
+    if split.in_memory:
+        return TensorBatches(split, preprocessing, batch_size, shuffle, drop_last)
+    return FileBatches(split, preprocessing, batch_size, shuffle, drop_last, workers, pin_memory)

@@ -1,0 +1,503 @@
+"""Data sources: built-in sets, class-per-folder directories and CSV files -> :class:`Dataset`.
+
+A :class:`Split` holds either one uint8 tensor of images (small sets such as
+MNIST, kept in memory) or a list of file paths (streamed from disk by DataLoader
+workers). Splits are stratified and seeded; bad files are found before training,
+skipped and listed, never a crash.
+
+Example:
+    >>> from vislab.config import DataConfig
+    >>> ds = load_dataset(DataConfig(source="digits", test_split=0.2), seed=0)
+    >>> sorted(ds.splits), len(ds.class_names)
+    (['test', 'train', 'val'], 10)
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import re
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vislab.data.images import BadImageError, is_image_file, read_image
+
+BUILTIN = ("mnist", "fashion-mnist", "cifar10", "digits")
+SPLIT_NAMES = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                  "validation": "val", "test": "test", "testing": "test"}
+DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on; the message names the problem and the fix."""
+
+
+@dataclass
+class Split:
+    """One split: in-memory uint8 ``images`` (N, C, H, W) or file ``paths``, plus int64 ``labels``."""
+
+    labels: torch.Tensor
+    images: torch.Tensor | None = None
+    paths: list[str] | None = None
+    name: str = "train"
+
+    def __post_init__(self):
+        if (self.images is None) == (self.paths is None):
+            raise ValueError("a Split holds either images or paths")
+        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
+
+    def load(self, index: int) -> torch.Tensor:
+        """The uint8 (C, H, W) image at ``index``."""
+        if self.images is not None:
+            return self.images[index]
+        return read_image(self.paths[index])
+
+    def source(self, index: int) -> str:
+        return self.paths[index] if self.paths is not None else f"{self.name}#{index}"
+
+    def subset(self, indices, name: str | None = None) -> "Split":
+        indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return Split(
+            labels=self.labels[indices],
+            images=self.images[indices] if self.images is not None else None,
+            paths=[self.paths[i] for i in indices.tolist()] if self.paths is not None else None,
+            name=name or self.name,
+        )
+
+
+@dataclass
+class Dataset:
+    """A named set of splits sharing one list of class names."""
+
+    name: str
+    class_names: list[str]
+    splits: dict[str, Split]
+    bad_files: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        split = next(iter(self.splits.values()))
+        return int(split.images.shape[1]) if split.in_memory else _peek_channels(split)
+
+    @property
+    def native_size(self) -> tuple[int, int] | None:
+        """(H, W) shared by every image of an in-memory set, else None."""
+        split = next(iter(self.splits.values()))
+        return tuple(split.images.shape[-2:]) if split.in_memory else None
+
+    def counts(self) -> dict[str, list[int]]:
+        """Images per class for each split."""
+        return {
+            name: torch.bincount(split.labels, minlength=self.num_classes).tolist()
+            for name, split in self.splits.items()
+        }
+
+
+def _peek_channels(split: Split) -> int:
+    # Colour wins: one RGB file among the first few means the model should see RGB.
+    channels = 1
+    for index in range(min(len(split), 16)):
+        try:
+            channels = max(channels, int(split.load(index).shape[0]))
+        except BadImageError:
+            continue
+    return channels
+
+
+# --------------------------------------------------------------------------- entry point
+def load_dataset(cfg, seed: int = 0) -> Dataset:
+    """Build a :class:`Dataset` from a :class:`vislab.config.DataConfig`.
+
+    Raises:
+        DataError: nothing usable, a single class, missing files named by a CSV, ...
+    """
+    source = str(cfg.source)
+    if source in BUILTIN:
+        dataset = _load_builtin(source, cfg)
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"--data {source!r}: no such file or folder, and not a built-in set "
+                f"({', '.join(BUILTIN)}). Give a class-per-folder directory, a CSV file or a built-in name."
+            )
+        if path.is_dir():
+            dataset = _load_folder(path, cfg)
+        elif path.suffix.lower() == ".csv":
+            dataset = _load_csv(path, cfg)
+        else:
+            raise DataError(f"--data {source!r} is a file but not a .csv; give a folder of class folders or a CSV")
+    if cfg.test_csv:
+        dataset.splits["test"] = _load_test_csv(Path(cfg.test_csv), dataset, cfg)
+    dataset = _make_splits(dataset, cfg, seed)
+    if cfg.max_per_class:
+        dataset.splits["train"] = _cap_per_class(dataset.splits["train"], cfg.max_per_class, seed)
+    _check_usable(dataset, source)
+    return dataset
+
+
+def _check_usable(dataset: Dataset, source: str) -> None:
+    train = dataset.splits.get("train")
+    if train is None or len(train) == 0:
+        bad = f" ({len(dataset.bad_files)} bad files skipped)" if dataset.bad_files else ""
+        raise DataError(
+            f"{source}: no usable training image{bad}. Put images (jpg, png, bmp, gif, webp, tif) "
+            "in one folder per class, e.g. data/cat/1.jpg, data/dog/2.jpg."
+        )
+    present = int((torch.bincount(train.labels, minlength=dataset.num_classes) > 0).sum())
+    if dataset.num_classes < 2 or present < 2:
+        raise DataError(
+            f"{source}: only one class ({dataset.class_names[int(train.labels[0])]!r}) has training images; "
+            "classification needs at least two. Add a folder (or CSV label) per class."
+        )
+
+
+# --------------------------------------------------------------------------- built-in sets
+def _cache_dir() -> Path:
+    return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab"))
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _load_builtin(name: str, cfg) -> Dataset:
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        # 0..16 intensities -> 0..255 uint8, one gray channel
+        images = torch.from_numpy(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+        return Dataset("digits", [str(i) for i in range(10)],
+                       {"train": Split(torch.from_numpy(digits.target), images=images)})
+    if name in ("mnist", "fashion-mnist"):
+        folder = _find_idx_folder(name, cfg.data_dir)
+        splits = {}
+        for split, prefix in (("train", "train"), ("test", "t10k")):
+            images = _read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
+            labels = _read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
+            splits[split] = Split(torch.from_numpy(labels.astype(np.int64)),
+                                  images=torch.from_numpy(images).unsqueeze(1), name=split)
+        classes = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
+        return Dataset(name, classes, splits)
+    if name == "cifar10":
+        return _load_cifar10(cfg.data_dir)
+    raise DataError(f"unknown built-in data set {name!r}; choose one of {', '.join(BUILTIN)}")
+
+
+def _idx_file(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz", folder / stem.replace("-idx", ".idx")):
+        if candidate.exists():
+            return candidate
+    raise DataError(f"{folder}: {stem}(.gz) is missing; the folder must hold the four standard IDX files")
+
+
+def _find_idx_folder(name: str, data_dir) -> Path:
+    candidates = []
+    if data_dir:
+        candidates += [Path(data_dir).expanduser() / name, Path(data_dir).expanduser()]
+    candidates += [Path(DEBIAN_DIRS[name]), _cache_dir() / name]
+    for folder in candidates:
+        if (folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists():
+            return folder
+        raw = folder / ("FashionMNIST" if name == "fashion-mnist" else "MNIST") / "raw"
+        if (raw / "train-images-idx3-ubyte").exists():
+            return raw
+    return _download_mnist(name, data_dir, candidates)
+
+
+def _download_mnist(name: str, data_dir, searched) -> Path:
+    from torchvision import datasets
+
+    root = Path(data_dir).expanduser() if data_dir else _cache_dir() / name
+    cls = datasets.FashionMNIST if name == "fashion-mnist" else datasets.MNIST
+    try:
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as exc:  # torchvision raises URLError/RuntimeError variants when offline
+        debian = " or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist" else ""
+        raise DataError(
+            f"{name}: not found in {', '.join(map(str, searched))} and the download failed ({exc}). "
+            f"Put the four IDX files in one of those folders (or pass --data-dir){debian}."
+        ) from None
+    return root / cls.__name__ / "raw"
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim)  # writable for torch
+    if array.size != int(np.prod(shape)):
+        raise DataError(f"{path}: truncated IDX file ({array.size} of {int(np.prod(shape))} bytes)")
+    return array.reshape(shape)
+
+
+def _load_cifar10(data_dir) -> Dataset:
+    """CIFAR-10 from its *binary* release (no pickle is ever loaded)."""
+    candidates = ([Path(data_dir).expanduser()] if data_dir else []) + [_cache_dir() / "cifar10"]
+    folder = next((c / "cifar-10-batches-bin" for c in candidates if (c / "cifar-10-batches-bin").exists()), None)
+    if folder is None:
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        root = candidates[0]
+        try:
+            download_and_extract_archive(
+                "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", str(root),
+                md5="c32a1d4ab5d03f1284b67883e8d87530",
+            )
+        except Exception as exc:
+            raise DataError(
+                f"cifar10: cifar-10-batches-bin not found under {', '.join(map(str, candidates))} and the "
+                f"download failed ({exc}). Extract cifar-10-binary.tar.gz there or pass --data-dir."
+            ) from None
+        folder = root / "cifar-10-batches-bin"
+
+    def read(files):
+        raw = np.concatenate([np.fromfile(folder / f, dtype=np.uint8).reshape(-1, 3073) for f in files])
+        return torch.from_numpy(raw[:, 0].astype(np.int64)), torch.from_numpy(raw[:, 1:].reshape(-1, 3, 32, 32).copy())
+
+    train_labels, train_images = read([f"data_batch_{i}.bin" for i in range(1, 6)])
+    test_labels, test_images = read(["test_batch.bin"])
+    return Dataset("cifar10", CIFAR10_CLASSES, {
+        "train": Split(train_labels, images=train_images, name="train"),
+        "test": Split(test_labels, images=test_images, name="test"),
+    })
+
+
+# --------------------------------------------------------------------------- folders
+def _natural_key(name: str):
+    """Numeric names sort as numbers (0, 1, 2, ..., 10), others alphabetically after them."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name.lower())
+
+
+def _list_images(folder: Path) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(root, f) for f in sorted(files) if is_image_file(f))
+    return found
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: _natural_key(d.name))
+
+
+def _load_folder(folder: Path, cfg) -> Dataset:
+    subdirs = {d.name.lower(): d for d in folder.iterdir() if d.is_dir()}
+    given = {_SPLIT_ALIASES[k]: v for k, v in subdirs.items() if k in _SPLIT_ALIASES}
+    if "train" in given:
+        class_names = [d.name for d in _class_dirs(given["train"])]
+        roots = given
+    else:
+        class_names = [d.name for d in _class_dirs(folder)]
+        roots = {"train": folder}
+    if not class_names:
+        raise DataError(
+            f"{folder}: no class folders found. Expected one sub-folder per class "
+            f"(e.g. {folder}/cat/*.jpg) or train/ val/ test/ folders holding class folders."
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    splits, bad = {}, []
+    for split, root in roots.items():
+        paths, labels = [], []
+        for class_dir in _class_dirs(root):
+            if class_dir.name not in index:
+                raise DataError(
+                    f"{class_dir}: class {class_dir.name!r} is not among the training classes "
+                    f"{class_names}; every split must use the training folders' class names."
+                )
+            files = _list_images(class_dir)
+            paths += files
+            labels += [index[class_dir.name]] * len(files)
+        good, good_labels, split_bad = validate_files(paths, labels, cfg.workers)
+        bad += split_bad
+        splits[split] = Split(torch.tensor(good_labels, dtype=torch.int64), paths=good, name=split)
+    return Dataset(folder.name, class_names, splits, bad)
+
+
+def validate_files(paths, labels, workers: int = 2):
+    """Decode every file once; returns (good_paths, good_labels, [(path, reason), ...])."""
+    def check(path):
+        try:
+            read_image(path)
+            return None
+        except BadImageError as exc:
+            return exc.reason
+
+    with ThreadPoolExecutor(max_workers=max(1, workers or 1)) as pool:
+        reasons = list(pool.map(check, paths))
+    good = [(p, y) for p, y, r in zip(paths, labels, reasons) if r is None]
+    bad = [(p, r) for p, r in zip(paths, reasons) if r is not None]
+    return [p for p, _ in good], [y for _, y in good], bad
+
+
+# --------------------------------------------------------------------------- CSV
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _resolve_file(root: Path, name: str) -> Path | None:
+    candidate = root / name
+    if candidate.is_file():
+        return candidate
+    if not Path(name).suffix:  # e.g. dog-breeds labels.csv gives ids without ".jpg"
+        for ext in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp"):
+            if (root / f"{name}{ext}").is_file():
+                return root / f"{name}{ext}"
+    return None
+
+
+def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[str, str]:
+    file_col = file_col or next((c for c in ("file", "filename", "path", "Path", "image", "id") if c in columns), None)
+    label_col = label_col or next((c for c in ("label", "class", "ClassId", "breed", "target") if c in columns), None)
+    for flag, col in (("--file-col", file_col), ("--label-col", label_col)):
+        if col is None or col not in columns:
+            raise DataError(f"{path}: column {col!r} not found; columns are {columns}. Set {flag}.")
+    return file_col, label_col
+
+
+def _load_csv(path: Path, cfg) -> Dataset:
+    columns, rows = _read_csv(path)
+    file_col, label_col = _csv_columns(path, columns, cfg.file_col, cfg.label_col)
+    root = Path(cfg.image_root).expanduser() if cfg.image_root else path.parent
+    if cfg.labels:
+        wanted = set(cfg.labels)
+        rows = [r for r in rows if r[label_col] in wanted]
+        missing_labels = wanted - {r[label_col] for r in rows}
+        if missing_labels:
+            raise DataError(f"{path}: --labels names {sorted(missing_labels)} that no row of {label_col!r} has")
+    class_names = sorted({r[label_col] for r in rows}, key=_natural_key)
+    index = {name: i for i, name in enumerate(class_names)}
+    paths, labels, missing = [], [], []
+    for row in rows:
+        resolved = _resolve_file(root, row[file_col])
+        if resolved is None:
+            missing.append(row[file_col])
+        else:
+            paths.append(str(resolved))
+            labels.append(index[row[label_col]])
+    if missing:
+        raise DataError(
+            f"{path}: {len(missing)} of {len(rows)} files named in column {file_col!r} are missing under "
+            f"{root} (first: {missing[:3]}). Fix the paths or set --image-root to the folder holding them."
+        )
+    good, good_labels, bad = validate_files(paths, labels, cfg.workers)
+    return Dataset(path.stem, class_names, {"train": Split(torch.tensor(good_labels, dtype=torch.int64), paths=good)}, bad)
+
+
+def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
+    """A test CSV whose labels are class IDs or names of the training classes (e.g. GTSRB Test.csv)."""
+    if not path.is_file():
+        raise DataError(f"--test-csv {path}: no such file")
+    columns, rows = _read_csv(path)
+    file_col, label_col = _csv_columns(path, columns, cfg.test_file_col, cfg.test_label_col)
+    index = {name: i for i, name in enumerate(dataset.class_names)}
+    root = path.parent
+    paths, labels, missing = [], [], []
+    for row in rows:
+        label = row[label_col].strip()
+        if label not in index and re.fullmatch(r"\d+", label) and str(int(label)) in index:
+            label = str(int(label))  # "07" -> folder "7"
+        if label not in index:
+            raise DataError(f"{path}: label {label!r} is not a training class ({dataset.class_names[:10]}...)")
+        resolved = _resolve_file(root, row[file_col])
+        if resolved is None:
+            missing.append(row[file_col])
+            continue
+        paths.append(str(resolved))
+        labels.append(index[label])
+    if missing:
+        raise DataError(f"{path}: {len(missing)} listed files are missing under {root} (first: {missing[:3]})")
+    good, good_labels, bad = validate_files(paths, labels, cfg.workers)
+    dataset.bad_files.extend(bad)
+    return Split(torch.tensor(good_labels, dtype=torch.int64), paths=good, name="test")
+
+
+# --------------------------------------------------------------------------- splits
+def _count(value, total: int) -> int:
+    """A fraction (0 < v < 1) or an absolute count."""
+    if value is None or value == 0:
+        return 0
+    value = float(value)
+    count = int(round(value * total)) if value < 1 else int(value)
+    if count >= total:
+        raise DataError(f"split size {value} leaves no training images out of {total}")
+    return count
+
+
+def stratified_split(labels: torch.Tensor, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held_out) indices; held-out classes in proportion, seeded."""
+    from sklearn.model_selection import train_test_split
+
+    indices = np.arange(len(labels))
+    y = labels.numpy()
+    counts = np.bincount(y)
+    can_stratify = counts[counts > 0].min() >= 2 and count >= int((counts > 0).sum())
+    rest, held = train_test_split(indices, test_size=count, random_state=seed,
+                                  stratify=y if can_stratify else None)
+    return np.sort(rest), np.sort(held)
+
+
+def _make_splits(dataset: Dataset, cfg, seed: int) -> Dataset:
+    splits = dataset.splits
+    train = splits["train"]
+    if "test" not in splits:
+        n_test = _count(cfg.test_split, len(train))
+        if n_test:
+            rest, held = stratified_split(train.labels, n_test, seed)
+            splits["test"], train = train.subset(held, "test"), train.subset(rest, "train")
+    if "val" not in splits:
+        n_val = _count(cfg.val_split, len(train))
+        if n_val:
+            rest, held = stratified_split(train.labels, n_val, seed + 1)
+            splits["val"], train = train.subset(held, "val"), train.subset(rest, "train")
+    splits["train"] = train
+    dataset.splits = {k: splits[k] for k in SPLIT_NAMES if k in splits}
+    return dataset
+
+
+def _cap_per_class(split: Split, cap: int, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    keep = []
+    labels = split.labels.numpy()
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        keep.extend(rng.permutation(members)[:cap].tolist())
+    return split.subset(sorted(keep), split.name)
+
+
+def split_table(dataset: Dataset) -> list[list[str]]:
+    """Rows of (class, count per split...) for printing; the last row is the total."""
+    counts = dataset.counts()
+    names = list(counts)
+    rows = [[cls] + [str(counts[s][i]) for s in names] for i, cls in enumerate(dataset.class_names)]
+    rows.append(["total"] + [str(sum(counts[s])) for s in names])
+    return [["class"] + names] + rows

@@ -1,0 +1,61 @@
+"""From a :class:`ModelConfig` and the data's shape to a model plus its :class:`Preprocessing`.
+
+The one place that decides input size and normalisation for a new model; a saved
+run reads them back from ``model.json`` instead.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from vislab.data.preprocess import Preprocessing
+from vislab.models.classic import FeatureHeadNet
+from vislab.models.registry import create_model
+
+MIN_NATIVE_SIZE = 28  # smaller images (e.g. 8x8 digits) are upsampled to the model's default size
+
+
+def resolve_input_size(model_cfg, native_size) -> tuple[int, int] | None:
+    if model_cfg.input_size:
+        size = model_cfg.input_size
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+    if native_size and min(native_size) >= MIN_NATIVE_SIZE and not model_cfg.pretrained and not model_cfg.weights:
+        return tuple(native_size)
+    return None
+
+
+def build_model(model_cfg, num_classes: int, in_chans: int, native_size=None,
+                load_pretrained: bool = True) -> tuple[nn.Module, Preprocessing]:
+    """Create the model described by ``model_cfg`` for ``num_classes`` and ``in_chans`` inputs.
+
+    Args:
+        model_cfg: a :class:`vislab.config.ModelConfig`.
+        native_size: (H, W) of the data when every image shares it (in-memory sets).
+        load_pretrained: False when the weights will come from a run folder anyway.
+    """
+    size = resolve_input_size(model_cfg, native_size)
+    options = dict(model_cfg.options or {})
+    pretrained = bool(model_cfg.pretrained) and load_pretrained
+    if model_cfg.weights and load_pretrained:
+        options["weights"] = model_cfg.weights
+    if size is not None:
+        options["input_size"] = size
+    model = create_model(model_cfg.name, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **options)
+    if model_cfg.head != "linear":
+        from vislab.models.finetune import replace_head
+
+        replace_head(model, num_classes, kind=model_cfg.head)
+    return model, model_preprocessing(model, in_chans, size)
+
+
+def model_preprocessing(model: nn.Module, in_chans: int, size=None) -> Preprocessing:
+    if isinstance(model, FeatureHeadNet):
+        height, width = size or model.default_input_size
+        return Preprocessing((in_chans, height, width), model.default_mean, model.default_std)
+    if hasattr(model, "vislab_preprocessing"):  # set by pretrained loaders (HF models, lite0 weights)
+        pre = model.vislab_preprocessing
+        return pre if size is None else Preprocessing((in_chans, *size), pre.mean, pre.std, pre.interpolation)
+    pre = Preprocessing.from_timm(model, in_chans=in_chans)
+    if size is not None:
+        pre = Preprocessing((in_chans, *size), pre.mean, pre.std, pre.interpolation, 1.0)
+    return pre

@@ -1,0 +1,83 @@
+"""Keras-style ``model.summary()``: layers, output shapes, trainable / non-trainable parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+
+def _shape(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return "x".join(map(str, value.shape[1:]))
+    if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+        return _shape(value[0])
+    return "?"
+
+
+def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3) -> str:
+    """Table of modules down to ``depth`` with output shapes from one dummy forward pass.
+
+    Example:
+        >>> from vislab.models import create_model
+        >>> print(summarize(create_model("mlp", 10, 1, hidden=[32]), (1, 28, 28)).splitlines()[-3])
+        Total params: 25,450
+    """
+    shapes: dict[str, str] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if name and name.count(".") < depth:
+            def record(mod, inp, out, name=name):
+                shapes.setdefault(name, _shape(out))  # returns None: a hook's return value replaces the output
+
+            hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        output = model(torch.zeros(1, *input_size))
+    model.train(was_training)
+    for hook in hooks:
+        hook.remove()
+    rows = [("Layer (type)", "Output shape", "Param #")]
+    for name, module in model.named_modules():
+        if name not in shapes:
+            continue
+        own = sum(p.numel() for p in module.parameters(recurse=not any(True for _ in module.children())))
+        if any(True for _ in module.children()):
+            own = sum(p.numel() for p in module.parameters())
+        indent = "  " * name.count(".")
+        rows.append((f"{indent}{name} ({type(module).__name__})", shapes[name], f"{own:,}"))
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    line = "-" * (sum(widths) + 6)
+    out = [f"Input: {'x'.join(map(str, input_size))}", line]
+    for i, row in enumerate(rows):
+        out.append(f"{row[0]:<{widths[0]}}   {row[1]:<{widths[1]}}   {row[2]:>{widths[2]}}")
+        if i == 0:
+            out.append(line)
+    out += [line, f"Output: {_shape(output)}", f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {total - trainable:,}"]
+    return "\n".join(out)
+
+
+def model_summary(model: str, num_classes: int = 10, in_chans: int | None = None, input_size=None,
+                  depth: int = 3) -> str:
+    """Summary of a model name (built fresh) or of a run folder's model."""
+    if Path(model).is_dir():
+        from vislab.runs import load
+
+        loaded = load(model)
+        return summarize(loaded.model, loaded.preprocessing.input_size, depth)
+    from vislab.config import ModelConfig
+    from vislab.models.build import build_model
+    from vislab.models.classic import FeatureHeadNet
+    from vislab.models.registry import create_model
+
+    size = None if not input_size else (list(input_size) * 2)[:2]
+    if in_chans is None:
+        probe = create_model(model, num_classes=num_classes, in_chans=3)
+        in_chans = 1 if isinstance(probe, FeatureHeadNet) and model not in ("seed_cnn2", "cats_dogs_convnet") else 3
+    built, pre = build_model(ModelConfig(name=model, input_size=size), num_classes, in_chans)
+    return summarize(built, pre.input_size, depth)
