@@ -1,0 +1,265 @@
+"""Dataset audit, evaluation figures, leaderboard and the HTML report on small real data.
+
+The dataset is sklearn's 8x8 digits written as PNG files in class folders, with an
+exact duplicate injected across train/test (leakage) and one within train.
+"""
+
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+import types
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageStat  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+from vislab.data.audit import audit_dataset, dominant_colour  # noqa: E402
+from vislab.data.sources import Dataset, Split  # noqa: E402
+from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard  # noqa: E402
+from vislab.evaluate.figures import write_evaluation_figures  # noqa: E402
+from vislab.evaluate.metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.report.html import build_report  # noqa: E402
+
+CLASSES = ["zero", "one", "two"]
+TRAIN_PER_CLASS = [15, 10, 5]  # imbalance ratio 3
+TEST_PER_CLASS = [4, 4, 4]
+
+
+def assert_not_blank(path, min_std=5.0):
+    """A real figure has ink on it: several colours and a clear spread of pixel values."""
+    with Image.open(path) as image:
+        image.load()
+        rgb = image.convert("RGB")
+    assert rgb.width > 50 and rgb.height > 50, path
+    assert max(ImageStat.Stat(rgb).stddev) > min_std, f"{path} looks blank"
+    assert len(rgb.getcolors(maxcolors=1 << 20) or range(1 << 20)) > 10, f"{path} has almost no colours"
+
+
+def _png(array: np.ndarray, path):
+    Image.fromarray(array, mode="L").save(path)
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    digits = load_digits()
+    images = (digits.images * (255 / 16)).round().astype(np.uint8)
+    splits = {"train": {}, "test": {}}
+    for c, name in enumerate(CLASSES):
+        members = np.flatnonzero(digits.target == c)
+        chosen = {"train": members[: TRAIN_PER_CLASS[c]], "test": members[100 : 100 + TEST_PER_CLASS[c]]}
+        for split, indices in chosen.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            splits[split][c] = []
+            for i in indices:
+                path = folder / f"d{i}.png"
+                _png(images[i], path)
+                splits[split][c].append(str(path))
+    # leakage: a train image copied byte for byte into test (same class)
+    leaked_src = splits["train"][1][0]
+    leaked_dst = str(root / "test" / "one" / "leaked_copy.png")
+    shutil.copyfile(leaked_src, leaked_dst)
+    splits["test"][1].append(leaked_dst)
+    # duplicate within train, filed under another class (a label conflict)
+    dup_dst = str(root / "train" / "two" / "dup_of_zero.png")
+    shutil.copyfile(splits["train"][0][0], dup_dst)
+    splits["train"][2].append(dup_dst)
+    built = {}
+    for split, per_class in splits.items():
+        paths = [p for c in sorted(per_class) for p in per_class[c]]
+        labels = [c for c in sorted(per_class) for _ in per_class[c]]
+        built[split] = Split(labels=torch.tensor(labels), paths=paths, name=split)
+    bad = [(str(root / "train" / "zero" / "broken.png"), "zero-byte file")]
+    dataset = Dataset("digits", CLASSES, built, bad_files=bad)
+    return types.SimpleNamespace(root=root, dataset=dataset, leaked=(leaked_src, leaked_dst), dup=dup_dst)
+
+
+def test_audit_file_dataset(digits_folder, tmp_path):
+    audit = audit_dataset(digits_folder.dataset, tmp_path, max_images=20)
+    on_disk = json.loads((tmp_path / "audit.json").read_text())
+    assert on_disk == audit
+
+    balance = audit["class_balance"]
+    assert [row["train"] for row in balance["table"]] == [15, 10, 6]  # + the injected duplicate
+    assert [row["test"] for row in balance["table"]] == [4, 5, 4]
+    assert balance["imbalance_ratio"]["train"] == pytest.approx(15 / 6)
+    assert balance["imbalance_ratio"]["test"] == pytest.approx(5 / 4)
+
+    dup = audit["duplicates"]
+    assert dup["images_hashed"] == 31 + 13
+    assert dup["leakage"] is True and dup["across_splits"] == {"groups": 1, "pairs": {"test/train": 1}}
+    assert dup["within_split"]["train"] == {"groups": 1, "extra_copies": 1}
+    assert dup["within_split"]["test"] == {"groups": 0, "extra_copies": 0}
+    assert dup["label_conflicts"] == 1
+    groups = [set(example["sources"]) for example in dup["examples"]]
+    assert set(digits_folder.leaked) in groups
+    assert any("leakage" in w for w in audit["warnings"])
+
+    geometry = audit["geometry"]
+    assert geometry["formats"] == {"PNG": 44} and geometry["modes"] == {"L": 44}
+    assert geometry["width"] == {"min": 8.0, "max": 8.0, "mean": 8.0}
+    assert audit["dominant_colour"]["images_sampled"] == 20  # capped by max_images
+    assert audit["bad_files"][0]["reason"] == "zero-byte file"
+
+    for name in audit["figures"]:
+        assert_not_blank(tmp_path / name)
+    assert {p.split("/")[-1] for p in audit["figures"]} == {
+        "audit_class_balance.png",
+        "audit_image_geometry.png",
+        "audit_dominant_colours.png",
+        "audit_samples.png",
+    }
+
+
+def test_audit_in_memory_leakage_and_unreadable_file(tmp_path):
+    images = torch.randint(0, 256, (12, 3, 6, 6), dtype=torch.uint8)
+    test_images = torch.randint(0, 256, (4, 3, 6, 6), dtype=torch.uint8)
+    test_images[2] = images[5]  # leaked
+    dataset = Dataset(
+        "toy",
+        ["a", "b"],
+        {
+            "train": Split(torch.tensor([0] * 6 + [1] * 6), images=images, name="train"),
+            "test": Split(torch.tensor([0, 0, 1, 1]), images=test_images, name="test"),
+        },
+    )
+    audit = audit_dataset(dataset, tmp_path)
+    assert audit["duplicates"]["across_splits"]["groups"] == 1
+    assert sorted(audit["duplicates"]["examples"][0]["sources"]) == ["test#2", "train#5"]
+    assert audit["geometry"]["channels"] == {"3": 16}
+
+    # a listed file that vanished is reported as bad, not a crash
+    missing = Split(torch.tensor([0, 1]), paths=[str(tmp_path / "gone.png"), str(tmp_path / "gone2.png")], name="train")
+    audit = audit_dataset(Dataset("gone", ["a", "b"], {"train": missing}), tmp_path / "gone")
+    assert {b["path"] for b in audit["bad_files"]} == {str(tmp_path / "gone.png"), str(tmp_path / "gone2.png")}
+
+
+def test_dominant_colour_picks_the_mode_not_the_mean():
+    image = np.zeros((3, 10, 10), np.uint8)
+    image[2] = 200  # blue background ...
+    image[:, :3, :3] = 255  # ... with a small white patch
+    assert dominant_colour(image).tolist() == [0, 0, 200]
+    assert dominant_colour(np.full((1, 4, 4), 90, np.uint8)).tolist() == [90, 90, 90]
+
+
+def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3):
+    """A run folder with real content: config, history, curves, audit, metrics, figures."""
+    run = root / name
+    (run / "plots" / "explain").mkdir(parents=True)
+    (run / "config.yaml").write_text("data:\n  source: digits\nmodel:\n  name: small_cnn\ntrain:\n  epochs: 3\n  lr: 0.001\n")
+    (run / "model.json").write_text(json.dumps({"name": f"cnn_{name}", "parameters": 12345, "class_names": CLASSES}))
+    with (run / "history.csv").open("w") as handle:
+        handle.write("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n")
+        for e in range(1, epochs + 1):
+            handle.write(f"{e},{1 / e:.3f},{0.5 + e / 10:.3f},{1.1 / e:.3f},{0.45 + e / 10:.3f},0.001,{1.5 * e}\n")
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [1.0, 0.5, 0.33], label="train_loss")
+    ax.legend()
+    fig.savefig(run / "plots" / "curves.png")
+    fig.savefig(run / "plots" / "explain" / "gradcam_0.png")
+    plt.close(fig)
+    audit_dataset(digits_folder.dataset, run, max_images=20)
+
+    # predictions over 4 classes: "three" is absent from the labels, "two" is never predicted
+    test = digits_folder.dataset.splits["test"]
+    labels = test.labels.numpy()
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(len(labels), 4)) + accuracy_boost * np.eye(4)[labels]
+    logits[:, 2] -= 10
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    names = CLASSES + ["three"]
+    predictions = types.SimpleNamespace(labels=labels, probs=probs, sources=[test.source(i) for i in range(len(test))])
+    metrics = classification_metrics(labels, probs, names)
+    save_metrics(metrics, run)
+    written = write_evaluation_figures(
+        predictions, names, metrics, lambda idx: torch.stack([test.load(int(i)) for i in idx]), run
+    )
+    return types.SimpleNamespace(run=run, metrics=metrics, written=written, probs=probs, labels=labels)
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory, digits_folder):
+    return _fake_run(tmp_path_factory.mktemp("runs"), digits_folder)
+
+
+def test_evaluation_figures_and_misclassified(fake_run):
+    names = {p.name for p in fake_run.written}
+    assert names >= {
+        "confusion_matrix.png", "confusion_matrix_normalized.png", "roc.png", "pr.png", "reliability.png",
+        "per_class_accuracy.png", "predictions_sample.png", "predictions_confident_wrong.png",
+        "predictions_unsure_right.png", "misclassified.csv",
+    }
+    for path in fake_run.written:
+        if path.suffix == ".png":
+            assert_not_blank(path)
+    with (fake_run.run / "misclassified.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    wrong = np.flatnonzero(fake_run.probs.argmax(1) != fake_run.labels)
+    assert len(rows) == len(wrong) > 0
+    assert all(r["true"] != r["predicted"] for r in rows)
+    assert [float(r["probability"]) for r in rows] == sorted((float(r["probability"]) for r in rows), reverse=True)
+    assert rows[0]["source"].endswith(".png")
+
+
+def test_report_has_every_section_and_valid_images(fake_run):
+    page = build_report(fake_run.run).read_text()
+    for heading in ["Summary", "Configuration", "Model", "Dataset audit", "Training", "Metrics",
+                    "Evaluation figures", "Misclassified examples", "Explanations", "Bad files"]:
+        assert f"<h2>{heading}</h2>" in page, heading
+    text = re.sub(r"data:[^\"]+", "", page)  # base64 can spell anything
+    assert "nan" not in re.findall(r"[a-z]+", text.lower()) and "<script" not in text.lower()
+    # self-contained: every src/href is a data URI or an in-page anchor
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', page):
+        assert attr.startswith(("data:", "#")), attr
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    plots = list((fake_run.run / "plots").rglob("*.png"))
+    assert len(images) == len(plots)  # every figure, each once
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    assert "leaked_copy.png" in page  # the duplicate example
+    assert "small_cnn" in page and "zero-byte file" in page
+    assert "classes absent from the test labels" in page
+
+
+def test_report_survives_missing_and_broken_files(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "nothing to report" in build_report(empty).read_text()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "audit.json").write_text("{not json")
+    (broken / "config.yaml").write_text("a: [unclosed\n")
+    (broken / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "loss": 1.0}))
+    page = build_report(broken).read_text()
+    assert "<h2>Metrics</h2>" in page and "could not be built" in page and "not valid YAML" in page
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        build_report(tmp_path / "nope")
+
+
+def test_compare_runs_leaderboard(tmp_path, digits_folder, fake_run, capsys):
+    weak = _fake_run(tmp_path, digits_folder, name="run_b", accuracy_boost=0.0, epochs=2)
+    rows = compare_runs([weak.run, fake_run.run])
+    assert [r["run"] for r in rows] == ["run_a", "run_b"]  # best accuracy first
+    best = rows[0]
+    assert best["accuracy"] == pytest.approx(fake_run.metrics["accuracy"])
+    assert best["macro_f1"] == pytest.approx(fake_run.metrics["macro"]["f1"])
+    assert best["auc"] == pytest.approx(fake_run.metrics["roc_auc"])
+    assert (best["epochs"], best["train_seconds"], best["parameters"]) == (3, 9.0, 12345)
+    assert (rows[1]["epochs"], rows[1]["train_seconds"]) == (2, 4.5)
+    csv_path, png_path = write_leaderboard(rows, tmp_path / "cmp")
+    with csv_path.open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [t["run"] for t in table] == ["run_a", "run_b"] and float(table[0]["accuracy"]) == pytest.approx(best["accuracy"])
+    assert_not_blank(png_path)
+    print_leaderboard(rows)
+    assert "run_a" in capsys.readouterr().out
