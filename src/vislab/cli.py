@@ -321,8 +321,109 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- audit, augment-preview
+def _add_audit(sub) -> None:
+    p = _parser(sub, "audit", "audit a dataset: balance, sizes, colours, duplicates, bad files",
+                "Write audit.json and plots/audit_*.png: images per class per split (with the imbalance\n"
+                "ratio), image sizes/modes/formats, dominant colours, a samples grid, exact duplicates\n"
+                "within and across splits (train/test leakage) and bad files.\n\n"
+                "example:\n  vislab audit --data photos/ --out audits/photos")
+    _add_data_options(p, required=True)
+    p.add_argument("--config", default=None, help="YAML file with a data section")
+    p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
+    p.add_argument("--max-images", type=int, default=2000,
+                   help="images decoded for the colour study (duplicates always check every image)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
+
+
+def _cmd_audit(args) -> int:
+    from rich.console import Console
+
+    from vislab.config import resolve_config
+    from vislab.data.audit import audit_dataset, print_audit
+    from vislab.data.sources import load_dataset
+
+    cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
+    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
+    audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed)
+    console = Console(highlight=False)
+    print_audit(audit, console)
+    console.print(f"wrote {out / 'audit.json'} and {len(audit['figures'])} figures under {out / 'plots'}")
+    return 0
+
+
+def _add_augment_preview(sub) -> None:
+    p = _parser(sub, "augment-preview", "show images beside augmented versions of them",
+                "Draw a few training images, each beside N augmented copies made with the given\n"
+                "augmentation settings, to see what they do before training.\n\n"
+                "example:\n  vislab augment-preview --data fashion-mnist --rotation 15 --zoom 0.1 --hflip")
+    _add_data_options(p, required=True)
+    p.add_argument("--config", default=None, help="YAML file with data/augment sections")
+    p.add_argument("--out", default="augment_preview.png", help="PNG to write")
+    p.add_argument("--count", type=int, default=6, help="how many images")
+    p.add_argument("--versions", type=int, default=5, help="augmented copies of each image")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="which split to draw from")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    _add_augment_options(p)
+
+
+def _cmd_augment_preview(args) -> int:
+    from vislab.config import resolve_config
+    from vislab.data.audit import preview_augmentation
+    from vislab.data.sources import load_dataset
+
+    cfg = resolve_config(args.config, {**_data_overrides(args), **_augment_overrides(args), "seed": args.seed})
+    if not cfg.augment.active:
+        print("vislab augment-preview: note: no augmentation is set (e.g. --rotation 15 --hflip); "
+              "the copies equal the originals", file=sys.stderr)
+    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    path = preview_augmentation(dataset, cfg.augment, args.out, count=args.count, versions=args.versions,
+                                split=args.split, seed=cfg.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- compare, report
+def _add_compare(sub) -> None:
+    p = _parser(sub, "compare", "leaderboard of several run folders",
+                "Print a leaderboard (model, parameters, epochs, training time, test accuracy, macro-F1,\n"
+                "AUC) and write it as leaderboard.csv and leaderboard.png.\n\n"
+                "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=".", help="folder for leaderboard.csv and leaderboard.png")
+
+
+def _cmd_compare(args) -> int:
+    from rich.console import Console
+
+    from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard
+
+    rows = compare_runs(args.runs)
+    console = Console(highlight=False)
+    print_leaderboard(rows, console)
+    csv_path, png_path = write_leaderboard(rows, args.out)
+    console.print(f"wrote {csv_path} and {png_path}")
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = _parser(sub, "report", "write a run folder's self-contained report.html",
+                "Build RUN_DIR/report.html from what the run folder holds: config, dataset audit, training\n"
+                "curves, metrics, every figure, misclassified examples and explanations. Images are\n"
+                "embedded, so the file opens offline.")
+    p.add_argument("run", metavar="RUN_DIR")
+
+
+def _cmd_report(args) -> int:
+    from vislab.report.html import build_report
+
+    print(f"wrote {build_report(args.run)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
-COMMANDS = ["train", "evaluate", "predict", "models", "summary"]
+COMMANDS = ["train", "evaluate", "predict", "models", "summary", "audit", "augment-preview", "compare", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

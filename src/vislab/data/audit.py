@@ -341,3 +341,97 @@ def _load(split, index, bad_files):
         bad_files.append({"path": str(split.source(index)), "reason": str(getattr(exc, "reason", exc))})
         return None
     return image.numpy() if hasattr(image, "numpy") else np.asarray(image)
+
+
+def print_audit(audit: dict, console=None) -> None:
+    """Print the audit's class balance, geometry, duplicates and warnings as rich tables.
+
+    Example:
+        >>> print_audit({"class_names": ["a"], "class_balance": {"table": [{"class": "a", "train": 3}],
+        ...              "imbalance_ratio": {"train": 1.0}}, "warnings": []})  # doctest: +SKIP
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(highlight=False)
+    balance = audit.get("class_balance") or {}
+    rows = balance.get("table") or []
+    splits = [key for key in (rows[0] if rows else {}) if key != "class"]
+    table = Table(title=f"Class balance: {audit.get('dataset', '')}")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for row in rows:
+        table.add_row(str(row["class"]), *(str(row[s]) for s in splits))
+    ratios = balance.get("imbalance_ratio") or {}
+    table.add_row("[bold]imbalance (max/min)[/]", *(_ratio_text(ratios.get(s)) for s in splits))
+    console.print(table)
+    geometry = audit.get("geometry") or {}
+    if geometry.get("images_measured"):
+        console.print(
+            f"geometry: {geometry['distinct_sizes']} distinct size(s), most common "
+            f"{', '.join(f'{k} ({v})' for k, v in list(geometry['common_sizes'].items())[:3])}; "
+            f"modes {geometry['modes']}; formats {geometry['formats']}"
+        )
+    duplicates = audit.get("duplicates") or {}
+    if duplicates:
+        within = sum(v["extra_copies"] for v in duplicates.get("within_split", {}).values())
+        across = duplicates.get("across_splits", {}).get("groups", 0)
+        console.print(f"exact duplicates: {within} within splits, {across} across splits "
+                      f"({duplicates.get('images_hashed', 0):,} images hashed)")
+    for warning in audit.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _ratio_text(ratio) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}"
+
+
+def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: int = 5, split: str = "train", seed: int = 0) -> Path:
+    """Draw ``count`` images of ``split``, each beside ``versions`` augmented copies.
+
+    Uses :class:`vislab.data.augment.Augment` exactly as training does, so the
+    figure shows what the augmentation settings really do.
+
+    Args:
+        dataset: a :class:`vislab.data.sources.Dataset`.
+        augment_cfg: a :class:`vislab.config.AugmentConfig`.
+        path: PNG to write.
+        count: how many images (seeded random picks, one class after another).
+        versions: augmented copies per image.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> from vislab.config import AugmentConfig
+        >>> from vislab.data.sources import Dataset, Split
+        >>> ds = Dataset("toy", ["a", "b"], {"train": Split(torch.tensor([0, 1]), images=torch.zeros(2, 1, 8, 8, dtype=torch.uint8))})
+        >>> preview_augmentation(ds, AugmentConfig(rotation=20), os.path.join(tempfile.mkdtemp(), "aug.png"), count=2).exists()
+        True
+    """
+    import torch
+
+    from vislab.data.augment import Augment
+    from vislab.viz.data import plot_augment_preview
+
+    if split not in dataset.splits:
+        raise ValueError(f"no {split!r} split in {dataset.name} (it has {', '.join(dataset.splits)}); pick one of those")
+    data = dataset.splits[split]
+    labels = np.asarray(data.labels)
+    rng = np.random.default_rng(seed)
+    # Round-robin over classes so the preview shows several kinds of image.
+    by_class = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in range(len(dataset.class_names))]
+    picks: list[int] = []
+    while len(picks) < min(count, len(data)) and any(by_class):
+        for members in by_class:
+            if members and len(picks) < count:
+                picks.append(members.pop())
+    augment = Augment(augment_cfg)
+    generator = torch.Generator().manual_seed(seed)
+    originals, augmented = [], []
+    for index in picks:
+        image = data.load(index)
+        originals.append(image)
+        # one batch of copies: Augment draws independent parameters for every sample
+        augmented.append(list(augment(image.unsqueeze(0).repeat(versions, 1, 1, 1), generator=generator)))
+    names = [dataset.class_names[int(labels[i])] for i in picks]
+    return plot_augment_preview(originals, augmented, path, title=f"Augmentation preview ({', '.join(dict.fromkeys(names))})")

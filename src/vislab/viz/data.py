@@ -129,8 +129,8 @@ def plot_augment_preview(originals, augmented, path, title: str = "Augmentation 
     """Each row: the original image, then its augmented versions.
 
     Args:
-        originals: uint8 (N, C, H, W).
-        augmented: uint8 (N, A, C, H, W), A augmented versions of each original.
+        originals: uint8 (N, C, H, W), or a list of N uint8 (C, H, W) images of any sizes.
+        augmented: uint8 (N, A, C, H, W), A augmented versions of each original (or nested lists).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -138,15 +138,14 @@ def plot_augment_preview(originals, augmented, path, title: str = "Augmentation 
         >>> plot_augment_preview(o, a, os.path.join(tempfile.mkdtemp(), "aug.png")).exists()
         True
     """
-    originals = _as_numpy(originals)
-    augmented = _as_numpy(augmented)
-    n, versions = augmented.shape[0], augmented.shape[1]
+    n = len(originals)
+    versions = len(augmented[0]) if n else 0
     fig, axes = plt.subplots(n, versions + 1, figsize=(1.6 * (versions + 1), 1.6 * n + 0.6), squeeze=False)
     for r in range(n):
         for c in range(versions + 1):
             ax = axes[r, c]
             ax.axis("off")
-            _show(ax, originals[r] if c == 0 else augmented[r, c - 1])
+            _show(ax, _as_numpy(originals[r] if c == 0 else augmented[r][c - 1]))
             if r == 0:
                 ax.set_title("original" if c == 0 else f"augmented {c}", fontsize=9)
     fig.suptitle(title)
