@@ -152,7 +152,7 @@ def test_dominant_colour_picks_the_mode_not_the_mean():
     assert dominant_colour(np.full((1, 4, 4), 90, np.uint8)).tolist() == [90, 90, 90]
 
 
-def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3):
+def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3, full=True):
     """A run folder with real content: config, history, curves, audit, metrics, figures."""
     run = root / name
     (run / "plots" / "explain").mkdir(parents=True)
@@ -162,6 +162,11 @@ def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3):
         handle.write("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n")
         for e in range(1, epochs + 1):
             handle.write(f"{e},{1 / e:.3f},{0.5 + e / 10:.3f},{1.1 / e:.3f},{0.45 + e / 10:.3f},0.001,{1.5 * e}\n")
+    if not full:  # what compare reads: model.json, history.csv, metrics.json
+        labels = digits_folder.dataset.splits["test"].labels.numpy()
+        probs = np.random.default_rng(1).dirichlet(np.ones(3) * (1 + accuracy_boost), size=len(labels))
+        save_metrics(classification_metrics(labels, probs, CLASSES), run)
+        return types.SimpleNamespace(run=run)
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3], [1.0, 0.5, 0.33], label="train_loss")
     ax.legend()
@@ -247,7 +252,7 @@ def test_report_survives_missing_and_broken_files(tmp_path):
 
 
 def test_compare_runs_leaderboard(tmp_path, digits_folder, fake_run, capsys):
-    weak = _fake_run(tmp_path, digits_folder, name="run_b", accuracy_boost=0.0, epochs=2)
+    weak = _fake_run(tmp_path, digits_folder, name="run_b", accuracy_boost=0.0, epochs=2, full=False)
     rows = compare_runs([weak.run, fake_run.run])
     assert [r["run"] for r in rows] == ["run_a", "run_b"]  # best accuracy first
     best = rows[0]
@@ -263,3 +268,28 @@ def test_compare_runs_leaderboard(tmp_path, digits_folder, fake_run, capsys):
     assert_not_blank(png_path)
     print_leaderboard(rows)
     assert "run_a" in capsys.readouterr().out
+
+
+def test_cli_audit_augment_preview_compare_report(digits_folder, fake_run, tmp_path, capsys):
+    from vislab.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(digits_folder.root, data)
+    (data / "train" / "zero" / "broken.png").write_bytes(b"")  # a real bad file for the loader to skip
+    assert main(["audit", "--data", str(data), "--out", str(tmp_path / "audit"), "--max-images", "10"]) == 0
+    audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    # the loader also holds out a val split, so the within-train duplicate may now cross train/val
+    leaked = [e for e in audit["duplicates"]["examples"] if any(s.endswith("leaked_copy.png") for s in e["sources"])]
+    assert len(leaked) == 1 and "test" in leaked[0]["splits"] and len(set(leaked[0]["splits"])) == 2
+    assert any(b["path"].endswith("broken.png") for b in audit["bad_files"])
+    assert "leakage" in capsys.readouterr().out
+
+    preview = tmp_path / "aug.png"
+    assert main(["augment-preview", "--data", str(data), "--rotation", "30", "--count", "3", "--versions", "2",
+                 "--out", str(preview)]) == 0
+    assert_not_blank(preview)
+
+    assert main(["compare", str(fake_run.run), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "leaderboard.csv").is_file()
+    assert main(["report", str(fake_run.run)]) == 0
+    assert main(["report", str(tmp_path / "missing")]) == 1
