@@ -1,0 +1,201 @@
+"""``explain``: one call for every method, plus the files it writes.
+
+Example:
+    >>> import torch
+    >>> from vislab.models import create_model
+    >>> from vislab.data.preprocess import Preprocessing
+    >>> model = create_model("seed_cnn2", num_classes=2, input_size=(32, 32)).eval()
+    >>> pre = Preprocessing(input_size=(3, 32, 32))
+    >>> image = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
+    >>> result = explain(model, pre, image, method="gradcam", class_names=["cat", "dog"])
+    >>> result.heatmap.shape, result.method, result.layer
+    ((48, 48), 'gradcam', 'features.4')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from vislab.explain import attribution
+from vislab.explain.base import (
+    METHODS,
+    ClassScore,
+    Explanation,
+    as_image_tensor,
+    heatmap_to_image,
+    model_device,
+    probabilities,
+    resolve_target,
+)
+from vislab.explain.targets import find_target_layer
+
+# Options each method accepts through explain(**opts); anything else is an error.
+METHOD_OPTIONS = {
+    "gradcam": set(),
+    "gradcam++": set(),
+    "occlusion": {"window", "stride"},
+    "integrated-gradients": {"steps", "smooth"},
+    "lime": {
+        "num_samples", "segmentation", "num_features", "hide_color", "batch_size", "seed",
+        "kernel_size", "max_dist", "ratio", "n_segments", "compactness", "sigma",
+    },
+}
+
+
+def explain(
+    model: nn.Module,
+    preprocessing,
+    image,
+    method: str = "gradcam",
+    target: int | str = "top",
+    layer: str | None = None,
+    class_names: Sequence[str] | None = None,
+    **opts,
+) -> Explanation:
+    """Explain the model's score for one class on one image.
+
+    Args:
+        model: any vislab model (a ``vislab.runs.load(...).model``).
+        preprocessing: the model's :class:`~vislab.data.preprocess.Preprocessing`;
+            the model sees ``preprocessing(image)``.
+        image: uint8 (C, H, W) tensor or array, as ``vislab.data.images.read_image`` gives.
+        method: ``gradcam``, ``gradcam++``, ``lime``, ``occlusion`` or ``integrated-gradients``.
+        target: ``"top"`` (the predicted class), a class index, or a class name.
+        layer: Grad-CAM layer (a ``model.named_modules()`` name); automatic when None.
+        class_names: names for ``target`` lookup and titles.
+        **opts: method options: occlusion ``window, stride``; integrated-gradients
+            ``steps, smooth``; lime ``num_samples, segmentation, num_features,
+            hide_color, seed`` and the superpixel settings.
+
+    Returns:
+        :class:`Explanation` with a 0..1 heatmap at the image's own size.
+
+    Raises:
+        ValueError: unknown method/option/target/layer, or Grad-CAM on a model without feature maps.
+
+    Example:
+        >>> loaded = vislab.runs.load("imagenet:efficientnet_lite0")  # doctest: +SKIP
+        >>> result = explain(loaded.model, loaded.preprocessing, image, target="tabby",
+        ...                  class_names=loaded.class_names)  # doctest: +SKIP
+    """
+    method = method.lower()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    unknown = set(opts) - METHOD_OPTIONS[method]
+    if unknown:
+        valid = ", ".join(sorted(METHOD_OPTIONS[method])) or "none"
+        raise ValueError(f"option(s) {', '.join(sorted(unknown))} do not apply to {method}; its options: {valid}")
+    if layer is not None and not method.startswith("gradcam"):
+        raise ValueError(f"layer= picks the Grad-CAM layer; {method} works on the input pixels, so drop layer")
+    image = as_image_tensor(image)
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = preprocessing(image).unsqueeze(0).to(model_device(model))
+        with torch.no_grad():
+            logits = model(inputs)
+        index = resolve_target(target, logits, class_names)
+        probability = float(probabilities(logits)[0, index])
+        score = ClassScore.for_class(index, logits.shape[-1])
+        layer_name, mask = None, None
+        if method in ("gradcam", "gradcam++"):
+            target_layer = find_target_layer(model, preprocessing.input_size, layer)
+            layer_name = target_layer.name
+            heat = attribution.grad_cam(model, inputs, score, target_layer, plus_plus=method == "gradcam++")
+        elif method == "occlusion":
+            heat = attribution.occlusion(model, inputs, score, **opts)
+        elif method == "integrated-gradients":
+            heat = attribution.integrated_gradients(model, inputs, score, **opts)
+        else:
+            from vislab.explain.lime import lime_explain
+
+            heat, mask = lime_explain(model, preprocessing, image, index, **opts)
+        if mask is None:
+            heat = heatmap_to_image(heat, preprocessing, tuple(image.shape[-2:]))
+    finally:
+        model.train(was_training)
+    name = str(class_names[index]) if class_names is not None and index < len(class_names) else None
+    return Explanation(
+        heatmap=np.asarray(heat, np.float32), target=index, target_name=name, score=probability,
+        method=method, layer=layer_name, mask=mask,
+    )
+
+
+def save_overlay(explanation: Explanation, image, path) -> Path:
+    """Write the explanation over the image as a PNG (LIME: its green/red superpixels too).
+
+    Example:
+        >>> save_overlay(result, image, "runs/cats/plots/explain/cat1_gradcam.png")  # doctest: +SKIP
+    """
+    from vislab.viz.explain import lime_figure, overlay_figure, save_figure
+
+    image = as_image_tensor(image)
+    if explanation.mask is not None:
+        fig = lime_figure(image.numpy(), explanation.mask, explanation.heatmap, explanation.title)
+    else:
+        title = explanation.title + (f"\nlayer {explanation.layer}" if explanation.layer else "")
+        fig = overlay_figure(image.numpy(), explanation.heatmap, title)
+    return save_figure(fig, path)
+
+
+def explain_samples(
+    loaded,
+    images: Sequence,
+    out_dir,
+    titles: Sequence[str] | None = None,
+    method: str = "gradcam",
+    filename: str = "gradcam_samples.png",
+    columns: int = 4,
+) -> Path:
+    """One panel of explanations for several images, for the evaluation report.
+
+    Models without feature maps (an MLP) fall back to occlusion, so the panel is
+    always there.
+
+    Args:
+        loaded: ``vislab.runs.load(...)`` result (``.model``, ``.preprocessing``, ``.class_names``).
+        images: uint8 (C, H, W) images, e.g. the report's samples or its most-wrong images.
+        out_dir: folder for the PNG (made if missing), usually ``RUN/plots``.
+        titles: one per image, e.g. ``"true: cat"``; the predicted class and probability are added.
+        method: any :func:`explain` method.
+        filename: PNG name inside ``out_dir``.
+
+    Returns:
+        The PNG's path.
+
+    Example:
+        >>> explain_samples(loaded, [split.load(i) for i in worst], run / "plots",
+        ...                 titles=[f"true: {names[labels[i]]}" for i in worst],
+        ...                 filename="gradcam_most_wrong.png")  # doctest: +SKIP
+    """
+    from vislab.viz.explain import overlay_panel, save_figure
+
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"got {len(titles)} titles for {len(images)} images; give one per image or none")
+    if method.startswith("gradcam"):
+        try:
+            find_target_layer(loaded.model, loaded.preprocessing.input_size)
+        except ValueError:
+            method = "occlusion"  # no feature maps to weight (e.g. an MLP)
+    shown, heatmaps, labels = [], [], []
+    for index, image in enumerate(images):
+        image = as_image_tensor(image)
+        result = explain(loaded.model, loaded.preprocessing, image, method=method, class_names=loaded.class_names)
+        name = result.target_name if result.target_name is not None else str(result.target)
+        label = f"pred: {name} ({result.score:.0%})"
+        labels.append(f"{titles[index]}\n{label}" if titles else label)
+        shown.append(image.numpy())
+        heatmaps.append(result.heatmap)
+    fig = overlay_panel(shown, heatmaps, labels, columns=columns)
+    return save_figure(fig, Path(out_dir) / filename)
+
+
+def safe_filename(text: str) -> str:
+    """A file-name-safe version of ``text`` (class names can hold spaces, commas, slashes)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"

@@ -1,0 +1,177 @@
+"""What every explainer shares: the result type, target classes, image <-> input geometry."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+METHODS = ("gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients")
+
+
+@dataclass
+class Explanation:
+    """One explained prediction.
+
+    Attributes:
+        heatmap: (H, W) float32 in 0..1 at the size of the image that was explained;
+            1 marks what most supports ``target``. Parts of the image that the
+            model never saw (cut off by the centre crop) are 0.
+        target: the explained class index.
+        target_name: its name, when class names are known.
+        score: the model's probability for ``target``.
+        method: the method used (one of ``METHODS``).
+        layer: the layer explained (Grad-CAM methods), else None.
+        mask: LIME only: (H, W) int8, +1 for regions for the class, -1 against, 0 neither.
+    """
+
+    heatmap: np.ndarray
+    target: int
+    target_name: str | None
+    score: float
+    method: str
+    layer: str | None = None
+    mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def title(self) -> str:
+        name = self.target_name if self.target_name is not None else str(self.target)
+        return f"{self.method}: {name} ({self.score:.1%})"
+
+
+def as_image_tensor(image) -> torch.Tensor:
+    """uint8 (C, H, W) tensor from a tensor or numpy array (C, H, W) or (H, W)."""
+    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    if tensor.dim() == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise ValueError(
+            f"expected one image as uint8 (C, H, W) with C in 1, 3, 4; got shape {tuple(tensor.shape)}. "
+            "Read files with vislab.data.images.read_image; numpy (H, W, C) arrays need .transpose(2, 0, 1)."
+        )
+    if tensor.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 image (0..255), got {tensor.dtype}")
+    return tensor
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(N, K) probabilities; a single logit is a sigmoid head for 2 classes."""
+    if logits.shape[-1] == 1:
+        positive = torch.sigmoid(logits)
+        return torch.cat([1 - positive, positive], dim=-1)
+    return torch.softmax(logits, dim=-1)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """The scalar an explanation follows: ``sign * logits[..., index]``.
+
+    A one-logit (sigmoid) head scores class 1 with +logit and class 0 with -logit;
+    otherwise ``index`` is the class and ``sign`` is +1. Callable on one sample's
+    logits (pytorch-grad-cam's target protocol) or on a batch (N, K) -> (N,).
+    """
+
+    index: int
+    sign: float = 1.0
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.sign * logits[..., self.index]
+
+    @classmethod
+    def for_class(cls, target: int, num_outputs: int) -> "ClassScore":
+        if num_outputs == 1:
+            return cls(0, 1.0 if target == 1 else -1.0)
+        return cls(target)
+
+
+def resolve_target(target, logits: torch.Tensor, class_names: list[str] | None) -> int:
+    """``"top"`` / an int / a class name -> class index, checked against the model's classes.
+
+    Raises:
+        ValueError: the index is out of range or the name is not a class name.
+    """
+    num_classes = 2 if logits.shape[-1] == 1 else logits.shape[-1]
+    if target is None or (isinstance(target, str) and target.lower() == "top"):
+        if logits.shape[-1] == 1:
+            return int(logits.reshape(-1)[0] > 0)
+        return int(logits.reshape(-1, logits.shape[-1])[0].argmax())
+    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
+        target = int(target)
+    if isinstance(target, (int, np.integer)):
+        if not 0 <= int(target) < num_classes:
+            raise ValueError(f"target class {target} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+        return int(target)
+    if not class_names:
+        raise ValueError(f"target {target!r} is a name but the model has no class names; give an index 0..{num_classes - 1} or 'top'")
+    wanted = str(target).strip().lower()
+    for index, name in enumerate(class_names):
+        synonyms = [part.strip().lower() for part in str(name).split(",")]
+        if wanted == str(name).lower() or wanted in synonyms:
+            return index
+    close = difflib.get_close_matches(str(target), [str(n) for n in class_names], n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    shown = ", ".join(map(str, class_names[:20])) + (" ..." if len(class_names) > 20 else "")
+    raise ValueError(f"unknown target class {target!r}.{hint} Classes: {shown}; or give an index or 'top'")
+
+
+def heatmap_to_image(heatmap: np.ndarray | torch.Tensor, preprocessing, image_size: tuple[int, int]) -> np.ndarray:
+    """Map a heatmap over the model input back onto the original image.
+
+    The inverse of :meth:`Preprocessing.resize`: the input covers the image
+    stretched (``crop_pct == 1``) or a centre crop of it; outside the crop the
+    map is 0, since the model never saw those pixels.
+    """
+    heat = torch.as_tensor(np.asarray(heatmap, dtype=np.float32))[None, None]
+    in_h, in_w = image_size
+    height, width = preprocessing.size
+    if (in_h, in_w) != (height, width) and preprocessing.crop_pct < 1.0:
+        # Same arithmetic as Preprocessing.resize, so the crop lands where the model's did.
+        scale_h = int(height / preprocessing.crop_pct)
+        scale_w = int(width / preprocessing.crop_pct)
+        ratio = max(scale_h / in_h, scale_w / in_w)
+        resized = (max(height, round(in_h * ratio)), max(width, round(in_w * ratio)))
+        top, left = (resized[0] - height) // 2, (resized[1] - width) // 2
+        canvas = torch.zeros(1, 1, *resized)
+        canvas[..., top : top + height, left : left + width] = heat
+        heat = canvas
+    if tuple(heat.shape[-2:]) != (in_h, in_w):
+        heat = F.interpolate(heat, size=(in_h, in_w), mode="bilinear", align_corners=False)
+    return heat[0, 0].clamp(0, 1).numpy().astype(np.float32)
+
+
+def normalise_heatmap(values: np.ndarray | torch.Tensor, positive_only: bool = True) -> np.ndarray:
+    """Scale to 0..1 by the maximum (negatives dropped); a map with no positive evidence stays 0."""
+    values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
+    if positive_only:
+        values = np.maximum(values, 0)
+    top = float(values.max()) if values.size else 0.0
+    return values / top if top > 0 else np.zeros_like(values)
+
+
+@contextlib.contextmanager
+def no_inplace(model: nn.Module):
+    """Turn off ``inplace=True`` activations while hooks read and differentiate layer outputs.
+
+    An in-place ReLU after a hooked conv overwrites the saved activation and breaks
+    tensor gradient hooks, so Grad-CAM would read post-ReLU maps with wrong gradients.
+    """
+    changed = [m for m in model.modules() if getattr(m, "inplace", None) is True]
+    for module in changed:
+        module.inplace = False
+    try:
+        yield model
+    finally:
+        for module in changed:
+            module.inplace = True
+
+
+def model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")

@@ -1,0 +1,249 @@
+"""Which layer to explain, and how to turn its output into a spatial map.
+
+Grad-CAM needs a layer whose output is a grid of feature vectors:
+
+* vislab's own :class:`~vislab.models.classic.FeatureHeadNet` models: the last
+  convolution or activation of ``model.features`` (after it only pooling and
+  dropout follow, which add nothing but lose resolution);
+* timm (and other) CNNs: the module whose output *is* ``forward_features(x)``,
+  the last conv stage, found by running one dummy batch with hooks;
+* vision transformers: the last block's first norm (``blocks[-1].norm1`` in
+  timm, ``layernorm_before`` in Hugging Face), whose patch tokens are reshaped
+  to a grid after dropping the class/prefix tokens. The final norm would not
+  do: after it only the class token reaches the classifier, so patch tokens
+  get zero gradient.
+
+``layer="NAME"`` overrides the choice with any ``model.named_modules()`` name.
+
+Example:
+    >>> from vislab.models import create_model
+    >>> model = create_model("seed_cnn2", num_classes=2, input_size=(32, 32))
+    >>> find_target_layer(model, (3, 32, 32)).name
+    'features.4'
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+_ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+    nn.Sigmoid, nn.Tanh, nn.PReLU,
+)
+# Layers that only shrink or regularise a map; the explanation looks before them.
+_SKIP = (
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten,
+)
+
+
+@dataclass
+class TargetLayer:
+    """A layer chosen for explanation.
+
+    Attributes:
+        name: its ``model.named_modules()`` name.
+        module: the module itself.
+        prefix_tokens: for token outputs (N, T, D), how many leading tokens are
+            not patches (class / distillation / register tokens).
+        grid: for token outputs, the (height, width) of the patch grid.
+    """
+
+    name: str
+    module: nn.Module
+    prefix_tokens: int = 0
+    grid: tuple[int, int] | None = None
+
+    def to_map(self, output: torch.Tensor) -> torch.Tensor:
+        """Layer output -> (N, C, h, w); token outputs are reshaped to the patch grid."""
+        if output.dim() == 4:
+            return output
+        if output.dim() == 3:
+            tokens = output[:, self.prefix_tokens :, :]
+            height, width = self.grid or _square_grid(tokens.shape[1])
+            return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+        raise ValueError(
+            f"layer {self.name!r} gives a {output.dim()}-D output {tuple(output.shape)}; "
+            "explanations need a 4-D feature map (N, C, H, W) or 3-D tokens (N, T, D). "
+            "Pick a convolution/block layer with layer=NAME."
+        )
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every name ``layer=`` accepts (``model.named_modules()`` without the root)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The module called ``name``; an unknown name is an error that lists valid ones.
+
+    Raises:
+        ValueError: ``name`` is not in ``model.named_modules()``.
+    """
+    modules = dict(model.named_modules())
+    if name and name in modules:
+        return modules[name]
+    names = layer_names(model)
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    shown = names if len(names) <= 60 else names[:20] + ["..."] + names[-40:]
+    raise ValueError(
+        f"the model has no layer {name!r}.{hint} Valid layer names ({len(names)}): {', '.join(shown)}"
+        + (" (all of them: vislab.explain.layer_names(model))" if len(names) > 60 else "")
+    )
+
+
+def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer: str | None = None) -> TargetLayer:
+    """Pick the layer to explain (see the module docstring for the rules).
+
+    Args:
+        model: any vislab model (eval mode is not required; the dummy pass runs without grad).
+        input_size: (C, H, W) of the model input, used for one dummy forward pass.
+        layer: a ``model.named_modules()`` name to use instead of the automatic choice.
+
+    Raises:
+        ValueError: the name is unknown, or the model has no spatial layer (e.g. an MLP).
+    """
+    if layer is not None:
+        module = get_layer(model, layer)
+        return _with_token_layout(model, TargetLayer(layer, module), input_size)
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Module) and hasattr(model, "head"):
+        if not any(isinstance(m, nn.Conv2d) for m in features.modules()):
+            raise ValueError(
+                f"{type(model).__name__} has no convolution layers, so there is no feature map to explain "
+                "with Grad-CAM; use method='lime', 'occlusion' or 'integrated-gradients'."
+            )
+        if isinstance(features, nn.Sequential):
+            return _feature_head_target(model, features)
+    finished, features = _record_outputs(model, input_size)
+    if isinstance(features, torch.Tensor) and features.dim() == 3:
+        for name in _transformer_norm_names(model):
+            return _with_token_layout(model, TargetLayer(name, get_layer(model, name)), input_size)
+    return _forward_features_target(model, finished, features)
+
+
+def _feature_head_target(model: nn.Module, features: nn.Sequential) -> TargetLayer:
+    prefix = next(name for name, module in model.named_modules() if module is features)
+    for index in range(len(features) - 1, -1, -1):
+        child = features[index]
+        if isinstance(child, _SKIP):
+            continue
+        return TargetLayer(f"{prefix}.{index}", child)
+    raise ValueError(
+        f"{type(model).__name__} has no convolution layers (its `features` is empty), so there is no "
+        "feature map to explain with Grad-CAM; use method='lime', 'occlusion' or 'integrated-gradients'."
+    )
+
+
+def _transformer_norm_names(model: nn.Module) -> list[str]:
+    # The last block's pre-attention norm: attention still mixes patch tokens into the class token there.
+    names = [n for n, _ in model.named_modules() if n.endswith(("norm1", "layernorm_before"))]
+    return names[-1:]
+
+
+def _record_outputs(model: nn.Module, input_size) -> tuple[list[tuple[str, tuple]], torch.Tensor]:
+    """Run one dummy batch; return (name, output shape) in order of completion, and the features."""
+    finished: list[tuple[str, tuple]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_module, _inputs, output, name=name):
+            if isinstance(output, torch.Tensor):
+                finished.append((name, tuple(output.shape)))
+
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            dummy = torch.zeros(1, *input_size, device=_device(model))
+            if hasattr(model, "forward_features"):
+                features = model.forward_features(dummy)
+            else:
+                features = model(dummy)
+    finally:
+        for handle in hooks:
+            handle.remove()
+        model.train(was_training)
+    return finished, features
+
+
+def _forward_features_target(model: nn.Module, finished, features) -> TargetLayer:
+    if not isinstance(features, torch.Tensor) or features.dim() != 4:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError(
+            f"cannot find a spatial layer automatically: forward_features gives {shape}. "
+            "Name one with layer=NAME (vislab.explain.layer_names(model) lists them)."
+        )
+    # Hooks fire when a module finishes, so the last module whose output has the
+    # forward_features shape is the outermost one that produced it (e.g. resnet's layer4).
+    for name, shape in reversed(finished):
+        if shape == tuple(features.shape):
+            return TargetLayer(name, get_layer(model, name))
+    raise ValueError("no module produces the forward_features output; name one with layer=NAME")
+
+
+def _with_token_layout(model: nn.Module, target: TargetLayer, input_size) -> TargetLayer:
+    """For a layer with (N, T, D) output, work out the prefix tokens and the patch grid."""
+    shape = _output_shape(model, target.module, input_size)
+    if shape is None or len(shape) != 3:
+        return target
+    tokens = shape[1]
+    grid = None
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and getattr(patch_embed, "grid_size", None) is not None:
+        grid = tuple(int(v) for v in patch_embed.grid_size)
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if grid is None:
+        side = math.isqrt(tokens - (prefix or 0))
+        grid = (side, side)
+    if prefix is None:
+        prefix = tokens - grid[0] * grid[1]
+    if prefix < 0 or tokens - prefix != grid[0] * grid[1]:
+        raise ValueError(
+            f"layer {target.name!r} has {tokens} tokens, which do not form a {grid[0]}x{grid[1]} patch grid; "
+            "pick a layer inside the transformer blocks"
+        )
+    target.prefix_tokens, target.grid = int(prefix), grid
+    return target
+
+
+def _output_shape(model: nn.Module, module: nn.Module, input_size) -> tuple | None:
+    seen: list[tuple] = []
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and not seen:
+            seen.append(tuple(output.shape))
+
+    handle = module.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=_device(model)))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return seen[0] if seen else None
+
+
+def _square_grid(patches: int) -> tuple[int, int]:
+    side = math.isqrt(patches)
+    if side * side != patches:
+        raise ValueError(f"{patches} patch tokens do not form a square grid")
+    return side, side
+
+
+def _device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")

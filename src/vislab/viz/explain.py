@@ -1,0 +1,144 @@
+"""Figures for explanations: heatmap overlays, LIME masks, activation and filter grids.
+
+Each function only draws what it is given (arrays, titles) and returns a
+matplotlib ``Figure`` built without pyplot (Agg canvas), so it works headless
+and in threads; :func:`save_figure` writes it.
+
+Example:
+    >>> import numpy as np
+    >>> image = np.zeros((32, 32, 3), np.uint8)
+    >>> fig = overlay_figure(image, np.random.rand(32, 32), title="gradcam: cat (91%)")
+    >>> save_figure(fig, "/tmp/overlay.png")  # doctest: +ELLIPSIS
+    PosixPath('/tmp/overlay.png')
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+HEATMAP_COLORMAP = "jet"  # Chollet's Grad-CAM overlay (seed 002) uses the jet colormap
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _as_hwc(image) -> np.ndarray:
+    """uint8/float image in (H, W), (H, W, C) or (C, H, W) -> float (H, W, 3) in 0..1."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 2:
+        array = array[..., None]
+    array = array[..., :3]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    array = array.astype(np.float32)
+    return array / 255.0 if np.asarray(image).dtype == np.uint8 else np.clip(array, 0, 1)
+
+
+def draw_overlay(ax, image, heatmap: np.ndarray, title: str | None = None, alpha: float = 0.45, colorbar: bool = True):
+    """Draw ``heatmap`` (H, W, 0..1) over ``image`` on an existing axes."""
+    ax.imshow(_as_hwc(image))
+    shown = ax.imshow(heatmap, cmap=HEATMAP_COLORMAP, alpha=alpha, vmin=0.0, vmax=1.0)
+    if colorbar:
+        ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="relevance")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    return shown
+
+
+def overlay_figure(image, heatmap: np.ndarray, title: str | None = None, alpha: float = 0.45) -> Figure:
+    """The image, then the heatmap over it with a colour bar.
+
+    Args:
+        image: uint8 or 0..1 float, (H, W), (H, W, C) or (C, H, W).
+        heatmap: (H, W) in 0..1 at the image size.
+    """
+    fig = _new_figure(8, 4)
+    left, right = fig.subplots(1, 2)
+    left.imshow(_as_hwc(image))
+    left.set_title("image", fontsize=9)
+    left.axis("off")
+    draw_overlay(right, image, heatmap, title)
+    fig.tight_layout()
+    return fig
+
+
+def lime_image_with_mask(image, mask: np.ndarray) -> np.ndarray:
+    """Seed 000's LIME picture: superpixels for the class tinted green, against it red, outlined."""
+    from skimage.segmentation import mark_boundaries
+
+    picture = _as_hwc(image).copy()
+    # lime's get_image_and_mask(positive_only=False) sets the green (for) or red (against) channel to the maximum.
+    picture[mask > 0, 1] = 1.0
+    picture[mask < 0, 0] = 1.0
+    return mark_boundaries(picture, mask.astype(int) + 1, color=(1, 1, 0))
+
+
+def lime_figure(image, mask: np.ndarray, heatmap: np.ndarray | None = None, title: str | None = None) -> Figure:
+    """LIME's marked superpixels (green for, red against), and its weights as a heatmap if given."""
+    panels = 2 if heatmap is not None else 1
+    fig = _new_figure(4 * panels, 4)
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    axes[0].imshow(lime_image_with_mask(image, mask))
+    axes[0].set_title(title or "LIME: green for, red against", fontsize=9)
+    axes[0].axis("off")
+    if heatmap is not None:
+        draw_overlay(axes[1], image, heatmap, "positive superpixel weights")
+    fig.tight_layout()
+    return fig
+
+
+def overlay_panel(images, heatmaps, titles=None, columns: int = 4) -> Figure:
+    """A grid of overlays, e.g. Grad-CAM for the sample and the most-wrong images of a report."""
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    fig = _new_figure(3 * columns, 3 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).reshape(-1)
+    for index, ax in enumerate(axes):
+        if index >= count:
+            ax.axis("off")
+            continue
+        title = titles[index] if titles else None
+        draw_overlay(ax, images[index], heatmaps[index], title, colorbar=False)
+    fig.tight_layout()
+    return fig
+
+
+def activation_grid_figure(grid: np.ndarray, title: str) -> Figure:
+    """One layer's channels side by side (uint8 grid), viridis as in Chollet's figures."""
+    height, width = grid.shape
+    fig = _new_figure(10, min(40.0, max(1.5, 10 * height / width + 0.6)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=255)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    return fig
+
+
+def filter_grid_figure(grid: np.ndarray, title: str) -> Figure:
+    """Filter patterns found by gradient ascent, as one (H, W, C) uint8 grid image."""
+    fig = _new_figure(8, 8)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(grid if grid.shape[-1] == 3 else grid[..., 0], cmap=None if grid.shape[-1] == 3 else "gray")
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    return fig
+
+
+def save_figure(fig: Figure, path) -> Path:
+    """Write ``fig`` as PNG (parent folders made) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path

