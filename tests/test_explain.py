@@ -304,7 +304,7 @@ def test_activations_show_every_channel_of_each_layer(cue_model, cue_test_set, t
         assert grid.grid.dtype == np.uint8 and grid.grid.std() > 10
     paths = save_activations(grids, tmp_path)
     assert len(paths) == 4 and all(p.stat().st_size > 1000 for p in paths)
-    with pytest.raises(ValueError, match="Valid layer names"):
+    with pytest.raises(ValueError, match=r"no layer .features\.9.*Valid layer names: .*features\.5"):
         activations(model, preprocessing, cue_test_set[0][0], layers=["features.9"])
 
 

@@ -199,3 +199,64 @@ def explain_samples(
 def safe_filename(text: str) -> str:
     """A file-name-safe version of ``text`` (class names can hold spaces, commas, slashes)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
+
+
+def default_out_dir(loaded, kind: str = "explain") -> Path:
+    """``RUN/plots/<kind>`` for a run folder (the report picks it up), else ``<kind>-<model>`` here."""
+    if getattr(loaded, "run_dir", None) is not None:
+        return Path(loaded.run_dir) / "plots" / kind
+    name = str(getattr(loaded, "spec", {}).get("name", "model")).split(":")[-1]
+    return Path(f"{kind}-{safe_filename(name)}")
+
+
+def explain_files(
+    loaded,
+    inputs: Sequence,
+    out_dir=None,
+    method: str = "gradcam",
+    target: int | str = "top",
+    layer: str | None = None,
+    **opts,
+) -> list[dict]:
+    """Explain image files (or folders of them) and write one PNG each, as ``vislab explain`` does.
+
+    A file that cannot be read gets an ``error`` entry and the others go on.
+
+    Args:
+        loaded: ``vislab.runs.load(...)`` result.
+        inputs: image files and folders (searched recursively).
+        out_dir: where the PNGs go; default :func:`default_out_dir`.
+        method, target, layer, **opts: as :func:`explain`.
+
+    Returns:
+        One dict per input: ``file``, ``class``, ``index``, ``probability``, ``png`` (or ``error``).
+
+    Example:
+        >>> explain_files(vislab.runs.load("runs/cats"), ["cat.jpg"], method="lime")  # doctest: +SKIP
+        [{'file': 'cat.jpg', 'class': 'cat', 'index': 0, 'probability': 0.97, 'png': 'runs/cats/plots/explain/cat_lime.png'}]
+    """
+    from vislab.data.images import BadImageError, read_image
+    from vislab.evaluate.predict import expand_image_paths
+
+    out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
+    paths, bad = expand_image_paths(inputs)
+    results: list[dict] = [{"file": path, "error": reason} for path, reason in bad]
+    stems: dict[str, int] = {}
+    for path in paths:
+        try:
+            image = read_image(path)
+        except BadImageError as exc:
+            results.append({"file": path, "error": str(exc)})
+            continue
+        result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target, layer=layer,
+                         class_names=loaded.class_names, **opts)
+        stem = safe_filename(Path(path).stem)
+        stems[stem] = stems.get(stem, 0) + 1  # two cat.jpg in different folders must not overwrite
+        suffix = f"_{stems[stem]}" if stems[stem] > 1 else ""
+        target_part = "" if str(target).lower() == "top" else f"_{safe_filename(str(result.target_name or result.target))}"
+        png = save_overlay(result, image, out / f"{stem}{suffix}{target_part}_{safe_filename(method)}.png")
+        results.append({
+            "file": path, "class": result.target_name if result.target_name is not None else str(result.target),
+            "index": result.target, "probability": round(result.score, 6), "layer": result.layer, "png": str(png),
+        })
+    return results

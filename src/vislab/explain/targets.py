@@ -91,11 +91,15 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     names = layer_names(model)
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    shown = names if len(names) <= 60 else names[:20] + ["..."] + names[-40:]
-    raise ValueError(
-        f"the model has no layer {name!r}.{hint} Valid layer names ({len(names)}): {', '.join(shown)}"
-        + (" (all of them: vislab.explain.layer_names(model))" if len(names) > 60 else "")
-    )
+    if len(names) <= 60:
+        listing = f"Valid layer names: {', '.join(names)}"
+    else:  # hundreds of leaves in a timm model: show the block structure, say where the rest are
+        shallow = [n for n in names if n.count(".") <= 1]
+        listing = (
+            f"Valid layer names include: {', '.join(shallow[:80])}{' ...' if len(shallow) > 80 else ''} "
+            f"(all {len(names)}: `vislab summary MODEL` or vislab.explain.layer_names(model))"
+        )
+    raise ValueError(f"the model has no layer {name!r}.{hint} {listing}")
 
 
 def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer: str | None = None) -> TargetLayer:
