@@ -422,8 +422,99 @@ def _cmd_report(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- explain, activations, filters
+def _add_explain(sub) -> None:
+    p = _parser(sub, "explain", "show which parts of an image drive a prediction",
+                "Explain a prediction with Grad-CAM, Grad-CAM++, LIME, occlusion or integrated gradients\n"
+                "and write one overlay PNG per image (by default into RUN_DIR/plots/explain, which the\n"
+                "report shows). The Grad-CAM layer is found automatically; --layer picks another.\n\n"
+                "examples:\n  vislab explain runs/cats cat.jpg dog.jpg\n"
+                "  vislab explain imagenet:efficientnet_lite0 cat.jpg --method lime --target 'tiger cat' --out out/")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--method", default="gradcam",
+                   choices=["gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients"])
+    p.add_argument("--target", default="top", help="class to explain: a name, an index, or 'top' (the prediction)")
+    p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
+    p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
+    p.add_argument("--segmentation", default="quickshift", choices=["quickshift", "slic"], help="LIME superpixels")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/explain or explain-MODEL)")
+
+
+def _cmd_explain(args) -> int:
+    from vislab.explain.api import explain_files
+    from vislab.runs import load
+
+    opts = {"num_samples": args.num_samples, "segmentation": args.segmentation} if args.method == "lime" else {}
+    results = explain_files(load(_model_spec(args.model)), args.images, args.out, method=args.method,
+                            target=args.target, layer=args.layer, **opts)
+    for r in results:
+        if "error" in r:
+            print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+        else:
+            print(f"{r['file']}: {r['class']} ({r['probability']:.1%}) -> {r['png']}")
+    return 1 if results and all("error" in r for r in results) else 0
+
+
+def _add_activations(sub) -> None:
+    p = _parser(sub, "activations", "every channel of a network's layers for one image",
+                "Draw the activation maps of each layer for IMAGE, every channel in a grid normalised as in\n"
+                "Chollet's DLwP 5.4, one PNG per layer (default: the first 8 layers).\n\n"
+                "example:\n  vislab activations runs/cats cat.jpg --layers features.1 features.2")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="model.named_modules() names")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/activations)")
+
+
+def _cmd_activations(args) -> int:
+    from vislab.data.images import read_image
+    from vislab.explain.activations import activations, save_activations
+    from vislab.explain.api import default_out_dir
+    from vislab.runs import load
+
+    loaded = load(_model_spec(args.model))
+    grids = activations(loaded.model, loaded.preprocessing, read_image(args.image), layers=args.layers)
+    paths = save_activations(grids, args.out or default_out_dir(loaded, "activations"))
+    for grid, path in zip(grids, paths):
+        print(f"{grid.name}: {grid.channels} channels of {grid.map_size[0]}x{grid.map_size[1]} -> {path}")
+    return 0
+
+
+def _add_filters(sub) -> None:
+    p = _parser(sub, "filters", "patterns that excite a layer's filters (gradient ascent)",
+                "Start from a grey noisy image and follow the gradient of each filter's mean activation;\n"
+                "draw the first N patterns in an 8x8 grid.\n\n"
+                "example:\n  vislab filters imagenet:vgg16 --layer features.10 --n 64 --out filters/")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
+    p.add_argument("--layer", required=True, help="a model.named_modules() name (a wrong name lists them)")
+    p.add_argument("--n", type=int, default=64, help="filters to draw")
+    p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/filters)")
+
+
+def _cmd_filters(args) -> int:
+    from vislab.explain.api import default_out_dir, safe_filename
+    from vislab.explain.filters import filter_grid, save_filter_grid
+    from vislab.runs import load
+
+    loaded = load(_model_spec(args.model))
+    result = filter_grid(loaded.model, loaded.preprocessing, args.layer, n=args.n, steps=args.steps)
+    out = Path(args.out) if args.out else default_out_dir(loaded, "filters")
+    print(f"wrote {save_filter_grid(result, out / f'filters_{safe_filename(args.layer)}.png')}")
+    return 0
+
+
+def _model_spec(text: str) -> str:
+    """A run folder, imagenet:NAME, or a bare ImageNet model name (explaining random weights shows nothing)."""
+    if ":" in text or Path(text).exists():
+        return text
+    return f"imagenet:{text}"
+
+
 # --------------------------------------------------------------------------- main
-COMMANDS = ["train", "evaluate", "predict", "models", "summary", "audit", "augment-preview", "compare", "report"]
+COMMANDS = ["train", "evaluate", "predict", "models", "summary", "audit", "augment-preview", "compare", "report",
+            "explain", "activations", "filters"]
 
 
 def build_parser() -> argparse.ArgumentParser:
