@@ -96,6 +96,9 @@ class FileBatches:
             _FileImages(split, preprocessing), batch_size=batch_size, sampler=self.sampler,
             drop_last=drop_last, num_workers=workers, pin_memory=pin_memory,
             persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+            # its own generator: worker seeding must not draw from the global RNG, or a resumed
+            # run's dropout masks would differ from an uninterrupted one
+            generator=torch.Generator().manual_seed(0),
         )
         self.split = split
 

@@ -145,6 +145,7 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
             dataset = _load_csv(path, cfg)
         else:
             raise DataError(f"--data {source!r} is a file but not a .csv; give a folder of class folders or a CSV")
+    _check_usable(dataset, source)  # before splitting, so the message is about the data itself
     if cfg.test_csv:
         dataset.splits["test"] = _load_test_csv(Path(cfg.test_csv), dataset, cfg)
     dataset = _make_splits(dataset, cfg, seed)

@@ -1,0 +1,54 @@
+"""Shared fixtures: real images (scikit-learn digits, Fashion-MNIST) written as files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+HAVE_FMNIST = (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists()
+needs_fmnist = pytest.mark.skipif(
+    not HAVE_FMNIST, reason="Fashion-MNIST files absent: apt-get install dataset-fashion-mnist"
+)
+
+os.environ.setdefault("VISLAB_CACHE", "/tmp/vislab-test-cache")  # never touch the user's ~/.cache
+
+
+def digits_arrays(per_class: int | None = None):
+    """sklearn's 1,797 real 8x8 digits as uint8 0..255 images."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    labels = digits.target
+    if per_class is not None:
+        keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+def write_image(path: Path, array: np.ndarray, size: int = 16) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array).resize((size, size), Image.NEAREST)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}[path.suffix.lower()]
+    image.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def digits_folder(tmp_path) -> Path:
+    """Class folders 0..9 of real digit images: nested sub-folders, upper-case extensions,
+    JPEG and PNG, plus a hidden file and a non-image file that must be ignored."""
+    images, labels = digits_arrays(per_class=20)
+    root = tmp_path / "digits"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        ext = [".png", ".PNG", ".jpg", ".JPEG"][i % 4]
+        sub = "nested/deeper" if i % 3 == 0 else ""
+        write_image(root / str(label) / sub / f"img{i}{ext}", image)
+    (root / "3" / ".hidden.png").write_bytes(b"not really")
+    (root / "4" / "notes.txt").write_text("not an image")
+    return root

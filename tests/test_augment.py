@@ -1,0 +1,104 @@
+"""Augmentation: Keras meanings, per-sample randomness, errors for unknown or ignored options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vislab.config import AugmentConfig, ConfigError, resolve_config
+from vislab.data.augment import Augment
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def dot_image(row=2, col=3, size=9):
+    x = torch.zeros(1, 1, size, size)
+    x[0, 0, row, col] = 1.0
+    return x
+
+
+def test_hflip_is_an_exact_mirror_per_sample():
+    x = torch.rand(64, 3, 8, 8)
+    y = Augment(AugmentConfig(hflip=True))(x, generator=gen())
+    mirrored = [torch.equal(y[i], x[i].flip(-1)) for i in range(64)]
+    unchanged = [torch.equal(y[i], x[i]) for i in range(64)]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 10 < sum(mirrored) < 54  # each sample draws its own coin
+
+
+def test_vflip():
+    x = torch.rand(32, 1, 6, 6)
+    y = Augment(AugmentConfig(vflip=True))(x, generator=gen(1))
+    assert any(torch.equal(y[i], x[i].flip(-2)) and not torch.equal(x[i], x[i].flip(-2)) for i in range(32))
+
+
+def test_rotation_by_90_degrees_moves_a_dot_around_the_centre():
+    aug = Augment(AugmentConfig(rotation=90))
+    # force the extreme angle: a range of exactly 90 and a generator draw of 1.0 are hard to hit,
+    # so check the matrix directly and the warp with a fixed matrix
+    theta = torch.tensor([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])
+    grid = torch.nn.functional.affine_grid(theta, [1, 1, 9, 9], align_corners=False)
+    out = torch.nn.functional.grid_sample(dot_image(), grid, align_corners=False)
+    assert out.flatten().argmax().item() != dot_image().flatten().argmax().item()
+    mats = aug.matrices(500, 9, 9, gen())
+    angles = torch.rad2deg(torch.atan2(mats[:, 1, 0], mats[:, 0, 0]))
+    assert angles.abs().max() <= 90.0 + 1e-4 and angles.abs().max() > 80  # uniform in [-90, 90]
+    assert angles.std() > 40
+
+
+def test_shift_moves_by_at_most_the_fraction():
+    aug = Augment(AugmentConfig(width_shift=0.25, fill_mode="constant"))
+    x = dot_image(4, 4, 9).repeat(200, 1, 1, 1)
+    y = aug(x, generator=gen())
+    cols = torch.stack([(img[0].sum(0) * torch.arange(9)).sum() / img[0].sum() for img in y])
+    assert (cols - 4).abs().max() <= 0.25 * 9 + 1e-3
+    assert (cols - 4).abs().max() > 1.5  # shifts really happen
+    rows = torch.stack([(img[0].sum(1) * torch.arange(9)).sum() / img[0].sum() for img in y])
+    assert torch.allclose(rows, torch.full_like(rows, 4.0), atol=1e-4)  # width only
+
+
+def test_zoom_range_and_shear_range():
+    mats = Augment(AugmentConfig(zoom=0.2)).matrices(1000, 28, 28, gen())
+    sx = mats[:, 0, 0]
+    assert sx.min() >= 0.8 - 1e-6 and sx.max() <= 1.2 + 1e-6 and sx.std() > 0.05
+    mats = Augment(AugmentConfig(shear=30)).matrices(1000, 28, 28, gen())
+    shear = torch.rad2deg(torch.asin(-mats[:, 0, 1]))
+    assert shear.abs().max() <= 30 + 1e-3 and shear.abs().max() > 25
+
+
+@pytest.mark.parametrize("mode", ["nearest", "constant", "reflect", "wrap"])
+def test_fill_modes_differ_at_the_border(mode):
+    x = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8).repeat(4, 1, 1, 1) / 64
+    cfg = AugmentConfig(width_shift=0.4, fill_mode=mode, fill_value=255 if mode == "constant" else 0)
+    y = Augment(cfg)(x, generator=gen(3))
+    if mode == "constant":
+        assert (y == 1.0).any()  # 255 / 255 filled in
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_uint8_in_uint8_out():
+    x = torch.randint(0, 255, (5, 1, 10, 10), dtype=torch.uint8)
+    y = Augment(AugmentConfig(rotation=10))(x, generator=gen())
+    assert y.dtype == torch.uint8 and y.shape == x.shape
+
+
+def test_same_generator_same_augmentation():
+    x = torch.rand(8, 3, 12, 12)
+    aug = Augment(AugmentConfig(rotation=20, zoom=0.1, hflip=True))
+    assert torch.equal(aug(x, generator=gen(5)), aug(x, generator=gen(5)))
+
+
+def test_unknown_and_ignored_options_are_errors():
+    with pytest.raises(ConfigError, match="unknown key 'rotate'.*Did you mean 'rotation'"):
+        resolve_config(overrides={"augment.rotate": 10})
+    with pytest.raises(ConfigError, match="fill_mode='reflect' only applies"):
+        resolve_config(overrides={"augment.fill_mode": "reflect", "augment.hflip": True})
+    with pytest.raises(ConfigError, match="fill_value is only used with fill_mode=constant"):
+        resolve_config(overrides={"augment.fill_value": 128, "augment.rotation": 5})
+    with pytest.raises(ConfigError, match="fraction"):
+        resolve_config(overrides={"augment.width_shift": 3})
+    assert math.isclose(resolve_config(overrides={"augment.zoom": 0.2}).augment.zoom, 0.2)

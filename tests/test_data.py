@@ -1,0 +1,219 @@
+"""Data sources: folders, CSV, test CSV with numeric IDs, splits, bad files, unusable sets."""
+
+from __future__ import annotations
+
+import csv
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import digits_arrays, needs_fmnist, write_image
+from vislab.config import DataConfig
+from vislab.data.images import BadImageError, read_image
+from vislab.data.sources import DataError, load_dataset, split_table
+
+
+def test_folder_dataset_nested_uppercase_hidden(digits_folder):
+    ds = load_dataset(DataConfig(source=str(digits_folder), val_split=0, test_split=0), seed=0)
+    train = ds.splits["train"]
+    assert ds.class_names == [str(i) for i in range(10)]
+    assert len(train) == 200  # hidden file and notes.txt ignored, nested dirs found
+    assert torch.bincount(train.labels).tolist() == [20] * 10
+    assert any("nested/deeper" in p for p in train.paths)
+    assert any(p.endswith(".JPEG") for p in train.paths)
+    assert not ds.bad_files
+
+
+def test_numeric_class_folders_sort_numerically(tmp_path):
+    images, labels = digits_arrays(per_class=2)
+    for k in range(12):
+        for j in range(2):
+            write_image(tmp_path / "d" / str(k) / f"{j}.png", images[(k % 10) * 2 + j])
+    ds = load_dataset(DataConfig(source=str(tmp_path / "d"), val_split=0, test_split=0))
+    assert ds.class_names == [str(k) for k in range(12)]  # 0,1,2,...,10,11 — never 0,1,10,11,2
+    path = next(p for p, y in zip(ds.splits["train"].paths, ds.splits["train"].labels) if y == 10)
+    assert "/10/" in path
+
+
+def test_given_train_val_test_folders(tmp_path):
+    images, labels = digits_arrays(per_class=6)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        split = ["train", "train", "train", "train", "valid", "test"][i % 6]
+        write_image(tmp_path / "d" / split / str(label) / f"{i}.png", image)
+    ds = load_dataset(DataConfig(source=str(tmp_path / "d")))
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [40, 10, 10]
+
+
+def test_stratified_seeded_splits():
+    cfg = DataConfig(source="digits", val_split=0.1, test_split=0.2)
+    a, b, c = load_dataset(cfg, seed=1), load_dataset(cfg, seed=1), load_dataset(cfg, seed=2)
+    assert torch.equal(a.splits["test"].images, b.splits["test"].images)
+    assert not torch.equal(a.splits["test"].images, c.splits["test"].images)
+    counts = np.array(a.counts()["test"])
+    assert counts.min() >= 34 and counts.max() <= 38  # ~20% of ~180 per class, stratified
+    assert len(a.splits["test"]) == 359  # round(0.2 * 1797)
+    table = split_table(a)
+    assert table[0] == ["class", "train", "val", "test"] and table[-1][0] == "total"
+
+
+def test_split_as_count():
+    ds = load_dataset(DataConfig(source="digits", val_split=100, test_split=300))
+    assert len(ds.splits["val"]) == 100 and len(ds.splits["test"]) == 300
+
+
+def test_csv_dataset_filter_and_ids_without_extension(tmp_path):
+    images, labels = digits_arrays(per_class=5)
+    breeds = ["beagle", "pug", "collie"] + [f"other{i}" for i in range(7)]
+    rows = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        write_image(tmp_path / "train" / f"id{i}.jpg", image)
+        rows.append({"id": f"id{i}", "breed": breeds[label]})
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "breed"])
+        writer.writeheader()
+        writer.writerows(rows)
+    cfg = DataConfig(source=str(tmp_path / "labels.csv"), image_root=str(tmp_path / "train"),
+                     labels=["beagle", "pug", "collie"], val_split=0, test_split=0)
+    ds = load_dataset(cfg)
+    assert ds.class_names == ["beagle", "collie", "pug"]
+    assert len(ds.splits["train"]) == 15
+    with pytest.raises(DataError, match="--labels"):
+        load_dataset(DataConfig(source=str(tmp_path / "labels.csv"), image_root=str(tmp_path / "train"),
+                                labels=["nosuchbreed"]))
+
+
+def test_csv_missing_files_fail_before_training(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,label\na.png,x\nb.png,y\n")
+    with pytest.raises(DataError, match=r"2 of 2 files .* missing.*--image-root"):
+        load_dataset(DataConfig(source=str(tmp_path / "labels.csv")))
+
+
+def test_csv_unknown_column_names_the_columns(tmp_path):
+    (tmp_path / "labels.csv").write_text("name,kind\na.png,x\n")
+    with pytest.raises(DataError, match=r"columns are \['name', 'kind'\].*--file-col"):
+        load_dataset(DataConfig(source=str(tmp_path / "labels.csv")))
+
+
+def test_gtsrb_style_test_csv_numeric_ids(tmp_path):
+    """Train folders 0..11 plus a Test.csv whose ClassId maps to the same class index."""
+    images, labels = digits_arrays(per_class=3)
+    for k in range(12):
+        for j in range(3):
+            write_image(tmp_path / "Train" / str(k) / f"{k}_{j}.png", images[(k % 10) * 3 + j])
+    rows = []
+    for k in (0, 2, 10, 11):
+        path = write_image(tmp_path / "Test" / f"t{k}.png", images[(k % 10) * 3])
+        rows.append({"Width": 16, "Height": 16, "ClassId": k, "Path": f"Test/{path.name}"})
+    with open(tmp_path / "Test.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["Width", "Height", "ClassId", "Path"])
+        writer.writeheader()
+        writer.writerows(rows)
+    ds = load_dataset(DataConfig(source=str(tmp_path / "Train"), test_csv=str(tmp_path / "Test.csv"),
+                                 val_split=0))
+    test = ds.splits["test"]
+    assert [ds.class_names[i] for i in test.labels.tolist()] == ["0", "2", "10", "11"]
+    assert test.labels.tolist() == [0, 2, 10, 11]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def poison(folder, label: str) -> int:
+    """Write every kind of bad file into class folder ``label``; returns how many."""
+    target = folder / label
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "zero.png").write_bytes(b"")
+    (target / "text.jpg").write_text("this is not an image")
+    good = target / "good_src.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
+    data = good.read_bytes()
+    good.unlink()
+    (target / "truncated.png").write_bytes(data[: len(data) // 2])
+    # a PNG header claiming 30000 x 30000 pixels: over Pillow's decompression-bomb limit
+    header = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+    (target / "bomb.png").write_bytes(header + _png_chunk(b"IDAT", zlib.compress(b"\0" * 100)) +
+                                      _png_chunk(b"IEND", b""))
+    return 4
+
+
+def test_bad_images_raise_with_reason(tmp_path):
+    poison(tmp_path, "x")
+    reasons = {}
+    for path in sorted((tmp_path / "x").iterdir()):
+        with pytest.raises(BadImageError) as info:
+            read_image(path)
+        reasons[path.name] = info.value.reason
+    assert reasons["zero.png"] == "zero-byte file"
+    assert "not an image" in reasons["text.jpg"]
+    assert "truncated" in reasons["truncated.png"] or "broken" in reasons["truncated.png"].lower()
+    assert "decompression-bomb" in reasons["bomb.png"]
+
+
+def test_poisoned_folder_trains_and_lists_bad_files(digits_folder, tmp_path):
+    from vislab.api import train
+
+    injected = poison(digits_folder, "5") + poison(digits_folder, "7")
+    result = train(data=str(digits_folder), model="mlp", epochs=1, out=str(tmp_path / "run"),
+                   model_options={"hidden": [32]}, test_split=0.2)
+    with open(result.run_dir / "bad_files.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["path", "reason"]
+    assert len(rows) - 1 == injected
+    assert all(row[1] for row in rows[1:])
+
+
+def test_unusable_datasets_fail_before_training(tmp_path):
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "b").mkdir(parents=True)
+    with pytest.raises(DataError, match="no usable training image"):
+        load_dataset(DataConfig(source=str(tmp_path / "empty")))
+    images, _ = digits_arrays(per_class=3)
+    for i in range(5):
+        write_image(tmp_path / "one" / "cats" / f"{i}.png", images[i])
+    with pytest.raises(DataError, match="only one class"):
+        load_dataset(DataConfig(source=str(tmp_path / "one"), val_split=0, test_split=0))
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_dataset(DataConfig(source=str(tmp_path / "nope")))
+    only_bad = tmp_path / "bad"
+    poison(only_bad, "a")
+    poison(only_bad, "b")
+    with pytest.raises(DataError, match=r"no usable training image \(8 bad files skipped\)"):
+        load_dataset(DataConfig(source=str(only_bad)))
+
+
+def test_grayscale_and_rgba_files_read(tmp_path):
+    Image.new("L", (5, 4), 7).save(tmp_path / "g.png")
+    Image.new("RGBA", (5, 4), (10, 20, 30, 0)).save(tmp_path / "a.png")
+    assert tuple(read_image(tmp_path / "g.png").shape) == (1, 4, 5)
+    rgba = read_image(tmp_path / "a.png")
+    assert tuple(rgba.shape) == (3, 4, 5) and int(rgba.min()) == 255  # transparent over white
+
+
+@needs_fmnist
+def test_fashion_mnist_from_debian_files():
+    ds = load_dataset(DataConfig(source="fashion-mnist", val_split=0), seed=0)
+    assert len(ds.splits["train"]) == 60000 and len(ds.splits["test"]) == 10000
+    assert ds.splits["train"].images.dtype == torch.uint8
+    assert tuple(ds.splits["train"].images.shape[1:]) == (1, 28, 28)
+    assert ds.class_names[0] == "T-shirt/top" and ds.counts()["test"] == [1000] * 10
+
+
+def test_builtin_missing_files_message(tmp_path, monkeypatch):
+    """MNIST absent locally: the real torchvision download runs; offline (as here) the error says
+    where vislab looked and how to supply the files; online it downloads and loads."""
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    import vislab.data.sources as sources
+
+    monkeypatch.setitem(sources.DEBIAN_DIRS, "mnist", str(tmp_path / "no-debian"))
+    try:
+        ds = load_dataset(DataConfig(source="mnist", data_dir=str(tmp_path / "dd")))
+    except DataError as exc:
+        assert "mnist: not found in" in str(exc) and "--data-dir" in str(exc)
+        assert str(tmp_path / "dd") in str(exc)
+    else:
+        assert len(ds.splits["test"]) == 10000

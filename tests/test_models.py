@@ -1,0 +1,61 @@
+"""Every registered model builds, runs on a tiny batch and has the shared methods."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vislab.models import create_model, vislab_models
+from vislab.models.summary import model_summary
+
+RGB_DEFAULT = {"seed_cnn2", "cats_dogs_convnet"}
+
+
+@pytest.mark.parametrize("name", vislab_models())
+def test_vislab_model_forward_and_methods(name):
+    in_chans = 3 if name in RGB_DEFAULT else 1
+    model = create_model(name, num_classes=7, in_chans=in_chans).eval()
+    x = torch.randn(2, in_chans, *model.default_input_size)
+    assert model(x).shape == (2, 7)
+    features = model.forward_features(x)
+    assert torch.allclose(model.forward_head(features), model(x), atol=1e-5)
+    assert model.forward_head(features, pre_logits=True).shape[0] == 2
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3)
+
+
+def test_keras_parameter_counts():
+    # Chollet DLwP listing 5.1 prints 93,322 parameters for the MNIST convnet
+    assert sum(p.numel() for p in create_model("chollet_convnet", 10, 1).parameters()) == 93322
+    # listing 5.2 (cats vs dogs, 150x150x3, Dense(1, sigmoid)): 3,453,121
+    binary = create_model("cats_dogs_convnet", 2, 3, binary=True)
+    assert sum(p.numel() for p in binary.parameters()) == 3453121
+    assert binary(torch.zeros(1, 3, 150, 150)).shape == (1, 1)
+
+
+def test_model_options_and_bad_options():
+    mlp = create_model("mlp", 10, 1, hidden=[64, 32], dropout=0.2)
+    assert [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)] == [64, 32, 10]
+    assert any(isinstance(m, torch.nn.Dropout) for m in create_model("vgg_like", 10, 1, dropout=0.3).modules())
+    with pytest.raises(ValueError, match="bad option for model 'mlp'"):
+        create_model("mlp", 10, 1, depth=3)
+    with pytest.raises(ValueError, match="binary=True needs exactly 2 classes"):
+        create_model("cats_dogs_convnet", 5, 3, binary=True)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv3_small_050", "vit_tiny_patch16_224"])
+def test_timm_models_from_scratch(name):
+    model = create_model(name, num_classes=4, in_chans=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 224, 224)).shape == (1, 4)
+
+
+def test_unknown_model_suggests_names():
+    with pytest.raises(ValueError, match="unknown model 'chollet_convent'.*chollet_convnet"):
+        create_model("chollet_convent", 10, 1)
+
+
+def test_summary_counts_trainable_and_frozen():
+    text = model_summary("chollet_convnet")
+    assert "Total params: 93,322" in text and "Non-trainable params: 0" in text
+    assert "features.0 (Conv2d)" in text and "32x26x26" in text
