@@ -347,3 +347,25 @@ def test_overlays_and_sample_panel_are_written(cue_model, cue_test_set, tmp_path
     loaded.model, loaded.preprocessing, loaded.class_names = model, preprocessing, ["plain", "red"]
     panel = explain_samples(loaded, cue_test_set[0][:3], tmp_path / "plots", titles=["a", "b", "c"])
     assert panel.name == "gradcam_samples.png" and panel.stat().st_size > 1000
+
+
+def test_cli_explain_activations_filters(lite0, tmp_path, capsys):
+    import skimage.data
+    import skimage.io
+
+    from vislab.cli import main
+
+    image = tmp_path / "chelsea.png"
+    skimage.io.imsave(image, skimage.data.chelsea())
+    assert main(["explain", "imagenet:efficientnet_lite0", str(image), str(tmp_path / "missing.png"),
+                 "--target", "tabby", "--out", str(tmp_path / "explain")]) == 0
+    assert (tmp_path / "explain" / "chelsea_tabby_tabby_cat_gradcam.png").stat().st_size > 1000
+    assert "missing.png: error" in capsys.readouterr().err
+    assert main(["activations", "imagenet:efficientnet_lite0", str(image), "--layers", "blocks.1",
+                 "--out", str(tmp_path / "act")]) == 0
+    assert [p.name for p in (tmp_path / "act").iterdir()] == ["activations_00_blocks_1.png"]
+    assert main(["filters", "efficientnet_lite0", "--layer", "blocks.1", "--n", "2", "--steps", "2",
+                 "--out", str(tmp_path / "filters")]) == 0
+    assert (tmp_path / "filters" / "filters_blocks.1.png").is_file()
+    assert main(["explain", "imagenet:efficientnet_lite0", str(image), "--layer", "blocks.9"]) == 1
+    assert "Did you mean: blocks.6" in capsys.readouterr().err

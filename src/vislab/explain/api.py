@@ -116,7 +116,7 @@ def explain(
             from vislab.explain.lime import lime_explain
 
             heat, mask = lime_explain(model, preprocessing, image, index, **opts)
-        if mask is None:
+        if method != "lime":  # lime_explain maps its own results back
             heat = heatmap_to_image(heat, preprocessing, tuple(image.shape[-2:]))
     finally:
         model.train(was_training)

@@ -119,7 +119,9 @@ def resolve_target(target, logits: torch.Tensor, class_names: list[str] | None) 
     raise ValueError(f"unknown target class {target!r}.{hint} Classes: {shown}; or give an index or 'top'")
 
 
-def heatmap_to_image(heatmap: np.ndarray | torch.Tensor, preprocessing, image_size: tuple[int, int]) -> np.ndarray:
+def heatmap_to_image(
+    heatmap: np.ndarray | torch.Tensor, preprocessing, image_size: tuple[int, int], nearest: bool = False
+) -> np.ndarray:
     """Map a heatmap over the model input back onto the original image.
 
     The inverse of :meth:`Preprocessing.resize`: the input covers the image
@@ -140,8 +142,11 @@ def heatmap_to_image(heatmap: np.ndarray | torch.Tensor, preprocessing, image_si
         canvas[..., top : top + height, left : left + width] = heat
         heat = canvas
     if tuple(heat.shape[-2:]) != (in_h, in_w):
-        heat = F.interpolate(heat, size=(in_h, in_w), mode="bilinear", align_corners=False)
-    return heat[0, 0].clamp(0, 1).numpy().astype(np.float32)
+        if nearest:  # label maps (LIME's -1/0/+1 mask) must not blend
+            heat = F.interpolate(heat, size=(in_h, in_w), mode="nearest")
+        else:
+            heat = F.interpolate(heat, size=(in_h, in_w), mode="bilinear", align_corners=False)
+    return (heat[0, 0] if nearest else heat[0, 0].clamp(0, 1)).numpy().astype(np.float32)
 
 
 def normalise_heatmap(values: np.ndarray | torch.Tensor, positive_only: bool = True) -> np.ndarray:
