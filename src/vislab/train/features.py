@@ -268,7 +268,7 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += float(loss) * len(index)
+            total_loss += float(loss.detach()) * len(index)
             correct += int(_correct(logits.detach(), y_all[index]))
         row = {"epoch": epoch + 1, "train_loss": total_loss / len(y_all), "train_acc": correct / len(y_all),
                "val_loss": None, "val_acc": None, "lr": opt.param_groups[0]["lr"]}
@@ -343,3 +343,82 @@ def logistic_regression_head(head: nn.Linear, train: FeatureSet, c: float = 1.0,
         head.weight.copy_(coef)
         head.bias.copy_(intercept)
     return head
+
+
+class CachedTraining:
+    """Epoch-by-epoch head training on cached features, for a fit loop that owns the optimiser.
+
+    The loop keeps its optimiser, scheduler, history, checkpoints and early stopping;
+    only the work of an epoch changes: features are extracted once (on first use), and
+    each epoch runs the head over shuffled feature batches. Augmentation cannot apply
+    to cached features (seed 002's "without augmentation"), so the loop should say so.
+
+    Args:
+        model: the model with a frozen backbone (``freeze(model, "backbone")``).
+        preprocessing: the model's preprocessing.
+        train, val: data splits (``val`` may be None).
+        batch_size: feature vectors per optimiser step.
+        precision: extraction precision (``auto`` checks bf16 against fp32).
+        workers: DataLoader workers for file-based splits.
+
+    Example:
+        >>> cached = CachedTraining(model, pre, splits["train"], splits.get("val"), 128)   # doctest: +SKIP
+        >>> for epoch in range(epochs):                                                 # doctest: +SKIP
+        ...     logs = cached.train_epoch(optimizer, seed, epoch, after_step=scheduler_step)
+        ...     logs.update(cached.evaluate())
+    """
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, train, val=None, batch_size: int = 128,
+                 precision: str = "auto", workers: int = 0, extract_batch_size: int = 64):
+        self.model, self.preprocessing = model, preprocessing
+        self.train_data, self.val_data = train, val
+        self.batch_size, self.precision, self.workers = batch_size, precision, workers
+        self.extract_batch_size = extract_batch_size
+        self.head = cached_head(model)
+        self.train_features: FeatureSet | None = None
+        self.val_features: FeatureSet | None = None
+
+    def prepare(self) -> float:
+        """Extract the features (once); returns the seconds it took."""
+        seconds = 0.0
+        if self.train_features is None:
+            self.train_features = extract_features(self.model, self.preprocessing, self.train_data,
+                                                   self.extract_batch_size, self.precision, workers=self.workers)
+            seconds += self.train_features.seconds
+        if self.val_data is not None and self.val_features is None:
+            self.val_features = extract_features(self.model, self.preprocessing, self.val_data,
+                                                 self.extract_batch_size, self.precision, workers=self.workers)
+            seconds += self.val_features.seconds
+        return seconds
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, seed: int, epoch: int, label_smoothing: float = 0.0,
+                    after_step: Callable[[], None] | None = None) -> dict:
+        """One pass of the head over the shuffled training features: ``{train_loss, train_acc}``."""
+        from vislab.train.losses import classification_loss
+
+        self.prepare()
+        data = self.train_features
+        device = next(self.head.parameters()).device
+        self.head.train()
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
+        total_loss, correct = 0.0, 0
+        for index in torch.randperm(len(data), generator=generator).split(self.batch_size):
+            x, y = data.features[index].to(device), data.labels[index].to(device)
+            logits = self.head(x)
+            loss = classification_loss(logits, y, label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if after_step is not None:
+                after_step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int(_correct(logits.detach(), y))
+        return {"train_loss": total_loss / len(data), "train_acc": correct / len(data)}
+
+    def evaluate(self) -> dict:
+        """``{val_loss, val_acc}`` on the cached validation features (empty without a val split)."""
+        self.prepare()
+        if self.val_features is None:
+            return {}
+        metrics = evaluate_head(self.head, self.val_features)
+        return {"val_loss": metrics["loss"], "val_acc": metrics["acc"]}
