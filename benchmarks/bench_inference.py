@@ -1,0 +1,192 @@
+"""Inference speed: raw timm EfficientNet-Lite0 vs vislab's predict and feature-extraction paths.
+
+Measures, side by side in one process, at batch 32 and 224 px:
+
+* raw timm ``tf_efficientnet_lite0`` (the shipped ImageNet weights) on a ready float batch:
+  fp32 contiguous, fp32 channels_last, bf16 autocast + channels_last;
+* vislab's ``Predictor`` (``vislab predict``) on uint8 batches, preprocessing included;
+* vislab's ``extract_features`` (cached feature extraction), preprocessing included;
+
+and the top-1 agreement of each with fp32 on real photos (scikit-image's sample
+images, randomly cropped and flipped). One JSON line per measurement, with the machine
+and library versions. Numbers depend on the machine and its load: run it on an idle one.
+
+Usage:
+    python benchmarks/bench_inference.py [--batch 32] [--size 224] [--repeats 5] [--agreement-images 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict:
+    import timm
+
+    import vislab
+
+    return {"vislab": getattr(vislab, "__version__", "?"), "torch": torch.__version__, "timm": timm.__version__}
+
+
+def photos(count: int, size: int, seed: int = 0) -> torch.Tensor:
+    """``count`` uint8 (3, size, size) crops of scikit-image's colour photographs."""
+    import skimage.data
+
+    names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "hubble_deep_field", "immunohistochemistry",
+             "retina", "colorwheel", "motorcycle_left"]
+    sources = []
+    for name in names:
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            continue
+        try:
+            image = loader()
+        except Exception:  # some sample images need pooch downloads: skip those offline
+            continue
+        if image.ndim == 3 and image.shape[2] >= 3:
+            sources.append(torch.from_numpy(np.ascontiguousarray(image[:, :, :3])).permute(2, 0, 1))
+    rng = np.random.default_rng(seed)
+    out = torch.empty(count, 3, size, size, dtype=torch.uint8)
+    for i in range(count):
+        image = sources[i % len(sources)]
+        h, w = image.shape[1:]
+        crop = int(min(h, w) * rng.uniform(0.5, 1.0))
+        top, left = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+        piece = image[:, top:top + crop, left:left + crop].float().unsqueeze(0)
+        piece = torch.nn.functional.interpolate(piece, size=(size, size), mode="bilinear", antialias=True)[0]
+        if rng.random() < 0.5:
+            piece = piece.flip(-1)
+        out[i] = piece.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def timed(fn, repeats: int, images: int) -> float:
+    """Images per second: median over ``repeats`` calls after one warm-up call."""
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return images / statistics.median(seconds)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--agreement-images", type=int, default=256)
+    args = parser.parse_args(argv)
+
+    from vislab.data.preprocess import Preprocessing
+    from vislab.models.imagenet import load_imagenet_model
+    from vislab.train.features import extract_features
+
+    model, pre, names = load_imagenet_model("efficientnet_lite0")
+    pre = Preprocessing((3, args.size, args.size), pre.mean, pre.std, pre.interpolation, 1.0)
+    common = {"bench": "inference", "model": "tf_efficientnet_lite0", "batch": args.batch, "size": args.size,
+              "machine": machine(), "versions": versions()}
+    batch_u8 = photos(args.batch, args.size, seed=1)
+    agree_u8 = photos(args.agreement_images, args.size, seed=2)
+
+    def emit(config: str, images_per_s: float, top1: torch.Tensor | None, reference: torch.Tensor | None, **extra):
+        line = {**common, "config": config, "images_per_s": round(images_per_s, 2)}
+        if top1 is not None and reference is not None:
+            line["top1_agreement_vs_fp32"] = round(float((top1 == reference).float().mean()), 4)
+        line.update(extra)
+        print(json.dumps(line), flush=True)
+        return line
+
+    def raw_runner(channels_last: bool, bf16: bool):
+        net = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+        @torch.inference_mode()
+        def run(u8: torch.Tensor) -> torch.Tensor:
+            x = pre(u8)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            outputs = []
+            for chunk in x.split(args.batch):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    outputs.append(net(chunk).float())
+            return torch.cat(outputs)
+
+        return run
+
+    # raw timm: time the forward on a ready float batch; agreement on the photo set
+    reference = None
+    results = []
+    for config, channels_last, bf16 in (("raw fp32 contiguous", False, False),
+                                        ("raw fp32 channels_last", True, False),
+                                        ("raw bf16 autocast + channels_last", True, True)):
+        run = raw_runner(channels_last, bf16)
+        x = pre(batch_u8)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+        net = model
+
+        @torch.inference_mode()
+        def forward(x=x, bf16=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                net(x)
+
+        speed = timed(forward, args.repeats, args.batch)
+        top1 = run(agree_u8).argmax(1)
+        reference = top1 if reference is None else reference
+        results.append(emit(config, speed, top1, reference))
+    fastest = max(r["images_per_s"] for r in results)
+
+    # vislab predict: uint8 in, preprocessing + autocast chosen by the Predictor ("auto")
+    try:
+        from vislab.evaluate.predict import Predictor
+        from vislab.runs import Loaded
+
+        model.to(memory_format=torch.contiguous_format)
+        predictor = Predictor(Loaded(model, pre, names, {"name": "imagenet:efficientnet_lite0"}, None),
+                              device="cpu", precision="auto")
+        speed = timed(lambda: predictor.probabilities(batch_u8), args.repeats, args.batch)
+        top1 = torch.cat([predictor.probabilities(c) for c in agree_u8.split(args.batch)]).argmax(1)
+        emit("vislab predict (auto precision)", speed, top1, reference,
+             precision=str(predictor.dtype or "fp32"), ratio_to_fastest_raw=round(speed / fastest, 3))
+    except ImportError as exc:
+        print(json.dumps({**common, "config": "vislab predict", "error": str(exc)}), flush=True)
+
+    # vislab cached feature extraction (precision auto: bf16 only when it agrees with fp32)
+    # the bf16-vs-fp32 check runs once per extraction (first batch); time the chosen precision
+    head = model.get_classifier()
+    features = extract_features(model, pre, agree_u8, batch_size=args.batch)
+    chosen = features.precision
+    speed = timed(lambda: extract_features(model, pre, batch_u8, batch_size=args.batch, precision=chosen),
+                  args.repeats, args.batch)
+    with torch.inference_mode():
+        top1 = head(features.features).argmax(1)
+    emit("vislab extract_features (auto precision)", speed, top1, reference, precision=features.precision,
+         ratio_to_fastest_raw=round(speed / fastest, 3))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
