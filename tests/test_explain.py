@@ -266,6 +266,36 @@ def test_target_layer_choice_for_each_model_family():
     assert result.heatmap.shape == (80, 96) and result.heatmap.std() > 0
 
 
+def test_hugging_face_models_get_a_target_layer():
+    transformers = pytest.importorskip("transformers")
+    from vislab.models.pretrained import HFImageClassifier
+
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=3)
+    vit = HFImageClassifier(transformers.ViTForImageClassification(config)).eval()
+    resnet_config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    resnet = HFImageClassifier(transformers.ResNetForImageClassification(resnet_config)).eval()
+    layer = find_target_layer(vit, (3, 32, 32))
+    assert layer.name == "hf.vit.layers.1.layernorm_before" and layer.prefix_tokens == 1 and layer.grid == (4, 4)
+    assert find_target_layer(resnet, (3, 32, 32)).name == "hf.resnet.encoder.stages.1"
+    pre = Preprocessing(input_size=(3, 32, 32))
+    image = torch.randint(0, 256, (3, 40, 50), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for model in (vit, resnet):
+        assert explain(model, pre, image, method="gradcam").heatmap.shape == (40, 50)
+
+
+def test_gray_model_every_method():
+    model = create_model("chollet_convnet", num_classes=10, in_chans=1).eval()
+    pre = Preprocessing(input_size=(1, 28, 28))
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for method in ("gradcam", "gradcam++", "occlusion", "integrated-gradients", "lime"):
+        options = {"num_samples": 30, "segmentation": "slic"} if method == "lime" else {}
+        result = explain(model, pre, image, method=method, **options)
+        assert result.heatmap.shape == (28, 28) and 0 <= result.heatmap.min() <= result.heatmap.max() <= 1
+    assert [g.channels for g in activations(model, pre, image)] == [32, 32, 64, 64, 64]
+    assert filter_grid(model, pre, "features.0", n=4, steps=2).patterns.shape == (4, 28, 28, 1)
+
+
 def test_unknown_layer_lists_valid_names(cue_model, cue_test_set):
     model, preprocessing = cue_model
     with pytest.raises(ValueError, match=r"no layer 'features\.40'.*features\.4"):

@@ -126,10 +126,22 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer:
         if isinstance(features, nn.Sequential):
             return _feature_head_target(model, features)
     finished, features = _record_outputs(model, input_size)
-    if isinstance(features, torch.Tensor) and features.dim() == 3:
-        for name in _transformer_norm_names(model):
+    if isinstance(features, torch.Tensor) and features.dim() == 4:
+        return _forward_features_target(model, finished, features)
+    # Tokens (timm ViT) or a pooled vector (Hugging Face wrappers): a transformer's last
+    # pre-attention norm, else the last spatial map before pooling (HF ResNet/ConvNeXt).
+    shapes = dict(finished)
+    for name in _transformer_norm_names(model):
+        if len(shapes.get(name, ())) == 3:
             return _with_token_layout(model, TargetLayer(name, get_layer(model, name)), input_size)
-    return _forward_features_target(model, finished, features)
+    for name, shape in reversed(finished):
+        if len(shape) == 4 and shape[2] * shape[3] > 1:
+            return TargetLayer(name, get_layer(model, name))
+    shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+    raise ValueError(
+        f"cannot find a spatial layer automatically: forward_features gives {shape} and no layer "
+        "gives a feature map. Name one with layer=NAME (vislab.explain.layer_names(model) lists them)."
+    )
 
 
 def _feature_head_target(model: nn.Module, features: nn.Sequential) -> TargetLayer:
@@ -180,13 +192,7 @@ def _record_outputs(model: nn.Module, input_size) -> tuple[list[tuple[str, tuple
     return finished, features
 
 
-def _forward_features_target(model: nn.Module, finished, features) -> TargetLayer:
-    if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError(
-            f"cannot find a spatial layer automatically: forward_features gives {shape}. "
-            "Name one with layer=NAME (vislab.explain.layer_names(model) lists them)."
-        )
+def _forward_features_target(model: nn.Module, finished, features: torch.Tensor) -> TargetLayer:
     # Hooks fire when a module finishes, so the last module whose output has the
     # forward_features shape is the outermost one that produced it (e.g. resnet's layer4).
     for name, shape in reversed(finished):
