@@ -266,6 +266,19 @@ def test_target_layer_choice_for_each_model_family():
     assert result.heatmap.shape == (80, 96) and result.heatmap.std() > 0
 
 
+@pytest.mark.parametrize("name", ["mlp", "chollet_convnet", "seed_cnn2", "model3", "vgg_like", "cats_dogs_convnet", "fastnet"])
+def test_every_vislab_network_can_be_explained(name):
+    in_chans = 3 if name in ("seed_cnn2", "cats_dogs_convnet") else 1
+    model = create_model(name, num_classes=3, in_chans=in_chans).eval()
+    pre = Preprocessing(input_size=(in_chans, *model.default_input_size))
+    image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    method = "occlusion" if name == "mlp" else "gradcam"  # an MLP has no feature maps
+    result = explain(model, pre, image, method=method, target=2)
+    assert result.heatmap.shape == (40, 40) and result.target == 2
+    if name != "mlp":
+        assert len(activations(model, pre, image)) >= 3
+
+
 def test_hugging_face_models_get_a_target_layer():
     transformers = pytest.importorskip("transformers")
     from vislab.models.pretrained import HFImageClassifier

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -156,10 +157,8 @@ def activations(
     return grids
 
 
-def save_activations(grids: Sequence[ActivationGrid], out_dir, prefix: str = "activations") -> list:
+def save_activations(grids: Sequence[ActivationGrid], out_dir, prefix: str = "activations") -> list[Path]:
     """One PNG per layer in ``out_dir``: ``{prefix}_{NN}_{layer}.png``."""
-    from pathlib import Path
-
     from vislab.viz.explain import activation_grid_figure, save_figure
 
     paths = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -146,7 +147,7 @@ def filter_grid(
     return FilterGrid(layer, filters, stacked, tile_patterns(stacked))
 
 
-def save_filter_grid(result: FilterGrid, path) -> "Path":  # noqa: F821
+def save_filter_grid(result: FilterGrid, path) -> Path:
     """Write the grid as a PNG titled with the layer name."""
     from vislab.viz.explain import filter_grid_figure, save_figure
 
