@@ -187,11 +187,13 @@ def cats_dogs_convnet(
 
 
 class _Residual(nn.Module):
+    """x + (Conv-BN-ReLU) x 2; the second BN starts at zero so each block starts as the identity."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.GELU(),
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
         )
 
     def forward(self, x):
@@ -199,26 +201,35 @@ class _Residual(nn.Module):
 
 
 @register_model
-def fastnet(num_classes: int, in_chans: int = 1, width: int = 64, input_size=(28, 28)):
-    """Small BN + residual network for the fast recipe: stem, 3 stages with pooling, global pool -> Dense."""
-    w1, w2, w3 = width // 2, width, width * 2
+def fastnet(num_classes: int, in_chans: int = 1, widths=(16, 32, 64), blocks=(0, 1), input_size=(28, 28)):
+    """Small BN + residual network for the fast recipe: Conv-Pool, Conv [+Res], Pool, Conv [+Res] -> max pool -> Dense.
 
-    def stage(cin: int, cout: int) -> list[nn.Module]:
-        return [
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(cout), nn.GELU(),
-            _Residual(cout),
-        ]
+    Cost is kept away from full resolution: only a narrow stem convolution sees the
+    full image, the wide layers and residual blocks run at 1/2 and 1/4 of it. ReLU,
+    not GELU: oneDNN runs it in place at a fraction of the cost on CPU.
+
+    Args:
+        widths: channels of the stem, the 1/2-resolution stage and the 1/4-resolution stage.
+        blocks: residual blocks after the 1/2- and 1/4-resolution convolutions.
+    """
+    w0, w1, w2 = (int(w) for w in widths)
+
+    def conv_bn(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+        # pool straight after the convolution: BN and ReLU then touch 4x fewer values
+        pooled = [nn.MaxPool2d(2)] if pool else []
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), *pooled, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     features = nn.Sequential(
-        nn.Conv2d(in_chans, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.GELU(),
-        *stage(w1, w2), *stage(w2, w3), *stage(w3, w3),
+        *conv_bn(in_chans, w0, pool=True),
+        *conv_bn(w0, w1, pool=False), *[_Residual(w1) for _ in range(int(blocks[0]))], nn.MaxPool2d(2),
+        *conv_bn(w1, w2, pool=False), *[_Residual(w2) for _ in range(int(blocks[1]))],
     )
-    head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w3, num_classes))
+    head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(w2, num_classes))
     model = FeatureHeadNet(features, head, tuple(input_size))
-    for layer in model.modules():  # kaiming for the GELU stack, zero-init last BN of each residual
+    for layer in model.modules():  # He init for the ReLU stack
         if isinstance(layer, nn.Conv2d):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-    for block in model.modules():
+    for block in model.modules():  # zero-init the last BN of each residual: blocks start as identity
         if isinstance(block, _Residual):
             nn.init.zeros_(block.body[-2].weight)
     return model

@@ -34,6 +34,7 @@ from vislab.data.sources import Dataset, load_dataset, split_table
 from vislab.models.build import build_model
 from vislab.runs import parameter_counts, write_model
 from vislab.train.callbacks import EarlyStopping
+from vislab.train import distributed
 from vislab.train.checkpoint import (
     load_training_state, load_weights, rng_state, save_training_state, save_weights, set_rng_state, unwrap,
 )
@@ -175,8 +176,10 @@ def _truncate_history(path: Path, last_epoch: int) -> None:
 class Trainer:
     """Holds what one run needs; ``fit()`` is the public entry point."""
 
-    def __init__(self, cfg: Config, run_dir: Path, dataset: Dataset, console):
+    def __init__(self, cfg: Config, run_dir: Path, dataset: Dataset, console,
+                 dist: distributed.DistContext = distributed.SINGLE):
         self.cfg, self.run_dir, self.dataset, self.console = cfg, run_dir, dataset, console
+        self.dist = dist  # torchrun: this rank's place; the single process otherwise
         self.device = resolve_device(cfg.train.device)
         self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         self.model, self.preprocessing = build_model(
@@ -186,20 +189,25 @@ class Trainer:
         self.param_groups = self._configure_trainable()
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
-        self.forward_model = torch.compile(self.model) if cfg.train.compile else self.model
+        # eval_model: no DDP wrapper, evaluation needs no gradient sync; forward_model trains
+        self.eval_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.forward_model = distributed.wrap_model(dist, self.eval_model, self.device)
         self.augment = Augment(cfg.augment) if cfg.augment.active else None
         pin = self.device.type == "cuda"
-        train = dataset.splits["train"]
-        self.train_batches = make_batches(train, self.preprocessing, cfg.train.batch_size, shuffle=True,
-                                          drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers,
-                                          pin_memory=pin)
+        train = _resident(dataset.splits["train"], self.device)
+        self.train_batches = distributed.shard(dist, make_batches(
+            train, self.preprocessing, cfg.train.batch_size, shuffle=True,
+            drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers, pin_memory=pin))
         self.val_split = dataset.splits.get("val")
-        self.val_batches = (make_batches(self.val_split, self.preprocessing, cfg.train.eval_batch_size,
-                                         workers=cfg.data.workers, pin_memory=pin) if self.val_split else None)
+        self.val_batches = (distributed.shard(dist, make_batches(
+            _resident(self.val_split, self.device), self.preprocessing, cfg.train.eval_batch_size,
+            workers=cfg.data.workers, pin_memory=pin)) if self.val_split else None)
         self.optimizer = make_optimizer(self.param_groups, cfg)
         self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, len(self.train_batches))
         es = cfg.train.early_stopping
-        monitor = es.monitor if self.val_split is not None or not es.monitor.startswith("val_") else es.monitor[4:]
+        # no validation split: val_loss -> train_loss (the keys history.csv has)
+        monitor = es.monitor if self.val_split is not None or not es.monitor.startswith("val_") \
+            else "train_" + es.monitor[4:]
         self.stopper = EarlyStopping(monitor, es.patience, es.min_delta)
         self.start_epoch = 0
 
@@ -237,9 +245,11 @@ class Trainer:
 
             keep_frozen_bn_eval(self.model)
         self.train_batches.set_epoch(cfg.seed, epoch)
-        generator = epoch_generator(cfg.seed, epoch, stream=1)
-        total_loss = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.int64)
+        # each rank its own augmentation stream; rank 0's is the single-process one
+        generator = epoch_generator(cfg.seed, epoch, stream=1 + 100_000 * self.dist.rank)
+        # running sums stay on the device: a .cpu() per step would stall a GPU's queue
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
         start = time.perf_counter()
         for images, labels in self.train_batches:
@@ -254,28 +264,33 @@ class Trainer:
             if self.scheduler is not None and self.step_per_batch:
                 self.scheduler.step()
             with torch.no_grad():
-                total_loss += loss.detach().double().cpu() * len(y)
-                correct += _correct(logits.detach(), y).cpu()
+                total_loss += loss.detach().double() * len(y)
+                correct += _correct(logits.detach(), y)
             seen += len(y)
             if progress is not None:
-                progress(seen, float(total_loss) / seen, float(correct) / seen, seen / (time.perf_counter() - start))
-        return {"train_loss": float(total_loss) / max(seen, 1), "train_acc": float(correct) / max(seen, 1)}
+                progress(seen * self.dist.world_size, float(total_loss) / seen, float(correct) / seen,
+                         seen * self.dist.world_size / (time.perf_counter() - start))
+        total_loss, correct, total = distributed.all_reduce_sum(self.dist, total_loss, correct, torch.tensor(seen))
+        return {"train_loss": float(total_loss) / max(float(total), 1), "train_acc": float(correct) / max(float(total), 1)}
 
     @torch.inference_mode()
     def evaluate_batches(self, batches) -> dict:
         self.model.eval()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
         for images, labels in batches:
             x = self.model_input(images)
             y = labels.to(self.device)
             with autocast_context(self.device, self.amp_dtype):
-                logits = self.forward_model(x)
+                logits = self.eval_model(x)
                 if self.cfg.train.tta_flip:
-                    logits = (logits.float() + self.forward_model(x.flip(-1)).float()) / 2
-            total_loss += float(classification_loss(logits, y, reduction="sum"))
-            correct += int(_correct(logits, y))
+                    logits = (logits.float() + self.eval_model(x.flip(-1)).float()) / 2
+            total_loss += classification_loss(logits, y, reduction="sum").double()
+            correct += _correct(logits, y)
             seen += len(y)
-        return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1)}
+        total_loss, correct, total = distributed.all_reduce_sum(self.dist, total_loss, correct, torch.tensor(seen))
+        return {"loss": float(total_loss) / max(float(total), 1), "acc": float(correct) / max(float(total), 1)}
 
     # ---- state
     def state(self, epoch: int, history: list[dict]) -> dict:
@@ -301,6 +316,16 @@ class Trainer:
         self.start_epoch = int(state["epoch"]) + 1
 
 
+def _resident(split, device: torch.device):
+    """An in-memory split copied to the GPU once, when it fits easily: no host->device copy per batch."""
+    if device.type != "cuda" or split is None or not split.in_memory:
+        return split
+    free, _ = torch.cuda.mem_get_info(device)
+    if split.images.numel() * split.images.element_size() > free // 4:  # leave room for the model
+        return split
+    return type(split)(labels=split.labels.to(device), images=split.images.to(device), name=split.name)
+
+
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return ((logits[:, 0] > 0).long() == y).sum()
@@ -310,10 +335,25 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, evaluate: bool = True,
         console=None, epochs: int | None = None) -> FitResult:
     """Train ``cfg`` into a run folder, or resume the run folder ``resume`` (its own config.yaml;
-    ``epochs`` may extend it), and return the result."""
+    ``epochs`` may extend it), and return the result.
+
+    Under ``torchrun`` every rank trains its shard of each batch (DDP) and only rank 0
+    writes the run folder and prints; see :mod:`vislab.train.distributed`.
+    """
+    dist = distributed.setup(cfg.train.device if cfg is not None else "auto")
+    try:
+        return _fit(cfg, resume, progress, evaluate, console, epochs, dist)
+    finally:
+        distributed.cleanup(dist)
+
+
+def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.DistContext) -> FitResult:
     from rich.console import Console
 
+    main = dist.is_main  # only rank 0 writes files and prints
     console = console or Console(highlight=False, soft_wrap=True)
+    if not main:
+        console = Console(quiet=True)
     if resume is not None:
         run_dir = Path(resume)
         state_path = run_dir / "checkpoints" / "last.pt"
@@ -323,32 +363,36 @@ def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = T
         if epochs is not None:
             cfg.train.epochs = epochs
     else:
-        run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+        # the default name holds a timestamp: rank 0's is everyone's
+        run_dir = distributed.broadcast_object(dist, Path(cfg.out) if cfg.out else default_run_dir(cfg))
         if (run_dir / "model.json").exists() or (run_dir / "checkpoints" / "last.pt").exists():
             raise FileExistsError(
                 f"{run_dir} already holds a run; choose another --out, or --resume {run_dir} to continue it"
             )
     seed_everything(cfg.seed)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg.out = str(run_dir)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_bad_files(run_dir, dataset.bad_files)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_bad_files(run_dir, dataset.bad_files)
     _print_data_summary(console, dataset)
 
-    trainer = Trainer(cfg, run_dir, dataset, console)
+    trainer = Trainer(cfg, run_dir, dataset, console, dist)
     history_path = run_dir / "history.csv"
     if resume is not None:
         trainer.restore(load_training_state(run_dir / "checkpoints" / "last.pt"))
-        _truncate_history(history_path, trainer.start_epoch - 1)
+        if main:
+            _truncate_history(history_path, trainer.start_epoch - 1)
         console.print(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{cfg.train.epochs}")
     counts = parameter_counts(trainer.model)
     console.print(
         f"model {cfg.model.name}: {counts['total']:,} parameters ({counts['trainable']:,} trainable), "
         f"input {'x'.join(map(str, trainer.preprocessing.input_size))}, device {trainer.device}, "
         f"precision {trainer.amp_dtype or 'fp32'}"
+        + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     )
-    writer = _tensorboard(run_dir)
+    writer = _tensorboard(run_dir) if main else distributed.NullWriter()
     history = read_history(run_dir) if resume is not None else []
     stopped_early = False
     best_path = run_dir / "checkpoints" / "best.safetensors"
@@ -368,7 +412,8 @@ def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = T
         logs.update(epoch=epoch + 1, lr=trainer.optimizer.param_groups[-1]["lr"],
                     seconds=round(time.perf_counter() - start, 3))
         history.append(logs)
-        _append_history(history_path, logs)
+        if main:
+            _append_history(history_path, logs)
         for key, value in logs.items():
             if key != "epoch" and value is not None:
                 writer.add_scalar(key, value, epoch + 1)
@@ -376,16 +421,19 @@ def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = T
         console.print(_epoch_line(logs, cfg.train.epochs))
         was_best = trainer.stopper.best_epoch
         trainer.stopper.on_epoch_end(epoch, logs)
-        if trainer.stopper.best_epoch != was_best:
+        if trainer.stopper.best_epoch != was_best and main:
             save_weights(trainer.model, best_path)
         # checkpoint last: the state after this epoch, written atomically
-        save_training_state(run_dir / "checkpoints" / "last.pt", trainer.state(epoch, history))
+        if main:
+            save_training_state(run_dir / "checkpoints" / "last.pt", trainer.state(epoch, history))
         if trainer.stopper.stop_training:
             stopped_early = True
             console.print(f"early stopping: {trainer.stopper.monitor} has not improved for "
                           f"{trainer.stopper.patience} epochs (best epoch {trainer.stopper.best_epoch + 1})")
             break
     writer.close()
+    if not main:  # the other ranks' work ends with training; rank 0 writes the model and evaluates
+        return FitResult(run_dir, history, None, stopped_early)
     if cfg.train.early_stopping.restore_best and cfg.train.early_stopping.patience and best_path.exists():
         load_weights(trainer.model, best_path)
     write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model)
