@@ -64,6 +64,9 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
     spec = {
         "format": MODEL_FORMAT,
         "name": model_cfg.name,
+        # what was really built (e.g. efficientnet_lite0 --pretrained is timm's tf_efficientnet_lite0,
+        # whose padding differs): load() rebuilds this, so outputs match training exactly
+        "arch": getattr(unwrap(model), "vislab_name", model_cfg.name),
         "model": asdict(model_cfg),
         "num_classes": len(class_names),
         "in_chans": preprocessing.channels,
@@ -108,8 +111,8 @@ def load(spec: str | Path, device: str = "cpu") -> Loaded:
         raise RunError(f"{run_dir}: model.safetensors is missing; the run did not finish saving")
     preprocessing = Preprocessing.from_dict(model_spec["preprocessing"])
     # the stored input size, so layers sized at build time (lazy Dense) match the weights
-    model_cfg = ModelConfig(**{**model_spec["model"], "pretrained": False, "weights": None,
-                               "input_size": list(preprocessing.size)})
+    model_cfg = ModelConfig(**{**model_spec["model"], "name": model_spec.get("arch", model_spec["name"]),
+                               "pretrained": False, "weights": None, "input_size": list(preprocessing.size)})
     model, _ = build_model(model_cfg, model_spec["num_classes"], model_spec["in_chans"], load_pretrained=False)
     load_weights(model, weights)
     return Loaded(model.to(device).eval(), preprocessing, model_spec["class_names"], model_spec, run_dir)

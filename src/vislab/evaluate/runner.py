@@ -57,6 +57,7 @@ def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "t
                                 else convert(_display(data_split.load(int(i)))) for i in indices])
 
         write_evaluation_figures(predictions, loaded.class_names, metrics, images_for, run_dir)
+        _explanation_panels(loaded, predictions, data_split, run_dir, seed=cfg.seed)
     if report:
         from vislab.report.html import build_report
 
@@ -65,6 +66,24 @@ def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "t
         console.print(f"evaluated {len(labels):,} {split} images: accuracy {metrics['accuracy']:.4f}, "
                       f"loss {metrics['loss']:.4f} -> {run_dir / 'metrics.json'}")
     return metrics
+
+
+def _explanation_panels(loaded, predictions, split, run_dir: Path, seed: int, count: int = 8) -> None:
+    """Grad-CAM for a seeded sample of test images and for the most confidently wrong ones."""
+    import numpy as np
+
+    from vislab.explain import explain_samples
+
+    names = loaded.class_names
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(predictions.labels), size=min(count, len(predictions.labels)), replace=False)
+    wrong = np.flatnonzero(predictions.predicted != predictions.labels)
+    worst = wrong[np.argsort(-predictions.probs[wrong].max(1))][:count]
+    out = run_dir / "plots" / "explain"
+    for indices, filename in ((sample, "gradcam_samples.png"), (worst, "gradcam_most_wrong.png")):
+        if len(indices):
+            explain_samples(loaded, [split.load(int(i)) for i in indices], out,
+                            titles=[f"true: {names[predictions.labels[i]]}" for i in indices], filename=filename)
 
 
 def _display(image):

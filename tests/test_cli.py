@@ -1,0 +1,101 @@
+"""The command line: help everywhere, usage errors exit 2, user errors exit 1 with the fix."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import digits_arrays, write_image
+from vislab.cli import COMMANDS, build_parser, main
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "vislab", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_for_every_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: vislab " + command)
+
+
+def test_top_level_help_lists_every_command():
+    text = build_parser().format_help()
+    assert all(command in text for command in COMMANDS)
+
+
+def test_bad_flag_exits_2_with_message():
+    result = run_cli("train", "--data", "digits", "--epoch", "3")  # typo of --epochs; no abbreviations
+    assert result.returncode == 2
+    assert "unrecognized arguments: --epoch" in result.stderr
+    result = run_cli("train", "--optimizer", "adamm")
+    assert result.returncode == 2 and "invalid choice: 'adamm'" in result.stderr
+    result = run_cli("trian")
+    assert result.returncode == 2 and "invalid choice: 'trian'" in result.stderr
+
+
+def test_wrong_data_path_exits_1_naming_it(tmp_path):
+    result = run_cli("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'nope'}" in result.stderr and "no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_yaml_key_names_valid_keys(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  epochz: 3\n")
+    result = run_cli("train", "--config", str(config))
+    assert result.returncode == 1
+    assert "unknown key 'epochz'" in result.stderr and "Did you mean 'epochs'" in result.stderr
+
+
+def test_evaluate_missing_run_folder(tmp_path):
+    result = run_cli("evaluate", str(tmp_path / "missing"))
+    assert result.returncode == 1 and "no such run folder" in result.stderr
+
+
+def test_train_yaml_then_flags_then_predict(tmp_path):
+    """YAML sets values, flags override them; predict reports a bad image and predicts the rest."""
+    config = tmp_path / "run.yaml"
+    config.write_text("data:\n  source: digits\nmodel:\n  name: mlp\n  options: {hidden: [64]}\n"
+                      "train:\n  epochs: 5\n  lr: 0.003\n")
+    run = tmp_path / "run"
+    result = run_cli("train", "--config", str(config), "--epochs", "2", "--out", str(run), "--no-progress")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "images per class per split" in result.stdout and "test accuracy" in result.stdout
+    import yaml
+
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["train"]["epochs"] == 2 and resolved["train"]["lr"] == 0.003
+    assert resolved["model"]["options"] == {"hidden": [64]}
+
+    images, labels = digits_arrays(per_class=1)
+    files = [write_image(tmp_path / "imgs" / f"digit{label}.png", image) for image, label in zip(images, labels)]
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG broken")
+    result = run_cli("predict", str(run), str(tmp_path / "imgs"), str(tmp_path / "missing.png"),
+                     "--format", "json", "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)
+    by_file = {p["file"]: p for p in predictions}
+    assert "error" in by_file[str(tmp_path / "imgs" / "broken.png")]
+    assert by_file[str(tmp_path / "missing.png")]["error"] == "no such file or folder"
+    good = [by_file[str(f)] for f in files]
+    assert all(len(p["top"]) == 3 for p in good)
+    assert sum(p["top"][0]["class"] == str(label) for p, label in zip(good, labels)) >= 5
+
+    result = run_cli("predict", str(run), str(files[0]), "--format", "csv", "--top-k", "2")
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["file", "rank", "class", "probability", "error"] and len(rows) == 3
+
+
+def test_resume_refuses_other_flags(tmp_path):
+    result = run_cli("train", "--resume", str(tmp_path), "--lr", "0.1")
+    assert result.returncode != 0 and "only --epochs may change" in result.stderr

@@ -1,0 +1,142 @@
+"""Training end to end: accuracy, run folder, reload, determinism, early stopping, exact resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import needs_fmnist
+from vislab.api import train
+from vislab.evaluate.predict import Predictor
+from vislab.runs import load
+
+DIGITS_CNN = dict(data="digits", model="chollet_convnet", epochs=12, lr=3e-3, batch_size=32,
+                  scheduler="cosine", seed=0)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    return train(out=str(out), **DIGITS_CNN)
+
+
+def test_digits_cnn_reaches_95_percent(digits_run):
+    assert digits_run.metrics["accuracy"] >= 0.95, digits_run.metrics["accuracy"]
+    metrics = json.loads((digits_run.run_dir / "metrics.json").read_text())
+    assert metrics["accuracy"] == digits_run.metrics["accuracy"]
+    assert "loss" in metrics
+
+
+def test_run_folder_is_complete(digits_run):
+    run = digits_run.run_dir
+    for name in ("config.yaml", "model.safetensors", "model.json", "history.csv", "metrics.json",
+                 "bad_files.csv", "plots/curves.png", "checkpoints/last.pt", "checkpoints/best.safetensors"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["class_names"] == [str(i) for i in range(10)]
+    assert spec["preprocessing"]["input_size"] == [1, 28, 28]
+    with open(run / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and set(rows[0]) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 12 and config["model"]["name"] == "chollet_convnet"
+    assert config["augment"]["fill_mode"] == "nearest"  # every default written out
+
+
+def test_reload_gives_identical_predictions(digits_run):
+    from vislab.config import DataConfig
+    from vislab.data.sources import load_dataset
+
+    saved = np.load(digits_run.run_dir / "predictions.npz")
+    test = load_dataset(DataConfig(source="digits"), seed=0).splits["test"]
+    again = Predictor(load(digits_run.run_dir)).predict_split(test)
+    assert np.array_equal(again.labels, saved["labels"])
+    assert np.allclose(again.probs, saved["probs"], atol=1e-6)
+
+
+def test_same_seed_same_history(tmp_path):
+    kwargs = dict(data="digits", model="mlp", model_options={"hidden": [64], "dropout": 0.2}, epochs=2,
+                  hflip=True, rotation=10)
+    a = train(out=str(tmp_path / "a"), **kwargs)
+    b = train(out=str(tmp_path / "b"), **kwargs)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert load_file(str(a.run_dir / "model.safetensors")).keys() == load_file(str(b.run_dir / "model.safetensors")).keys()
+    for key, value in load_file(str(a.run_dir / "model.safetensors")).items():
+        assert torch.equal(value, load_file(str(b.run_dir / "model.safetensors"))[key])
+
+
+def test_early_stopping_restores_best(tmp_path):
+    # lr far too high: validation loss gets worse, so training stops after `patience` epochs
+    result = train(data="digits", model="mlp", epochs=30, lr=0.5, optimizer="sgd", momentum=0.99,
+                   patience=2, out=str(tmp_path / "es"))
+    assert result.stopped_early and len(result.history) < 30
+    losses = [row["val_loss"] for row in result.history]
+    best_epoch = int(np.nanargmin(losses))
+    assert len(result.history) == best_epoch + 1 + 2
+    best = load_file(str(result.run_dir / "checkpoints" / "best.safetensors"))
+    final = load_file(str(result.run_dir / "model.safetensors"))
+    assert all(torch.equal(best[k], final[k]) for k in best)
+
+
+def test_existing_run_folder_is_not_overwritten(digits_run):
+    with pytest.raises(FileExistsError, match="already holds a run.*--resume"):
+        train(out=str(digits_run.run_dir), data="digits", epochs=1)
+
+
+def _vislab(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "vislab", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_resume_after_sigkill_is_exact(tmp_path):
+    args = ["--data", "digits", "--model", "mlp", "--model-opt", "hidden=[256,128]", "dropout=0.3",
+            "--epochs", "3", "--batch-size", "8",
+            "--scheduler", "onecycle", "--hflip", "--rotation", "10", "--no-evaluate", "--no-progress"]
+    full = _vislab("train", *args, "--out", str(tmp_path / "full"))
+    killed = _vislab("train", *args, "--out", str(tmp_path / "killed"))
+    history = tmp_path / "killed" / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait for epoch 1's checkpoint, then kill during epoch 2
+        if history.exists() and len(history.read_text().strip().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "model.json").exists(), "killed too late: the run had finished"
+    state = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] in (0, 1)
+    resumed = _vislab("train", "--resume", str(tmp_path / "killed"), "--no-progress")
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert "resuming" in out
+    assert full.wait(timeout=600) == 0
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with open(tmp_path / "killed" / "history.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
+
+
+@needs_fmnist
+def test_fashion_mnist_one_epoch_floor(tmp_path):
+    """Seed recipe (Chollet's convnet, rmsprop) for 1 epoch on 20,000 training images: >= 78% on the 10k test."""
+    result = train(data="fashion-mnist", model="chollet_convnet", epochs=1, optimizer="rmsprop",
+                   batch_size=64, max_per_class=2000, val_split=0, out=str(tmp_path / "fm"))
+    assert len(result.history) == 1
+    assert result.metrics["num_images"] == 10000
+    assert result.metrics["accuracy"] >= 0.78, result.metrics["accuracy"]
