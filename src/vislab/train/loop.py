@@ -162,9 +162,9 @@ def read_history(run_dir: Path) -> list[dict]:
                 for row in csv.DictReader(handle)]
 
 
-def _truncate_history(path: Path, last_epoch: int) -> None:
-    """After a kill, history.csv may hold an epoch the checkpoint does not: drop it."""
-    rows = [r for r in read_history(path.parent) if r["epoch"] is not None and r["epoch"] <= last_epoch]
+def _truncate_history(path: Path, completed: int) -> None:
+    """After a kill, history.csv may hold an epoch the checkpoint does not: keep the first ``completed``."""
+    rows = [r for r in read_history(path.parent) if r["epoch"] is not None and r["epoch"] <= completed]
     if path.exists():
         path.unlink()
     for row in rows:
@@ -203,7 +203,20 @@ class Trainer:
             _resident(self.val_split, self.device), self.preprocessing, cfg.train.eval_batch_size,
             workers=cfg.data.workers, pin_memory=pin)) if self.val_split else None)
         self.optimizer = make_optimizer(self.param_groups, cfg)
-        self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, len(self.train_batches))
+        self.cached = None
+        steps_per_epoch = len(self.train_batches)
+        if cfg.model.cache_features:
+            # frozen backbone: features once, then only the head trains (seed 002's fast feature extraction)
+            from vislab.train.features import CachedTraining
+
+            if self.augment is not None:
+                console.print("[yellow]--cache-features: augmentation does not apply to cached features "
+                              "and is ignored[/]")
+            self.cached = CachedTraining(self.model, self.preprocessing, dataset.splits["train"], self.val_split,
+                                         cfg.train.batch_size, precision=cfg.train.precision,
+                                         workers=cfg.data.workers)
+            steps_per_epoch = -(-len(dataset.splits["train"]) // cfg.train.batch_size)
+        self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, steps_per_epoch)
         es = cfg.train.early_stopping
         # no validation split: val_loss -> train_loss (the keys history.csv has)
         monitor = es.monitor if self.val_split is not None or not es.monitor.startswith("val_") \
@@ -239,6 +252,10 @@ class Trainer:
 
     def train_epoch(self, epoch: int, progress) -> dict:
         cfg = self.cfg
+        if self.cached is not None:
+            step = self.scheduler.step if self.scheduler is not None and self.step_per_batch else None
+            return self.cached.train_epoch(self.optimizer, cfg.seed, epoch, cfg.train.label_smoothing,
+                                           after_step=step)
         self.model.train()
         if cfg.model.freeze == "backbone" or cfg.model.finetune_last:
             from vislab.models.finetune import keep_frozen_bn_eval
@@ -377,13 +394,17 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_bad_files(run_dir, dataset.bad_files)
     _print_data_summary(console, dataset)
+    if resume is None and main:  # rank 0 only: the audit writes into the run folder
+        from vislab.data.audit import audit_dataset
+
+        audit_dataset(dataset, run_dir, seed=cfg.seed)
 
     trainer = Trainer(cfg, run_dir, dataset, console, dist)
     history_path = run_dir / "history.csv"
     if resume is not None:
         trainer.restore(load_training_state(run_dir / "checkpoints" / "last.pt"))
         if main:
-            _truncate_history(history_path, trainer.start_epoch - 1)
+            _truncate_history(history_path, trainer.start_epoch)
         console.print(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{cfg.train.epochs}")
     counts = parameter_counts(trainer.model)
     console.print(
@@ -401,7 +422,9 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
         start = time.perf_counter()
         with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split)) as bar:
             logs = trainer.train_epoch(epoch, bar)
-        if trainer.val_batches is not None:
+        if trainer.cached is not None:
+            logs.update(trainer.cached.evaluate())
+        elif trainer.val_batches is not None:
             val = trainer.evaluate_batches(trainer.val_batches)
             logs.update(val_loss=val["loss"], val_acc=val["acc"])
         if trainer.scheduler is not None and not trainer.step_per_batch:
