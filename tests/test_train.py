@@ -140,3 +140,19 @@ def test_fashion_mnist_one_epoch_floor(tmp_path):
     assert len(result.history) == 1
     assert result.metrics["num_images"] == 10000
     assert result.metrics["accuracy"] >= 0.78, result.metrics["accuracy"]
+
+
+def test_frozen_backbone_with_cached_features(tmp_path):
+    """--freeze backbone --cache-features trains only the head, on features extracted once;
+    the frozen backbone ends identical to an end-to-end frozen run from the same seed."""
+    common = dict(data="digits", model="chollet_convnet", epochs=3, freeze="backbone", lr=3e-3, seed=3)
+    cached = train(out=str(tmp_path / "cached"), cache_features=True, **common)
+    plain = train(out=str(tmp_path / "plain"), **common)
+    a = load_file(str(cached.run_dir / "model.safetensors"))
+    b = load_file(str(plain.run_dir / "model.safetensors"))
+    for key in a:
+        if key.startswith("features."):
+            assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(a["head.3.weight"], b["head.3.weight"])  # both heads trained, differently batched
+    assert all(row["val_acc"] is not None for row in cached.history)
+    assert cached.metrics["accuracy"] > 0.5 and plain.metrics["accuracy"] > 0.5
