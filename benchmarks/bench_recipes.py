@@ -1,0 +1,147 @@
+"""Benchmark: the seeds' recipes through `vislab train` against the seeds' own tf.keras code.
+
+For each recipe (mlp, chollet_convnet, vgg_like + dropout, model3) the two sides run
+alternately in one invocation (keras, vislab, keras, vislab, ... with ``--repeat``),
+on the same data (Fashion-MNIST, 50k train / 10k validation / 10k test), the same
+optimiser, learning rate, batch size and epochs (see keras_seeds.py for the table
+and where the values come from). One JSON line per run, then one ``ratio`` line per
+recipe: vislab seconds per epoch / tf.keras seconds per epoch (target <= 0.5) and
+the test-accuracy gap (target within 0.5 point).
+
+Seconds per epoch are each side's own epoch timer, validation included (vislab:
+history.csv ``seconds``; Keras: a callback around each epoch). The first epoch carries
+warm-up on both sides (oneDNN kernel selection, tf.function tracing), so the mean over
+epochs 2.. is reported too. ``wall_s`` is the whole command, interpreter start to exit.
+
+TensorFlow is not a vislab dependency: on first use this script creates
+``benchmarks/.venv-tf`` (git-ignored) and pip-installs tensorflow-cpu into it.
+
+Usage:
+    python benchmarks/bench_recipes.py                               # all recipes, their own epochs
+    python benchmarks/bench_recipes.py --recipes mlp chollet_convnet --epochs 3 --repeat 2
+    python benchmarks/bench_recipes.py --side vislab                # vislab only (no TensorFlow)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import FMNIST_DIR, REPO, emit, fmnist_available, machine, versions, vislab_command  # noqa: E402
+from keras_seeds import RECIPES  # noqa: E402  (the one table both sides read)
+
+TF_VENV = REPO / "benchmarks" / ".venv-tf"
+KERAS_SCRIPT = REPO / "benchmarks" / "keras_seeds.py"
+# vislab's model options that make the same network as keras_seeds.build()
+MODEL_OPTIONS = {"mlp": ["hidden=[512,256]"], "chollet_convnet": [], "vgg_like": ["dropout=0.25"],
+                 "model3": ["dropout=0.25"]}
+
+
+def tf_python() -> Path:
+    """The TF venv's interpreter, created (python -m venv + pip install tensorflow-cpu) when missing."""
+    python = TF_VENV / "bin" / "python"
+    if python.exists() and subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True).returncode == 0:
+        return python
+    print(f"bench_recipes: creating {TF_VENV} with tensorflow-cpu (once)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(TF_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "tensorflow-cpu", "numpy"], check=True)
+    return python
+
+
+def run_keras(recipe: str, epochs: int, data_dir: str) -> dict:
+    proc = subprocess.run([str(tf_python()), str(KERAS_SCRIPT), "--recipe", recipe, "--epochs", str(epochs),
+                           "--data-dir", data_dir], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"keras_seeds.py {recipe} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_vislab(recipe: str, epochs: int, data_dir: str, extra: list[str]) -> dict:
+    hp = RECIPES[recipe]
+    with tempfile.TemporaryDirectory(prefix="vislab-bench-recipe-") as tmp:
+        out = Path(tmp) / "run"
+        command = [*vislab_command(), "train", "--data", "fashion-mnist", "--data-dir", data_dir,
+                   "--model", recipe, "--optimizer", hp["optimizer"], "--lr", str(hp["lr"]),
+                   "--batch-size", str(hp["batch_size"]), "--epochs", str(epochs), "--val-split", "10000",
+                   "--out", str(out), "--no-progress", *extra]
+        if MODEL_OPTIONS[recipe]:
+            command += ["--model-opt", *MODEL_OPTIONS[recipe]]
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"vislab train {recipe} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        with open(out / "history.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        seconds = [float(r["seconds"]) for r in rows]
+        metrics = json.loads((out / "metrics.json").read_text())
+    return {
+        "side": "vislab", "recipe": recipe, "epochs": epochs, "batch_size": hp["batch_size"],
+        "optimizer": hp["optimizer"], "lr": hp["lr"], "command": " ".join(command[2:]),
+        "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
+        "seconds_per_epoch_after_first": round(sum(seconds[1:]) / (len(seconds) - 1), 3) if len(seconds) > 1
+        else None,
+        "epoch_seconds": [round(s, 3) for s in seconds], "val_accuracy": float(rows[-1]["val_acc"]),
+        "test_accuracy": float(metrics["accuracy"]), "wall_s": round(wall, 2),
+    }
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (equal on both sides)")
+    parser.add_argument("--repeat", type=int, default=1, help="alternating runs of each side per recipe")
+    parser.add_argument("--side", choices=["both", "vislab", "keras"], default="both")
+    parser.add_argument("--data-dir", default=FMNIST_DIR, help="folder with the Fashion-MNIST idx files")
+    parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra `vislab train` flags, e.g. --precision fp32 (must come last)")
+    args = parser.parse_args(argv)
+    if not fmnist_available(args.data_dir):
+        print(f"bench_recipes: {args.data_dir} not found; install dataset-fashion-mnist or pass --data-dir",
+              file=sys.stderr)
+        return 2
+    info = {"machine": machine(), "versions": versions()}
+    sides = ["keras", "vislab"] if args.side == "both" else [args.side]
+    for recipe in args.recipes:
+        epochs = args.epochs or RECIPES[recipe]["epochs"]
+        results = {side: [] for side in sides}
+        for rep in range(args.repeat):
+            for side in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
+                info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
+                result = (run_keras(recipe, epochs, args.data_dir) if side == "keras"
+                          else run_vislab(recipe, epochs, args.data_dir, args.vislab_args))
+                results[side].append(result)
+                emit({"benchmark": "seed_recipe", "repeat": rep, **result, **info})
+        if len(sides) == 2:
+            keras, vis = results["keras"], results["vislab"]
+            per_epoch = {s: _mean([r["seconds_per_epoch"] for r in results[s]]) for s in sides}
+            steady = {s: _mean([r["seconds_per_epoch_after_first"] for r in results[s]]) for s in sides}
+            acc = {s: _mean([r["test_accuracy"] for r in results[s]]) for s in sides}
+            emit({"benchmark": "seed_recipe_ratio", "recipe": recipe, "epochs": epochs, "runs_per_side": args.repeat,
+                  "keras_seconds_per_epoch": round(per_epoch["keras"], 3),
+                  "vislab_seconds_per_epoch": round(per_epoch["vislab"], 3),
+                  "time_ratio": round(per_epoch["vislab"] / per_epoch["keras"], 3),
+                  "time_ratio_after_first_epoch": round(steady["vislab"] / steady["keras"], 3)
+                  if steady["keras"] and steady["vislab"] else None,
+                  "wall_ratio": round(_mean([r["wall_s"] for r in vis]) / _mean([r["wall_s"] for r in keras]), 3),
+                  "keras_test_accuracy": round(acc["keras"], 4), "vislab_test_accuracy": round(acc["vislab"], 4),
+                  "accuracy_gap_points": round(100 * (acc["vislab"] - acc["keras"]), 2),
+                  "tensorflow": keras[0]["versions"]["tensorflow"], **info})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
