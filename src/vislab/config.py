@@ -131,22 +131,21 @@ class Config:
 
 # Named bundles of defaults. A recipe sits between the code defaults and the YAML/flags.
 RECIPES: dict[str, dict[str, Any]] = {
-    # Fashion-MNIST >= 92% in about a minute on 2 CPU cores (benchmarks/bench_recipes.py).
+    # Fashion-MNIST >= 92% test accuracy in 5 epochs (measured 92.1%, benchmarks/bench_time_to_accuracy.py);
+    # sized for about a minute on 2 CPU cores (bf16 autocast, channels_last, whole set as one uint8 tensor).
+    # `--recipe fast --epochs 30` is the longer run aimed at the 94% target (not yet measured).
     "fast": {
         "model.name": "fastnet",
-        "train.epochs": 8,
-        "train.batch_size": 256,
-        "train.optimizer": "sgd",
-        "train.nesterov": True,
-        "train.lr": 0.2,
-        "train.weight_decay": 5e-4,
+        "model.options": {"widths": [32, 64, 128], "blocks": [0, 0]},  # channels at 1/1, 1/2, 1/4 resolution
+        "train.epochs": 5,
+        "train.batch_size": 128,  # small batches: more steps per epoch at nearly the same images/s on CPU
+        "train.optimizer": "adamw",
+        "train.lr": 2e-3,  # one-cycle peak
+        "train.weight_decay": 0.05,  # decoupled (AdamW)
         "train.scheduler": "onecycle",
         "train.label_smoothing": 0.1,
         "train.tta_flip": True,
-        "augment.hflip": True,
-        "augment.width_shift": 0.1,
-        "augment.height_shift": 0.1,
-        "augment.fill_mode": "constant",
+        "augment.hflip": True,  # flips only: exact pixels, no resampling; shifts slowed 5-epoch convergence
         "data.val_split": 0.0,
     },
 }

@@ -201,7 +201,7 @@ class _Residual(nn.Module):
 
 
 @register_model
-def fastnet(num_classes: int, in_chans: int = 1, widths=(16, 32, 64), blocks=(0, 1), head_pool: int = 3,
+def fastnet(num_classes: int, in_chans: int = 1, widths=(32, 64, 128), blocks=(0, 0), head_pool: int = 3,
             input_size=(28, 28)):
     """Small BN + residual network for the fast recipe: Conv-Pool, Conv [+Res], Pool, Conv [+Res] -> max pool -> Dense.
 
