@@ -34,8 +34,11 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
+def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
     """Open and fully decode ``path`` as a PIL image in mode L or RGB.
+
+    ``draft(height, width) -> (W, H)`` may ask a JPEG decoder for a reduced scale (1/2..1/8)
+    that is still at least (W, H): much cheaper decoding when the model input is small.
 
     Raises:
         BadImageError: the file is missing, empty, truncated, not an image or too large.
@@ -52,6 +55,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
             # DecompressionBombWarning (between 1x and 2x the limit) is treated as an error too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if draft is not None and image.format == "JPEG":
+                    image.draft(image.mode, draft(image.height, image.width))
                 image.load()
                 if image.mode in ("L", "RGB"):
                     return image.copy()

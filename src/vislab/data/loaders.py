@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from vislab.data.images import open_image, pil_to_tensor
 from vislab.data.preprocess import Preprocessing
 from vislab.data.sources import Split
 
@@ -65,12 +66,13 @@ class _FileImages(TorchDataset):
         return len(self.split)
 
     def __getitem__(self, index: int):
-        image = self.preprocessing.convert_channels(self.split.load(index))
-        if tuple(image.shape[-2:]) != self.preprocessing.size:
-            # resize in the worker so batches have one shape and the main process does less
-            resized = self.preprocessing.resize(image.unsqueeze(0).float())[0]
-            image = resized.round_().clamp_(0, 255).to(torch.uint8)
-        return image, self.split.labels[index]
+        # decode (JPEG at a reduced scale when the model is small), convert and resize in the
+        # worker with PIL, so batches have one shape and the main process only augments/normalises
+        pre = self.preprocessing
+        image = open_image(self.split.paths[index], draft=pre.draft_size)
+        if pre.channels != (1 if image.mode == "L" else 3):
+            image = image.convert("L" if pre.channels == 1 else "RGB")
+        return pil_to_tensor(pre.resize_pil(image)), self.split.labels[index]
 
 
 class _EpochSampler(torch.utils.data.Sampler):

@@ -132,30 +132,49 @@ class Preprocessing:
             return gray.round().clamp(0, 255).to(images.dtype) if not images.is_floating_point() else gray
         raise ValueError(f"cannot convert {have}-channel images to {want} channels")
 
+    def _resize_target(self, in_h: int, in_w: int) -> tuple[int, int]:
+        """(H, W) to resize to before the centre crop (timm's crop_pct convention)."""
+        height, width = self.size
+        if self.crop_pct >= 1.0:
+            return height, width
+        ratio = max(math.floor(height / self.crop_pct) / in_h, math.floor(width / self.crop_pct) / in_w)
+        return max(height, round(in_h * ratio)), max(width, round(in_w * ratio))
+
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """Resize (and centre-crop per ``crop_pct``) a float (N, C, H, W) batch."""
         height, width = self.size
         if images.shape[-2:] == (height, width):
             return images
-        if self.crop_pct < 1.0:
-            scale_h = math.floor(height / self.crop_pct)
-            scale_w = math.floor(width / self.crop_pct)
-            in_h, in_w = images.shape[-2:]
-            ratio = max(scale_h / in_h, scale_w / in_w)
-            target = (max(height, round(in_h * ratio)), max(width, round(in_w * ratio)))
-        else:
-            target = (height, width)
-        antialias = self.interpolation != "nearest"
-        images = F.interpolate(
-            images, size=target, mode=self.interpolation,
-            antialias=antialias if self.interpolation != "nearest" else False,
-            **({} if self.interpolation == "nearest" else {"align_corners": False}),
-        )
+        target = self._resize_target(*images.shape[-2:])
+        if self.interpolation == "nearest":
+            images = F.interpolate(images, size=target, mode="nearest")
+        else:  # antialias=True matches PIL's resize, which the file loader uses
+            images = F.interpolate(images, size=target, mode=self.interpolation, antialias=True, align_corners=False)
         if target != (height, width):
             top = (target[0] - height) // 2
             left = (target[1] - width) // 2
             images = images[..., top : top + height, left : left + width]
         return images
+
+    def resize_pil(self, image):
+        """The same resize and crop on a PIL image (DataLoader workers: PIL's C resize is cheaper)."""
+        from PIL import Image
+
+        height, width = self.size
+        if image.size == (width, height):
+            return image
+        target_h, target_w = self._resize_target(image.height, image.width)
+        filters = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+        image = image.resize((target_w, target_h), filters[self.interpolation])
+        if (target_h, target_w) != (height, width):
+            top, left = (target_h - height) // 2, (target_w - width) // 2
+            image = image.crop((left, top, left + width, top + height))
+        return image
+
+    def draft_size(self, in_h: int, in_w: int) -> tuple[int, int]:
+        """(W, H) a JPEG may be decoded at (DCT scaling) and still be resized down, not up."""
+        target_h, target_w = self._resize_target(in_h, in_w)
+        return target_w, target_h
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
