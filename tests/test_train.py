@@ -156,3 +156,36 @@ def test_frozen_backbone_with_cached_features(tmp_path):
     assert not torch.equal(a["head.3.weight"], b["head.3.weight"])  # both heads trained, differently batched
     assert all(row["val_acc"] is not None for row in cached.history)
     assert cached.metrics["accuracy"] > 0.5 and plain.metrics["accuracy"] > 0.5
+
+
+def test_single_sigmoid_binary_model_end_to_end(tmp_path):
+    """Seed 002's cats-vs-dogs head (Dense(1, sigmoid)) on two real digit classes, from folders:
+    trains with BCE, evaluates as a binary task, predicts both classes."""
+    from conftest import digits_arrays, write_image
+
+    images, labels = digits_arrays()
+    root = tmp_path / "two"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        if label in (0, 1) and i < 800:
+            write_image(root / ("zero" if label == 0 else "one") / f"{i}.png", image, size=32)
+    result = train(data=str(root), model="cats_dogs_convnet", model_options={"binary": True}, input_size=[48, 48],
+                   epochs=4, lr=1e-3, out=str(tmp_path / "bin"))
+    metrics = result.metrics
+    assert metrics["task"] == "binary" and metrics["num_classes"] == 2
+    assert metrics["accuracy"] >= 0.95 and metrics["roc_auc"] >= 0.95
+    loaded = load(result.run_dir)
+    assert loaded.model.get_classifier().out_features == 1
+    from vislab.api import predict
+
+    zero = next((root / "zero").iterdir())
+    top = predict(result.run_dir, [zero], top_k=2)[0]["top"]
+    assert top[0]["class"] == "zero" and abs(sum(t["probability"] for t in top) - 1) < 1e-5
+
+
+def test_timm_model_trains_from_scratch(tmp_path):
+    # small batches: enough steps for BatchNorm's running statistics to settle
+    result = train(data="digits", model="resnet18", input_size=[32, 32], epochs=3, lr=1e-3, batch_size=16,
+                   max_per_class=60, out=str(tmp_path / "timm"))
+    assert len(result.history) == 3 and result.metrics["accuracy"] > 0.5, result.metrics["accuracy"]
+    loaded = load(result.run_dir)
+    assert type(loaded.model).__name__ == "ResNet" and loaded.preprocessing.input_size == (1, 32, 32)
