@@ -99,3 +99,10 @@ def test_train_yaml_then_flags_then_predict(tmp_path):
 def test_resume_refuses_other_flags(tmp_path):
     result = run_cli("train", "--resume", str(tmp_path), "--lr", "0.1")
     assert result.returncode != 0 and "only --epochs may change" in result.stderr
+
+
+def test_unknown_model_fails_before_loading_data(tmp_path):
+    result = run_cli("train", "--data", "digits", "--model", "resnet5O", "--out", str(tmp_path / "r"))
+    assert result.returncode == 1
+    assert "unknown model 'resnet5O'" in result.stderr and "resnet50" in result.stderr
+    assert "images per class" not in result.stdout and not (tmp_path / "r").exists()

@@ -105,6 +105,15 @@ def create_model(
     raise ValueError(unknown_model_message(name))
 
 
+def check_model_name(name: str) -> None:
+    """Raise the unknown-model error now, before any data is loaded (hf: names are checked at load)."""
+    _import_builtin()
+    if name in _REGISTRY or name.startswith("hf:"):
+        return
+    if not is_timm_name(name[5:] if name.startswith("timm:") else name):
+        raise ValueError(unknown_model_message(name))
+
+
 def unknown_model_message(name: str) -> str:
     import timm
 

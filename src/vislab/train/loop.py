@@ -32,6 +32,7 @@ from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
 from vislab.data.sources import Dataset, load_dataset, split_table
 from vislab.models.build import build_model
+from vislab.models.registry import check_model_name
 from vislab.runs import parameter_counts, write_model
 from vislab.train.callbacks import EarlyStopping
 from vislab.train import distributed
@@ -386,6 +387,7 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
             raise FileExistsError(
                 f"{run_dir} already holds a run; choose another --out, or --resume {run_dir} to continue it"
             )
+    check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     seed_everything(cfg.seed)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     cfg.out = str(run_dir)
