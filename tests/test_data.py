@@ -217,3 +217,23 @@ def test_builtin_missing_files_message(tmp_path, monkeypatch):
         assert str(tmp_path / "dd") in str(exc)
     else:
         assert len(ds.splits["test"]) == 10000
+
+
+def test_cifar10_binary_release_is_read_without_pickle(tmp_path):
+    """CIFAR-10's binary format (label byte + 3x32x32 bytes per record), written here from real
+    digit images; vislab reads it from --data-dir and never touches the pickled release."""
+    images, labels = digits_arrays(per_class=6)
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+
+    def record(image, label):
+        rgb = np.asarray(Image.fromarray(image).resize((32, 32)).convert("RGB")).transpose(2, 0, 1)
+        return bytes([int(label)]) + rgb.astype(np.uint8).tobytes()
+
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        (folder / name).write_bytes(b"".join(record(im, y) for im, y in zip(images[:12], labels[:12])))
+    ds = load_dataset(DataConfig(source="cifar10", data_dir=str(tmp_path), val_split=0), seed=0)
+    assert len(ds.splits["train"]) == 60 and len(ds.splits["test"]) == 12
+    assert tuple(ds.splits["train"].images.shape[1:]) == (3, 32, 32)
+    assert ds.class_names[0] == "airplane"
+    assert ds.splits["test"].labels.tolist() == labels[:12].tolist()
