@@ -311,7 +311,7 @@ class Trainer:
         return {"loss": float(total_loss) / max(float(total), 1), "acc": float(correct) / max(float(total), 1)}
 
     # ---- state
-    def state(self, epoch: int, history: list[dict]) -> dict:
+    def state(self, epoch: int) -> dict:
         return {
             "epoch": epoch,
             "model": {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()},
@@ -450,7 +450,7 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
             save_weights(trainer.model, best_path)
         # checkpoint last: the state after this epoch, written atomically
         if main:
-            save_training_state(run_dir / "checkpoints" / "last.pt", trainer.state(epoch, history))
+            save_training_state(run_dir / "checkpoints" / "last.pt", trainer.state(epoch))
         if trainer.stopper.stop_training:
             stopped_early = True
             console.print(f"early stopping: {trainer.stopper.monitor} has not improved for "
