@@ -25,9 +25,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import struct
 import sys
 import time
 from pathlib import Path
@@ -39,17 +37,14 @@ import torch.nn as nn
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path) as handle:
-        data = handle.read()
-    dims = data[3]
-    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def per_class(prefix: str, count: int, seed: int):
-    images = read_idx(FMNIST / f"{prefix}-images-idx3-ubyte.gz")
-    labels = read_idx(FMNIST / f"{prefix}-labels-idx1-ubyte.gz")
+    # vislab's own IDX reader (the built-in fashion-mnist source), in file order
+    from vislab.config import DataConfig
+    from vislab.data.sources import load_dataset
+
+    split = load_dataset(DataConfig(source="fashion-mnist", data_dir=str(FMNIST), val_split=0))
+    split = split.splits["train" if prefix == "train" else "test"]
+    images, labels = split.images[:, 0].numpy(), split.labels.numpy()
     rng = np.random.default_rng(seed)
     keep = np.concatenate([rng.choice(np.flatnonzero(labels == c), count, replace=False) for c in range(10)])
     return torch.from_numpy(images[keep]).unsqueeze(1).contiguous(), torch.from_numpy(labels[keep].astype(np.int64))

@@ -8,8 +8,6 @@ backbone from scratch, more test images).
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +30,14 @@ pytestmark = [
 ]
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format): big-endian dimension sizes, then uint8 data."""
-    with gzip.open(path) as handle:
-        data = handle.read()
-    dims = data[3]
-    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def per_class(prefix: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images = read_idx(FMNIST / f"{prefix}-images-idx3-ubyte.gz")
-    labels = read_idx(FMNIST / f"{prefix}-labels-idx1-ubyte.gz")
+    # vislab's own IDX reader (the built-in fashion-mnist source), in file order
+    from vislab.config import DataConfig
+    from vislab.data.sources import load_dataset
+
+    split = load_dataset(DataConfig(source="fashion-mnist", data_dir=str(FMNIST), val_split=0))
+    split = split.splits["train" if prefix == "train" else "test"]
+    images, labels = split.images[:, 0].numpy(), split.labels.numpy()
     rng = np.random.default_rng(seed)
     keep = np.concatenate([rng.choice(np.flatnonzero(labels == c), count, replace=False) for c in range(10)])
     return torch.from_numpy(images[keep]).unsqueeze(1).contiguous(), torch.from_numpy(labels[keep].astype(np.int64))
