@@ -295,7 +295,8 @@ def _natural_key(name: str):
     return (0, int(name), "") if name.isdigit() else (1, 0, name.lower())
 
 
-def _list_images(folder: Path) -> list[str]:
+def list_images(folder) -> list[str]:
+    """Image files under ``folder`` at any depth, sorted; hidden files and folders skipped."""
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -332,7 +333,7 @@ def _load_folder(folder: Path, cfg) -> Dataset:
                     f"{class_dir}: class {class_dir.name!r} is not among the training classes "
                     f"{class_names}; every split must use the training folders' class names."
                 )
-            files = _list_images(class_dir)
+            files = list_images(class_dir)
             paths += files
             labels += [index[class_dir.name]] * len(files)
         good, good_labels, split_bad = validate_files(paths, labels, cfg.workers)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vislab.data.images import BadImageError, is_image_file, read_image
+from vislab.data.images import BadImageError, read_image
 from vislab.data.loaders import make_batches
+from vislab.data.sources import list_images
 from vislab.train.loop import autocast_context, resolve_device, resolve_precision
 from vislab.train.losses import probabilities
 
@@ -88,10 +89,7 @@ def expand_image_paths(inputs) -> tuple[list[str], list[tuple[str, str]]]:
     for item in inputs:
         item = str(item)
         if os.path.isdir(item):
-            found = []
-            for root, dirs, files in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, f) for f in sorted(files) if is_image_file(f)]
+            found = list_images(item)
             if not found:
                 bad.append((item, "folder holds no image files"))
             paths += found

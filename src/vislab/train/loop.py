@@ -231,13 +231,10 @@ class Trainer:
             return [p for p in self.model.parameters() if p.requires_grad]
         from vislab.models import finetune
 
-        if mcfg.freeze == "backbone":
+        if mcfg.freeze == "backbone" or mcfg.finetune_last:  # --finetune-last N implies a frozen rest
             finetune.freeze(self.model, "backbone")
             if mcfg.finetune_last:
                 finetune.finetune_last(self.model, mcfg.finetune_last)
-        elif mcfg.finetune_last:
-            finetune.freeze(self.model, "backbone")
-            finetune.finetune_last(self.model, mcfg.finetune_last)
         self.console.print(finetune.trainable_report(self.model))
         # every parameter goes to the optimiser: gradual unfreezing flips requires_grad later
         return finetune.param_groups(self.model, self.cfg.train.lr, mcfg.lr_backbone, self.cfg.train.weight_decay)
