@@ -25,6 +25,7 @@ def test_help_for_every_subcommand(command, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: vislab " + command)
+    assert "(default: None)" not in out  # unset flags fall back to recipe/YAML/code defaults, named in the text
 
 
 def test_top_level_help_lists_every_command():

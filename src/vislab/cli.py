@@ -16,7 +16,13 @@ from pathlib import Path
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows a default only where the flag has one of its own: train's flags default to None
+    (the recipe/YAML/code default applies) and say their default in the help text instead."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _parser(subparsers, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -125,7 +131,9 @@ def _add_train(sub) -> None:
     t.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
     t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
-    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], default=None, help="(default adam)")
+    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "lbfgs"], default=None,
+                   help="(default adam); lbfgs: with --cache-features, fit the head as logistic regression "
+                        "(full batch, --weight-decay = L2 penalty, default 1/N as scikit-learn's C=1)")
     t.add_argument("--momentum", type=float, default=None, help="sgd/rmsprop momentum (default 0.9)")
     t.add_argument("--scheduler", choices=["none", "cosine", "onecycle", "step", "plateau"], default=None,
                    help="learning-rate schedule (default none)")

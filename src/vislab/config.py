@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "lbfgs")
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -191,6 +191,18 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("model.cache_features needs model.freeze=backbone (the features must not change)")
     if cfg.model.freeze_epochs and cfg.model.freeze != "backbone":
         raise ConfigError("model.freeze_epochs needs model.freeze=backbone")
+    if cfg.train.optimizer == "lbfgs":
+        # full-batch L-BFGS needs the whole training set as one tensor: the cached features
+        if not cfg.model.cache_features:
+            raise ConfigError("train.optimizer=lbfgs fits a head on cached features: "
+                              "add --freeze backbone --cache-features")
+        if cfg.model.freeze_epochs:
+            raise ConfigError("train.optimizer=lbfgs cannot unfreeze the backbone; drop --freeze-epochs")
+        if cfg.train.scheduler != "none":
+            raise ConfigError("train.optimizer=lbfgs takes no learning-rate schedule (its line search sets the "
+                              "steps); use --scheduler none")
+        if cfg.train.weight_decay < 0:
+            raise ConfigError("train.weight_decay must be >= 0")
     return cfg
 
 

@@ -37,6 +37,8 @@ from vislab.data.preprocess import Preprocessing
 #: and for its worst image (measured on EfficientNet-Lite0 / Fashion-MNIST: mean 0.997, worst 0.99)
 BF16_MEAN_COSINE = 0.99
 BF16_MIN_COSINE = 0.95
+#: L-BFGS iterations per "epoch" of a full-batch logistic-regression head (``--optimizer lbfgs``)
+LBFGS_ITERATIONS_PER_EPOCH = 100
 
 
 @dataclass
@@ -283,6 +285,27 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
     return history
 
 
+def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet, device, label_smoothing: float,
+                 l2: float) -> dict:
+    from vislab.train.losses import classification_loss
+
+    x, y = data.features.to(device), data.labels.to(device)
+    weights = [p for p in head.parameters() if p.requires_grad and p.ndim > 1]
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = classification_loss(head(x), y, label_smoothing)
+        loss = loss + 0.5 * l2 * sum((w * w).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        logits = head(x)
+        loss = classification_loss(logits, y, label_smoothing)
+    return {"train_loss": float(loss), "train_acc": int(_correct(logits, y)) / max(len(y), 1)}
+
+
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return ((logits[:, 0] > 0).long() == y).sum()
@@ -392,14 +415,23 @@ class CachedTraining:
         return seconds
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, seed: int, epoch: int, label_smoothing: float = 0.0,
-                    after_step: Callable[[], None] | None = None) -> dict:
-        """One pass of the head over the shuffled training features: ``{train_loss, train_acc}``."""
+                    after_step: Callable[[], None] | None = None, weight_decay: float = 0.0) -> dict:
+        """One pass of the head over the shuffled training features: ``{train_loss, train_acc}``.
+
+        With a ``torch.optim.LBFGS`` optimiser the epoch is instead up to
+        ``LBFGS_ITERATIONS_PER_EPOCH`` full-batch L-BFGS iterations on the mean
+        cross-entropy plus ``weight_decay / 2 * ||W||^2`` (weights, not biases): multinomial
+        logistic regression. ``weight_decay=0`` means ``1 / N``, scikit-learn's default C=1.
+        """
         from vislab.train.losses import classification_loss
 
         self.prepare()
         data = self.train_features
         device = next(self.head.parameters()).device
         self.head.train()
+        if isinstance(optimizer, torch.optim.LBFGS):
+            return _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
+                                weight_decay if weight_decay > 0 else 1.0 / len(data))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
         total_loss, correct = 0.0, 0
         for index in torch.randperm(len(data), generator=generator).split(self.batch_size):

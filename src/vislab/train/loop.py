@@ -102,6 +102,15 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------- optimiser
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     t = cfg.train
+    if t.optimizer == "lbfgs":
+        # full batch on cached features (config.validate checks): multinomial logistic regression.
+        # One param group of the trainable head; the strong-Wolfe line search sets the step (lr=1).
+        from vislab.train.features import LBFGS_ITERATIONS_PER_EPOCH
+
+        trainable = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])
+                     if p.requires_grad]
+        return torch.optim.LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
+                                 line_search_fn="strong_wolfe")
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
@@ -253,7 +262,7 @@ class Trainer:
         if self.cached is not None:
             step = self.scheduler.step if self.scheduler is not None and self.step_per_batch else None
             return self.cached.train_epoch(self.optimizer, cfg.seed, epoch, cfg.train.label_smoothing,
-                                           after_step=step)
+                                           after_step=step, weight_decay=cfg.train.weight_decay)
         self.model.train()
         if cfg.model.freeze == "backbone" or cfg.model.finetune_last:
             from vislab.models.finetune import keep_frozen_bn_eval
