@@ -59,3 +59,27 @@ def test_summary_counts_trainable_and_frozen():
     text = model_summary("chollet_convnet")
     assert "Total params: 93,322" in text and "Non-trainable params: 0" in text
     assert "features.0 (Conv2d)" in text and "32x26x26" in text
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_fast_dropout_matches_torch_dropout_statistics(p, dtype):
+    """vislab's CPU Dropout keeps 1 - p of the elements (in every one of the 4 lanes a random
+    word feeds), scales them by 1 / (1 - p), is the identity in eval mode, passes gradients
+    through the same mask, and repeats under the same seed."""
+    from vislab.models.classic import Dropout
+
+    layer = Dropout(p).train()
+    x = torch.ones(1_000_000, dtype=dtype, requires_grad=True)
+    torch.manual_seed(0)
+    out = layer(x)
+    keep = out.detach() != 0
+    for lane in range(4):  # each int16 of the int64 words, the top one included
+        assert abs(float(keep[lane::4].float().mean()) - (1 - p)) < 0.004, lane
+    scale = torch.tensor(1 / (1 - p), dtype=dtype)
+    assert torch.equal(out.detach()[keep], scale.expand(int(keep.sum())))
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())  # d(sum)/dx = the scaled mask
+    torch.manual_seed(0)
+    assert torch.equal(layer(x).detach(), out.detach())
+    assert torch.equal(layer.eval()(x), x) and isinstance(layer, torch.nn.Dropout)

