@@ -1,5 +1,3 @@
-import sys
+from vislab.cli import run
 
-from vislab.cli import main
-
-sys.exit(main())
+run()
