@@ -108,14 +108,11 @@ def test_training_without_validation_split_monitors_train_loss(tmp_path):
     assert (tmp_path / "run" / "model.json").exists()
 
 
-def test_auto_precision_is_bf16_for_convnets_and_fp32_for_mlps_on_bf16_cpus():
+
+def test_auto_precision_is_bf16_on_bf16_cpus():
     from vislab.train.loop import cpu_has_bf16, resolve_precision
 
     cpu = torch.device("cpu")
-    conv = create_model("chollet_convnet", num_classes=10, in_chans=1)
-    mlp = create_model("mlp", num_classes=10, in_chans=1)
-    expected = torch.bfloat16 if cpu_has_bf16() else None
-    assert resolve_precision("auto", cpu, conv) is expected
-    assert resolve_precision("auto", cpu, mlp) is None  # its small matmuls run faster without autocast
-    assert resolve_precision("bf16", cpu, mlp) is torch.bfloat16  # an explicit choice stands
-    assert resolve_precision("fp32", cpu, conv) is None
+    assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_bf16() else None)
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    assert resolve_precision("fp32", cpu) is None

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import yaml
 
 from vislab.config import Config, config_from_dict
@@ -73,14 +72,9 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device, model: nn.Module | None = None) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32.
-
-    ``auto`` on a CPU with native bf16 picks bf16 for convolutional models; a ``model``
-    without convolutions (an MLP) trains in fp32, which is faster there: its small
-    matrix products gain less from bf16 than the casts cost (mlp 512-256, batch 128:
-    4.0 ms per step in fp32 against 5.0 ms with bf16 autocast on the 2-core EPYC).
-    """
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32 (``auto``: bf16 where the device runs it
+    natively; benchmarks/bench_step_costs.py measures the gain per model)."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -90,8 +84,6 @@ def resolve_precision(precision: str, device: torch.device, model: nn.Module | N
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_bf16():
-        if model is not None and not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()):
-            return None
         return torch.bfloat16
     return None
 
@@ -121,8 +113,8 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
                                  line_search_fn="strong_wolfe")
     if t.optimizer in ("adam", "adamw"):
-        # fused: one kernel per step for all parameters (CPU and CUDA); 0.19 ms against 0.53 ms
-        # for the mlp's 535k parameters on the 2-core EPYC
+        # fused: one kernel per step for all parameters (CPU and CUDA) instead of a chain of
+        # element-wise ops per parameter
         cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
         return cls(params, lr=t.lr, weight_decay=t.weight_decay, fused=_can_fuse(params))
     if t.optimizer == "sgd":
@@ -209,7 +201,7 @@ class Trainer:
         self.model, self.preprocessing = build_model(
             cfg.model, dataset.num_classes, dataset.channels, dataset.native_size
         )
-        self.amp_dtype = resolve_precision(cfg.train.precision, self.device, self.model)
+        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         # hook: finetune (freeze / finetune_last / param groups) -- see vislab.models.finetune
         self.param_groups = self._configure_trainable()
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format

@@ -1,0 +1,151 @@
+"""Where a CPU training step goes: vislab's loop against a bare PyTorch loop, and dropout's cost.
+
+Two measurements, one JSON line each (alternating, ``--repeat`` times, medians reported):
+
+* ``loop_overhead`` -- one epoch of the seed MLP (512-256, rmsprop, batch 128, 50k
+  Fashion-MNIST images) through ``vislab.train.loop.Trainer.train_epoch`` against the
+  same model, optimiser and preprocessing in a bare ``for`` loop;
+* ``precision`` -- milliseconds per training step (batch 128, random 28 px images, AdamW)
+  in fp32 and under bf16 autocast, for the mlp and two seed convnets: the measurement
+  behind ``--precision auto`` (bf16 for convolutional models, fp32 for MLPs);
+* ``dropout`` -- forward + backward of dropout (p = 0.25) on one vgg_like activation
+  (128 x 32 x 14 x 14, bf16, channels_last): ``torch.nn.functional.dropout`` against
+  ``vislab.models.classic.Dropout``.
+
+Usage:
+    python benchmarks/bench_step_costs.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import FMNIST_DIR, emit, fmnist_available, machine, versions  # noqa: E402
+
+
+def loop_overhead(repeat: int, data_dir: str) -> dict:
+    import tempfile
+
+    from rich.console import Console
+
+    from vislab.api import make_config
+    from vislab.data.sources import load_dataset
+    from vislab.train.loop import Trainer
+    from vislab.train.losses import classification_loss
+
+    cfg = make_config(data="fashion-mnist", data_dir=data_dir, model="mlp", model_options={"hidden": [512, 256]},
+                      optimizer="rmsprop", batch_size=128, val_split=10000)
+    dataset = load_dataset(cfg.data, seed=0)
+    trainer = Trainer(cfg, Path(tempfile.mkdtemp()), dataset, Console(quiet=True))
+    images, labels = dataset.splits["train"].images, dataset.splits["train"].labels
+
+    def bare():
+        model, optimizer, pre = trainer.model, trainer.optimizer, trainer.preprocessing
+        model.train()
+        for index in torch.randperm(len(labels)).split(cfg.train.batch_size):
+            loss = classification_loss(model(pre(images[index])), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    loop_s, bare_s = [], []
+    for epoch in range(repeat + 1):  # the first pair warms up
+        start = time.perf_counter()
+        trainer.train_epoch(epoch, None)
+        middle = time.perf_counter()
+        bare()
+        if epoch:
+            loop_s.append(middle - start)
+            bare_s.append(time.perf_counter() - middle)
+    return {"measure": "loop_overhead", "model": "mlp 512-256", "precision": str(trainer.amp_dtype or "fp32"),
+            "vislab_epoch_s": [round(s, 3) for s in loop_s], "bare_epoch_s": [round(s, 3) for s in bare_s],
+            "ratio_of_medians": round(statistics.median(loop_s) / statistics.median(bare_s), 3)}
+
+
+def precision_costs(repeat: int) -> list[dict]:
+    from vislab.models import create_model
+    from vislab.train.losses import classification_loss
+
+    rows = []
+    for name, options, channels_last in (("mlp", {"hidden": [512, 256]}, False), ("chollet_convnet", {}, True),
+                                         ("vgg_like", {"dropout": 0.25}, True)):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10, in_chans=1, **options)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        optimizer = torch.optim.AdamW(model.parameters(), 1e-3, fused=True)
+        x = torch.randn(128, 1, 28, 28).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (128,))
+
+        def step(bf16: bool):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss = classification_loss(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        steps = 40 if name == "mlp" else 10
+        ms = {False: [], True: []}
+        for _ in range(repeat):
+            for bf16 in (False, True):
+                for _ in range(3):
+                    step(bf16)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step(bf16)
+                ms[bf16].append((time.perf_counter() - start) / steps * 1000)
+        fp32, bf16 = statistics.median(ms[False]), statistics.median(ms[True])
+        rows.append({"measure": "precision", "model": name, "batch": 128, "fp32_ms_per_step": round(fp32, 2),
+                     "bf16_ms_per_step": round(bf16, 2), "bf16_speedup": round(fp32 / bf16, 2)})
+    return rows
+
+
+def dropout_cost(repeat: int) -> dict:
+    from vislab.models.classic import Dropout
+
+    x = torch.randn(128, 32, 14, 14).to(memory_format=torch.channels_last).bfloat16().requires_grad_()
+    layer = Dropout(0.25).train()
+
+    def timed(fn, calls: int = 30) -> float:
+        for _ in range(3):
+            fn()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls * 1000
+
+    torch_ms, vislab_ms = [], []
+    for _ in range(repeat):
+        torch_ms.append(timed(lambda: torch.nn.functional.dropout(x, 0.25, True).sum().backward()))
+        vislab_ms.append(timed(lambda: layer(x).sum().backward()))
+    return {"measure": "dropout", "shape": list(x.shape), "dtype": "bf16",
+            "torch_ms": round(statistics.median(torch_ms), 3), "vislab_ms": round(statistics.median(vislab_ms), 3),
+            "speedup": round(statistics.median(torch_ms) / statistics.median(vislab_ms), 2)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data-dir", default=FMNIST_DIR)
+    args = parser.parse_args(argv)
+    info = {"benchmark": "step_costs", "machine": machine(), "versions": versions()}
+    emit({**info, **dropout_cost(args.repeat)})
+    for row in precision_costs(args.repeat):
+        emit({**info, **row})
+    if fmnist_available(args.data_dir):
+        emit({**info, **loop_overhead(args.repeat, args.data_dir)})
+    else:
+        print(f"bench_step_costs: {args.data_dir} not found; loop_overhead skipped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
