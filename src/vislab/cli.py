@@ -134,7 +134,8 @@ def _add_train(sub) -> None:
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "lbfgs"], default=None,
                    help="(default adam); lbfgs: with --cache-features, fit the head as logistic regression "
-                        "(full batch, --weight-decay = L2 penalty, default 1/N as scikit-learn's C=1)")
+                        "(full batch, so --lr and --batch-size do not apply; --weight-decay = L2 penalty, "
+                        "default 1/N as scikit-learn's C=1)")
     t.add_argument("--momentum", type=float, default=None, help="sgd/rmsprop momentum (default 0.9)")
     t.add_argument("--scheduler", choices=["none", "cosine", "onecycle", "step", "plateau"], default=None,
                    help="learning-rate schedule (default none)")
