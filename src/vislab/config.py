@@ -187,6 +187,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.lr must be positive")
     if not 0 <= cfg.train.label_smoothing < 1:
         raise ConfigError("train.label_smoothing must be in [0, 1)")
+    if cfg.train.weight_decay < 0:
+        raise ConfigError("train.weight_decay must be >= 0")
     if cfg.model.cache_features and cfg.model.freeze != "backbone":
         raise ConfigError("model.cache_features needs model.freeze=backbone (the features must not change)")
     if cfg.model.freeze_epochs and cfg.model.freeze != "backbone":
@@ -201,8 +203,6 @@ def validate(cfg: Config) -> Config:
         if cfg.train.scheduler != "none":
             raise ConfigError("train.optimizer=lbfgs takes no learning-rate schedule (its line search sets the "
                               "steps); use --scheduler none")
-        if cfg.train.weight_decay < 0:
-            raise ConfigError("train.weight_decay must be >= 0")
     return cfg
 
 

@@ -108,8 +108,7 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         # One param group of the trainable head; the strong-Wolfe line search sets the step (lr=1).
         from vislab.train.features import LBFGS_ITERATIONS_PER_EPOCH
 
-        trainable = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])
-                     if p.requires_grad]
+        trainable = [p for p in _flat(params) if p.requires_grad]
         return torch.optim.LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
                                  line_search_fn="strong_wolfe")
     if t.optimizer in ("adam", "adamw"):
@@ -124,8 +123,13 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=t.lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=t.weight_decay)
 
 
+def _flat(params) -> list[torch.Tensor]:
+    """The tensors of a parameter list or of a list of param-group dicts."""
+    return [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+
+
 def _can_fuse(params) -> bool:
-    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    tensors = _flat(params)
     return bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
 
 
@@ -198,10 +202,10 @@ class Trainer:
         self.cfg, self.run_dir, self.dataset, self.console = cfg, run_dir, dataset, console
         self.dist = dist  # torchrun: this rank's place; the single process otherwise
         self.device = resolve_device(cfg.train.device)
+        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         self.model, self.preprocessing = build_model(
             cfg.model, dataset.num_classes, dataset.channels, dataset.native_size
         )
-        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         # hook: finetune (freeze / finetune_last / param groups) -- see vislab.models.finetune
         self.param_groups = self._configure_trainable()
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
