@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     from vislab.models import create_model
     from vislab.models.finetune import freeze
     from vislab.train.features import (
-        FeatureSet, cached_head, evaluate_head, extract_features, fit_head, logistic_regression_head,
+        cached_head, evaluate_head, extract_features, fit_head, logistic_regression_head,
     )
 
     rows: dict[str, list[dict]] = {}
