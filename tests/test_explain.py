@@ -392,6 +392,30 @@ def test_overlays_and_sample_panel_are_written(cue_model, cue_test_set, tmp_path
     assert panel.name == "gradcam_samples.png" and panel.stat().st_size > 1000
 
 
+def test_overlay_panel_blends_each_heatmap_over_its_image():
+    """The panel is one picture: each cell is (1 - alpha) * image + alpha * jet(heat), under its title."""
+    from matplotlib import colormaps
+
+    from vislab.viz.explain import overlay_panel
+
+    image = np.full((3, 16, 16), 200, np.uint8)
+    heat = np.zeros((16, 16), np.float32)
+    heat[:, :8] = 1.0  # hot left half, cold right half
+    fig = overlay_panel([image, image], [heat, heat[:, ::-1]], ["first", "second"], columns=2, alpha=0.5)
+    ax = fig.axes[0]
+    canvas = np.asarray(ax.images[0].get_array())
+    assert [t.get_text() for t in ax.texts] == ["first", "second"]
+    jet = colormaps["jet"]
+    hot = np.round((0.5 * 200 / 255 + 0.5 * np.array(jet(1.0)[:3])) * 255)
+    cold = np.round((0.5 * 200 / 255 + 0.5 * np.array(jet(0.0)[:3])) * 255)
+    drawn = np.flatnonzero((canvas[:, 0] != 255).any(axis=1))  # canvas rows of the images, not titles or gaps
+    assert len(drawn) == 16
+    row = canvas[drawn[8]]
+    assert np.abs(row[0] - hot).max() <= 1 and np.abs(row[15] - cold).max() <= 1
+    second = canvas.shape[1] - 16  # the second cell is mirrored
+    assert np.abs(row[second] - cold).max() <= 1 and np.abs(row[-1] - hot).max() <= 1
+
+
 def test_cli_explain_activations_filters(lite0, tmp_path, capsys):
     import skimage.data
     import skimage.io

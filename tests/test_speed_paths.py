@@ -116,3 +116,34 @@ def test_auto_precision_is_bf16_on_bf16_cpus():
     assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_bf16() else None)
     assert resolve_precision("bf16", cpu) is torch.bfloat16
     assert resolve_precision("fp32", cpu) is None
+
+
+def test_training_start_imports_no_torchvision_timm_or_sklearn():
+    """Start-up time: the in-memory training path (loop, audit, model.json) needs none of these.
+
+    Each costs 0.6-1.3 s to import (torchvision pulls in torch._dynamo); the fast recipe
+    is timed from a cold start.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vislab.train import loop\n"
+        "from vislab.data import audit\n"
+        "from vislab.runs import versions\n"
+        "import vislab.cli\n"
+        "v = versions()\n"
+        "heavy = sorted(m for m in ('torchvision', 'timm', 'sklearn') if m in sys.modules)\n"
+        "print(','.join(heavy) or 'none', v['torchvision'] is not None, v['timm'] is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["none", "True", "True"]
+
+
+def test_augment_sits_in_a_torchvision_v2_pipeline():
+    from torchvision.transforms import v2
+
+    pipeline = v2.Compose([v2.ToDtype(torch.float32, scale=True), Augment(AugmentConfig(hflip=True, rotation=10))])
+    out = pipeline(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8))
+    assert out.shape == (3, 16, 16) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1

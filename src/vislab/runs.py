@@ -38,13 +38,20 @@ class Loaded:
 
 
 def versions() -> dict:
-    import timm
-    import torchvision
+    """Package versions for model.json, read from the installed metadata: importing
+    torchvision and timm only to ask would add about 2 s to every run."""
+    from importlib.metadata import PackageNotFoundError, version
 
     import vislab
 
-    return {"vislab": vislab.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "python": platform.python_version()}
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"vislab": vislab.__version__, "torch": torch.__version__, "torchvision": installed("torchvision"),
+            "timm": installed("timm"), "python": platform.python_version()}
 
 
 def parameter_counts(model: nn.Module) -> dict:

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vislab.viz.evaluation import _as_numpy, _save, _short, _show  # noqa: E402
+from vislab.viz.montage import fit as _fit, rgb as _rgb  # noqa: E402
 
 
 def plot_class_balance(counts: Mapping[str, Sequence[int]], class_names: Sequence[str], path) -> Path:
@@ -134,25 +135,6 @@ def plot_samples_per_class(samples: Sequence[Sequence], class_names: Sequence[st
 
 
 MONTAGE_CELL = 128  # largest side of a cell in the samples montage, in pixels
-
-
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 (C, H, W) or (H, W) -> (H, W, 3)."""
-    if image.ndim == 2:
-        image = image[None]
-    image = np.transpose(image, (1, 2, 0))
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
-
-
-def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Shrink (never enlarge) to fit height x width, keeping the aspect ratio."""
-    scale = min(height / image.shape[0], width / image.shape[1], 1.0)
-    if scale == 1.0:
-        return image
-    from PIL import Image
-
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
 def plot_augment_preview(originals, augmented, path, title: str = "Augmentation preview") -> Path:

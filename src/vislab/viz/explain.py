@@ -98,20 +98,24 @@ def lime_figure(image, mask: np.ndarray, heatmap: np.ndarray | None = None, titl
     return fig
 
 
-def overlay_panel(images, heatmaps, titles=None, columns: int = 4) -> Figure:
-    """A grid of overlays, e.g. Grad-CAM for the sample and the most-wrong images of a report."""
-    count = len(images)
-    columns = max(1, min(columns, count))
-    rows = max(1, math.ceil(count / columns))
-    fig = _new_figure(3 * columns, 3 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, columns)).reshape(-1)
-    for index, ax in enumerate(axes):
-        if index >= count:
-            ax.axis("off")
-            continue
-        title = titles[index] if titles else None
-        draw_overlay(ax, images[index], heatmaps[index], title, colorbar=False)
-    fig.tight_layout()
+def overlay_panel(images, heatmaps, titles=None, columns: int = 4, alpha: float = 0.45) -> Figure:
+    """A grid of overlays, e.g. Grad-CAM for the sample and the most-wrong images of a report.
+
+    Each heatmap is blended over its image as ``imshow(heatmap, alpha=alpha)`` would
+    draw it, and the grid is one picture (:mod:`vislab.viz.montage`).
+    """
+    from matplotlib import colormaps
+
+    from vislab.viz.montage import titled_grid
+
+    colormap = colormaps[HEATMAP_COLORMAP]
+    cells = []
+    for image, heatmap in zip(images, heatmaps):
+        heat = colormap(np.clip(np.asarray(heatmap, np.float32), 0, 1))[..., :3]
+        cells.append(np.round(((1 - alpha) * _as_hwc(image) + alpha * heat) * 255).astype(np.uint8))
+    fig = _new_figure(3, 3)
+    titled_grid(fig, cells, list(titles) if titles else [""] * len(cells), columns=columns, cell_max=128,
+                inches_per_column=3.0, title_band=0.22, header_inches=0.0)
     return fig
 
 
