@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vislab.config import AugmentConfig, ConfigError, resolve_config
 from vislab.data.augment import Augment
@@ -61,6 +62,27 @@ def test_shift_moves_by_at_most_the_fraction():
     assert torch.allclose(rows, torch.full_like(rows, 4.0), atol=1e-4)  # width only
 
 
+def test_whole_pixel_shifts_move_exact_pixels_over_minus_n_to_n():
+    """width_shift=2, height_shift=2: every image is the input moved by whole pixels in -2..2, unblurred."""
+    aug = Augment(AugmentConfig(width_shift=2, height_shift=2, fill_mode="constant"))
+    x = torch.randint(1, 256, (400, 1, 12, 12), dtype=torch.uint8)
+    y = aug(x, generator=gen())
+    seen = set()
+    for source, moved in zip(x, y):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(moved, torch.roll(F.pad(source, (2, 2, 2, 2)), (dy, dx), (1, 2))[:, 2:-2, 2:-2])]
+        assert len(found) == 1  # exactly one whole-pixel move explains the output
+        seen.add(found[0])
+    assert len(seen) == 25  # all of -2..2 x -2..2 occur
+
+
+def test_pixel_shifts_from_one_up_are_pixels_not_fractions():
+    mats = Augment(AugmentConfig(width_shift=1.5)).matrices(2000, 28, 28, gen())
+    pixels = mats[:, 0, 2] * 28 / 2  # normalised -> pixels
+    assert pixels.abs().max() <= 1.5 + 1e-4 and pixels.abs().max() > 1.4
+    assert (pixels - pixels.round()).abs().max() > 0.1  # continuous, not whole pixels
+
+
 def test_zoom_range_and_shear_range():
     mats = Augment(AugmentConfig(zoom=0.2)).matrices(1000, 28, 28, gen())
     sx = mats[:, 0, 0]
@@ -99,6 +121,9 @@ def test_unknown_and_ignored_options_are_errors():
         resolve_config(overrides={"augment.fill_mode": "reflect", "augment.hflip": True})
     with pytest.raises(ConfigError, match="fill_value is only used with fill_mode=constant"):
         resolve_config(overrides={"augment.fill_value": 128, "augment.rotation": 5})
-    with pytest.raises(ConfigError, match="fraction"):
-        resolve_config(overrides={"augment.width_shift": 3})
+    with pytest.raises(ConfigError, match="zoom must be a fraction"):
+        resolve_config(overrides={"augment.zoom": 3})
+    with pytest.raises(ConfigError, match="width_shift must be >= 0"):
+        resolve_config(overrides={"augment.width_shift": -0.1})
+    assert resolve_config(overrides={"augment.width_shift": 3}).augment.width_shift == 3  # pixels
     assert math.isclose(resolve_config(overrides={"augment.zoom": 0.2}).augment.zoom, 0.2)

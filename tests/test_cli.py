@@ -96,6 +96,16 @@ def test_train_yaml_then_flags_then_predict(tmp_path):
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == ["file", "rank", "class", "probability", "error"] and len(rows) == 3
 
+    # reduced precision says what it did, on stderr (stdout stays parseable)
+    from vislab.train.loop import cpu_has_bf16
+
+    if cpu_has_bf16():
+        assert "precision auto: bfloat16" in result.stderr and "recomputed in fp32" in result.stderr
+        result = run_cli("predict", str(run), str(files[0]), "--format", "json", "--precision", "bf16")
+        assert "can differ from fp32" in result.stderr and json.loads(result.stdout)[0]["top"]
+    result = run_cli("predict", str(run), str(files[0]), "--precision", "fp32")
+    assert result.returncode == 0 and "precision" not in result.stderr
+
 
 def test_resume_refuses_other_flags(tmp_path):
     result = run_cli("train", "--resume", str(tmp_path), "--lr", "0.1")

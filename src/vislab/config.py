@@ -57,8 +57,8 @@ class AugmentConfig:
     vflip: bool = False
     rotation: float = 0.0  # degrees: uniform in [-rotation, rotation]
     zoom: float = 0.0  # scale uniform in [1 - zoom, 1 + zoom]
-    width_shift: float = 0.0  # fraction of the width
-    height_shift: float = 0.0  # fraction of the height
+    width_shift: float = 0.0  # fraction of the width if < 1, else pixels (whole number: whole-pixel shifts)
+    height_shift: float = 0.0  # fraction of the height if < 1, else pixels (whole number: whole-pixel shifts)
     shear: float = 0.0  # shear angle in degrees, uniform in [-shear, shear]
     fill_mode: str = "nearest"  # nearest | constant | reflect | wrap
     fill_value: float = 0.0  # 0..255, used only with fill_mode=constant
@@ -180,9 +180,11 @@ def validate(cfg: Config) -> Config:
     for key in ("rotation", "shear"):
         if not 0 <= getattr(aug, key) <= 180:
             raise ConfigError(f"augment.{key} is in degrees and must be within 0..180")
-    for key in ("zoom", "width_shift", "height_shift"):
-        if not 0 <= getattr(aug, key) < 1:
-            raise ConfigError(f"augment.{key} must be a fraction in [0, 1)")
+    if not 0 <= aug.zoom < 1:
+        raise ConfigError("augment.zoom must be a fraction in [0, 1)")
+    for key in ("width_shift", "height_shift"):
+        if getattr(aug, key) < 0:
+            raise ConfigError(f"augment.{key} must be >= 0: a fraction of the size below 1, pixels from 1 up")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if cfg.train.lr <= 0:

@@ -10,7 +10,9 @@ torchvision here saves about 1.2 s of start-up, most of it ``torch._dynamo``).
 
 Meanings (as in Keras):
     rotation: degrees, uniform in [-r, r]; zoom: scale uniform in [1 - z, 1 + z]
-    (> 1 zooms out); width_shift/height_shift: fraction of the size; shear: degrees;
+    (> 1 zooms out); width_shift/height_shift: fraction of the size when < 1, pixels
+    when >= 1 (a whole number n gives whole-pixel shifts, uniform over -n..n: exact
+    pixels, no interpolation, like a pad-and-random-crop); shear: degrees;
     fill_mode: nearest | constant (fill_value, 0..255) | reflect | wrap.
 
 Example:
@@ -42,6 +44,12 @@ class Augment(nn.Module):
     def _uniform(self, n: int, half_width: float, generator) -> torch.Tensor:
         return (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * half_width
 
+    def _shift(self, n: int, value: float, size: int, generator) -> torch.Tensor:
+        """Shifts in pixels: a fraction of ``size`` below 1, pixels from 1 up, whole pixels for a whole number."""
+        if value >= 1 and float(value).is_integer():
+            return torch.randint(-int(value), int(value) + 1, (n,), generator=generator).double()
+        return self._uniform(n, value * size if value < 1 else value, generator)
+
     def matrices(self, n: int, height: int, width: int, generator=None) -> torch.Tensor:
         """(n, 2, 3) sampling matrices in grid_sample's normalised coordinates (output -> input)."""
         cfg = self.cfg
@@ -49,8 +57,8 @@ class Augment(nn.Module):
         shear = torch.deg2rad(self._uniform(n, cfg.shear, generator))
         zoom_x = 1 + self._uniform(n, cfg.zoom, generator)
         zoom_y = 1 + self._uniform(n, cfg.zoom, generator)
-        shift_x = self._uniform(n, cfg.width_shift * width, generator)  # pixels
-        shift_y = self._uniform(n, cfg.height_shift * height, generator)
+        shift_x = self._shift(n, cfg.width_shift, width, generator)  # pixels
+        shift_y = self._shift(n, cfg.height_shift, height, generator)
         flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(n)
         flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.vflip else torch.ones(n)
         cos, sin = torch.cos(theta), torch.sin(theta)
