@@ -4,12 +4,13 @@ Measures, side by side in one process, at batch 32 and 224 px:
 
 * raw timm ``tf_efficientnet_lite0`` (the shipped ImageNet weights) on a ready float batch:
   fp32 contiguous, fp32 channels_last, bf16 autocast + channels_last;
-* vislab's ``Predictor`` (``vislab predict``) on uint8 batches, preprocessing included;
+* vislab's ``Predictor`` (``vislab predict``) on uint8 batches, preprocessing included, with
+  ``--precision auto`` (bf16, near-ties re-checked in fp32) and ``--precision bf16`` (no re-check);
 * vislab's ``extract_features`` (cached feature extraction), preprocessing included;
 
-The vislab ratios come from raw bf16 + channels_last and the two vislab paths timed
-in turns (raw, predict, extract, raw, ...; medians), so a shared host's slow spells
-hit all three alike. And the top-1 agreement of each with fp32 on real photos (scikit-image's sample
+The vislab ratios come from raw bf16 + channels_last and the vislab paths timed
+in turns (raw, predict auto, predict bf16, extract, raw, ...; medians), so a shared
+host's slow spells hit them all alike. And the top-1 agreement of each with fp32 on real photos (scikit-image's sample
 images, randomly cropped and flipped). One JSON line per measurement, with the machine
 and library versions. Numbers depend on the machine and its load: run it on an idle one.
 
@@ -168,6 +169,9 @@ def main(argv=None) -> int:
                           device="cpu", precision="auto")
     predict_top1 = torch.cat([predictor.probabilities(c) for c in agree_u8.split(args.batch)]).argmax(1)
     rechecked = predictor.rechecked  # near-tied bf16 answers recomputed in fp32, of the agreement images
+    predictor_bf16 = Predictor(Loaded(model, pre, names, {"name": "imagenet:efficientnet_lite0"}, None),
+                               device="cpu", precision="bf16")
+    predict_bf16_top1 = torch.cat([predictor_bf16.probabilities(c) for c in agree_u8.split(args.batch)]).argmax(1)
 
     # vislab cached feature extraction (precision auto: bf16 only when it agrees with fp32)
     # the bf16-vs-fp32 check runs once per extraction (first batch); time the chosen precision
@@ -187,6 +191,7 @@ def main(argv=None) -> int:
             model(x_cl)
 
     runs = {"raw": raw_bf16, "predict": lambda: predictor.probabilities(batch_u8),
+            "predict_bf16": lambda: predictor_bf16.probabilities(batch_u8),
             "extract": lambda: extract_features(model, pre, batch_u8, batch_size=args.batch, precision=chosen)}
     seconds = {name: [] for name in runs}
     for name, fn in runs.items():  # warm-up
@@ -202,6 +207,8 @@ def main(argv=None) -> int:
     emit("vislab predict (auto precision)", speed["predict"], predict_top1, reference,
          precision=str(predictor.dtype or "fp32"), ratio_to_raw_bf16_in_turns=round(speed["predict"] / speed["raw"], 3),
          rechecked_in_fp32=f"{rechecked}/{len(agree_u8)}")
+    emit("vislab predict --precision bf16", speed["predict_bf16"], predict_bf16_top1, reference,
+         precision="torch.bfloat16", ratio_to_raw_bf16_in_turns=round(speed["predict_bf16"] / speed["raw"], 3))
     emit("vislab extract_features (auto precision)", speed["extract"], extract_top1, reference, precision=chosen,
          ratio_to_raw_bf16_in_turns=round(speed["extract"] / speed["raw"], 3))
     return 0

@@ -56,16 +56,20 @@ def plot_image_geometry(widths: Sequence[int], heights: Sequence[int], path) -> 
     widths = np.asarray(widths, dtype=float)
     heights = np.asarray(heights, dtype=float)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    unique = len(set(zip(widths.tolist(), heights.tolist())))
-    left.scatter(widths, heights, s=8, alpha=0.4, edgecolors="none")
-    left.set(xlabel="Width (px)", ylabel="Height (px)", title=f"Image sizes ({len(widths)} images, {unique} distinct)")
+    # one marker per distinct size, its area by how many images have it (70k points drew in ~0.5 s)
+    sizes, counts = np.unique(np.stack([widths, heights], 1), axis=0, return_counts=True) if len(widths) \
+        else (np.zeros((0, 2)), np.zeros(0))
+    area = 8 + 292 * np.sqrt(counts / max(1, counts.max(initial=0)))
+    left.scatter(sizes[:, 0], sizes[:, 1], s=area, alpha=0.5, edgecolors="none")
+    left.set(xlabel="Width (px)", ylabel="Height (px)",
+             title=f"Image sizes ({len(widths)} images, {len(sizes)} distinct; area = count)")
     if len(widths):
         # A single size would give a zero-width axis; pad it so the point is visible.
         pad = max(1.0, 0.05 * max(widths.max(), heights.max()))
         left.set_xlim(widths.min() - pad, widths.max() + pad)
         left.set_ylim(heights.min() - pad, heights.max() + pad)
     aspect = widths / np.maximum(heights, 1)
-    right.hist(aspect, bins=30 if np.ptp(aspect) > 0 else 1, color="#4c72b0", edgecolor="black")
+    right.hist(aspect, bins=30 if len(aspect) and np.ptp(aspect) > 0 else 1, color="#4c72b0", edgecolor="black")
     right.set(xlabel="Aspect ratio (width / height)", ylabel="Images", title="Aspect ratios")
     return _save(fig, path)
 
