@@ -86,6 +86,16 @@ def test_augmentation_is_reproducible_from_its_generator():
     assert torch.equal(a, b)
 
 
+def test_every_recipe_is_a_cli_choice_and_resolves():
+    from vislab.cli import build_parser
+
+    for name in RECIPES:
+        args = build_parser().parse_args(["train", "--recipe", name])
+        cfg = resolve_config(overrides={"recipe": args.recipe, "train.epochs": 1})
+        assert cfg.model.name == RECIPES[name]["model.name"] and cfg.train.epochs == 1  # flags beat the recipe
+    assert resolve_config(overrides={"recipe": "accurate"}).model.options["widths"] == [32, 96, 192]
+
+
 def test_fast_recipe_resolves_and_its_network_is_small():
     cfg = resolve_config(overrides={"recipe": "fast"})
     assert cfg.model.name == RECIPES["fast"]["model.name"]

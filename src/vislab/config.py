@@ -151,6 +151,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data.val_split": 0.0,
     },
 }
+# Fashion-MNIST >= 94% within 10 minutes on 2 CPU cores: the fast recipe with 1.5x the channels at
+# 1/2 and 1/4 resolution, 20 epochs, a lower peak. One 1-thread run each (seed 0): 94.2% with flips
+# only; random whole-pixel shifts of up to 2 px (93.9% in 20 and 24 epochs) and the narrower
+# fastnet for 36 epochs (93.9%) fell short.
+RECIPES["accurate"] = {
+    **RECIPES["fast"],
+    "model.options": {"widths": [32, 96, 192], "blocks": [0, 0], "pool_early": True},
+    "train.epochs": 20,
+    "train.lr": 5e-3,
+}
 
 
 def _check_choice(key: str, value, choices) -> None:
