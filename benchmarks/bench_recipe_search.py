@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import FMNIST_DIR, emit, fmnist_available, machine, versions, vislab_command  # noqa: E402
 
+FLIPS_ONLY = ["--width-shift", "0", "--height-shift", "0", "--fill-mode", "nearest"]
 GROUPS = {
     "lr": [
         ["--recipe", "fast", "--epochs", "3", "--lr", "0.004"],
@@ -54,10 +55,11 @@ GROUPS = {
         ["--recipe", "fast", "--epochs", "5", "--lr", "0.002", "--model-opt", "widths=[16,64,128]"],
     ],
     "accurate": [
-        ["--recipe", "accurate"],
-        ["--recipe", "accurate", "--width-shift", "2", "--height-shift", "2", "--fill-mode", "constant"],
-        ["--recipe", "accurate", "--epochs", "24", "--width-shift", "2", "--height-shift", "2",
-         "--fill-mode", "constant"],
+        ["--recipe", "accurate"],  # whole-pixel shifts of up to 1 px
+        ["--recipe", "accurate", *FLIPS_ONLY],
+        ["--recipe", "accurate", *FLIPS_ONLY, "--weight-decay", "0.2"],
+        ["--recipe", "accurate", "--width-shift", "2", "--height-shift", "2"],
+        ["--recipe", "accurate", "--width-shift", "2", "--height-shift", "2", "--epochs", "24"],
         ["--recipe", "fast", "--epochs", "36", "--lr", "0.005", "--width-shift", "2", "--height-shift", "2",
          "--fill-mode", "constant"],
     ],
