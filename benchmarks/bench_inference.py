@@ -7,6 +7,8 @@ Measures, side by side in one process, at batch 32 and 224 px:
 * vislab's ``Predictor`` (``vislab predict``) on uint8 batches, preprocessing included, with
   ``--precision auto`` (bf16, near-ties re-checked in fp32) and ``--precision bf16`` (no re-check);
 * vislab's ``extract_features`` (cached feature extraction), preprocessing included;
+* a sweep of the re-check margin: how many bf16 answers each margin sends to fp32 and the
+  agreement that buys;
 
 The vislab ratios come from raw bf16 + channels_last and the vislab paths timed
 in turns (raw, predict auto, predict bf16, extract, raw, ...; medians), so a shared
