@@ -414,6 +414,7 @@ def test_overlay_panel_blends_each_heatmap_over_its_image():
     assert np.abs(row[0] - hot).max() <= 1 and np.abs(row[15] - cold).max() <= 1
     second = canvas.shape[1] - 16  # the second cell is mirrored
     assert np.abs(row[second] - cold).max() <= 1 and np.abs(row[-1] - hot).max() <= 1
+    assert not overlay_panel([], []).axes[0].images  # nothing to show: an empty panel, not an error
 
 
 def test_cli_explain_activations_filters(lite0, tmp_path, capsys):

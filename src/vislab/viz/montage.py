@@ -48,6 +48,10 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
         (4.2, 3)
     """
     count = len(cells)
+    if not count:
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.axis("off")
+        return ax
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
     cell_h = min(cell_max, max(c.shape[0] for c in cells))
