@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vislab.viz.evaluation import _as_numpy, _save, _short, _show  # noqa: E402
-from vislab.viz.montage import fit as _fit, rgb as _rgb  # noqa: E402
+from vislab.viz.montage import cell_size, paste, rgb as _rgb  # noqa: E402
 
 
 def plot_class_balance(counts: Mapping[str, Sequence[int]], class_names: Sequence[str], path) -> Path:
@@ -115,17 +115,12 @@ def plot_samples_per_class(samples: Sequence[Sequence], class_names: Sequence[st
     rows = max(1, len(class_names))
     columns = max([1] + [len(s) for s in samples])
     images = [[_rgb(_as_numpy(image)) for image in (samples[r] if r < len(samples) else [])] for r in range(rows)]
-    shapes = [image.shape for row in images for image in row] or [(8, 8, 3)]
-    cell_h = min(MONTAGE_CELL, max(shape[0] for shape in shapes))
-    cell_w = min(MONTAGE_CELL, max(shape[1] for shape in shapes))
+    cell_h, cell_w = cell_size([image for row in images for image in row] or [np.zeros((8, 8, 3))], MONTAGE_CELL)
     gap = max(1, cell_h // 12)
     canvas = np.full((rows * (cell_h + gap), columns * (cell_w + gap), 3), 255, np.uint8)
     for r, row in enumerate(images):
         for c, image in enumerate(row):
-            cell = _fit(image, cell_h, cell_w)
-            top = r * (cell_h + gap) + (cell_h - cell.shape[0]) // 2
-            left = c * (cell_w + gap) + (cell_w - cell.shape[1]) // 2
-            canvas[top:top + cell.shape[0], left:left + cell.shape[1]] = cell
+            paste(canvas, image, r * (cell_h + gap), c * (cell_w + gap), cell_h, cell_w)
     fig, ax = plt.subplots(figsize=(1.5 * columns + 1.2, 1.5 * rows + 0.5))
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([])

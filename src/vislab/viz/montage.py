@@ -32,6 +32,19 @@ def fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
+def cell_size(cells: Sequence[np.ndarray], cell_max: int) -> tuple[int, int]:
+    """The (height, width) of a grid cell: the largest image's, capped at ``cell_max``."""
+    return (min(cell_max, max(c.shape[0] for c in cells)), min(cell_max, max(c.shape[1] for c in cells)))
+
+
+def paste(canvas: np.ndarray, image: np.ndarray, top: int, left: int, cell_h: int, cell_w: int) -> None:
+    """Shrink ``image`` to fit the cell at (top, left) and centre it there."""
+    image = fit(image, cell_h, cell_w)
+    top += (cell_h - image.shape[0]) // 2
+    left += (cell_w - image.shape[1]) // 2
+    canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+
+
 def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours: Sequence[str] | None = None,
                 columns: int = 6, cell_max: int = 96, inches_per_column: float = 2.1, title_band: float = 0.36,
                 header_inches: float = 0.45, fontsize: int = 9):
@@ -54,8 +67,7 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
         return ax
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
-    cell_h = min(cell_max, max(c.shape[0] for c in cells))
-    cell_w = min(cell_max, max(c.shape[1] for c in cells))
+    cell_h, cell_w = cell_size(cells, cell_max)
     gap = max(1, cell_w // 14)
     band = round(title_band * cell_w)  # room above each image for its title, in canvas pixels
     pitch_y, pitch_x = band + cell_h + gap, cell_w + gap
@@ -66,10 +78,7 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
     ax = fig.add_axes((0, 0, 1, height_in / (height_in + header_inches)))
     for i, cell in enumerate(cells):
         r, c = divmod(i, columns)
-        cell = fit(cell, cell_h, cell_w)
-        top = r * pitch_y + band + (cell_h - cell.shape[0]) // 2
-        left = c * pitch_x + (cell_w - cell.shape[1]) // 2
-        canvas[top:top + cell.shape[0], left:left + cell.shape[1]] = cell
+        paste(canvas, cell, r * pitch_y + band, c * pitch_x, cell_h, cell_w)
         ax.text(c * pitch_x + cell_w / 2, r * pitch_y + band * 0.92, titles[i], ha="center", va="bottom",
                 color=colours[i] if colours else "black", fontsize=fontsize)
     ax.imshow(canvas, interpolation="nearest")
