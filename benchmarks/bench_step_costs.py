@@ -10,7 +10,14 @@ Two measurements, one JSON line each (alternating, ``--repeat`` times, medians r
   behind ``--precision auto`` (bf16 for convolutional models, fp32 for MLPs);
 * ``dropout`` -- forward + backward of dropout (p = 0.25) on one vgg_like activation
   (128 x 32 x 14 x 14, bf16, channels_last): ``torch.nn.functional.dropout`` against
-  ``vislab.models.classic.Dropout``.
+  ``vislab.models.classic.Dropout``;
+* ``rmsprop`` -- one optimiser step over the MLP's 535k parameters:
+  ``torch.optim.RMSprop`` against ``vislab.train.optim.FusedRMSprop``;
+* ``pool_order`` -- a chollet_convnet training step (batch 64, bf16, channels_last) in
+  the registry's layer order against ``vislab.train.speed.pool_before_relu``'s;
+* ``allocator`` -- the same step in two fresh processes, glibc's default malloc
+  settings against ``vislab.train.speed.reuse_freed_memory``: ms per step and minor page
+  faults per step.
 
 Usage:
     python benchmarks/bench_step_costs.py [--repeat 3]
@@ -131,12 +138,124 @@ def dropout_cost(repeat: int) -> dict:
             "speedup": round(statistics.median(torch_ms) / statistics.median(vislab_ms), 2)}
 
 
+def _timed_ms(fn, calls: int) -> float:
+    for _ in range(3):
+        fn()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1000
+
+
+def rmsprop_cost(repeat: int) -> dict:
+    from vislab.train.optim import FusedRMSprop
+
+    def optimizer(cls):
+        params = [torch.nn.Parameter(torch.randn(shape) * 0.05)
+                  for shape in ((512, 784), (512,), (256, 512), (256,), (10, 256), (10,))]
+        for p in params:
+            p.grad = torch.randn_like(p) * 1e-3
+        return cls(params, lr=1e-3, alpha=0.9, eps=1e-7)
+
+    torch_opt, fused_opt = optimizer(torch.optim.RMSprop), optimizer(FusedRMSprop)
+    torch_ms, fused_ms = [], []
+    for _ in range(repeat):
+        torch_ms.append(_timed_ms(torch_opt.step, 200))
+        fused_ms.append(_timed_ms(fused_opt.step, 200))
+    return {"measure": "rmsprop", "parameters": 535_818, "torch_ms": round(statistics.median(torch_ms), 3),
+            "vislab_fused_ms": round(statistics.median(fused_ms), 3),
+            "speedup": round(statistics.median(torch_ms) / statistics.median(fused_ms), 2)}
+
+
+def _chollet_step():
+    """A chollet_convnet training step (batch 64, bf16, channels_last) and its model."""
+    from vislab.models.classic import materialize
+    from vislab.models import create_model
+    from vislab.train.losses import classification_loss
+    from vislab.train.optim import FusedRMSprop
+
+    torch.manual_seed(0)
+    model = materialize(create_model("chollet_convnet", num_classes=10, in_chans=1), (1, 28, 28))
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = FusedRMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    x = torch.rand(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (64,))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        loss = classification_loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return model, step
+
+
+def pool_order_cost(repeat: int) -> dict:
+    from vislab.train.speed import pool_before_relu
+
+    registry_model, registry_step = _chollet_step()
+    swapped_model, swapped_step = _chollet_step()
+    pool_before_relu(swapped_model)
+    registry_ms, swapped_ms = [], []
+    for _ in range(repeat):
+        registry_ms.append(_timed_ms(registry_step, 40))
+        swapped_ms.append(_timed_ms(swapped_step, 40))
+    return {"measure": "pool_order", "model": "chollet_convnet", "batch": 64,
+            "relu_then_pool_ms": round(statistics.median(registry_ms), 2),
+            "pool_then_relu_ms": round(statistics.median(swapped_ms), 2),
+            "speedup": round(statistics.median(registry_ms) / statistics.median(swapped_ms), 2)}
+
+
+def _allocator_worker(reuse: bool) -> None:
+    """In a fresh process: ms and minor page faults per chollet_convnet step; prints one JSON object."""
+    import json
+    import resource
+
+    from vislab.train.speed import reuse_freed_memory
+
+    took = reuse_freed_memory() if reuse else False
+    _, step = _chollet_step()
+    for _ in range(5):
+        step()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ms = _timed_ms(step, 60)  # 3 more warm-up steps inside
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 63
+    print(json.dumps({"ms": ms, "faults": faults, "took": took}))
+
+
+def allocator_cost(repeat: int) -> dict:
+    import json
+    import subprocess
+
+    runs = {False: [], True: []}
+    for _ in range(repeat):
+        for reuse in (False, True):
+            out = subprocess.run([sys.executable, __file__, "--allocator-worker", "on" if reuse else "off"],
+                                 capture_output=True, text=True, check=True).stdout
+            runs[reuse].append(json.loads(out.strip().splitlines()[-1]))
+    med = {k: {key: statistics.median(r[key] for r in v) for key in ("ms", "faults")} for k, v in runs.items()}
+    return {"measure": "allocator", "model": "chollet_convnet", "batch": 64, "settings_took": runs[True][0]["took"],
+            "default_ms": round(med[False]["ms"], 2), "reuse_ms": round(med[True]["ms"], 2),
+            "default_minor_faults_per_step": round(med[False]["faults"]),
+            "reuse_minor_faults_per_step": round(med[True]["faults"]),
+            "speedup": round(med[False]["ms"] / med[True]["ms"], 2)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-dir", default=FMNIST_DIR)
+    parser.add_argument("--allocator-worker", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.allocator_worker:
+        _allocator_worker(args.allocator_worker == "on")
+        return 0
     info = {"benchmark": "step_costs", "machine": machine(), "versions": versions()}
+    emit({**info, **allocator_cost(args.repeat)})
+    emit({**info, **rmsprop_cost(args.repeat)})
+    emit({**info, **pool_order_cost(args.repeat)})
     emit({**info, **dropout_cost(args.repeat)})
     for row in precision_costs(args.repeat):
         emit({**info, **row})

@@ -157,3 +157,41 @@ def test_augment_sits_in_a_torchvision_v2_pipeline():
     pipeline = v2.Compose([v2.ToDtype(torch.float32, scale=True), Augment(AugmentConfig(hflip=True, rotation=10))])
     out = pipeline(torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8))
     assert out.shape == (3, 16, 16) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize("precision", [None, torch.bfloat16])
+def test_pool_before_relu_trains_bit_identically(digits, precision):
+    from vislab.models.classic import materialize
+    from vislab.train.speed import pool_before_relu
+
+    (x, y), _ = digits
+    x = F.interpolate(x[:256], size=(28, 28), mode="nearest")  # vgg_like at its 28x28
+    weights = {}
+    for swap in (False, True):
+        torch.manual_seed(0)
+        model = materialize(create_model("vgg_like", num_classes=10, in_chans=1, dropout=0.25), (1, 28, 28))
+        model = model.to(memory_format=torch.channels_last)
+        fresh_keys = list(model.state_dict())
+        if swap:
+            assert pool_before_relu(model) == 3  # one per VGG block
+            assert [type(m).__name__ for m in model.features[2:6]] == ["Conv2d", "MaxPool2d", "ReLU", "Dropout"]
+            assert list(model.state_dict()) == fresh_keys  # checkpoints load into the registry's network
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for step in range(4):
+            torch.manual_seed(100 + step)  # the same dropout masks in both runs
+            with torch.autocast("cpu", dtype=precision or torch.bfloat16, enabled=precision is not None):
+                logits = model(x[step * 64:(step + 1) * 64].contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits.float(), y[step * 64:(step + 1) * 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        weights[swap] = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(weights[False], weights[True]))
+
+
+def test_reuse_freed_memory_takes_on_glibc():
+    import platform
+
+    from vislab.train.speed import reuse_freed_memory
+
+    assert reuse_freed_memory() is (platform.libc_ver()[0] == "glibc" and platform.system() == "Linux")

@@ -184,8 +184,8 @@ class ShardedBatches:
             yield from self.loader
             return
         for index in self.sampler:
-            index = torch.as_tensor(index, dtype=torch.int64)
-            yield self.split.images[index], self.split.labels[index]
+            index = torch.as_tensor(index, dtype=torch.int64, device=self.split.images.device)
+            yield self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
 
 
 def shard(ctx: DistContext, batches):

@@ -1,0 +1,76 @@
+"""FusedRMSprop gives torch.optim.RMSprop's results, state and state dict, in one fused kernel."""
+
+import pytest
+import torch
+
+from vislab.train.optim import FusedRMSprop
+
+
+def _params(seed: int, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(64, 49), (64,), (10, 64), (10,)]
+    return [torch.nn.Parameter(torch.randn(s, generator=generator, dtype=dtype)) for s in shapes]
+
+
+def _run(optimizer_cls, params, steps, seed=1, **kwargs):
+    groups = [{"params": params[:2]}, {"params": params[2:], "lr": 3e-3}]
+    opt = optimizer_cls(groups, lr=1e-3, alpha=0.9, eps=1e-7, **kwargs)
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        for i, p in enumerate(params):
+            # one parameter gets no gradient on odd steps: skipped, as in torch
+            p.grad = None if (i == 1 and step % 2) else torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.01
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.05}, {"maximize": True}])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_rmsprop_matches_torch(kwargs, dtype):
+    ours, theirs = _params(0, dtype), _params(0, dtype)
+    fused = _run(FusedRMSprop, ours, 25, **kwargs)
+    reference = _run(torch.optim.RMSprop, theirs, 25, **kwargs)
+    assert fused._scratch, "the fused kernel did not run"
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=tol, atol=tol)
+        torch.testing.assert_close(fused.state[a]["square_avg"], reference.state[b]["square_avg"], rtol=tol, atol=tol)
+        assert float(fused.state[a]["step"]) == float(reference.state[b]["step"])
+    assert float(fused.state[ours[1]]["step"]) == 13  # skipped on the 12 odd steps
+
+
+def test_fused_rmsprop_falls_back_where_it_cannot_fuse():
+    ours, theirs = _params(0), _params(0)
+    fused = _run(FusedRMSprop, ours, 10, momentum=0.9, centered=True)
+    _run(torch.optim.RMSprop, theirs, 10, momentum=0.9, centered=True)
+    assert not fused._scratch  # PyTorch's implementation ran
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach())
+
+
+def test_fused_rmsprop_state_dict_is_torch_compatible():
+    ours, theirs = _params(0), _params(0)
+    fused = _run(FusedRMSprop, ours, 5)
+    reference = _run(torch.optim.RMSprop, theirs, 5)
+    # resume each from the other's state dict: both keep going in step
+    swapped_ours = torch.optim.RMSprop([{"params": ours[:2]}, {"params": ours[2:]}], lr=1e-3)
+    swapped_ours.load_state_dict(fused.state_dict())
+    swapped_theirs = FusedRMSprop([{"params": theirs[:2]}, {"params": theirs[2:]}], lr=1e-3)
+    swapped_theirs.load_state_dict(reference.state_dict())
+    for p, q in zip(ours, theirs):
+        g = torch.full_like(p, 0.02)
+        p.grad, q.grad = g, g.clone()
+    swapped_ours.step()
+    swapped_theirs.step()
+    for p, q in zip(ours, theirs):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_trainer_uses_fused_rmsprop():
+    from vislab.config import resolve_config
+    from vislab.train.loop import make_optimizer
+
+    cfg = resolve_config(overrides={"train.optimizer": "rmsprop", "train.lr": 1e-3})
+    opt = make_optimizer(_params(0), cfg)
+    assert isinstance(opt, FusedRMSprop)
+    assert opt.defaults["alpha"] == 0.9 and opt.defaults["eps"] == 1e-7  # Keras' rho and epsilon
