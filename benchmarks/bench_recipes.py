@@ -1,7 +1,8 @@
 """Benchmark: the seeds' recipes through `vislab train` against the seeds' own tf.keras code.
 
 For each recipe (mlp, chollet_convnet, vgg_like + dropout, model3) the two sides run
-alternately in one invocation (keras, vislab, keras, vislab, ... with ``--repeat``),
+alternately in one invocation (keras, vislab, keras, vislab, ... with ``--repeat``;
+repeat r uses seed r on both sides, so test accuracies are means over initialisations),
 on the same data (Fashion-MNIST, 50k train / 10k validation / 10k test), the same
 optimiser, learning rate, batch size and epochs (see keras_seeds.py for the table
 and where the values come from). One JSON line per run, then one ``ratio`` line per
@@ -58,22 +59,22 @@ def tf_python() -> Path:
     return python
 
 
-def run_keras(recipe: str, epochs: int, data_dir: str) -> dict:
+def run_keras(recipe: str, epochs: int, data_dir: str, seed: int) -> dict:
     proc = subprocess.run([str(tf_python()), str(KERAS_SCRIPT), "--recipe", recipe, "--epochs", str(epochs),
-                           "--data-dir", data_dir], capture_output=True, text=True)
+                           "--data-dir", data_dir, "--seed", str(seed)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"keras_seeds.py {recipe} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "seed": seed}
 
 
-def run_vislab(recipe: str, epochs: int, data_dir: str, extra: list[str]) -> dict:
+def run_vislab(recipe: str, epochs: int, data_dir: str, seed: int, extra: list[str]) -> dict:
     hp = RECIPES[recipe]
     with tempfile.TemporaryDirectory(prefix="vislab-bench-recipe-") as tmp:
         out = Path(tmp) / "run"
         command = [*vislab_command(), "train", "--data", "fashion-mnist", "--data-dir", data_dir,
                    "--model", recipe, "--optimizer", hp["optimizer"], "--lr", str(hp["lr"]),
                    "--batch-size", str(hp["batch_size"]), "--epochs", str(epochs), "--val-split", "10000",
-                   "--out", str(out), "--no-progress", *extra]
+                   "--seed", str(seed), "--out", str(out), "--no-progress", *extra]
         if MODEL_OPTIONS[recipe]:
             command += ["--model-opt", *MODEL_OPTIONS[recipe]]
         start = time.perf_counter()
@@ -87,7 +88,7 @@ def run_vislab(recipe: str, epochs: int, data_dir: str, extra: list[str]) -> dic
         metrics = json.loads((out / "metrics.json").read_text())
     return {
         "side": "vislab", "recipe": recipe, "epochs": epochs, "batch_size": hp["batch_size"],
-        "optimizer": hp["optimizer"], "lr": hp["lr"], "command": " ".join(command[2:]),
+        "optimizer": hp["optimizer"], "lr": hp["lr"], "seed": seed, "command": " ".join(command[2:]),
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         "seconds_per_epoch_after_first": round(sum(seconds[1:]) / (len(seconds) - 1), 3) if len(seconds) > 1
         else None,
@@ -129,8 +130,9 @@ def main(argv=None) -> int:
         for rep in range(args.repeat):
             for side in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
                 info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
-                result = (run_keras(recipe, epochs, args.data_dir) if side == "keras"
-                          else run_vislab(recipe, epochs, args.data_dir, args.vislab_args))
+                # repeat r uses seed r on both sides: the mean accuracy averages over initialisations
+                result = (run_keras(recipe, epochs, args.data_dir, rep) if side == "keras"
+                          else run_vislab(recipe, epochs, args.data_dir, rep, args.vislab_args))
                 results[side].append(result)
                 emit({"benchmark": "seed_recipe", "repeat": rep, **result, **info})
         if len(sides) == 2:
@@ -151,6 +153,8 @@ def main(argv=None) -> int:
                   "wall_ratio": round(_mean([r["wall_s"] for r in vis]) / _mean([r["wall_s"] for r in keras]), 3),
                   "keras_test_accuracy": round(acc["keras"], 4), "vislab_test_accuracy": round(acc["vislab"], 4),
                   "accuracy_gap_points": round(100 * (acc["vislab"] - acc["keras"]), 2),
+                  "keras_test_accuracies": [round(r["test_accuracy"], 4) for r in keras],
+                  "vislab_test_accuracies": [round(r["test_accuracy"], 4) for r in vis],
                   "tensorflow": keras[0]["versions"]["tensorflow"], **info})
     return 0
 

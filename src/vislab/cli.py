@@ -107,7 +107,7 @@ def _add_train(sub) -> None:
                 "  vislab train --resume runs/fmnist --epochs 20")
     p.add_argument("--config", default=None, help="YAML file with data/augment/model/train sections")
     p.add_argument("--recipe", default=None, choices=["fast", "accurate"],
-                   help="a bundle of tuned defaults for 28 px grey images such as Fashion-MNIST: fast (about a "
+                   help="a bundle of tuned defaults for 28 px grey images such as Fashion-MNIST: fast (under a "
                         "minute on 2 CPU cores, >= 92%% on Fashion-MNIST) or accurate (about 9 minutes, >= 94%%); "
                         "any other flag overrides it")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")

@@ -132,7 +132,7 @@ class Config:
 # Named bundles of defaults. A recipe sits between the code defaults and the YAML/flags.
 RECIPES: dict[str, dict[str, Any]] = {
     # Fashion-MNIST >= 92% test accuracy in 3 epochs (benchmarks/bench_time_to_accuracy.py), about
-    # 37-48 s of training on 2 CPU cores (bf16 autocast, channels_last, whole set as one uint8 tensor).
+    # 36-48 s of training on 2 CPU cores (bf16 autocast, channels_last, whole set as one uint8 tensor).
     # The high one-cycle peak is what makes 3 epochs enough: peaks of 4e-3/8e-3/1.2e-2 gave
     # 91.9/92.5/92.5% after 3 epochs (the earlier 2e-3 needed 5 epochs for 92.2%).
     "fast": {
