@@ -51,9 +51,9 @@ class TensorBatches:
     def __iter__(self):
         n = len(self.split)
         order = (torch.randperm(n, generator=epoch_generator(self.seed, self.epoch))
-                 if self.shuffle else torch.arange(n))
+                 if self.shuffle else torch.arange(n)).to(self.split.images.device)  # GPU-resident data
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start : start + self.batch_size].to(self.split.images.device)  # GPU-resident data
+            index = order[start : start + self.batch_size]
             # index_select copies whole rows: 5x faster than advanced indexing on uint8 images
             yield self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
 

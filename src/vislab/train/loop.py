@@ -40,6 +40,7 @@ from vislab.train.checkpoint import (
     load_training_state, load_weights, rng_state, save_training_state, save_weights, set_rng_state, unwrap,
 )
 from vislab.train.losses import classification_loss
+from vislab.train.optim import FusedRMSprop
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
@@ -120,8 +121,6 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
                                weight_decay=t.weight_decay)
     # Keras RMSprop: rho=0.9, eps=1e-7; torch.optim.RMSprop's maths in one fused kernel on the CPU
-    from vislab.train.optim import FusedRMSprop
-
     return FusedRMSprop(params, lr=t.lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=t.weight_decay)
 
 

@@ -42,7 +42,7 @@ class FusedRMSprop(torch.optim.RMSprop):
 
     @staticmethod
     def _fusable(group: dict, params: list[torch.Tensor]) -> bool:
-        return (group["momentum"] == 0 and not group["centered"] and 0.0 <= group["alpha"] < 1.0 and bool(params)
+        return (group["momentum"] == 0 and not group["centered"] and 0.0 <= group["alpha"] < 1.0
                 and all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64, torch.bfloat16)
                         and p.grad.dtype == p.dtype and not p.grad.is_sparse for p in params)
                 and len({p.dtype for p in params}) == 1)
