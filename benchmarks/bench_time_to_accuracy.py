@@ -1,4 +1,4 @@
-"""Benchmark: wall-clock from command start to the first epoch at 90/92/93/94% Fashion-MNIST test accuracy.
+"""Benchmark: wall-clock from command start to the first epoch at 90/92/93/94/95% Fashion-MNIST test accuracy.
 
 Two measurements, each one JSON line:
 
@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import FMNIST_DIR, emit, fmnist_available, machine, versions, vislab_command  # noqa: E402
 
-THRESHOLDS = (0.90, 0.92, 0.93, 0.94)
+THRESHOLDS = (0.90, 0.92, 0.93, 0.94, 0.95)  # 0.95: the GPU target (None: not reached)
 _EPOCH = re.compile(r"^epoch (\d+)/(\d+)\s.*?val_acc ([0-9.]+)")
 
 

@@ -50,6 +50,16 @@ def test_timm_models_from_scratch(name):
         assert model(torch.randn(1, 1, 224, 224)).shape == (1, 4)
 
 
+def test_patch_models_are_built_for_the_input_size():
+    # a ViT's position embeddings fix its input size: other sizes must reach timm as img_size
+    vit = create_model("vit_tiny_patch16_224", num_classes=3, in_chans=1, input_size=(64, 48)).eval()
+    resnet = create_model("resnet18", num_classes=3, in_chans=1, input_size=(64, 48)).eval()
+    with torch.no_grad():
+        assert vit(torch.randn(2, 1, 64, 48)).shape == (2, 3)
+        assert resnet(torch.randn(2, 1, 64, 48)).shape == (2, 3)
+    assert vit.pos_embed.shape[1] == 1 + (64 // 16) * (48 // 16)
+
+
 def test_unknown_model_suggests_names():
     with pytest.raises(ValueError, match="unknown model 'chollet_convent'.*chollet_convnet"):
         create_model("chollet_convent", 10, 1)

@@ -137,6 +137,22 @@ def test_weights_from_safetensors_and_state_dicts(tmp_path):
     assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
 
 
+def test_vit_weights_from_224_px_load_at_another_size(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("vit_tiny_patch16_224", num_classes=1000)
+    save_file(source.state_dict(), str(tmp_path / "vit.safetensors"))
+    model = create_model("vit_tiny_patch16_224", num_classes=5, weights=str(tmp_path / "vit.safetensors"),
+                         input_size=(96, 96)).eval()
+    assert model.pos_embed.shape == (1, 1 + 6 * 6, 192)  # resampled from 14 x 14 patches
+    assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert torch.equal(model.pos_embed[:, 0], source.pos_embed[:, 0])  # the class token's, kept
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 96, 96)).shape == (2, 5)
+    assert Preprocessing.from_timm(model).input_size == (3, 96, 96)
+
+
 def test_weights_file_that_is_not_plain_tensors_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:

@@ -282,6 +282,7 @@ def load_into_timm(model: nn.Module, state_dict: dict, in_chans: int = 3, source
         key = f"{conv}.weight"
         if key in state_dict and key in target and state_dict[key].shape != target[key].shape:
             state_dict[key] = adapt_input_conv(in_chans, state_dict[key])
+    _resample_pos_embed(model, state_dict, target)
     classifier_keys = _classifier_keys(model)
     dropped = []
     for key in sorted(classifier_keys):
@@ -408,6 +409,8 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
     """
     import timm
 
+    from vislab.models.timm_models import timm_create
+
     kwargs.pop("pretrained", None)
     input_size = kwargs.pop("input_size", None)
     base = name.split(".", 1)[0]
@@ -420,7 +423,7 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
         hub_cfg = config.get("pretrained_cfg") if isinstance(config, dict) else None
         if base in LITE0_NAMES and is_lukemelas_state_dict(state_dict):
             arch = LITE0_ARCH
-        model = _timm_create(timm, arch, num_classes, in_chans, **kwargs)
+        model = _timm_create(timm, arch, num_classes, in_chans, input_size, **kwargs)
         load_into_timm(model, state_dict, in_chans, source)
         if hub_cfg:
             _set_cfg(model, **{k: v for k, v in hub_cfg.items() if k in _PREPROCESS_KEYS})
@@ -429,7 +432,7 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
             _set_cfg(model, num_classes=ckpt_classes)
     elif base in LITE0_NAMES and lite0_weights_path() is not None:
         path = lite0_weights_path()
-        model = _timm_create(timm, LITE0_ARCH, num_classes, in_chans, **kwargs)
+        model = _timm_create(timm, LITE0_ARCH, num_classes, in_chans, input_size, **kwargs)
         state_dict, _ = read_state_dict(path)
         if not is_lukemelas_state_dict(state_dict):
             raise PretrainedWeightsError(f"{path} is not in the expected lukemelas EfficientNet format")
@@ -443,7 +446,8 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
         offline = not _hub_reachable()
         try:
             with _hub_offline(offline):
-                model = timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+                model = timm_create(timm, name, input_size, pretrained=True, num_classes=num_classes,
+                                    in_chans=in_chans, **kwargs)
         except TypeError as exc:
             raise ValueError(f"bad option for timm model {name!r}: {exc}") from None
         except Exception as exc:  # hub/URL errors come in many types; all mean "no weights here"
@@ -481,9 +485,24 @@ def _checkpoint_classes(state_dict: dict, model: nn.Module) -> int | None:
     return None
 
 
-def _timm_create(timm, name: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+def _resample_pos_embed(model: nn.Module, state_dict: dict, target: dict) -> None:
+    """A ViT-style ``pos_embed`` trained at another image size, interpolated to the model's
+    patch grid (what timm's own checkpoint filter does on download)."""
+    key, grid = "pos_embed", getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if key not in state_dict or key not in target or grid is None or state_dict[key].shape == target[key].shape:
+        return
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 1))
+    state_dict[key] = resample_abs_pos_embed(state_dict[key], new_size=list(grid), num_prefix_tokens=prefix)
+
+
+def _timm_create(timm, name: str, num_classes: int, in_chans: int, input_size=None, **kwargs) -> nn.Module:
+    from vislab.models.timm_models import timm_create
+
     try:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        return timm_create(timm, name, input_size, pretrained=False, num_classes=num_classes, in_chans=in_chans,
+                           **kwargs)
     except TypeError as exc:
         raise ValueError(f"bad option for timm model {name!r}: {exc}") from None
 
