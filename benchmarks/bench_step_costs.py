@@ -1,6 +1,6 @@
 """Where a CPU training step goes: vislab's loop against a bare PyTorch loop, and dropout's cost.
 
-Two measurements, one JSON line each (alternating, ``--repeat`` times, medians reported):
+Several measurements, one JSON line each (alternating, ``--repeat`` times, medians reported):
 
 * ``loop_overhead`` -- one epoch of the seed MLP (512-256, rmsprop, batch 128, 50k
   Fashion-MNIST images) through ``vislab.train.loop.Trainer.train_epoch`` against the
@@ -15,12 +15,17 @@ Two measurements, one JSON line each (alternating, ``--repeat`` times, medians r
   ``torch.optim.RMSprop`` against ``vislab.train.optim.FusedRMSprop``;
 * ``pool_order`` -- a chollet_convnet training step (batch 64, bf16, channels_last) in
   the registry's layer order against ``vislab.train.speed.pool_before_relu``'s;
+* ``step_anatomy`` -- where that step's time goes (fresh process, as vislab trains): ms
+  per step at 1 thread and at all cores (wall and process CPU time), the serial part
+  that implies (Amdahl), the fixed cost of a step (batch 1), and the step with the
+  max-pool backward replaced by an unfilled gradient (timing only);
 * ``allocator`` -- the same step in two fresh processes, glibc's default malloc
   settings against ``vislab.train.speed.reuse_freed_memory``: ms per step and minor page
   faults per step.
 
 Usage:
     python benchmarks/bench_step_costs.py [--repeat 3]
+    python benchmarks/bench_step_costs.py --only step_anatomy
 """
 
 from __future__ import annotations
@@ -160,7 +165,7 @@ def rmsprop_cost(repeat: int) -> dict:
             "speedup": round(statistics.median(torch_ms) / statistics.median(fused_ms), 2)}
 
 
-def _chollet_step():
+def _chollet_step(batch: int = 64):
     """A chollet_convnet training step (batch 64, bf16, channels_last) and its model."""
     from vislab.models.classic import materialize
     from vislab.models import create_model
@@ -171,8 +176,8 @@ def _chollet_step():
     model = materialize(create_model("chollet_convnet", num_classes=10, in_chans=1), (1, 28, 28))
     model = model.to(memory_format=torch.channels_last)
     optimizer = FusedRMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
-    x = torch.rand(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (64,))
+    x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -218,6 +223,83 @@ def _allocator_worker(reuse: bool) -> None:
     print(json.dumps({"ms": ms, "faults": faults, "took": took}))
 
 
+class _PoolWithoutBackward(torch.autograd.Function):
+    """MaxPool2d(2) whose backward returns an unfilled gradient: timing only, the numbers are garbage."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out, _ = torch.ops.aten.max_pool2d_with_indices(x, [2, 2], [2, 2])
+        ctx.shape, ctx.dtype, ctx.layout = x.shape, x.dtype, x.stride()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.empty_strided(ctx.shape, ctx.layout, dtype=ctx.dtype)
+
+
+class _NoBackwardPool(torch.nn.Module):
+    def forward(self, x):
+        return _PoolWithoutBackward.apply(x)
+
+
+def _anatomy_worker() -> None:
+    """In a fresh process, as vislab trains (malloc setting, MaxPool before ReLU): where a
+    chollet_convnet step's time goes. Prints one JSON object."""
+    import json
+
+    from vislab.train.speed import pool_before_relu, reuse_freed_memory
+
+    reuse_freed_memory()
+    cores = torch.get_num_threads()
+
+    def per_step(step, calls=60):  # medians of wall and process CPU time, ms
+        for _ in range(5):
+            step()
+        wall, cpu = [], []
+        for _ in range(calls):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+
+    model, step = _chollet_step()
+    pool_before_relu(model)
+    out = {}
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        out[f"wall_ms_{threads}t"], out[f"cpu_ms_{threads}t"] = per_step(step)
+    torch.set_num_threads(1)
+    tiny, tiny_step = _chollet_step(batch=1)
+    pool_before_relu(tiny)
+    out["batch1_ms_1t"], _ = per_step(tiny_step)
+    for index, module in enumerate(model.features):
+        if isinstance(module, torch.nn.MaxPool2d):
+            model.features[index] = _NoBackwardPool()
+    out["no_pool_backward_ms_1t"], _ = per_step(step)
+    out["cores"] = cores
+    print(json.dumps(out))
+
+
+def step_anatomy(repeat: int) -> dict:
+    """Fresh-process runs of :func:`_anatomy_worker`; medians over ``repeat``."""
+    import json
+    import subprocess
+
+    runs = [json.loads(subprocess.run([sys.executable, __file__, "--anatomy-worker"], capture_output=True,
+                                      text=True, check=True).stdout.strip().splitlines()[-1])
+            for _ in range(repeat)]
+    med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    cores = int(med.pop("cores"))
+    one, many = med["wall_ms_1t"], med[f"wall_ms_{cores}t"]
+    # Amdahl: one = serial + parallel, many = serial + parallel / cores
+    serial = max(0.0, (many * cores - one) / (cores - 1)) if cores > 1 else None
+    return {"measure": "step_anatomy", "model": "chollet_convnet", "batch": 64, "cores": cores,
+            **{k: round(v, 2) for k, v in med.items()},
+            "serial_ms_estimate": round(serial, 2) if serial is not None else None,
+            "pool_backward_ms_1t": round(one - med["no_pool_backward_ms_1t"], 2)}
+
+
 def allocator_cost(repeat: int) -> dict:
     import json
     import subprocess
@@ -241,11 +323,19 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data-dir", default=FMNIST_DIR)
     parser.add_argument("--allocator-worker", choices=["on", "off"], help=argparse.SUPPRESS)
+    parser.add_argument("--anatomy-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["step_anatomy"], help="run just this measurement")
     args = parser.parse_args(argv)
     if args.allocator_worker:
         _allocator_worker(args.allocator_worker == "on")
         return 0
+    if args.anatomy_worker:
+        _anatomy_worker()
+        return 0
     info = {"benchmark": "step_costs", "machine": machine(), "versions": versions()}
+    emit({**info, **step_anatomy(args.repeat)})
+    if args.only:
+        return 0
     emit({**info, **allocator_cost(args.repeat)})
     emit({**info, **rmsprop_cost(args.repeat)})
     emit({**info, **pool_order_cost(args.repeat)})
