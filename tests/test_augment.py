@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vislab.config import AugmentConfig, ConfigError, resolve_config
-from vislab.data.augment import Augment
+from vislab.data.augment import Augment, affine_grid
 
 
 def gen(seed=0):
@@ -100,6 +100,22 @@ def test_fill_modes_differ_at_the_border(mode):
     if mode == "constant":
         assert (y == 1.0).any()  # 255 / 255 filled in
     assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (28, 28), (33, 64)])
+def test_affine_grid_is_torchs(size):
+    theta = torch.randn(6, 2, 3, generator=gen(1)) * 0.5 + torch.eye(2, 3)
+    ours = affine_grid(theta, *size)
+    assert torch.allclose(ours, F.affine_grid(theta, [6, 1, *size], align_corners=False), atol=1e-6)
+    assert torch.allclose(affine_grid(theta.double(), *size),
+                          F.affine_grid(theta.double(), [6, 1, *size], align_corners=False), atol=1e-12)
+
+
+def test_constant_fill_value_reaches_the_border_only():
+    x = torch.full((2, 1, 6, 6), 0.25)
+    y = Augment(AugmentConfig(width_shift=3, fill_mode="constant", fill_value=51))(x, generator=gen(2))
+    assert set(torch.unique(y).tolist()) <= {0.25, 0.2}  # whole-pixel shifts: the image or 51 / 255
+    assert (y == 0.25).any()
 
 
 def test_uint8_in_uint8_out():

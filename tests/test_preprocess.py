@@ -34,6 +34,19 @@ def test_normalise_uses_mean_std_and_round_trips():
     assert again == pre
 
 
+def test_normalise_from_uint8_floats_and_augmentation_agree():
+    pre = Preprocessing((3, 8, 8), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    mean, std = torch.tensor(pre.mean).view(-1, 1, 1), torch.tensor(pre.std).view(-1, 1, 1)
+    expected = (images.float() / 255 - mean) / std
+    floats = images.float() / 255
+    kept = floats.clone()
+    assert torch.allclose(pre(images), expected, atol=1e-6)  # uint8 straight in (one pass)
+    assert torch.allclose(pre(floats), expected, atol=1e-6)
+    assert torch.equal(floats, kept)  # the caller's tensor is not modified
+    assert torch.allclose(pre(images, augment=lambda x: x), expected, atol=1e-6)  # the float path
+
+
 def test_bad_preprocessing_is_an_error():
     with pytest.raises(ValueError, match="2 values but the model takes 3"):
         Preprocessing((3, 8, 8), mean=(0.1, 0.2))

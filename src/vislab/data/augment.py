@@ -32,6 +32,28 @@ from torch import nn
 _PADDING = {"nearest": "border", "reflect": "reflection", "constant": "zeros", "wrap": "zeros"}
 
 
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (N, C, H, W), align_corners=False)`` in two broadcast passes.
+
+    The same sampling grid (to float rounding) about 10x faster on the CPU, where
+    ``F.affine_grid`` runs a batched matmul with an inner dimension of 3 over every pixel.
+
+    Example:
+        >>> theta = torch.tensor([[[0.9, -0.2, 0.1], [0.2, 0.9, 0.0]]])
+        >>> ref = F.affine_grid(theta, [1, 1, 5, 7], align_corners=False)
+        >>> bool((affine_grid(theta, 5, 7) - ref).abs().max() < 1e-6)
+        True
+    """
+    xs = (torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1  # pixel centres
+    ys = (torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1
+    grid = torch.empty(theta.shape[0], height, width, 2, device=theta.device, dtype=theta.dtype)
+    t = theta.reshape(-1, 2, 3, 1, 1)
+    for k in range(2):  # grid[..., k] = theta[k, 0] * x + theta[k, 1] * y + theta[k, 2]
+        torch.add(t[:, k, 0] * xs.view(1, 1, width), t[:, k, 1] * ys.view(1, height, 1) + t[:, k, 2],
+                  out=grid[..., k])
+    return grid
+
+
 class Augment(nn.Module):
     """Per-sample random affine + flips for a float (N, C, H, W) batch scaled 0..1 (or uint8)."""
 
@@ -93,13 +115,16 @@ class Augment(nn.Module):
                 out = torch.where(mask, out.flip(-2), out)
         else:
             theta = self.matrices(n, height, width, generator).to(x.device, x.dtype)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            grid = affine_grid(theta, height, width)
             mode = self.cfg.fill_mode
             if mode == "wrap":
                 grid = torch.remainder(grid + 1.0, 2.0) - 1.0
             fill = self.cfg.fill_value / 255.0 if mode == "constant" else 0.0
-            out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode=_PADDING[mode],
-                                align_corners=False) + fill
+            # grid_sample pads with zeros: a constant fill is shifted to zero and back
+            out = F.grid_sample(x - fill if fill else x, grid, mode="bilinear", padding_mode=_PADDING[mode],
+                                align_corners=False)
+            if fill:
+                out += fill
         if is_uint8:
             out = (out * 255.0).round_().clamp_(0, 255).to(torch.uint8)
         return out[0] if squeeze else out

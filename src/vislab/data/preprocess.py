@@ -176,10 +176,14 @@ class Preprocessing:
         target_h, target_w = self._resize_target(in_h, in_w)
         return target_w, target_h
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
-        return (images - mean) / std
+    def normalize(self, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """``(images * scale - mean) / std`` in one pass (``scale=1/255`` for uint8 images)."""
+        dtype = images.dtype if images.is_floating_point() else torch.float32
+        mean = torch.tensor(self.mean, dtype=torch.float64).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float64).view(-1, 1, 1)
+        multiplier = (scale / std).to(images.device, dtype)
+        offset = (-mean / std).to(images.device, dtype)
+        return torch.addcmul(offset, images, multiplier)  # a new tensor; the input is left as it was
 
     def __call__(self, images: torch.Tensor, augment=None) -> torch.Tensor:
         """uint8 (N, C, H, W) or (C, H, W) in any channel count -> normalised float input.
@@ -191,12 +195,16 @@ class Preprocessing:
         if single:
             images = images.unsqueeze(0)
         images = self.convert_channels(images)
+        scale = 1.0
         if not images.is_floating_point():
-            images = images.float().div_(255.0)
+            if augment is None and images.shape[-2:] == self.size:
+                scale = 1 / 255.0  # straight from uint8: one pass in all
+            else:
+                images = images.float().div_(255.0)
         images = self.resize(images.contiguous())
         if augment is not None:
             images = augment(images)
-        images = self.normalize(images)
+        images = self.normalize(images, scale)
         return images[0] if single else images
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
