@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -179,10 +180,7 @@ class Preprocessing:
     def normalize(self, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """``(images * scale - mean) / std`` in one pass (``scale=1/255`` for uint8 images)."""
         dtype = images.dtype if images.is_floating_point() else torch.float32
-        mean = torch.tensor(self.mean, dtype=torch.float64).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float64).view(-1, 1, 1)
-        multiplier = (scale / std).to(images.device, dtype)
-        offset = (-mean / std).to(images.device, dtype)
+        offset, multiplier = _affine_constants(tuple(self.mean), tuple(self.std), scale, images.device, dtype)
         return torch.addcmul(offset, images, multiplier)  # a new tensor; the input is left as it was
 
     def __call__(self, images: torch.Tensor, augment=None) -> torch.Tensor:
@@ -212,3 +210,11 @@ class Preprocessing:
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         return (images * std + mean).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _affine_constants(mean: tuple, std: tuple, scale: float, device: torch.device, dtype: torch.dtype):
+    """(-mean / std, scale / std) as (C, 1, 1) tensors, computed in float64 once per setting."""
+    mean_t = torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
+    return (-mean_t / std_t).to(device, dtype), (scale / std_t).to(device, dtype)
