@@ -139,9 +139,17 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to PyTorch (use --device cpu for a check run)")
+    import timm
+
+    for name in args.models:
+        if not timm.is_model(name):
+            import difflib
+
+            close = difflib.get_close_matches(name, timm.list_models(), n=3)
+            parser.error(f"--models: {name!r} is not a timm model" + (f" (did you mean {', '.join(close)}?)" if close
+                                                                       else ""))
     info = {**machine(), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     vers = versions()
-    import timm
 
     vers["timm"] = timm.__version__
     generator = torch.Generator().manual_seed(0)

@@ -33,12 +33,19 @@ def test_top_level_help_lists_every_command():
     assert all(command in text for command in COMMANDS)
 
 
-def test_bad_flag_exits_2_with_message():
+def test_bad_flag_exits_2_with_message(capsys):
     result = run_cli("train", "--data", "digits", "--epoch", "3")  # typo of --epochs; no abbreviations
     assert result.returncode == 2
-    assert "unrecognized arguments: --epoch" in result.stderr
+    assert "vislab train: error: unrecognized argument --epoch: did you mean --epochs?" in result.stderr
+    assert "usage: vislab train" in result.stderr  # the subcommand's usage, not the top level's
     result = run_cli("train", "--optimizer", "adamm")
     assert result.returncode == 2 and "invalid choice: 'adamm'" in result.stderr
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "run", "img.png", "--topk", "3"])
+    assert info.value.code == 2 and "did you mean --top-k?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "run", "stray"])
+    assert "vislab evaluate: error: unrecognized arguments: stray" in capsys.readouterr().err
     result = run_cli("trian")
     assert result.returncode == 2 and "invalid choice: 'trian'" in result.stderr
 

@@ -560,9 +560,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """Unrecognised arguments: the subcommand's usage and, for a mistyped flag, the closest one."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = [flag for action in sub._actions for flag in action.option_strings if flag.startswith("--")]
+    for token in unknown:
+        if token.startswith("-"):
+            close = difflib.get_close_matches(token.split("=", 1)[0], flags, n=1, cutoff=0.6)
+            if close:
+                sub.error(f"unrecognized argument {token}: did you mean {close[0]}? (vislab {command} --help)")
+    sub.error(f"unrecognized arguments: {' '.join(unknown)} (vislab {command} --help lists the options)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _reject_unknown(parser, args.command, unknown)
     handler = globals()[f"_cmd_{args.command.replace('-', '_')}"]
     from vislab.errors import USER_ERRORS
 
