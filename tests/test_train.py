@@ -227,3 +227,39 @@ def test_lbfgs_head_through_train(tmp_path):
     with pytest.raises(ConfigError, match="schedule"):
         train(data="digits", model="chollet_convnet", optimizer="lbfgs", freeze="backbone", cache_features=True,
               scheduler="cosine", out=str(tmp_path / "y"))
+
+
+def test_fp16_training_scales_the_loss_and_resumes_the_scale(tmp_path):
+    # fp16 (GPUs without bf16 get it under --precision auto) needs loss scaling; bf16 does not
+    from rich.console import Console
+
+    from vislab.api import make_config
+    from vislab.data.sources import load_dataset
+    from vislab.train.loop import Trainer
+
+    def trainer(precision, name):
+        cfg = make_config(data="digits", model="mlp", input_size=[8, 8], precision=precision, optimizer="sgd",
+                          lr=100.0, momentum=0.0, batch_size=4096, seed=0)  # one step: the whole split
+        torch.manual_seed(0)
+        return Trainer(cfg, tmp_path / name, load_dataset(cfg.data, seed=0), Console(quiet=True))
+
+    half, full = trainer("fp16", "half"), trainer("fp32", "full")
+    assert half.scaler.is_enabled() and not full.scaler.is_enabled()
+    with torch.no_grad():  # a nearly-silent output layer: the hidden layers' fp16 gradients underflow unscaled
+        for model in (half.model, full.model):
+            [*model.modules()][-1].weight.mul_(1e-5)
+    start = [p.detach().clone() for p in full.model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(half.model.parameters(), start))
+    logs = half.train_epoch(0, None), full.train_epoch(0, None)
+    assert half.scaler.get_scale() == 65536.0  # every step taken, none overflowed
+    assert len(half.train_batches) == 1 and abs(logs[0]["train_loss"] - logs[1]["train_loss"]) < 0.01
+    for a, b, p0 in zip(half.model.parameters(), full.model.parameters(), start):
+        moved_half, moved_full = (a - p0).detach(), (b - p0).detach()  # unscaled: SGD moves of the same size
+        assert moved_full.abs().max() > 0
+        assert torch.isfinite(a).all() and (moved_half - moved_full).abs().max() < 0.1 * moved_full.abs().max()
+    state = half.state(0)
+    assert state["scaler"]["scale"] == 65536.0 and full.state(0)["scaler"] == {}
+    state["scaler"]["scale"] = 1024.0
+    again = trainer("fp16", "again")
+    again.restore(state)
+    assert again.scaler.get_scale() == 1024.0

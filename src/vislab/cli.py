@@ -150,7 +150,8 @@ def _add_train(sub) -> None:
     t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="(default auto)")
     t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                   help="autocast dtype; auto uses bf16 where the device runs it natively (default auto)")
+                   help="autocast dtype; auto uses bf16 where the device runs it natively, fp16 on GPUs "
+                        "without bf16; fp16 trains with loss scaling (default auto)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     t.add_argument("--tta-flip", action="store_true", default=None, help="evaluate on image + mirror")
     t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")

@@ -228,6 +228,9 @@ class Trainer:
             _resident(self.val_split, self.device), self.preprocessing, cfg.train.eval_batch_size,
             workers=cfg.data.workers, pin_memory=pin)) if self.val_split else None)
         self.optimizer = make_optimizer(self.param_groups, cfg)
+        # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none):
+        # GPUs without bf16 (T4, V100) get fp16 under --precision auto
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.cached = None
         steps_per_epoch = len(self.train_batches)
         if cfg.model.cache_features:
@@ -298,8 +301,13 @@ class Trainer:
                 logits = self.forward_model(x)
             loss = classification_loss(logits, y, cfg.train.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler.is_enabled():
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)  # skipped when the scaled gradients overflowed
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
             if self.scheduler is not None and self.step_per_batch:
                 self.scheduler.step()
             with torch.no_grad():
@@ -339,6 +347,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "stopper": self.stopper.state_dict(),
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
             "rng": rng_state(),
             "requires_grad": [p.requires_grad for p in self.model.parameters()],
         }
@@ -351,6 +360,8 @@ class Trainer:
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["stopper"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"]) + 1
 
