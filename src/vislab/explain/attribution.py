@@ -110,7 +110,7 @@ def _score_function(model: nn.Module, score: ClassScore):
 
 def _gaussian_blur(heat: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(round(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=heat.dtype)
+    offsets = torch.arange(-radius, radius + 1, dtype=heat.dtype, device=heat.device)
     kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     image = heat[None, None]

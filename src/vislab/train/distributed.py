@@ -101,11 +101,12 @@ def broadcast_object(ctx: DistContext, value):
 
 def all_reduce_sum(ctx: DistContext, *values: torch.Tensor) -> list[torch.Tensor]:
     """Sums over ranks of float64 scalars; one collective for all of them."""
-    packed = torch.stack([v.detach().to(torch.float64).reshape(()) for v in values])
-    if ctx.enabled:
-        device = torch.device("cuda") if ctx.backend == "nccl" else torch.device("cpu")
-        packed = packed.to(device)
-        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    if not ctx.enabled:  # GPU sums and CPU counts alike: one read each, at the end of an epoch
+        return [torch.tensor(float(v), dtype=torch.float64) for v in values]
+    # one device for the collective (NCCL: this rank's GPU); the values may sit on the GPU and the CPU
+    device = torch.device("cuda") if ctx.backend == "nccl" else torch.device("cpu")
+    packed = torch.stack([torch.as_tensor(v).detach().to(device, torch.float64).reshape(()) for v in values])
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
     return list(packed.cpu().unbind())
 
 

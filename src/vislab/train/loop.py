@@ -293,7 +293,7 @@ class Trainer:
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
-        start = time.perf_counter()
+        start = next_update = time.perf_counter()
         for images, labels in self.train_batches:
             x = self.model_input(images, generator)
             y = labels.to(self.device, non_blocking=True)
@@ -314,7 +314,9 @@ class Trainer:
                 total_loss += loss.detach().double() * len(y)
                 correct += _correct(logits.detach(), y)
             seen += len(y)
-            if progress is not None:
+            if progress is not None and time.perf_counter() >= next_update:
+                # a few times a second: reading the sums waits for a GPU's queue to drain
+                next_update = time.perf_counter() + 0.2
                 progress(seen * self.dist.world_size, float(total_loss) / seen, float(correct) / seen,
                          seen * self.dist.world_size / (time.perf_counter() - start))
         total_loss, correct, total = distributed.all_reduce_sum(self.dist, total_loss, correct, torch.tensor(seen))
