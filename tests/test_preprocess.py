@@ -47,6 +47,16 @@ def test_normalise_from_uint8_floats_and_augmentation_agree():
     assert torch.allclose(pre(images, augment=lambda x: x), expected, atol=1e-6)  # the float path
 
 
+def test_normalise_after_inference_mode_still_differentiates():
+    # the constants are cached: made first under inference mode, they must still serve autograd
+    pre = Preprocessing((1, 4, 4), mean=(0.123,), std=(0.456,))
+    with torch.inference_mode():
+        pre.normalize(torch.rand(2, 1, 4, 4))
+    x = torch.rand(2, 1, 4, 4, requires_grad=True)
+    pre.normalize(x).sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 1 / 0.456))
+
+
 def test_bad_preprocessing_is_an_error():
     with pytest.raises(ValueError, match="2 values but the model takes 3"):
         Preprocessing((3, 8, 8), mean=(0.1, 0.2))

@@ -263,3 +263,31 @@ def test_fp16_training_scales_the_loss_and_resumes_the_scale(tmp_path):
     again = trainer("fp16", "again")
     again.restore(state)
     assert again.scaler.get_scale() == 1024.0
+    from vislab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--precision auto, bf16 or fp32 with --cache-features"):
+        make_config(data="digits", model="chollet_convnet", freeze="backbone", cache_features=True,
+                    precision="fp16")
+
+
+def test_gpu_precision_and_rng_choices_without_a_gpu(monkeypatch):
+    # the decisions the CUDA path makes, with the CUDA queries answered as a T4 / an A100 would
+    from vislab.train import checkpoint
+    from vislab.train.loop import resolve_precision
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # says yes on a T4 too (emulated)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    assert resolve_precision("auto", cuda) == torch.float16  # T4 / V100: fp16 (+ loss scaling)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    assert resolve_precision("auto", cuda) == torch.bfloat16  # A100 on
+    assert resolve_precision("fp32", cuda) is None
+
+    restored = []
+    state = checkpoint.rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]  # saved with 2 GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # resumed with 1 visible
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((int(s[0]), i)))
+    checkpoint.set_rng_state(state)
+    assert restored == [(0, 0)]

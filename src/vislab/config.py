@@ -209,6 +209,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.weight_decay must be >= 0")
     if cfg.model.cache_features and cfg.model.freeze != "backbone":
         raise ConfigError("model.cache_features needs model.freeze=backbone (the features must not change)")
+    if cfg.model.cache_features and cfg.train.precision == "fp16":
+        raise ConfigError("model.cache_features extracts features in fp32 or bf16: use --precision auto, bf16 "
+                          "or fp32 with --cache-features")
     if cfg.model.freeze_epochs and cfg.model.freeze != "backbone":
         raise ConfigError("model.freeze_epochs needs model.freeze=backbone")
     if cfg.train.optimizer == "lbfgs":

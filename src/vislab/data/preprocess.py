@@ -215,6 +215,7 @@ class Preprocessing:
 @functools.lru_cache(maxsize=64)
 def _affine_constants(mean: tuple, std: tuple, scale: float, device: torch.device, dtype: torch.dtype):
     """(-mean / std, scale / std) as (C, 1, 1) tensors, computed in float64 once per setting."""
-    mean_t = torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
-    return (-mean_t / std_t).to(device, dtype), (scale / std_t).to(device, dtype)
+    with torch.inference_mode(False):  # cached: must also serve autograd after a first inference-mode call
+        mean_t = torch.tensor(mean, dtype=torch.float64).view(-1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float64).view(-1, 1, 1)
+        return (-mean_t / std_t).to(device, dtype), (scale / std_t).to(device, dtype)

@@ -46,7 +46,7 @@ class Explanation:
 
 def as_image_tensor(image) -> torch.Tensor:
     """uint8 (C, H, W) tensor from a tensor or numpy array (C, H, W) or (H, W)."""
-    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image.detach().cpu()
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4):

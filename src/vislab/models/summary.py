@@ -35,7 +35,8 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        output = model(torch.zeros(1, *input_size))
+        parameter = next(model.parameters(), None)
+        output = model(torch.zeros(1, *input_size, device=parameter.device if parameter is not None else None))
     model.train(was_training)
     for hook in hooks:
         hook.remove()

@@ -60,7 +60,9 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
     random.setstate(ast.literal_eval(state["python"]))
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # fewer GPUs visible than at saving (CUDA_VISIBLE_DEVICES): restore those there are
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def save_training_state(path: Path, state: dict) -> None:

@@ -112,7 +112,9 @@ def cached_head(model: nn.Module) -> nn.Module:
 
 def _bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        from vislab.train.loop import cuda_bf16_native
+
+        return cuda_bf16_native(device)
     if device.type != "cpu":
         return False
     try:

@@ -73,6 +73,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cuda_bf16_native(device=None) -> bool:
+    """Whether the GPU computes in bf16 natively (compute capability 8.0+, Ampere on).
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (T4,
+    V100: no bf16 cuDNN convolutions); those GPUs train in fp16 with loss scaling.
+    """
+    return torch.cuda.get_device_capability(device)[0] >= 8 and torch.cuda.is_bf16_supported()
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32 (``auto``: bf16 where the device runs it
     natively; benchmarks/bench_step_costs.py measures the gain per model)."""
@@ -83,7 +92,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16_native() else torch.float16
     if device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     return None
@@ -212,6 +221,8 @@ class Trainer:
         speed.pool_before_relu(self.model)  # same numbers, ReLU on 4x fewer values
         if self.device.type == "cpu":
             speed.reuse_freed_memory()
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # training batches keep one shape: autotune once
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
         # eval_model: no DDP wrapper, evaluation needs no gradient sync; forward_model trains
@@ -501,7 +512,7 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
     if evaluate and "test" in dataset.splits:
         from vislab.evaluate.runner import evaluate_run
 
-        metrics = evaluate_run(run_dir, dataset=dataset, console=console)
+        metrics = evaluate_run(run_dir, dataset=dataset, console=console, device=cfg.train.device)
     _print_final_summary(console, run_dir, history, metrics, counts, stopped_early)
     return FitResult(run_dir, history, metrics, stopped_early)
 
