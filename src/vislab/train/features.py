@@ -265,16 +265,16 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
         start = time.perf_counter()
         head.train()
         order = torch.randperm(len(y_all), generator=generator).to(device)
-        total_loss, correct = 0.0, 0
+        total_loss, correct = _device_sums(device)  # no host read per step (a GPU's queue keeps flowing)
         for index in order.split(batch_size):
             logits = head(x_all[index])
             loss = classification_loss(logits, y_all[index], label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += float(loss.detach()) * len(index)
-            correct += int(_correct(logits.detach(), y_all[index]))
-        row = {"epoch": epoch + 1, "train_loss": total_loss / len(y_all), "train_acc": correct / len(y_all),
+            total_loss += loss.detach().double() * len(index)
+            correct += _correct(logits.detach(), y_all[index])
+        row = {"epoch": epoch + 1, "train_loss": float(total_loss) / len(y_all), "train_acc": int(correct) / len(y_all),
                "val_loss": None, "val_acc": None, "lr": opt.param_groups[0]["lr"]}
         if val is not None and len(val):
             metrics = evaluate_head(head, val)
@@ -314,6 +314,11 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(1) == y).sum()
 
 
+def _device_sums(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loss sum (float64) and a correct count (int64) that stay on ``device`` until read once."""
+    return (torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device))
+
+
 @torch.inference_mode()
 def evaluate_head(head: nn.Module, data: FeatureSet, batch_size: int = 1024) -> dict:
     """Loss and accuracy of ``head`` on cached features."""
@@ -322,16 +327,16 @@ def evaluate_head(head: nn.Module, data: FeatureSet, batch_size: int = 1024) -> 
     was_training = head.training
     head.eval()
     device = next(head.parameters()).device
-    total_loss, correct = 0.0, 0
+    total_loss, correct = _device_sums(device)
     for start in range(0, len(data), batch_size):
         x = data.features[start:start + batch_size].to(device)
         y = data.labels[start:start + batch_size].to(device)
         logits = head(x)
-        total_loss += float(classification_loss(logits, y, reduction="sum"))
-        correct += int(_correct(logits, y))
+        total_loss += classification_loss(logits, y, reduction="sum").detach().double()
+        correct += _correct(logits, y)
     head.train(was_training)
     n = max(len(data), 1)
-    return {"loss": total_loss / n, "acc": correct / n}
+    return {"loss": float(total_loss) / n, "acc": int(correct) / n}
 
 
 def logistic_regression_head(head: nn.Linear, train: FeatureSet, c: float = 1.0, max_iter: int = 1000) -> nn.Linear:
@@ -435,7 +440,7 @@ class CachedTraining:
             return _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
                                 weight_decay if weight_decay > 0 else 1.0 / len(data))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
-        total_loss, correct = 0.0, 0
+        total_loss, correct = _device_sums(device)
         for index in torch.randperm(len(data), generator=generator).split(self.batch_size):
             x, y = data.features[index].to(device), data.labels[index].to(device)
             logits = self.head(x)
@@ -445,9 +450,9 @@ class CachedTraining:
             optimizer.step()
             if after_step is not None:
                 after_step()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int(_correct(logits.detach(), y))
-        return {"train_loss": total_loss / len(data), "train_acc": correct / len(data)}
+            total_loss += loss.detach().double() * len(y)
+            correct += _correct(logits.detach(), y)
+        return {"train_loss": float(total_loss) / len(data), "train_acc": int(correct) / len(data)}
 
     def evaluate(self) -> dict:
         """``{val_loss, val_acc}`` on the cached validation features (empty without a val split)."""
