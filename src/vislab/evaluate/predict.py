@@ -76,7 +76,8 @@ class Predictor:
 
     def predict_split(self, split, batch_size: int = 256, workers: int = 2) -> Predictions:
         chunks = [self.probabilities(images) for images, _ in
-                  make_batches(split, self.preprocessing, batch_size, workers=workers)]
+                  make_batches(split, self.preprocessing, batch_size, workers=workers,
+                               pin_memory=self.device.type == "cuda")]
         probs = torch.cat(chunks).numpy() if chunks else np.zeros((0, len(self.loaded.class_names)), np.float32)
         return Predictions(split.labels.numpy(), probs, [split.source(i) for i in range(len(split))])
 

@@ -49,7 +49,8 @@ def rng_state() -> dict:
         "numpy": np.random.get_state()[1].tolist(),  # plain types: loadable with weights_only=True
         "numpy_pos": int(np.random.get_state()[2]),
         "python": repr(random.getstate()),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # only where CUDA is in use: asking would start a CUDA context for a CPU run on a GPU machine
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
 
 
