@@ -512,6 +512,12 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
     if evaluate and "test" in dataset.splits:
         from vislab.evaluate.runner import evaluate_run
 
+        if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits) first
+            import gc
+
+            del trainer
+            gc.collect()
+            torch.cuda.empty_cache()
         metrics = evaluate_run(run_dir, dataset=dataset, console=console, device=cfg.train.device)
     _print_final_summary(console, run_dir, history, metrics, counts, stopped_early)
     return FitResult(run_dir, history, metrics, stopped_early)
