@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vislab.data.preprocess import Preprocessing
+from vislab.train.losses import correct_count, running_sums
 
 #: bf16 features must point the same way as fp32 ones: on average over the check batch,
 #: and for its worst image (measured on EfficientNet-Lite0 / Fashion-MNIST: mean 0.997, worst 0.99)
@@ -265,7 +266,7 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
         start = time.perf_counter()
         head.train()
         order = torch.randperm(len(y_all), generator=generator).to(device)
-        total_loss, correct = _device_sums(device)  # no host read per step (a GPU's queue keeps flowing)
+        total_loss, correct = running_sums(device)
         for index in order.split(batch_size):
             logits = head(x_all[index])
             loss = classification_loss(logits, y_all[index], label_smoothing)
@@ -273,7 +274,7 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
             loss.backward()
             opt.step()
             total_loss += loss.detach().double() * len(index)
-            correct += _correct(logits.detach(), y_all[index])
+            correct += correct_count(logits.detach(), y_all[index])
         row = {"epoch": epoch + 1, "train_loss": float(total_loss) / len(y_all), "train_acc": int(correct) / len(y_all),
                "val_loss": None, "val_acc": None, "lr": opt.param_groups[0]["lr"]}
         if val is not None and len(val):
@@ -305,18 +306,7 @@ def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet
     with torch.no_grad():
         logits = head(x)
         loss = classification_loss(logits, y, label_smoothing)
-    return {"train_loss": float(loss), "train_acc": int(_correct(logits, y)) / max(len(y), 1)}
-
-
-def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if logits.shape[1] == 1:
-        return ((logits[:, 0] > 0).long() == y).sum()
-    return (logits.argmax(1) == y).sum()
-
-
-def _device_sums(device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A loss sum (float64) and a correct count (int64) that stay on ``device`` until read once."""
-    return (torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device))
+    return {"train_loss": float(loss), "train_acc": int(correct_count(logits, y)) / max(len(y), 1)}
 
 
 @torch.inference_mode()
@@ -327,13 +317,13 @@ def evaluate_head(head: nn.Module, data: FeatureSet, batch_size: int = 1024) -> 
     was_training = head.training
     head.eval()
     device = next(head.parameters()).device
-    total_loss, correct = _device_sums(device)
+    total_loss, correct = running_sums(device)
     for start in range(0, len(data), batch_size):
         x = data.features[start:start + batch_size].to(device)
         y = data.labels[start:start + batch_size].to(device)
         logits = head(x)
         total_loss += classification_loss(logits, y, reduction="sum").detach().double()
-        correct += _correct(logits, y)
+        correct += correct_count(logits, y)
     head.train(was_training)
     n = max(len(data), 1)
     return {"loss": float(total_loss) / n, "acc": int(correct) / n}
@@ -440,7 +430,7 @@ class CachedTraining:
             return _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
                                 weight_decay if weight_decay > 0 else 1.0 / len(data))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
-        total_loss, correct = _device_sums(device)
+        total_loss, correct = running_sums(device)
         for index in torch.randperm(len(data), generator=generator).split(self.batch_size):
             x, y = data.features[index].to(device), data.labels[index].to(device)
             logits = self.head(x)
@@ -451,7 +441,7 @@ class CachedTraining:
             if after_step is not None:
                 after_step()
             total_loss += loss.detach().double() * len(y)
-            correct += _correct(logits.detach(), y)
+            correct += correct_count(logits.detach(), y)
         return {"train_loss": float(total_loss) / len(data), "train_acc": int(correct) / len(data)}
 
     def evaluate(self) -> dict:

@@ -39,7 +39,7 @@ from vislab.train import distributed, speed
 from vislab.train.checkpoint import (
     load_training_state, load_weights, rng_state, save_training_state, save_weights, set_rng_state, unwrap,
 )
-from vislab.train.losses import classification_loss
+from vislab.train.losses import classification_loss, correct_count, running_sums
 from vislab.train.optim import FusedRMSprop
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -300,9 +300,7 @@ class Trainer:
         self.train_batches.set_epoch(cfg.seed, epoch)
         # each rank its own augmentation stream; rank 0's is the single-process one
         generator = epoch_generator(cfg.seed, epoch, stream=1 + 100_000 * self.dist.rank)
-        # running sums stay on the device: a .cpu() per step would stall a GPU's queue
-        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        total_loss, correct = running_sums(self.device)
         seen = 0
         start = next_update = time.perf_counter()
         for images, labels in self.train_batches:
@@ -323,7 +321,7 @@ class Trainer:
                 self.scheduler.step()
             with torch.no_grad():
                 total_loss += loss.detach().double() * len(y)
-                correct += _correct(logits.detach(), y)
+                correct += correct_count(logits.detach(), y)
             seen += len(y)
             if progress is not None and time.perf_counter() >= next_update:
                 # a few times a second: reading the sums waits for a GPU's queue to drain
@@ -336,8 +334,7 @@ class Trainer:
     @torch.inference_mode()
     def evaluate_batches(self, batches) -> dict:
         self.model.eval()
-        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        total_loss, correct = running_sums(self.device)
         seen = 0
         for images, labels in batches:
             x = self.model_input(images)
@@ -347,7 +344,7 @@ class Trainer:
                 if self.cfg.train.tta_flip:
                     logits = (logits.float() + self.eval_model(x.flip(-1)).float()) / 2
             total_loss += classification_loss(logits, y, reduction="sum").double()
-            correct += _correct(logits, y)
+            correct += correct_count(logits, y)
             seen += len(y)
         total_loss, correct, total = distributed.all_reduce_sum(self.dist, total_loss, correct, torch.tensor(seen))
         return {"loss": float(total_loss) / max(float(total), 1), "acc": float(correct) / max(float(total), 1)}
@@ -387,12 +384,6 @@ def _resident(split, device: torch.device):
     if split.images.numel() * split.images.element_size() > free // 4:  # leave room for the model
         return split
     return type(split)(labels=split.labels.to(device), images=split.images.to(device), name=split.name)
-
-
-def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if logits.shape[1] == 1:
-        return ((logits[:, 0] > 0).long() == y).sum()
-    return (logits.argmax(1) == y).sum()
 
 
 def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, evaluate: bool = True,

@@ -23,3 +23,16 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
         positive = torch.sigmoid(logits)
         return torch.cat([1 - positive, positive], dim=1)
     return logits.softmax(dim=1)
+
+
+def correct_count(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How many predictions are right, as a tensor on the logits' device (no host read)."""
+    if logits.shape[1] == 1:
+        return ((logits[:, 0] > 0).long() == targets).sum()
+    return (logits.argmax(1) == targets).sum()
+
+
+def running_sums(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loss sum (float64) and a correct count (int64) that stay on ``device`` until read once:
+    a read per step would stall a GPU's queue."""
+    return (torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device))
