@@ -60,7 +60,7 @@ def write_folder(root: Path, count: int, source_size: int, seed: int = 0) -> lis
 def vislab_epochs(samples, size: int, batch_size: int, workers: int, epochs: int):
     import torch
 
-    from vislab.config import AugmentConfig
+    from vislab.core.config import AugmentConfig
     from vislab.data.augment import Augment
     from vislab.data.loaders import FileBatches, epoch_generator
     from vislab.data.preprocess import Preprocessing

@@ -53,14 +53,14 @@ def versions() -> dict:
 
 def train_small_cnn(out: Path, data_dir: str) -> Path:
     """A quick, small CNN on a slice of the training set; the run folder is what is evaluated."""
-    from vislab.config import resolve_config
+    from vislab.core.config import resolve_config
     from vislab.train.loop import fit
 
     cfg = resolve_config(None, {
         "data.source": "fashion-mnist", "data.data_dir": data_dir, "data.max_per_class": 300,
         "model.name": "chollet_convnet", "train.epochs": 1, "out": str(out), "seed": 0,
     })
-    fit(cfg, progress=False, evaluate=False)
+    fit(cfg, progress=False)
     return out
 
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
               "or pass --data-dir", file=sys.stderr)
         return 2
 
-    from vislab.evaluate.runner import evaluate_run
+    from vislab.pipelines import run_evaluation as evaluate_run
 
     with tempfile.TemporaryDirectory(prefix="vislab-bench-eval-") as tmp:
         run_dir = Path(args.run) if args.run else train_small_cnn(Path(tmp) / "run", args.data_dir)

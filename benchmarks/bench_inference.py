@@ -179,7 +179,7 @@ def main(argv=None) -> int:
                       "images": len(agree_u8), "margins": sweep}), flush=True)
 
     # vislab predict: uint8 in, preprocessing + autocast chosen by the Predictor ("auto")
-    from vislab.evaluate.predict import Predictor
+    from vislab.infer.predictor import Predictor
     from vislab.runs import Loaded
 
     predictor = Predictor(Loaded(model, pre, names, {"name": "imagenet:efficientnet_lite0"}, None),

@@ -49,8 +49,9 @@ def loop_overhead(repeat: int, data_dir: str) -> dict:
 
     from vislab.api import make_config
     from vislab.data.sources import load_dataset
-    from vislab.train.loop import Trainer, autocast_context
-    from vislab.train.losses import classification_loss
+    from vislab.core.device import autocast_context
+    from vislab.train.loop import Trainer
+    from vislab.tasks.classification import classification_loss
 
     cfg = make_config(data="fashion-mnist", data_dir=data_dir, model="mlp", model_options={"hidden": [512, 256]},
                       optimizer="rmsprop", batch_size=128, val_split=10000)
@@ -85,7 +86,7 @@ def loop_overhead(repeat: int, data_dir: str) -> dict:
 
 def precision_costs(repeat: int) -> list[dict]:
     from vislab.models import create_model
-    from vislab.train.losses import classification_loss
+    from vislab.tasks.classification import classification_loss
 
     rows = []
     for name, options, channels_last in (("mlp", {"hidden": [512, 256]}, False), ("chollet_convnet", {}, True),
@@ -169,7 +170,7 @@ def _chollet_step(batch: int = 64):
     """A chollet_convnet training step (batch 64, bf16, channels_last) and its model."""
     from vislab.models.classic import materialize
     from vislab.models import create_model
-    from vislab.train.losses import classification_loss
+    from vislab.tasks.classification import classification_loss
     from vislab.train.optim import FusedRMSprop
 
     torch.manual_seed(0)

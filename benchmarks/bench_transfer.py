@@ -44,7 +44,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 def per_class(prefix: str, count: int, seed: int):
     # vislab's own IDX reader (the built-in fashion-mnist source), in file order
-    from vislab.config import DataConfig
+    from vislab.core.config import DataConfig
     from vislab.data.sources import load_dataset
 
     split = load_dataset(DataConfig(source="fashion-mnist", data_dir=str(FMNIST), val_split=0))
@@ -72,7 +72,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: int = 32,
                 params=None) -> None:
-    from vislab.train.losses import classification_loss
+    from vislab.tasks.classification import classification_loss
 
     optimizer = torch.optim.Adam(params if params is not None else model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(0)
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
 
     keep_frozen_bn_eval(model)
     optimizer = torch.optim.Adam(param_groups(model, 1e-3))
-    from vislab.train.losses import classification_loss
+    from vislab.tasks.classification import classification_loss
 
     for index in torch.randperm(len(train[1])).split(32):
         x = pre(train[0][index]).contiguous(memory_format=torch.channels_last)

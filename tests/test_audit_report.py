@@ -25,8 +25,9 @@ from sklearn.datasets import load_digits  # noqa: E402
 from vislab.data.audit import audit_dataset, dominant_colour  # noqa: E402
 from vislab.data.sources import Dataset, Split  # noqa: E402
 from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard  # noqa: E402
-from vislab.evaluate.figures import write_evaluation_figures  # noqa: E402
-from vislab.evaluate.metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.tasks.classification_figures import write_evaluation_figures  # noqa: E402
+from vislab.tasks.classification_metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.core.errors import RunError  # noqa: E402
 from vislab.report.html import build_report  # noqa: E402
 
 CLASSES = ["zero", "one", "two"]
@@ -239,7 +240,10 @@ def test_report_has_every_section_and_valid_images(fake_run):
 def test_report_survives_missing_and_broken_files(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "nothing to report" in build_report(empty).read_text()
+    # not a run folder: refused, naming what is missing, and nothing written there
+    with pytest.raises(RunError, match="neither model.json nor config.yaml"):
+        build_report(empty)
+    assert not (empty / "report.html").exists()
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "audit.json").write_text("{not json")

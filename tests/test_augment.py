@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vislab.config import AugmentConfig, ConfigError, resolve_config
+from vislab.core.config import AugmentConfig, ConfigError, resolve_config
 from vislab.data.augment import Augment, affine_grid
 
 

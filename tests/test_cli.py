@@ -104,7 +104,7 @@ def test_train_yaml_then_flags_then_predict(tmp_path):
     assert rows[0] == ["file", "rank", "class", "probability", "error"] and len(rows) == 3
 
     # reduced precision says what it did, on stderr (stdout stays parseable)
-    from vislab.train.loop import cpu_has_bf16
+    from vislab.core.device import cpu_has_bf16
 
     if cpu_has_bf16():
         assert "precision auto: bfloat16" in result.stderr and "recomputed in fp32" in result.stderr

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import digits_arrays, needs_fmnist, write_image
-from vislab.config import DataConfig
+from vislab.core.config import DataConfig
 from vislab.data.images import BadImageError, read_image
 from vislab.data.sources import DataError, load_dataset, split_table
 

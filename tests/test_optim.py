@@ -67,7 +67,7 @@ def test_fused_rmsprop_state_dict_is_torch_compatible():
 
 
 def test_trainer_uses_fused_rmsprop():
-    from vislab.config import resolve_config
+    from vislab.core.config import resolve_config
     from vislab.train.loop import make_optimizer
 
     cfg = resolve_config(overrides={"train.optimizer": "rmsprop", "train.lr": 1e-3})

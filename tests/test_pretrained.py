@@ -35,7 +35,8 @@ def imagenet_lite0():
 def test_shipped_weights_recognise_chelsea_and_coffee(imagenet_lite0, tmp_path):
     import skimage.data
 
-    from vislab.models.imagenet import plot_topk, predict_topk
+    from vislab.infer.predictor import predict_topk
+    from vislab.viz.predictions import plot_topk
 
     model, pre, names = imagenet_lite0
     images = [skimage.data.chelsea(), skimage.data.coffee()]

@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image, ImageStat  # noqa: E402
 
-from vislab.evaluate.figures import write_evaluation_figures  # noqa: E402
-from vislab.evaluate.metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.tasks.classification_figures import write_evaluation_figures  # noqa: E402
+from vislab.tasks.classification_metrics import classification_metrics, save_metrics  # noqa: E402
 from vislab.report.html import build_report  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vislab.config import RECIPES, AugmentConfig, resolve_config
+from vislab.core.config import RECIPES, AugmentConfig, resolve_config
 from vislab.data.augment import Augment
 from vislab.models import create_model
 
@@ -109,7 +109,7 @@ def test_fast_recipe_resolves_and_its_network_is_small():
 
 def test_training_without_validation_split_monitors_train_loss(tmp_path):
     """val_split 0 (the fast recipe's setting): early stopping falls back to train_loss instead of failing."""
-    from vislab.train.loop import fit
+    from vislab.pipelines import train as fit
 
     cfg = resolve_config(overrides={"data.source": "digits", "data.val_split": 0, "model.name": "mlp",
                                     "model.input_size": [8, 8], "train.epochs": 1, "out": str(tmp_path / "run")})
@@ -120,7 +120,7 @@ def test_training_without_validation_split_monitors_train_loss(tmp_path):
 
 
 def test_auto_precision_is_bf16_on_bf16_cpus():
-    from vislab.train.loop import cpu_has_bf16, resolve_precision
+    from vislab.core.device import cpu_has_bf16, resolve_precision
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_bf16() else None)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from conftest import needs_fmnist
 from vislab.api import train
-from vislab.evaluate.predict import Predictor
+from vislab.infer.predictor import Predictor
 from vislab.runs import load
 
 DIGITS_CNN = dict(data="digits", model="chollet_convnet", epochs=12, lr=3e-3, batch_size=32,
@@ -55,7 +55,7 @@ def test_run_folder_is_complete(digits_run):
 
 
 def test_reload_gives_identical_predictions(digits_run):
-    from vislab.config import DataConfig
+    from vislab.core.config import DataConfig
     from vislab.data.sources import load_dataset
 
     saved = np.load(digits_run.run_dir / "predictions.npz")
@@ -216,7 +216,7 @@ def test_lbfgs_head_is_scikit_learns_logistic_regression():
 def test_lbfgs_head_through_train(tmp_path):
     """The user's path: --freeze backbone --cache-features --optimizer lbfgs fits the head in one epoch;
     lbfgs without cached features, or with a schedule, is refused before any work."""
-    from vislab.config import ConfigError
+    from vislab.core.config import ConfigError
 
     result = train(data="digits", model="chollet_convnet", epochs=2, freeze="backbone", cache_features=True,
                    optimizer="lbfgs", seed=0, out=str(tmp_path / "lbfgs"))
@@ -263,7 +263,7 @@ def test_fp16_training_scales_the_loss_and_resumes_the_scale(tmp_path):
     again = trainer("fp16", "again")
     again.restore(state)
     assert again.scaler.get_scale() == 1024.0
-    from vislab.config import ConfigError
+    from vislab.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="--precision auto, bf16 or fp32 with --cache-features"):
         make_config(data="digits", model="chollet_convnet", freeze="backbone", cache_features=True,
@@ -273,7 +273,7 @@ def test_fp16_training_scales_the_loss_and_resumes_the_scale(tmp_path):
 def test_gpu_precision_and_rng_choices_without_a_gpu(monkeypatch):
     # the decisions the CUDA path makes, with the CUDA queries answered as a T4 / an A100 would
     from vislab.train import checkpoint
-    from vislab.train.loop import resolve_precision
+    from vislab.core.device import resolve_precision
 
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # says yes on a T4 too (emulated)

@@ -32,7 +32,7 @@ pytestmark = [
 
 def per_class(prefix: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     # vislab's own IDX reader (the built-in fashion-mnist source), in file order
-    from vislab.config import DataConfig
+    from vislab.core.config import DataConfig
     from vislab.data.sources import load_dataset
 
     split = load_dataset(DataConfig(source="fashion-mnist", data_dir=str(FMNIST), val_split=0))
@@ -46,7 +46,7 @@ def per_class(prefix: str, count: int, seed: int) -> tuple[torch.Tensor, torch.T
 def scratch_cnn_accuracy(train, test, epochs: int = 40) -> float:
     """Chollet's small convnet trained from scratch at 28 px (Adam, fixed seed)."""
     from vislab.models import create_model
-    from vislab.train.losses import classification_loss
+    from vislab.tasks.classification import classification_loss
 
     torch.manual_seed(0)
     model = create_model("chollet_convnet", num_classes=10, in_chans=1)

@@ -15,6 +15,11 @@ import os
 import sys
 from pathlib import Path
 
+from vislab.core.config import (
+    BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LIME_SEGMENTATIONS, OPTIMIZERS,
+    OUTPUT_FORMATS, PRECISIONS, RECIPES, SCHEDULERS, SPLITS,
+)
+
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows a default only where the flag has one of its own: train's flags default to None
@@ -63,7 +68,7 @@ def _add_augment_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--height-shift", type=float, default=None,
                        help="fraction of the height (< 1) or pixels (>= 1), as --width-shift")
     group.add_argument("--shear", type=float, default=None, help="shear angle in degrees")
-    group.add_argument("--fill-mode", choices=["nearest", "constant", "reflect", "wrap"], default=None,
+    group.add_argument("--fill-mode", choices=FILL_MODES, default=None,
                        help="how pixels outside the image are filled (default nearest)")
     group.add_argument("--fill-value", type=float, default=None, help="0..255, with --fill-mode constant")
 
@@ -106,7 +111,9 @@ def _add_train(sub) -> None:
                 "  vislab train --data photos/ --model resnet50 --pretrained --freeze backbone\n"
                 "  vislab train --resume runs/fmnist --epochs 20")
     p.add_argument("--config", default=None, help="YAML file with data/augment/model/train sections")
-    p.add_argument("--recipe", default=None, choices=["fast", "accurate"],
+    p.add_argument("--task", default=None, metavar="TASK",
+                   help=f"what is learned: {', '.join(BUILTIN_TASKS)} (default classification)")
+    p.add_argument("--recipe", default=None, choices=tuple(RECIPES),
                    help="a bundle of tuned defaults for 28 px grey images such as Fashion-MNIST: fast (under a "
                         "minute on 2 CPU cores, >= 92%% on Fashion-MNIST) or accurate (about 9 minutes, >= 94%%); "
                         "any other flag overrides it")
@@ -125,9 +132,9 @@ def _add_train(sub) -> None:
                    help="model input size: one number or H W")
     m.add_argument("--pretrained", action="store_true", default=None, help="start from pretrained weights")
     m.add_argument("--weights", default=None, help="local pretrained weights file or folder")
-    m.add_argument("--head", choices=["linear", "mlp"], default=None,
+    m.add_argument("--head", choices=HEADS, default=None,
                    help="classifier head: linear, or mlp (GAP -> Dense -> Dropout -> Dense)")
-    m.add_argument("--freeze", choices=["none", "backbone"], default=None, help="freeze the backbone")
+    m.add_argument("--freeze", choices=FREEZE_MODES, default=None, help="freeze the backbone")
     m.add_argument("--finetune-last", type=int, default=None, metavar="N",
                    help="train the last N blocks of the backbone (and the head)")
     m.add_argument("--freeze-epochs", type=int, default=None, metavar="K",
@@ -139,22 +146,24 @@ def _add_train(sub) -> None:
     t.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
     t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
-    t.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "lbfgs"], default=None,
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="(default adam); lbfgs: with --cache-features, fit the head as logistic regression "
                         "(full batch, so --lr and --batch-size do not apply; --weight-decay = L2 penalty, "
                         "default 1/N as scikit-learn's C=1)")
     t.add_argument("--momentum", type=float, default=None, help="sgd/rmsprop momentum (default 0.9)")
-    t.add_argument("--scheduler", choices=["none", "cosine", "onecycle", "step", "plateau"], default=None,
+    t.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="learning-rate schedule (default none)")
     t.add_argument("--label-smoothing", type=float, default=None, help="(default 0)")
     t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None, help="(default auto)")
-    t.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+    t.add_argument("--device", choices=DEVICES, default=None, help="(default auto)")
+    t.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="autocast dtype; auto uses bf16 where the device runs it natively, fp16 on GPUs "
                         "without bf16; fp16 trains with loss scaling (default auto)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     t.add_argument("--tta-flip", action="store_true", default=None, help="evaluate on image + mirror")
-    t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
+    t.add_argument("--patience", type=int, default=None,
+                   help="early stopping: stop after N epochs without improvement of --monitor, as in Keras "
+                        "(0 stops at the first one; default: no early stopping)")
     t.add_argument("--monitor", default=None, help="early stopping metric (default val_loss)")
     t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
     t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
@@ -166,7 +175,7 @@ def train_overrides(args) -> dict:
     if input_size is not None and len(input_size) not in (1, 2):
         raise SystemExit("vislab train: error: --input-size takes one number or H W")
     overrides = {
-        "recipe": args.recipe, "out": args.out, "seed": args.seed,
+        "recipe": args.recipe, "out": args.out, "seed": args.seed, "task": args.task,
         "model.name": args.model, "model.input_size": input_size and (input_size * 2)[:2],
         "model.pretrained": args.pretrained, "model.weights": args.weights, "model.head": args.head,
         "model.freeze": args.freeze, "model.finetune_last": args.finetune_last,
@@ -188,19 +197,20 @@ def train_overrides(args) -> dict:
 
 
 def _cmd_train(args) -> int:
-    from vislab.config import resolve_config
-    from vislab.train.loop import fit
+    from vislab.core.config import resolve_config
+    from vislab.pipelines import train
+    from vislab.train.loop import resume_config
 
     if args.resume:
         extra = {k: v for k, v in train_overrides(args).items() if v is not None and k != "train.epochs"}
-        if extra or args.config:
-            raise SystemExit(f"vislab train: error: --resume continues {args.resume} with its own config.yaml; "
-                             f"only --epochs may change (got {', '.join(sorted(extra)) or '--config'})")
-        fit(None, resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
-            evaluate=not args.no_evaluate)
+        if args.config:
+            extra["--config"] = args.config
+        resume_config(args.resume, args.epochs, **extra)  # only --epochs may change
+        train(None, resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
+              evaluate=not args.no_evaluate)
         return 0
     cfg = resolve_config(args.config, train_overrides(args))
-    fit(cfg, progress=not args.no_progress, evaluate=not args.no_evaluate)
+    train(cfg, progress=not args.no_progress, evaluate=not args.no_evaluate)
     return 0
 
 
@@ -210,17 +220,17 @@ def _add_evaluate(sub) -> None:
                 "Evaluate RUN_DIR's model: metrics.json, figures under plots/, misclassified.csv, report.html.")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
 
 
 def _cmd_evaluate(args) -> int:
     from rich.console import Console
 
-    from vislab.evaluate.runner import evaluate_run
+    from vislab import api
 
-    evaluate_run(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
+    api.evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
                  console=Console(highlight=False))
     return 0
 
@@ -234,10 +244,10 @@ def _add_predict(sub) -> None:
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=5, help="classes per image")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output format")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast dtype for inference. auto: bf16 where the device runs it natively, and "
                         "answers whose top-1 and top-2 probabilities are within 0.02 recomputed in fp32, so "
                         "top-1 matches fp32 on about 99.5%% of images at about 0.8x bf16's speed; bf16: full "
@@ -247,7 +257,7 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
-    from vislab.evaluate.predict import Predictor, predict_files
+    from vislab.infer import Predictor, predict_files
     from vislab.runs import load
 
     predictor = Predictor(load(args.model), device=args.device, precision=args.precision)
@@ -262,9 +272,17 @@ def _cmd_predict(args) -> int:
             print(f"precision {dtype}: a near-tied top-1 can differ from fp32's; --precision auto re-checks "
                   "those in fp32", file=sys.stderr)
     if args.figure:
-        from vislab.viz.predictions import plot_predictions
+        from vislab.data.images import BadImageError, open_image
+        from vislab.viz.predictions import plot_topk
 
-        plot_predictions(results, args.figure)
+        pairs = []
+        for result in results:
+            if "top" in result:
+                try:
+                    pairs.append((open_image(result["file"]), result["top"]))
+                except BadImageError:
+                    continue
+        plot_topk([image for image, _ in pairs], [top for _, top in pairs], args.figure)
     return 1 if results and all("error" in r for r in results) else 0
 
 
@@ -299,18 +317,18 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
 
 # --------------------------------------------------------------------------- models & summary
 def _add_models(sub) -> None:
-    p = _parser(sub, "models", "list model names with parameter counts")
+    p = _parser(sub, "models", "list model names with their default input and description")
     p.add_argument("--timm", default=None, metavar="PATTERN", help="list timm models matching PATTERN (e.g. 'vit_*')")
     p.add_argument("--pretrained-only", action="store_true", help="with --timm: only names with pretrained weights")
-    p.add_argument("--num-classes", type=int, default=10, help="classes used for the parameter counts")
+    p.add_argument("--parameters", action="store_true", help="also build each model to count its parameters")
+    p.add_argument("--num-classes", type=int, default=10, help="with --parameters: classes for the counts")
 
 
 def _cmd_models(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from vislab.models import create_model
-    from vislab.models.registry import describe, vislab_models
+    from vislab import api
 
     console = Console(highlight=False)
     if args.timm:
@@ -319,16 +337,22 @@ def _cmd_models(args) -> int:
         for name in timm.list_models(args.timm, pretrained=args.pretrained_only):
             print(name)
         return 0
-    table = Table(title=f"vislab models (parameters for {args.num_classes} classes)")
-    for col in ("name", "parameters", "default input"):
+    title = "vislab models" + (f" (parameters for {args.num_classes} classes)" if args.parameters else "")
+    table = Table(title=title)
+    columns = ["name", *(["parameters"] if args.parameters else []), "default input"]
+    for col in columns:
         table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
     table.add_column("description", overflow="fold")
-    for name in vislab_models():
-        in_chans = 3 if name in ("seed_cnn2", "cats_dogs_convnet") else 1
-        model = create_model(name, num_classes=args.num_classes, in_chans=in_chans)
-        params = sum(p.numel() for p in model.parameters())
-        size = "x".join(map(str, (in_chans, *model.default_input_size)))
-        table.add_row(name, f"{params:,}", size, describe(name))
+    for row in api.models():
+        size = "x".join(map(str, (row["in_chans"], *row["input_size"])))
+        cells = [row["name"]]
+        if args.parameters:
+            from vislab.core.weights import parameter_counts
+            from vislab.models import create_model
+
+            model = create_model(row["name"], num_classes=args.num_classes, in_chans=row["in_chans"])
+            cells.append(f"{parameter_counts(model)['total']:,}")
+        table.add_row(*cells, size, row["description"])
     console.print(table)
     console.print("Any timm model name also works (`vislab models --timm 'resnet*'`), and hf:ORG/NAME.")
     return 0
@@ -344,10 +368,10 @@ def _add_summary(sub) -> None:
 
 
 def _cmd_summary(args) -> int:
-    from vislab.models.summary import model_summary
+    from vislab import api
 
-    print(model_summary(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
-                        input_size=args.input_size, depth=args.depth))
+    print(api.summary(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
+                      input_size=args.input_size, depth=args.depth))
     return 0
 
 
@@ -369,7 +393,7 @@ def _add_audit(sub) -> None:
 def _cmd_audit(args) -> int:
     from rich.console import Console
 
-    from vislab.config import resolve_config
+    from vislab.core.config import resolve_config
     from vislab.data.audit import audit_dataset, print_audit
     from vislab.data.sources import load_dataset
 
@@ -393,13 +417,13 @@ def _add_augment_preview(sub) -> None:
     p.add_argument("--out", default="augment_preview.png", help="PNG to write")
     p.add_argument("--count", type=int, default=6, help="how many images")
     p.add_argument("--versions", type=int, default=5, help="augmented copies of each image")
-    p.add_argument("--split", default="train", choices=["train", "val", "test"], help="which split to draw from")
+    p.add_argument("--split", default="train", choices=SPLITS, help="which split to draw from")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     _add_augment_options(p)
 
 
 def _cmd_augment_preview(args) -> int:
-    from vislab.config import resolve_config
+    from vislab.core.config import resolve_config
     from vislab.data.audit import preview_augmentation
     from vislab.data.sources import load_dataset
 
@@ -462,12 +486,11 @@ def _add_explain(sub) -> None:
                 "  vislab explain imagenet:efficientnet_lite0 cat.jpg --method lime --target 'tiger cat' --out out/")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--method", default="gradcam",
-                   choices=["gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients"])
+    p.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
     p.add_argument("--target", default="top", help="class to explain: a name, an index, or 'top' (the prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
     p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
-    p.add_argument("--segmentation", default="quickshift", choices=["quickshift", "slic"], help="LIME superpixels")
+    p.add_argument("--segmentation", default="quickshift", choices=LIME_SEGMENTATIONS, help="LIME superpixels")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/explain or explain-MODEL)")
 
 
@@ -581,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         _reject_unknown(parser, args.command, unknown)
     handler = globals()[f"_cmd_{args.command.replace('-', '_')}"]
-    from vislab.errors import USER_ERRORS
+    from vislab.core.errors import USER_ERRORS
 
     try:
         return handler(args) or 0

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap, write_text
 from vislab.data.preprocess import Preprocessing
 
-MODEL_FORMAT = "vislab-model/1"
+MODEL_FORMAT = "vislab-model/2"
+READABLE_FORMATS = ("vislab-model/1", "vislab-model/2")  # /1 files (no task field) load as classification
 
 
-class RunError(FileNotFoundError):
-    """Not a usable run folder; the message says what is missing and how to get it."""
+from vislab.core.errors import RunError  # noqa: E402,F401  (re-exported: vislab.runs.RunError)
 
 
 @dataclass
@@ -35,6 +36,13 @@ class Loaded:
     class_names: list[str]
     spec: dict
     run_dir: Path | None
+    task: object = None  # a vislab.tasks.Task; classification unless model.json names another
+
+    def __post_init__(self):
+        if self.task is None:
+            from vislab.tasks import get_task
+
+            self.task = get_task(self.spec.get("task", "classification"))
 
 
 def versions() -> dict:
@@ -54,36 +62,37 @@ def versions() -> dict:
             "timm": installed("timm"), "python": platform.python_version()}
 
 
-def parameter_counts(model: nn.Module) -> dict:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, class_names, model_cfg,
+                task=None, extra: dict | None = None) -> None:
+    """model.safetensors + model.json (task, architecture, classes, preprocessing, versions).
 
-
-def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, class_names, model_cfg) -> None:
-    """model.safetensors + model.json (architecture, classes, preprocessing, versions)."""
+    ``extra`` holds what a task stores with the model: a segmentation palette, per-class
+    multi-label thresholds.
+    """
     from dataclasses import asdict
 
-    from vislab.train.checkpoint import _atomic, save_weights, unwrap
 
     run_dir = Path(run_dir)
     save_weights(model, run_dir / "model.safetensors")
     spec = {
         "format": MODEL_FORMAT,
+        "task": getattr(task, "name", "classification"),
         "name": model_cfg.name,
         # what was really built (e.g. efficientnet_lite0 --pretrained is timm's tf_efficientnet_lite0,
         # whose padding differs): load() rebuilds this, so outputs match training exactly
         "arch": getattr(unwrap(model), "vislab_name", model_cfg.name),
         "model": asdict(model_cfg),
         "num_classes": len(class_names),
+        "num_outputs": int(task.num_outputs(class_names)) if task is not None else len(class_names),
         "in_chans": preprocessing.channels,
         "class_names": list(class_names),
         "preprocessing": preprocessing.to_dict(),
         "parameters": parameter_counts(unwrap(model))["total"],
         "versions": versions(),
+        **(extra or {}),
     }
     text = json.dumps(spec, indent=2)
-    _atomic(run_dir / "model.json", lambda tmp: Path(tmp).write_text(text))
+    write_text(run_dir / "model.json", text)
 
 
 def read_spec(run_dir: Path) -> dict:
@@ -92,9 +101,15 @@ def read_spec(run_dir: Path) -> dict:
         raise RunError(f"{run_dir}: no such run folder. Train one with `vislab train --out {run_dir}`.")
     if not path.is_file():
         raise RunError(f"{run_dir}: model.json is missing; is this a finished vislab run folder?")
-    spec = json.loads(path.read_text())
-    if spec.get("format") != MODEL_FORMAT:
-        raise RunError(f"{path}: format {spec.get('format')!r} is not {MODEL_FORMAT!r}")
+    try:
+        spec = json.loads(path.read_text())
+    except ValueError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc}); the run did not finish writing it, or it was edited. "
+                       "Retrain, or restore the file") from None
+    if spec.get("format") not in READABLE_FORMATS:
+        raise RunError(f"{path}: format {spec.get('format')!r} is not one this vislab reads "
+                       f"({', '.join(READABLE_FORMATS)}); retrain it, or load it with the vislab that wrote it")
+    spec.setdefault("task", "classification")
     return spec
 
 
@@ -107,9 +122,8 @@ def load(spec: str | Path, device: str = "cpu") -> Loaded:
         model, preprocessing, class_names = load_imagenet_model(text.split(":", 1)[1])
         return Loaded(model.to(device).eval(), preprocessing, list(class_names),
                       {"name": text, "num_classes": len(class_names)}, None)
-    from vislab.config import ModelConfig
+    from vislab.core.config import ModelConfig
     from vislab.models.build import build_model
-    from vislab.train.checkpoint import load_weights
 
     run_dir = Path(spec)
     model_spec = read_spec(run_dir)
@@ -120,6 +134,7 @@ def load(spec: str | Path, device: str = "cpu") -> Loaded:
     # the stored input size, so layers sized at build time (lazy Dense) match the weights
     model_cfg = ModelConfig(**{**model_spec["model"], "name": model_spec.get("arch", model_spec["name"]),
                                "pretrained": False, "weights": None, "input_size": list(preprocessing.size)})
-    model, _ = build_model(model_cfg, model_spec["num_classes"], model_spec["in_chans"], load_pretrained=False)
+    outputs = model_spec.get("num_outputs", model_spec["num_classes"])
+    model, _ = build_model(model_cfg, outputs, model_spec["in_chans"], load_pretrained=False)
     load_weights(model, weights)
     return Loaded(model.to(device).eval(), preprocessing, model_spec["class_names"], model_spec, run_dir)

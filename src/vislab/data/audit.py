@@ -395,14 +395,14 @@ def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: i
 
     Args:
         dataset: a :class:`vislab.data.sources.Dataset`.
-        augment_cfg: a :class:`vislab.config.AugmentConfig`.
+        augment_cfg: a :class:`vislab.core.config.AugmentConfig`.
         path: PNG to write.
         count: how many images (seeded random picks, one class after another).
         versions: augmented copies per image.
 
     Example:
         >>> import torch, tempfile, os
-        >>> from vislab.config import AugmentConfig
+        >>> from vislab.core.config import AugmentConfig
         >>> from vislab.data.sources import Dataset, Split
         >>> ds = Dataset("toy", ["a", "b"], {"train": Split(torch.tensor([0, 1]), images=torch.zeros(2, 1, 8, 8, dtype=torch.uint8))})
         >>> preview_augmentation(ds, AugmentConfig(rotation=20), os.path.join(tempfile.mkdtemp(), "aug.png"), count=2).exists()

@@ -17,7 +17,7 @@ Meanings (as in Keras):
 
 Example:
     >>> import torch
-    >>> from vislab.config import AugmentConfig
+    >>> from vislab.core.config import AugmentConfig
     >>> aug = Augment(AugmentConfig(hflip=True, rotation=15))
     >>> aug(torch.rand(4, 1, 28, 28), generator=torch.Generator().manual_seed(0)).shape
     torch.Size([4, 1, 28, 28])

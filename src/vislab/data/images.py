@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from vislab.core.errors import UserError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
-class BadImageError(ValueError):
+class BadImageError(UserError, ValueError):
     """An image file that cannot be used, with the path and the reason."""
 
     def __init__(self, path, reason: str):

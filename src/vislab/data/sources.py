@@ -6,7 +6,7 @@ workers). Splits are stratified and seeded; bad files are found before training,
 skipped and listed, never a crash.
 
 Example:
-    >>> from vislab.config import DataConfig
+    >>> from vislab.core.config import DataConfig
     >>> ds = load_dataset(DataConfig(source="digits", test_split=0.2), seed=0)
     >>> sorted(ds.splits), len(ds.class_names)
     (['test', 'train', 'val'], 10)
@@ -26,17 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vislab.core.config import SPLITS
 from vislab.data.images import BadImageError, is_image_file, read_image
 
 BUILTIN = ("mnist", "fashion-mnist", "cifar10", "digits")
-SPLIT_NAMES = ("train", "val", "test")
+SPLIT_NAMES = SPLITS
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 
 
-class DataError(ValueError):
-    """A dataset that cannot be trained on; the message names the problem and the fix."""
+from vislab.core.errors import DataError  # noqa: E402,F401  (re-exported: vislab.data.sources.DataError)
 
 
 @dataclass
@@ -124,7 +124,7 @@ def _peek_channels(split: Split) -> int:
 
 # --------------------------------------------------------------------------- entry point
 def load_dataset(cfg, seed: int = 0) -> Dataset:
-    """Build a :class:`Dataset` from a :class:`vislab.config.DataConfig`.
+    """Build a :class:`Dataset` from a :class:`vislab.core.config.DataConfig`.
 
     Raises:
         DataError: nothing usable, a single class, missing files named by a CSV, ...
@@ -503,3 +503,22 @@ def split_table(dataset: Dataset) -> list[list[str]]:
     rows = [[cls] + [str(counts[s][i]) for s in names] for i, cls in enumerate(dataset.class_names)]
     rows.append(["total"] + [str(sum(counts[s])) for s in names])
     return [["class"] + names] + rows
+
+
+def expand_image_paths(inputs) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files and folders (searched recursively) -> (image paths, [(path, reason)] for bad inputs)."""
+    import os
+
+    paths, bad = [], []
+    for item in inputs:
+        item = str(item)
+        if os.path.isdir(item):
+            found = list_images(item)
+            if not found:
+                bad.append((item, "folder holds no image files"))
+            paths += found
+        elif os.path.exists(item):
+            paths.append(item)
+        else:
+            bad.append((item, "no such file or folder"))
+    return paths, bad

@@ -1,30 +1,63 @@
-"""``vislab evaluate``: a run folder + data -> metrics.json, figures, misclassified.csv, report.html."""
+"""``vislab evaluate``'s measuring half: a run folder + data -> the task's metrics, streamed.
+
+Figures, explanation panels and the report come after it, in :func:`vislab.pipelines.evaluate`.
+The run's own test split writes ``metrics.json``; any other split or data set writes
+``metrics_<name>.json`` beside it, so the test numbers are never overwritten.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from vislab.config import config_from_dict
+from vislab.core.config import config_from_dict
 from vislab.data.sources import DataError, load_dataset
-from vislab.evaluate.metrics import classification_metrics, save_metrics
-from vislab.evaluate.predict import Predictor
+from vislab.infer.predictor import Predictor
 from vislab.runs import load
+from vislab.tasks.classification_metrics import save_metrics
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation measured, and what its figures need."""
+
+    run_dir: Path
+    metrics: dict
+    evaluator: object  # the task's Evaluator, with its state (probabilities, confusion matrix)
+    loaded: object  # vislab.runs.Loaded
+    predictor: Predictor
+    split: object  # the evaluated vislab.data.sources.Split
+    name: str  # "" for the run's own test split, else e.g. "val" or "otherdata_test"
+    seed: int
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / (f"metrics_{self.name}.json" if self.name else "metrics.json")
+
+
+def evaluation_name(split: str, data: str | None) -> str:
+    """'' for the run's own test split; otherwise a file-name-safe name of the split and the data."""
+    if data is None and split == "test":
+        return ""
+    parts = ([re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(data).rstrip("/")).name or "data")] if data else []) + [split]
+    return "_".join(parts)
 
 
 def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
-                 device: str = "auto", console=None, figures: bool = True, report: bool = True) -> dict:
+                 device: str = "auto", console=None) -> Evaluation:
     """Evaluate the run's model on ``split`` of its own data (or ``data``, a source like ``--data``).
 
-    Returns the metrics dict (also written to ``run_dir/metrics.json``).
+    The metrics are written to ``metrics.json`` (own test split) or ``metrics_<name>.json``.
     """
-    import numpy as np
-    import torch
-
     run_dir = Path(run_dir)
     loaded = load(run_dir, device="cpu")
-    cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(f"{run_dir}: config.yaml is missing, so the run's data is unknown; is it a vislab run folder?")
+    cfg = config_from_dict(yaml.safe_load(config_path.read_text()))
     if dataset is None:
         if data is not None:
             cfg.data.source = data
@@ -38,57 +71,18 @@ def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "t
                         f"{loaded.class_names[:5]}...; evaluate on data with the same class folders")
     predictor = Predictor(loaded, device=device, tta_flip=cfg.train.tta_flip)
     data_split = dataset.splits[split]
-    predictions = predictor.predict_split(data_split, batch_size=batch_size, workers=cfg.data.workers)
-    probs = torch.from_numpy(predictions.probs).clamp_min(1e-12)
-    labels = torch.from_numpy(predictions.labels)
-    loss = float(torch.nn.functional.nll_loss(probs.log(), labels))
-    metrics = classification_metrics(predictions.labels, predictions.probs, loaded.class_names, loss=loss)
+    task = loaded.task
+    evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,
+                                         workers=cfg.data.workers)
+    metrics = evaluator.result()
     metrics["split"] = split
-    metrics["num_images"] = int(len(labels))
-    save_metrics(metrics, run_dir)
-    np.savez_compressed(run_dir / "predictions.npz", labels=predictions.labels, probs=predictions.probs,
-                        sources=np.array(predictions.sources))
-    if figures:
-        from vislab.evaluate.figures import write_evaluation_figures
-
-        def images_for(indices):
-            convert = predictor.preprocessing.convert_channels
-            return torch.stack([convert(data_split.load(int(i))) if data_split.in_memory
-                                else convert(_display(data_split.load(int(i)))) for i in indices])
-
-        write_evaluation_figures(predictions, loaded.class_names, metrics, images_for, run_dir)
-        _explanation_panels(loaded, predictions, data_split, run_dir, seed=cfg.seed)
-    if report:
-        from vislab.report.html import build_report
-
-        build_report(run_dir)
+    metrics["data"] = str(data if data is not None else cfg.data.source)
+    metrics["num_images"] = len(data_split)
+    name = evaluation_name(split, data)
+    evaluation = Evaluation(run_dir, metrics, evaluator, loaded, predictor, data_split, name, cfg.seed)
+    save_metrics(metrics, run_dir, evaluation.metrics_path.name)
+    evaluator.save(run_dir, f"_{name}" if name else "")
     if console is not None:
-        console.print(f"evaluated {len(labels):,} {split} images: accuracy {metrics['accuracy']:.4f}, "
-                      f"loss {metrics['loss']:.4f} -> {run_dir / 'metrics.json'}")
-    return metrics
-
-
-def _explanation_panels(loaded, predictions, split, run_dir: Path, seed: int, count: int = 8) -> None:
-    """Grad-CAM for a seeded sample of test images and for the most confidently wrong ones."""
-    import numpy as np
-
-    from vislab.explain import explain_samples
-
-    names = loaded.class_names
-    rng = np.random.default_rng(seed)
-    sample = rng.choice(len(predictions.labels), size=min(count, len(predictions.labels)), replace=False)
-    wrong = np.flatnonzero(predictions.predicted != predictions.labels)
-    worst = wrong[np.argsort(-predictions.probs[wrong].max(1))][:count]
-    out = run_dir / "plots" / "explain"
-    for indices, filename in ((sample, "gradcam_samples.png"), (worst, "gradcam_most_wrong.png")):
-        if len(indices):
-            explain_samples(loaded, [split.load(int(i)) for i in indices], out,
-                            titles=[f"true: {names[predictions.labels[i]]}" for i in indices], filename=filename)
-
-
-def _display(image):
-    """File images for grids: a common 96 px square, colour kept."""
-    import torch.nn.functional as F
-
-    return F.interpolate(image.unsqueeze(0).float(), size=(96, 96), mode="bilinear",
-                         antialias=True)[0].round().clamp(0, 255).byte()
+        console.print(f"evaluated {len(data_split):,} {split} images: {task.end_of_run_line(metrics)} "
+                      f"-> {evaluation.metrics_path}")
+    return evaluation

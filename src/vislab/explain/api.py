@@ -23,16 +23,8 @@ import torch
 import torch.nn as nn
 
 from vislab.explain import attribution
-from vislab.explain.base import (
-    METHODS,
-    ClassScore,
-    Explanation,
-    as_image_tensor,
-    heatmap_to_image,
-    model_device,
-    probabilities,
-    resolve_target,
-)
+from vislab.explain.base import METHODS, Explanation, as_image_tensor, heatmap_to_image, model_device
+from vislab.tasks.classification import Classification
 from vislab.explain.targets import find_target_layer
 
 # Options each method accepts through explain(**opts); anything else is an error.
@@ -56,6 +48,7 @@ def explain(
     target: int | str = "top",
     layer: str | None = None,
     class_names: Sequence[str] | None = None,
+    task=None,
     **opts,
 ) -> Explanation:
     """Explain the model's score for one class on one image.
@@ -69,6 +62,7 @@ def explain(
         target: ``"top"`` (the predicted class), a class index, or a class name.
         layer: Grad-CAM layer (a ``model.named_modules()`` name); automatic when None.
         class_names: names for ``target`` lookup and titles.
+        task: the run's task (``loaded.task``), which picks the explained score; classification when None.
         **opts: method options: occlusion ``window, stride``; integrated-gradients
             ``steps, smooth``; lime ``num_samples, segmentation, num_features,
             hide_color, seed`` and the superpixel settings.
@@ -100,9 +94,7 @@ def explain(
         inputs = preprocessing(image).unsqueeze(0).to(model_device(model))
         with torch.no_grad():
             logits = model(inputs)
-        index = resolve_target(target, logits, class_names)
-        probability = float(probabilities(logits)[0, index])
-        score = ClassScore.for_class(index, logits.shape[-1])
+        index, probability, score = (task or Classification()).explain_target(logits, target, class_names)
         layer_name, mask = None, None
         if method in ("gradcam", "gradcam++"):
             target_layer = find_target_layer(model, preprocessing.input_size, layer)
@@ -186,7 +178,8 @@ def explain_samples(
     shown, heatmaps, labels = [], [], []
     for index, image in enumerate(images):
         image = as_image_tensor(image)
-        result = explain(loaded.model, loaded.preprocessing, image, method=method, class_names=loaded.class_names)
+        result = explain(loaded.model, loaded.preprocessing, image, method=method, class_names=loaded.class_names,
+                         task=getattr(loaded, "task", None))
         name = result.target_name if result.target_name is not None else str(result.target)
         label = f"pred: {name} ({result.score:.0%})"
         labels.append(f"{titles[index]}\n{label}" if titles else label)
@@ -236,7 +229,7 @@ def explain_files(
         [{'file': 'cat.jpg', 'class': 'cat', 'index': 0, 'probability': 0.97, 'png': 'runs/cats/plots/explain/cat_lime.png'}]
     """
     from vislab.data.images import BadImageError, read_image
-    from vislab.evaluate.predict import expand_image_paths
+    from vislab.data.sources import expand_image_paths
 
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
     paths, bad = expand_image_paths(inputs)
@@ -249,6 +242,7 @@ def explain_files(
             results.append({"file": path, "error": str(exc)})
             continue
         result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target, layer=layer,
+                         task=getattr(loaded, "task", None),
                          class_names=loaded.class_names, **opts)
         stem = safe_filename(Path(path).stem)
         stems[stem] = stems.get(stem, 0) + 1  # two cat.jpg in different folders must not overwrite

@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-METHODS = ("gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients")
+from vislab.core.config import EXPLAIN_METHODS as METHODS  # noqa: F401  (one list: config, CLI, explain)
+from vislab.core.device import model_device  # noqa: F401
+from vislab.tasks.classification import ClassScore, probabilities, resolve_target  # noqa: F401
 
 
 @dataclass
@@ -57,66 +59,6 @@ def as_image_tensor(image) -> torch.Tensor:
     if tensor.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 image (0..255), got {tensor.dtype}")
     return tensor
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(N, K) probabilities; a single logit is a sigmoid head for 2 classes."""
-    if logits.shape[-1] == 1:
-        positive = torch.sigmoid(logits)
-        return torch.cat([1 - positive, positive], dim=-1)
-    return torch.softmax(logits, dim=-1)
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    """The scalar an explanation follows: ``sign * logits[..., index]``.
-
-    A one-logit (sigmoid) head scores class 1 with +logit and class 0 with -logit;
-    otherwise ``index`` is the class and ``sign`` is +1. Callable on one sample's
-    logits (pytorch-grad-cam's target protocol) or on a batch (N, K) -> (N,).
-    """
-
-    index: int
-    sign: float = 1.0
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.sign * logits[..., self.index]
-
-    @classmethod
-    def for_class(cls, target: int, num_outputs: int) -> "ClassScore":
-        if num_outputs == 1:
-            return cls(0, 1.0 if target == 1 else -1.0)
-        return cls(target)
-
-
-def resolve_target(target, logits: torch.Tensor, class_names: list[str] | None) -> int:
-    """``"top"`` / an int / a class name -> class index, checked against the model's classes.
-
-    Raises:
-        ValueError: the index is out of range or the name is not a class name.
-    """
-    num_classes = 2 if logits.shape[-1] == 1 else logits.shape[-1]
-    if target is None or (isinstance(target, str) and target.lower() == "top"):
-        if logits.shape[-1] == 1:
-            return int(logits.reshape(-1)[0] > 0)
-        return int(logits.reshape(-1, logits.shape[-1])[0].argmax())
-    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
-        target = int(target)
-    if isinstance(target, (int, np.integer)):
-        if not 0 <= int(target) < num_classes:
-            raise ValueError(f"target class {target} is out of range: the model has {num_classes} classes (0..{num_classes - 1})")
-        return int(target)
-    if not class_names:
-        raise ValueError(f"target {target!r} is a name but the model has no class names; give an index 0..{num_classes - 1} or 'top'")
-    wanted = str(target).strip().lower()
-    for index, name in enumerate(class_names):
-        synonyms = [part.strip().lower() for part in str(name).split(",")]
-        if wanted == str(name).lower() or wanted in synonyms:
-            return index
-    close = difflib.get_close_matches(str(target), [str(n) for n in class_names], n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    shown = ", ".join(map(str, class_names[:20])) + (" ..." if len(class_names) > 20 else "")
-    raise ValueError(f"unknown target class {target!r}.{hint} Classes: {shown}; or give an index or 'top'")
 
 
 def heatmap_to_image(
@@ -173,10 +115,3 @@ def no_inplace(model: nn.Module):
     finally:
         for module in changed:
             module.inplace = True
-
-
-def model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from vislab.core.device import model_device
+
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
     nn.Sigmoid, nn.Tanh, nn.PReLU,
@@ -180,7 +182,7 @@ def _record_outputs(model: nn.Module, input_size) -> tuple[list[tuple[str, tuple
     model.eval()
     try:
         with torch.no_grad():
-            dummy = torch.zeros(1, *input_size, device=_device(model))
+            dummy = torch.zeros(1, *input_size, device=model_device(model))
             if hasattr(model, "forward_features"):
                 features = model.forward_features(dummy)
             else:
@@ -238,7 +240,7 @@ def _output_shape(model: nn.Module, module: nn.Module, input_size) -> tuple | No
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=_device(model)))
+            model(torch.zeros(1, *input_size, device=model_device(model)))
     finally:
         handle.remove()
         model.train(was_training)
@@ -250,10 +252,3 @@ def _square_grid(patches: int) -> tuple[int, int]:
     if side * side != patches:
         raise ValueError(f"{patches} patch tokens do not form a square grid")
     return side, side
-
-
-def _device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")

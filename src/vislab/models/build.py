@@ -29,7 +29,7 @@ def build_model(model_cfg, num_classes: int, in_chans: int, native_size=None,
     """Create the model described by ``model_cfg`` for ``num_classes`` and ``in_chans`` inputs.
 
     Args:
-        model_cfg: a :class:`vislab.config.ModelConfig`.
+        model_cfg: a :class:`vislab.core.config.ModelConfig`.
         native_size: (H, W) of the data when every image shares it (in-memory sets).
         load_pretrained: False when the weights will come from a run folder anyway.
     """

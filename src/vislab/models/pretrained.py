@@ -48,8 +48,7 @@ _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "modul
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin", "model.pth")
 
 
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights could not be found, downloaded or matched to the model."""
+from vislab.core.errors import PretrainedWeightsError  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------------------

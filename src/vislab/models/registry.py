@@ -22,17 +22,41 @@ from collections.abc import Callable
 import torch.nn as nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+_DEFAULTS: dict[str, dict] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register ``fn(num_classes, in_chans, **kw) -> nn.Module`` under its name."""
+    """Decorator: register ``fn(num_classes, in_chans, **kw) -> nn.Module`` under its name.
+
+    The model's defaults are read from the signature once (``in_chans``, ``input_size``) and
+    its description from the docstring's first line, so listing models builds none of them.
+    """
+    import inspect
+
     name = fn.__name__
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
     _REGISTRY[name] = fn
-    _DESCRIPTIONS[name] = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+    params = inspect.signature(fn).parameters
+    default = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    _DEFAULTS[name] = {
+        "name": name,
+        "in_chans": int(default.get("in_chans", 3)),
+        "input_size": tuple(default.get("input_size", (224, 224))),
+        "description": (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+    }
     return fn
+
+
+def model_defaults(name: str) -> dict:
+    """A registered model's defaults: name, in_chans, input_size (H, W), description."""
+    _import_builtin()
+    return dict(_DEFAULTS[name])
+
+
+def model_table() -> list[dict]:
+    """Every vislab model's defaults, in name order (what `vislab models` lists)."""
+    return [model_defaults(name) for name in vislab_models()]
 
 
 def vislab_models() -> list[str]:
@@ -43,7 +67,7 @@ def vislab_models() -> list[str]:
 
 def describe(name: str) -> str:
     _import_builtin()
-    return _DESCRIPTIONS.get(name, "")
+    return _DEFAULTS.get(name, {}).get("description", "")
 
 
 def is_timm_name(name: str) -> bool:

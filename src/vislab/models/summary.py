@@ -65,20 +65,13 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3
 
 def model_summary(model: str, num_classes: int = 10, in_chans: int | None = None, input_size=None,
                   depth: int = 3) -> str:
-    """Summary of a model name (built fresh) or of a run folder's model."""
-    if Path(model).is_dir():
-        from vislab.runs import load
-
-        loaded = load(model)
-        return summarize(loaded.model, loaded.preprocessing.input_size, depth)
-    from vislab.config import ModelConfig
+    """Summary of a model name, built fresh (a run folder's model: :func:`vislab.api.summary`)."""
+    from vislab.core.config import ModelConfig
     from vislab.models.build import build_model
-    from vislab.models.classic import FeatureHeadNet
-    from vislab.models.registry import create_model
+    from vislab.models.registry import model_defaults, vislab_models
 
     size = None if not input_size else (list(input_size) * 2)[:2]
-    if in_chans is None:
-        probe = create_model(model, num_classes=num_classes, in_chans=3)
-        in_chans = 1 if isinstance(probe, FeatureHeadNet) and model not in ("seed_cnn2", "cats_dogs_convnet") else 3
+    if in_chans is None:  # the network's own default (the seeds' grey nets: 1), else RGB
+        in_chans = model_defaults(model)["in_chans"] if model in vislab_models() else 3
     built, pre = build_model(ModelConfig(name=model, input_size=size), num_classes, in_chans)
     return summarize(built, pre.input_size, depth)

@@ -18,20 +18,11 @@ from typing import Callable, Iterable
 
 import yaml
 
+from vislab.core.errors import ConfigError, RunError
+from vislab.tasks import Task, get_task
+
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
-EVALUATION_FIGURES = [
-    "confusion_matrix.png",
-    "confusion_matrix_normalized.png",
-    "per_class_accuracy.png",
-    "roc.png",
-    "pr.png",
-    "reliability.png",
-    "predictions_sample.png",
-]
-MISCLASSIFIED_FIGURES = ["predictions_confident_wrong.png", "predictions_unsure_right.png"]
 TRAINING_FIGURES = ["curves.png"]
-# A table of 10k misclassified rows would drown the page; the CSV has them all.
-MAX_TABLE_ROWS = 50
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
@@ -74,6 +65,7 @@ def build_report(run_dir) -> Path:
     Example:
         >>> import tempfile, json, pathlib
         >>> run = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (run / "config.yaml").write_text("seed: 0")
         >>> _ = (run / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "loss": 0.3}))
         >>> page = build_report(run).read_text()
         >>> "Metrics" in page and "<script" not in page
@@ -81,8 +73,12 @@ def build_report(run_dir) -> Path:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist; pass the folder written by `vislab train`")
+        raise RunError(f"run folder {run_dir} does not exist; pass the folder written by `vislab train`")
+    if not (run_dir / "model.json").is_file() and not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir} is not a vislab run folder: it has neither model.json nor config.yaml. "
+                       "Pass the folder `vislab train --out DIR` wrote")
     report = _Report(run_dir)
+    task = report.task
     sections = [
         ("summary", "Summary", report.summary),
         ("config", "Configuration", report.config),
@@ -90,8 +86,7 @@ def build_report(run_dir) -> Path:
         ("audit", "Dataset audit", report.audit),
         ("training", "Training", report.training),
         ("metrics", "Metrics", report.metrics),
-        ("figures", "Evaluation figures", report.evaluation_figures),
-        ("misclassified", "Misclassified examples", report.misclassified),
+        *[(a, t, (lambda b=b: b(report))) for a, t, b in task.report_sections()],
         ("explanations", "Explanations", report.explanations),
         ("other", "Other figures", report.other_figures),
         ("bad-files", "Bad files", report.bad_files),
@@ -137,6 +132,22 @@ class _Report:
         self.run_dir = run_dir
         self.plots = run_dir / "plots"
         self.shown: set[Path] = set()
+        spec = _read_json(run_dir / "model.json")
+        try:
+            self.task = get_task(spec.get("task", "classification") if isinstance(spec, dict) else "classification")
+        except ConfigError:  # a task this process does not know: the generic sections
+            self.task = Task()
+
+    # helpers the tasks' sections use
+    def figure(self, path: Path) -> str:
+        return self._figure(path)
+
+    def table(self, header, rows, text_columns=frozenset({0})) -> str:
+        return _table(header, [[_num_text(v) for v in r] for r in rows], text_columns=set(text_columns))
+
+    @staticmethod
+    def read_csv(path: Path):
+        return _read_csv(path)
 
     # --------------------------------------------------------------- sections
 
@@ -144,18 +155,9 @@ class _Report:
         metrics = _read_json(self.run_dir / "metrics.json")
         if not isinstance(metrics, dict):
             return ""
-        cards = [
-            ("Accuracy", _pct(metrics.get("accuracy"))),
-            (f"Top-{metrics.get('top_k')} accuracy", _pct(metrics.get("top_k_accuracy"))) if metrics.get("top_k_accuracy") is not None else None,
-            ("Loss", _num(metrics.get("loss"))),
-            ("Macro F1", _num((metrics.get("macro") or {}).get("f1"))),
-            ("ROC AUC", _num(metrics.get("roc_auc"))),
-            ("ECE", _num((metrics.get("calibration") or {}).get("ece"))),
-            ("Test images", str(metrics.get("num_samples", "n/a"))),
-        ]
         items = "".join(
             f'<div class="card"><div class="value">{html.escape(v)}</div><div class="label">{html.escape(k)}</div></div>'
-            for k, v in filter(None, cards)
+            for k, v in self.task.summary_cards(metrics)
         )
         return f'<div class="cards">{items}</div>'
 
@@ -263,7 +265,7 @@ class _Report:
         items = [
             ("task", metrics.get("task")),
             ("test images", metrics.get("num_samples")),
-            ("accuracy", _pct(metrics.get("accuracy"))),
+            *([("accuracy", _pct(metrics["accuracy"]))] if "accuracy" in metrics else []),
             ("loss", _num(metrics.get("loss"))),
         ]
         if metrics.get("top_k_accuracy") is not None:
@@ -288,22 +290,6 @@ class _Report:
             columns = ["class", "precision", "recall", "f1", "support", "predicted", "roc_auc", "average_precision"]
             rows = [[r.get("class")] + [_num(r.get(c)) if isinstance(r.get(c), float) or r.get(c) is None else r.get(c) for c in columns[1:]] for r in per_class]
             parts.append("<h3>Per class</h3>" + _table([c.replace("_", " ") for c in columns], rows))
-        return "\n".join(parts)
-
-    def evaluation_figures(self) -> str:
-        return "\n".join(self._figure(self.plots / n) for n in EVALUATION_FIGURES if (self.plots / n).is_file())
-
-    def misclassified(self) -> str:
-        parts = [self._figure(self.plots / n) for n in MISCLASSIFIED_FIGURES if (self.plots / n).is_file()]
-        path = self.run_dir / "misclassified.csv"
-        if path.is_file():
-            header, rows = _read_csv(path)
-            if header:
-                parts.append(
-                    f"<p>{len(rows)} misclassified test images (all in <code>misclassified.csv</code>); "
-                    f"{'the most confident ' + str(MAX_TABLE_ROWS) if len(rows) > MAX_TABLE_ROWS else 'all'} shown.</p>"
-                    + _table(header, [[_num_text(v) for v in r] for r in rows[:MAX_TABLE_ROWS]], text_columns={0, 1, 2})
-                )
         return "\n".join(parts)
 
     def explanations(self) -> str:

@@ -1,46 +1,14 @@
-"""Atomic writes of weights (safetensors) and training state (exact resume)."""
+"""Training state for exact resume: RNG state and checkpoints/last.pt (written atomically)."""
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then os.replace: a kill leaves old or new."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    _atomic(path, lambda tmp: save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()}))
-
-
-def load_weights(model: torch.nn.Module, path: Path, strict: bool = True) -> None:
-    unwrap(model).load_state_dict(load_file(str(path)), strict=strict)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DDP / torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+from vislab.core.weights import atomic_write
 
 
 def rng_state() -> dict:
@@ -67,7 +35,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_training_state(path: Path, state: dict) -> None:
-    _atomic(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_state(path: Path) -> dict:

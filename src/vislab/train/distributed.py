@@ -10,7 +10,7 @@ process group (NCCL on CUDA, gloo on CPU); the fit loop then
   ``train.batch_size`` images is cut into N interleaved pieces, so N processes take
   the same optimisation steps as one process would (``--batch-size`` is the global
   batch, as in Keras' distribution strategies; the learning rate needs no rescaling),
-* sums loss/correct/seen over ranks (:func:`all_reduce_sum`), so every rank logs
+* sums the loss and the task's statistics over ranks (:func:`all_reduce_sum`), so every rank logs
   the same metrics and early stopping decides the same on all of them,
 * lets only rank 0 write the run folder.
 
@@ -100,14 +100,24 @@ def broadcast_object(ctx: DistContext, value):
 
 
 def all_reduce_sum(ctx: DistContext, *values: torch.Tensor) -> list[torch.Tensor]:
-    """Sums over ranks of float64 scalars; one collective for all of them."""
+    """Sums over ranks, as float64 on the CPU; one collective for all of them.
+
+    Scalars (a loss sum, a count) and arrays (a task's confusion matrix) alike: each
+    comes back with its own shape.
+    """
     if not ctx.enabled:  # GPU sums and CPU counts alike: one read each, at the end of an epoch
-        return [torch.tensor(float(v), dtype=torch.float64) for v in values]
+        return [torch.tensor(float(v), dtype=torch.float64) if torch.as_tensor(v).ndim == 0
+                else torch.as_tensor(v).detach().to("cpu", torch.float64) for v in values]
     # one device for the collective (NCCL: this rank's GPU); the values may sit on the GPU and the CPU
     device = torch.device("cuda") if ctx.backend == "nccl" else torch.device("cpu")
-    packed = torch.stack([torch.as_tensor(v).detach().to(device, torch.float64).reshape(()) for v in values])
+    tensors = [torch.as_tensor(v).detach().to(device, torch.float64) for v in values]
+    packed = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-    return list(packed.cpu().unbind())
+    out, offset = [], 0
+    for t in tensors:
+        out.append(packed[offset:offset + t.numel()].reshape(t.shape).cpu())
+        offset += t.numel()
+    return out
 
 
 def wrap_model(ctx: DistContext, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

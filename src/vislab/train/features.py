@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vislab.data.preprocess import Preprocessing
-from vislab.train.losses import correct_count, running_sums
+from vislab.tasks.classification import classification_loss, correct_count
 
 #: bf16 features must point the same way as fp32 ones: on average over the check batch,
 #: and for its worst image (measured on EfficientNet-Lite0 / Fashion-MNIST: mean 0.997, worst 0.99)
@@ -81,6 +81,12 @@ class FeatureSet:
                        float(meta.get("seconds", 0.0)))
 
 
+def running_sums(device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loss sum (float64) and a correct count (int64) that stay on ``device`` until read once:
+    a read per step would stall a GPU's queue."""
+    return (torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.int64, device=device))
+
+
 def _is_feature_head_net(model: nn.Module) -> bool:
     from vislab.models.classic import FeatureHeadNet
 
@@ -113,13 +119,13 @@ def cached_head(model: nn.Module) -> nn.Module:
 
 def _bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
-        from vislab.train.loop import cuda_bf16_native
+        from vislab.core.device import cuda_bf16_native
 
         return cuda_bf16_native(device)
     if device.type != "cpu":
         return False
     try:
-        from vislab.train.loop import cpu_has_bf16
+        from vislab.core.device import cpu_has_bf16
     except ImportError:
         return False
     return bool(cpu_has_bf16())
@@ -249,15 +255,10 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
         >>> len(fit_head(head, data, epochs=2))
         2
     """
-    from vislab.train.losses import classification_loss
 
-    params = [p for p in head.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    elif optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    from vislab.train.optim import build_optimizer
+
+    opt = build_optimizer([p for p in head.parameters() if p.requires_grad], optimizer, lr, weight_decay)
     device = next(head.parameters()).device
     x_all, y_all = train.features.to(device), train.labels.to(device)
     generator = torch.Generator().manual_seed(seed)
@@ -290,7 +291,6 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
 
 def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet, device, label_smoothing: float,
                  l2: float) -> dict:
-    from vislab.train.losses import classification_loss
 
     x, y = data.features.to(device), data.labels.to(device)
     weights = [p for p in head.parameters() if p.requires_grad and p.ndim > 1]
@@ -312,7 +312,6 @@ def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet
 @torch.inference_mode()
 def evaluate_head(head: nn.Module, data: FeatureSet, batch_size: int = 1024) -> dict:
     """Loss and accuracy of ``head`` on cached features."""
-    from vislab.train.losses import classification_loss
 
     was_training = head.training
     head.eval()
@@ -420,7 +419,6 @@ class CachedTraining:
         cross-entropy plus ``weight_decay / 2 * ||W||^2`` (weights, not biases): multinomial
         logistic regression. ``weight_decay=0`` means ``1 / N``, scikit-learn's default C=1.
         """
-        from vislab.train.losses import classification_loss
 
         self.prepare()
         data = self.train_features

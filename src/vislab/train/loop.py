@@ -1,13 +1,15 @@
-"""The fit loop: config -> run folder.
+"""The fit loop: config -> trained run folder.
 
-``fit(cfg)`` loads the data, builds the model with its preprocessing, trains with
-validation every epoch, early stopping, best/last checkpoints, history.csv,
-TensorBoard events and a curves plot, then writes ``model.safetensors`` +
-``model.json`` and evaluates on the test split. ``fit(cfg, resume=RUN)`` continues
-exactly where the last checkpoint left off.
+``fit(cfg)`` loads the data, builds the model with its preprocessing and the task
+(``cfg.task``: the loss, the metrics and their directions), trains with validation
+every epoch, and runs the callbacks (history.csv, TensorBoard, the epoch line, early
+stopping, best/last checkpoints, gradual unfreezing); then it writes
+``model.safetensors`` + ``model.json`` and the curves plot. ``fit(cfg, resume=RUN)``
+continues exactly where the last checkpoint left off. The test evaluation, figures
+and report come after it, in :func:`vislab.pipelines.train`.
 
 Example:
-    >>> from vislab.config import resolve_config
+    >>> from vislab.core.config import resolve_config
     >>> cfg = resolve_config(overrides={"data.source": "digits", "model.name": "chollet_convnet",
     ...                                 "train.epochs": 1, "out": "/tmp/vislab-doc"})
     >>> result = fit(cfg, progress=False)   # doctest: +SKIP
@@ -17,31 +19,32 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import random
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from vislab.config import Config, config_from_dict
+from vislab.core.config import Config, ConfigError, config_from_dict
+from vislab.core.device import autocast_context, resolve_device, resolve_precision, seed_everything
+from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
 from vislab.data.sources import Dataset, load_dataset, split_table
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_name
-from vislab.runs import parameter_counts, write_model
-from vislab.train.callbacks import EarlyStopping
+from vislab.runs import write_model
+from vislab.tasks import Task, accumulate, task_for_config
 from vislab.train import distributed, speed
-from vislab.train.checkpoint import (
-    load_training_state, load_weights, rng_state, save_training_state, save_weights, set_rng_state, unwrap,
+from vislab.train.callbacks import (
+    BestCheckpoint, Callback, CSVHistory, EarlyStopping, EpochPrinter, GradualUnfreeze, LastCheckpoint, TensorBoard,
+    read_history, truncate_history,
 )
-from vislab.train.losses import classification_loss, correct_count, running_sums
-from vislab.train.optim import FusedRMSprop
+from vislab.train.checkpoint import load_training_state, rng_state, save_training_state, set_rng_state
+from vislab.train.optim import make_optimizer, make_scheduler
 
+# the classification task's columns (tasks.base.Task.history_columns), kept for callers of the old name
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 
@@ -49,116 +52,10 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 class FitResult:
     run_dir: Path
     history: list[dict]
-    metrics: dict | None
+    metrics: dict | None  # filled by vislab.pipelines.train after the test evaluation
     stopped_early: bool
-
-
-# --------------------------------------------------------------------------- device & precision
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or auto")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls/convolutions run natively in oneDNN."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cuda_bf16_native(device=None) -> bool:
-    """Whether the GPU computes in bf16 natively (compute capability 8.0+, Ampere on).
-
-    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (T4,
-    V100: no bf16 cuDNN convolutions); those GPUs train in fp16 with loss scaling.
-    """
-    return torch.cuda.get_device_capability(device)[0] >= 8 and torch.cuda.is_bf16_supported()
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32 (``auto``: bf16 where the device runs it
-    natively; benchmarks/bench_step_costs.py measures the gain per model)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if cuda_bf16_native() else torch.float16
-    if device.type == "cpu" and cpu_has_bf16():
-        return torch.bfloat16
-    return None
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------- optimiser
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
-    t = cfg.train
-    if t.optimizer == "lbfgs":
-        # full batch on cached features (config.validate checks): multinomial logistic regression.
-        # One param group of the trainable head; the strong-Wolfe line search sets the step (lr=1).
-        from vislab.train.features import LBFGS_ITERATIONS_PER_EPOCH
-
-        trainable = [p for p in _flat(params) if p.requires_grad]
-        return torch.optim.LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
-                                 line_search_fn="strong_wolfe")
-    if t.optimizer in ("adam", "adamw"):
-        # fused: one kernel per step for all parameters (CPU and CUDA) instead of a chain of
-        # element-wise ops per parameter
-        cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, lr=t.lr, weight_decay=t.weight_decay, fused=_can_fuse(params))
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0,
-                               weight_decay=t.weight_decay)
-    # Keras RMSprop: rho=0.9, eps=1e-7; torch.optim.RMSprop's maths in one fused kernel on the CPU
-    return FusedRMSprop(params, lr=t.lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=t.weight_decay)
-
-
-def _flat(params) -> list[torch.Tensor]:
-    """The tensors of a parameter list or of a list of param-group dicts."""
-    return [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
-
-
-def _can_fuse(params) -> bool:
-    tensors = _flat(params)
-    return bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
-
-
-def make_scheduler(optimizer, cfg, steps_per_epoch: int):
-    """Returns (scheduler, step_per_batch)."""
-    t = cfg.train
-    total = t.epochs * steps_per_epoch
-    if t.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total)), True
-    if t.scheduler == "onecycle":
-        max_lr = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total),
-                                                   pct_start=0.25, anneal_strategy="linear",
-                                                   div_factor=10.0, final_div_factor=100.0), True
-    if t.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, t.epochs // 3), gamma=0.1), False
-    if t.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.2, patience=2), False
-    return None, False
+    parameters: dict | None = None  # total / trainable / non_trainable
+    dataset: Dataset | None = field(default=None, repr=False)  # what was trained on (for the evaluation)
 
 
 # --------------------------------------------------------------------------- run folder helpers
@@ -175,46 +72,19 @@ def write_bad_files(run_dir: Path, bad_files) -> None:
         writer.writerows(bad_files)
 
 
-def _append_history(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
-
-
-def _truncate_history(path: Path, completed: int) -> None:
-    """After a kill, history.csv may hold an epoch the checkpoint does not: keep the first ``completed``."""
-    rows = [r for r in read_history(path.parent) if r["epoch"] is not None and r["epoch"] <= completed]
-    if path.exists():
-        path.unlink()
-    for row in rows:
-        row["epoch"] = int(row["epoch"])
-        _append_history(path, row)
-
-
 # --------------------------------------------------------------------------- the loop
 class Trainer:
     """Holds what one run needs; ``fit()`` is the public entry point."""
 
     def __init__(self, cfg: Config, run_dir: Path, dataset: Dataset, console,
-                 dist: distributed.DistContext = distributed.SINGLE):
+                 dist: distributed.DistContext = distributed.SINGLE, task: Task | None = None):
         self.cfg, self.run_dir, self.dataset, self.console = cfg, run_dir, dataset, console
         self.dist = dist  # torchrun: this rank's place; the single process otherwise
+        self.task = task if task is not None else task_for_config(cfg)
         self.device = resolve_device(cfg.train.device)
         self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         self.model, self.preprocessing = build_model(
-            cfg.model, dataset.num_classes, dataset.channels, dataset.native_size
+            cfg.model, self.task.num_outputs(dataset.class_names), dataset.channels, dataset.native_size
         )
         # hook: finetune (freeze / finetune_last / param groups) -- see vislab.models.finetune
         self.param_groups = self._configure_trainable()
@@ -248,6 +118,9 @@ class Trainer:
             # frozen backbone: features once, then only the head trains (seed 002's fast feature extraction)
             from vislab.train.features import CachedTraining
 
+            if self.task.name != "classification":
+                raise ConfigError(f"--cache-features trains a classification head on cached features; the "
+                                  f"{self.task.name} task trains end to end: drop --cache-features")
             if self.augment is not None:
                 console.print("[yellow]--cache-features: augmentation does not apply to cached features "
                               "and is ignored[/]")
@@ -260,7 +133,8 @@ class Trainer:
         # no validation split: val_loss -> train_loss (the keys history.csv has)
         monitor = es.monitor if self.val_split is not None or not es.monitor.startswith("val_") \
             else "train_" + es.monitor[4:]
-        self.stopper = EarlyStopping(monitor, es.patience, es.min_delta)
+        # always there: it tracks the best epoch for the best checkpoint; it stops only with a patience
+        self.stopper = EarlyStopping(monitor, es.patience, es.min_delta, mode=self.task.mode(monitor))
         self.start_epoch = 0
 
     def _configure_trainable(self):
@@ -286,6 +160,16 @@ class Trainer:
         x = self.preprocessing(images, augment=augment)
         return x.contiguous(memory_format=self.memory_format)
 
+    def _epoch_logs(self, prefix: str, loss_sum, sums: dict, seen: int) -> dict:
+        """Reduce the running sums across ranks (one host read) and turn them into the task's metrics."""
+        keys = sorted(sums)
+        reduced = distributed.all_reduce_sum(self.dist, loss_sum, *(sums[k] for k in keys), torch.tensor(seen))
+        total = float(reduced[-1])
+        metrics = self.task.epoch_metrics({k: v for k, v in zip(keys, reduced[1:-1])}, total)
+        logs = {f"{prefix}loss": float(reduced[0]) / max(total, 1)}
+        logs.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        return logs
+
     def train_epoch(self, epoch: int, progress) -> dict:
         cfg = self.cfg
         if self.cached is not None:
@@ -300,15 +184,17 @@ class Trainer:
         self.train_batches.set_epoch(cfg.seed, epoch)
         # each rank its own augmentation stream; rank 0's is the single-process one
         generator = epoch_generator(cfg.seed, epoch, stream=1 + 100_000 * self.dist.rank)
-        total_loss, correct = running_sums(self.device)
+        task = self.task
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        sums: dict[str, torch.Tensor] = {}
         seen = 0
         start = next_update = time.perf_counter()
         for images, labels in self.train_batches:
             x = self.model_input(images, generator)
-            y = labels.to(self.device, non_blocking=True)
+            y = task.targets(labels.to(self.device, non_blocking=True))
             with autocast_context(self.device, self.amp_dtype):
                 logits = self.forward_model(x)
-            loss = classification_loss(logits, y, cfg.train.label_smoothing)
+            loss = task.loss(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
                 self.scaler.scale(loss).backward()
@@ -321,33 +207,35 @@ class Trainer:
                 self.scheduler.step()
             with torch.no_grad():
                 total_loss += loss.detach().double() * len(y)
-                correct += correct_count(logits.detach(), y)
+                accumulate(sums, task.batch_stats(logits.detach(), y))
             seen += len(y)
             if progress is not None and time.perf_counter() >= next_update:
                 # a few times a second: reading the sums waits for a GPU's queue to drain
                 next_update = time.perf_counter() + 0.2
-                progress(seen * self.dist.world_size, float(total_loss) / seen, float(correct) / seen,
+                shown = task.epoch_metrics({k: float(v) for k, v in sums.items()}, seen)
+                progress(seen * self.dist.world_size, float(total_loss) / seen, shown,
                          seen * self.dist.world_size / (time.perf_counter() - start))
-        total_loss, correct, total = distributed.all_reduce_sum(self.dist, total_loss, correct, torch.tensor(seen))
-        return {"train_loss": float(total_loss) / max(float(total), 1), "train_acc": float(correct) / max(float(total), 1)}
+        return self._epoch_logs("train_", total_loss, sums, seen)
 
     @torch.inference_mode()
     def evaluate_batches(self, batches) -> dict:
+        """The loss and the task's metrics over ``batches``: ``{"loss": ..., "acc": ...}``."""
         self.model.eval()
-        total_loss, correct = running_sums(self.device)
+        task = self.task
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        sums: dict[str, torch.Tensor] = {}
         seen = 0
         for images, labels in batches:
             x = self.model_input(images)
-            y = labels.to(self.device)
+            y = task.targets(labels.to(self.device))
             with autocast_context(self.device, self.amp_dtype):
                 logits = self.eval_model(x)
                 if self.cfg.train.tta_flip:
-                    logits = (logits.float() + self.eval_model(x.flip(-1)).float()) / 2
-            total_loss += classification_loss(logits, y, reduction="sum").double()
-            correct += correct_count(logits, y)
+                    logits = (logits.float() + task.flip_back(self.eval_model(x.flip(-1))).float()) / 2
+            total_loss += task.loss(logits, y, reduction="sum").double()
+            accumulate(sums, task.batch_stats(logits, y))
             seen += len(y)
-        total_loss, correct, total = distributed.all_reduce_sum(self.dist, total_loss, correct, torch.tensor(seen))
-        return {"loss": float(total_loss) / max(float(total), 1), "acc": float(correct) / max(float(total), 1)}
+        return self._epoch_logs("", total_loss, sums, seen)
 
     # ---- state
     def state(self, epoch: int) -> dict:
@@ -375,6 +263,24 @@ class Trainer:
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"]) + 1
 
+    def callbacks(self, main: bool) -> list[Callback]:
+        """The loop's callbacks, in the order they run at each epoch's end (writers on rank 0 only)."""
+        cfg, run_dir = self.cfg, self.run_dir
+        callbacks: list[Callback] = []
+        if main:
+            callbacks += [CSVHistory(run_dir / "history.csv", self.task.history_columns()),
+                          TensorBoard(_tensorboard(run_dir))]
+        callbacks += [EpochPrinter(self.console, cfg.train.epochs, [m.name for m in self.task.metrics]),
+                      self.stopper]
+        if main:
+            callbacks += [BestCheckpoint(run_dir / "checkpoints" / "best.safetensors", self.stopper, self.model,
+                                         save_weights),
+                          # the state after this epoch, written atomically
+                          LastCheckpoint(run_dir / "checkpoints" / "last.pt", self.state, save_training_state)]
+        if cfg.model.freeze_epochs:
+            callbacks.append(GradualUnfreeze(self.model, cfg.model.freeze_epochs, self.console))
+        return callbacks
+
 
 def _resident(split, device: torch.device):
     """An in-memory split copied to the GPU once, when it fits easily: no host->device copy per batch."""
@@ -386,8 +292,27 @@ def _resident(split, device: torch.device):
     return type(split)(labels=split.labels.to(device), images=split.images.to(device), name=split.name)
 
 
-def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, evaluate: bool = True,
-        console=None, epochs: int | None = None) -> FitResult:
+def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config:
+    """The config a resumed run continues with: its own config.yaml, where only ``epochs`` may change.
+
+    Exact resume needs the same data, model, optimiser and schedule: any other change is refused.
+    """
+    changed = sorted(k for k, v in changes.items() if v is not None)
+    if changed:
+        raise ConfigError(f"resume continues {run_dir} with its own config.yaml; only --epochs may change "
+                          f"(got {', '.join(changed)})")
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {run_dir}: no config.yaml there; is it a vislab run folder?")
+    cfg = config_from_dict(yaml.safe_load(path.read_text()))
+    if epochs is not None:
+        cfg.train.epochs = epochs
+        config_from_dict(cfg.to_dict())  # validate the new count
+    return cfg
+
+
+def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, console=None,
+        epochs: int | None = None) -> FitResult:
     """Train ``cfg`` into a run folder, or resume the run folder ``resume`` (its own config.yaml;
     ``epochs`` may extend it), and return the result.
 
@@ -396,12 +321,12 @@ def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = T
     """
     dist = distributed.setup(cfg.train.device if cfg is not None else "auto")
     try:
-        return _fit(cfg, resume, progress, evaluate, console, epochs, dist)
+        return _fit(cfg, resume, progress, console, epochs, dist)
     finally:
         distributed.cleanup(dist)
 
 
-def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.DistContext) -> FitResult:
+def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) -> FitResult:
     from rich.console import Console
 
     main = dist.is_main  # only rank 0 writes files and prints
@@ -413,9 +338,7 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
         state_path = run_dir / "checkpoints" / "last.pt"
         if not state_path.is_file():
             raise FileNotFoundError(f"--resume {run_dir}: no checkpoints/last.pt there; nothing to resume")
-        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        if epochs is not None:
-            cfg.train.epochs = epochs
+        cfg = resume_config(run_dir, epochs)
     else:
         # the default name holds a timestamp: rank 0's is everyone's
         run_dir = distributed.broadcast_object(dist, Path(cfg.out) if cfg.out else default_run_dir(cfg))
@@ -424,6 +347,7 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
                 f"{run_dir} already holds a run; choose another --out, or --resume {run_dir} to continue it"
             )
     check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
+    task = task_for_config(cfg)  # an unknown task too
     seed_everything(cfg.seed)
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     cfg.out = str(run_dir)
@@ -437,12 +361,12 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
 
         audit_dataset(dataset, run_dir, seed=cfg.seed)
 
-    trainer = Trainer(cfg, run_dir, dataset, console, dist)
-    history_path = run_dir / "history.csv"
+    trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task)
+    columns = task.history_columns()
     if resume is not None:
         trainer.restore(load_training_state(run_dir / "checkpoints" / "last.pt"))
         if main:
-            _truncate_history(history_path, trainer.start_epoch)
+            truncate_history(run_dir / "history.csv", trainer.start_epoch, columns)
         console.print(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{cfg.train.epochs}")
     counts = parameter_counts(trainer.model)
     console.print(
@@ -451,20 +375,23 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
         f"precision {trainer.amp_dtype or 'fp32'}"
         + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     )
-    writer = _tensorboard(run_dir) if main else distributed.NullWriter()
+    callbacks = trainer.callbacks(main)
     history = read_history(run_dir) if resume is not None else []
     stopped_early = False
-    best_path = run_dir / "checkpoints" / "best.safetensors"
+    for callback in callbacks:
+        callback.on_train_begin({})
     for epoch in range(trainer.start_epoch, cfg.train.epochs):
-        _maybe_unfreeze(trainer, epoch)
+        for callback in callbacks:
+            callback.on_epoch_begin(epoch, {})
         start = time.perf_counter()
-        with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split)) as bar:
+        with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split),
+                           task.metrics[0].name if task.metrics else None) as bar:
             logs = trainer.train_epoch(epoch, bar)
         if trainer.cached is not None:
             logs.update(trainer.cached.evaluate())
         elif trainer.val_batches is not None:
             val = trainer.evaluate_batches(trainer.val_batches)
-            logs.update(val_loss=val["loss"], val_acc=val["acc"])
+            logs.update({f"val_{k}": v for k, v in val.items()})
         if trainer.scheduler is not None and not trainer.step_per_batch:
             if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 trainer.scheduler.step(logs.get("val_loss", logs["train_loss"]))
@@ -473,54 +400,31 @@ def _fit(cfg, resume, progress, evaluate, console, epochs, dist: distributed.Dis
         logs.update(epoch=epoch + 1, lr=trainer.optimizer.param_groups[-1]["lr"],
                     seconds=round(time.perf_counter() - start, 3))
         history.append(logs)
-        if main:
-            _append_history(history_path, logs)
-        for key, value in logs.items():
-            if key != "epoch" and value is not None:
-                writer.add_scalar(key, value, epoch + 1)
-        writer.flush()
-        console.print(_epoch_line(logs, cfg.train.epochs))
-        was_best = trainer.stopper.best_epoch
-        trainer.stopper.on_epoch_end(epoch, logs)
-        if trainer.stopper.best_epoch != was_best and main:
-            save_weights(trainer.model, best_path)
-        # checkpoint last: the state after this epoch, written atomically
-        if main:
-            save_training_state(run_dir / "checkpoints" / "last.pt", trainer.state(epoch))
-        if trainer.stopper.stop_training:
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
+        if any(callback.stop_training for callback in callbacks):
             stopped_early = True
             console.print(f"early stopping: {trainer.stopper.monitor} has not improved for "
-                          f"{trainer.stopper.patience} epochs (best epoch {trainer.stopper.best_epoch + 1})")
+                          f"{trainer.stopper.wait} epoch(s) (patience {trainer.stopper.patience}; "
+                          f"best epoch {trainer.stopper.best_epoch + 1})")
             break
-    writer.close()
-    if not main:  # the other ranks' work ends with training; rank 0 writes the model and evaluates
-        return FitResult(run_dir, history, None, stopped_early)
-    if cfg.train.early_stopping.restore_best and cfg.train.early_stopping.patience and best_path.exists():
+    for callback in callbacks:
+        callback.on_train_end({})
+    if not main:  # the other ranks' work ends with training; rank 0 writes the model
+        return FitResult(run_dir, history, None, stopped_early, counts)
+    best_path = run_dir / "checkpoints" / "best.safetensors"
+    es = cfg.train.early_stopping
+    if es.restore_best and es.patience is not None and best_path.exists():
         load_weights(trainer.model, best_path)
-    write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model)
-    _plot_curves(run_dir, history)
-    metrics = None
-    if evaluate and "test" in dataset.splits:
-        from vislab.evaluate.runner import evaluate_run
+    write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task)
+    _plot_curves(run_dir, history, task)
+    if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits)
+        import gc
 
-        if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits) first
-            import gc
-
-            del trainer
-            gc.collect()
-            torch.cuda.empty_cache()
-        metrics = evaluate_run(run_dir, dataset=dataset, console=console, device=cfg.train.device)
-    _print_final_summary(console, run_dir, history, metrics, counts, stopped_early)
-    return FitResult(run_dir, history, metrics, stopped_early)
-
-
-def _maybe_unfreeze(trainer: Trainer, epoch: int) -> None:
-    mcfg = trainer.cfg.model
-    if mcfg.freeze_epochs and epoch == mcfg.freeze_epochs:
-        from vislab.models.finetune import unfreeze
-
-        unfreeze(trainer.model)
-        trainer.console.print(f"epoch {epoch + 1}: unfreezing the backbone (freeze_epochs={mcfg.freeze_epochs})")
+        del trainer
+        gc.collect()
+        torch.cuda.empty_cache()
+    return FitResult(run_dir, history, None, stopped_early, counts, dataset)
 
 
 def _tensorboard(run_dir: Path):
@@ -529,16 +433,8 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def _epoch_line(logs: dict, epochs: int) -> str:
-    parts = [f"epoch {int(logs['epoch'])}/{epochs}", f"loss {logs['train_loss']:.4f}", f"acc {logs['train_acc']:.4f}"]
-    if logs.get("val_loss") is not None:
-        parts += [f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_acc']:.4f}"]
-    parts += [f"lr {logs['lr']:.3g}", f"{logs['seconds']:.1f}s"]
-    return "  ".join(parts)
-
-
 @contextlib.contextmanager
-def _progress_bar(console, enabled: bool, epoch: int, epochs: int, total: int):
+def _progress_bar(console, enabled: bool, epoch: int, epochs: int, total: int, metric: str | None):
     if not enabled or not console.is_terminal:
         yield None
         return
@@ -547,10 +443,11 @@ def _progress_bar(console, enabled: bool, epoch: int, epochs: int, total: int):
     with Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console,
                   transient=True) as bar:
-        task = bar.add_task("train", total=total, stats="")
+        progress_task = bar.add_task("train", total=total, stats="")
 
-        def update(seen, loss, acc, speed):
-            bar.update(task, completed=seen, stats=f"loss {loss:.4f} acc {acc:.4f} {speed:,.0f} img/s")
+        def update(seen, loss, metrics, speed):
+            shown = f" {metric} {metrics[metric]:.4f}" if metric and metric in metrics else ""
+            bar.update(progress_task, completed=seen, stats=f"loss {loss:.4f}{shown} {speed:,.0f} img/s")
 
         yield update
 
@@ -569,23 +466,8 @@ def _print_data_summary(console, dataset: Dataset) -> None:
         console.print(f"[yellow]{len(dataset.bad_files)} bad files skipped[/] (listed in bad_files.csv)")
 
 
-def _plot_curves(run_dir: Path, history: list[dict]) -> None:
+def _plot_curves(run_dir: Path, history: list[dict], task: Task) -> None:
     if history:
         from vislab.viz.training import plot_history
 
-        plot_history(history, run_dir / "plots" / "curves.png")
-
-
-def _print_final_summary(console, run_dir, history, metrics, counts, stopped_early) -> None:
-    seconds = sum(row["seconds"] for row in history)
-    last = history[-1] if history else {}
-    lines = [f"run folder: {run_dir}", f"epochs: {len(history)}{' (stopped early)' if stopped_early else ''}"
-             f"  training time: {seconds:.1f}s  parameters: {counts['total']:,}"]
-    if last.get("val_acc") is not None:
-        lines.append(f"last val_acc: {last['val_acc']:.4f}  val_loss: {last['val_loss']:.4f}")
-    if metrics:
-        lines.append(f"test accuracy: {metrics['accuracy']:.4f}  test loss: {metrics['loss']:.4f}")
-    console.rule("summary")
-    for line in lines:
-        console.print(line)
-    sys.stdout.flush()
+        plot_history(history, run_dir / "plots" / "curves.png", metrics=[m.name for m in task.metrics])

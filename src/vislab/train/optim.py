@@ -90,3 +90,100 @@ class FusedRMSprop(torch.optim.RMSprop):
             # zeros, not empty: the kernel reads it (times beta1 = 0), and 0 * NaN would be NaN
             buffer = self._scratch[param] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return buffer
+
+
+# --------------------------------------------------------------------------- factories
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.train`` names, over ``params`` (tensors or param-group dicts)."""
+    t = cfg.train
+    return build_optimizer(params, t.optimizer, t.lr, t.weight_decay, t.momentum, t.nesterov)
+
+
+def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                    nesterov: bool = False) -> torch.optim.Optimizer:
+    """One factory for every optimiser vislab builds (the Trainer's and the cached-feature head's).
+
+    Example:
+        >>> opt = build_optimizer(torch.nn.Linear(2, 1).parameters(), "sgd", lr=0.1)
+        >>> type(opt).__name__, opt.param_groups[0]["momentum"]
+        ('SGD', 0.9)
+    """
+    params = list(params)
+    if name == "lbfgs":
+        # full batch on cached features (config.validate checks): multinomial logistic regression.
+        # One param group of the trainable head; the strong-Wolfe line search sets the step (lr=1).
+        from vislab.train.features import LBFGS_ITERATIONS_PER_EPOCH
+
+        trainable = [p for p in _flat(params) if p.requires_grad]
+        return torch.optim.LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
+                                 line_search_fn="strong_wolfe")
+    if name in ("adam", "adamw"):
+        # fused: one kernel per step for all parameters (CPU and CUDA) instead of a chain of
+        # element-wise ops per parameter
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, weight_decay=weight_decay, fused=_can_fuse(params))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                               weight_decay=weight_decay)
+    # Keras RMSprop: rho=0.9, eps=1e-7; torch.optim.RMSprop's maths in one fused kernel on the CPU
+    return FusedRMSprop(params, lr=lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=weight_decay)
+
+
+def _flat(params) -> list[torch.Tensor]:
+    """The tensors of a parameter list or of a list of param-group dicts."""
+    return [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+
+
+def _can_fuse(params) -> bool:
+    tensors = _flat(params)
+    return bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+
+
+def make_scheduler(optimizer, cfg, steps_per_epoch: int):
+    """Returns (scheduler, step_per_batch)."""
+    t = cfg.train
+    total = t.epochs * steps_per_epoch
+    if t.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total)), True
+    if t.scheduler == "onecycle":
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total),
+                                                   pct_start=0.25, anneal_strategy="linear",
+                                                   div_factor=10.0, final_div_factor=100.0), True
+    if t.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, t.epochs // 3), gamma=0.1), False
+    if t.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.2, patience=2), False
+    return None, False
+
+
+# --------------------------------------------------------------------------- run folder helpers
+def default_run_dir(cfg: Config) -> Path:
+    source = Path(cfg.data.source).name if cfg.data.source not in ("", None) else "data"
+    model = cfg.model.name.replace(":", "-").replace("/", "-")
+    return Path("runs") / f"{model}-{source}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_bad_files(run_dir: Path, bad_files) -> None:
+    with open(run_dir / "bad_files.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        writer.writerows(bad_files)
+
+
+def _append_history(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "history.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(handle)]

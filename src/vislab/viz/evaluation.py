@@ -1,7 +1,7 @@
 """Evaluation figures. Each function draws what it is given into one PNG and returns its path.
 
 Nothing here computes a metric: the numbers come from
-:mod:`vislab.evaluate.metrics` (or scikit-learn) and are only drawn.
+:mod:`vislab.tasks.classification_metrics` (or scikit-learn) and are only drawn.
 """
 
 from __future__ import annotations

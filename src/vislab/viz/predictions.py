@@ -1,37 +1,62 @@
-"""Images titled with their top-1 prediction (``vislab predict --figure``)."""
+"""Images titled with their top-1 prediction (``vislab predict --figure``, ImageNet top-k)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_predictions(results: list[dict], path: str | Path, columns: int = 4) -> Path:
-    """One panel per predicted image: the picture, titled "class (probability)"."""
-    from vislab.data.images import BadImageError, open_image
+def _hwc(image) -> np.ndarray:
+    """An image as (H, W) or (H, W, 3) for imshow: numpy/PIL/tensor, channels first or last."""
+    array = np.asarray(image.cpu() if hasattr(image, "cpu") else image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[:, :, 0]
+    return array[:, :, :3] if array.ndim == 3 else array
 
-    good = [r for r in results if "top" in r]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = max(1, math.ceil(len(good) / columns))
-    cols = max(1, min(columns, len(good)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+
+def plot_topk(images, predictions: list[list[dict]], path: str | Path, columns: int = 4,
+              titles: Sequence[str] | None = None) -> Path:
+    """Save a figure of the images, each titled with its top-1 class and probability.
+
+    Args:
+        images: one image per prediction: arrays (H, W), (H, W, C) or (C, H, W), PIL images or tensors.
+        predictions: per image, a list of ``{"class", "probability"}`` dicts, most likely first
+            (``predict_topk``'s result, or each ``vislab predict`` entry's ``top``).
+        path: PNG to write.
+        columns: panels per row.
+        titles: optional first title line per image (e.g. the model name or file name).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = plot_topk([np.zeros((8, 8), np.uint8)], [[{"class": "cat", "probability": 0.9}]],
+        ...                  os.path.join(tempfile.mkdtemp(), "top.png"))
+        >>> path.name
+        'top.png'
+    """
+    count = len(predictions)
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, result in zip(axes.flat, good):
-        try:
-            image = open_image(result["file"])
-        except BadImageError:
-            continue
-        ax.imshow(image, cmap="gray" if image.mode == "L" else None)
-        top = result["top"][0]
-        ax.set_title(f"{top['class'][:28]}\n{top['probability']:.1%}", fontsize=9)
+    for index, (ax, image, top) in enumerate(zip(axes.flat, images, predictions)):
+        picture = _hwc(image)
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        best = top[0]
+        head = f"{titles[index]}\n" if titles else ""
+        ax.set_title(f"{head}{str(best['class']).split(',')[0][:28]} ({best['probability']:.1%})", fontsize=9)
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from vislab.core.errors import ConfigError  # noqa: F401  (re-exported: vislab.core.config.ConfigError)
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "lbfgs")
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -26,10 +28,14 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 FREEZE_MODES = ("none", "backbone")
 HEADS = ("linear", "mlp")
+# tasks vislab ships (vislab.tasks registers them; a task registered by the user's code works as well)
+BUILTIN_TASKS = ("classification",)
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients")
+LIME_SEGMENTATIONS = ("quickshift", "slic")
+OUTPUT_FORMATS = ("table", "json", "csv")
+SPLITS = ("train", "val", "test")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message says which key and what is valid."""
 
 
 @dataclass
@@ -90,7 +96,9 @@ class ModelConfig:
 @dataclass
 class EarlyStopping:
     monitor: str = "val_loss"
-    patience: int = 0  # 0 turns early stopping off
+    # Keras' meaning: stop after `patience` epochs without improvement (0: at the first one);
+    # None: never stop (the best epoch is still tracked for checkpoints/best.safetensors)
+    patience: int | None = None
     min_delta: float = 0.0
     restore_best: bool = True
 
@@ -121,6 +129,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "classification"  # what is learned: vislab.tasks names them (`--task`)
     seed: int = 0
     recipe: str | None = None
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
@@ -183,6 +192,10 @@ def validate(cfg: Config) -> Config:
     _check_choice("model.head", cfg.model.head, HEADS)
     if cfg.recipe is not None:
         _check_choice("recipe", cfg.recipe, tuple(RECIPES))
+    es = cfg.train.early_stopping
+    if es.patience is not None and es.patience < 0:
+        raise ConfigError("train.early_stopping.patience must be >= 0 (0 stops at the first epoch without "
+                          "improvement, as in Keras), or null to turn early stopping off")
     aug = cfg.augment
     # Options that would silently do nothing are errors, as the issue asks.
     if aug.fill_mode != "nearest" and not aug.geometric:

@@ -222,10 +222,11 @@ def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> dict:
     return {"ece": float(ece), "n_bins": int(n_bins), "bins": bins}
 
 
-def save_metrics(metrics: dict, out_dir: str | Path) -> Path:
-    """Write ``metrics.json`` (without the curves) and ``metrics_curves.json``.
+def save_metrics(metrics: dict, out_dir: str | Path, filename: str = "metrics.json") -> Path:
+    """Write ``filename`` (default ``metrics.json``; without the curves) and its curves file
+    (``metrics_curves.json``, or ``metrics_<name>_curves.json`` beside ``metrics_<name>.json``).
 
-    Returns the path of ``metrics.json``.
+    Returns the path of the metrics file.
 
     Example:
         >>> import numpy as np, tempfile
@@ -236,10 +237,10 @@ def save_metrics(metrics: dict, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {key: value for key, value in metrics.items() if key != "curves"}
-    path = out_dir / "metrics.json"
+    path = out_dir / filename
     path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     if "curves" in metrics:
-        (out_dir / "metrics_curves.json").write_text(
+        (out_dir / f"{Path(filename).stem}_curves.json").write_text(
             json.dumps(metrics["curves"], separators=(",", ":"), allow_nan=False) + "\n"
         )
     return path

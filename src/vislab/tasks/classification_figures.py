@@ -38,9 +38,9 @@ def write_evaluation_figures(
 
     Args:
         predictions: has ``labels`` (N,), ``probs`` (N, K) and ``sources`` (N strings:
-            a file path or ``"test#123"``), e.g. ``vislab.evaluate.predict.Predictions``.
+            a file path or ``"test#123"``), e.g. ``vislab.infer.predictor.Predictions``.
         class_names: K names.
-        metrics: the dict of :func:`vislab.evaluate.metrics.classification_metrics`
+        metrics: the dict of :func:`vislab.tasks.classification_metrics.classification_metrics`
             (its ``curves``, ``calibration`` and ``per_class`` are drawn).
         images_fn: ``images_fn(indices) -> uint8 (n, C, H, W)``, the raw test images
             at those indices, for the grids.
@@ -53,7 +53,7 @@ def write_evaluation_figures(
 
     Example:
         >>> import numpy as np, tempfile, types
-        >>> from vislab.evaluate.metrics import classification_metrics
+        >>> from vislab.tasks.classification_metrics import classification_metrics
         >>> probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]]); labels = np.array([0, 1, 1])
         >>> preds = types.SimpleNamespace(labels=labels, probs=probs, sources=["test#0", "test#1", "test#2"])
         >>> m = classification_metrics(labels, probs, ["cat", "dog"])

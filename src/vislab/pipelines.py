@@ -1,0 +1,126 @@
+"""Whole jobs, each one call: train -> evaluate -> figures -> report.
+
+The layers below each do one thing: :func:`vislab.train.loop.fit` trains and writes the
+model, :func:`vislab.evaluate.runner.evaluate_run` measures, the task draws its figures,
+:mod:`vislab.explain` draws Grad-CAM panels and :mod:`vislab.report` writes the page.
+This module strings them together; the CLI and :mod:`vislab.api` call it.
+
+Example:
+    >>> from vislab.core.config import resolve_config
+    >>> cfg = resolve_config(overrides={"data.source": "digits", "model.name": "chollet_convnet",
+    ...                                 "train.epochs": 1, "out": "/tmp/vislab-pipeline-doc"})
+    >>> result = train(cfg, progress=False)     # doctest: +SKIP
+    >>> result.metrics["accuracy"] > 0.5        # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+
+def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, console=None, epochs: int | None = None):
+    """Train (or resume) a run, then evaluate it on the test split with figures and the report.
+
+    Returns the :class:`~vislab.train.loop.FitResult`, its ``metrics`` filled when evaluated.
+    """
+    from rich.console import Console
+
+    from vislab.train.loop import fit
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    result = fit(cfg, resume=resume, progress=progress, console=console, epochs=epochs)
+    if result.dataset is None:  # not rank 0 under torchrun: nothing more to do here
+        return result
+    if evaluate and "test" in result.dataset.splits:
+        device = _config_device(result.run_dir)
+        result.metrics = run_evaluation(result.run_dir, dataset=result.dataset, console=console, device=device)
+    else:
+        from vislab.report.html import build_report
+
+        build_report(result.run_dir)
+    _print_final_summary(console, result)
+    return result
+
+
+def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
+                   device: str = "auto", console=None, figures: bool = True, report: bool = True) -> dict:
+    """Evaluate a run folder: the task's metrics, its figures, Grad-CAM panels and report.html.
+
+    The run's own test split writes metrics.json and the figures under plots/; another split or
+    data set writes metrics_<name>.json and its figures under plots/<name>/.
+    """
+    from vislab.evaluate.runner import evaluate_run
+
+    evaluation = evaluate_run(run_dir, data=data, dataset=dataset, split=split, batch_size=batch_size,
+                              device=device, console=console)
+    if figures:
+        write_figures(evaluation)
+    if report:
+        from vislab.report.html import build_report
+
+        build_report(run_dir)
+    return evaluation.metrics
+
+
+def write_figures(evaluation) -> None:
+    """The task's figures and the explanation panels for one evaluation."""
+    loaded, split, task = evaluation.loaded, evaluation.split, evaluation.loaded.task
+    out_dir = evaluation.run_dir if not evaluation.name else evaluation.run_dir / "plots" / evaluation.name
+    convert = evaluation.predictor.preprocessing.convert_channels
+
+    def images_for(indices):
+        return torch.stack([convert(split.load(int(i))) if split.in_memory else convert(_display(split.load(int(i))))
+                            for i in indices])
+
+    task.write_figures(evaluation.evaluator, evaluation.metrics, loaded.class_names, images_for, out_dir)
+    samples = task.explanation_samples(evaluation.evaluator, seed=evaluation.seed)
+    if samples:
+        from vislab.explain import explain_samples
+
+        explain_dir = evaluation.run_dir / "plots" / "explain"
+        if evaluation.name:
+            explain_dir = explain_dir / evaluation.name
+        for indices, filename, titles in samples:
+            explain_samples(loaded, [split.load(int(i)) for i in indices], explain_dir, titles=titles,
+                            filename=filename)
+
+
+def _display(image):
+    """File images for grids: a common 96 px square, colour kept."""
+    import torch.nn.functional as F
+
+    return F.interpolate(image.unsqueeze(0).float(), size=(96, 96), mode="bilinear",
+                         antialias=True)[0].round().clamp(0, 255).byte()
+
+
+def _config_device(run_dir: Path) -> str:
+    import yaml
+
+    return (yaml.safe_load((Path(run_dir) / "config.yaml").read_text()).get("train") or {}).get("device", "auto")
+
+
+def _print_final_summary(console, result) -> None:
+    from vislab.runs import read_spec
+    from vislab.tasks import get_task
+
+    history, metrics = result.history, result.metrics
+    task = get_task(read_spec(result.run_dir).get("task", "classification"))
+    seconds = sum(row["seconds"] for row in history)
+    last = history[-1] if history else {}
+    params = (result.parameters or {}).get("total")
+    lines = [f"run folder: {result.run_dir}",
+             f"epochs: {len(history)}{' (stopped early)' if result.stopped_early else ''}"
+             f"  training time: {seconds:.1f}s" + (f"  parameters: {params:,}" if params is not None else "")]
+    val = [f"val_{m.name}: {last[f'val_{m.name}']:.4f}" for m in task.metrics if last.get(f"val_{m.name}") is not None]
+    if val:
+        lines.append("last " + "  ".join(val) + f"  val_loss: {last['val_loss']:.4f}")
+    if metrics:
+        lines.append(task.end_of_run_line(metrics))
+    console.rule("summary")
+    for line in lines:
+        console.print(line)
+    sys.stdout.flush()

@@ -1,0 +1,251 @@
+"""What a task supplies: the seam between "what is learned" and the machinery that learns it.
+
+A task is what makes classification different from segmentation or multi-label.
+The training loop, the inference layer, evaluation, explain and the report call a
+:class:`Task` and never branch on its name; adding a task is adding a module that
+subclasses :class:`Task` and registers it (see :func:`register_task`).
+
+A task owns:
+- its targets (``targets``: what a split's ``labels`` mean; ``stratify_key`` and
+  ``counts`` for splits and tables);
+- the loss (``loss``);
+- running statistics per batch (``batch_stats``: sums that stay on the device) and
+  the epoch metrics computed from them (``epoch_metrics``), each :class:`Metric` with
+  its name and direction (``max`` or ``min``), read by early stopping and the best
+  checkpoint through :meth:`Task.mode`;
+- turning model outputs into predictions (``postprocess``) and test-time flip
+  (``flip_back`` undoes the flip of a per-pixel output);
+- streaming evaluation (``evaluator``: metrics accumulate batch by batch, so nothing
+  of size N x K x H x W is ever held);
+- its figures (``write_figures``) and report sections (``report_sections``).
+
+Example: a regression of a digit's value, in a dozen lines (tests/test_tasks.py
+trains it through the normal fit):
+
+    >>> import torch
+    >>> class DigitValue(Task):
+    ...     name = "digit-value"
+    ...     metrics = (Metric("mae", "min"),)
+    ...     headline = "mae"
+    ...     def num_outputs(self, class_names): return 1
+    ...     def loss(self, outputs, targets, reduction="mean"):
+    ...         return torch.nn.functional.mse_loss(outputs[:, 0].float(), targets.float(), reduction=reduction)
+    ...     def batch_stats(self, outputs, targets):
+    ...         return {"abs_error": (outputs[:, 0].float() - targets.float()).abs().sum().double()}
+    ...     def epoch_metrics(self, sums, count):
+    ...         return {"mae": float(sums["abs_error"]) / max(count, 1)}
+    >>> DigitValue().mode("val_mae"), DigitValue().mode("val_loss")
+    ('min', 'min')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from vislab.core.errors import ConfigError
+from vislab.core.registry import Registry
+
+# A report section: (anchor, title, builder). The builder gets the report object
+# (vislab.report.html._Report: run_dir, plots, figure(path), table helpers) and returns HTML or "".
+Section = tuple[str, str, Callable]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """An epoch metric: ``name`` is the history column's suffix (``train_NAME``, ``val_NAME``)."""
+
+    name: str
+    mode: str  # "max": larger is better; "min": smaller is better
+    label: str = ""
+
+    def __post_init__(self):
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"Metric {self.name!r}: mode must be 'max' or 'min', got {self.mode!r}")
+
+
+class Evaluator:
+    """Streams one split's outputs into metrics; see :meth:`Task.evaluator`.
+
+    ``update`` is called once per batch with the task's postprocessed outputs (on the
+    CPU), the batch's targets and the batch's source names; ``result`` returns the
+    JSON-ready metrics dict (headline metric at the top level). ``state`` is whatever
+    the task's figures need afterwards (kept small: a confusion matrix, per-image
+    scores), and ``save(run_dir, suffix)`` writes the task's per-split files.
+    """
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor, sources: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def result(self) -> dict:
+        raise NotImplementedError
+
+    def save(self, run_dir: Path, suffix: str = "") -> None:
+        """Per-split files beside metrics.json (predictions, error lists); none by default."""
+
+
+class _ScalarEvaluator(Evaluator):
+    """The default evaluator: the task's loss and epoch metrics over the whole split."""
+
+    def __init__(self, task: "Task"):
+        self.task = task
+        self.sums: dict[str, torch.Tensor] = {}
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, outputs, targets, sources) -> None:
+        outputs, targets = outputs.float(), torch.as_tensor(targets)
+        self.loss_sum += float(self.task.loss(outputs, targets, reduction="sum"))
+        accumulate(self.sums, self.task.batch_stats(outputs, targets))
+        self.count += len(targets)
+
+    def result(self) -> dict:
+        metrics = self.task.epoch_metrics({k: float(v) for k, v in self.sums.items()}, self.count)
+        out = {"task": self.task.name, self.task.headline: metrics.get(self.task.headline)}
+        out.update(metrics)
+        out["loss"] = self.loss_sum / max(self.count, 1)
+        out["num_samples"] = self.count
+        return out
+
+
+def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+    """Add a batch's statistics into running sums, which stay where the batch's tensors are."""
+    for key, value in batch.items():
+        if key in sums:
+            sums[key] += value
+        else:
+            sums[key] = value.clone() if isinstance(value, torch.Tensor) else value
+
+
+class Task:
+    """Base class: override what differs. Defaults fit a per-image target in ``split.labels``."""
+
+    name: ClassVar[str] = ""
+    headline: ClassVar[str] = "loss"  # metrics.json's top-level headline key
+    metrics: ClassVar[tuple[Metric, ...]] = ()  # epoch metrics besides the loss
+    per_pixel: ClassVar[bool] = False  # outputs are (N, K, H, W) maps
+
+    def __init__(self, **options):
+        self.options = options
+
+    # ---- model and targets
+    def num_outputs(self, class_names: Sequence[str]) -> int:
+        """How many output channels the model needs."""
+        return len(class_names)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """A batch's targets from what the split holds for it (identity by default)."""
+        return labels
+
+    def stratify_key(self, labels) -> np.ndarray | None:
+        """One value per image to stratify splits by; None: split at random."""
+        return np.asarray(labels)
+
+    # ---- loss and running statistics
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Sums over the batch (tensors on the outputs' device: no host read per step)."""
+        return {}
+
+    def epoch_metrics(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        """The epoch metrics (named as in :attr:`metrics`) from the summed statistics."""
+        return {}
+
+    def mode(self, monitor: str) -> str:
+        """The direction of a logged quantity: ``val_miou`` -> max, ``train_loss`` -> min."""
+        base = monitor.split("_", 1)[1] if monitor.startswith(("train_", "val_")) else monitor
+        if base == "loss":
+            return "min"
+        for metric in self.metrics:
+            if metric.name == base:
+                return metric.mode
+        names = ["loss", *(m.name for m in self.metrics)]
+        raise ConfigError(f"train.early_stopping.monitor={monitor!r} is not a metric of the {self.name} task; "
+                          f"use val_ or train_ with one of: {', '.join(names)}")
+
+    def history_columns(self) -> list[str]:
+        names = ["loss", *(m.name for m in self.metrics)]
+        return ["epoch", *(f"train_{n}" for n in names), *(f"val_{n}" for n in names), "lr", "seconds"]
+
+    # ---- predictions
+    def postprocess(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Model outputs -> what predict and evaluate use (probabilities, values)."""
+        return outputs.float()
+
+    def flip_back(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Undo a horizontal input flip on the outputs: a no-op per image, a flip per pixel."""
+        return outputs.flip(-1) if self.per_pixel else outputs
+
+    def describe(self, output: torch.Tensor, class_names: Sequence[str], top_k: int = 5) -> dict:
+        """One image's answer as JSON-ready fields (``vislab predict --format json``, the server)."""
+        return {"outputs": [float(v) for v in output.reshape(-1)]}
+
+    def uncertain(self, outputs: torch.Tensor) -> torch.Tensor | None:
+        """Indices whose reduced-precision answer should be recomputed in fp32 (None: none)."""
+        return None
+
+    def explain_target(self, outputs: torch.Tensor, target, class_names):
+        """(index, score of it, scalar function of the outputs to explain) for ``target``
+        (a class name, an index or "top"); tasks without one refuse."""
+        raise ConfigError(f"the {self.name} task has no class to explain; explanations need a classification "
+                          "or segmentation run")
+
+    # ---- evaluation, figures, report
+    def evaluator(self, class_names: Sequence[str]) -> Evaluator:
+        return _ScalarEvaluator(self)
+
+    def write_figures(self, evaluator: Evaluator, metrics: dict, class_names, images_for, run_dir: Path) -> list:
+        """Figures under ``run_dir/plots`` from a finished evaluation; none by default."""
+        return []
+
+    def explanation_samples(self, evaluator: Evaluator, seed: int, count: int = 8) -> list:
+        """[(indices, filename, titles)] of split images to draw Grad-CAM panels for; none by default."""
+        return []
+
+    def summary_cards(self, metrics: dict) -> list[tuple[str, str]]:
+        """(label, value) cards at the top of the report: the headline and the loss by default."""
+        cards = []
+        if isinstance(metrics.get(self.headline), (int, float)):
+            cards.append((self.headline, f"{metrics[self.headline]:.4g}"))
+        if isinstance(metrics.get("loss"), (int, float)):
+            cards.append(("loss", f"{metrics['loss']:.4g}"))
+        return cards
+
+    def report_sections(self) -> list[Section]:
+        """Extra report sections; the metrics table of every top-level scalar is always there."""
+        return []
+
+    def end_of_run_line(self, metrics: dict) -> str:
+        value = metrics.get(self.headline)
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        return f"test {self.headline}: {shown}  test loss: {metrics.get('loss', float('nan')):.4f}"
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make ``cls`` available by its ``name`` (``--task NAME``, model.json)."""
+    TASKS.register(cls.name, cls)
+    return cls
+
+
+def get_task(name: str, **options) -> Task:
+    """A task instance by name; an unknown name is an error naming the known ones."""
+    _load_builtin_tasks()
+    return TASKS.get(name)(**options)
+
+
+def task_names() -> tuple[str, ...]:
+    _load_builtin_tasks()
+    return TASKS.names()
+
+
+def _load_builtin_tasks() -> None:
+    from vislab.tasks import classification  # noqa: F401  (registers itself)
