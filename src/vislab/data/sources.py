@@ -41,7 +41,8 @@ from vislab.core.errors import DataError  # noqa: E402,F401  (re-exported: visla
 
 @dataclass
 class Split:
-    """One split: in-memory uint8 ``images`` (N, C, H, W) or file ``paths``, plus int64 ``labels``."""
+    """One split: in-memory uint8 ``images`` (N, C, H, W) or file ``paths``, plus per-image ``labels``
+    (int64 class indices for classification; a task may keep other targets, e.g. (N, K) multi-hot)."""
 
     labels: torch.Tensor
     images: torch.Tensor | None = None
@@ -51,7 +52,9 @@ class Split:
     def __post_init__(self):
         if (self.images is None) == (self.paths is None):
             raise ValueError("a Split holds either images or paths")
-        self.labels = torch.as_tensor(self.labels, dtype=torch.int64)
+        labels = torch.as_tensor(self.labels)
+        # one class index per image (int64); a task may keep other per-image targets, e.g. (N, K) multi-hot
+        self.labels = labels.to(torch.int64) if labels.ndim <= 1 else labels
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
