@@ -98,9 +98,9 @@ def _display(image):
 
 
 def _config_device(run_dir: Path) -> str:
-    import yaml
+    from vislab.runs import read_config
 
-    return (yaml.safe_load((Path(run_dir) / "config.yaml").read_text()).get("train") or {}).get("device", "auto")
+    return read_config(run_dir).train.device
 
 
 def _print_final_summary(console, result) -> None:

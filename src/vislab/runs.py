@@ -95,6 +95,23 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
     write_text(run_dir / "model.json", text)
 
 
+def read_config(run_dir: Path):
+    """The resolved :class:`~vislab.core.config.Config` a run folder was trained with (its config.yaml)."""
+    import yaml
+
+    from vislab.core.config import config_from_dict
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: config.yaml is missing, so the run's data and settings are unknown; "
+                       "is it a folder written by `vislab train`?")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RunError(f"{path}: not valid YAML ({exc}); restore the file the run wrote") from None
+    return config_from_dict(data or {})
+
+
 def read_spec(run_dir: Path) -> dict:
     path = Path(run_dir) / "model.json"
     if not Path(run_dir).is_dir():

@@ -11,12 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from vislab.core.config import config_from_dict
 from vislab.data.sources import DataError, load_dataset
 from vislab.infer.predictor import Predictor
-from vislab.runs import load
+from vislab.runs import load, read_config
 from vislab.tasks.classification_metrics import save_metrics
 
 
@@ -54,10 +51,7 @@ def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "t
     """
     run_dir = Path(run_dir)
     loaded = load(run_dir, device="cpu")
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise DataError(f"{run_dir}: config.yaml is missing, so the run's data is unknown; is it a vislab run folder?")
-    cfg = config_from_dict(yaml.safe_load(config_path.read_text()))
+    cfg = read_config(run_dir)
     if dataset is None:
         if data is not None:
             cfg.data.source = data

@@ -29,6 +29,7 @@ import re
 import torch
 import torch.nn as nn
 
+from vislab.core.weights import parameter_counts
 from vislab.models.classic import Dropout
 
 FREEZE_MODES = ("none", "backbone")
@@ -374,13 +375,6 @@ def param_groups(model: nn.Module, lr: float, lr_backbone: float | None = None, 
     return groups
 
 
-def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(trainable, non-trainable) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total - trainable
-
-
 def trainable_modules(model: nn.Module) -> list[tuple[str, int]]:
     """The largest modules all of whose parameters train, as ``(name, parameter count)``."""
     out: list[tuple[str, int]] = []
@@ -411,7 +405,8 @@ def trainable_report(model: nn.Module) -> str:
         trainable modules: fc (1,539)
         parameters: 1,539 trainable, 11,176,512 non-trainable, 11,178,051 total
     """
-    trainable, frozen = parameter_counts(model)
+    counts = parameter_counts(model)
+    trainable, frozen = counts["trainable"], counts["non_trainable"]
     modules = trainable_modules(model)
     if not frozen:
         listing = "all"

@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from vislab.core.weights import parameter_counts
 
 
 def _shape(value) -> str:
@@ -49,8 +50,8 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3
             own = sum(p.numel() for p in module.parameters())
         indent = "  " * name.count(".")
         rows.append((f"{indent}{name} ({type(module).__name__})", shapes[name], f"{own:,}"))
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counts = parameter_counts(model)
+    total, trainable = counts["total"], counts["trainable"]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     line = "-" * (sum(widths) + 6)
     out = [f"Input: {'x'.join(map(str, input_size))}", line]

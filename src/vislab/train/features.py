@@ -267,16 +267,7 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
         start = time.perf_counter()
         head.train()
         order = torch.randperm(len(y_all), generator=generator).to(device)
-        total_loss, correct = running_sums(device)
-        for index in order.split(batch_size):
-            logits = head(x_all[index])
-            loss = classification_loss(logits, y_all[index], label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += loss.detach().double() * len(index)
-            correct += correct_count(logits.detach(), y_all[index])
-        row = {"epoch": epoch + 1, "train_loss": float(total_loss) / len(y_all), "train_acc": int(correct) / len(y_all),
+        row = {"epoch": epoch + 1, **head_epoch(head, opt, x_all, y_all, order, batch_size, label_smoothing),
                "val_loss": None, "val_acc": None, "lr": opt.param_groups[0]["lr"]}
         if val is not None and len(val):
             metrics = evaluate_head(head, val)
@@ -287,6 +278,29 @@ def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, 
             on_epoch(row)
     head.eval()
     return history
+
+
+def head_epoch(head: nn.Module, optimizer, features: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
+               batch_size: int, label_smoothing: float = 0.0, after_step: Callable[[], None] | None = None) -> dict:
+    """One pass of a head over cached features in ``order``: ``{train_loss, train_acc}``.
+
+    The one minibatch loop of both :func:`fit_head` and :class:`CachedTraining`; the sums stay on
+    the head's device until the end (one read per epoch).
+    """
+    device = next(head.parameters()).device
+    total_loss, correct = running_sums(device)
+    for index in order.split(batch_size):
+        x, y = features[index].to(device), labels[index].to(device)
+        logits = head(x)
+        loss = classification_loss(logits, y, label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        total_loss += loss.detach().double() * len(y)
+        correct += correct_count(logits.detach(), y)
+    return {"train_loss": float(total_loss) / len(labels), "train_acc": int(correct) / len(labels)}
 
 
 def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet, device, label_smoothing: float,
@@ -428,19 +442,9 @@ class CachedTraining:
             return _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
                                 weight_decay if weight_decay > 0 else 1.0 / len(data))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
-        total_loss, correct = running_sums(device)
-        for index in torch.randperm(len(data), generator=generator).split(self.batch_size):
-            x, y = data.features[index].to(device), data.labels[index].to(device)
-            logits = self.head(x)
-            loss = classification_loss(logits, y, label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if after_step is not None:
-                after_step()
-            total_loss += loss.detach().double() * len(y)
-            correct += correct_count(logits.detach(), y)
-        return {"train_loss": float(total_loss) / len(data), "train_acc": int(correct) / len(data)}
+        order = torch.randperm(len(data), generator=generator)
+        return head_epoch(self.head, optimizer, data.features, data.labels, order, self.batch_size, label_smoothing,
+                          after_step)
 
     def evaluate(self) -> dict:
         """``{val_loss, val_acc}`` on the cached validation features (empty without a val split)."""

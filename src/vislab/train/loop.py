@@ -34,7 +34,7 @@ from vislab.data.loaders import epoch_generator, make_batches
 from vislab.data.sources import Dataset, load_dataset, split_table
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_name
-from vislab.runs import write_model
+from vislab.runs import read_config, write_model
 from vislab.tasks import Task, accumulate, task_for_config
 from vislab.train import distributed, speed
 from vislab.train.callbacks import (
@@ -301,10 +301,7 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
     if changed:
         raise ConfigError(f"resume continues {run_dir} with its own config.yaml; only --epochs may change "
                           f"(got {', '.join(changed)})")
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {run_dir}: no config.yaml there; is it a vislab run folder?")
-    cfg = config_from_dict(yaml.safe_load(path.read_text()))
+    cfg = read_config(run_dir)
     if epochs is not None:
         cfg.train.epochs = epochs
         config_from_dict(cfg.to_dict())  # validate the new count

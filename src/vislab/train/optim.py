@@ -155,35 +155,3 @@ def make_scheduler(optimizer, cfg, steps_per_epoch: int):
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.2, patience=2), False
     return None, False
-
-
-# --------------------------------------------------------------------------- run folder helpers
-def default_run_dir(cfg: Config) -> Path:
-    source = Path(cfg.data.source).name if cfg.data.source not in ("", None) else "data"
-    model = cfg.model.name.replace(":", "-").replace("/", "-")
-    return Path("runs") / f"{model}-{source}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def write_bad_files(run_dir: Path, bad_files) -> None:
-    with open(run_dir / "bad_files.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
-        writer.writerows(bad_files)
-
-
-def _append_history(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
