@@ -532,28 +532,32 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
     try:
         import transformers
     except ImportError:
-        raise ImportError(
+        raise PretrainedWeightsError(
             f"hf:{name} needs the Hugging Face transformers package, which is not installed; "
             "install it with `pip install 'vislab[hf]'` (or `pip install transformers`)"
         ) from None
     if in_chans != 3:
         raise ValueError(
-            f"hf:{name} takes RGB input (in_chans=3); gray images are expanded to 3 channels by the "
-            "preprocessing, so build it with in_chans=3"
+            f"hf:{name} takes RGB input (in_chans=3), not {in_chans} channels; gray images are expanded to 3 "
+            "channels by the preprocessing on their own, so drop the in_chans option"
         )
     source = str(weights) if weights else name
     local = Path(source).expanduser().is_dir()
     offline = not local and not _hub_reachable()
     try:
         with _hub_offline(offline):
+            # num_classes None keeps the checkpoint's own head and labels (predict hf:NAME)
+            labels = {} if num_classes is None else {"num_labels": num_classes}
             if pretrained or weights:
                 hf = transformers.AutoModelForImageClassification.from_pretrained(
-                    source, num_labels=num_classes, ignore_mismatched_sizes=True, **kwargs
+                    source, ignore_mismatched_sizes=True, **labels, **kwargs
                 )
             else:
-                config = transformers.AutoConfig.from_pretrained(source, num_labels=num_classes, **kwargs)
+                config = transformers.AutoConfig.from_pretrained(source, **labels, **kwargs)
                 hf = transformers.AutoModelForImageClassification.from_config(config)
             processor = _read_hf_preprocessor(source)
+    except TypeError as exc:
+        raise ValueError(f"bad option for Hugging Face model {source!r}: {exc}") from None
     except (OSError, ValueError) as exc:
         state = "this machine is offline and it is not in the local cache" if offline else (
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

@@ -462,6 +462,10 @@ def _print_data_summary(console, dataset: Dataset) -> None:
     for row in rows[1:]:
         table.add_row(*row)
     console.print(table)
+    from vislab.data.sources import split_notes
+
+    for note in split_notes(dataset):
+        console.print(f"[yellow]note: {note}[/]")
     if dataset.bad_files:
         console.print(f"[yellow]{len(dataset.bad_files)} bad files skipped[/] (listed in bad_files.csv)")
 
