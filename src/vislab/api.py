@@ -147,7 +147,7 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
     cfg = resolve_config(config, {**_overrides({"data": data, **data_options}), "seed": seed})
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    result = audit_dataset(dataset, folder, max_images=max_images, seed=cfg.seed)
+    result = audit_dataset(dataset, folder, max_images=max_images, seed=cfg.seed, near_duplicates=True)
     result["out"] = str(folder)
     return result
 

@@ -151,7 +151,7 @@ def _add_train(sub) -> None:
     m.add_argument("--cache-features", action="store_true", default=None,
                    help="with --freeze backbone: extract features once, train the head on them")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default 10; 1 with --optimizer lbfgs)")
     t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
@@ -389,8 +389,9 @@ def _cmd_summary(args) -> int:
 def _add_audit(sub) -> None:
     p = _parser(sub, "audit", "audit a dataset: balance, sizes, colours, duplicates, bad files",
                 "Write audit.json and plots/audit_*.png: images per class per split (with the imbalance\n"
-                "ratio), image sizes/modes/formats, dominant colours, a samples grid, exact duplicates\n"
-                "within and across splits (train/test leakage) and bad files.\n\n"
+                "ratio), image sizes/modes/formats, dominant colours, a samples grid, duplicates within and\n"
+                "across splits (train/test leakage: exact by decoded pixels, and near-duplicates by a\n"
+                "perceptual hash, reported apart) and bad files.\n\n"
                 "example:\n  vislab audit --data photos/ --out audits/photos")
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
@@ -410,7 +411,7 @@ def _cmd_audit(args) -> int:
     cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed)
+    audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed, near_duplicates=True)
     console = Console(highlight=False)
     print_audit(audit, console)
     console.print(f"wrote {out / 'audit.json'} and {len(audit['figures'])} figures under {out / 'plots'}")

@@ -338,6 +338,11 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
         _set(cfg, key, value, str(yaml_path))
     for key, value in overrides.items():
         _set(cfg, key, value, "command line")
+    epochs_given = ("train.epochs" in overrides or "epochs" in (file_values.get("train") or {})
+                    or "train.epochs" in file_values or "train.epochs" in RECIPES.get(recipe, {}))
+    if cfg.train.optimizer == "lbfgs" and not epochs_given:
+        # the L-BFGS head is fitted to convergence in one epoch: 10 would refit the same optimum
+        cfg.train.epochs = 1
     return validate(cfg)
 
 
