@@ -164,11 +164,12 @@ def augment_preview(data: str, out="augment_preview.png", count: int = 6, versio
                                 seed=cfg.seed)
 
 
-def compare(runs, out=".") -> tuple[list[dict], Path, Path]:
-    """``vislab compare``: leaderboard rows, and the paths of leaderboard.csv and leaderboard.png."""
+def compare(runs, out=".", evaluation: str | None = None) -> tuple[list[dict], Path, Path]:
+    """``vislab compare``: leaderboard rows (each with its data and split), and the paths of
+    leaderboard.csv and leaderboard.png; ``evaluation="val"`` reads metrics_val.json instead."""
     from vislab.evaluate.compare import compare_runs, write_leaderboard
 
-    rows = compare_runs(runs)
+    rows = compare_runs(runs, evaluation=evaluation)
     return (rows, *write_leaderboard(rows, out))
 
 

@@ -452,11 +452,17 @@ def _cmd_augment_preview(args) -> int:
 # --------------------------------------------------------------------------- compare, report
 def _add_compare(sub) -> None:
     p = _parser(sub, "compare", "leaderboard of several run folders",
-                "Print a leaderboard (model, parameters, epochs, training time, test accuracy, macro-F1,\n"
-                "AUC) and write it as leaderboard.csv and leaderboard.png.\n\n"
-                "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs")
+                "Print a leaderboard (model, data, split, parameters, epochs, training time, accuracy,\n"
+                "macro-F1, AUC) and write it as leaderboard.csv and leaderboard.png. The numbers are each\n"
+                "run's test split (metrics.json) unless --evaluation names another evaluation; runs on\n"
+                "different data are ranked separately.\n\n"
+                "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs\n"
+                "  vislab compare runs/cnn runs/vit --evaluation val   # after vislab evaluate RUN --split val")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default=".", help="folder for leaderboard.csv and leaderboard.png")
+    p.add_argument("--evaluation", default=None, metavar="NAME",
+                   help="compare metrics_NAME.json (e.g. val, or otherdata_test after `evaluate --data otherdata`) "
+                        "instead of the test split's metrics.json")
 
 
 def _cmd_compare(args) -> int:
@@ -464,7 +470,7 @@ def _cmd_compare(args) -> int:
 
     from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard
 
-    rows = compare_runs(args.runs)
+    rows = compare_runs(args.runs, evaluation=args.evaluation)
     console = Console(highlight=False)
     print_leaderboard(rows, console)
     csv_path, png_path = write_leaderboard(rows, args.out)
