@@ -335,3 +335,51 @@ def test_predict_says_nothing_about_ties_when_nothing_was_predicted(run_dir, tmp
     assert main(["predict", str(run_dir), str(tmp_path / "missing.png")]) == 1
     err = _error(capsys)
     assert "near-tied" not in err
+
+
+# --------------------------------------------------------------------------- hf: offline, end to end
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    """A ViTForImageClassification built from a small ViTConfig and saved with save_pretrained: the
+    layout `huggingface-cli download google/vit-base-patch16-224-in21k --local-dir DIR` gives."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("hf") / "tiny-vit"
+    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32,
+                                    num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3)
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_hf_model_needs_no_in_chans_on_grey_data(tiny_vit, offline):
+    from vislab.core.config import ModelConfig
+    from vislab.models.build import build_model
+
+    for cfg in (ModelConfig(name=f"hf:{tiny_vit}"),  # random weights, grey data: RGB on its own
+                ModelConfig(name=f"hf:{tiny_vit}", options={"in_chans": 3}),  # the old advice no longer crashes
+                ModelConfig(name="hf:google/vit-base-patch16-224-in21k", weights=str(tiny_vit))):  # --weights DIR
+        model, pre = build_model(cfg, 10, 1)
+        assert pre.channels == 3 and pre.size == (16, 16)
+        assert model(pre(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))).shape == (2, 10)
+
+
+def test_hf_vit_fine_tune_predict_explain_reload_offline(tiny_vit, digit_pngs, tmp_path, offline, capsys):
+    out = tmp_path / "vit-run"
+    result = api.train(data="digits", model=f"hf:{tiny_vit}", pretrained=True, epochs=2, lr=3e-3, seed=0,
+                       out=str(out))
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["in_chans"] == 3 and spec["arch"] == f"hf:{tiny_vit}"
+    assert result.history[1]["train_loss"] < result.history[0]["train_loss"]  # it learns
+    first = api.predict(out, digit_pngs, precision="fp32")
+    second = api.predict(out, digit_pngs, precision="fp32")  # a second, independent load of the run
+    assert [r["top"] for r in first] == [r["top"] for r in second]
+    again = api.evaluate(out)  # the reloaded model reproduces the end-of-training evaluation
+    assert again["accuracy"] == result.metrics["accuracy"]
+    for method, opts in (("gradcam", {}), ("lime", {"num_samples": 40})):
+        explained = api.explain(out, digit_pngs[:1], method=method, out=tmp_path / "explain", **opts)[0]
+        assert "error" not in explained and os.path.getsize(explained["png"]) > 0, explained
+    # the checkpoint itself, with its own labels, is a model for predict too (hf:FOLDER)
+    capsys.readouterr()
+    assert main(["predict", f"hf:{tiny_vit}", str(digit_pngs[0]), "--format", "json", "--top-k", "2"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert {t["class"] for t in top} <= {"LABEL_0", "LABEL_1", "LABEL_2"}
