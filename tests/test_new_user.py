@@ -27,7 +27,7 @@ from vislab.core.errors import DataError, RunError
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("newuser") / "run"
-    api.train(data="digits", model="chollet_convnet", epochs=1, seed=0, out=str(out))
+    api.train(data="digits", model="chollet_convnet", epochs=1, seed=0, max_per_class=40, out=str(out))
     return out
 
 
@@ -366,7 +366,7 @@ def test_hf_model_needs_no_in_chans_on_grey_data(tiny_vit, offline):
 def test_hf_vit_fine_tune_predict_explain_reload_offline(tiny_vit, digit_pngs, tmp_path, offline, capsys):
     out = tmp_path / "vit-run"
     result = api.train(data="digits", model=f"hf:{tiny_vit}", pretrained=True, epochs=2, lr=3e-3, seed=0,
-                       out=str(out))
+                       max_per_class=40, out=str(out))
     spec = json.loads((out / "model.json").read_text())
     assert spec["in_chans"] == 3 and spec["arch"] == f"hf:{tiny_vit}"
     assert result.history[1]["train_loss"] < result.history[0]["train_loss"]  # it learns
@@ -383,3 +383,12 @@ def test_hf_vit_fine_tune_predict_explain_reload_offline(tiny_vit, digit_pngs, t
     assert main(["predict", f"hf:{tiny_vit}", str(digit_pngs[0]), "--format", "json", "--top-k", "2"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["top"]
     assert {t["class"] for t in top} <= {"LABEL_0", "LABEL_1", "LABEL_2"}
+
+
+def test_counts_must_be_positive(capsys):
+    for argv in (["predict", "run", "x.png", "--top-k", "0"], ["predict", "run", "x.png", "--top-k", "-2"],
+                 ["explain", "run", "x.png", "--num-samples", "0"], ["filters", "run", "--layer", "a", "--n", "-1"],
+                 ["evaluate", "run", "--batch-size", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err, argv

@@ -31,6 +31,17 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--top-k 0`` would print an empty table, ``-2`` a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _parser(subparsers, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
     return subparsers.add_parser(name, help=help_text, description=description or help_text,
                                  formatter_class=_Formatter, allow_abbrev=False)
@@ -229,7 +240,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
 
 
@@ -251,9 +262,9 @@ def _add_predict(sub) -> None:
                 "others are still predicted.")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output format")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast dtype for inference. auto: bf16 where the device runs it natively, and "
@@ -396,7 +407,7 @@ def _add_audit(sub) -> None:
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
     p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
-    p.add_argument("--max-images", type=int, default=2000,
+    p.add_argument("--max-images", type=_positive_int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
 
@@ -426,8 +437,8 @@ def _add_augment_preview(sub) -> None:
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with data/augment sections")
     p.add_argument("--out", default="augment_preview.png", help="PNG to write")
-    p.add_argument("--count", type=int, default=6, help="how many images")
-    p.add_argument("--versions", type=int, default=5, help="augmented copies of each image")
+    p.add_argument("--count", type=_positive_int, default=6, help="how many images")
+    p.add_argument("--versions", type=_positive_int, default=5, help="augmented copies of each image")
     p.add_argument("--split", default="train", choices=SPLITS, help="which split to draw from")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     _add_augment_options(p)
@@ -506,7 +517,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
     p.add_argument("--target", default="top", help="class to explain: a name, an index, or 'top' (the prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
-    p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
+    p.add_argument("--num-samples", type=_positive_int, default=1000, help="LIME: perturbed images to score")
     p.add_argument("--segmentation", default="quickshift", choices=LIME_SEGMENTATIONS, help="LIME superpixels")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/explain or explain-MODEL)")
     _add_weights_option(p)
@@ -562,8 +573,8 @@ def _add_filters(sub) -> None:
                 "example:\n  vislab filters imagenet:vgg16 --layer features.10 --n 64 --out filters/")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("--layer", required=True, help="a model.named_modules() name (a wrong name lists them)")
-    p.add_argument("--n", type=int, default=64, help="filters to draw")
-    p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
+    p.add_argument("--n", type=_positive_int, default=64, help="filters to draw")
+    p.add_argument("--steps", type=_positive_int, default=40, help="gradient-ascent steps")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/filters)")
     _add_weights_option(p)
 
