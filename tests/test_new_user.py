@@ -364,11 +364,15 @@ def test_hf_model_needs_no_in_chans_on_grey_data(tiny_vit, offline):
 
 
 def test_hf_vit_fine_tune_predict_explain_reload_offline(tiny_vit, digit_pngs, tmp_path, offline, capsys):
+    import shutil
+
+    source = shutil.copytree(tiny_vit, tmp_path / "downloaded-vit")
     out = tmp_path / "vit-run"
-    result = api.train(data="digits", model=f"hf:{tiny_vit}", pretrained=True, epochs=2, lr=3e-3, seed=0,
+    result = api.train(data="digits", model=f"hf:{source}", pretrained=True, epochs=2, lr=3e-3, seed=0,
                        max_per_class=40, out=str(out))
     spec = json.loads((out / "model.json").read_text())
-    assert spec["in_chans"] == 3 and spec["arch"] == f"hf:{tiny_vit}"
+    assert spec["in_chans"] == 3 and spec["arch"] == f"hf:{source}" and spec["hf_config"]["model_type"] == "vit"
+    shutil.rmtree(source)  # the run folder is self-contained: it reloads without the checkpoint it came from
     assert result.history[1]["train_loss"] < result.history[0]["train_loss"]  # it learns
     first = api.predict(out, digit_pngs, precision="fp32")
     second = api.predict(out, digit_pngs, precision="fp32")  # a second, independent load of the run

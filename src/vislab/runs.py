@@ -89,6 +89,8 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
         "preprocessing": preprocessing.to_dict(),
         "parameters": parameter_counts(unwrap(model))["total"],
         "versions": versions(),
+        # what the architecture needs to be rebuilt without its source (a Hugging Face config)
+        **getattr(unwrap(model), "vislab_spec", {}),
         **(extra or {}),
     }
     text = json.dumps(spec, indent=2)
@@ -151,6 +153,9 @@ def load(spec: str | Path, device: str = "cpu", weights: str | Path | None = Non
     # the stored input size, so layers sized at build time (lazy Dense) match the weights
     model_cfg = ModelConfig(**{**model_spec["model"], "name": model_spec.get("arch", model_spec["name"]),
                                "pretrained": False, "weights": None, "input_size": list(preprocessing.size)})
+    if "hf_config" in model_spec:  # the run holds the architecture: its source folder or hub id is not needed
+        model_cfg.options = {**model_cfg.options, "hf_config": model_spec["hf_config"],
+                             "hf_processor": model_spec.get("hf_processor") or {}}
     outputs = model_spec.get("num_outputs", model_spec["num_classes"])
     model, _ = build_model(model_cfg, outputs, model_spec["in_chans"], load_pretrained=False)
     try:
