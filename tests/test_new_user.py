@@ -70,6 +70,9 @@ def test_offline_imagenet_model_is_one_message_and_weights_work(tmp_path, digit_
     assert main(["predict", "imagenet:resnet18", str(digit_pngs[0])]) == 1
     err = _error(capsys)
     assert "offline" in err and "--weights PATH" in err
+    assert main(["train", "--data", "digits", "--model", "resnet18", "--pretrained", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 1
+    assert "--weights PATH" in _error(capsys)
     # the flag the message names exists and works: a local state dict, no network
     weights = tmp_path / "resnet18.safetensors"
     torch.manual_seed(0)
