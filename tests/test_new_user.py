@@ -12,7 +12,6 @@ import json
 import os
 import stat
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -21,7 +20,7 @@ from conftest import digits_arrays, write_image
 from vislab import api
 from vislab.cli import build_parser, main
 from vislab.core.config import ConfigError
-from vislab.core.errors import DataError, RunError
+from vislab.core.errors import DataError
 
 
 @pytest.fixture(scope="module")

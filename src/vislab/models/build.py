@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
 from vislab.data.preprocess import Preprocessing
 from vislab.models.classic import FeatureHeadNet
-from vislab.core.errors import ConfigError
 from vislab.models.registry import create_model, needs_rgb
 
 MIN_NATIVE_SIZE = 28  # smaller images (e.g. 8x8 digits) are upsampled to the model's default size
