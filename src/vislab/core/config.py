@@ -239,12 +239,6 @@ def validate(cfg: Config) -> Config:
     if cfg.data.max_per_class is not None and cfg.data.max_per_class < 1:
         raise ConfigError(f"data.max_per_class={cfg.data.max_per_class} must be at least 1 (--max-per-class N "
                           "keeps at most N images per class)")
-    if (cfg.model.freeze == "backbone" and not cfg.model.pretrained and not cfg.model.weights
-            and not cfg.model.allow_random_backbone):
-        raise ConfigError(
-            "--freeze backbone without --pretrained or --weights freezes randomly initialised filters, so only "
-            "the head learns, on random features (far below what training the whole network gives). Add --pretrained "
-            "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")
     if cfg.model.cache_features and cfg.model.freeze != "backbone":
         raise ConfigError("model.cache_features needs model.freeze=backbone (the features must not change)")
     if cfg.model.cache_features and cfg.train.precision == "fp16":
@@ -262,6 +256,17 @@ def validate(cfg: Config) -> Config:
         if cfg.train.scheduler != "none":
             raise ConfigError("train.optimizer=lbfgs takes no learning-rate schedule (its line search sets the "
                               "steps); use --scheduler none")
+    return cfg
+
+
+def check_new_run(cfg: Config) -> Config:
+    """Checks for a config a new run starts from (not for a finished run's config.yaml, read back as it was)."""
+    if (cfg.model.freeze == "backbone" and not cfg.model.pretrained and not cfg.model.weights
+            and not cfg.model.allow_random_backbone):
+        raise ConfigError(
+            "--freeze backbone without --pretrained or --weights freezes randomly initialised filters, so only "
+            "the head learns, on random features (far below what training the whole network gives). Add --pretrained "
+            "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")
     return cfg
 
 
@@ -343,7 +348,7 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
     if cfg.train.optimizer == "lbfgs" and not epochs_given:
         # the L-BFGS head is fitted to convergence in one epoch: 10 would refit the same optimum
         cfg.train.epochs = 1
-    return validate(cfg)
+    return check_new_run(validate(cfg))
 
 
 def config_from_dict(data: dict) -> Config:
