@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/fashion-mnist-fast
 
-.PHONY: setup data demo test test-all bench clean
+.PHONY: setup data test-deps demo test test-all bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,11 +31,20 @@ demo: setup data
 	$(BIN)/vislab train --data fashion-mnist --recipe fast --out $(RUN)
 	@echo "run folder: $(RUN)  (open $(RUN)/report.html)"
 
-test: setup data
+# What the tests need beyond Python packages, where apt exists (as .ci/run does): headless Chromium
+# for the report's browser tests, which skip themselves without it.
+test-deps:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null \
+		|| echo "apt-get could not install chromium; the three browser tests will skip"; \
+	fi
+
+test: setup data test-deps
 	$(BIN)/python -m pytest -q
 
 # Including the slow checks (minutes).
-test-all: setup data
+test-all: setup data test-deps
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 clean:

@@ -144,7 +144,8 @@ def test_fashion_mnist_one_epoch_floor(tmp_path):
 def test_frozen_backbone_with_cached_features(tmp_path):
     """--freeze backbone --cache-features trains only the head, on features extracted once;
     the frozen backbone ends identical to an end-to-end frozen run from the same seed."""
-    common = dict(data="digits", model="chollet_convnet", epochs=3, freeze="backbone", lr=3e-3, seed=3)
+    common = dict(data="digits", model="chollet_convnet", epochs=3, freeze="backbone", lr=3e-3, seed=3,
+                  allow_random_backbone=True)
     cached = train(out=str(tmp_path / "cached"), cache_features=True, **common)
     plain = train(out=str(tmp_path / "plain"), **common)
     a = load_file(str(cached.run_dir / "model.safetensors"))
@@ -218,15 +219,16 @@ def test_lbfgs_head_through_train(tmp_path):
     lbfgs without cached features, or with a schedule, is refused before any work."""
     from vislab.core.config import ConfigError
 
-    result = train(data="digits", model="chollet_convnet", epochs=2, freeze="backbone", cache_features=True,
-                   optimizer="lbfgs", seed=0, out=str(tmp_path / "lbfgs"))
+    result = train(data="digits", model="chollet_convnet", freeze="backbone", cache_features=True,
+                   optimizer="lbfgs", seed=0, out=str(tmp_path / "lbfgs"), allow_random_backbone=True)
+    assert len(result.history) == 1  # lbfgs: one epoch unless --epochs says otherwise
     assert result.history[0]["train_acc"] >= 0.9  # a converged linear probe on random conv features
     assert result.metrics["accuracy"] >= 0.85
     with pytest.raises(ConfigError, match="--cache-features"):
         train(data="digits", model="chollet_convnet", optimizer="lbfgs", out=str(tmp_path / "x"))
     with pytest.raises(ConfigError, match="schedule"):
         train(data="digits", model="chollet_convnet", optimizer="lbfgs", freeze="backbone", cache_features=True,
-              scheduler="cosine", out=str(tmp_path / "y"))
+              scheduler="cosine", out=str(tmp_path / "y"), allow_random_backbone=True)
 
 
 def test_fp16_training_scales_the_loss_and_resumes_the_scale(tmp_path):
@@ -267,7 +269,7 @@ def test_fp16_training_scales_the_loss_and_resumes_the_scale(tmp_path):
 
     with pytest.raises(ConfigError, match="--precision auto, bf16 or fp32 with --cache-features"):
         make_config(data="digits", model="chollet_convnet", freeze="backbone", cache_features=True,
-                    precision="fp16")
+                    precision="fp16", allow_random_backbone=True)
 
 
 def test_gpu_precision_and_rng_choices_without_a_gpu(monkeypatch):

@@ -90,45 +90,49 @@ def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: 
     return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device, console=console)
 
 
-def load_model(model, device: str = "cpu"):
-    """A run folder or ``imagenet:NAME`` -> :class:`vislab.runs.Loaded`."""
+def load_model(model, device: str = "cpu", weights=None):
+    """A run folder, ``imagenet:NAME`` or ``hf:NAME`` -> :class:`vislab.runs.Loaded`; ``weights`` is a
+    local file or folder to read instead (``--weights``; see :func:`vislab.runs.load`)."""
     from vislab.runs import load
 
-    return load(model, device=device)
+    return load(model, device=device, weights=weights)
 
 
-def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32):
-    """``vislab predict``: the answer for each image file or folder, from a run folder or ``imagenet:NAME``."""
+def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32,
+            weights=None):
+    """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``
+    or ``hf:NAME``."""
     from vislab.infer import Predictor, predict_files
 
-    predictor = Predictor(load_model(model), device=device, precision=precision)
+    predictor = Predictor(load_model(model, weights=weights), device=device, precision=precision)
     return predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
 
 
-def explain(model, images, method: str = "gradcam", target="top", layer: str | None = None, out=None, **opts):
+def explain(model, images, method: str = "gradcam", target="top", layer: str | None = None, out=None,
+            weights=None, **opts):
     """``vislab explain``: one overlay PNG per image; returns one dict per image (``png``, ``class``, ...)."""
     from vislab.explain.api import explain_files
 
-    return explain_files(load_model(model), images, out, method=method, target=target, layer=layer, **opts)
+    return explain_files(load_model(model, weights=weights), images, out, method=method, target=target, layer=layer, **opts)
 
 
-def activations(model, image, layers=None, out=None) -> list[Path]:
+def activations(model, image, layers=None, out=None, weights=None) -> list[Path]:
     """``vislab activations``: every channel of each layer's output for one image, a PNG per layer."""
     from vislab.data.images import read_image
     from vislab.explain.activations import activations as compute, save_activations
     from vislab.explain.api import default_out_dir
 
-    loaded = load_model(model)
+    loaded = load_model(model, weights=weights)
     grids = compute(loaded.model, loaded.preprocessing, read_image(image), layers=layers)
     return list(zip(grids, save_activations(grids, out or default_out_dir(loaded, "activations"))))
 
 
-def filters(model, layer: str, n: int = 64, steps: int = 40, out=None) -> Path:
+def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=None) -> Path:
     """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid."""
     from vislab.explain.api import default_out_dir, safe_filename
     from vislab.explain.filters import filter_grid, save_filter_grid
 
-    loaded = load_model(model)
+    loaded = load_model(model, weights=weights)
     result = filter_grid(loaded.model, loaded.preprocessing, layer, n=n, steps=steps)
     folder = Path(out) if out else default_out_dir(loaded, "filters")
     return save_filter_grid(result, folder / f"filters_{safe_filename(layer)}.png")
@@ -143,7 +147,7 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
     cfg = resolve_config(config, {**_overrides({"data": data, **data_options}), "seed": seed})
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    result = audit_dataset(dataset, folder, max_images=max_images, seed=cfg.seed)
+    result = audit_dataset(dataset, folder, max_images=max_images, seed=cfg.seed, near_duplicates=True)
     result["out"] = str(folder)
     return result
 
@@ -160,11 +164,12 @@ def augment_preview(data: str, out="augment_preview.png", count: int = 6, versio
                                 seed=cfg.seed)
 
 
-def compare(runs, out=".") -> tuple[list[dict], Path, Path]:
-    """``vislab compare``: leaderboard rows, and the paths of leaderboard.csv and leaderboard.png."""
+def compare(runs, out=".", evaluation: str | None = None) -> tuple[list[dict], Path, Path]:
+    """``vislab compare``: leaderboard rows (each with its data and split), and the paths of
+    leaderboard.csv and leaderboard.png; ``evaluation="val"`` reads metrics_val.json instead."""
     from vislab.evaluate.compare import compare_runs, write_leaderboard
 
-    rows = compare_runs(runs)
+    rows = compare_runs(runs, evaluation=evaluation)
     return (rows, *write_leaderboard(rows, out))
 
 
@@ -175,15 +180,18 @@ def report(run_dir) -> Path:
     return build_report(run_dir)
 
 
-def summary(model: str, num_classes: int = 10, in_chans: int | None = None, input_size=None, depth: int = 3) -> str:
+def summary(model: str, num_classes: int = 10, in_chans: int | None = None, input_size=None, depth: int = 3,
+            weights=None) -> str:
     """``vislab summary``: layers, output shapes and parameter counts (Keras' model.summary()) of a
-    model name (built fresh) or of a run folder's model."""
+    model name (built fresh; ``weights`` loads a local file into it, checking that it fits), of a run
+    folder's model, or of ``imagenet:NAME`` / ``hf:NAME``."""
     from vislab.models.summary import model_summary, summarize
 
-    if Path(model).is_dir():
-        loaded = load_model(model)
+    if Path(model).is_dir() or str(model).startswith(("imagenet:", "hf:")):
+        loaded = load_model(model, weights=weights)
         return summarize(loaded.model, loaded.preprocessing.input_size, depth)
-    return model_summary(model, num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth)
+    return model_summary(model, num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth,
+                         weights=weights)
 
 
 def models() -> list[dict]:

@@ -31,6 +31,17 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--top-k 0`` would print an empty table, ``-2`` a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _parser(subparsers, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
     return subparsers.add_parser(name, help=help_text, description=description or help_text,
                                  formatter_class=_Formatter, allow_abbrev=False)
@@ -48,26 +59,31 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
     group.add_argument("--label-col", default=None, help="CSV: column with the label")
     group.add_argument("--labels", nargs="+", default=None, help="CSV: keep only these labels")
     group.add_argument("--test-csv", default=None, help="CSV of test files labelled by class name or numeric ID")
+    group.add_argument("--class-ids", default=None, metavar="FILE",
+                       help="--test-csv: numeric ID -> class name (id,class rows, or names one per line in ID order)")
     group.add_argument("--val-split", type=float, default=None,
-                       help="fraction (<1) or count of training images held out for validation (default 0.1)")
+                       help="fraction in (0, 1) or whole count of training images held out for validation (default 0.1)")
     group.add_argument("--test-split", type=float, default=None,
-                       help="fraction or count held out for test when the data has no test split (default 0.2)")
-    group.add_argument("--max-per-class", type=int, default=None, help="keep at most N training images per class")
+                       help="fraction in (0, 1) or whole count held out for test when the data has no test split "
+                            "(default 0.2)")
+    group.add_argument("--max-per-class", type=int, default=None, help="keep at most N training (and validation) images per class")
     group.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 2)")
 
 
 def _add_augment_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("augmentation (Keras ImageDataGenerator meanings)")
-    group.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips")
-    group.add_argument("--vflip", action="store_true", default=None, help="random vertical flips")
-    group.add_argument("--rotation", type=float, default=None, help="degrees, uniform in [-r, r]")
-    group.add_argument("--zoom", type=float, default=None, help="scale uniform in [1-z, 1+z]")
-    group.add_argument("--width-shift", type=float, default=None,
+    # Keras' ImageDataGenerator names (--rotation-range, --horizontal-flip...) are aliases: the same meaning
+    group.add_argument("--hflip", "--horizontal-flip", action="store_true", default=None,
+                       help="random horizontal flips")
+    group.add_argument("--vflip", "--vertical-flip", action="store_true", default=None, help="random vertical flips")
+    group.add_argument("--rotation", "--rotation-range", type=float, default=None, help="degrees, uniform in [-r, r]")
+    group.add_argument("--zoom", "--zoom-range", type=float, default=None, help="scale uniform in [1-z, 1+z]")
+    group.add_argument("--width-shift", "--width-shift-range", type=float, default=None,
                        help="fraction of the width (< 1) or pixels (>= 1); a whole number n shifts by whole "
                             "pixels in -n..n: exact pixels, no interpolation")
-    group.add_argument("--height-shift", type=float, default=None,
+    group.add_argument("--height-shift", "--height-shift-range", type=float, default=None,
                        help="fraction of the height (< 1) or pixels (>= 1), as --width-shift")
-    group.add_argument("--shear", type=float, default=None, help="shear angle in degrees")
+    group.add_argument("--shear", "--shear-range", type=float, default=None, help="shear angle in degrees")
     group.add_argument("--fill-mode", choices=FILL_MODES, default=None,
                        help="how pixels outside the image are filled (default nearest)")
     group.add_argument("--fill-value", type=float, default=None, help="0..255, with --fill-mode constant")
@@ -77,7 +93,7 @@ def _data_overrides(args) -> dict:
     return {
         "data.source": args.data, "data.data_dir": args.data_dir, "data.image_root": args.image_root,
         "data.file_col": args.file_col, "data.label_col": args.label_col, "data.labels": args.labels,
-        "data.test_csv": args.test_csv, "data.val_split": args.val_split, "data.test_split": args.test_split,
+        "data.test_csv": args.test_csv, "data.class_ids": args.class_ids, "data.val_split": args.val_split, "data.test_split": args.test_split,
         "data.max_per_class": args.max_per_class, "data.workers": args.workers,
     }
 
@@ -135,6 +151,9 @@ def _add_train(sub) -> None:
     m.add_argument("--head", choices=HEADS, default=None,
                    help="classifier head: linear, or mlp (GAP -> Dense -> Dropout -> Dense)")
     m.add_argument("--freeze", choices=FREEZE_MODES, default=None, help="freeze the backbone")
+    m.add_argument("--allow-random-backbone", action="store_true", default=None,
+                   help="allow --freeze backbone without --pretrained/--weights (a random-features baseline; "
+                        "refused otherwise)")
     m.add_argument("--finetune-last", type=int, default=None, metavar="N",
                    help="train the last N blocks of the backbone (and the head)")
     m.add_argument("--freeze-epochs", type=int, default=None, metavar="K",
@@ -143,7 +162,7 @@ def _add_train(sub) -> None:
     m.add_argument("--cache-features", action="store_true", default=None,
                    help="with --freeze backbone: extract features once, train the head on them")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default 10; 1 with --optimizer lbfgs)")
     t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
@@ -180,7 +199,7 @@ def train_overrides(args) -> dict:
         "model.pretrained": args.pretrained, "model.weights": args.weights, "model.head": args.head,
         "model.freeze": args.freeze, "model.finetune_last": args.finetune_last,
         "model.freeze_epochs": args.freeze_epochs, "model.lr_backbone": args.lr_backbone,
-        "model.cache_features": args.cache_features,
+        "model.cache_features": args.cache_features, "model.allow_random_backbone": args.allow_random_backbone,
         "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
         "train.optimizer": args.optimizer, "train.momentum": args.momentum, "train.scheduler": args.scheduler,
         "train.label_smoothing": args.label_smoothing, "train.weight_decay": args.weight_decay,
@@ -221,7 +240,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
 
 
@@ -243,9 +262,9 @@ def _add_predict(sub) -> None:
                 "others are still predicted.")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output format")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast dtype for inference. auto: bf16 where the device runs it natively, and "
@@ -254,16 +273,17 @@ def _add_predict(sub) -> None:
                         "speed, but bf16 can change the top-1 of near-tied images (3%% of the photo crops "
                         "in the README's benchmark); fp32: exact")
     p.add_argument("--figure", default=None, metavar="PNG", help="also draw the images titled with top-1")
+    _add_weights_option(p)
 
 
 def _cmd_predict(args) -> int:
     from vislab.infer import Predictor, predict_files
     from vislab.runs import load
 
-    predictor = Predictor(load(args.model), device=args.device, precision=args.precision)
+    predictor = Predictor(load(args.model, weights=args.weights), device=args.device, precision=args.precision)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
     _print_predictions(results, args.format)
-    if predictor.dtype is not None:  # say what reduced precision did (stderr: json/csv output stays clean)
+    if predictor.dtype is not None and any("top" in r for r in results):  # say what reduced precision did (stderr: json/csv output stays clean)
         dtype = str(predictor.dtype).replace("torch.", "")
         if predictor.recheck_ties:
             print(f"precision auto: {dtype}, {predictor.rechecked} near-tied answer(s) recomputed in fp32",
@@ -365,13 +385,14 @@ def _add_summary(sub) -> None:
     p.add_argument("--in-chans", type=int, default=None, help="input channels (for a model name)")
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="PX", help="one number or H W")
     p.add_argument("--depth", type=int, default=3, help="how deep to list nested modules")
+    _add_weights_option(p)
 
 
 def _cmd_summary(args) -> int:
     from vislab import api
 
     print(api.summary(args.model, num_classes=args.num_classes, in_chans=args.in_chans,
-                      input_size=args.input_size, depth=args.depth))
+                      input_size=args.input_size, depth=args.depth, weights=args.weights))
     return 0
 
 
@@ -379,13 +400,14 @@ def _cmd_summary(args) -> int:
 def _add_audit(sub) -> None:
     p = _parser(sub, "audit", "audit a dataset: balance, sizes, colours, duplicates, bad files",
                 "Write audit.json and plots/audit_*.png: images per class per split (with the imbalance\n"
-                "ratio), image sizes/modes/formats, dominant colours, a samples grid, exact duplicates\n"
-                "within and across splits (train/test leakage) and bad files.\n\n"
+                "ratio), image sizes/modes/formats, dominant colours, a samples grid, duplicates within and\n"
+                "across splits (train/test leakage: exact by decoded pixels, and near-duplicates by a\n"
+                "perceptual hash, reported apart) and bad files.\n\n"
                 "example:\n  vislab audit --data photos/ --out audits/photos")
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
     p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
-    p.add_argument("--max-images", type=int, default=2000,
+    p.add_argument("--max-images", type=_positive_int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
 
@@ -400,7 +422,7 @@ def _cmd_audit(args) -> int:
     cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed)
+    audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed, near_duplicates=True)
     console = Console(highlight=False)
     print_audit(audit, console)
     console.print(f"wrote {out / 'audit.json'} and {len(audit['figures'])} figures under {out / 'plots'}")
@@ -415,8 +437,8 @@ def _add_augment_preview(sub) -> None:
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with data/augment sections")
     p.add_argument("--out", default="augment_preview.png", help="PNG to write")
-    p.add_argument("--count", type=int, default=6, help="how many images")
-    p.add_argument("--versions", type=int, default=5, help="augmented copies of each image")
+    p.add_argument("--count", type=_positive_int, default=6, help="how many images")
+    p.add_argument("--versions", type=_positive_int, default=5, help="augmented copies of each image")
     p.add_argument("--split", default="train", choices=SPLITS, help="which split to draw from")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     _add_augment_options(p)
@@ -441,11 +463,17 @@ def _cmd_augment_preview(args) -> int:
 # --------------------------------------------------------------------------- compare, report
 def _add_compare(sub) -> None:
     p = _parser(sub, "compare", "leaderboard of several run folders",
-                "Print a leaderboard (model, parameters, epochs, training time, test accuracy, macro-F1,\n"
-                "AUC) and write it as leaderboard.csv and leaderboard.png.\n\n"
-                "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs")
+                "Print a leaderboard (model, data, split, parameters, epochs, training time, accuracy,\n"
+                "macro-F1, AUC) and write it as leaderboard.csv and leaderboard.png. The numbers are each\n"
+                "run's test split (metrics.json) unless --evaluation names another evaluation; runs on\n"
+                "different data are ranked separately.\n\n"
+                "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs\n"
+                "  vislab compare runs/cnn runs/vit --evaluation val   # after vislab evaluate RUN --split val")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default=".", help="folder for leaderboard.csv and leaderboard.png")
+    p.add_argument("--evaluation", default=None, metavar="NAME",
+                   help="compare metrics_NAME.json (e.g. val, or otherdata_test after `evaluate --data otherdata`) "
+                        "instead of the test split's metrics.json")
 
 
 def _cmd_compare(args) -> int:
@@ -453,7 +481,7 @@ def _cmd_compare(args) -> int:
 
     from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard
 
-    rows = compare_runs(args.runs)
+    rows = compare_runs(args.runs, evaluation=args.evaluation)
     console = Console(highlight=False)
     print_leaderboard(rows, console)
     csv_path, png_path = write_leaderboard(rows, args.out)
@@ -489,9 +517,10 @@ def _add_explain(sub) -> None:
     p.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
     p.add_argument("--target", default="top", help="class to explain: a name, an index, or 'top' (the prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
-    p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
+    p.add_argument("--num-samples", type=_positive_int, default=1000, help="LIME: perturbed images to score")
     p.add_argument("--segmentation", default="quickshift", choices=LIME_SEGMENTATIONS, help="LIME superpixels")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/explain or explain-MODEL)")
+    _add_weights_option(p)
 
 
 def _cmd_explain(args) -> int:
@@ -499,7 +528,7 @@ def _cmd_explain(args) -> int:
     from vislab.runs import load
 
     opts = {"num_samples": args.num_samples, "segmentation": args.segmentation} if args.method == "lime" else {}
-    results = explain_files(load(_model_spec(args.model)), args.images, args.out, method=args.method,
+    results = explain_files(load(_model_spec(args.model), weights=args.weights), args.images, args.out, method=args.method,
                             target=args.target, layer=args.layer, **opts)
     for r in results:
         if "error" in r:
@@ -512,12 +541,15 @@ def _cmd_explain(args) -> int:
 def _add_activations(sub) -> None:
     p = _parser(sub, "activations", "every channel of a network's layers for one image",
                 "Draw the activation maps of each layer for IMAGE, every channel in a grid normalised as in\n"
-                "Chollet's DLwP 5.4, one PNG per layer (default: the first 8 layers).\n\n"
+                "Chollet's DLwP 5.4, one PNG per layer. Default: up to 8 layers, the first feature maps\n"
+                "(each activation and pooling output of vislab's networks; timm's feature stages, else the\n"
+                "top-level modules with 2-D maps, for other models).\n\n"
                 "example:\n  vislab activations runs/cats cat.jpg --layers features.1 features.2")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="model.named_modules() names")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/activations)")
+    _add_weights_option(p)
 
 
 def _cmd_activations(args) -> int:
@@ -526,7 +558,7 @@ def _cmd_activations(args) -> int:
     from vislab.explain.api import default_out_dir
     from vislab.runs import load
 
-    loaded = load(_model_spec(args.model))
+    loaded = load(_model_spec(args.model), weights=args.weights)
     grids = activations(loaded.model, loaded.preprocessing, read_image(args.image), layers=args.layers)
     paths = save_activations(grids, args.out or default_out_dir(loaded, "activations"))
     for grid, path in zip(grids, paths):
@@ -541,9 +573,10 @@ def _add_filters(sub) -> None:
                 "example:\n  vislab filters imagenet:vgg16 --layer features.10 --n 64 --out filters/")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("--layer", required=True, help="a model.named_modules() name (a wrong name lists them)")
-    p.add_argument("--n", type=int, default=64, help="filters to draw")
-    p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
+    p.add_argument("--n", type=_positive_int, default=64, help="filters to draw")
+    p.add_argument("--steps", type=_positive_int, default=40, help="gradient-ascent steps")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/filters)")
+    _add_weights_option(p)
 
 
 def _cmd_filters(args) -> int:
@@ -551,11 +584,18 @@ def _cmd_filters(args) -> int:
     from vislab.explain.filters import filter_grid, save_filter_grid
     from vislab.runs import load
 
-    loaded = load(_model_spec(args.model))
+    loaded = load(_model_spec(args.model), weights=args.weights)
     result = filter_grid(loaded.model, loaded.preprocessing, args.layer, n=args.n, steps=args.steps)
     out = Path(args.out) if args.out else default_out_dir(loaded, "filters")
     print(f"wrote {save_filter_grid(result, out / f'filters_{safe_filename(args.layer)}.png')}")
     return 0
+
+
+def _add_weights_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="local weights: for imagenet:MODEL / hf:MODEL / a model name, a safetensors file, "
+                             "torch state dict or timm/Hugging Face folder (for offline machines); for a run "
+                             "folder, a safetensors file of that model (e.g. RUN/checkpoints/best.safetensors)")
 
 
 def _model_spec(text: str) -> str:
@@ -586,16 +626,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
     """Unrecognised arguments: the subcommand's usage and, for a mistyped flag, the closest one."""
-    import difflib
-
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     flags = [flag for action in sub._actions for flag in action.option_strings if flag.startswith("--")]
     for token in unknown:
         if token.startswith("-"):
-            close = difflib.get_close_matches(token.split("=", 1)[0], flags, n=1, cutoff=0.6)
+            close = closest_flag(token.split("=", 1)[0], flags)
             if close:
-                sub.error(f"unrecognized argument {token}: did you mean {close[0]}? (vislab {command} --help)")
+                sub.error(f"unrecognized argument {token}: did you mean {close}? (vislab {command} --help)")
     sub.error(f"unrecognized arguments: {' '.join(unknown)} (vislab {command} --help lists the options)")
+
+
+def closest_flag(typed: str, flags: list[str]) -> str | None:
+    """The flag a mistyped one most likely meant: one it abbreviates (``--rot`` -> ``--rotation``),
+    else the closest spelling (``--epoch`` -> ``--epochs``); Keras' names are among ``flags`` as aliases."""
+    import difflib
+
+    stem = typed.lstrip("-").replace("_", "-").lower()
+    names = {flag[2:]: flag for flag in flags}
+    if not stem:
+        return None
+    starts = sorted((name for name in names if name.startswith(stem)), key=len)
+    if starts:
+        return names[starts[0]]
+    close = difflib.get_close_matches(stem, list(names), n=1, cutoff=0.6)
+    return names[close[0]] if close else None
+
+
+def _check_device(command: str, args) -> str | None:
+    """A --device that is not here is a usage error (exit 2), found before any model or data is loaded."""
+    device = getattr(args, "device", None)
+    if device in (None, "auto", "cpu"):
+        return None
+    from vislab.core.device import resolve_device
+    from vislab.core.errors import DeviceError
+
+    try:
+        resolve_device(device)
+    except DeviceError as exc:
+        return f"vislab {command}: error: {exc}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -603,11 +672,18 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _reject_unknown(parser, args.command, unknown)
+    device_error = _check_device(args.command, args)
+    if device_error:
+        print(device_error, file=sys.stderr)
+        return 2
     handler = globals()[f"_cmd_{args.command.replace('-', '_')}"]
-    from vislab.core.errors import USER_ERRORS
+    from vislab.core.errors import USER_ERRORS, DeviceError
 
     try:
         return handler(args) or 0
+    except DeviceError as exc:  # a device named in a config file: a usage error too
+        print(f"vislab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except USER_ERRORS as exc:
         print(f"vislab {args.command}: error: {exc}", file=sys.stderr)
         return 1

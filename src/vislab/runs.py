@@ -89,6 +89,8 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
         "preprocessing": preprocessing.to_dict(),
         "parameters": parameter_counts(unwrap(model))["total"],
         "versions": versions(),
+        # what the architecture needs to be rebuilt without its source (a Hugging Face config)
+        **getattr(unwrap(model), "vislab_spec", {}),
         **(extra or {}),
     }
     text = json.dumps(spec, indent=2)
@@ -115,7 +117,9 @@ def read_config(run_dir: Path):
 def read_spec(run_dir: Path) -> dict:
     path = Path(run_dir) / "model.json"
     if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir}: no such run folder. Train one with `vislab train --out {run_dir}`.")
+        raise RunError(f"{run_dir}: no such run folder. Give a folder written by `vislab train --out DIR`, "
+                       "imagenet:MODEL for a pretrained ImageNet classifier (e.g. imagenet:efficientnet_lite0), "
+                       "or hf:ORG/NAME (or hf:FOLDER saved with save_pretrained) for a Hugging Face one")
     if not path.is_file():
         raise RunError(f"{run_dir}: model.json is missing; is this a finished vislab run folder?")
     try:
@@ -130,28 +134,66 @@ def read_spec(run_dir: Path) -> dict:
     return spec
 
 
-def load(spec: str | Path, device: str = "cpu") -> Loaded:
-    """A trained run folder, or ``imagenet:MODEL`` for a pretrained ImageNet classifier."""
+def load(spec: str | Path, device: str = "cpu", weights: str | Path | None = None) -> Loaded:
+    """A trained run folder, ``imagenet:MODEL`` (a pretrained ImageNet classifier) or ``hf:NAME``
+    (a Hugging Face image classifier with its own labels; NAME is a hub id or a save_pretrained folder).
+
+    Args:
+        weights: local weights. For ``imagenet:``/``hf:``, the file or folder to read instead of
+            downloading (offline machines); for a run folder, a safetensors file of the same model
+            (e.g. ``RUN/checkpoints/best.safetensors``) instead of ``model.safetensors``.
+    """
     text = str(spec)
     if text.startswith("imagenet:"):
         from vislab.models.imagenet import load_imagenet_model
 
-        model, preprocessing, class_names = load_imagenet_model(text.split(":", 1)[1])
+        model, preprocessing, class_names = load_imagenet_model(text.split(":", 1)[1], weights=weights)
         return Loaded(model.to(device).eval(), preprocessing, list(class_names),
                       {"name": text, "num_classes": len(class_names)}, None)
+    if text.startswith("hf:"):
+        return _load_hf(text, device, weights)
     from vislab.core.config import ModelConfig
     from vislab.models.build import build_model
 
     run_dir = Path(spec)
     model_spec = read_spec(run_dir)
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
+    weights_file = Path(weights) if weights else run_dir / "model.safetensors"
+    if not weights_file.is_file():
+        if weights:
+            raise RunError(f"--weights {weights_file}: no such file; give a safetensors file of this run's "
+                           f"model, e.g. {run_dir / 'checkpoints' / 'best.safetensors'}")
         raise RunError(f"{run_dir}: model.safetensors is missing; the run did not finish saving")
+    if weights_file.suffix != ".safetensors":
+        raise RunError(f"--weights {weights_file}: a run folder's model reads safetensors files only (vislab "
+                       "never unpickles); give e.g. checkpoints/best.safetensors")
     preprocessing = Preprocessing.from_dict(model_spec["preprocessing"])
     # the stored input size, so layers sized at build time (lazy Dense) match the weights
     model_cfg = ModelConfig(**{**model_spec["model"], "name": model_spec.get("arch", model_spec["name"]),
                                "pretrained": False, "weights": None, "input_size": list(preprocessing.size)})
+    if "hf_config" in model_spec:  # the run holds the architecture: its source folder or hub id is not needed
+        model_cfg.options = {**model_cfg.options, "hf_config": model_spec["hf_config"],
+                             "hf_processor": model_spec.get("hf_processor") or {}}
     outputs = model_spec.get("num_outputs", model_spec["num_classes"])
     model, _ = build_model(model_cfg, outputs, model_spec["in_chans"], load_pretrained=False)
-    load_weights(model, weights)
+    try:
+        load_weights(model, weights_file)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        if not weights:
+            raise
+        raise RunError(f"--weights {weights_file} does not fit {run_dir}'s model "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); give weights saved by this run") from None
     return Loaded(model.to(device).eval(), preprocessing, model_spec["class_names"], model_spec, run_dir)
+
+
+def _load_hf(text: str, device: str, weights) -> Loaded:
+    """``hf:NAME``: a Hugging Face image classifier as it was published (its head, its labels)."""
+    from vislab.models.build import model_preprocessing
+    from vislab.models.pretrained import create_hf_model
+
+    name = text[3:]
+    model = create_hf_model(name, num_classes=None, in_chans=3, pretrained=True, weights=weights)
+    config = model.hf.config
+    id2label = getattr(config, "id2label", None) or {}
+    class_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(model.num_classes)]
+    return Loaded(model.to(device).eval(), model_preprocessing(model, 3), class_names,
+                  {"name": text, "num_classes": len(class_names)}, None)

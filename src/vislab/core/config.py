@@ -47,6 +47,7 @@ class DataConfig:
     label_col: str | None = None  # CSV: column with the label (auto: label/class/ClassId/breed...)
     labels: list[str] | None = None  # CSV: keep only these labels
     test_csv: str | None = None  # CSV of test files labelled by class name or numeric ID
+    class_ids: str | None = None  # test CSV: file mapping numeric IDs to class names (id,class rows)
     test_file_col: str | None = None
     test_label_col: str | None = None
     val_split: float = 0.1  # fraction (<1) or count (>=1) of train held out when no val/ folder
@@ -91,6 +92,9 @@ class ModelConfig:
     freeze_epochs: int = 0  # gradual unfreezing: keep frozen for K epochs, then unfreeze
     lr_backbone: float | None = None  # discriminative learning rate for the backbone
     cache_features: bool = False  # frozen backbone: extract features once, train the head on them
+    # --freeze backbone without --pretrained/--weights freezes random filters (a user saw 21 % on Fashion-MNIST):
+    # refused unless the user asks for it (a random-features baseline)
+    allow_random_backbone: bool = False
 
 
 @dataclass
@@ -202,6 +206,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"augment.fill_mode={aug.fill_mode!r} only applies to rotation/zoom/shift/shear, and none is set"
         )
+    if not 0 <= aug.fill_value <= 255:
+        raise ConfigError(f"augment.fill_value={aug.fill_value:g} is outside 0..255 (a uint8 grey level, as the "
+                          "images' pixels); e.g. --fill-value 0 for black, 255 for white")
     if aug.fill_value and aug.fill_mode != "constant":
         raise ConfigError("augment.fill_value is only used with fill_mode=constant; set --fill-mode constant")
     for key in ("rotation", "shear"):
@@ -220,6 +227,18 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.label_smoothing must be in [0, 1)")
     if cfg.train.weight_decay < 0:
         raise ConfigError("train.weight_decay must be >= 0")
+    for key in ("val_split", "test_split"):
+        value = getattr(cfg.data, key)
+        if value is None:
+            continue
+        if value < 0 or (value >= 1 and not float(value).is_integer()):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"data.{key}={value:g} ({flag}) is neither a fraction in (0, 1) nor a whole count of images: "
+                f"give e.g. {flag} 0.1 (10 % of the training images) or {flag} 500 (500 images), or 0 for none")
+    if cfg.data.max_per_class is not None and cfg.data.max_per_class < 1:
+        raise ConfigError(f"data.max_per_class={cfg.data.max_per_class} must be at least 1 (--max-per-class N "
+                          "keeps at most N images per class)")
     if cfg.model.cache_features and cfg.model.freeze != "backbone":
         raise ConfigError("model.cache_features needs model.freeze=backbone (the features must not change)")
     if cfg.model.cache_features and cfg.train.precision == "fp16":
@@ -237,6 +256,17 @@ def validate(cfg: Config) -> Config:
         if cfg.train.scheduler != "none":
             raise ConfigError("train.optimizer=lbfgs takes no learning-rate schedule (its line search sets the "
                               "steps); use --scheduler none")
+    return cfg
+
+
+def check_new_run(cfg: Config) -> Config:
+    """Checks for a config a new run starts from (not for a finished run's config.yaml, read back as it was)."""
+    if (cfg.model.freeze == "backbone" and not cfg.model.pretrained and not cfg.model.weights
+            and not cfg.model.allow_random_backbone):
+        raise ConfigError(
+            "--freeze backbone without --pretrained or --weights freezes randomly initialised filters, so only "
+            "the head learns, on random features (far below what training the whole network gives). Add --pretrained "
+            "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")
     return cfg
 
 
@@ -313,7 +343,12 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
         _set(cfg, key, value, str(yaml_path))
     for key, value in overrides.items():
         _set(cfg, key, value, "command line")
-    return validate(cfg)
+    epochs_given = ("train.epochs" in overrides or "epochs" in (file_values.get("train") or {})
+                    or "train.epochs" in file_values or "train.epochs" in RECIPES.get(recipe, {}))
+    if cfg.train.optimizer == "lbfgs" and not epochs_given:
+        # the L-BFGS head is fitted to convergence in one epoch: 10 would refit the same optimum
+        cfg.train.epochs = 1
+    return check_new_run(validate(cfg))
 
 
 def config_from_dict(data: dict) -> Config:

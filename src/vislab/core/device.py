@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vislab.core.errors import ConfigError
+from vislab.core.errors import ConfigError, DeviceError  # noqa: F401
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,13 +31,13 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cuda")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or auto")
+        raise DeviceError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: no Apple-silicon GPU (MPS) is available here; use --device cpu or auto")
+        raise DeviceError("--device mps: no Apple-silicon GPU (MPS) is available here; use --device cpu or auto")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda or mps") from None
+        raise DeviceError(f"--device {name!r} is not a device; use auto, cpu, cuda or mps") from None
 
 
 def cpu_has_bf16() -> bool:

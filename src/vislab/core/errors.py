@@ -12,6 +12,10 @@ class ConfigError(UserError, ValueError):
     """A configuration that cannot be used; the message says which key and what is valid."""
 
 
+class DeviceError(ConfigError):
+    """``--device cuda``/``mps`` where there is no such device: a usage error (the CLI exits with 2)."""
+
+
 class DataError(UserError, ValueError):
     """A dataset that cannot be trained on; the message names the problem and the fix."""
 

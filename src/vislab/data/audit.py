@@ -1,10 +1,17 @@
 """Dataset audit: class balance, image geometry and formats, dominant colours, samples,
-exact duplicates (train/test leakage) and bad files.
+duplicates (train/test leakage) and bad files.
 
 Everything lands in ``out_dir/audit.json`` and ``out_dir/plots/audit_*.png``.
-It is built to be quick on 70k images: every file is hashed (duplicates must be
-exhaustive), file headers are read without decoding pixels, and only a seeded
-sample of ``max_images`` images is decoded for the colour study.
+Duplicates are found twice over:
+
+* exact: a hash of the decoded pixels (so a PNG re-saved with other compression, or the
+  same picture as a BMP, is still a duplicate; a grey picture stored as RGB counts as grey);
+* near (a second, labelled check): a perceptual hash (``imagehash.dhash``, 64 bits) within
+  ``NEAR_DUPLICATE_DISTANCE`` bits across splits, which also finds resized or re-encoded JPEG
+  copies; it can also pair different images that look alike, so it is reported apart.
+
+Every image is hashed (duplicates must be exhaustive); only a seeded sample of
+``max_images`` images is decoded for the colour study.
 """
 
 from __future__ import annotations
@@ -25,9 +32,15 @@ MAX_LISTED_DUPLICATE_GROUPS = 50
 SAMPLES_PER_CLASS = 8
 # 8 levels per channel: coarse enough that a colour "mode" is stable, fine enough to tell hues apart.
 COLOUR_LEVELS = 8
+# Perceptual hashes cost ~0.1 ms an image: run by default up to this many images (training runs the
+# audit on every start), always with ``near_duplicates=True`` (`vislab audit`).
+NEAR_DUPLICATE_MAX_IMAGES = 20_000
+# dHash bits (of 64) two images may differ in and still count as near-duplicates
+NEAR_DUPLICATE_DISTANCE = 4
 
 
-def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, samples_per_class: int = SAMPLES_PER_CLASS) -> dict:
+def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, samples_per_class: int = SAMPLES_PER_CLASS,
+                  near_duplicates: bool | None = None) -> dict:
     """Audit ``dataset`` and write ``audit.json`` plus figures under ``out_dir/plots/``.
 
     Args:
@@ -63,6 +76,11 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     balance = _class_balance(splits, class_names, warnings)
     scan = _scan(splits, bad_files)
     duplicates = _duplicates(scan, class_names, warnings)
+    if near_duplicates is None:
+        near_duplicates = len(scan["records"]) <= NEAR_DUPLICATE_MAX_IMAGES
+    duplicates["near"] = (_near_duplicates(scan, class_names, warnings) if near_duplicates else
+                          {"checked": False, "reason": f"more than {NEAR_DUPLICATE_MAX_IMAGES:,} images; "
+                           "`vislab audit` runs it"})
     geometry = _geometry_summary(scan)
     colours = _dominant_colours(splits, class_names, max_images, rng, bad_files)
 
@@ -133,8 +151,25 @@ def _ratio(values) -> float | None:
 # ----------------------------------------------------------------------------- hashing + headers
 
 
+def pixel_digest(image) -> str:
+    """Hash of an image's decoded pixels (uint8 C x H x W): equal for the same picture in any
+    file format or compression. RGB with three equal channels hashes as grey.
+
+    Example:
+        >>> import numpy as np
+        >>> grey = np.full((1, 4, 4), 7, np.uint8)
+        >>> pixel_digest(grey) == pixel_digest(np.repeat(grey, 3, axis=0))
+        True
+    """
+    pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    if pixels.shape[0] == 3 and (pixels[0] == pixels[1]).all() and (pixels[0] == pixels[2]).all():
+        pixels = pixels[:1]
+    c, h, w = pixels.shape
+    return hashlib.blake2b(pixels.tobytes(), digest_size=16, key=f"{c}x{h}x{w}".encode()[:64]).hexdigest()
+
+
 def _scan(splits, bad_files) -> dict:
-    """Hash every image and read its geometry (file header, or tensor shape)."""
+    """Hash every image's decoded pixels and read its geometry (file header, or tensor shape)."""
     records = []  # (hash, split, index, label)
     widths, heights = [], []
     modes, channels, formats = Counter(), Counter(), Counter()
@@ -143,10 +178,8 @@ def _scan(splits, bad_files) -> dict:
         if getattr(split, "images", None) is not None:
             images = np.ascontiguousarray(np.asarray(split.images))
             n, c, h, w = images.shape
-            shape_tag = f"{c}x{h}x{w}".encode()
             for i in range(n):
-                digest = hashlib.blake2b(images[i].tobytes(), digest_size=16, key=shape_tag[:64]).hexdigest()
-                records.append((digest, name, i, int(labels[i])))
+                records.append((pixel_digest(images[i]), name, i, int(labels[i])))
             widths += [w] * n
             heights += [h] * n
             modes["L" if c == 1 else "RGB"] += n
@@ -159,9 +192,7 @@ def _scan(splits, bad_files) -> dict:
             except OSError as exc:
                 bad_files.append({"path": str(path), "reason": f"cannot read file ({exc.strerror or exc})"})
                 continue
-            records.append((hashlib.blake2b(data, digest_size=16).hexdigest(), name, i, int(labels[i])))
             try:
-                # Image.open only parses the header; pixels are never decoded here.
                 with Image.open(io.BytesIO(data)) as image:
                     widths.append(image.width)
                     heights.append(image.height)
@@ -170,6 +201,10 @@ def _scan(splits, bad_files) -> dict:
                     formats[image.format or "unknown"] += 1
             except Exception as exc:  # noqa: BLE001 - any header failure is a bad file, not a crash
                 bad_files.append({"path": str(path), "reason": f"unreadable header ({exc})"})
+                continue
+            image = _load(split, i, bad_files)  # decoded as training decodes it
+            if image is not None:
+                records.append((pixel_digest(image), name, i, int(labels[i])))
     return {
         "records": records,
         "widths": widths,
@@ -227,13 +262,61 @@ def _duplicates(scan, class_names, warnings) -> dict:
     if conflicts:
         warnings.append(f"{conflicts} duplicate group(s) carry different labels")
     return {
-        "method": "exact content hash (BLAKE2b of file bytes, or of tensor bytes for in-memory data)",
+        "method": "exact: BLAKE2b of the decoded pixels (any file format or compression; grey stored as RGB "
+                  "counts as grey)",
         "images_hashed": len(scan["records"]),
         "within_split": dict(within),
         "across_splits": {"groups": across_groups, "pairs": dict(across_pairs)},
         "leakage": across_groups > 0,
         "label_conflicts": conflicts,
         "examples": listed,
+    }
+
+
+def _near_duplicates(scan, class_names, warnings) -> dict:
+    """Across-split pairs whose perceptual hashes (dHash) differ in at most NEAR_DUPLICATE_DISTANCE bits,
+    leaving out the exact (pixel-identical) duplicates, which the exact check reports."""
+    import imagehash
+
+    hashes: dict[str, list] = defaultdict(list)  # split -> [(hash as uint64, index, label, digest)]
+    for digest, split, index, label in scan["records"]:
+        image = _load(scan["sources"][split], index, [])
+        if image is None:
+            continue
+        pil = Image.fromarray(image[0] if image.shape[0] == 1 else np.moveaxis(image[:3], 0, -1))
+        bits = imagehash.dhash(pil).hash.flatten()
+        hashes[split].append((int(np.packbits(bits).view(">u8")[0]), index, label, digest))
+    names = list(hashes)
+    pairs: Counter = Counter()
+    examples = []
+    total = 0
+    for a_pos, a in enumerate(names):
+        for b in names[a_pos + 1:]:
+            left = np.array([h for h, *_ in hashes[a]], dtype=np.uint64)
+            for h, index, label, digest in hashes[b]:
+                distance = np.bitwise_count(left ^ np.uint64(h))
+                for match in np.flatnonzero(distance <= NEAR_DUPLICATE_DISTANCE):
+                    other = hashes[a][match]
+                    if other[3] == digest:
+                        continue  # pixel-identical: an exact duplicate
+                    total += 1
+                    pairs[f"{a}/{b}"] += 1
+                    if len(examples) < MAX_LISTED_DUPLICATE_GROUPS:
+                        examples.append({
+                            "sources": [scan["sources"][a].source(other[1]), scan["sources"][b].source(index)],
+                            "splits": [a, b], "distance": int(distance[match]),
+                            "labels": [class_names[other[2]], class_names[label]],
+                        })
+    if total:
+        warnings.append(f"{total} near-duplicate pair(s) across splits ({dict(pairs)}; perceptual hash, not "
+                        "pixel-identical): possible leakage, or different images that look alike; see the examples")
+    return {
+        "checked": True,
+        "method": f"perceptual dHash (imagehash, 64 bits), at most {NEAR_DUPLICATE_DISTANCE} bits apart, across "
+                  "splits; exact duplicates left out",
+        "pairs": total,
+        "by_split_pair": dict(pairs),
+        "examples": examples,
     }
 
 
@@ -343,6 +426,29 @@ def _load(split, index, bad_files):
     return image.numpy() if hasattr(image, "numpy") else np.asarray(image)
 
 
+def leakage_warnings(audit: dict, near: bool = True) -> list[str]:
+    """What `train` prints after the audit: exact (pixel-identical) leakage across splits, and with
+    ``near`` the near-duplicate pairs (train leaves those to audit.json and the report: small images
+    such as 8x8 digits give many look-alike pairs).
+
+    Example:
+        >>> leakage_warnings({"duplicates": {"across_splits": {"groups": 2, "pairs": {"test/train": 2}}}})[0][:40]
+        '2 image(s) are in more than one split ('
+    """
+    duplicates = audit.get("duplicates") or {}
+    across = duplicates.get("across_splits") or {}
+    notes = []
+    if across.get("groups"):
+        notes.append(f"{across['groups']} image(s) are in more than one split ({across.get('pairs')}): "
+                     "pixel-identical train/test leakage inflates the test score; remove them from one split "
+                     "(audit.json lists them)")
+    near_check = duplicates.get("near") or {}
+    if near and near_check.get("pairs"):
+        notes.append(f"{near_check['pairs']} near-duplicate pair(s) across splits ({near_check.get('by_split_pair')}; perceptual "
+                     "hash): possible leakage, or look-alike images; audit.json lists examples")
+    return notes
+
+
 def print_audit(audit: dict, console=None) -> None:
     """Print the audit's class balance, geometry, duplicates and warnings as rich tables.
 
@@ -379,6 +485,12 @@ def print_audit(audit: dict, console=None) -> None:
         across = duplicates.get("across_splits", {}).get("groups", 0)
         console.print(f"exact duplicates: {within} within splits, {across} across splits "
                       f"({duplicates.get('images_hashed', 0):,} images hashed)")
+        near = duplicates.get("near") or {}
+        if near.get("checked"):
+            console.print(f"near-duplicates (perceptual hash, not pixel-identical): {near.get('pairs', 0)} pair(s) "
+                          "across splits")
+        elif near:
+            console.print(f"near-duplicates: not checked ({near.get('reason')})")
     for warning in audit.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
 

@@ -154,6 +154,11 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
     dataset = _make_splits(dataset, cfg, seed)
     if cfg.max_per_class:
         dataset.splits["train"] = _cap_per_class(dataset.splits["train"], cfg.max_per_class, seed)
+        if "val" in dataset.splits:
+            # the same cap, or early stopping and the best checkpoint would rest on a validation set
+            # larger than what is trained on (6,000 val vs 3,000 train for Fashion-MNIST at 300 a class);
+            # the test split stays whole, and the split table says so
+            dataset.splits["val"] = _cap_per_class(dataset.splits["val"], cfg.max_per_class, seed + 2)
     _check_usable(dataset, source)
     return dataset
 
@@ -419,20 +424,34 @@ def _load_csv(path: Path, cfg) -> Dataset:
 
 
 def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
-    """A test CSV whose labels are class IDs or names of the training classes (e.g. GTSRB Test.csv)."""
+    """A test CSV whose labels are class IDs or names of the training classes (e.g. GTSRB Test.csv).
+
+    A label is a training class's name, or a number that names a class folder called by the
+    same number ("07" -> folder ``7``), or an ID that ``--class-ids FILE`` maps to a class name.
+    ``--labels`` keeps only those classes' rows, as it does for the training CSV.
+    """
     if not path.is_file():
         raise DataError(f"--test-csv {path}: no such file")
     columns, rows = _read_csv(path)
     file_col, label_col = _csv_columns(path, columns, cfg.test_file_col, cfg.test_label_col)
     index = {name: i for i, name in enumerate(dataset.class_names)}
+    ids = read_class_ids(Path(cfg.class_ids), dataset.class_names) if getattr(cfg, "class_ids", None) else {}
+    wanted = set(cfg.labels) if cfg.labels else None
     root = path.parent
     paths, labels, missing = [], [], []
     for row in rows:
         label = row[label_col].strip()
-        if label not in index and re.fullmatch(r"\d+", label) and str(int(label)) in index:
-            label = str(int(label))  # "07" -> folder "7"
+        if label in ids:
+            label = ids[label]
+        elif label not in index and re.fullmatch(r"\d+", label):
+            if str(int(label)) in ids:
+                label = ids[str(int(label))]
+            elif str(int(label)) in index:
+                label = str(int(label))  # "07" -> folder "7"
+        if wanted is not None and label not in wanted:
+            continue  # --labels: a class this run does not train on
         if label not in index:
-            raise DataError(f"{path}: label {label!r} is not a training class ({dataset.class_names[:10]}...)")
+            raise DataError(_test_label_message(path, label, dataset.class_names, bool(ids)))
         resolved = _resolve_file(root, row[file_col])
         if resolved is None:
             missing.append(row[file_col])
@@ -441,20 +460,67 @@ def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
         labels.append(index[label])
     if missing:
         raise DataError(f"{path}: {len(missing)} listed files are missing under {root} (first: {missing[:3]})")
+    if not paths:
+        raise DataError(f"{path}: no row of column {label_col!r} names one of the training classes "
+                        f"{dataset.class_names[:10]}; check --labels and the CSV's label column")
     good, good_labels, bad = validate_files(paths, labels, cfg.workers)
     dataset.bad_files.extend(bad)
     return Split(torch.tensor(good_labels, dtype=torch.int64), paths=good, name="test")
 
 
+def _test_label_message(path: Path, label: str, class_names: list[str], have_ids: bool) -> str:
+    shown = f"{class_names[:10]}{'...' if len(class_names) > 10 else ''}"
+    if re.fullmatch(r"\d+", label) and not have_ids:
+        return (f"{path}: label {label!r} is a numeric ID, and a numeric ID matches the class folder named by the "
+                f"same number ('07' -> folder 7); the training classes are {shown}, with no folder {int(label)}. "
+                "Pass --class-ids FILE mapping each ID to a class name (a CSV of id,class rows, or the class "
+                "names one per line in ID order)")
+    hint = " (--class-ids maps it to no training class)" if have_ids else ""
+    return f"{path}: label {label!r} is not a training class{hint}; the training classes are {shown}"
+
+
+def read_class_ids(path: Path, class_names: list[str]) -> dict[str, str]:
+    """``--class-ids FILE``: numeric ID -> class name, from ``id,class`` rows or names one per line in ID order.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "ids.csv"
+        >>> _ = f.write_text("0,cat\\n1,dog\\n")
+        >>> read_class_ids(f, ["cat", "dog"])
+        {'0': 'cat', '1': 'dog'}
+    """
+    if not path.is_file():
+        raise DataError(f"--class-ids {path}: no such file; give a CSV of id,class rows or the class names one "
+                        "per line in ID order")
+    mapping: dict[str, str] = {}
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    for number, line in enumerate(lines):
+        if "," in line:
+            key, name = (part.strip() for part in line.split(",", 1))
+            if not re.fullmatch(r"\d+", key):
+                if number == 0:
+                    continue  # a header row
+                raise DataError(f"--class-ids {path}: line {number + 1} {line!r} does not start with a numeric ID")
+            mapping[str(int(key))] = name
+        else:
+            mapping[str(number)] = line
+    unknown = sorted(set(mapping.values()) - set(class_names))
+    if unknown:
+        raise DataError(f"--class-ids {path}: {unknown[:5]} are not training classes ({class_names[:10]}); "
+                        "each ID must map to a class folder's name")
+    return mapping
+
+
 # --------------------------------------------------------------------------- splits
-def _count(value, total: int) -> int:
-    """A fraction (0 < v < 1) or an absolute count."""
+def _count(value, total: int, flag: str = "the split") -> int:
+    """A fraction (0 < v < 1) or an absolute count (a whole number; config.validate checks both)."""
     if value is None or value == 0:
         return 0
     value = float(value)
     count = int(round(value * total)) if value < 1 else int(value)
     if count >= total:
-        raise DataError(f"split size {value} leaves no training images out of {total}")
+        raise DataError(f"{flag} {value:g} holds out {count} of the {total} training images and leaves none to "
+                        f"train on; give a fraction in (0, 1) (e.g. {flag} 0.1) or a count below {total}")
     return count
 
 
@@ -475,12 +541,12 @@ def _make_splits(dataset: Dataset, cfg, seed: int) -> Dataset:
     splits = dataset.splits
     train = splits["train"]
     if "test" not in splits:
-        n_test = _count(cfg.test_split, len(train))
+        n_test = _count(cfg.test_split, len(train), "--test-split")
         if n_test:
             rest, held = stratified_split(train.labels, n_test, seed)
             splits["test"], train = train.subset(held, "test"), train.subset(rest, "train")
     if "val" not in splits:
-        n_val = _count(cfg.val_split, len(train))
+        n_val = _count(cfg.val_split, len(train), "--val-split")
         if n_val:
             rest, held = stratified_split(train.labels, n_val, seed + 1)
             splits["val"], train = train.subset(held, "val"), train.subset(rest, "train")
@@ -497,6 +563,15 @@ def _cap_per_class(split: Split, cap: int, seed: int) -> Split:
         members = np.flatnonzero(labels == label)
         keep.extend(rng.permutation(members)[:cap].tolist())
     return split.subset(sorted(keep), split.name)
+
+
+def split_notes(dataset: Dataset) -> list[str]:
+    """What the split table alone does not make obvious: a split larger than the training set."""
+    counts = {name: len(split) for name, split in dataset.splits.items()}
+    train = counts.get("train", 0)
+    return [f"the {name} split ({count:,} images) is larger than the training split ({train:,}); "
+            "--max-per-class caps train and val only" for name, count in counts.items()
+            if name != "train" and count > train]
 
 
 def split_table(dataset: Dataset) -> list[list[str]]:

@@ -1,8 +1,11 @@
 """Leaderboard of several runs, read from their run folders only (no model is loaded).
 
-Columns: run, model, parameters, epochs, training seconds, test accuracy,
-macro-F1, ROC AUC (and loss). Written as ``leaderboard.csv``, drawn as
-``leaderboard.png`` and printed as a rich table.
+Columns: run, model, data, split, parameters, epochs, training seconds, accuracy,
+macro-F1, ROC AUC (and loss). Each row says which data and split its numbers come from:
+``metrics.json`` (the run's own test split) by default, or ``metrics_<name>.json``
+(``evaluation="val"``, or e.g. ``"otherdata_test"`` for ``vislab evaluate RUN --data otherdata``).
+Runs measured on different data are ranked within their own data, never side by side.
+Written as ``leaderboard.csv``, drawn as ``leaderboard.png`` and printed as a rich table.
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-COLUMNS = ["run", "model", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc", "loss", "run_dir"]
+COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
+           "loss", "run_dir"]
 
 
-def compare_runs(run_dirs: Sequence) -> list[dict]:
-    """One row per run folder, best test accuracy first (runs not yet evaluated last).
+def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict]:
+    """One row per run folder, grouped by the data measured on, best accuracy first within each
+    (runs not yet evaluated last).
 
     Reads ``model.json`` (name, parameter count; the count falls back to the
     tensor shapes in ``model.safetensors``), ``history.csv`` (epochs, summed
-    ``seconds``) and ``metrics.json`` (accuracy, macro F1, ``roc_auc``). A missing
-    file leaves its columns ``None``.
+    ``seconds``) and ``metrics.json`` (accuracy, macro F1, ``roc_auc``; its ``data`` and
+    ``split``, else the run's config.yaml data source and ``test``), or ``metrics_<evaluation>.json``.
+    A missing file leaves its columns ``None``.
 
     Raises:
         FileNotFoundError: a path is not a folder.
@@ -43,9 +49,10 @@ def compare_runs(run_dirs: Sequence) -> list[dict]:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"{run_dir} is not a folder; pass run folders written by `vislab train`")
-        rows.append(_row(run_dir))
-    # Unevaluated runs sink to the bottom instead of breaking the sort.
-    rows.sort(key=lambda r: -r["accuracy"] if r["accuracy"] is not None else math.inf)
+        rows.append(_row(run_dir, evaluation))
+    # Unevaluated runs sink to the bottom instead of breaking the sort; different data never interleave.
+    rows.sort(key=lambda r: (r["accuracy"] is None, str(r.get("data") or ""),
+                             -r["accuracy"] if r["accuracy"] is not None else math.inf))
     return rows
 
 
@@ -78,16 +85,24 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title="Leaderboard (test split)")
-    headers = [("#", "right"), ("run", "left"), ("model", "left"), ("params", "right"), ("epochs", "right"),
-               ("train time", "right"), ("accuracy", "right"), ("macro F1", "right"), ("AUC", "right"), ("loss", "right")]
+    splits = sorted({str(r.get("split")) for r in rows if r.get("split")})
+    datas = sorted({str(r.get("data")) for r in rows if r.get("data")})
+    table = Table(title=f"Leaderboard ({', '.join(splits) or 'test'} split{'s' if len(splits) > 1 else ''})")
+    headers = [("#", "right"), ("run", "left"), ("model", "left"), ("data", "left"), ("split", "left"),
+               ("params", "right"), ("epochs", "right"), ("train time", "right"), ("accuracy", "right"),
+               ("macro F1", "right"), ("AUC", "right"), ("loss", "right")]
     for name, justify in headers:
-        table.add_column(name, justify=justify)
-    for rank, r in enumerate(rows, 1):
+        table.add_column(name, justify=justify, no_wrap=True)
+    rank, previous = 0, None
+    for r in rows:
+        rank = 1 if r.get("data") != previous else rank + 1  # ranks restart for each data set
+        previous = r.get("data")
         table.add_row(
             str(rank),
             str(r.get("run")),
             str(r.get("model") or "?"),
+            str(r.get("data") or "?"),
+            str(r.get("split") or "?"),
             _count(r.get("parameters")),
             _plain(r.get("epochs")),
             _duration(r.get("train_seconds")),
@@ -96,18 +111,33 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
             _fixed(r.get("auc")),
             _fixed(r.get("loss")),
         )
-    console.print(table)
-    missing = [r["run"] for r in rows if r.get("accuracy") is None]
+    from rich.measure import Measurement
+
+    # the table's own width, not the terminal's: an 80-column terminal (or a pipe) would cut run names to "…"
+    needed = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
+    width = console.width
+    console.width = max(width, needed)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+    if len(datas) > 1:
+        console.print(f"[yellow]these runs were measured on {len(datas)} different data sets ({', '.join(datas)}): "
+                      "each is ranked on its own; numbers across data sets do not compare[/]")
+    missing = [r for r in rows if r.get("accuracy") is None]
     if missing:
-        console.print(f"[yellow]not evaluated yet (no metrics.json): {', '.join(missing)}; run `vislab evaluate RUN_DIR`[/]")
+        files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
+        console.print(f"[yellow]not evaluated yet (no {', '.join(files)}): {', '.join(r['run'] for r in missing)}; "
+                      "run `vislab evaluate RUN_DIR`[/]")
 
 
 # ----------------------------------------------------------------------------- reading one run
 
 
-def _row(run_dir: Path) -> dict:
+def _row(run_dir: Path, evaluation: str | None = None) -> dict:
     spec = _json(run_dir / "model.json") or {}
-    metrics = _json(run_dir / "metrics.json") or {}
+    metrics_file = f"metrics_{evaluation}.json" if evaluation else "metrics.json"
+    metrics = _json(run_dir / metrics_file) or {}
     epochs, seconds = _history(run_dir / "history.csv")
     parameters = spec.get("parameters")
     if parameters is None:
@@ -116,6 +146,10 @@ def _row(run_dir: Path) -> dict:
     return {
         "run": run_dir.resolve().name,
         "model": spec.get("name") or spec.get("architecture"),
+        # older metrics.json files carry no data/split: the run's own data and test split
+        "data": metrics.get("data") or (_config_data(run_dir) if not evaluation or metrics else None),
+        "split": metrics.get("split") or ("test" if not evaluation else evaluation.rsplit("_", 1)[-1]),
+        "metrics_file": metrics_file,
         "parameters": parameters,
         "epochs": epochs,
         "train_seconds": seconds,
@@ -125,6 +159,20 @@ def _row(run_dir: Path) -> dict:
         "loss": metrics.get("loss"),
         "run_dir": str(run_dir),
     }
+
+
+def _config_data(run_dir: Path) -> str | None:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    source = (config.get("data") or {}).get("source") if isinstance(config, dict) else None
+    return str(source) if source is not None else None
 
 
 def _json(path: Path):

@@ -189,6 +189,17 @@ def explain_samples(
     return save_figure(fig, Path(out_dir) / filename)
 
 
+def method_filename(method: str) -> str:
+    """A method's part of a file name, distinct for every method: ``gradcam++`` is ``gradcam-pp``,
+    so it never overwrites Grad-CAM's ``gradcam`` image (safe_filename would drop the ``++``).
+
+    Example:
+        >>> method_filename("gradcam++"), method_filename("gradcam")
+        ('gradcam-pp', 'gradcam')
+    """
+    return safe_filename(method.replace("++", "-pp").replace("+", "-plus"))
+
+
 def safe_filename(text: str) -> str:
     """A file-name-safe version of ``text`` (class names can hold spaces, commas, slashes)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
@@ -248,7 +259,7 @@ def explain_files(
         stems[stem] = stems.get(stem, 0) + 1  # two cat.jpg in different folders must not overwrite
         suffix = f"_{stems[stem]}" if stems[stem] > 1 else ""
         target_part = "" if str(target).lower() == "top" else f"_{safe_filename(str(result.target_name or result.target))}"
-        png = save_overlay(result, image, out / f"{stem}{suffix}{target_part}_{safe_filename(method)}.png")
+        png = save_overlay(result, image, out / f"{stem}{suffix}{target_part}_{method_filename(method)}.png")
         results.append({
             "file": path, "class": result.target_name if result.target_name is not None else str(result.target),
             "index": result.target, "probability": round(result.score, 6), "layer": result.layer, "png": str(png),

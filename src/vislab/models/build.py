@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
 from vislab.data.preprocess import Preprocessing
 from vislab.models.classic import FeatureHeadNet
-from vislab.models.registry import create_model
+from vislab.models.registry import create_model, needs_rgb
 
 MIN_NATIVE_SIZE = 28  # smaller images (e.g. 8x8 digits) are upsampled to the model's default size
 
@@ -34,9 +35,17 @@ def build_model(model_cfg, num_classes: int, in_chans: int, native_size=None,
         load_pretrained: False when the weights will come from a run folder anyway.
     """
     size = resolve_input_size(model_cfg, native_size)
-    if (model_cfg.pretrained or model_cfg.weights) and in_chans == 1:
-        in_chans = 3  # pretrained filters are RGB: gray images are repeated to 3 channels, as in the tutorials
     options = dict(model_cfg.options or {})
+    if "in_chans" in options:  # --model-opt in_chans=3: the user's channel count (gray data is repeated)
+        try:
+            in_chans = int(options.pop("in_chans"))
+        except (TypeError, ValueError):
+            raise ConfigError(f"model option in_chans={model_cfg.options['in_chans']!r} is not a whole number; "
+                              "use --model-opt in_chans=3 (RGB) or in_chans=1 (gray)") from None
+    if in_chans == 1 and needs_rgb(model_cfg.name, bool(model_cfg.pretrained or model_cfg.weights)):
+        # pretrained filters and Hugging Face models are RGB: gray images are repeated to 3 channels
+        # (Preprocessing.convert_channels), as in the tutorials
+        in_chans = 3
     pretrained = bool(model_cfg.pretrained) and load_pretrained
     if model_cfg.weights and load_pretrained:
         options["weights"] = model_cfg.weights

@@ -137,7 +137,7 @@ def materialize(model: nn.Module, input_size: tuple[int, int, int]) -> nn.Module
 
 @register_model
 def mlp(num_classes: int, in_chans: int = 1, hidden=(512, 256), dropout: float = 0.0, input_size=(28, 28)):
-    """Multi-layer perceptron: Flatten -> [Dense(h, relu) -> Dropout] x N -> Dense (seeds 003, 004)."""
+    """Multi-layer perceptron: Flatten -> Dense(h, relu) x N -> Dense; dropout=P adds Dropout after each (seeds 003, 004)."""
     hidden = (hidden,) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
     layers: list[nn.Module] = []
     for width in hidden:

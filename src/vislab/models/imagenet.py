@@ -69,8 +69,20 @@ def load_imagenet_model(name: str, weights=None) -> tuple[nn.Module, Preprocessi
     """
     from timm.models import get_pretrained_cfg
 
+    from vislab.core.errors import ConfigError
     from vislab.models.pretrained import create_pretrained_timm
+    from vislab.models.registry import is_timm_name
 
+    if not is_timm_name(name):  # a typo is an unknown model, not missing weights
+        import difflib
+
+        import timm
+
+        close = difflib.get_close_matches(name.split(".", 1)[0], timm.list_models(pretrained=False), n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(f'imagenet:{c}' for c in close)}?" if close else ""
+        raise ConfigError(f"imagenet:{name}: unknown model {name!r}.{hint} Any timm architecture with ImageNet "
+                          "weights works (`vislab models --timm 'resnet*' --pretrained-only` lists them); "
+                          "imagenet:efficientnet_lite0 works offline")
     cfg = None
     try:
         cfg = get_pretrained_cfg(name)

@@ -509,7 +509,8 @@ def _timm_create(timm, name: str, num_classes: int, in_chans: int, input_size=No
 # ---------------------------------------------------------------------------
 # Hugging Face transformers
 # ---------------------------------------------------------------------------
-def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False, weights=None, **kwargs):
+def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False, weights=None,
+                    hf_config: dict | None = None, hf_processor: dict | None = None, **kwargs):
     """A Hugging Face image-classification model behind vislab's model interface.
 
     Args:
@@ -521,6 +522,9 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
         pretrained: load the checkpoint's weights (download when online); False builds the
             architecture from its config with random weights.
         weights: a local folder to load instead of ``name`` (``--weights PATH``).
+        hf_config, hf_processor: the architecture's ``config.json`` and ``preprocessor_config.json``
+            as dicts (what a run folder's model.json keeps): built from them with random weights,
+            without reading ``name`` at all, so a run loads with its source folder gone and offline.
 
     Returns:
         :class:`vislab.models.hf.HFImageClassifier` with ``forward_features``,
@@ -532,28 +536,42 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
     try:
         import transformers
     except ImportError:
-        raise ImportError(
+        raise PretrainedWeightsError(
             f"hf:{name} needs the Hugging Face transformers package, which is not installed; "
             "install it with `pip install 'vislab[hf]'` (or `pip install transformers`)"
         ) from None
     if in_chans != 3:
         raise ValueError(
-            f"hf:{name} takes RGB input (in_chans=3); gray images are expanded to 3 channels by the "
-            "preprocessing, so build it with in_chans=3"
+            f"hf:{name} takes RGB input (in_chans=3), not {in_chans} channels; gray images are expanded to 3 "
+            "channels by the preprocessing on their own, so drop the in_chans option"
         )
+    if hf_config is not None:
+        config = transformers.AutoConfig.for_model(**{**hf_config, **kwargs})
+        if num_classes is not None and config.num_labels != num_classes:
+            config.num_labels = num_classes
+        model = HFImageClassifier(transformers.AutoModelForImageClassification.from_config(config), hf_processor)
+        model.vislab_name = f"hf:{name}"
+        model.vislab_weights = None
+        return model
     source = str(weights) if weights else name
     local = Path(source).expanduser().is_dir()
     offline = not local and not _hub_reachable()
     try:
         with _hub_offline(offline):
+            # num_classes None keeps the checkpoint's own head and labels (predict hf:NAME)
+            labels = {} if num_classes is None else {
+                "num_labels": num_classes, "id2label": {i: f"LABEL_{i}" for i in range(num_classes)},
+                "label2id": {f"LABEL_{i}": i for i in range(num_classes)}}
             if pretrained or weights:
                 hf = transformers.AutoModelForImageClassification.from_pretrained(
-                    source, num_labels=num_classes, ignore_mismatched_sizes=True, **kwargs
+                    source, ignore_mismatched_sizes=True, **labels, **kwargs
                 )
             else:
-                config = transformers.AutoConfig.from_pretrained(source, num_labels=num_classes, **kwargs)
+                config = transformers.AutoConfig.from_pretrained(source, **labels, **kwargs)
                 hf = transformers.AutoModelForImageClassification.from_config(config)
             processor = _read_hf_preprocessor(source)
+    except TypeError as exc:
+        raise ValueError(f"bad option for Hugging Face model {source!r}: {exc}") from None
     except (OSError, ValueError) as exc:
         state = "this machine is offline and it is not in the local cache" if offline else (
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -631,9 +649,15 @@ class HFImageClassifier(nn.Module):
         super().__init__()
         self.hf = hf
         self.pretrained_cfg = hf_pretrained_cfg(hf.config, processor or {})
+        self.processor = dict(processor or {})
         # a path, not a second reference: a registered alias would duplicate every
         # encoder tensor in state_dict (and safetensors refuses shared tensors)
         self._block_path = _find_hf_blocks(hf.base_model)
+
+    @property
+    def vislab_spec(self) -> dict:
+        """What model.json keeps so the run rebuilds this architecture without its source (offline)."""
+        return {"hf_config": self.hf.config.to_dict(), "hf_processor": self.processor}
 
     @property
     def blocks(self) -> nn.ModuleList | None:

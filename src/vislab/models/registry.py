@@ -129,6 +129,13 @@ def create_model(
     raise ValueError(unknown_model_message(name))
 
 
+def needs_rgb(name: str, pretrained: bool = False) -> bool:
+    """Whether ``name`` must be built for 3-channel input: pretrained weights (their filters are RGB) and
+    every Hugging Face model (transformers' image models take RGB pixel values). Gray data is then
+    repeated to 3 channels by the preprocessing."""
+    return pretrained or name.startswith("hf:")
+
+
 def check_model_name(name: str) -> None:
     """Raise the unknown-model error now, before any data is loaded (hf: names are checked at load)."""
     _import_builtin()

@@ -41,6 +41,14 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3
     model.train(was_training)
     for hook in hooks:
         hook.remove()
+    names = [name for name, _ in model.named_modules() if name and name.count(".") < depth]
+    for name in names:
+        if name not in shapes:
+            # a container whose children the model calls one by one (FeatureHeadNet's head runs
+            # head[:-1] then head[-1]): its output is its last listed child's that ran
+            ran = [shapes[other] for other in names if other.startswith(name + ".") and other in shapes]
+            if ran:
+                shapes[name] = ran[-1]
     rows = [("Layer (type)", "Output shape", "Param #")]
     for name, module in model.named_modules():
         if name not in shapes:
@@ -65,8 +73,9 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3
 
 
 def model_summary(model: str, num_classes: int = 10, in_chans: int | None = None, input_size=None,
-                  depth: int = 3) -> str:
-    """Summary of a model name, built fresh (a run folder's model: :func:`vislab.api.summary`)."""
+                  depth: int = 3, weights=None) -> str:
+    """Summary of a model name, built fresh (a run folder's model: :func:`vislab.api.summary`);
+    ``weights``: a local weights file or folder loaded into it (an error says if it does not fit)."""
     from vislab.core.config import ModelConfig
     from vislab.models.build import build_model
     from vislab.models.registry import model_defaults, vislab_models
@@ -74,5 +83,5 @@ def model_summary(model: str, num_classes: int = 10, in_chans: int | None = None
     size = None if not input_size else (list(input_size) * 2)[:2]
     if in_chans is None:  # the network's own default (the seeds' grey nets: 1), else RGB
         in_chans = model_defaults(model)["in_chans"] if model in vislab_models() else 3
-    built, pre = build_model(ModelConfig(name=model, input_size=size), num_classes, in_chans)
+    built, pre = build_model(ModelConfig(name=model, input_size=size, weights=weights), num_classes, in_chans)
     return summarize(built, pre.input_size, depth)

@@ -235,6 +235,11 @@ class _Report:
                 across = duplicates.get("across_splits") or {}
                 items.append(("across splits (leakage)", f"{across.get('groups', 0)} images {_inline(across.get('pairs') or {})}"))
                 items.append(("label conflicts", duplicates.get("label_conflicts", 0)))
+                near = duplicates.get("near") or {}
+                if near:
+                    items.append(("near-duplicates across splits (perceptual hash)",
+                                  f"{near.get('pairs', 0)} pairs {_inline(near.get('by_split_pair') or {})}"
+                                  if near.get("checked") else f"not checked: {near.get('reason')}"))
                 parts.append("<h3>Exact duplicates</h3>" + _kv_table(items))
                 examples = duplicates.get("examples") or []
                 if examples:
@@ -282,7 +287,9 @@ class _Report:
         if "ece" in calibration:
             items.append((f"expected calibration error ({calibration.get('n_bins', '?')} bins)", _num(calibration["ece"])))
         # anything else the evaluator added at top level (scalars only)
-        known = {k for k, _ in items} | {"notes", "per_class", "class_names", "calibration", "curves", "top_k", "num_classes", "positive_class", "macro", "weighted", "binary", "num_samples", "top_k_accuracy"}
+        known = {k for k, _ in items} | {"roc_auc", "roc_auc_micro", "roc_auc_macro", "average_precision",
+                                         "average_precision_micro", "average_precision_macro", "accuracy", "loss",
+                                         "task"} | {"notes", "per_class", "class_names", "calibration", "curves", "top_k", "num_classes", "positive_class", "macro", "weighted", "binary", "num_samples", "top_k_accuracy"}
         items += [(k, _num(v) if isinstance(v, float) else v) for k, v in metrics.items() if k not in known and not isinstance(v, (dict, list))]
         parts.append(_kv_table(items))
         per_class = metrics.get("per_class") or []

@@ -410,6 +410,9 @@ class CachedTraining:
         self.head = cached_head(model)
         self.train_features: FeatureSet | None = None
         self.val_features: FeatureSet | None = None
+        # L-BFGS stopped short of its iteration budget (gradient/step below tolerance): another epoch
+        # would start from the optimum and change nothing, so the loop stops
+        self.converged = False
 
     def prepare(self) -> float:
         """Extract the features (once); returns the seconds it took."""
@@ -439,8 +442,12 @@ class CachedTraining:
         device = next(self.head.parameters()).device
         self.head.train()
         if isinstance(optimizer, torch.optim.LBFGS):
-            return _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
+            state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+            before = state.get("n_iter", 0)
+            logs = _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
                                 weight_decay if weight_decay > 0 else 1.0 / len(data))
+            self.converged = state.get("n_iter", 0) - before < optimizer.param_groups[0]["max_iter"]
+            return logs
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
         order = torch.randperm(len(data), generator=generator)
         return head_epoch(self.head, optimizer, data.features, data.labels, order, self.batch_size, label_smoothing,

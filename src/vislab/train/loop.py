@@ -354,9 +354,10 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         write_bad_files(run_dir, dataset.bad_files)
     _print_data_summary(console, dataset)
     if resume is None and main:  # rank 0 only: the audit writes into the run folder
-        from vislab.data.audit import audit_dataset
+        from vislab.data.audit import audit_dataset, leakage_warnings
 
-        audit_dataset(dataset, run_dir, seed=cfg.seed)
+        for warning in leakage_warnings(audit_dataset(dataset, run_dir, seed=cfg.seed), near=False):
+            console.print(f"[yellow]warning: {warning}[/]")
 
     trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task)
     columns = task.history_columns()
@@ -404,6 +405,10 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
             console.print(f"early stopping: {trainer.stopper.monitor} has not improved for "
                           f"{trainer.stopper.wait} epoch(s) (patience {trainer.stopper.patience}; "
                           f"best epoch {trainer.stopper.best_epoch + 1})")
+            break
+        if trainer.cached is not None and trainer.cached.converged and epoch + 1 < cfg.train.epochs:
+            console.print(f"lbfgs: the logistic-regression head converged in epoch {epoch + 1}; the other "
+                          f"{cfg.train.epochs - epoch - 1} epoch(s) would repeat it, so training stops here")
             break
     for callback in callbacks:
         callback.on_train_end({})
@@ -459,6 +464,10 @@ def _print_data_summary(console, dataset: Dataset) -> None:
     for row in rows[1:]:
         table.add_row(*row)
     console.print(table)
+    from vislab.data.sources import split_notes
+
+    for note in split_notes(dataset):
+        console.print(f"[yellow]note: {note}[/]")
     if dataset.bad_files:
         console.print(f"[yellow]{len(dataset.bad_files)} bad files skipped[/] (listed in bad_files.csv)")
 

@@ -1,0 +1,400 @@
+"""What a new user hits (issue 14): each case as the user meets it, on the CPU and offline.
+
+Most checks call ``vislab.cli.main`` in-process (what `vislab ...` runs) and read its exit code
+and stderr; one small chollet_convnet run on scikit-learn's digits is trained once for the
+commands that read a run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import digits_arrays, write_image
+from vislab import api
+from vislab.cli import build_parser, main
+from vislab.core.config import ConfigError
+from vislab.core.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("newuser") / "run"
+    api.train(data="digits", model="chollet_convnet", epochs=1, seed=0, max_per_class=40, out=str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def digit_pngs(tmp_path_factory):
+    images, labels = digits_arrays(per_class=1)
+    folder = tmp_path_factory.mktemp("pngs")
+    return [write_image(folder / f"d{label}.png", image) for image, label in zip(images[:3], labels[:3])]
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network, whatever this machine has: the hub host does not resolve, and huggingface_hub
+    reads only its (empty, per-test) cache."""
+    from vislab.models import pretrained
+
+    monkeypatch.setattr(pretrained, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+# --------------------------------------------------------------------------- 1-4: tracebacks, dead ends
+def test_every_model_loading_command_takes_weights():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    for command in ("predict", "explain", "activations", "filters", "summary", "train"):
+        flags = {flag for action in sub[command]._actions for flag in action.option_strings}
+        assert "--weights" in flags, command
+
+
+def test_offline_imagenet_model_is_one_message_and_weights_work(tmp_path, digit_pngs, offline, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    assert main(["predict", "imagenet:resnet18", str(digit_pngs[0])]) == 1
+    err = _error(capsys)
+    assert "offline" in err and "--weights PATH" in err
+    assert main(["train", "--data", "digits", "--model", "resnet18", "--pretrained", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 1
+    assert "--weights PATH" in _error(capsys)
+    # the flag the message names exists and works: a local state dict, no network
+    weights = tmp_path / "resnet18.safetensors"
+    torch.manual_seed(0)
+    save_file(timm.create_model("resnet18").state_dict(), str(weights))
+    assert main(["predict", "imagenet:resnet18", str(digit_pngs[0]), "--weights", str(weights),
+                 "--format", "json", "--precision", "fp32"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out[0]["top"]) == 5
+
+
+def test_unknown_imagenet_model_is_unknown_not_offline(digit_pngs, offline, capsys):
+    assert main(["predict", "imagenet:resnet5", str(digit_pngs[0])]) == 1
+    err = _error(capsys)
+    assert "unknown model 'resnet5'" in err and "imagenet:resnet50" in err and "offline" not in err.split(".")[0]
+    assert main(["predict", "imagenet:nosuch", str(digit_pngs[0])]) == 1
+    assert "unknown model 'nosuch'" in _error(capsys)
+
+
+def test_hf_offline_is_one_message_without_a_nonsense_command(digit_pngs, offline, capsys):
+    assert main(["predict", "hf:google/vit-base-patch16-224-in21k", str(digit_pngs[0])]) == 1
+    err = _error(capsys)
+    assert "offline" in err and "--weights DIR" in err
+    assert "vislab train --out hf:" not in err
+    assert main(["predict", "no-such-run", str(digit_pngs[0])]) == 1
+    assert "imagenet:MODEL" in _error(capsys)
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_missing_device_exits_2(device, digit_pngs, capsys):
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if available:
+        pytest.skip(f"this machine has {device}")
+    assert main(["predict", "imagenet:efficientnet_lite0", str(digit_pngs[0]), "--device", device]) == 2
+    assert f"--device {device}" in _error(capsys)
+    assert main(["train", "--data", "digits", "--device", device, "--epochs", "1"]) == 2
+
+
+def test_grey_data_becomes_rgb_for_models_that_need_it():
+    from vislab.core.config import ModelConfig
+    from vislab.models.build import build_model
+
+    # --model-opt in_chans=3 no longer collides with the in_chans vislab passes
+    model, pre = build_model(ModelConfig(name="chollet_convnet", options={"in_chans": 3}), 10, 1)
+    assert pre.channels == 3 and model.features[0].in_channels == 3
+    assert pre(torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape[1] == 3  # grey repeated
+
+
+# --------------------------------------------------------------------------- 5-7: silent wrong results
+def test_frozen_random_backbone_is_refused_unless_asked():
+    with pytest.raises(ConfigError, match="--allow-random-backbone"):
+        api.make_config(data="digits", model="resnet18", freeze="backbone", cache_features=True)
+    assert api.make_config(data="digits", model="resnet18", freeze="backbone", allow_random_backbone=True)
+    assert api.make_config(data="digits", model="efficientnet_lite0", freeze="backbone", pretrained=True)
+    assert api.make_config(data="digits", model="resnet18", freeze="backbone", weights="w.safetensors")
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, 2.25])
+def test_split_fractions_must_be_fractions_or_counts(value):
+    with pytest.raises(ConfigError, match="neither a fraction in \\(0, 1\\) nor a whole count"):
+        api.make_config(data="digits", val_split=value)
+    with pytest.raises(ConfigError, match="--test-split"):
+        api.make_config(data="digits", test_split=value)
+
+
+def test_split_counts_must_leave_training_images():
+    from vislab.data.sources import load_dataset
+
+    with pytest.raises(DataError, match="leaves none to train on"):
+        load_dataset(api.make_config(data="digits", val_split=5000).data)
+
+
+def test_max_per_class_caps_validation_too_and_notes_a_larger_test_split():
+    from vislab.data.sources import load_dataset, split_notes
+
+    dataset = load_dataset(api.make_config(data="digits", max_per_class=10, val_split=0.5).data)
+    counts = dataset.counts()
+    assert max(counts["train"]) == 10 and max(counts["val"]) <= 10
+    assert sum(counts["val"]) <= sum(counts["train"])
+    notes = split_notes(dataset)
+    assert len(notes) == 1 and "test split" in notes[0] and "caps train and val only" in notes[0]
+
+
+@pytest.mark.parametrize("value", [300, -1])
+def test_fill_value_must_be_a_grey_level(value):
+    with pytest.raises(ConfigError, match="outside 0..255"):
+        api.make_config(rotation=10, fill_mode="constant", fill_value=value)
+    assert api.make_config(rotation=10, fill_mode="constant", fill_value=255).augment.fill_value == 255
+
+
+# --------------------------------------------------------------------------- 8, 10, 11: files
+def test_evaluate_val_keeps_test_metrics_and_compare_says_which(run_dir, tmp_path, capsys):
+    before = json.loads((run_dir / "metrics.json").read_text())
+    assert main(["evaluate", str(run_dir), "--split", "val"]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text()) == before
+    val = json.loads((run_dir / "metrics_val.json").read_text())
+    assert val["split"] == "val" and val["num_images"] != before["num_images"]
+    capsys.readouterr()
+    # another run on other data, with a name longer than an 80-column terminal
+    other = tmp_path / ("other-data-run-with-a-name-much-longer-than-eighty-columns-" + "x" * 30)
+    other.mkdir()
+    (other / "model.json").write_text(json.dumps({"name": "mlp", "parameters": 10}))
+    (other / "metrics.json").write_text(json.dumps({"accuracy": 0.99, "split": "test", "data": "photos/"}))
+    assert main(["compare", str(run_dir), str(other), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert other.name in out  # not cut to "…"
+    assert "digits" in out and "photos/" in out and "different data sets" in out
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert {(r["data"], r["split"]) for r in rows} == {("digits", "test"), ("photos/", "test")}
+    assert main(["compare", str(run_dir), "--evaluation", "val", "--out", str(tmp_path)]) == 0
+    assert "Leaderboard (val split)" in capsys.readouterr().out
+    row = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))[0]
+    assert row["split"] == "val" and float(row["accuracy"]) == val["accuracy"]
+
+
+def test_gradcam_plus_plus_does_not_overwrite_gradcam(run_dir, digit_pngs, tmp_path):
+    first = api.explain(run_dir, digit_pngs[:1], method="gradcam", out=tmp_path)[0]["png"]
+    second = api.explain(run_dir, digit_pngs[:1], method="gradcam++", out=tmp_path)[0]["png"]
+    assert first != second and os.path.exists(first) and os.path.exists(second)
+    assert first.endswith("_gradcam.png") and second.endswith("_gradcam-pp.png")
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 1
+    assert "not a vislab run folder" in _error(capsys)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_model_files_get_the_umask_mode(run_dir):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.json", "model.safetensors", "metrics.json"):
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_run_folder_weights_flag_reads_another_checkpoint(run_dir, digit_pngs, tmp_path, capsys):
+    best = run_dir / "checkpoints" / "best.safetensors"
+    assert best.is_file()
+    assert main(["predict", str(run_dir), str(digit_pngs[0]), "--weights", str(best), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"]
+    assert main(["predict", str(run_dir), str(digit_pngs[0]), "--weights", str(tmp_path / "nope.safetensors")]) == 1
+    assert "no such file" in _error(capsys)
+
+
+# --------------------------------------------------------------------------- 9: leakage
+def test_audit_finds_pixel_duplicates_across_formats_and_train_warns(tmp_path, capsys):
+    images, labels = digits_arrays(per_class=6)
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            if (i % 6 < 4) == (split == "train"):
+                write_image(root / split / str(label) / f"{i}.png", image)
+    leaked = [(i, image, label) for i, (image, label) in enumerate(zip(images, labels)) if i % 6 == 0][:3]
+    big = [Image.fromarray(image).resize((16, 16), Image.NEAREST) for _, image, _ in leaked]
+    big[0].save(root / "test" / str(leaked[0][2]) / "copy.bmp")  # same pixels, another format
+    big[1].save(root / "test" / str(leaked[1][2]) / "copy1.png", compress_level=0)  # another compression
+    big[2].convert("RGB").save(root / "test" / str(leaked[2][2]) / "copy2.png")  # grey stored as RGB
+    big[0].resize((15, 15), Image.BILINEAR).save(root / "test" / str(leaked[0][2]) / "near.png")  # not pixel-equal
+    result = api.audit(str(root), out=str(tmp_path / "audit"))
+    duplicates = result["duplicates"]
+    assert duplicates["across_splits"]["groups"] == 3 and duplicates["leakage"]
+    assert "decoded pixels" in duplicates["method"]
+    near = duplicates["near"]
+    assert near["checked"] and "perceptual" in near["method"]
+    assert any(example["sources"][1].endswith("near.png") for example in near["examples"])
+    capsys.readouterr()
+    assert main(["train", "--data", str(root), "--model", "mlp", "--epochs", "1", "--no-evaluate",
+                 "--val-split", "0", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 3 image(s) are in more than one split" in out
+
+
+# --------------------------------------------------------------------------- smaller things
+def test_activations_help_matches_what_it_writes(run_dir, digit_pngs, tmp_path, capsys):
+    from vislab.explain.activations import DEFAULT_LAYERS
+
+    with pytest.raises(SystemExit):
+        main(["activations", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"up to {DEFAULT_LAYERS} layers" in help_text and "first 8 layers)" not in help_text
+    written = api.activations(run_dir, digit_pngs[0], out=tmp_path)
+    assert 0 < len(written) <= DEFAULT_LAYERS
+
+
+def test_summary_lists_the_head_and_mlp_description_is_true():
+    from vislab.models import create_model
+    from vislab.models.registry import describe
+
+    text = api.summary("chollet_convnet")
+    head = next(line for line in text.splitlines() if line.startswith("head (Sequential)"))
+    assert head.split()[-1] == "37,578" and head.split()[2] == "10"
+    model = create_model("mlp", 10, 1)
+    has_dropout = any("Dropout" in type(m).__name__ for m in model.modules())
+    assert not has_dropout and "dropout=P adds Dropout" in describe("mlp")
+
+
+def test_lbfgs_defaults_to_one_epoch():
+    common = dict(data="digits", model="chollet_convnet", freeze="backbone", cache_features=True,
+                  optimizer="lbfgs", allow_random_backbone=True)
+    assert api.make_config(**common).train.epochs == 1
+    assert api.make_config(epochs=3, **common).train.epochs == 3
+    assert api.make_config(data="digits").train.epochs == 10
+
+
+def test_report_lists_roc_and_ap_rows_once(tmp_path):
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({"accuracy": 0.9, "loss": 0.3, "roc_auc": 0.97,
+                                                       "average_precision_macro": 0.91}))
+    page = api.report(tmp_path).read_text()
+    assert page.count(">roc auc<") == 1 and page.count(">average precision macro<") == 1
+    assert ">roc_auc<" not in page and ">average_precision_macro<" not in page  # once, not again by its key
+
+
+def _csv(path, rows):
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([["file", "label"], *rows])
+    return path
+
+
+def test_labels_filter_the_test_csv_and_numeric_ids_need_a_mapping(tmp_path):
+    from vislab.data.sources import load_dataset
+
+    images, labels = digits_arrays(per_class=6)
+    rows = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        if label < 3:
+            write_image(tmp_path / f"{i}.png", image)
+            rows.append([f"{i}.png", str(label)])
+    train_csv = _csv(tmp_path / "train.csv", [r for n, r in enumerate(rows) if n % 6 < 4])
+    test_csv = _csv(tmp_path / "test.csv", [r for n, r in enumerate(rows) if n % 6 >= 4])
+    dataset = load_dataset(api.make_config(data=str(train_csv), labels=["0", "1"], test_csv=str(test_csv),
+                                           val_split=0).data)
+    assert dataset.class_names == ["0", "1"] and sorted(set(dataset.splits["test"].labels.tolist())) == [0, 1]
+    assert len(dataset.splits["test"]) == 4  # the two label-2 rows are left out, not an error
+
+    # word-named classes, numeric test labels: the error explains the rule and the fix
+    word_rows = [[f, {"0": "zero", "1": "one", "2": "two"}[y]] for f, y in rows]
+    word_csv = _csv(tmp_path / "words.csv", [r for n, r in enumerate(word_rows) if n % 6 < 4])
+    with pytest.raises(DataError, match="--class-ids FILE"):
+        load_dataset(api.make_config(data=str(word_csv), test_csv=str(test_csv), val_split=0).data)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("id,class\n0,zero\n1,one\n2,two\n")
+    dataset = load_dataset(api.make_config(data=str(word_csv), test_csv=str(test_csv), class_ids=str(ids),
+                                           val_split=0).data)
+    names = dataset.class_names
+    assert [names[i] for i in dataset.splits["test"].labels.tolist()] == \
+        [{"0": "zero", "1": "one", "2": "two"}[y] for n, (_, y) in enumerate(rows) if n % 6 >= 4]
+
+
+def test_keras_flag_names_are_aliases_and_typos_suggest_the_flag(capsys):
+    args = build_parser().parse_args(["train", "--rotation-range", "15", "--horizontal-flip", "--vertical-flip",
+                                      "--width-shift-range", "0.1", "--height-shift-range", "0.2",
+                                      "--zoom-range", "0.1", "--shear-range", "5"])
+    assert (args.rotation, args.hflip, args.vflip, args.width_shift, args.height_shift, args.zoom, args.shear) == \
+        (15.0, True, True, 0.1, 0.2, 0.1, 5.0)
+    for typed, meant in (("--rot", "--rotation"), ("--epoch", "--epochs"), ("--horizontal_flip", "--horizontal-flip")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", typed, "3"])
+        assert exit_info.value.code == 2
+        assert f"did you mean {meant}?" in capsys.readouterr().err, typed
+
+
+def test_predict_says_nothing_about_ties_when_nothing_was_predicted(run_dir, tmp_path, capsys):
+    assert main(["predict", str(run_dir), str(tmp_path / "missing.png")]) == 1
+    err = _error(capsys)
+    assert "near-tied" not in err
+
+
+# --------------------------------------------------------------------------- hf: offline, end to end
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    """A ViTForImageClassification built from a small ViTConfig and saved with save_pretrained: the
+    layout `huggingface-cli download google/vit-base-patch16-224-in21k --local-dir DIR` gives."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("hf") / "tiny-vit"
+    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32,
+                                    num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3)
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_hf_model_needs_no_in_chans_on_grey_data(tiny_vit, offline):
+    from vislab.core.config import ModelConfig
+    from vislab.models.build import build_model
+
+    for cfg in (ModelConfig(name=f"hf:{tiny_vit}"),  # random weights, grey data: RGB on its own
+                ModelConfig(name=f"hf:{tiny_vit}", options={"in_chans": 3}),  # the old advice no longer crashes
+                ModelConfig(name="hf:google/vit-base-patch16-224-in21k", weights=str(tiny_vit))):  # --weights DIR
+        model, pre = build_model(cfg, 10, 1)
+        assert pre.channels == 3 and pre.size == (16, 16)
+        assert model(pre(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))).shape == (2, 10)
+
+
+def test_hf_vit_fine_tune_predict_explain_reload_offline(tiny_vit, digit_pngs, tmp_path, offline, capsys):
+    import shutil
+
+    source = shutil.copytree(tiny_vit, tmp_path / "downloaded-vit")
+    out = tmp_path / "vit-run"
+    result = api.train(data="digits", model=f"hf:{source}", pretrained=True, epochs=2, lr=3e-3, seed=0,
+                       max_per_class=40, out=str(out))
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["in_chans"] == 3 and spec["arch"] == f"hf:{source}" and spec["hf_config"]["model_type"] == "vit"
+    shutil.rmtree(source)  # the run folder is self-contained: it reloads without the checkpoint it came from
+    assert result.history[1]["train_loss"] < result.history[0]["train_loss"]  # it learns
+    first = api.predict(out, digit_pngs, precision="fp32")
+    second = api.predict(out, digit_pngs, precision="fp32")  # a second, independent load of the run
+    assert [r["top"] for r in first] == [r["top"] for r in second]
+    again = api.evaluate(out)  # the reloaded model reproduces the end-of-training evaluation
+    assert again["accuracy"] == result.metrics["accuracy"]
+    for method, opts in (("gradcam", {}), ("lime", {"num_samples": 40})):
+        explained = api.explain(out, digit_pngs[:1], method=method, out=tmp_path / "explain", **opts)[0]
+        assert "error" not in explained and os.path.getsize(explained["png"]) > 0, explained
+    # the checkpoint itself, with its own labels, is a model for predict too (hf:FOLDER)
+    capsys.readouterr()
+    assert main(["predict", f"hf:{tiny_vit}", str(digit_pngs[0]), "--format", "json", "--top-k", "2"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["top"]
+    assert {t["class"] for t in top} <= {"LABEL_0", "LABEL_1", "LABEL_2"}
+
+
+def test_counts_must_be_positive(capsys):
+    for argv in (["predict", "run", "x.png", "--top-k", "0"], ["predict", "run", "x.png", "--top-k", "-2"],
+                 ["explain", "run", "x.png", "--num-samples", "0"], ["filters", "run", "--layer", "a", "--n", "-1"],
+                 ["evaluate", "run", "--batch-size", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err, argv
