@@ -37,11 +37,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vislab.core.config import ONNX_EXPORTERS as EXPORTERS
 from vislab.core.errors import UserError
 from vislab.core.weights import write_text
 
 SIDECAR_FORMAT = "vislab-onnx/1"
-EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
