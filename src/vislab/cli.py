@@ -596,7 +596,7 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     from vislab import api
 
-    result = api.export(_model_spec(args.model), format=args.format, out=args.out,
+    result = api.export(_served_spec(args.model), format=args.format, out=args.out,
                         dynamic_batch=args.dynamic_batch, opset=args.opset,
                         include_preprocessing=args.include_preprocessing, exporter=args.exporter,
                         images=args.images, samples=args.samples, tolerance=args.tolerance, seed=args.seed)
@@ -640,12 +640,19 @@ def _add_serve(sub) -> None:
 def _cmd_serve(args) -> int:
     from vislab import api
 
-    model = args.model if args.model.lower().endswith(".onnx") else _model_spec(args.model)
-    api.serve(model, host=args.host, port=args.port, device=args.device,
+    api.serve(_served_spec(args.model), host=args.host, port=args.port, device=args.device,
               precision=args.precision, top_k=args.top_k, batch_size=1 if args.no_batching else args.batch_size,
               max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,
               max_images=args.max_images, max_queue=args.max_queue, timeout=args.timeout)
     return 0
+
+
+def _served_spec(text: str) -> str:
+    """As :func:`_model_spec`, but a path (a missing run folder, a .onnx file) stays a path, so its
+    error names it instead of an ImageNet model of that name."""
+    if "/" in text or "\\" in text or text.lower().endswith(".onnx"):
+        return text
+    return _model_spec(text)
 
 
 def _model_spec(text: str) -> str:

@@ -169,12 +169,12 @@ def export_onnx(spec, out=None, dynamic_batch: bool = False, opset: int | None =
         raise ExportError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
     if tolerance is not None and not tolerance > 0:
         raise ExportError(f"--tolerance must be a positive number, got {tolerance}")
-    loaded = load(spec)
-    model = loaded.model.float().eval()
-    pre = loaded.preprocessing
     path = Path(out) if out is not None else default_output(spec)
     if path.suffix.lower() != ".onnx":
         raise ExportError(f"{path}: the output must end in .onnx (e.g. --out {path.with_suffix('.onnx')})")
+    loaded = load(spec)
+    model = loaded.model.float().eval()
+    pre = loaded.preprocessing
     path.parent.mkdir(parents=True, exist_ok=True)
     channels, height, width = pre.input_size
     batch = 2 if dynamic_batch else 1
