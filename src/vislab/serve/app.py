@@ -344,10 +344,10 @@ def run_server(spec, host: str = "127.0.0.1", port: int = 8000, **options) -> No
     import uvicorn
 
     config = ServeConfig(**options)
-    check_model_spec(spec)
     if host not in LOOPBACK:
         print(f"vislab serve: warning: listening on {host}: anyone who can reach this machine on port {port} "
               "can use the model. Put it behind an authenticating proxy, or use --host 127.0.0.1", file=sys.stderr)
+    check_model_spec(spec)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(spec, config), host=host, port=port, log_level="info", access_log=False,
                 timeout_graceful_shutdown=5)
