@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/fashion-mnist-fast
 
-.PHONY: setup data demo test test-all bench clean
+.PHONY: setup data browser demo test test-all bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,pretrained,hf]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,pretrained,hf,deploy]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,11 +31,18 @@ demo: setup data
 	$(BIN)/vislab train --data fashion-mnist --recipe fast --out $(RUN)
 	@echo "run folder: $(RUN)  (open $(RUN)/report.html)"
 
-test: setup data
+# Headless Chromium for the browser tests (Debian's package) where apt exists; they skip themselves without it.
+browser:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null || echo "chromium not installed"; \
+	fi
+
+test: setup data browser
 	$(BIN)/python -m pytest -q
 
 # Including the slow checks (minutes).
-test-all: setup data
+test-all: setup data browser
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 clean:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
+
+onnx = pytest.importorskip("onnx", reason="pip install 'vislab[deploy]'")
+ort = pytest.importorskip("onnxruntime", reason="pip install 'vislab[deploy]'")
 
 from deploy_helpers import digit_files, digits_run
 from vislab import api

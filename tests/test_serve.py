@@ -9,15 +9,17 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from deploy_helpers import digit_files, digits_run, free_port, png_bytes
-from vislab import api
-from vislab.serve import ServeConfig, create_app
+pytest.importorskip("fastapi", reason="pip install 'vislab[deploy]'")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from deploy_helpers import digit_files, digits_run, free_port, png_bytes  # noqa: E402
+from vislab import api  # noqa: E402
+from vislab.serve import ServeConfig, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

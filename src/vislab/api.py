@@ -105,6 +105,7 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
     if str(model).lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
         from vislab.export.ort import OnnxPredictor
 
+        _require_deploy("predict MODEL.onnx", "onnxruntime")
         predictor = OnnxPredictor(model)
     else:
         predictor = Predictor(load_model(model), device=device, precision=precision)
@@ -214,6 +215,8 @@ def export(model, format: str = "onnx", out=None, dynamic_batch: bool = False, o
     from vislab.core.config import EXPORT_FORMATS
     from vislab.export.onnx import export_onnx
 
+    _require_deploy("vislab export", "onnx", "onnxruntime", "onnxscript")
+
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"export format {format!r} is not supported; use one of {', '.join(EXPORT_FORMATS)}")
     return export_onnx(model, out=out, dynamic_batch=dynamic_batch, opset=opset,
@@ -227,6 +230,17 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     Example:
         >>> serve("runs/digits", port=8080, batch_size=32, max_wait_ms=5)   # doctest: +SKIP
     """
+    _require_deploy("vislab serve", "fastapi", "uvicorn", "multipart", "prometheus_client")
     from vislab.serve.app import run_server
 
     run_server(model, host=host, port=port, **options)
+
+
+def _require_deploy(what: str, *modules: str) -> None:
+    """A clear error naming the extra to install when export/serve's packages are missing."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"{what} needs {', '.join(missing)}, which is not installed; "
+                          "install it with: pip install 'vislab[deploy]'")

@@ -263,8 +263,10 @@ def _cmd_predict(args) -> int:
     from vislab.runs import load
 
     if args.model.lower().endswith(".onnx"):  # an exported file: onnxruntime, same preprocessing and output
+        from vislab import api
         from vislab.export.ort import OnnxPredictor
 
+        api._require_deploy("predict MODEL.onnx", "onnxruntime")
         predictor = OnnxPredictor(args.model)
     else:
         predictor = Predictor(load(args.model), device=args.device, precision=args.precision)
