@@ -64,11 +64,16 @@ def test_digits_export_parity_metadata_and_predict(run, tmp_path):
                                    [t["probability"] for t in from_run[path]["top"]], atol=1e-5)
 
 
-def test_include_preprocessing_takes_raw_uint8_nhwc(run, tmp_path):
+def test_include_preprocessing_takes_raw_uint8_nhwc(run, tmp_path, capsys):
+    from vislab.cli import main
+
     out = tmp_path / "pixels.onnx"
-    result = export_onnx(run, out=out, include_preprocessing=True, exporter="torchscript", samples=16)
-    assert result.exporter == "torchscript" and result.parity["passed"]
-    assert result.metadata["input"]["dtype"] == "uint8" and result.metadata["input"]["layout"] == "NHWC"
+    assert main(["export", str(run), "--out", str(out), "--include-preprocessing", "--exporter", "torchscript",
+                 "--samples", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "exporter torchscript" in printed and "input uint8 NHWC" in printed and "top-1 agreement 100.00%" in printed
+    metadata = json.loads((tmp_path / "pixels.onnx.json").read_text())
+    assert metadata["include_preprocessing"] and metadata["input"]["dtype"] == "uint8"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(uint8)" and session.get_inputs()[0].shape == [1, 28, 28, 1]
     loaded = load(run)

@@ -223,3 +223,18 @@ def test_public_host_warns(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1 and "warning: listening on 0.0.0.0" in cli.stderr
     assert "no such run folder" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_serving_an_exported_onnx_file(run, files, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from vislab.export.onnx import export_onnx
+
+    model = export_onnx(run, out=tmp_path / "m.onnx", exporter="torchscript", dynamic_batch=True, samples=8).path
+    expected = api.predict(str(model), [str(files[2])], top_k=2)
+    with TestClient(create_app(str(model))) as client:
+        wait_ready(client)
+        got = client.post("/v1/predict?top_k=2", files={"file": (str(files[2]), files[2].read_bytes(), "image/png")})
+        assert got.json() == expected  # onnxruntime, one image alone: the same numbers
+        assert client.get("/v1/info").json()["runtime"] == "onnxruntime"
+        cam = client.post("/v1/explain", content=files[2].read_bytes(), headers={"content-type": "image/png"})
+        assert cam.status_code == 501 and cam.json()["error"]["code"] == "not_supported"
