@@ -238,3 +238,47 @@ def test_serving_an_exported_onnx_file(run, files, tmp_path):
         assert client.get("/v1/info").json()["runtime"] == "onnxruntime"
         cam = client.post("/v1/explain", content=files[2].read_bytes(), headers={"content-type": "image/png"})
         assert cam.status_code == 501 and cam.json()["error"]["code"] == "not_supported"
+
+
+def test_segment_endpoint_through_the_task_interface():
+    """A per-pixel task defined here (the segmentation task lands separately): /v1/segment draws the
+    mask from the task's outputs, and the class shares are the mask's."""
+    import base64
+    import io
+
+    import torch
+
+    from vislab.data.preprocess import Preprocessing
+    from vislab.runs import Loaded
+    from vislab.tasks.base import TASKS, Task, register_task
+
+    class Brightness(Task):
+        name = "test-brightness-pixels"
+        per_pixel = True
+
+        def postprocess(self, outputs):
+            return outputs.float().softmax(1)
+
+        def describe(self, output, class_names, top_k=5):
+            return {"classes_present": sorted({class_names[int(i)] for i in output.argmax(0).unique()})}
+
+    if "test-brightness-pixels" not in TASKS.names():
+        register_task(Brightness)
+    model = torch.nn.Conv2d(1, 3, 1)
+    with torch.no_grad():  # channel 0 scores dark pixels, channel 2 bright ones (input in -1..1)
+        model.weight.copy_(torch.tensor([-4.0, 0.0, 4.0]).view(3, 1, 1, 1))
+        model.bias.zero_()
+    loaded = Loaded(model.eval(), Preprocessing((1, 16, 16), mean=(0.5,), std=(0.5,)), ["dark", "mid", "bright"],
+                    {"name": "pixels", "task": Brightness.name, "palette": [[0, 0, 0], [128, 128, 128], [255, 0, 0]]},
+                    None, task=Brightness())
+    image = np.zeros((16, 16), np.uint8)
+    image[:, 12:] = 255  # a quarter of the image is bright
+    with TestClient(create_app(loaded)) as client:
+        wait_ready(client)
+        assert client.get("/v1/info").json()["per_pixel"] is True
+        body = client.post("/v1/segment", files={"file": ("half.png", png_bytes(image), "image/png")}).json()
+    assert body["shares"] == {"dark": 0.75, "mid": 0.0, "bright": 0.25}
+    assert body["classes_present"] == ["bright", "dark"] and body["size"] == [16, 16]
+    mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))
+    assert mask.mode == "P" and np.array_equal(np.asarray(mask)[:, 12:], np.full((16, 4), 2))
+    assert mask.getpalette()[6:9] == [255, 0, 0] and body["palette"]["bright"] == [255, 0, 0]

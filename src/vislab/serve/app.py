@@ -67,14 +67,16 @@ class ServeConfig:
 
 
 def load_predictor(spec, device: str = "auto", precision: str = "auto"):
-    """A predictor for a run folder, ``imagenet:NAME`` or an exported ``.onnx`` file."""
+    """A predictor for a run folder, ``imagenet:NAME``, an exported ``.onnx`` file, or a model already
+    loaded in this process (a :class:`vislab.runs.Loaded`)."""
     from vislab.export.ort import OnnxPredictor, is_onnx_path
+    from vislab.infer import Predictor
+    from vislab.runs import Loaded, load
 
+    if isinstance(spec, Loaded):
+        return Predictor(spec, device=device, precision=precision)
     if is_onnx_path(spec):
         return OnnxPredictor(spec)
-    from vislab.infer import Predictor
-    from vislab.runs import load
-
     return Predictor(load(spec), device=device, precision=precision)
 
 
@@ -106,10 +108,12 @@ class _Metrics:
 
 
 def create_app(spec, config: ServeConfig | None = None):
-    """The FastAPI app serving ``spec`` (a run folder, ``imagenet:NAME`` or ``MODEL.onnx``)."""
+    """The FastAPI app serving ``spec``: a run folder, ``imagenet:NAME``, ``MODEL.onnx``, or a
+    :class:`vislab.runs.Loaded` built in Python (it is the only model the app ever uses)."""
     from vislab.serve.page import PAGE
 
     config = config or ServeConfig()
+    label = spec if isinstance(spec, (str, Path)) else getattr(spec, "spec", {}).get("name", "model")
     metrics = _Metrics()
     batcher = Batcher(max_batch=config.batch_size, max_wait=config.max_wait_ms / 1000.0,
                       max_queue=config.max_queue, on_batch=metrics.batch.observe)
@@ -123,10 +127,10 @@ def create_app(spec, config: ServeConfig | None = None):
             batcher.predictor = predictor
             state["predictor"], state["loaded_at"] = predictor, time.time()
             state["ready"] = True
-            log.info("model %s ready", spec)
+            log.info("model %s ready", label)
         except Exception as exc:  # reported by /health and the log; the process stays up to say so
             state["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
-            log.error("cannot load %s: %s", spec, state["error"])
+            log.error("cannot load %s: %s", label, state["error"])
 
     @asynccontextmanager
     async def lifespan(app):
@@ -138,7 +142,7 @@ def create_app(spec, config: ServeConfig | None = None):
         await batcher.stop()
 
     app = FastAPI(title="vislab serve", version="1", lifespan=lifespan,
-                  description=f"Predictions from {spec}. Errors: {{\"error\": {{\"code\", \"message\"}}}}.")
+                  description=f"Predictions from {label}. Errors: {{\"error\": {{\"code\", \"message\"}}}}.")
 
     def error_response(exc: ApiError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
@@ -215,7 +219,7 @@ def create_app(spec, config: ServeConfig | None = None):
     @app.get("/health", summary="200 once the model is loaded and warmed up, else 503")
     async def health():
         if state["ready"]:
-            return {"status": "ok", "model": str(spec)}
+            return {"status": "ok", "model": str(label)}
         status = "error" if state["error"] else "loading"
         return JSONResponse({"status": status, "error": state["error"]}, status_code=503,
                             headers=None if state["error"] else {"Retry-After": "1"})
@@ -227,7 +231,7 @@ def create_app(spec, config: ServeConfig | None = None):
 
         loaded = p.loaded
         return {
-            "model": str(spec), "name": loaded.spec.get("name"), "task": p.task.name,
+            "model": str(label), "name": loaded.spec.get("name"), "task": p.task.name,
             "per_pixel": bool(getattr(p.task, "per_pixel", False)),
             "runtime": "onnxruntime" if getattr(loaded, "model", None) is None else "pytorch",
             "device": str(p.device), "precision": str(p.dtype).replace("torch.", "") if p.dtype else "fp32",
