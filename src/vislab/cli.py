@@ -574,7 +574,7 @@ def _add_export(sub) -> None:
                 "works for the model, the TorchScript exporter otherwise; it says which), check it with\n"
                 "onnx.checker, write MODEL.onnx.json (classes, input size, mean/std, task, versions; also in the\n"
                 "ONNX metadata) and MODEL.parity.json: onnxruntime vs PyTorch fp32 on a sample of the run's\n"
-                "test split (or --images). Fails when top-1 agreement < 100%% or max |logit diff| > 1e-4.\n\n"
+                "test split (or --images). Fails when top-1 agreement < 100% or max |logit diff| > 1e-4.\n\n"
                 "examples:\n  vislab export runs/digits --dynamic-batch\n"
                 "  vislab export imagenet:efficientnet_lite0 --out lite0.onnx --include-preprocessing")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
