@@ -12,7 +12,7 @@ RUN    ?= runs/fashion-mnist-fast
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,pretrained,hf]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,pretrained,hf,deploy]"
 	touch $(STAMP)
 
 setup: $(STAMP)

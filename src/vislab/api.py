@@ -100,11 +100,17 @@ def load_model(model, device: str = "cpu", weights=None):
 
 def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32,
             weights=None):
-    """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``
-    or ``hf:NAME``."""
+    """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``,
+    ``hf:NAME`` or an exported ``MODEL.onnx``."""
     from vislab.infer import Predictor, predict_files
 
-    predictor = Predictor(load_model(model, weights=weights), device=device, precision=precision)
+    if str(model).lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
+        from vislab.export.ort import OnnxPredictor
+
+        _require_deploy("predict MODEL.onnx", "onnxruntime")
+        predictor = OnnxPredictor(model)
+    else:
+        predictor = Predictor(load_model(model, weights=weights), device=device, precision=precision)
     return predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
 
 
@@ -199,3 +205,49 @@ def models() -> list[dict]:
     from vislab.models.registry import model_table
 
     return model_table()
+
+
+def export(model, format: str = "onnx", out=None, dynamic_batch: bool = False, opset: int | None = None,
+           include_preprocessing: bool = False, exporter: str = "auto", images=None, samples: int = 64,
+           tolerance: float | None = None, seed: int = 0, weights=None):
+    """``vislab export``: an ONNX file, its metadata sidecar and a parity report vs PyTorch fp32.
+
+    Returns a :class:`vislab.export.ExportResult` (``path``, ``exporter``, ``parity``...).
+
+    Example:
+        >>> result = export("runs/digits", dynamic_batch=True)              # doctest: +SKIP
+        >>> result.parity["top1_agreement"], result.parity["max_abs_diff"] < 1e-4   # doctest: +SKIP
+        (1.0, True)
+    """
+    from vislab.core.config import EXPORT_FORMATS
+    from vislab.export.onnx import export_onnx
+
+    _require_deploy("vislab export", "onnx", "onnxruntime", "onnxscript")
+
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"export format {format!r} is not supported; use one of {', '.join(EXPORT_FORMATS)}")
+    return export_onnx(model, out=out, dynamic_batch=dynamic_batch, opset=opset,
+                       include_preprocessing=include_preprocessing, images=images, samples=samples,
+                       tolerance=tolerance, exporter=exporter, seed=seed, weights=weights)
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """``vislab serve``: run the HTTP server until interrupted (options: :class:`vislab.serve.ServeConfig`).
+
+    Example:
+        >>> serve("runs/digits", port=8080, batch_size=32, max_wait_ms=5)   # doctest: +SKIP
+    """
+    _require_deploy("vislab serve", "fastapi", "uvicorn", "multipart", "prometheus_client")
+    from vislab.serve.app import run_server
+
+    run_server(model, host=host, port=port, **options)
+
+
+def _require_deploy(what: str, *modules: str) -> None:
+    """A clear error naming the extra to install when export/serve's packages are missing."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"{what} needs {', '.join(missing)}, which is not installed; "
+                          "install it with: pip install 'vislab[deploy]'")

@@ -19,6 +19,7 @@ from vislab.core.config import (
     BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LIME_SEGMENTATIONS, OPTIMIZERS,
     OUTPUT_FORMATS, PRECISIONS, RECIPES, SCHEDULERS, SPLITS,
 )
+from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -258,9 +259,10 @@ def _cmd_evaluate(args) -> int:
 def _add_predict(sub) -> None:
     p = _parser(sub, "predict", "predict classes of image files",
                 "Top-k classes for images or folders of images, from a run folder or an ImageNet model\n"
-                "(imagenet:resnet50, imagenet:efficientnet_lite0, ...). A bad image is reported and the\n"
-                "others are still predicted.")
-    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
+                "(imagenet:resnet50, imagenet:efficientnet_lite0, ...) or a file from `vislab export`\n"
+                "(MODEL.onnx, run by onnxruntime in fp32). A bad image is reported and the others are\n"
+                "still predicted.")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output format")
@@ -280,7 +282,14 @@ def _cmd_predict(args) -> int:
     from vislab.infer import Predictor, predict_files
     from vislab.runs import load
 
-    predictor = Predictor(load(args.model, weights=args.weights), device=args.device, precision=args.precision)
+    if args.model.lower().endswith(".onnx"):  # an exported file: onnxruntime, same preprocessing and output
+        from vislab import api
+        from vislab.export.ort import OnnxPredictor
+
+        api._require_deploy("predict MODEL.onnx", "onnxruntime")
+        predictor = OnnxPredictor(args.model)
+    else:
+        predictor = Predictor(load(args.model, weights=args.weights), device=args.device, precision=args.precision)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
     _print_predictions(results, args.format)
     if predictor.dtype is not None and any("top" in r for r in results):  # say what reduced precision did (stderr: json/csv output stays clean)
@@ -598,6 +607,99 @@ def _add_weights_option(parser: argparse.ArgumentParser) -> None:
                              "folder, a safetensors file of that model (e.g. RUN/checkpoints/best.safetensors)")
 
 
+# --------------------------------------------------------------------------- export & serve
+def _add_export(sub) -> None:
+    p = _parser(sub, "export", "export a model to ONNX with a parity report",
+                "Export RUN_DIR (or imagenet:MODEL) to ONNX with torch.onnx.export (the dynamo exporter where it\n"
+                "works for the model, the TorchScript exporter otherwise; it says which), check it with\n"
+                "onnx.checker, write MODEL.onnx.json (classes, input size, mean/std, task, versions; also in the\n"
+                "ONNX metadata) and MODEL.parity.json: onnxruntime vs PyTorch fp32 on a sample of the run's\n"
+                "test split (or --images). Fails when top-1 agreement < 100% or max |logit diff| > 1e-4.\n\n"
+                "examples:\n  vislab export runs/digits --dynamic-batch\n"
+                "  vislab export imagenet:efficientnet_lite0 --out lite0.onnx --include-preprocessing")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
+    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="export format")
+    p.add_argument("--out", default=None, help="the .onnx file (default RUN_DIR/model.onnx or MODEL.onnx here)")
+    p.add_argument("--dynamic-batch", action="store_true", help="a free batch dimension (default: batch 1)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--include-preprocessing", action="store_true",
+                   help="the graph takes uint8 NHWC pixels at the input size and normalises them itself")
+    p.add_argument("--exporter", default="auto", choices=ONNX_EXPORTERS,
+                   help="auto: dynamo, falling back to TorchScript when the dynamo exporter fails")
+    p.add_argument("--images", nargs="+", default=None, metavar="IMAGE_OR_FOLDER",
+                   help="parity-check on these images instead of the run's test split")
+    p.add_argument("--samples", type=int, default=64, help="test-split images for the parity check")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="accept a max |logit difference| up to this and report top-1 disagreements instead of "
+                        "failing (default: 1e-4 and 100%% agreement)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the test-split sample")
+    _add_weights_option(p)
+
+
+def _cmd_export(args) -> int:
+    from vislab import api
+
+    result = api.export(_served_spec(args.model), format=args.format, out=args.out,
+                        dynamic_batch=args.dynamic_batch, opset=args.opset,
+                        include_preprocessing=args.include_preprocessing, exporter=args.exporter,
+                        images=args.images, samples=args.samples, tolerance=args.tolerance, seed=args.seed,
+                        weights=args.weights)
+    parity = result.parity
+    note = f" ({result.exporter_note})" if result.exporter_note else ""
+    print(f"wrote {result.path} (exporter {result.exporter}{note}, opset {result.opset}, "
+          f"input {result.metadata['input']['dtype']} {result.metadata['input']['layout']} "
+          f"{result.metadata['input']['shape']})")
+    print(f"parity on {parity['images']} images ({parity['source']}): max |diff| {parity['max_abs_diff']:.3g}, "
+          f"mean |diff| {parity['mean_abs_diff']:.3g}, top-1 agreement {parity['top1_agreement']:.2%} "
+          f"-> {result.parity_path}")
+    print(f"metadata -> {result.sidecar}")
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = _parser(sub, "serve", "serve a model over HTTP (FastAPI) with a web page",
+                "Serve RUN_DIR, imagenet:MODEL or MODEL.onnx: POST /v1/predict (multipart `file`/`files` or a raw\n"
+                "image/* body; the JSON of `vislab predict --format json`), POST /v1/explain (Grad-CAM PNG),\n"
+                "POST /v1/segment (segmentation runs), GET /health, /v1/info, /metrics (Prometheus), /docs,\n"
+                "and a web page at /. Concurrent requests are batched into one forward.\n\n"
+                "examples:\n  vislab serve runs/digits\n  vislab serve imagenet:efficientnet_lite0 --port 8080")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|MODEL.onnx")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; anything but loopback exposes the server to the network")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as `vislab predict --precision`")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image unless the request asks (?top_k=N)")
+    p.add_argument("--batch-size", type=int, default=32, help="dynamic batching: most images per forward")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="dynamic batching: how long the first request waits for others to join its batch")
+    p.add_argument("--no-batching", action="store_true", help="one forward per request (--batch-size 1)")
+    p.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body; refused while reading")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest decoded image (width x height)")
+    p.add_argument("--max-images", type=int, default=16, help="images per request")
+    p.add_argument("--max-queue", type=int, default=256, help="images waiting; beyond it 503 + Retry-After")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504")
+    _add_weights_option(p)
+
+
+def _cmd_serve(args) -> int:
+    from vislab import api
+
+    api.serve(_served_spec(args.model), host=args.host, port=args.port, device=args.device,
+              precision=args.precision, top_k=args.top_k, batch_size=1 if args.no_batching else args.batch_size,
+              max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,
+              max_images=args.max_images, max_queue=args.max_queue, timeout=args.timeout, weights=args.weights)
+    return 0
+
+
+def _served_spec(text: str) -> str:
+    """As :func:`_model_spec`, but a path (a missing run folder, a .onnx file) stays a path, so its
+    error names it instead of an ImageNet model of that name."""
+    if "/" in text or "\\" in text or text.lower().endswith(".onnx"):
+        return text
+    return _model_spec(text)
+
+
 def _model_spec(text: str) -> str:
     """A run folder, imagenet:NAME, or a bare ImageNet model name (explaining random weights shows nothing)."""
     if ":" in text or Path(text).exists():
@@ -607,7 +709,7 @@ def _model_spec(text: str) -> str:
 
 # --------------------------------------------------------------------------- main
 COMMANDS = ["train", "evaluate", "predict", "models", "summary", "audit", "augment-preview", "compare", "report",
-            "explain", "activations", "filters"]
+            "explain", "activations", "filters", "export", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

