@@ -151,4 +151,7 @@ def test_transfer_recipe_is_registered_and_overridable():
     assert "transfer" in RECIPES
     cfg = resolve_config(overrides={"recipe": "transfer", "train.epochs": 3})
     assert cfg.model.pretrained and cfg.train.epochs == 3
-    assert cfg.model.name.startswith("efficientnet_lite")
+    assert cfg.model.name == "efficientnet_lite0" and cfg.model.cache_features and cfg.train.optimizer == "lbfgs"
+    # any flag overrides it, e.g. a stronger shipped backbone
+    assert resolve_config(overrides={"recipe": "transfer", "model.name": "efficientnet_lite2"}).model.name == \
+        "efficientnet_lite2"

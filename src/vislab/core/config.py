@@ -192,24 +192,21 @@ RECIPES["accurate"] = {
     "augment.fill_mode": "constant",  # black, as Fashion-MNIST's background
 }
 
-# Fine-tuning a shipped ImageNet backbone on a small labelled set (issue 20; benchmarks/bench_transfer.py:
-# 40 Fashion-MNIST images per class). MEASURED NUMBERS: see the comment block below this recipe.
+# Transfer to a small labelled set (issue 20): what measured best on 40 Fashion-MNIST images per class
+# (benchmarks/bench_transfer.py; 2026-12-01, AMD EPYC 2 cores, load 11-15, ONE selection, 500 test
+# images): the shipped EfficientNet-Lite0's frozen features + an L-BFGS logistic-regression head,
+# 85.4 % in 383 s. Fine-tuning, measured against it on the same images, lost:
+#   all layers at 128 px, AdamW head 2e-3 / top block 1e-3, lr_decay 0.8, wd 0.01 off norms/biases,
+#   1 warm-up epoch + cosine, 10 epochs, batch 32, label smoothing 0.1, hflip, tta flip: 76.6 %, 1267 s;
+#   the same with the backbone at 1e-4, --bn frozen, 6 epochs: 73.4 %, 522 s (load 19).
+# So the bar (fine-tuning >= frozen + 3 points) is NOT met; the fine-tuning flags stay opt-in.
 RECIPES["transfer"] = {
     "model.name": "efficientnet_lite0",
     "model.pretrained": True,
-    "model.input_size": [128, 128],  # 28 px upsampled: 128 px transfers about as well as 224 at 1/3 the cost
-    "model.lr_backbone": 1e-3,
-    "model.lr_decay": 0.8,  # discriminative LRs: each lower block 0.8x the one above
-    "train.epochs": 10,
-    "train.batch_size": 32,  # 400 images: 12 steps per epoch
-    "train.optimizer": "adamw",
-    "train.lr": 2e-3,  # the new head
-    "train.weight_decay": 0.01,  # not on norms and biases (finetune.param_groups)
-    "train.scheduler": "cosine",
-    "train.warmup_epochs": 1,
-    "train.label_smoothing": 0.1,
-    "train.tta_flip": True,
-    "augment.hflip": True,
+    "model.freeze": "backbone",
+    "model.cache_features": True,  # the backbone runs once per image
+    "train.optimizer": "lbfgs",  # multinomial logistic regression, C=1 (weight decay 1/N)
+    "train.epochs": 2,
     "data.val_split": 0.0,
 }
 
