@@ -251,3 +251,26 @@ def _require_deploy(what: str, *modules: str) -> None:
     if missing:
         raise ConfigError(f"{what} needs {', '.join(missing)}, which is not installed; "
                           "install it with: pip install 'vislab[deploy]'")
+def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
+            out=None, write_config: str | None = None, suggestion: str = "valley", console=None,
+            cli_overrides: dict | None = None, **options):
+    """``vislab lr-find``: sweep the LR exponentially over ``steps`` training steps, plot loss vs LR.
+
+    Options are train's (``data``, ``model``, ``pretrained``, ``freeze``, ``lr_backbone``...).
+    Writes ``lr_find.png`` and ``lr_find.json`` into ``out`` (default ``runs/lr-find-<model>``);
+    ``write_config=PATH`` puts the ``suggestion`` (valley or steepest) into a YAML config as
+    ``train.lr``. ``cli_overrides`` are dotted config keys (what the CLI passes). Returns a :class:`vislab.train.lr_find.LRFindResult`.
+
+    Example:
+        >>> result = lr_find(data="digits", model="chollet_convnet", steps=100)   # doctest: +SKIP
+        >>> result.suggestions                                                   # doctest: +SKIP
+        {'valley': 0.0021, 'steepest': 0.0063}
+    """
+    from vislab.train.lr_find import lr_find as sweep
+
+    overrides = dict(cli_overrides or {})  # the CLI's dotted keys; Python callers use flat names
+    overrides.update(_overrides(options))
+    cfg = resolve_config(config, overrides)
+    folder = out or Path("runs") / f"lr-find-{cfg.model.name.replace(':', '-').replace('/', '-')}"
+    return sweep(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps, out=folder, console=console,
+                 write_config=write_config, suggestion=suggestion)

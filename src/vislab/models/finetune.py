@@ -335,7 +335,7 @@ def keep_frozen_bn_eval(model: nn.Module) -> nn.Module:
 # optimiser groups and reporting
 # ---------------------------------------------------------------------------
 def param_groups(model: nn.Module, lr: float, lr_backbone: float | None = None, weight_decay: float = 0.0,
-                 include_frozen: bool = True) -> list[dict]:
+                 include_frozen: bool = True, lr_decay: float = 1.0) -> list[dict]:
     """Optimiser parameter groups: the head at ``lr``, the backbone at ``lr_backbone`` (discriminative LR).
 
     Biases and normalisation scales (1-D tensors) get no weight decay. Frozen parameters
@@ -349,6 +349,9 @@ def param_groups(model: nn.Module, lr: float, lr_backbone: float | None = None, 
         lr_backbone: learning rate of the backbone (None: ``lr``).
         weight_decay: decay of weight matrices / kernels.
         include_frozen: also hold parameters that do not train now.
+        lr_decay: discriminative LRs per block group (layer-wise decay): the backbone's top
+            block and what follows it get ``lr_backbone``, each block below it ``lr_decay``
+            times the one above, the stem ``lr_decay`` times the first block. 1: one backbone LR.
 
     Example:
         >>> import timm
@@ -358,6 +361,8 @@ def param_groups(model: nn.Module, lr: float, lr_backbone: float | None = None, 
     """
     head_ids = {id(p) for _, m in head_modules(model) for p in m.parameters()}
     lr_backbone = lr if lr_backbone is None else lr_backbone
+    if lr_decay != 1:
+        return _layerwise_groups(model, lr, lr_backbone, weight_decay, include_frozen, lr_decay, head_ids)
     buckets: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_no_decay": [], "head": [], "head_no_decay": []}
     for param in model.parameters():
         if not include_frozen and not param.requires_grad:
@@ -373,6 +378,91 @@ def param_groups(model: nn.Module, lr: float, lr_backbone: float | None = None, 
                 "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay,
             })
     return groups
+
+
+def _layerwise_groups(model, lr, lr_backbone, weight_decay, include_frozen, lr_decay, head_ids) -> list[dict]:
+    """Per-block groups for :func:`param_groups` with ``lr_decay`` (stem first, head last)."""
+    blocks = backbone_blocks(model)
+    depth_of: dict[int, int] = {}  # parameter -> how many blocks below the top it sits
+    for index, (_, block) in enumerate(blocks):
+        for param in _params_of(block):
+            depth_of.setdefault(id(param), len(blocks) - 1 - index)
+    first_block = {id(p) for p in _params_of(blocks[0][1])} if blocks else set()
+    seen_block = False
+    order: list[str] = []
+    buckets: dict[str, tuple[float, float, list]] = {}
+    for param in model.parameters():
+        seen_block = seen_block or id(param) in first_block
+        if not include_frozen and not param.requires_grad:
+            continue
+        if id(param) in head_ids:
+            name, group_lr = "head", lr
+        elif id(param) in depth_of:
+            depth = depth_of[id(param)]
+            name, group_lr = f"block{len(blocks) - 1 - depth}", lr_backbone * lr_decay ** depth
+        elif not seen_block:  # the stem, before the first block
+            name, group_lr = "stem", lr_backbone * lr_decay ** len(blocks)
+        else:  # after the blocks (EfficientNet's conv_head/bn2, a ViT's final norm)
+            name, group_lr = "neck", lr_backbone
+        no_decay = bool(weight_decay) and param.ndim <= _NO_DECAY_NDIM
+        key = name + ("_no_decay" if no_decay else "")
+        if key not in buckets:
+            buckets[key] = (group_lr, 0.0 if no_decay else weight_decay, [])
+            order.append(key)
+        buckets[key][2].append(param)
+    order.sort(key=lambda k: k.startswith("head"))  # stable: the head's groups last, as the loop logs it
+    return [{"name": k, "params": buckets[k][2], "lr": buckets[k][0], "weight_decay": buckets[k][1]} for k in order]
+
+
+def set_bn_eval(model: nn.Module) -> nn.Module:
+    """Every BatchNorm in eval mode (its running statistics used and kept); affine weights still train.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("resnet18", num_classes=3).train()
+        >>> set_bn_eval(model).bn1.training, model.training
+        (False, True)
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return model
+
+
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, batches) -> nn.Module:
+    """Recompute every BatchNorm's running mean/var on ``batches`` (model inputs), then keep them.
+
+    ImageNet statistics are off for upsampled grey 28 px images; one pass over the new
+    training data in train mode with a cumulative average (``momentum=None``) replaces them,
+    with no weight changing. Use :func:`set_bn_eval` while training afterwards.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("resnet18", num_classes=3)
+        >>> _ = reestimate_bn(model, [torch.randn(4, 3, 32, 32) + 5])
+        >>> float(model.bn1.running_mean.abs().mean()) > 0
+        True
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    saved = [(m.momentum, m.training) for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over every batch
+    model.train()
+    seen = 0
+    for x in batches:
+        model(x)
+        seen += len(x)
+    if not seen:
+        raise ValueError("reestimate_bn: no batches to estimate the BatchNorm statistics from")
+    for norm, (momentum, training) in zip(norms, saved):
+        norm.momentum = momentum
+    model.train(was_training)
+    return model
 
 
 def trainable_modules(model: nn.Module) -> list[tuple[str, int]]:

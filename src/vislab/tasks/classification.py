@@ -183,6 +183,12 @@ class Classification(Task):
         smoothing = self.label_smoothing if reduction == "mean" else 0.0
         return classification_loss(outputs, targets, smoothing, reduction=reduction)
 
+    def soft_loss(self, outputs, soft_targets):
+        # timm's Mixup already smoothed the targets: plain soft cross-entropy (timm's SoftTargetCrossEntropy)
+        from timm.loss import SoftTargetCrossEntropy
+
+        return SoftTargetCrossEntropy()(outputs.float(), soft_targets.float())
+
     def batch_stats(self, outputs, targets):
         return {"correct": correct_count(outputs, targets)}
 

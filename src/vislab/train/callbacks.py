@@ -198,3 +198,25 @@ class GradualUnfreeze(Callback):
 
             unfreeze(self.model)
             self.console.print(f"epoch {epoch + 1}: unfreezing the backbone (freeze_epochs={self.epochs})")
+
+
+class StagedUnfreeze(Callback):
+    """Gradual unfreezing in stages (ULMFiT): at each ``(epoch, blocks)`` unfreeze the top ``blocks``
+    blocks of the backbone (None: all of it), e.g. ``[(1, 2), (3, 4), (5, None)]``.
+
+    The optimiser already holds every parameter (``finetune.param_groups(include_frozen=True)``),
+    so a stage only flips ``requires_grad``; a resumed run gets the flags from its checkpoint.
+    """
+
+    def __init__(self, model, stages: list[tuple[int, int | None]], console):
+        self.model, self.stages, self.console = model, list(stages), console
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        from vislab.models.finetune import backbone_blocks, unfreeze
+
+        for at, blocks in self.stages:
+            if at == epoch:
+                count = len(backbone_blocks(self.model))
+                unfreeze(self.model, None if blocks is None or blocks >= count else blocks)
+                what = "the whole backbone" if blocks is None or blocks >= count else f"the top {blocks} blocks"
+                self.console.print(f"epoch {epoch + 1}: unfreezing {what}")

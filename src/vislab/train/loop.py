@@ -99,6 +99,9 @@ class Trainer:
         self.eval_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.forward_model = distributed.wrap_model(dist, self.eval_model, self.device)
         self.augment = Augment(cfg.augment) if cfg.augment.active else None
+        # opt-in small-data regularisation (issue 20): None when off, so the default path is unchanged
+        self.policy = _augment_policy(cfg)
+        self.mixup = _mixup(cfg, self.task.num_outputs(dataset.class_names))
         pin = self.device.type == "cuda"
         train = _resident(dataset.splits["train"], self.device)
         self.train_batches = distributed.shard(dist, make_batches(
@@ -108,6 +111,12 @@ class Trainer:
         self.val_batches = (distributed.shard(dist, make_batches(
             _resident(self.val_split, self.device), self.preprocessing, cfg.train.eval_batch_size,
             workers=cfg.data.workers, pin_memory=pin)) if self.val_split else None)
+        if cfg.model.bn == "reestimate":
+            from vislab.models.finetune import reestimate_bn
+
+            reestimate_bn(self.model, (self.model_input(images) for images, _ in self.train_batches))
+        self.ema = _model_ema(cfg, self.model)
+        self.global_step = 0
         self.optimizer = make_optimizer(self.param_groups, cfg)
         # fp16 gradients underflow without loss scaling (bf16 has fp32's range and needs none):
         # GPUs without bf16 (T4, V100) get fp16 under --precision auto
@@ -139,7 +148,8 @@ class Trainer:
 
     def _configure_trainable(self):
         mcfg = self.cfg.model
-        if mcfg.freeze == "none" and not mcfg.finetune_last and mcfg.lr_backbone is None:
+        if (mcfg.freeze == "none" and not mcfg.finetune_last and mcfg.lr_backbone is None
+                and mcfg.lr_decay == 1 and not self.cfg.train.no_decay_norm_bias):
             return [p for p in self.model.parameters() if p.requires_grad]
         from vislab.models import finetune
 
@@ -149,11 +159,14 @@ class Trainer:
                 finetune.finetune_last(self.model, mcfg.finetune_last)
         self.console.print(finetune.trainable_report(self.model))
         # every parameter goes to the optimiser: gradual unfreezing flips requires_grad later
-        return finetune.param_groups(self.model, self.cfg.train.lr, mcfg.lr_backbone, self.cfg.train.weight_decay)
+        return finetune.param_groups(self.model, self.cfg.train.lr, mcfg.lr_backbone, self.cfg.train.weight_decay,
+                                     lr_decay=mcfg.lr_decay)
 
     # ---- batches
     def model_input(self, images: torch.Tensor, generator=None) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
+        if generator is not None and self.policy is not None:
+            images = self.policy(images, generator)  # on the uint8 images, before resizing
         augment = None
         if generator is not None and self.augment is not None:
             augment = lambda x: self.augment(x, generator=generator)  # noqa: E731
@@ -176,12 +189,7 @@ class Trainer:
             step = self.scheduler.step if self.scheduler is not None and self.step_per_batch else None
             return self.cached.train_epoch(self.optimizer, cfg.seed, epoch, cfg.train.label_smoothing,
                                            after_step=step, weight_decay=cfg.train.weight_decay)
-        self.model.train()
-        if cfg.model.freeze == "backbone" or cfg.model.finetune_last:
-            from vislab.models.finetune import keep_frozen_bn_eval
-
-            keep_frozen_bn_eval(self.model)
-        self.train_batches.set_epoch(cfg.seed, epoch)
+        self.prepare_train_epoch(epoch)
         # each rank its own augmentation stream; rank 0's is the single-process one
         generator = epoch_generator(cfg.seed, epoch, stream=1 + 100_000 * self.dist.rank)
         task = self.task
@@ -192,9 +200,10 @@ class Trainer:
         for images, labels in self.train_batches:
             x = self.model_input(images, generator)
             y = task.targets(labels.to(self.device, non_blocking=True))
+            x, soft = self.mix(x, y)
             with autocast_context(self.device, self.amp_dtype):
                 logits = self.forward_model(x)
-            loss = task.loss(logits, y)
+            loss = self.training_loss(logits, y, soft)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
                 self.scaler.scale(loss).backward()
@@ -203,6 +212,7 @@ class Trainer:
             else:
                 loss.backward()
                 self.optimizer.step()
+            self.after_step()
             if self.scheduler is not None and self.step_per_batch:
                 self.scheduler.step()
             with torch.no_grad():
@@ -217,11 +227,50 @@ class Trainer:
                          seen * self.dist.world_size / (time.perf_counter() - start))
         return self._epoch_logs("train_", total_loss, sums, seen)
 
+    # ---- hooks of the training step (each a no-op unless its option is on)
+    def prepare_train_epoch(self, epoch: int) -> None:
+        """Train mode (frozen BatchNorm layers kept in eval mode) and the epoch's shuffle."""
+        cfg = self.cfg
+        self.model.train()
+        if cfg.model.freeze == "backbone" or cfg.model.finetune_last:
+            from vislab.models.finetune import keep_frozen_bn_eval
+
+            keep_frozen_bn_eval(self.model)
+        if cfg.model.bn != "train":  # frozen / re-estimated statistics: never the batch's
+            from vislab.models.finetune import set_bn_eval
+
+            set_bn_eval(self.model)
+        self.train_batches.set_epoch(cfg.seed, epoch)
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor):
+        """timm's Mixup/CutMix on the model input: (mixed x, soft targets), or (x, None) when off."""
+        if self.mixup is None or len(x) % 2:  # timm pairs each image with its mirror in the batch
+            return x, None
+        return self.mixup(x, y)
+
+    def training_loss(self, outputs: torch.Tensor, targets: torch.Tensor, soft=None) -> torch.Tensor:
+        """The task's loss, or its soft-target loss on mixed targets."""
+        if soft is None:
+            return self.task.loss(outputs, targets)
+        return self.task.soft_loss(outputs, soft)
+
+    def after_step(self) -> None:
+        """After each optimiser step: the EMA of the weights follows the model."""
+        self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    @property
+    def scoring_model(self):
+        """What validation, the best checkpoint and the saved model use: the EMA weights when on."""
+        return self.ema.module if self.ema is not None else self.eval_model
+
     @torch.inference_mode()
     def evaluate_batches(self, batches) -> dict:
         """The loss and the task's metrics over ``batches``: ``{"loss": ..., "acc": ...}``."""
         self.model.eval()
         task = self.task
+        model = self.scoring_model
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         sums: dict[str, torch.Tensor] = {}
         seen = 0
@@ -229,9 +278,9 @@ class Trainer:
             x = self.model_input(images)
             y = task.targets(labels.to(self.device))
             with autocast_context(self.device, self.amp_dtype):
-                logits = self.eval_model(x)
+                logits = model(x)
                 if self.cfg.train.tta_flip:
-                    logits = (logits.float() + task.flip_back(self.eval_model(x.flip(-1))).float()) / 2
+                    logits = (logits.float() + task.flip_back(model(x.flip(-1))).float()) / 2
             total_loss += task.loss(logits, y, reduction="sum").double()
             accumulate(sums, task.batch_stats(logits, y))
             seen += len(y)
@@ -248,6 +297,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),  # {} unless fp16
             "rng": rng_state(),
             "requires_grad": [p.requires_grad for p in self.model.parameters()],
+            **({"ema": {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()},
+                "global_step": self.global_step} if self.ema is not None else {}),
         }
 
     def restore(self, state: dict) -> None:
@@ -261,6 +312,9 @@ class Trainer:
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+        if self.ema is not None and "ema" in state:
+            self.ema.module.load_state_dict(state["ema"])
+            self.global_step = int(state["global_step"])
         self.start_epoch = int(state["epoch"]) + 1
 
     def callbacks(self, main: bool) -> list[Callback]:
@@ -273,13 +327,50 @@ class Trainer:
         callbacks += [EpochPrinter(self.console, cfg.train.epochs, [m.name for m in self.task.metrics]),
                       self.stopper]
         if main:
-            callbacks += [BestCheckpoint(run_dir / "checkpoints" / "best.safetensors", self.stopper, self.model,
-                                         save_weights),
+            callbacks += [BestCheckpoint(run_dir / "checkpoints" / "best.safetensors", self.stopper,
+                                         self.ema.module if self.ema is not None else self.model, save_weights),
                           # the state after this epoch, written atomically
                           LastCheckpoint(run_dir / "checkpoints" / "last.pt", self.state, save_training_state)]
         if cfg.model.freeze_epochs:
             callbacks.append(GradualUnfreeze(self.model, cfg.model.freeze_epochs, self.console))
+        if cfg.model.unfreeze_at:
+            from vislab.core.config import parse_unfreeze_at
+            from vislab.train.callbacks import StagedUnfreeze
+
+            callbacks.append(StagedUnfreeze(self.model, parse_unfreeze_at(cfg.model.unfreeze_at), self.console))
         return callbacks
+
+
+def _augment_policy(cfg: Config):
+    if cfg.augment.policy == "none":
+        return None
+    from vislab.data.policies import AugmentPolicy
+
+    return AugmentPolicy(cfg.augment.policy)
+
+
+def _mixup(cfg: Config, num_outputs: int):
+    t = cfg.train
+    if not (t.mixup or t.cutmix):
+        return None
+    if num_outputs < 2:
+        raise ConfigError("--mixup/--cutmix mix one-hot targets of 2 or more classes; a single-logit (binary) "
+                          "head has none: drop them or use a 2-class softmax head")
+    from timm.data import Mixup
+
+    # the targets come back smoothed, so the soft-target loss adds no smoothing of its own
+    return Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, label_smoothing=t.label_smoothing,
+                 num_classes=num_outputs)
+
+
+def _model_ema(cfg: Config, model):
+    if not cfg.train.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    # warm-up: with a few hundred steps (small data) a fixed 0.998 would keep mostly the initial
+    # weights; timm's warm-up ramps the decay up to cfg.train.ema
+    return ModelEmaV3(model, decay=cfg.train.ema, use_warmup=True)
 
 
 def _resident(split, device: torch.device):
@@ -416,6 +507,8 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         return FitResult(run_dir, history, None, stopped_early, counts)
     best_path = run_dir / "checkpoints" / "best.safetensors"
     es = cfg.train.early_stopping
+    if trainer.ema is not None:  # the averaged weights are the model
+        trainer.model.load_state_dict(trainer.ema.module.state_dict())
     if es.restore_best and es.patience is not None and best_path.exists():
         load_weights(trainer.model, best_path)
     write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task)

@@ -143,6 +143,9 @@ def make_scheduler(optimizer, cfg, steps_per_epoch: int):
     """Returns (scheduler, step_per_batch)."""
     t = cfg.train
     total = t.epochs * steps_per_epoch
+    warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), max(0, total - 1))
+    if warmup:
+        return _warmup_then(optimizer, t.scheduler, warmup, total), True
     if t.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total)), True
     if t.scheduler == "onecycle":
@@ -155,3 +158,18 @@ def make_scheduler(optimizer, cfg, steps_per_epoch: int):
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.2, patience=2), False
     return None, False
+
+
+def _warmup_then(optimizer, scheduler: str, warmup: int, total: int):
+    """Linear warm-up from lr/100 over ``warmup`` steps, then cosine to 0, one-cycle's anneal, or constant."""
+    sched = torch.optim.lr_scheduler
+    if scheduler == "onecycle":  # one-cycle has its own ramp: the warm-up sets its length
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total), pct_start=warmup / total,
+                                anneal_strategy="cos", div_factor=100.0, final_div_factor=100.0)
+    warm = sched.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    if scheduler == "cosine":
+        after = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+    else:
+        after = sched.LambdaLR(optimizer, lambda _: 1.0)
+    return sched.SequentialLR(optimizer, [warm, after], milestones=[warmup])

@@ -1,0 +1,259 @@
+"""The learning-rate range test (Smith 2015; fastai's ``lr_find``), honest about its noise.
+
+The model trains for up to ``steps`` mini-batches while the learning rate grows
+exponentially from ``start_lr`` to ``end_lr``; the loss of every step is recorded and
+smoothed (an exponential moving average with bias correction, as fastai does). The sweep
+stops early once the smoothed loss exceeds ``diverge`` times its best. Two suggestions are
+given, because one number hides how flat or noisy the curve is:
+
+* ``steepest``: where the smoothed loss falls fastest against log(LR);
+* ``valley``: fastai's default, two thirds of the way along the longest stretch over which
+  the smoothed loss keeps falling (more robust to a noisy dip).
+
+The model, data, freezing, parameter groups (discriminative LRs keep their ratios: every
+group's LR is scaled by the same factor) and augmentation are exactly those ``vislab
+train`` would use with the same config; nothing is written into a run folder and the
+model is thrown away afterwards.
+
+Example:
+    >>> from vislab.core.config import resolve_config
+    >>> cfg = resolve_config(overrides={"data.source": "digits", "model.name": "chollet_convnet"})
+    >>> result = lr_find(cfg, steps=100, out="/tmp/vislab-lr-find")   # doctest: +SKIP
+    >>> result.suggestions                                             # doctest: +SKIP
+    {'valley': 0.0021, 'steepest': 0.0063}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from vislab.core.config import Config, ConfigError
+from vislab.core.device import autocast_context, seed_everything
+from vislab.core.weights import write_text
+from vislab.data.sources import load_dataset
+
+SUGGESTIONS = ("valley", "steepest")
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]  # each step's training loss
+    smoothed: list[float]  # bias-corrected exponential moving average of the losses
+    suggestions: dict[str, float | None]  # valley, steepest
+    stopped_early: bool  # the smoothed loss diverged before the last step
+    seconds: float
+    plot: Path | None = None
+    json_path: Path | None = None
+    config_path: Path | None = field(default=None)  # where a suggestion was written, if asked
+
+    def to_dict(self) -> dict:
+        return {"suggestions": self.suggestions, "steps": len(self.lrs), "stopped_early": self.stopped_early,
+                "seconds": round(self.seconds, 2), "lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed}
+
+
+def smooth(losses, beta: float = 0.98) -> list[float]:
+    """Bias-corrected exponential moving average (fastai's ``SmoothenValue``).
+
+    Example:
+        >>> [round(v, 3) for v in smooth([1.0, 1.0, 4.0], beta=0.5)]
+        [1.0, 1.0, 2.714]
+    """
+    average, out = 0.0, []
+    for step, loss in enumerate(losses, start=1):
+        average = beta * average + (1 - beta) * float(loss)
+        out.append(average / (1 - beta ** step))
+    return out
+
+
+def _trimmed(lrs, losses):
+    """fastai drops the first tenth (the average is still settling) and the last few steps (divergence)."""
+    n = len(lrs)
+    start, stop = n // 10, max(n // 10 + 2, n - 5)
+    return np.asarray(lrs[start:stop], dtype=float), np.asarray(losses[start:stop], dtype=float)
+
+
+def steepest_lr(lrs, smoothed) -> float | None:
+    """The LR where the smoothed loss falls fastest per unit of log(LR); None if it never falls.
+
+    Example:
+        >>> lrs = [10 ** (e / 10) for e in range(-50, 1)]
+        >>> losses = [2.0 - (1.5 if lr > 1e-2 else 0.0) for lr in lrs]
+        >>> 1e-3 < steepest_lr(lrs, losses) < 1e-1
+        True
+    """
+    x, y = _trimmed(lrs, smoothed)
+    if len(x) < 3:
+        return None
+    slopes = np.diff(y) / np.diff(np.log(x))
+    index = int(np.nanargmin(slopes))
+    return float(x[index]) if slopes[index] < 0 else None
+
+
+def valley_lr(lrs, smoothed) -> float | None:
+    """fastai's ``valley``: the longest run over which the loss keeps decreasing (as a longest
+    decreasing subsequence), and the LR two thirds of the way along it; None if it never falls."""
+    x, y = _trimmed(lrs, smoothed)
+    n = len(y)
+    if n < 3:
+        return None
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if y[i] < y[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+        if lds[max_end] < lds[i]:
+            max_end = i
+            max_start = max_end - lds[max_end]
+    if max_end == 0:
+        return None
+    sections = (max_end - max_start) / 3
+    return float(x[max_start + int(sections) + int(sections / 2)])
+
+
+def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200, beta: float = 0.98,
+            diverge: float = 4.0, out: str | Path | None = None, console=None,
+            write_config: str | Path | None = None, suggestion: str = "valley") -> LRFindResult:
+    """Sweep the learning rate exponentially over ``steps`` training steps; plot and suggest.
+
+    Args:
+        cfg: the training config (model, data, freezing, optimiser, augmentation).
+            ``train.lr`` only sets the ratios between parameter groups (``model.lr_backbone``).
+        start_lr, end_lr: the sweep's range (the head's LR).
+        steps: training steps (mini-batches); the data repeats if an epoch is shorter.
+        beta: smoothing of the loss (0.98, as fastai).
+        diverge: stop once the smoothed loss exceeds this multiple of its minimum.
+        out: folder for ``lr_find.png`` and ``lr_find.json`` (None: nothing written).
+        console: a rich console for the summary lines.
+        write_config: a YAML config file to write the chosen LR into as ``train.lr``
+            (created from ``cfg`` if absent; otherwise only ``train.lr`` and, when set,
+            ``model.lr_backbone`` at the same ratio are changed).
+        suggestion: which suggestion ``write_config`` takes: ``valley`` or ``steepest``.
+
+    Returns:
+        An :class:`LRFindResult` with the curve and the suggestions.
+
+    Raises:
+        ConfigError: a range, step count or suggestion that cannot work, or an optimiser
+            that sets its own steps (``lbfgs``) or cached features.
+    """
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr (got {start_lr:g} and {end_lr:g})")
+    if steps < 10:
+        raise ConfigError(f"lr-find: --steps {steps} is too few for a curve; use 100 or more (default 200)")
+    if suggestion not in SUGGESTIONS:
+        raise ConfigError(f"lr-find: suggestion {suggestion!r} is not one of {', '.join(SUGGESTIONS)}")
+    if cfg.train.optimizer == "lbfgs":
+        raise ConfigError("lr-find: L-BFGS picks its own steps by line search, there is no learning rate to "
+                          "find; use --optimizer adam/adamw/sgd/rmsprop")
+    if cfg.model.cache_features:
+        raise ConfigError("lr-find sweeps end-to-end training steps; drop --cache-features")
+    from rich.console import Console
+
+    from vislab.data.loaders import epoch_generator
+    from vislab.train.loop import Trainer
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    sweep_cfg = copy.deepcopy(cfg)
+    sweep_cfg.train.scheduler = "none"  # the sweep is the schedule
+    sweep_cfg.train.warmup_epochs = 0
+    seed_everything(sweep_cfg.seed)
+    dataset = load_dataset(sweep_cfg.data, seed=sweep_cfg.seed)
+    trainer = Trainer(sweep_cfg, Path(out or "."), dataset, Console(quiet=True))
+    optimizer, task = trainer.optimizer, trainer.task
+    ratios = [group["lr"] / sweep_cfg.train.lr for group in optimizer.param_groups]
+    factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    lrs, losses = [], []
+    best, stopped_early, epoch, step = math.inf, False, 0, 0
+    start = time.perf_counter()
+    trainer.model.train()
+    while step < steps and not stopped_early:
+        trainer.prepare_train_epoch(epoch)
+        generator = epoch_generator(sweep_cfg.seed, epoch, stream=1)
+        for images, labels in trainer.train_batches:
+            lr = start_lr * factor ** step
+            for group, ratio in zip(optimizer.param_groups, ratios):
+                group["lr"] = lr * ratio
+            x = trainer.model_input(images, generator)
+            y = task.targets(labels.to(trainer.device))
+            with autocast_context(trainer.device, trainer.amp_dtype):
+                outputs = trainer.forward_model(x)
+            loss = trainer.training_loss(outputs, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            trainer.after_step()
+            value = float(loss.detach())
+            lrs.append(lr)
+            losses.append(value)
+            current = smooth(losses, beta)[-1]
+            best = min(best, current)
+            step += 1
+            if not math.isfinite(current) or current > diverge * best:
+                stopped_early = True
+                break
+            if step >= steps:
+                break
+        epoch += 1
+    smoothed = smooth(losses, beta)
+    suggestions = {"valley": valley_lr(lrs, smoothed), "steepest": steepest_lr(lrs, smoothed)}
+    result = LRFindResult(lrs, losses, smoothed, suggestions, stopped_early, time.perf_counter() - start)
+    if out is not None:
+        from vislab.viz.lr_find import plot_lr_find
+
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        result.plot = plot_lr_find(lrs, losses, smoothed, suggestions, folder / "lr_find.png",
+                                   title=f"LR finder: {cfg.model.name} on {Path(str(cfg.data.source)).name}")
+        result.json_path = folder / "lr_find.json"
+        write_text(result.json_path, json.dumps(result.to_dict(), indent=1))
+    shown = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} none" for k, v in suggestions.items())
+    console.print(f"lr-find: {len(lrs)} steps from {start_lr:g} to {lrs[-1]:.3g}"
+                  + (" (stopped: the loss diverged)" if stopped_early else "")
+                  + f" in {result.seconds:.1f}s; suggestions: {shown}")
+    if write_config is not None:
+        chosen = suggestions[suggestion]
+        if chosen is None:
+            raise ConfigError(f"lr-find: the loss never fell, so there is no {suggestion} suggestion to write "
+                              f"into {write_config}; widen the range (--start-lr/--end-lr) or check the data")
+        result.config_path = write_lr(write_config, chosen, cfg)
+        console.print(f"lr-find: wrote train.lr={chosen:.3g} ({suggestion}) into {result.config_path}")
+    return result
+
+
+def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
+    """Put ``lr`` into a config YAML as ``train.lr`` (``model.lr_backbone`` kept at its ratio to it).
+
+    An existing file keeps everything else as it is; a new one gets ``cfg`` in full.
+    """
+    path = Path(path)
+    lr = float(f"{lr:.3g}")
+    if path.is_file():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc}); fix it or pass a new file to --write-config") \
+                from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections; pass a new file instead")
+    else:
+        data = cfg.to_dict()
+        data.pop("out", None)
+    train = data.setdefault("train", {})
+    model = data.get("model") or {}
+    if model.get("lr_backbone"):
+        model["lr_backbone"] = float(f"{model['lr_backbone'] * lr / float(train.get('lr', cfg.train.lr)):.3g}")
+    train["lr"] = lr
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return path
