@@ -259,7 +259,7 @@ def time_step(step: Callable[[], object], device: torch.device = torch.device("c
 
 def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Iterable[Candidate],
             device: torch.device, kind: str = "train", margin: float = MARGIN,
-            timer: Callable[..., float] = time_step) -> Choice:
+            timer: Callable[..., float] | None = None) -> Choice:
     """Time ``make_step(candidate)()`` for each candidate and :func:`choose`.
 
     ``make_step`` builds what a candidate needs (a model copy in its memory format, an
@@ -267,6 +267,7 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
     without a bf16 kernel) is recorded as infinitely slow. The global RNG is restored
     afterwards, so a probe before training leaves dropout's stream as it was.
     """
+    timer = timer or time_step  # looked up here: tests inject timings by replacing time_step
     seconds: dict[Candidate, float] = {}
     lost: set[str] = set()  # precisions already GIVE_UP_FACTOR slower: their other layout is not timed
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -323,9 +324,10 @@ def threads_pinned() -> bool:
 
 
 def measure_threads(step: Callable[[], object], options: list[int], device: torch.device,
-                    timer: Callable[..., float] = time_step) -> tuple[int, dict[int, float]]:
+                    timer: Callable[..., float] | None = None) -> tuple[int, dict[int, float]]:
     """The fastest thread count for ``step`` (fewer threads must win by MARGIN to be kept:
     the loader's core is what the smaller count is for). Restores PyTorch's setting."""
+    timer = timer or time_step
     before = torch.get_num_threads()
     timings: dict[int, float] = {}
     try:
