@@ -219,7 +219,7 @@ def has_convolutions(model: torch.nn.Module) -> bool:
 
 def fp16_on_cpu_reason() -> str:
     return ("fp16 on a CPU has no native kernels for most operations: PyTorch emulates it and a training "
-            "step runs many times slower than fp32 (benchmarks/bench_step_costs.py --fp16 measures it); "
+            "step runs many times slower than fp32 (benchmarks/bench_precision_choice.py measures it); "
             "use --precision auto (measured), fp32 or bf16 on a CPU, fp16 on a GPU")
 
 
@@ -361,6 +361,23 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or device.type
 
 
+#: CPU flags that change which precision wins; in the cache key because a model name alone does not
+#: tell VMs apart ("AMD EPYC" names both a Zen 3 without AVX-512 and a Zen 4 with AVX512-BF16)
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "avx_vnni")
+
+
+def cpu_features() -> list[str]:
+    """The CPU flags among :data:`_ISA_FLAGS` that this CPU has."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in _ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return [platform.machine()]
+
+
 def cache_path() -> Path:
     """``$VISLAB_CACHE/choices.json`` (default ``~/.cache/vislab/choices.json``)."""
     return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab")) / "choices.json"
@@ -370,7 +387,8 @@ def cache_key(device: torch.device, model: str, input_shape, batch_size: int, ta
               threads: int | None = None, **more) -> str:
     """The cache key: what the timing depends on. ``model`` names the architecture and its
     options (a hash of the model's repr serves: it lists every layer's shape)."""
-    fields = {"v": CACHE_VERSION, "device": device_name(device), "torch": torch.__version__, "model": model,
+    fields = {"v": CACHE_VERSION, "device": device_name(device), "isa": cpu_features() if device.type == "cpu"
+              else None, "torch": torch.__version__, "model": model,
               "input": list(input_shape), "batch": int(batch_size), "task": task, "kind": kind,
               "threads": threads if threads is not None else torch.get_num_threads(), **more}
     return json.dumps(fields, sort_keys=True, default=str)
