@@ -59,6 +59,7 @@ class FeatureSet:
     labels: torch.Tensor
     precision: str = "fp32"
     seconds: float = 0.0
+    channels_last: bool = True  # the memory format the backbone ran in (measured under precision auto)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -238,7 +239,7 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
     if not features:
         raise ValueError("no images to extract features from")
     return FeatureSet(torch.cat(features), torch.cat(labels).long(), "bf16" if use_bf16 else "fp32",
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, memory_format == torch.channels_last)
 
 
 def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, epochs: int = 30,
