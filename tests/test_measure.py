@@ -21,7 +21,6 @@ BF16_CL, BF16_C = Candidate("bf16", True), Candidate("bf16", False)
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(measure, "host_busy", lambda: False)  # the shared test host's load must not matter
     return tmp_path / "cache"
 
 
@@ -104,8 +103,7 @@ def test_threads_fewer_must_win_by_the_margin(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the cache
-def test_cache_round_trip_and_a_damaged_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(measure, "host_busy", lambda: False)
+def test_cache_round_trip_and_a_damaged_file(tmp_path):
     cache = ChoiceCache(tmp_path / "choices.json")
     key = measure.cache_key(torch.device("cpu"), "FeatureHeadNet:abc", (128, 1, 28, 28), 128, "classification",
                             "train")
@@ -120,11 +118,7 @@ def test_cache_round_trip_and_a_damaged_file(tmp_path, monkeypatch):
     assert runs == [1] and first.source == "measured" and again.source == "cache"
     assert (again.precision, again.channels_last, again.seconds) == ("bf16", True, measured.seconds)
     assert "(cached)" in again.describe()
-    # measured on a busy host: used, but not cached (the next run measures again)
-    monkeypatch.setattr(measure, "host_busy", lambda: True)
-    busy = measure.cached_measure("other", lambda: choose({FP32_CL: 0.02, BF16_CL: 0.01}), cache)
-    assert busy.source == "measured-busy" and cache.get("other") is None and "not cached" in busy.describe()
-    monkeypatch.setattr(measure, "host_busy", lambda: False)
+    assert "load_1min" in json.loads((tmp_path / "choices.json").read_text())[key]  # what it was measured under
     (tmp_path / "choices.json").write_text("{ not json")
     assert cache.get(key) is None  # a damaged cache is measured again, not an error
     cache.put(key, measured)

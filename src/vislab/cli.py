@@ -266,7 +266,7 @@ def _cmd_predict(args) -> int:
     predictor = Predictor(load(args.model), device=args.device, precision=args.precision)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
     _print_predictions(results, args.format)
-    if predictor.choice is not None and predictor.choice.source in ("measured", "cache", "measured-busy"):
+    if predictor.choice is not None and predictor.choice.source in ("measured", "cache"):
         print(f"precision auto: {predictor.choice.describe()}", file=sys.stderr)  # what was timed, and won
     if predictor.dtype is not None:  # say what reduced precision did (stderr: json/csv output stays clean)
         dtype = str(predictor.dtype).replace("torch.", "")

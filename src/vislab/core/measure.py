@@ -91,8 +91,7 @@ class Choice:
         channels_last: the memory format of the model and its inputs.
         threads: the intra-op thread count to set (None: leave PyTorch's).
         seconds: seconds per step of every timed candidate, by label (``bf16/channels_last``).
-        source: ``measured``, ``cache`` (measured earlier, same key), ``measured-busy`` (measured
-            while other work loaded the cores: used, not cached), ``forced`` (a flag),
+        source: ``measured``, ``cache`` (measured earlier, same key), ``forced`` (a flag),
             ``resumed`` (a checkpoint's) or ``flags`` (an old run's flag-based choice).
         device: the CPU model or GPU name the timings come from.
         kind: ``train`` (forward, backward, optimizer) or ``infer`` (forward only).
@@ -137,8 +136,7 @@ class Choice:
         measured = [f"{p} measured {s:.2f}x" for p, s in sorted(self.speedups().items())]
         notes = []
         if measured:
-            suffix = {"cache": " (cached)", "measured-busy": " (a busy host: not cached)"}.get(self.source, "")
-            notes.append(", ".join(measured) + f" on {where}" + suffix)
+            notes.append(", ".join(measured) + f" on {where}" + (" (cached)" if self.source == "cache" else ""))
         elif self.source == "forced":
             notes.append("forced by --precision")
         elif self.source == "resumed":
@@ -435,7 +433,8 @@ class ChoiceCache:
 
     def put(self, key: str, choice: Choice) -> None:
         data = self._read()
-        data[key] = {**choice.to_dict(), "source": "measured", "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        data[key] = {**choice.to_dict(), "source": "measured", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -445,30 +444,17 @@ class ChoiceCache:
             pass  # a read-only home: the choice is still used, only measured again next time
 
 
-#: a probe timed while the 1-minute load average exceeds this many times the cores is used but not
-#: cached: other work on the cores skews the comparison, so the next run measures again
-BUSY_LOAD_PER_CORE = 1.5
-
-
-def host_busy() -> bool:
-    """Whether other work is likely to have skewed a probe (load average vs usable cores)."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return False
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return load > BUSY_LOAD_PER_CORE * cores
-
-
 def cached_measure(key: str, run: Callable[[], Choice], cache: ChoiceCache | None = None) -> Choice:
-    """The cached choice for ``key``, or ``run()``'s (then cached, unless the host was busy)."""
+    """The cached choice for ``key``, or ``run()``'s (then cached).
+
+    A choice is cached even when measured on a busy host: the same seed must give the same
+    run on this machine, so the choice must not flip between runs. The entry records the
+    load average it was measured under; delete ``choices.json`` to measure again.
+    """
     cache = cache or ChoiceCache()
     found = cache.get(key)
     if found is not None:
         return found
     choice = run()
-    if not host_busy():
-        cache.put(key, choice)
-    else:
-        choice.source = "measured-busy"
+    cache.put(key, choice)
     return choice

@@ -374,7 +374,7 @@ def resumed_choice(cfg: Config, state: dict) -> measure.Choice:
         dtype = resolve_precision(cfg.train.precision, device)
         choice = measure.Choice({None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
                                 cfg.train.channels_last, source="flags", device=measure.device_name(device))
-    if choice.source in ("measured", "cache", "measured-busy"):
+    if choice.source in ("measured", "cache"):
         choice.source = "resumed"
     return choice
 
