@@ -143,6 +143,8 @@ class Choice:
             notes.append("the checkpoint's")
         elif self.source == "flags":
             notes.append("chosen from the device's flags")
+        elif self.source == "features":
+            notes.append("the head trains on cached features; their extraction times its own choice")
         if self.threads is not None:
             timed = ""
             if len(self.thread_seconds) > 1:
