@@ -235,3 +235,21 @@ def test_predictor_measures_on_its_first_batch(tmp_path, cache_dir, monkeypatch)
     exact = Predictor(loaded, device="cpu", precision="fp32")
     assert exact.choice.source == "forced" and not exact.recheck_ties
     assert (out.argmax(1) == exact.outputs(images).argmax(1)).all()  # near ties re-checked in fp32
+
+
+def test_the_predictors_measured_model_still_has_gradients(cache_dir, monkeypatch):
+    # the Predictor measures inside inference mode; the explanation panels then need autograd on the
+    # same model (a Predictor that re-made the weights as inference tensors broke Grad-CAM)
+    from vislab.infer.predictor import Predictor
+    from vislab.models.build import build_model
+    from vislab.runs import Loaded
+
+    model, pre = build_model(_cfg().model, 10, 1, (28, 28))
+    loaded = Loaded(model.eval(), pre, [str(i) for i in range(10)], {"name": "chollet_convnet"}, None)
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.01, "bf16/channels_last": 0.5})
+    predictor = Predictor(loaded, device="cpu", precision="auto")
+    predictor.outputs(torch.randint(0, 255, (4, 1, 28, 28), dtype=torch.uint8))
+    assert predictor.memory_format == torch.contiguous_format
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    model(x).sum().backward()  # raised "Inference tensors cannot be saved for backward" before the fix
+    assert x.grad is not None and all(not p.is_inference() for p in model.parameters())

@@ -58,7 +58,7 @@ class Predictor:
     def _use(self, choice: measure.Choice) -> None:
         self.choice, self.dtype, self.memory_format = choice, choice.dtype, choice.memory_format
         self.recheck_ties = self.precision == "auto" and self.dtype is not None
-        self.model.to(memory_format=self.memory_format)
+        _set_memory_format(self.model, self.memory_format)
 
     def _measure(self, x: torch.Tensor) -> measure.Choice:
         """The fastest forward pass for batches shaped like ``x`` (cached; see vislab.core.measure)."""
@@ -68,7 +68,7 @@ class Predictor:
                                 arch=spec.get("arch", spec.get("name")))
 
         def make_step(candidate: measure.Candidate):
-            self.model.to(memory_format=candidate.memory_format)
+            _set_memory_format(self.model, candidate.memory_format)
             moved = x.contiguous(memory_format=candidate.memory_format)
             return lambda: self._forward(moved, candidate.dtype)
 
@@ -114,6 +114,13 @@ class Predictor:
         """Classification: every probability of ``split`` with its labels and sources."""
         evaluator = self.task.evaluator(self.loaded.class_names)
         return self.evaluate_split(split, evaluator, batch_size, workers).predictions
+
+
+def _set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
+    """``model.to(memory_format=...)`` outside inference mode: weights re-made inside it would be
+    inference tensors, and Grad-CAM or integrated gradients on the same model need autograd."""
+    with torch.inference_mode(False):
+        model.to(memory_format=memory_format)
 
 
 @torch.inference_mode()

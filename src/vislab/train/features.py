@@ -153,7 +153,8 @@ def measure_extraction(model: nn.Module, fn, x: torch.Tensor, device: torch.devi
     key = measure.cache_key(device, measure.model_signature(model), tuple(x.shape), len(x), "features", "infer")
 
     def make_step(candidate):
-        model.to(memory_format=candidate.memory_format)
+        with torch.inference_mode(False):  # weights re-made in inference mode could not train later
+            model.to(memory_format=candidate.memory_format)
         moved = x.contiguous(memory_format=candidate.memory_format)
 
         def step():
@@ -218,7 +219,8 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
                 choice = measure_extraction(model, fn, x, device)
                 use_bf16 = choice.precision == "bf16"
                 memory_format = choice.memory_format
-                model.to(memory_format=memory_format)
+                with torch.inference_mode(False):
+                    model.to(memory_format=memory_format)
                 x = x.contiguous(memory_format=memory_format)
                 ok, mean, worst = bf16_agrees(model, x, fn) if use_bf16 else (True, 1.0, 1.0)
                 if not ok:
