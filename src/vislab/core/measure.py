@@ -221,7 +221,8 @@ def has_convolutions(model: torch.nn.Module) -> bool:
 
 def fp16_on_cpu_reason() -> str:
     return ("fp16 on a CPU has no native kernels for most operations: PyTorch emulates it and a training "
-            "step runs many times slower than fp32 (benchmarks/bench_precision_choice.py measures it); "
+            "step runs several times slower than fp32 (3.4x for the seed convnet on a 2-core AMD EPYC, about "
+            "100x on the Intel Xeon of issue 15; benchmarks/bench_precision_choice.py measures it); "
             "use --precision auto (measured), fp32 or bf16 on a CPU, fp16 on a GPU")
 
 
