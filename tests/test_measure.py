@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from vislab.core import measure
-from vislab.core.measure import Candidate, Choice, ChoiceCache, choose
+from vislab.core.measure import Candidate, ChoiceCache, choose
 
 FP32_CL, FP32_C = Candidate("fp32", True), Candidate("fp32", False)
 BF16_CL, BF16_C = Candidate("bf16", True), Candidate("bf16", False)

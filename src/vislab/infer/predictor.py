@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from vislab.core import measure
-from vislab.core.device import autocast_context, resolve_device, resolve_precision, warn_if_slow_precision
+from vislab.core.device import autocast_context, resolve_device, warn_if_slow_precision
 from vislab.data.loaders import make_batches
 from vislab.data.preprocess import Preprocessing
 from vislab.models.imagenet import _as_uint8_chw, imagenet_class_names
