@@ -182,19 +182,24 @@ def main(argv=None) -> int:
     from vislab.infer.predictor import Predictor
     from vislab.runs import Loaded
 
-    predictor = Predictor(Loaded(model, pre, names, {"name": "imagenet:efficientnet_lite0"}, None),
+    import copy
+
+    # each path its own copy of the model: a Predictor sets the memory format it measured fastest
+    predictor = Predictor(Loaded(copy.deepcopy(model), pre, names, {"name": "imagenet:efficientnet_lite0"}, None),
                           device="cpu", precision="auto")
     predict_top1 = torch.cat([predictor.probabilities(c) for c in agree_u8.split(args.batch)]).argmax(1)
     rechecked = predictor.rechecked  # near-tied bf16 answers recomputed in fp32, of the agreement images
-    predictor_bf16 = Predictor(Loaded(model, pre, names, {"name": "imagenet:efficientnet_lite0"}, None),
+    predictor_bf16 = Predictor(Loaded(copy.deepcopy(model), pre, names, {"name": "imagenet:efficientnet_lite0"},
+                                      None),
                                device="cpu", precision="bf16")
     predict_bf16_top1 = torch.cat([predictor_bf16.probabilities(c) for c in agree_u8.split(args.batch)]).argmax(1)
 
     # vislab cached feature extraction (precision auto: bf16 only when it agrees with fp32)
     # the bf16-vs-fp32 check runs once per extraction (first batch); time the chosen precision
-    head = model.get_classifier()
-    features = extract_features(model, pre, agree_u8, batch_size=args.batch)
-    chosen = features.precision
+    extract_model = copy.deepcopy(model)
+    head = extract_model.get_classifier()
+    features = extract_features(extract_model, pre, agree_u8, batch_size=args.batch)
+    chosen, chosen_cl = features.precision, features.channels_last
     with torch.inference_mode():
         extract_top1 = head(features.features).argmax(1)
 
@@ -207,9 +212,21 @@ def main(argv=None) -> int:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model(x_cl)
 
-    runs = {"raw": raw_bf16, "predict": lambda: predictor.probabilities(batch_u8),
+    def raw_config(channels_last: bool, bf16: bool):
+        net = copy.deepcopy(model).to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        x = pre(batch_u8).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+        @torch.inference_mode()
+        def forward():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                net(x)
+        return forward
+
+    runs = {"raw": raw_bf16, "raw_fp32_cl": raw_config(True, False), "raw_fp32": raw_config(False, False),
+            "predict": lambda: predictor.probabilities(batch_u8),
             "predict_bf16": lambda: predictor_bf16.probabilities(batch_u8),
-            "extract": lambda: extract_features(model, pre, batch_u8, batch_size=args.batch, precision=chosen)}
+            "extract": lambda: extract_features(extract_model, pre, batch_u8, batch_size=args.batch,
+                                                precision=chosen, channels_last=chosen_cl)}
     seconds = {name: [] for name in runs}
     for name, fn in runs.items():  # warm-up
         model.to(memory_format=torch.channels_last)
@@ -220,7 +237,16 @@ def main(argv=None) -> int:
             fn()
             seconds[name].append(time.perf_counter() - start)
     speed = {name: args.batch / statistics.median(values) for name, values in seconds.items()}
+    fastest = max(("raw", "raw_fp32_cl", "raw_fp32"), key=speed.get)
     emit("raw bf16 autocast + channels_last, timed in turns with vislab", speed["raw"], None, None)
+    emit("raw fp32 channels_last, timed in turns with vislab", speed["raw_fp32_cl"], None, None)
+    emit("raw fp32 contiguous, timed in turns with vislab", speed["raw_fp32"], None, None)
+    print(json.dumps({**common, "config": "vislab against the fastest raw configuration, in turns",
+                      "fastest_raw": fastest, "fastest_raw_images_per_s": round(speed[fastest], 1),
+                      "predict_auto_choice": predictor.choice.describe() if predictor.choice else None,
+                      "ratio_predict_auto": round(speed["predict"] / speed[fastest], 3),
+                      "ratio_extract_auto": round(speed["extract"] / speed[fastest], 3),
+                      "extract_choice": f"{chosen}, {'channels_last' if chosen_cl else 'contiguous'}"}), flush=True)
     emit("vislab predict (auto precision)", speed["predict"], predict_top1, reference,
          precision=str(predictor.dtype or "fp32"), ratio_to_raw_bf16_in_turns=round(speed["predict"] / speed["raw"], 3),
          rechecked_in_fp32=f"{rechecked}/{len(agree_u8)}")

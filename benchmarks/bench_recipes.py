@@ -86,6 +86,10 @@ def run_vislab(recipe: str, epochs: int, data_dir: str, seed: int, extra: list[s
             rows = list(csv.DictReader(handle))
         seconds = [float(r["seconds"]) for r in rows]
         metrics = json.loads((out / "metrics.json").read_text())
+        import yaml
+
+        # what --precision auto measured and chose (or what a flag forced)
+        speed = (yaml.safe_load((out / "config.yaml").read_text())["train"].get("speed") or {}).get("summary")
     return {
         "side": "vislab", "recipe": recipe, "epochs": epochs, "batch_size": hp["batch_size"],
         "optimizer": hp["optimizer"], "lr": hp["lr"], "seed": seed, "command": " ".join(command[2:]),
@@ -93,7 +97,7 @@ def run_vislab(recipe: str, epochs: int, data_dir: str, seed: int, extra: list[s
         "seconds_per_epoch_after_first": round(sum(seconds[1:]) / (len(seconds) - 1), 3) if len(seconds) > 1
         else None,
         "epoch_seconds": [round(s, 3) for s in seconds], "val_accuracy": float(rows[-1]["val_acc"]),
-        "test_accuracy": float(metrics["accuracy"]), "wall_s": round(wall, 2),
+        "test_accuracy": float(metrics["accuracy"]), "wall_s": round(wall, 2), "speed_choice": speed,
     }
 
 

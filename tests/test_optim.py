@@ -74,3 +74,55 @@ def test_trainer_uses_fused_rmsprop():
     opt = make_optimizer(_params(0), cfg)
     assert isinstance(opt, FusedRMSprop)
     assert opt.defaults["alpha"] == 0.9 and opt.defaults["eps"] == 1e-7  # Keras' rho and epsilon
+
+
+class _KerasFormula(torch.optim.Optimizer):
+    """keras.optimizers.RMSprop.update_step (Keras 3), transcribed: eps inside the square root."""
+
+    def __init__(self, params, lr, alpha, eps, momentum=0.0, centered=False, weight_decay=0.0, maximize=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
+                                      weight_decay=weight_decay, maximize=maximize))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = -p.grad if group["maximize"] else p.grad
+                g = g + group["weight_decay"] * p
+                state = self.state[p]
+                if not state:
+                    state.update(v=torch.zeros_like(p), avg=torch.zeros_like(p), mom=torch.zeros_like(p))
+                rho = group["alpha"]
+                state["v"] = rho * state["v"] + (1 - rho) * g * g
+                if group["centered"]:
+                    state["avg"] = rho * state["avg"] + (1 - rho) * g
+                    denominator = state["v"] - state["avg"] ** 2 + group["eps"]
+                else:
+                    denominator = state["v"] + group["eps"]
+                increment = group["lr"] * g / torch.sqrt(denominator)
+                if group["momentum"] > 0:
+                    state["mom"] = group["momentum"] * state["mom"] + increment
+                    p -= state["mom"]
+                else:
+                    p -= increment
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.05}, {"maximize": True}, {"momentum": 0.9},
+                                    {"centered": True}])
+def test_keras_rmsprop_puts_epsilon_inside_the_square_root(kwargs):
+    from vislab.train.optim import KerasRMSprop, build_optimizer
+
+    ours, theirs, torchs = _params(0, torch.float64), _params(0, torch.float64), _params(0, torch.float64)
+    keras_like = _run(KerasRMSprop, ours, 25, **kwargs)
+    formula = _run(_KerasFormula, theirs, 25, **kwargs)
+    _run(torch.optim.RMSprop, torchs, 25, **kwargs)
+    assert bool(keras_like._scratch) == (not kwargs.get("momentum") and not kwargs.get("centered"))  # fused path
+    for a, b, c in zip(ours, theirs, torchs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-10, atol=1e-10)
+        # gradients of 0.01: eps=1e-7 inside or outside the root is a visible difference
+        assert (a - c).abs().max() > 1e-6
+        # the state dict holds the plain velocity (torch's square_avg), not velocity + eps
+        torch.testing.assert_close(keras_like.state[a]["square_avg"], formula.state[b]["v"], rtol=1e-9, atol=1e-15)
+    assert isinstance(build_optimizer([torch.nn.Parameter(torch.ones(1))], "rmsprop", 1e-3), KerasRMSprop)

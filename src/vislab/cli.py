@@ -192,8 +192,10 @@ def _add_train(sub) -> None:
     t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
     t.add_argument("--device", choices=DEVICES, default=None, help="(default auto)")
     t.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="autocast dtype; auto uses bf16 where the device runs it natively, fp16 on GPUs "
-                        "without bf16; fp16 trains with loss scaling (default auto)")
+                   help="autocast dtype; auto times a few steps of this model at this batch size in fp32 "
+                        "and bf16 (fp16 too on GPUs), channels_last and contiguous, and keeps the fastest "
+                        "(reduced precision must win by 10%%; cached in ~/.cache/vislab/choices.json); "
+                        "fp16 trains with loss scaling, and is slow on a CPU (default auto)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     t.add_argument("--tta-flip", action="store_true", default=None, help="evaluate on image + mirror")
     t.add_argument("--warmup-epochs", type=float, default=None,
@@ -338,8 +340,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="autocast dtype for inference. auto: bf16 where the device runs it natively, and "
-                        "answers whose top-1 and top-2 probabilities are within 0.02 recomputed in fp32, so "
+                   help="autocast dtype for inference. auto: fp32 or bf16, channels_last or not, whichever "
+                        "the first batch measures fastest (bf16 must win by 10%%; cached per CPU/GPU and "
+                        "model), and under bf16 answers whose top-1 and top-2 probabilities are within 0.02 recomputed in fp32, so "
                         "top-1 matches fp32 on about 99.5%% of images at about 0.8x bf16's speed; bf16: full "
                         "speed, but bf16 can change the top-1 of near-tied images (3%% of the photo crops "
                         "in the README's benchmark); fp32: exact")
@@ -361,6 +364,9 @@ def _cmd_predict(args) -> int:
         predictor = Predictor(load(args.model, weights=args.weights), device=args.device, precision=args.precision)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
     _print_predictions(results, args.format)
+    choice = getattr(predictor, "choice", None)  # onnxruntime runs fp32 and measures nothing
+    if choice is not None and choice.source in ("measured", "cache"):
+        print(f"precision auto: {choice.describe()}", file=sys.stderr)  # what was timed, and won
     if predictor.dtype is not None and any("top" in r for r in results):  # say what reduced precision did (stderr: json/csv output stays clean)
         dtype = str(predictor.dtype).replace("torch.", "")
         if predictor.recheck_ties:

@@ -133,7 +133,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast where the device gains from it
+    precision: str = "auto"  # auto: the fastest of fp32/bf16 x memory formats, timed (vislab.core.measure)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
     tta_flip: bool = False  # evaluate on the image and its mirror
@@ -144,6 +144,9 @@ class TrainConfig:
     ema: float = 0.0  # timm ModelEmaV3 decay, e.g. 0.998 (0: off); evaluation and the saved model use it
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     eval_batch_size: int = 512
+    # written by the run: what --precision auto measured and chose (precision, memory format, threads,
+    # seconds per step); `train --resume` continues with it. A new run measures again and ignores it.
+    speed: dict | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,10 @@ def cuda_bf16_native(device=None) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32 (``auto``: bf16 where the device runs it
-    natively; benchmarks/bench_step_costs.py measures the gain per model)."""
+    """The autocast dtype, or None for plain fp32, from flags alone (``auto``: bf16 where the
+    device runs it natively). The training loop, the predictor and feature extraction instead
+    time ``auto``'s candidates (:mod:`vislab.core.measure`); this is what a run trained before
+    measured choices used, and what a resumed one of those keeps."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -72,6 +75,14 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     return None
+
+
+def warn_if_slow_precision(precision: str, device: torch.device) -> None:
+    """fp16 on a CPU is allowed (tests of loss scaling use it) but said to be slow, with the reason."""
+    if precision == "fp16" and device.type == "cpu":
+        from vislab.core.measure import fp16_on_cpu_reason
+
+        warnings.warn(f"--precision fp16 on the CPU: {fp16_on_cpu_reason()}", UserWarning, stacklevel=3)
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):

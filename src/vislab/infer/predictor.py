@@ -1,11 +1,13 @@
 """The inference layer: a loaded model on a device, its own preprocessing, batched, task-aware.
 
-On CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs, inference runs under bf16
-autocast with channels_last and ``torch.inference_mode``; answers the task marks as
+Under ``precision="auto"`` the first batch times the model's forward pass in fp32 and
+bf16, channels_last and contiguous (:mod:`vislab.core.measure`; cached per CPU/GPU,
+model, batch shape), and inference runs in the fastest, under ``torch.inference_mode``;
+bf16 must win by 10 % or fp32 stays. When bf16 is chosen, answers the task marks as
 uncertain (for classification: the two best classes within
 ``Classification.TIE_MARGIN``) are recomputed in fp32, so the top-1 answers agree with
 fp32 (benchmarks/bench_inference.py measures both speed and agreement).
-``precision="fp32"`` turns bf16 off, ``"bf16"`` skips the re-check.
+``precision="fp32"`` forces fp32, ``"bf16"`` bf16 without the re-check.
 
 Evaluation streams through :meth:`Predictor.evaluate_split`: each batch's outputs go
 into the task's evaluator and are dropped, so per-pixel outputs are never all held.
@@ -18,7 +20,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from vislab.core.device import autocast_context, resolve_device, resolve_precision
+from vislab.core import measure
+from vislab.core.device import autocast_context, resolve_device, warn_if_slow_precision
 from vislab.data.loaders import make_batches
 from vislab.data.preprocess import Preprocessing
 from vislab.models.imagenet import _as_uint8_chw, imagenet_class_names
@@ -38,12 +41,39 @@ class Predictor:
         self.loaded = loaded
         self.task = loaded.task
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
-        self.recheck_ties = precision == "auto" and self.dtype is not None
+        warn_if_slow_precision(precision, self.device)
+        self.precision = precision
         self.model = loaded.model.to(self.device, memory_format=torch.channels_last).eval()
         self.preprocessing = loaded.preprocessing
         self.tta_flip = tta_flip
         self.rechecked = 0  # answers recomputed in fp32 so far
+        self.choice: measure.Choice | None = None  # auto: measured on the first batch
+        self.dtype = None
+        self.memory_format = torch.channels_last
+        if precision != "auto":
+            self._use(measure.Choice(precision, True, source="forced", device=measure.device_name(self.device),
+                                     kind="infer"))
+        self.recheck_ties = False
+
+    def _use(self, choice: measure.Choice) -> None:
+        self.choice, self.dtype, self.memory_format = choice, choice.dtype, choice.memory_format
+        self.recheck_ties = self.precision == "auto" and self.dtype is not None
+        _set_memory_format(self.model, self.memory_format)
+
+    def _measure(self, x: torch.Tensor) -> measure.Choice:
+        """The fastest forward pass for batches shaped like ``x`` (cached; see vislab.core.measure)."""
+        spec = self.loaded.spec
+        key = measure.cache_key(self.device, measure.model_signature(self.model), tuple(x.shape), len(x),
+                                self.task.name, "infer", tta_flip=self.tta_flip,
+                                arch=spec.get("arch", spec.get("name")))
+
+        def make_step(candidate: measure.Candidate):
+            _set_memory_format(self.model, candidate.memory_format)
+            moved = x.contiguous(memory_format=candidate.memory_format)
+            return lambda: self._forward(moved, candidate.dtype)
+
+        options = measure.candidates(self.device, measure.has_convolutions(self.model))
+        return measure.cached_measure(key, lambda: measure.measure(make_step, options, self.device, kind="infer"))
 
     def _forward(self, x: torch.Tensor, dtype) -> torch.Tensor:
         with autocast_context(self.device, dtype):
@@ -55,7 +85,10 @@ class Predictor:
     @torch.inference_mode()
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
         """The task's outputs (class probabilities for classification) for a uint8 batch, on the CPU."""
-        x = self.preprocessing(images.to(self.device)).contiguous(memory_format=torch.channels_last)
+        x = self.preprocessing(images.to(self.device))
+        if self.choice is None:
+            self._use(self._measure(x))
+        x = x.contiguous(memory_format=self.memory_format)
         out = self._forward(x, self.dtype)
         if self.recheck_ties:
             unsure = self.task.uncertain(out)
@@ -81,6 +114,13 @@ class Predictor:
         """Classification: every probability of ``split`` with its labels and sources."""
         evaluator = self.task.evaluator(self.loaded.class_names)
         return self.evaluate_split(split, evaluator, batch_size, workers).predictions
+
+
+def _set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
+    """``model.to(memory_format=...)`` outside inference mode: weights re-made inside it would be
+    inference tensors, and Grad-CAM or integrated gradients on the same model need autograd."""
+    with torch.inference_mode(False):
+        model.to(memory_format=memory_format)
 
 
 @torch.inference_mode()

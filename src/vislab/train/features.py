@@ -6,9 +6,11 @@ once (uint8 batches -> the model's preprocessing -> ``forward_features`` -> pool
 ``forward_head(pre_logits=True)``) and train the head on the stored vectors. An epoch
 then costs a few matrix products instead of a backbone forward pass per image.
 
-Extraction runs under ``torch.inference_mode`` with channels_last, and with bf16
-autocast on CPUs/GPUs that run bf16 natively, *if* the first batch's bf16 features agree
-with fp32 ones (cosine similarity); otherwise it falls back to fp32 and says so.
+Extraction runs under ``torch.inference_mode``. Under ``precision="auto"`` the first
+batch times the backbone's forward pass in fp32 and bf16, channels_last and contiguous
+(:mod:`vislab.core.measure`, cached), and keeps the fastest (bf16 must win by 10 %);
+bf16 is then used only *if* the first batch's bf16 features agree with fp32 ones (cosine
+similarity); otherwise it falls back to fp32 and says so.
 
 Example:
     >>> from vislab.models import create_model
@@ -57,6 +59,7 @@ class FeatureSet:
     labels: torch.Tensor
     precision: str = "fp32"
     seconds: float = 0.0
+    channels_last: bool = True  # the memory format the backbone ran in (measured under precision auto)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -117,20 +120,6 @@ def cached_head(model: nn.Module) -> nn.Module:
     return head_modules(model)[0][1]
 
 
-def _bf16_native(device: torch.device) -> bool:
-    if device.type == "cuda":
-        from vislab.core.device import cuda_bf16_native
-
-        return cuda_bf16_native(device)
-    if device.type != "cpu":
-        return False
-    try:
-        from vislab.core.device import cpu_has_bf16
-    except ImportError:
-        return False
-    return bool(cpu_has_bf16())
-
-
 def _batches(data, preprocessing: Preprocessing, batch_size: int, workers: int):
     """(uint8 images, labels) batches from a Split, a uint8 tensor, or (images, labels)."""
     if isinstance(data, torch.Tensor):
@@ -157,6 +146,28 @@ def bf16_agrees(model: nn.Module, x: torch.Tensor, fn=None) -> tuple[bool, float
     return mean >= BF16_MEAN_COSINE and worst >= BF16_MIN_COSINE, mean, worst
 
 
+def measure_extraction(model: nn.Module, fn, x: torch.Tensor, device: torch.device):
+    """The fastest of fp32/bf16 x memory formats for ``fn`` on batches shaped like ``x`` (cached)."""
+    from vislab.core import measure
+
+    key = measure.cache_key(device, measure.model_signature(model), tuple(x.shape), len(x), "features", "infer")
+
+    def make_step(candidate):
+        with torch.inference_mode(False):  # weights re-made in inference mode could not train later
+            model.to(memory_format=candidate.memory_format)
+        moved = x.contiguous(memory_format=candidate.memory_format)
+
+        def step():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                        enabled=candidate.precision == "bf16"):
+                return fn(moved)
+        return step
+
+    # fp16 is no extraction candidate (features are checked against fp32 for bf16 only)
+    options = [c for c in measure.candidates(device, measure.has_convolutions(model)) if c.precision != "fp16"]
+    return measure.cached_measure(key, lambda: measure.measure(make_step, options, device, kind="infer"))
+
+
 def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch_size: int = 64,
                      precision: str = "auto", channels_last: bool = True, workers: int = 0,
                      device: str | torch.device | None = None, progress: Callable | None = None) -> FeatureSet:
@@ -168,9 +179,9 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
         data: a ``vislab.data.sources.Split``, a uint8 (N, C, H, W) tensor, or a tuple
             ``(uint8 images, labels)``.
         batch_size: images per forward pass.
-        precision: ``auto`` (bf16 where the hardware runs it natively and the first batch
-            agrees with fp32), ``bf16`` or ``fp32``.
-        channels_last: run convolutions in channels_last memory format (faster on CPU).
+        precision: ``auto`` (the fastest of fp32/bf16 x memory formats, timed on the first
+            batch; bf16 only if that batch's features agree with fp32), ``bf16`` or ``fp32``.
+        channels_last: the memory format under ``bf16``/``fp32`` (``auto`` times both).
         workers: DataLoader workers for file-based splits.
         device: where to run (default: the model's device).
         progress: called as ``progress(done, total)`` after each batch.
@@ -194,7 +205,7 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     fn = feature_function(model)
-    use_bf16 = precision == "bf16" or (precision == "auto" and _bf16_native(device))
+    use_bf16 = precision == "bf16"
     checked = precision != "auto"
     total = len(data[0]) if isinstance(data, tuple) else len(data)
     features, labels, done = [], [], 0
@@ -205,7 +216,13 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
                 x = preprocessing(images.to(device)).contiguous(memory_format=memory_format)
             if not checked:
                 checked = True
-                ok, mean, worst = bf16_agrees(model, x, fn)
+                choice = measure_extraction(model, fn, x, device)
+                use_bf16 = choice.precision == "bf16"
+                memory_format = choice.memory_format
+                with torch.inference_mode(False):
+                    model.to(memory_format=memory_format)
+                x = x.contiguous(memory_format=memory_format)
+                ok, mean, worst = bf16_agrees(model, x, fn) if use_bf16 else (True, 1.0, 1.0)
                 if not ok:
                     use_bf16 = False
                     warnings.warn(
@@ -224,7 +241,7 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
     if not features:
         raise ValueError("no images to extract features from")
     return FeatureSet(torch.cat(features), torch.cat(labels).long(), "bf16" if use_bf16 else "fp32",
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, memory_format == torch.channels_last)
 
 
 def fit_head(head: nn.Module, train: FeatureSet, val: FeatureSet | None = None, epochs: int = 30,

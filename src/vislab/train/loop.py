@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,10 @@ import torch
 import yaml
 
 from vislab.core.config import Config, ConfigError, config_from_dict
-from vislab.core.device import autocast_context, resolve_device, resolve_precision, seed_everything
+from vislab.core import measure
+from vislab.core.device import (
+    autocast_context, resolve_device, resolve_precision, seed_everything, warn_if_slow_precision,
+)
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
@@ -42,7 +46,7 @@ from vislab.train.callbacks import (
     read_history, truncate_history,
 )
 from vislab.train.checkpoint import load_training_state, rng_state, save_training_state, set_rng_state
-from vislab.train.optim import make_optimizer, make_scheduler
+from vislab.train.optim import build_optimizer, make_optimizer, make_scheduler
 
 # the classification task's columns (tasks.base.Task.history_columns), kept for callers of the old name
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -77,12 +81,13 @@ class Trainer:
     """Holds what one run needs; ``fit()`` is the public entry point."""
 
     def __init__(self, cfg: Config, run_dir: Path, dataset: Dataset, console,
-                 dist: distributed.DistContext = distributed.SINGLE, task: Task | None = None):
+                 dist: distributed.DistContext = distributed.SINGLE, task: Task | None = None,
+                 choice: measure.Choice | None = None):
         self.cfg, self.run_dir, self.dataset, self.console = cfg, run_dir, dataset, console
         self.dist = dist  # torchrun: this rank's place; the single process otherwise
         self.task = task if task is not None else task_for_config(cfg)
         self.device = resolve_device(cfg.train.device)
-        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
+        warn_if_slow_precision(cfg.train.precision, self.device)
         self.model, self.preprocessing = build_model(
             cfg.model, self.task.num_outputs(dataset.class_names), dataset.channels, dataset.native_size
         )
@@ -93,7 +98,13 @@ class Trainer:
             speed.reuse_freed_memory()
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training batches keep one shape: autotune once
-        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        # precision, memory format and threads: forced by the flags, a resumed run's own, or measured
+        # (--precision auto) on this model's step at this batch size (vislab.core.measure)
+        self.choice = choice if choice is not None else self._choose_speed(dataset)
+        self.amp_dtype = self.choice.dtype
+        if self.choice.threads is not None:
+            torch.set_num_threads(self.choice.threads)
+        self.memory_format = self.choice.memory_format
         self.model.to(self.device, memory_format=self.memory_format)
         # eval_model: no DDP wrapper, evaluation needs no gradient sync; forward_model trains
         self.eval_model = torch.compile(self.model) if cfg.train.compile else self.model
@@ -161,6 +172,64 @@ class Trainer:
         # every parameter goes to the optimiser: gradual unfreezing flips requires_grad later
         return finetune.param_groups(self.model, self.cfg.train.lr, mcfg.lr_backbone, self.cfg.train.weight_decay,
                                      lr_decay=mcfg.lr_decay)
+
+    # ---- speed choices
+    def _choose_speed(self, dataset: Dataset) -> measure.Choice:
+        """``--precision fp32|bf16|fp16``: that, with ``train.channels_last``; ``auto``: measured."""
+        t = self.cfg.train
+        name = measure.device_name(self.device)
+        if t.precision != "auto":
+            return measure.Choice(t.precision, t.channels_last, source="forced", device=name)
+        if self.cfg.model.cache_features:
+            # only the head trains, on cached features (fp32); the extraction measures its own choice
+            return measure.Choice("fp32", t.channels_last, source="features", device=name)
+        if self.dist.enabled:  # every rank the same choice: rank 0's measurement
+            choice = self._measure_speed(dataset) if self.dist.is_main else None
+            return distributed.broadcast_object(self.dist, choice)
+        return self._measure_speed(dataset)
+
+    def _measure_speed(self, dataset: Dataset) -> measure.Choice:
+        t, mcfg = self.cfg.train, self.cfg.model
+        split = dataset.splits["train"]
+        batch = min(t.batch_size, len(split))
+        images, labels = next(iter(make_batches(split, self.preprocessing, batch, workers=0)))
+        loader_core = not split.in_memory and self.cfg.data.workers > 0
+        key = measure.cache_key(self.device, measure.model_signature(self.model), tuple(images.shape), batch,
+                                self.task.name, "train", optimizer=t.optimizer, freeze=mcfg.freeze,
+                                finetune_last=mcfg.finetune_last, loader_core=loader_core)
+        device, task = self.device, self.task
+
+        def make_step(candidate: measure.Candidate):
+            # a copy: the probe's optimizer steps must not touch the weights that train
+            model = copy.deepcopy(self.model).to(device, memory_format=candidate.memory_format).train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = build_optimizer(params, t.optimizer, t.lr, t.weight_decay, t.momentum, t.nesterov)
+            scaler = torch.amp.GradScaler(device.type, enabled=candidate.precision == "fp16")
+            with torch.no_grad():
+                x = self.preprocessing(images.to(device)).contiguous(memory_format=candidate.memory_format)
+            y = task.targets(labels.to(device))
+
+            def step():
+                with autocast_context(device, candidate.dtype):
+                    out = model(x)
+                loss = task.loss(out, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            return step
+
+        def run() -> measure.Choice:
+            options = measure.candidates(device, measure.has_convolutions(self.model))
+            choice = measure.measure(make_step, options, device, kind="train")
+            if loader_core and device.type == "cpu" and not measure.threads_pinned():
+                counts = measure.thread_candidates(loader_needs_core=True)
+                if len(counts) > 1:
+                    choice.threads, choice.thread_seconds = measure.measure_threads(
+                        make_step(measure.Candidate(choice.precision, choice.channels_last)), counts, device)
+            return choice
+
+        return measure.cached_measure(key, run)
 
     # ---- batches
     def model_input(self, images: torch.Tensor, generator=None) -> torch.Tensor:
@@ -299,6 +368,7 @@ class Trainer:
             "requires_grad": [p.requires_grad for p in self.model.parameters()],
             **({"ema": {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()},
                 "global_step": self.global_step} if self.ema is not None else {}),
+            "speed": self.choice.to_dict(),  # a resumed run keeps this precision: exact resume stays exact
         }
 
     def restore(self, state: dict) -> None:
@@ -383,6 +453,23 @@ def _resident(split, device: torch.device):
     return type(split)(labels=split.labels.to(device), images=split.images.to(device), name=split.name)
 
 
+def resumed_choice(cfg: Config, state: dict) -> measure.Choice:
+    """The precision, memory format and threads a resumed run continues with: the checkpoint's
+    (else config.yaml's), so the resumed epochs compute exactly what the uninterrupted run would;
+    a checkpoint from before measured choices gets the flag-based choice it was trained with."""
+    recorded = state.get("speed") or cfg.train.speed
+    if recorded:
+        choice = measure.Choice.from_dict(recorded)
+    else:
+        device = resolve_device(cfg.train.device)
+        dtype = resolve_precision(cfg.train.precision, device)
+        choice = measure.Choice({None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
+                                cfg.train.channels_last, source="flags", device=measure.device_name(device))
+    if choice.source in ("measured", "cache"):
+        choice.source = "resumed"
+    return choice
+
+
 def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config:
     """The config a resumed run continues with: its own config.yaml, where only ``epochs`` may change.
 
@@ -450,10 +537,15 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         for warning in leakage_warnings(audit_dataset(dataset, run_dir, seed=cfg.seed), near=False):
             console.print(f"[yellow]warning: {warning}[/]")
 
-    trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task)
+    state = load_training_state(run_dir / "checkpoints" / "last.pt") if resume is not None else None
+    trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task,
+                      choice=resumed_choice(cfg, state) if state is not None else None)
+    cfg.train.speed = trainer.choice.to_dict()  # what was chosen and measured, for config.yaml and model.json
+    if main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     columns = task.history_columns()
     if resume is not None:
-        trainer.restore(load_training_state(run_dir / "checkpoints" / "last.pt"))
+        trainer.restore(state)
         if main:
             truncate_history(run_dir / "history.csv", trainer.start_epoch, columns)
         console.print(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{cfg.train.epochs}")
@@ -461,7 +553,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
     console.print(
         f"model {cfg.model.name}: {counts['total']:,} parameters ({counts['trainable']:,} trainable), "
         f"input {'x'.join(map(str, trainer.preprocessing.input_size))}, device {trainer.device}, "
-        f"precision {trainer.amp_dtype or 'fp32'}"
+        f"{trainer.choice.describe()}"
         + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     )
     callbacks = trainer.callbacks(main)
@@ -511,7 +603,8 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         trainer.model.load_state_dict(trainer.ema.module.state_dict())
     if es.restore_best and es.patience is not None and best_path.exists():
         load_weights(trainer.model, best_path)
-    write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task)
+    write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task,
+                extra={"speed": trainer.choice.to_dict()})
     _plot_curves(run_dir, history, task)
     if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits)
         import gc

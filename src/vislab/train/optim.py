@@ -92,6 +92,80 @@ class FusedRMSprop(torch.optim.RMSprop):
         return buffer
 
 
+class KerasRMSprop(FusedRMSprop):
+    """RMSprop as Keras computes it: epsilon *inside* the square root.
+
+    Keras (``keras.optimizers.RMSprop``, Keras 3 / tf.keras in TF 2.16 on) updates
+    ``var -= lr * g / sqrt(velocity + epsilon)``; PyTorch divides by ``sqrt(velocity) +
+    eps``. With Keras' ``epsilon=1e-7`` the two differ most where it matters for the
+    seeds: a weight whose gradients are still tiny takes a step of at most ``lr * g /
+    sqrt(1e-7)`` in Keras, but about ``lr / sqrt(1 - rho)`` (3x ``lr``) in PyTorch, whatever
+    the gradient's size.
+
+    The same fused CPU kernel runs: with ``eps = 0`` it divides by ``sqrt(alpha * s + (1 -
+    alpha) * g**2)``, so ``s`` enters it as ``velocity + epsilon / alpha`` (one in-place
+    add before) and leaves as ``velocity_new + epsilon`` (one subtract after): the state
+    dict keeps the plain velocity, as ``torch.optim.RMSprop``'s ``square_avg``. Other
+    groups (momentum, centred, non-CPU) run the same formula element-wise.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = KerasRMSprop([w], lr=0.1, alpha=0.9, eps=1e-7)
+        >>> w.grad = torch.tensor([1.0, 1e-6]); opt.step()
+        >>> [round(v, 4) for v in w.tolist()]   # the tiny gradient: a tiny step (PyTorch's: to 0.7597)
+        [0.6838, 0.9997]
+    """
+
+    @torch.no_grad()
+    def _step(self, closure):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            square_avgs: list[torch.Tensor] = []
+            grad_avgs: list[torch.Tensor] = []
+            momentum_buffers: list[torch.Tensor] = []
+            steps: list[torch.Tensor] = []
+            has_complex = self._init_group(group, params, grads, square_avgs, momentum_buffers, grad_avgs, steps)
+            if not params:
+                continue
+            torch._foreach_add_(steps, 1)
+            alpha, eps, lr = float(group["alpha"]), float(group["eps"]), float(group["lr"])
+            if has_complex or not self._fusable(group, params) or alpha == 0.0:
+                self._keras_step(group, params, grads, square_avgs, grad_avgs, momentum_buffers)
+                continue
+            scratch = [self._scratch_for(p) for p in params]
+            torch._foreach_add_(square_avgs, eps / alpha)
+            torch._fused_adam_(params, grads, scratch, square_avgs, [], [self._infinite_step] * len(params),
+                               lr=lr, beta1=0.0, beta2=alpha, weight_decay=float(group["weight_decay"]), eps=0.0,
+                               amsgrad=False, maximize=bool(group["maximize"]), grad_scale=None, found_inf=None)
+            torch._foreach_add_(square_avgs, -eps)
+        return loss
+
+    @staticmethod
+    def _keras_step(group, params, grads, square_avgs, grad_avgs, momentum_buffers) -> None:
+        alpha, eps, lr, momentum = group["alpha"], group["eps"], group["lr"], group["momentum"]
+        for i, (param, grad, velocity) in enumerate(zip(params, grads, square_avgs)):
+            grad = -grad if group["maximize"] else grad
+            if group["weight_decay"]:
+                grad = grad.add(param, alpha=group["weight_decay"])
+            velocity.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+            if group["centered"]:
+                average = grad_avgs[i].mul_(alpha).add_(grad, alpha=1 - alpha)
+                denominator = velocity.addcmul(average, average, value=-1).add_(eps).sqrt_()
+            else:
+                denominator = velocity.add(eps).sqrt_()
+            if momentum > 0:
+                buffer = momentum_buffers[i]
+                buffer.mul_(momentum).addcdiv_(grad, denominator)
+                param.add_(buffer, alpha=-lr)
+            else:
+                param.addcdiv_(grad, denominator, value=-lr)
+
+
 # --------------------------------------------------------------------------- factories
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     """The optimiser ``cfg.train`` names, over ``params`` (tensors or param-group dicts)."""
@@ -125,8 +199,8 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, mom
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
                                weight_decay=weight_decay)
-    # Keras RMSprop: rho=0.9, eps=1e-7; torch.optim.RMSprop's maths in one fused kernel on the CPU
-    return FusedRMSprop(params, lr=lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=weight_decay)
+    # Keras RMSprop: rho=0.9, epsilon=1e-7 inside the square root, in one fused kernel on the CPU
+    return KerasRMSprop(params, lr=lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=weight_decay)
 
 
 def _flat(params) -> list[torch.Tensor]:

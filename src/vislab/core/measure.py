@@ -1,0 +1,463 @@
+"""Speed choices made by timing the real work, not by reading CPU flags.
+
+Whether bf16 autocast pays depends on the CPU: on one 2-core AMD EPYC a bf16 matmul ran
+2.9x faster than fp32, on a 2-core Intel Xeon with the AVX512-BF16 flag it ran 0.57x as
+fast (issue 15; PyTorch issues #86270 and #118499 report the same). So under
+``--precision auto`` the training loop, the predictor and feature extraction time the
+actual model's step at the actual batch size in each candidate configuration and keep
+the fastest:
+
+- the candidates are fp32 and bf16 (fp16 too on GPUs), each with channels_last and
+  with contiguous memory where the model has convolutions (:func:`candidates`);
+- reduced precision must beat the best fp32 configuration by :data:`MARGIN` (10 %), or
+  fp32 stays: a small gain is not worth the rounding (:func:`choose`);
+- the intra-op thread count is timed the same way where the data loader needs a core
+  (the physical core count against one fewer, :func:`thread_candidates`).
+
+A probe costs a few steps per candidate, once: its result is cached per (CPU model or
+GPU name, torch version, model, input shape, batch size, task, step kind, threads) in
+``$VISLAB_CACHE/choices.json`` (default ``~/.cache/vislab/choices.json``;
+:class:`ChoiceCache`). ``--precision fp32|bf16`` forces a choice and measures nothing.
+
+Example:
+    >>> fp32, bf16 = Candidate("fp32", True), Candidate("bf16", True)
+    >>> choice = choose({fp32: 0.010, bf16: 0.016})   # bf16 measured slower: fp32 stays
+    >>> choice.precision, choice.describe(cpu="Intel Xeon")
+    ('fp32', 'precision fp32, channels_last (bf16 measured 0.62x on Intel Xeon)')
+    >>> choose({fp32: 0.010, bf16: 0.0095}).precision   # 1.05x is inside the margin
+    'fp32'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+#: reduced precision must be at least this much faster (speed-up >= 1 + MARGIN) to replace fp32
+MARGIN = 0.10
+#: probe budget per candidate: at least MIN_STEPS timed steps, more while under MIN_SECONDS
+WARMUP_STEPS = 2
+MIN_STEPS = 3
+MAX_STEPS = 8
+MIN_SECONDS = 0.25
+#: a candidate whose first timed step is this many times the best so far is not timed further
+#: (fp16 on a CPU, emulated bf16): one slow step already says it loses
+GIVE_UP_FACTOR = 2.0
+CACHE_VERSION = 1
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to time: a precision (fp32, bf16, fp16) and a memory format."""
+
+    precision: str
+    channels_last: bool
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype (None: plain fp32)."""
+        return _DTYPES[self.precision]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}/{'channels_last' if self.channels_last else 'contiguous'}"
+
+    @classmethod
+    def from_label(cls, label: str) -> "Candidate":
+        precision, layout = label.split("/")
+        return cls(precision, layout == "channels_last")
+
+
+@dataclass
+class Choice:
+    """What a probe (or a flag, or a checkpoint) decided, and what was measured.
+
+    Attributes:
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        channels_last: the memory format of the model and its inputs.
+        threads: the intra-op thread count to set (None: leave PyTorch's).
+        seconds: seconds per step of every timed candidate, by label (``bf16/channels_last``).
+        source: ``measured``, ``cache`` (measured earlier, same key), ``forced`` (a flag),
+            ``resumed`` (a checkpoint's) or ``flags`` (an old run's flag-based choice).
+        device: the CPU model or GPU name the timings come from.
+        kind: ``train`` (forward, backward, optimizer) or ``infer`` (forward only).
+    """
+
+    precision: str = "fp32"
+    channels_last: bool = True
+    threads: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    thread_seconds: dict[str, float] = field(default_factory=dict)
+    source: str = "forced"
+    device: str = ""
+    kind: str = "train"
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return _DTYPES[self.precision]
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def label(self) -> str:
+        return Candidate(self.precision, self.channels_last).label
+
+    def speedups(self) -> dict[str, float]:
+        """Each timed precision's best speed against fp32's best (1.6 = 1.6x as fast as fp32)."""
+        best: dict[str, float] = {}
+        for label, seconds in self.seconds.items():
+            precision = label.split("/")[0]
+            best[precision] = min(seconds, best.get(precision, float("inf")))
+        if "fp32" not in best:
+            return {}
+        return {p: best["fp32"] / s for p, s in best.items() if p != "fp32" and s > 0}
+
+    def describe(self, cpu: str | None = None) -> str:
+        """One line for the console, config.yaml and model.json, e.g.
+        ``precision fp32, channels_last (bf16 measured 0.62x on Intel Xeon)``."""
+        text = f"precision {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}"
+        where = cpu or self.device or "this device"
+        measured = [f"{p} measured {s:.2f}x" for p, s in sorted(self.speedups().items())]
+        notes = []
+        if measured:
+            notes.append(", ".join(measured) + f" on {where}" + (" (cached)" if self.source == "cache" else ""))
+        elif self.source == "forced":
+            notes.append("forced by --precision")
+        elif self.source == "resumed":
+            notes.append("the checkpoint's")
+        elif self.source == "flags":
+            notes.append("chosen from the device's flags")
+        elif self.source == "features":
+            notes.append("the head trains on cached features; their extraction times its own choice")
+        if self.threads is not None:
+            timed = ""
+            if len(self.thread_seconds) > 1:
+                timed = ": " + ", ".join(f"{n} {s * 1000:.1f} ms" for n, s in sorted(self.thread_seconds.items()))
+            notes.append(f"{self.threads} threads{timed}")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "channels_last": self.channels_last, "threads": self.threads,
+                "seconds_per_step": {k: round(v, 6) for k, v in self.seconds.items()},
+                "thread_seconds_per_step": {str(k): round(v, 6) for k, v in self.thread_seconds.items()},
+                "speedups": {k: round(v, 3) for k, v in self.speedups().items()},
+                "source": self.source, "device": self.device, "kind": self.kind, "summary": self.describe()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Choice":
+        precision = data.get("precision", "fp32")
+        if precision not in _DTYPES:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(_DTYPES)}")
+        return cls(precision=precision, channels_last=bool(data.get("channels_last", True)),
+                   threads=data.get("threads"),
+                   seconds={k: float(v) for k, v in (data.get("seconds_per_step") or {}).items()},
+                   thread_seconds={int(k): float(v) for k, v in (data.get("thread_seconds_per_step") or {}).items()},
+                   source=data.get("source", "forced"), device=data.get("device", ""), kind=data.get("kind", "train"))
+
+
+# --------------------------------------------------------------------------- the decision
+def choose(seconds: dict[Candidate, float], margin: float = MARGIN, kind: str = "train",
+           device: str = "") -> Choice:
+    """The fastest candidate, except that reduced precision must win by ``margin`` over fp32.
+
+    Args:
+        seconds: seconds per step for each timed candidate (``inf`` for one abandoned).
+        margin: the speed-up over the best fp32 candidate a bf16/fp16 one needs (0.1: 1.1x).
+
+    Example:
+        >>> t = {Candidate("fp32", False): 0.02, Candidate("fp32", True): 0.012,
+        ...      Candidate("bf16", True): 0.006}
+        >>> choose(t).label
+        'bf16/channels_last'
+    """
+    if not seconds:
+        raise ValueError("choose() needs at least one timed candidate")
+    fp32 = {c: s for c, s in seconds.items() if c.precision == "fp32"}
+    reduced = {c: s for c, s in seconds.items() if c.precision != "fp32"}
+    best = min(fp32, key=fp32.get) if fp32 else None
+    if reduced:
+        fastest = min(reduced, key=reduced.get)
+        if best is None or (reduced[fastest] > 0 and fp32[best] / reduced[fastest] >= 1 + margin):
+            best = fastest
+    return Choice(best.precision, best.channels_last, seconds={c.label: s for c, s in seconds.items()},
+                  source="measured", device=device, kind=kind)
+
+
+def candidates(device: torch.device, has_conv: bool) -> list[Candidate]:
+    """fp32 and bf16 (and fp16 on a GPU), each in both memory formats where the model convolves.
+
+    fp16 is never a CPU candidate: without native fp16 kernels it runs many times slower
+    than fp32 there (:func:`fp16_on_cpu_reason`).
+    """
+    precisions = ["fp32", "bf16"]
+    if device.type == "cuda":
+        precisions.append("fp16")
+    elif device.type not in ("cpu",):
+        precisions = ["fp32"]  # MPS and others: no probe of reduced precision
+    layouts = (True, False) if has_conv else (False,)
+    return [Candidate(p, layout) for p in precisions for layout in layouts]
+
+
+def has_convolutions(model: torch.nn.Module) -> bool:
+    """Whether memory format can matter: any 2-D convolution (channels_last is for those)."""
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.dim() == 4 for m in model.modules())
+
+
+def fp16_on_cpu_reason() -> str:
+    return ("fp16 on a CPU has no native kernels for most operations: PyTorch emulates it and a training "
+            "step runs several times slower than fp32 (3.4x for the seed convnet on a 2-core AMD EPYC, about "
+            "100x on the Intel Xeon of issue 15; benchmarks/bench_precision_choice.py measures it); "
+            "use --precision auto (measured), fp32 or bf16 on a CPU, fp16 on a GPU")
+
+
+# --------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_step(step: Callable[[], object], device: torch.device = torch.device("cpu"),
+              warmup: int = WARMUP_STEPS, min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS,
+              min_seconds: float = MIN_SECONDS, give_up_after: float | None = None) -> float:
+    """The median seconds of ``step()`` after ``warmup`` untimed calls (oneDNN builds its
+    kernels on the first ones). Stops after one timed step above ``give_up_after`` and
+    returns that step's time: a candidate that slow has lost already (the first warm-up
+    call, which builds kernels, is allowed twice that)."""
+    for index in range(warmup):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if give_up_after is not None and elapsed > give_up_after * (2 if index == 0 else 1):
+            return elapsed
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < max_steps and (len(times) < min_steps or spent < min_seconds):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        spent += elapsed
+        if give_up_after is not None and elapsed > give_up_after:
+            break
+    return statistics.median(times)
+
+
+def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Iterable[Candidate],
+            device: torch.device, kind: str = "train", margin: float = MARGIN,
+            timer: Callable[..., float] | None = None) -> Choice:
+    """Time ``make_step(candidate)()`` for each candidate and :func:`choose`.
+
+    ``make_step`` builds what a candidate needs (a model copy in its memory format, an
+    optimiser) and returns the step to time; a candidate that raises (an operation
+    without a bf16 kernel) is recorded as infinitely slow. The global RNG is restored
+    afterwards, so a probe before training leaves dropout's stream as it was.
+    """
+    timer = timer or time_step  # looked up here: tests inject timings by replacing time_step
+    seconds: dict[Candidate, float] = {}
+    lost: set[str] = set()  # precisions already GIVE_UP_FACTOR slower: their other layout is not timed
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        for candidate in options:
+            if candidate.precision in lost:
+                continue
+            best = min(seconds.values(), default=None)
+            give_up = best * GIVE_UP_FACTOR if best is not None and best != float("inf") else None
+            try:
+                seconds[candidate] = timer(make_step(candidate), device, give_up_after=give_up)
+            except (RuntimeError, NotImplementedError):
+                seconds[candidate] = float("inf")
+            if give_up is not None and seconds[candidate] > give_up:
+                lost.add(candidate.precision)
+    finite = {c: s for c, s in seconds.items() if s != float("inf")}
+    choice = choose(finite or {Candidate("fp32", False): 0.0}, margin, kind, device_name(device))
+    choice.seconds = {c.label: s for c, s in seconds.items()}
+    return choice
+
+
+# --------------------------------------------------------------------------- threads
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads not counted)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        cores, physical, core = set(), None, None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                physical = line.split(":", 1)[1].strip()
+            elif line.startswith("core id"):
+                core = line.split(":", 1)[1].strip()
+            elif not line.strip() and core is not None:
+                cores.add((physical, core))
+                core = None
+        if core is not None:
+            cores.add((physical, core))
+        if cores:
+            return max(1, min(usable, len(cores)))
+    except OSError:
+        pass
+    return max(1, usable)
+
+
+def thread_candidates(loader_needs_core: bool) -> list[int]:
+    """The physical core count, and one fewer when a data-loader worker needs a core."""
+    cores = physical_cores()
+    return [cores, cores - 1] if loader_needs_core and cores > 1 else [cores]
+
+
+def threads_pinned() -> bool:
+    """Whether the user set the thread count (OMP_NUM_THREADS / MKL_NUM_THREADS): then it is kept."""
+    return any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+
+
+def measure_threads(step: Callable[[], object], options: list[int], device: torch.device,
+                    timer: Callable[..., float] | None = None) -> tuple[int, dict[int, float]]:
+    """The fastest thread count for ``step`` (fewer threads must win by MARGIN to be kept:
+    the loader's core is what the smaller count is for). Restores PyTorch's setting."""
+    timer = timer or time_step
+    before = torch.get_num_threads()
+    timings: dict[int, float] = {}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for count in options:
+                torch.set_num_threads(count)
+                timings[count] = timer(step, device)
+    finally:
+        torch.set_num_threads(before)
+    best = options[0]
+    for count in options[1:]:
+        if timings[count] * (1 + MARGIN) <= timings[best]:
+            best = count
+    return best, timings
+
+
+# --------------------------------------------------------------------------- the cache
+def device_name(device: torch.device) -> str:
+    """The CPU model (``lscpu``'s "Model name") or the GPU's name."""
+    if device.type == "cuda":
+        try:
+            return torch.cuda.get_device_name(device)
+        except (RuntimeError, AssertionError):
+            return "cuda"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or device.type
+
+
+#: CPU flags that change which precision wins; in the cache key because a model name alone does not
+#: tell VMs apart ("AMD EPYC" names both a Zen 3 without AVX-512 and a Zen 4 with AVX512-BF16)
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "avx_vnni")
+
+
+def cpu_features() -> list[str]:
+    """The CPU flags among :data:`_ISA_FLAGS` that this CPU has."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in _ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return [platform.machine()]
+
+
+def cache_path() -> Path:
+    """``$VISLAB_CACHE/choices.json`` (default ``~/.cache/vislab/choices.json``)."""
+    return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab")) / "choices.json"
+
+
+def cache_key(device: torch.device, model: str, input_shape, batch_size: int, task: str, kind: str,
+              threads: int | None = None, **more) -> str:
+    """The cache key: what the timing depends on. ``model`` names the architecture and its
+    options (a hash of the model's repr serves: it lists every layer's shape)."""
+    fields = {"v": CACHE_VERSION, "device": device_name(device), "isa": cpu_features() if device.type == "cpu"
+              else None, "torch": torch.__version__, "model": model,
+              "input": list(input_shape), "batch": int(batch_size), "task": task, "kind": kind,
+              "threads": threads if threads is not None else torch.get_num_threads(), **more}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def model_signature(model: torch.nn.Module) -> str:
+    """A short, stable name for an architecture: the module tree with every layer's shapes."""
+    return type(model).__name__ + ":" + hashlib.sha256(repr(model).encode()).hexdigest()[:16]
+
+
+class ChoiceCache:
+    """Measured choices in one JSON file; an unreadable file is treated as empty (and rewritten).
+
+    Example:
+        >>> import tempfile
+        >>> cache = ChoiceCache(Path(tempfile.mkdtemp()) / "choices.json")
+        >>> cache.put("k", Choice("bf16", True, source="measured"))
+        >>> cache.get("k").precision, cache.get("k").source
+        ('bf16', 'cache')
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else cache_path()
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> Choice | None:
+        entry = self._read().get(key)
+        if not isinstance(entry, dict):
+            return None
+        try:
+            choice = Choice.from_dict(entry)
+        except (TypeError, ValueError):
+            return None
+        choice.source = "cache"
+        return choice
+
+    def put(self, key: str, choice: Choice) -> None:
+        data = self._read()
+        data[key] = {**choice.to_dict(), "source": "measured", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)  # atomic: two runs writing at once never leave half a file
+        except OSError:
+            pass  # a read-only home: the choice is still used, only measured again next time
+
+
+def cached_measure(key: str, run: Callable[[], Choice], cache: ChoiceCache | None = None) -> Choice:
+    """The cached choice for ``key``, or ``run()``'s (then cached).
+
+    A choice is cached even when measured on a busy host: the same seed must give the same
+    run on this machine, so the choice must not flip between runs. The entry records the
+    load average it was measured under; delete ``choices.json`` to measure again.
+    """
+    cache = cache or ChoiceCache()
+    found = cache.get(key)
+    if found is not None:
+        return found
+    choice = run()
+    cache.put(key, choice)
+    return choice

@@ -1,0 +1,255 @@
+"""Speed choices by measurement (vislab.core.measure): the decision with injected timings, the cache,
+forced choices, resume keeping its precision, fp16 on a CPU. Nothing here depends on which precision
+really wins on the CPU the tests run on."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+import yaml
+
+from vislab.core import measure
+from vislab.core.measure import Candidate, ChoiceCache, choose
+
+FP32_CL, FP32_C = Candidate("fp32", True), Candidate("fp32", False)
+BF16_CL, BF16_C = Candidate("bf16", True), Candidate("bf16", False)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def inject(monkeypatch, by_label: dict[str, float], calls: list | None = None):
+    """time_step replaced: each candidate's step runs once (it must work), and its time is taken
+    from ``by_label`` in the order the candidates are timed."""
+    order = list(by_label)
+
+    def fake(step, device=None, give_up_after=None, **kw):
+        step()
+        label = order.pop(0)
+        if calls is not None:
+            calls.append(label)
+        return by_label[label]
+
+    monkeypatch.setattr(measure, "time_step", fake)
+
+
+# --------------------------------------------------------------------------- the decision
+def test_reduced_precision_must_win_by_the_margin():
+    assert choose({FP32_CL: 0.010, BF16_CL: 0.016}).precision == "fp32"  # bf16 slower (the Intel case)
+    assert choose({FP32_CL: 0.010, BF16_CL: 0.0095}).precision == "fp32"  # 1.05x: inside the 10 % margin
+    assert choose({FP32_CL: 0.010, BF16_CL: 0.0089}).label == "bf16/channels_last"  # 1.12x
+    assert choose({FP32_CL: 0.010, BF16_CL: 0.0089}, margin=0.2).precision == "fp32"
+    # the memory format is simply the fastest, within fp32 as within bf16
+    picked = choose({FP32_CL: 0.012, FP32_C: 0.010, BF16_CL: 0.003, BF16_C: 0.004})
+    assert picked.label == "bf16/channels_last" and picked.speedups() == {"bf16": pytest.approx(10 / 3)}
+    assert choose({FP32_CL: 0.012, FP32_C: 0.010, BF16_CL: 0.0095}).label == "fp32/contiguous"
+    assert "bf16 measured 0.62x on Intel Xeon" in choose({FP32_CL: 0.010, BF16_CL: 0.016}).describe("Intel Xeon")
+
+
+def test_candidates_per_device_and_model():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert measure.candidates(cpu, has_conv=True) == [FP32_CL, FP32_C, BF16_CL, BF16_C]
+    assert measure.candidates(cpu, has_conv=False) == [FP32_C, BF16_C]  # no convolution: one memory format
+    assert {c.precision for c in measure.candidates(cuda, has_conv=False)} == {"fp32", "bf16", "fp16"}
+    assert measure.has_convolutions(torch.nn.Conv2d(1, 2, 3)) and not measure.has_convolutions(torch.nn.Linear(2, 2))
+
+
+def test_measure_times_each_candidate_and_prunes_a_lost_precision(monkeypatch):
+    calls = []
+    inject(monkeypatch, {"fp32/channels_last": 0.01, "fp32/contiguous": 0.02, "bf16/channels_last": 0.5}, calls)
+    ran = []
+    choice = measure.measure(lambda c: (lambda: ran.append(c.label)), [FP32_CL, FP32_C, BF16_CL, BF16_C],
+                             torch.device("cpu"))
+    # bf16 was 50x slower in one layout: its other layout is not timed
+    assert calls == ["fp32/channels_last", "fp32/contiguous", "bf16/channels_last"]
+    assert choice.label == "fp32/channels_last" and choice.source == "measured"
+    assert set(choice.seconds) == set(calls)
+
+    def broken(candidate):
+        if candidate.precision == "bf16":
+            raise RuntimeError("no bf16 kernel for this op")
+        return lambda: None
+
+    inject(monkeypatch, {"fp32/contiguous": 0.01})
+    choice = measure.measure(broken, [FP32_C, BF16_C], torch.device("cpu"))
+    assert choice.precision == "fp32" and choice.seconds["bf16/contiguous"] == float("inf")
+
+
+def test_time_step_gives_up_on_a_slow_candidate():
+    calls = []
+    seconds = measure.time_step(lambda: calls.append(1), give_up_after=-1.0)  # every step is "too slow"
+    assert len(calls) == 1 and seconds >= 0  # the first warm-up step already said so
+    calls.clear()
+    measure.time_step(lambda: calls.append(1), warmup=2, min_steps=3, min_seconds=0)
+    assert len(calls) == 5
+
+
+def test_threads_fewer_must_win_by_the_margin(monkeypatch):
+    before = torch.get_num_threads()
+    times = iter([0.010, 0.0095])
+    best, timed = measure.measure_threads(lambda: None, [2, 1], torch.device("cpu"),
+                                          timer=lambda step, device: next(times))
+    assert best == 2 and timed == {2: 0.010, 1: 0.0095} and torch.get_num_threads() == before
+    times = iter([0.010, 0.008])
+    assert measure.measure_threads(lambda: None, [2, 1], torch.device("cpu"),
+                                   timer=lambda step, device: next(times))[0] == 1
+    assert measure.thread_candidates(False) == [measure.physical_cores()]
+
+
+# --------------------------------------------------------------------------- the cache
+def test_cache_round_trip_and_a_damaged_file(tmp_path):
+    cache = ChoiceCache(tmp_path / "choices.json")
+    key = measure.cache_key(torch.device("cpu"), "FeatureHeadNet:abc", (128, 1, 28, 28), 128, "classification",
+                            "train")
+    fields = json.loads(key)
+    assert fields["device"] == measure.device_name(torch.device("cpu")) and fields["torch"] == torch.__version__
+    assert (fields["input"], fields["batch"], fields["task"], fields["kind"]) == ([128, 1, 28, 28], 128,
+                                                                                 "classification", "train")
+    measured = choose({FP32_CL: 0.02, BF16_CL: 0.01}, device="CPU X")
+    runs = []
+    first = measure.cached_measure(key, lambda: runs.append(1) or measured, cache)
+    again = measure.cached_measure(key, lambda: runs.append(1) or measured, cache)
+    assert runs == [1] and first.source == "measured" and again.source == "cache"
+    assert (again.precision, again.channels_last, again.seconds) == ("bf16", True, measured.seconds)
+    assert "(cached)" in again.describe()
+    assert "load_1min" in json.loads((tmp_path / "choices.json").read_text())[key]  # what it was measured under
+    (tmp_path / "choices.json").write_text("{ not json")
+    assert cache.get(key) is None  # a damaged cache is measured again, not an error
+    cache.put(key, measured)
+    assert cache.get(key).precision == "bf16"
+
+
+# --------------------------------------------------------------------------- the Trainer
+def _trainer(cfg, tmp_path, name="run", **kw):
+    from rich.console import Console
+
+    from vislab.data.sources import load_dataset
+    from vislab.train.loop import Trainer
+
+    torch.manual_seed(0)
+    return Trainer(cfg, tmp_path / name, load_dataset(cfg.data, seed=0), Console(quiet=True), **kw)
+
+
+def _cfg(**kw):
+    from vislab.api import make_config
+
+    return make_config(**{"data": "digits", "model": "chollet_convnet", "batch_size": 16, "seed": 0,
+                           "max_per_class": 12, **kw})
+
+
+def test_trainer_uses_the_measured_choice_and_leaves_weights_and_rng_alone(tmp_path, cache_dir, monkeypatch):
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.03, "bf16/channels_last": 0.01,
+                         "bf16/contiguous": 0.012})
+    auto = _trainer(_cfg(precision="auto"), tmp_path)
+    assert auto.choice.label == "bf16/channels_last" and auto.amp_dtype == torch.bfloat16
+    assert auto.memory_format == torch.channels_last and auto.choice.speedups() == {"bf16": 2.0}
+    rng_after_auto = torch.get_rng_state()
+    # the probe trained copies: the weights and the RNG stream are those of a run that measured nothing
+    forced = _trainer(_cfg(precision="bf16"), tmp_path, "forced")
+    assert forced.choice.source == "forced" and forced.amp_dtype == torch.bfloat16
+    assert torch.equal(rng_after_auto, torch.get_rng_state())
+    for a, b in zip(auto.model.state_dict().values(), forced.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+    # the second run with the same model and batch reads the cache: nothing is timed
+    monkeypatch.setattr(measure, "time_step", lambda *a, **k: pytest.fail("timed again despite the cache"))
+    again = _trainer(_cfg(precision="auto"), tmp_path, "again")
+    assert again.choice.source == "cache" and again.choice.label == "bf16/channels_last"
+    # another batch size is another key
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.01, "bf16/channels_last": 0.2})
+    other = _trainer(_cfg(precision="auto", batch_size=8), tmp_path, "other")
+    assert other.choice.label == "fp32/contiguous" and other.amp_dtype is None
+    assert other.memory_format == torch.contiguous_format
+
+
+def test_forced_fp32_measures_nothing(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setattr(measure, "time_step", lambda *a, **k: pytest.fail("--precision fp32 must not measure"))
+    trainer = _trainer(_cfg(precision="fp32", channels_last=False), tmp_path)
+    assert trainer.amp_dtype is None and trainer.memory_format == torch.contiguous_format
+    assert trainer.choice.source == "forced" and not (cache_dir / "choices.json").exists()
+    assert "forced by --precision" in trainer.choice.describe()
+
+
+def test_resume_keeps_the_checkpoints_precision(tmp_path, cache_dir, monkeypatch):
+    from vislab.api import train
+    from vislab.train.loop import resumed_choice
+
+    run = tmp_path / "run"
+    inject(monkeypatch, {"fp32/contiguous": 0.02, "bf16/contiguous": 0.01})  # the mlp: no convolution
+    train(data="digits", model="mlp", input_size=[8, 8], max_per_class=15, epochs=1, batch_size=64, out=str(run),
+          evaluate=False)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["train"]["speed"]
+    assert recorded["precision"] == "bf16" and recorded["channels_last"] is False
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["speed"]["summary"].startswith("precision bf16, contiguous (bf16 measured 2.00x on ")
+    # the cache now says fp32 is faster; the resumed run still continues in the checkpoint's bf16
+    (cache_dir / "choices.json").unlink()
+    inject(monkeypatch, {"fp32/contiguous": 0.001, "bf16/contiguous": 0.5})
+    result = train(resume=str(run), epochs=2, evaluate=False)
+    assert len(result.history) == 2
+    resumed = yaml.safe_load((run / "config.yaml").read_text())["train"]["speed"]
+    assert (resumed["precision"], resumed["channels_last"], resumed["source"]) == ("bf16", False, "resumed")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["speed"]["precision"] == "bf16"
+    # a checkpoint from before measured choices: the flag-based choice it was trained with
+    from vislab.core.config import config_from_dict
+    from vislab.core.device import resolve_precision
+
+    old_cfg = config_from_dict({**yaml.safe_load((run / "config.yaml").read_text()), "train": {"speed": None}})
+    old = resumed_choice(old_cfg, {})
+    assert old.source == "flags" and old.dtype == resolve_precision("auto", torch.device("cpu"))
+
+
+def test_fp16_on_a_cpu_warns_why(monkeypatch):
+    from vislab.core.device import warn_if_slow_precision
+
+    with pytest.warns(UserWarning, match="fp16 on the CPU: fp16 on a CPU has no native kernels"):
+        warn_if_slow_precision("fp16", torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_slow_precision("bf16", torch.device("cpu"))
+        warn_if_slow_precision("fp16", torch.device("cuda"))
+    assert all(c.precision != "fp16" for c in measure.candidates(torch.device("cpu"), has_conv=True))
+
+
+def test_predictor_measures_on_its_first_batch(tmp_path, cache_dir, monkeypatch):
+    from vislab.infer.predictor import Predictor
+    from vislab.models.build import build_model
+    from vislab.runs import Loaded
+
+    model, pre = build_model(_cfg().model, 10, 1, (28, 28))
+    loaded = Loaded(model.eval(), pre, [str(i) for i in range(10)], {"name": "chollet_convnet"}, None)
+    images = torch.randint(0, 255, (16, 1, 28, 28), dtype=torch.uint8)
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.01, "bf16/channels_last": 0.002,
+                         "bf16/contiguous": 0.003})
+    predictor = Predictor(loaded, device="cpu", precision="auto")
+    assert predictor.choice is None  # measured on the first batch, at its shape
+    out = predictor.outputs(images)
+    assert predictor.choice.kind == "infer" and predictor.dtype == torch.bfloat16 and predictor.recheck_ties
+    exact = Predictor(loaded, device="cpu", precision="fp32")
+    assert exact.choice.source == "forced" and not exact.recheck_ties
+    assert (out.argmax(1) == exact.outputs(images).argmax(1)).all()  # near ties re-checked in fp32
+
+
+def test_the_predictors_measured_model_still_has_gradients(cache_dir, monkeypatch):
+    # the Predictor measures inside inference mode; the explanation panels then need autograd on the
+    # same model (a Predictor that re-made the weights as inference tensors broke Grad-CAM)
+    from vislab.infer.predictor import Predictor
+    from vislab.models.build import build_model
+    from vislab.runs import Loaded
+
+    model, pre = build_model(_cfg().model, 10, 1, (28, 28))
+    loaded = Loaded(model.eval(), pre, [str(i) for i in range(10)], {"name": "chollet_convnet"}, None)
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.01, "bf16/channels_last": 0.5})
+    predictor = Predictor(loaded, device="cpu", precision="auto")
+    predictor.outputs(torch.randint(0, 255, (4, 1, 28, 28), dtype=torch.uint8))
+    assert predictor.memory_format == torch.contiguous_format
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    model(x).sum().backward()  # raised "Inference tensors cannot be saved for backward" before the fix
+    assert x.grad is not None and all(not p.is_inference() for p in model.parameters())
