@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from vislab.core.config import (
-    BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LIME_SEGMENTATIONS, OPTIMIZERS,
-    OUTPUT_FORMATS, PRECISIONS, RECIPES, SCHEDULERS, SPLITS,
+    BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LABEL_SEPARATORS, LIME_SEGMENTATIONS,
+    LOSSES, OPTIMIZERS, OUTPUT_FORMATS, PRECISIONS, RECIPES, SAMPLERS, SCHEDULERS, SPLITS, THRESHOLD_METRICS,
 )
 
 
@@ -48,6 +48,8 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
     group.add_argument("--label-col", default=None, help="CSV: column with the label")
     group.add_argument("--labels", nargs="+", default=None, help="CSV: keep only these labels")
     group.add_argument("--test-csv", default=None, help="CSV of test files labelled by class name or numeric ID")
+    group.add_argument("--label-sep", choices=LABEL_SEPARATORS, default=None,
+                       help="multi-label CSV: what separates the labels in a cell (default auto: detected)")
     group.add_argument("--val-split", type=float, default=None,
                        help="fraction (<1) or count of training images held out for validation (default 0.1)")
     group.add_argument("--test-split", type=float, default=None,
@@ -77,7 +79,7 @@ def _data_overrides(args) -> dict:
     return {
         "data.source": args.data, "data.data_dir": args.data_dir, "data.image_root": args.image_root,
         "data.file_col": args.file_col, "data.label_col": args.label_col, "data.labels": args.labels,
-        "data.test_csv": args.test_csv, "data.val_split": args.val_split, "data.test_split": args.test_split,
+        "data.test_csv": args.test_csv, "data.label_sep": args.label_sep, "data.val_split": args.val_split, "data.test_split": args.test_split,
         "data.max_per_class": args.max_per_class, "data.workers": args.workers,
     }
 
@@ -161,6 +163,22 @@ def _add_train(sub) -> None:
                         "without bf16; fp16 trains with loss scaling (default auto)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     t.add_argument("--tta-flip", action="store_true", default=None, help="evaluate on image + mirror")
+    t.add_argument("--class-weights", default=None, metavar="none|auto|FILE",
+                   help="weigh the loss per class: auto = inverse class frequency, normalised (multi-label: BCE "
+                        "pos_weight = negatives/positives per label); FILE = JSON {class: weight} or CSV "
+                        "class,weight (default none)")
+    t.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="balanced: draw every class equally often (multi-label: each image weighted by its "
+                        "rarest label), seeded per epoch (default none)")
+    t.add_argument("--loss", choices=LOSSES, default=None,
+                   help="auto: cross-entropy / BCE; focal: focal loss (softmax, or torchvision's sigmoid focal "
+                        "loss for multi-label); asymmetric: timm's ASL (multi-label) (default auto)")
+    t.add_argument("--focal-gamma", type=float, default=None, help="focal loss gamma (default 2)")
+    t.add_argument("--threshold", type=float, default=None,
+                   help="multi-label: one decision threshold for every label instead of thresholds tuned on "
+                        "the validation split")
+    t.add_argument("--threshold-metric", choices=THRESHOLD_METRICS, default=None,
+                   help="multi-label: what each label's threshold maximises on the validation split (default f1)")
     t.add_argument("--patience", type=int, default=None,
                    help="early stopping: stop after N epochs without improvement of --monitor, as in Keras "
                         "(0 stops at the first one; default: no early stopping)")
@@ -186,6 +204,9 @@ def train_overrides(args) -> dict:
         "train.label_smoothing": args.label_smoothing, "train.weight_decay": args.weight_decay,
         "train.device": args.device, "train.precision": args.precision, "train.compile": args.compile,
         "train.tta_flip": args.tta_flip,
+        "train.class_weights": args.class_weights, "train.sampler": args.sampler, "train.loss": args.loss,
+        "train.focal_gamma": args.focal_gamma, "train.threshold": args.threshold,
+        "train.threshold_metric": args.threshold_metric,
         "train.early_stopping.patience": args.patience, "train.early_stopping.monitor": args.monitor,
         "train.early_stopping.min_delta": args.min_delta,
         "train.early_stopping.restore_best": False if args.no_restore_best else None,
@@ -223,6 +244,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
 
 
 def _cmd_evaluate(args) -> int:
@@ -231,7 +254,7 @@ def _cmd_evaluate(args) -> int:
     from vislab import api
 
     api.evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                 console=Console(highlight=False))
+                 console=Console(highlight=False), threshold=args.threshold)
     return 0
 
 
@@ -254,13 +277,17 @@ def _add_predict(sub) -> None:
                         "speed, but bf16 can change the top-1 of near-tied images (3%% of the photo crops "
                         "in the README's benchmark); fp32: exact")
     p.add_argument("--figure", default=None, metavar="PNG", help="also draw the images titled with top-1")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
 
 
 def _cmd_predict(args) -> int:
     from vislab.infer import Predictor, predict_files
     from vislab.runs import load
 
-    predictor = Predictor(load(args.model), device=args.device, precision=args.precision)
+    loaded = load(args.model)
+    loaded.task.set_options(threshold=args.threshold)  # multi-label runs only; others refuse it
+    predictor = Predictor(loaded, device=args.device, precision=args.precision)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
     _print_predictions(results, args.format)
     if predictor.dtype is not None:  # say what reduced precision did (stderr: json/csv output stays clean)
@@ -298,6 +325,8 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
         for r in results:
             if "error" in r:
                 writer.writerow([r["file"], "", "", "", r["error"]])
+            for top in r.get("labels", []):  # multi-label: the labels at or above their thresholds, rank "label"
+                writer.writerow([r["file"], "label", top["class"], f"{top['probability']:.6f}", ""])
             for rank, top in enumerate(r.get("top", []), 1):
                 writer.writerow([r["file"], rank, top["class"], f"{top['probability']:.6f}", ""])
         return
@@ -310,6 +339,9 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
     for r in results:
         if "error" in r:
             table.add_row(r["file"], "", f"[red]error: {r['error']}[/]", "")
+        if "labels" in r:  # multi-label: the predicted label set first, then the top-k
+            shown = ", ".join(f"{e['class']} ({e['probability']:.2f})" for e in r["labels"]) or "(none)"
+            table.add_row(r["file"], "labels", shown, "")
         for rank, top in enumerate(r.get("top", []), 1):
             table.add_row(r["file"] if rank == 1 else "", str(rank), top["class"], f"{top['probability']:.4f}")
     Console(highlight=False).print(table)

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     average_precision_score,
     confusion_matrix,
     log_loss,
@@ -100,6 +101,8 @@ def classification_metrics(
         "num_classes": int(k),
         "class_names": names,
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        # the mean per-class recall: what accuracy is on an imbalanced test set weighed per class
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
         "loss": _loss(y_true, probs, loss),
     }
 

@@ -31,6 +31,7 @@ from vislab.core.device import autocast_context, resolve_device, resolve_precisi
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
+from vislab.data.samplers import balanced_weights
 from vislab.data.sources import Dataset, load_dataset, split_table
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_name
@@ -101,9 +102,12 @@ class Trainer:
         self.augment = Augment(cfg.augment) if cfg.augment.active else None
         pin = self.device.type == "cuda"
         train = _resident(dataset.splits["train"], self.device)
+        # --sampler balanced: per-image draw weights (vislab.data.samplers), seeded per epoch like the shuffle
+        weights = balanced_weights(dataset.splits["train"].labels) if cfg.train.sampler == "balanced" else None
         self.train_batches = distributed.shard(dist, make_batches(
             train, self.preprocessing, cfg.train.batch_size, shuffle=True,
-            drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers, pin_memory=pin))
+            drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers, pin_memory=pin,
+            weights=weights))
         self.val_split = dataset.splits.get("val")
         self.val_batches = (distributed.shard(dist, make_batches(
             _resident(self.val_split, self.device), self.preprocessing, cfg.train.eval_batch_size,
@@ -212,7 +216,8 @@ class Trainer:
             if progress is not None and time.perf_counter() >= next_update:
                 # a few times a second: reading the sums waits for a GPU's queue to drain
                 next_update = time.perf_counter() + 0.2
-                shown = task.epoch_metrics({k: float(v) for k, v in sums.items()}, seen)
+                # a task's sums may be arrays (score histograms, a confusion matrix): only scalars become floats
+                shown = task.epoch_metrics({k: float(v) if v.numel() == 1 else v for k, v in sums.items()}, seen)
                 progress(seen * self.dist.world_size, float(total_loss) / seen, shown,
                          seen * self.dist.world_size / (time.perf_counter() - start))
         return self._epoch_logs("train_", total_loss, sums, seen)
@@ -236,6 +241,22 @@ class Trainer:
             accumulate(sums, task.batch_stats(logits, y))
             seen += len(y)
         return self._epoch_logs("", total_loss, sums, seen)
+
+    @torch.inference_mode()
+    def predict_split(self, split):
+        """(postprocessed outputs, targets) of a whole split on the CPU, for Task.model_extra."""
+        self.model.eval()
+        outputs, targets = [], []
+        for images, labels in make_batches(_resident(split, self.device), self.preprocessing,
+                                           self.cfg.train.eval_batch_size, workers=self.cfg.data.workers):
+            x = self.model_input(images)
+            with autocast_context(self.device, self.amp_dtype):
+                logits = self.eval_model(x)
+                if self.cfg.train.tta_flip:
+                    logits = (logits.float() + self.task.flip_back(self.eval_model(x.flip(-1))).float()) / 2
+            outputs.append(self.task.postprocess(logits.float()).cpu())
+            targets.append(self.task.targets(labels).cpu())
+        return torch.cat(outputs), torch.cat(targets)
 
     # ---- state
     def state(self, epoch: int) -> dict:
@@ -349,7 +370,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
     check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     task = task_for_config(cfg)  # an unknown task too
     seed_everything(cfg.seed)
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    dataset = task.load_data(cfg.data, seed=cfg.seed)
     cfg.out = str(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -361,6 +382,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
 
         audit_dataset(dataset, run_dir, seed=cfg.seed)
 
+    task.prepare(dataset, console)  # e.g. class weights from the training counts
     trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task)
     columns = task.history_columns()
     if resume is not None:
@@ -416,7 +438,9 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
     es = cfg.train.early_stopping
     if es.restore_best and es.patience is not None and best_path.exists():
         load_weights(trainer.model, best_path)
-    write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task)
+    extra = task.model_extra(trainer.predict_split, dataset, console)  # e.g. tuned thresholds
+    write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task,
+                extra=extra)
     _plot_curves(run_dir, history, task)
     if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits)
         import gc
@@ -458,7 +482,7 @@ def _print_data_summary(console, dataset: Dataset) -> None:
     rows = split_table(dataset)
     table = Table(title=f"{dataset.name}: images per class per split", show_lines=False)
     for header in rows[0]:
-        table.add_column(header, justify="left" if header == "class" else "right")
+        table.add_column(header, justify="left" if header in ("class", "label") else "right")
     for row in rows[1:]:
         table.add_row(*row)
     console.print(table)
