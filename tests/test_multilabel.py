@@ -199,7 +199,7 @@ def mosaic_run(tmp_path_factory):
     from vislab.cli import main
 
     root = tmp_path_factory.mktemp("mosaics")
-    train_csv, test_csv = write_mosaics(root, 360, 90, seed=0, classes=[1, 5, 8, 9])
+    train_csv, test_csv = write_mosaics(root, 240, 60, seed=0, classes=[1, 5, 8, 9])
     run = root / "run"
     code = main(["train", "--task", "multilabel", "--data", str(train_csv), "--test-csv", str(test_csv),
                  "--model", "chollet_convnet", "--input-size", "28", "--epochs", "3", "--batch-size", "32",
