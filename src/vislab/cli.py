@@ -417,6 +417,8 @@ def _add_audit(sub) -> None:
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
     p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
+    p.add_argument("--task", default="classification", metavar="TASK",
+                   help=f"how the data is read: {', '.join(BUILTIN_TASKS)} (multilabel: a CSV of file + labels)")
     p.add_argument("--max-images", type=int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
@@ -427,10 +429,10 @@ def _cmd_audit(args) -> int:
 
     from vislab.core.config import resolve_config
     from vislab.data.audit import audit_dataset, print_audit
-    from vislab.data.sources import load_dataset
+    from vislab.tasks import get_task
 
     cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    dataset = get_task(args.task).load_data(cfg.data, seed=cfg.seed)
     out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
     audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed)
     console = Console(highlight=False)

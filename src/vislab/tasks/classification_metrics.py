@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
+    f1_score,
     average_precision_score,
     confusion_matrix,
     log_loss,
@@ -103,6 +104,7 @@ def classification_metrics(
         "accuracy": float(accuracy_score(y_true, y_pred)),
         # the mean per-class recall: what accuracy is on an imbalanced test set weighed per class
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "loss": _loss(y_true, probs, loss),
     }
 
