@@ -11,7 +11,7 @@ scikit-learn: mAP (the headline), micro/macro F1 at the tuned thresholds, subset
   at ``--lite0-size`` px (the grey mosaics are repeated to 3 channels by the preprocessing).
 
 Usage:
-    python benchmarks/bench_multilabel.py [--train 3000] [--test 1000] [--epochs 8] [--lite0-epochs 3]
+    python benchmarks/bench_multilabel.py [--train 2000] [--test 500] [--epochs 8] [--lite0-epochs 3]
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from mosaic_data import write_mosaics  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=3000)
-    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--test", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lite0-epochs", type=int, default=3)
     parser.add_argument("--lite0-size", type=int, default=112)
