@@ -82,12 +82,14 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
 
 
 def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: int = 256, device: str = "auto",
-             console=None) -> dict:
+             console=None, threshold: float | None = None) -> dict:
     """``vislab evaluate``: metrics (metrics.json for the test split, else metrics_<name>.json),
-    figures and the report; returns the metrics dict."""
+    figures and the report; returns the metrics dict. ``threshold`` (multi-label runs): one
+    threshold for every label instead of the tuned ones in model.json."""
     from vislab.pipelines import run_evaluation
 
-    return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device, console=console)
+    return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device, console=console,
+                          task_options={"threshold": threshold})
 
 
 def load_model(model, device: str = "cpu", weights=None):
@@ -99,9 +101,17 @@ def load_model(model, device: str = "cpu", weights=None):
 
 
 def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32,
-            weights=None):
+            weights=None, threshold: float | None = None):
     """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``,
-    ``hf:NAME`` or an exported ``MODEL.onnx``."""
+    ``hf:NAME`` or an exported ``MODEL.onnx``.
+
+    A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
+    or ``threshold`` for all) and the ``top`` k.
+
+    Example:
+        >>> predict("runs/mosaics", ["a.png"], threshold=0.5)[0]["labels"]   # doctest: +SKIP
+        [{'class': 'bag', 'index': 0, 'probability': 0.97, 'threshold': 0.5}]
+    """
     from vislab.infer import Predictor, predict_files
 
     if str(model).lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
@@ -110,7 +120,9 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
         _require_deploy("predict MODEL.onnx", "onnxruntime")
         predictor = OnnxPredictor(model)
     else:
-        predictor = Predictor(load_model(model, weights=weights), device=device, precision=precision)
+        loaded = load_model(model, weights=weights)
+        loaded.task.set_options(threshold=threshold)
+        predictor = Predictor(loaded, device=device, precision=precision)
     return predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
 
 

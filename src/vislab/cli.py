@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from vislab.core.config import (
-    BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LIME_SEGMENTATIONS, OPTIMIZERS,
-    OUTPUT_FORMATS, PRECISIONS, RECIPES, SCHEDULERS, SPLITS,
+    BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LABEL_SEPARATORS, LIME_SEGMENTATIONS,
+    LOSSES, OPTIMIZERS, OUTPUT_FORMATS, PRECISIONS, RECIPES, SAMPLERS, SCHEDULERS, SPLITS, THRESHOLD_METRICS,
 )
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
@@ -63,6 +63,8 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
     group.add_argument("--test-csv", default=None, help="CSV of test files labelled by class name or numeric ID")
     group.add_argument("--class-ids", default=None, metavar="FILE",
                        help="--test-csv: numeric ID -> class name (id,class rows, or names one per line in ID order)")
+    group.add_argument("--label-sep", choices=LABEL_SEPARATORS, default=None,
+                       help="multi-label CSV: what separates the labels in a cell (default auto: detected)")
     group.add_argument("--val-split", type=float, default=None,
                        help="fraction in (0, 1) or whole count of training images held out for validation (default 0.1)")
     group.add_argument("--test-split", type=float, default=None,
@@ -98,7 +100,8 @@ def _data_overrides(args) -> dict:
     return {
         "data.source": args.data, "data.data_dir": args.data_dir, "data.image_root": args.image_root,
         "data.file_col": args.file_col, "data.label_col": args.label_col, "data.labels": args.labels,
-        "data.test_csv": args.test_csv, "data.class_ids": args.class_ids, "data.val_split": args.val_split, "data.test_split": args.test_split,
+        "data.test_csv": args.test_csv, "data.class_ids": args.class_ids, "data.label_sep": args.label_sep,
+        "data.val_split": args.val_split, "data.test_split": args.test_split,
         "data.max_per_class": args.max_per_class, "data.workers": args.workers,
     }
 
@@ -207,6 +210,22 @@ def _add_train(sub) -> None:
     t.add_argument("--ema", type=float, default=None,
                    help="EMA of the weights (timm ModelEmaV3) with this decay, e.g. 0.998; validation and the "
                         "saved model use it (default 0: off)")
+    t.add_argument("--class-weights", default=None, metavar="none|auto|FILE",
+                   help="weigh the loss per class: auto = inverse class frequency, normalised (multi-label: BCE "
+                        "pos_weight = negatives/positives per label); FILE = JSON {class: weight} or CSV "
+                        "class,weight (default none)")
+    t.add_argument("--sampler", choices=SAMPLERS, default=None,
+                   help="balanced: draw every class equally often (multi-label: each image weighted by its "
+                        "rarest label), seeded per epoch (default none)")
+    t.add_argument("--loss", choices=LOSSES, default=None,
+                   help="auto: cross-entropy / BCE; focal: focal loss (softmax, or torchvision's sigmoid focal "
+                        "loss for multi-label); asymmetric: timm's ASL (multi-label) (default auto)")
+    t.add_argument("--focal-gamma", type=float, default=None, help="focal loss gamma (default 2)")
+    t.add_argument("--threshold", type=float, default=None,
+                   help="multi-label: one decision threshold for every label instead of thresholds tuned on "
+                        "the validation split")
+    t.add_argument("--threshold-metric", choices=THRESHOLD_METRICS, default=None,
+                   help="multi-label: what each label's threshold maximises on the validation split (default f1)")
     t.add_argument("--patience", type=int, default=None,
                    help="early stopping: stop after N epochs without improvement of --monitor, as in Keras "
                         "(0 stops at the first one; default: no early stopping)")
@@ -236,6 +255,9 @@ def train_overrides(args) -> dict:
         "train.label_smoothing": args.label_smoothing, "train.weight_decay": args.weight_decay,
         "train.device": args.device, "train.precision": args.precision, "train.compile": args.compile,
         "train.tta_flip": args.tta_flip,
+        "train.class_weights": args.class_weights, "train.sampler": args.sampler, "train.loss": args.loss,
+        "train.focal_gamma": args.focal_gamma, "train.threshold": args.threshold,
+        "train.threshold_metric": args.threshold_metric,
         "train.early_stopping.patience": args.patience, "train.early_stopping.monitor": args.monitor,
         "train.early_stopping.min_delta": args.min_delta,
         "train.early_stopping.restore_best": False if args.no_restore_best else None,
@@ -314,6 +336,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
 
 
 def _cmd_evaluate(args) -> int:
@@ -322,7 +346,7 @@ def _cmd_evaluate(args) -> int:
     from vislab import api
 
     api.evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                 console=Console(highlight=False))
+                 console=Console(highlight=False), threshold=args.threshold)
     return 0
 
 
@@ -348,6 +372,8 @@ def _add_predict(sub) -> None:
                         "in the README's benchmark); fp32: exact")
     p.add_argument("--figure", default=None, metavar="PNG", help="also draw the images titled with top-1")
     _add_weights_option(p)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
 
 
 def _cmd_predict(args) -> int:
@@ -361,7 +387,9 @@ def _cmd_predict(args) -> int:
         api._require_deploy("predict MODEL.onnx", "onnxruntime")
         predictor = OnnxPredictor(args.model)
     else:
-        predictor = Predictor(load(args.model, weights=args.weights), device=args.device, precision=args.precision)
+        loaded = load(args.model, weights=args.weights)
+        loaded.task.set_options(threshold=args.threshold)  # multi-label runs only; others refuse it
+        predictor = Predictor(loaded, device=args.device, precision=args.precision)
     results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
     _print_predictions(results, args.format)
     choice = getattr(predictor, "choice", None)  # onnxruntime runs fp32 and measures nothing
@@ -402,6 +430,8 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
         for r in results:
             if "error" in r:
                 writer.writerow([r["file"], "", "", "", r["error"]])
+            for top in r.get("labels", []):  # multi-label: the labels at or above their thresholds, rank "label"
+                writer.writerow([r["file"], "label", top["class"], f"{top['probability']:.6f}", ""])
             for rank, top in enumerate(r.get("top", []), 1):
                 writer.writerow([r["file"], rank, top["class"], f"{top['probability']:.6f}", ""])
         return
@@ -414,6 +444,9 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
     for r in results:
         if "error" in r:
             table.add_row(r["file"], "", f"[red]error: {r['error']}[/]", "")
+        if "labels" in r:  # multi-label: the predicted label set first, then the top-k
+            shown = ", ".join(f"{e['class']} ({e['probability']:.2f})" for e in r["labels"]) or "(none)"
+            table.add_row(r["file"], "labels", shown, "")
         for rank, top in enumerate(r.get("top", []), 1):
             table.add_row(r["file"] if rank == 1 else "", str(rank), top["class"], f"{top['probability']:.4f}")
     Console(highlight=False).print(table)
@@ -491,6 +524,8 @@ def _add_audit(sub) -> None:
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
     p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
+    p.add_argument("--task", default="classification", metavar="TASK",
+                   help=f"how the data is read: {', '.join(BUILTIN_TASKS)} (multilabel: a CSV of file + labels)")
     p.add_argument("--max-images", type=_positive_int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
@@ -501,10 +536,10 @@ def _cmd_audit(args) -> int:
 
     from vislab.core.config import resolve_config
     from vislab.data.audit import audit_dataset, print_audit
-    from vislab.data.sources import load_dataset
+    from vislab.tasks import get_task
 
     cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    dataset = get_task(args.task).load_data(cfg.data, seed=cfg.seed)
     out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
     audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed, near_duplicates=True)
     console = Console(highlight=False)

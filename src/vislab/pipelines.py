@@ -47,7 +47,8 @@ def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, consol
 
 
 def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
-                   device: str = "auto", console=None, figures: bool = True, report: bool = True) -> dict:
+                   device: str = "auto", console=None, figures: bool = True, report: bool = True,
+                   task_options: dict | None = None) -> dict:
     """Evaluate a run folder: the task's metrics, its figures, Grad-CAM panels and report.html.
 
     The run's own test split writes metrics.json and the figures under plots/; another split or
@@ -56,7 +57,7 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
     from vislab.evaluate.runner import evaluate_run
 
     evaluation = evaluate_run(run_dir, data=data, dataset=dataset, split=split, batch_size=batch_size,
-                              device=device, console=console)
+                              device=device, console=console, task_options=task_options)
     if figures:
         write_figures(evaluation)
     if report:
@@ -120,6 +121,8 @@ def _print_final_summary(console, result) -> None:
         lines.append("last " + "  ".join(val) + f"  val_loss: {last['val_loss']:.4f}")
     if metrics:
         lines.append(task.end_of_run_line(metrics))
+        if result.dataset is not None and "train" in result.dataset.splits:
+            lines += task.imbalance_lines(metrics, result.dataset.counts()["train"])
     console.rule("summary")
     for line in lines:
         console.print(line)

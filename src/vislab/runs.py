@@ -43,6 +43,7 @@ class Loaded:
             from vislab.tasks import get_task
 
             self.task = get_task(self.spec.get("task", "classification"))
+            self.task.restore(self.spec)  # what the task stored with the model (thresholds, palette)
 
 
 def versions() -> dict:

@@ -29,7 +29,7 @@ FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 FREEZE_MODES = ("none", "backbone")
 HEADS = ("linear", "mlp")
 # tasks vislab ships (vislab.tasks registers them; a task registered by the user's code works as well)
-BUILTIN_TASKS = ("classification",)
+BUILTIN_TASKS = ("classification", "multilabel")
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients")
 LIME_SEGMENTATIONS = ("quickshift", "slic")
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -42,6 +42,11 @@ SPLITS = ("train", "val", "test")
 BN_MODES = ("train", "frozen", "reestimate")
 # automatic augmentation policies on the uint8 images (torchvision v2)
 AUGMENT_POLICIES = ("none", "trivialaugment", "randaugment")
+# class imbalance and multi-label (vislab.tasks.losses, vislab.data.samplers, vislab.tasks.multilabel)
+LOSSES = ("auto", "focal", "asymmetric")  # auto: cross-entropy (single-label), BCE with logits (multi-label)
+SAMPLERS = ("none", "balanced")
+THRESHOLD_METRICS = ("f1", "f2", "mcc", "jaccard")  # what per-class multi-label thresholds maximise
+LABEL_SEPARATORS = ("auto", "space", "comma", "semicolon", "pipe")
 
 
 
@@ -58,6 +63,7 @@ class DataConfig:
     class_ids: str | None = None  # test CSV: file mapping numeric IDs to class names (id,class rows)
     test_file_col: str | None = None
     test_label_col: str | None = None
+    label_sep: str | None = None  # multi-label CSV: space | comma | semicolon | pipe (None/auto: detected)
     val_split: float = 0.1  # fraction (<1) or count (>=1) of train held out when no val/ folder
     test_split: float = 0.2  # same, for test, when the source has no test split
     max_per_class: int | None = None  # keep at most N training images per class (few-shot runs)
@@ -147,6 +153,12 @@ class TrainConfig:
     # written by the run: what --precision auto measured and chose (precision, memory format, threads,
     # seconds per step); `train --resume` continues with it. A new run measures again and ignores it.
     speed: dict | None = None
+    class_weights: str = "none"  # none | auto (inverse frequency, normalised) | FILE (JSON/CSV weight per class)
+    sampler: str = "none"  # none | balanced (single-label: per-class; multi-label: by each image's rarest label)
+    loss: str = "auto"  # auto | focal | asymmetric (multi-label only)
+    focal_gamma: float = 2.0  # focal loss focusing parameter (Lin et al. 2017)
+    threshold: float | None = None  # multi-label: one threshold for every class instead of tuned ones
+    threshold_metric: str = "f1"  # multi-label: what the per-class thresholds maximise on the val split
 
 
 @dataclass
@@ -237,6 +249,15 @@ def validate(cfg: Config) -> Config:
     _check_choice("model.bn", cfg.model.bn, BN_MODES)
     _check_choice("augment.policy", cfg.augment.policy, AUGMENT_POLICIES)
     _validate_transfer(cfg)
+    _check_choice("train.sampler", cfg.train.sampler, SAMPLERS)
+    _check_choice("train.loss", cfg.train.loss, LOSSES)
+    _check_choice("train.threshold_metric", cfg.train.threshold_metric, THRESHOLD_METRICS)
+    if cfg.data.label_sep is not None:
+        _check_choice("data.label_sep", cfg.data.label_sep, LABEL_SEPARATORS)
+    if cfg.train.threshold is not None and not 0 < cfg.train.threshold < 1:
+        raise ConfigError(f"train.threshold={cfg.train.threshold} must be a probability in (0, 1), e.g. 0.5")
+    if cfg.train.focal_gamma < 0:
+        raise ConfigError("train.focal_gamma must be >= 0 (0 is plain cross-entropy)")
     if cfg.recipe is not None:
         _check_choice("recipe", cfg.recipe, tuple(RECIPES))
     es = cfg.train.early_stopping
@@ -287,6 +308,12 @@ def validate(cfg: Config) -> Config:
     if cfg.model.cache_features and cfg.train.precision == "fp16":
         raise ConfigError("model.cache_features extracts features in fp32 or bf16: use --precision auto, bf16 "
                           "or fp32 with --cache-features")
+    imbalance = [flag for flag, on in (("--class-weights", cfg.train.class_weights != "none"),
+                                       ("--sampler balanced", cfg.train.sampler != "none"),
+                                       ("--loss", cfg.train.loss != "auto")) if on]
+    if cfg.model.cache_features and imbalance:
+        raise ConfigError(f"{', '.join(imbalance)} apply to end-to-end training; the cached-feature head trains "
+                          "with plain cross-entropy: drop --cache-features or them")
     if cfg.model.freeze_epochs and cfg.model.freeze != "backbone":
         raise ConfigError("model.freeze_epochs needs model.freeze=backbone")
     if cfg.train.optimizer == "lbfgs":

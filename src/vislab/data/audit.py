@@ -74,6 +74,9 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     bad_files = [{"path": str(p), "reason": str(r)} for p, r in getattr(dataset, "bad_files", []) or []]
 
     balance = _class_balance(splits, class_names, warnings)
+    # multi-label (N, K) targets: the per-image studies below (duplicates, colours, samples) use
+    # each image's first label (-1: none); the balance above counts every label
+    splits = {name: _first_label_view(split) for name, split in splits.items()}
     scan = _scan(splits, bad_files)
     duplicates = _duplicates(scan, class_names, warnings)
     if near_duplicates is None:
@@ -118,9 +121,30 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
 # ----------------------------------------------------------------------------- balance
 
 
+# above this largest / smallest class ratio the audit suggests vislab's imbalance options
+IMBALANCE_SUGGESTION_RATIO = 10.0
+
+
+def _first_label_view(split):
+    """The split with one label per image: a multi-label image's first label, -1 for none."""
+    labels = np.asarray(split.labels)
+    if labels.ndim != 2:
+        return split
+    positive = labels > 0
+    first = np.where(positive.any(1), positive.argmax(1), -1)
+    return type(split)(labels=first, images=split.images, paths=split.paths, name=split.name)
+
+
+def _counts(labels, k: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # multi-label: images carrying each label
+        return (labels > 0).sum(0).astype(np.int64)[:k]
+    return np.bincount(labels, minlength=k)[:k]
+
+
 def _class_balance(splits, class_names, warnings) -> dict:
     k = len(class_names)
-    counts = {name: np.bincount(np.asarray(split.labels), minlength=k)[:k] for name, split in splits.items()}
+    counts = {name: _counts(split.labels, k) for name, split in splits.items()}
     table = [{"class": cls, **{name: int(counts[name][c]) for name in splits}} for c, cls in enumerate(class_names)]
     ratios = {}
     for name, values in counts.items():
@@ -133,7 +157,19 @@ def _class_balance(splits, class_names, warnings) -> dict:
     for name, ratio in ratios.items():
         if ratio is not None and ratio >= 3:
             warnings.append(f"split '{name}' is imbalanced: largest class / smallest class = {ratio:.1f}")
+    train_ratio = ratios.get("train")
+    suggestion = None
+    if train_ratio is not None and train_ratio > IMBALANCE_SUGGESTION_RATIO:
+        suggestion = (f"the training classes differ {train_ratio:.0f}-fold: try --class-weights auto, --sampler balanced "
+                      "or --loss focal, and judge by balanced accuracy / macro-F1 (multi-label: mAP, macro-F1)")
+        warnings.append(suggestion)
+    extra = {}
+    if any(np.asarray(split.labels).ndim == 2 for split in splits.values()):
+        extra["images_without_labels"] = {name: int((np.asarray(split.labels) > 0).sum(1).__eq__(0).sum())
+                                          for name, split in splits.items()}
     return {
+        **extra,
+        "suggestion": suggestion,
         "table": table,
         "totals": {name: int(values.sum()) for name, values in counts.items()},
         # max/min count over classes; null when a class has no images there (ratio undefined)

@@ -29,12 +29,25 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + stream)
 
 
+def epoch_order(size: int, shuffle: bool, seed: int, epoch: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The epoch's image order: a seeded permutation, or with ``weights`` (``--sampler balanced``)
+    a seeded weighted draw with replacement (:mod:`vislab.data.samplers`); in order when not shuffling."""
+    if not shuffle:
+        return torch.arange(size)
+    if weights is not None:
+        from vislab.data.samplers import balanced_order
+
+        return balanced_order(weights, seed, epoch)
+    return torch.randperm(size, generator=epoch_generator(seed, epoch))
+
+
 class TensorBatches:
     """Batches from an in-memory split, resized to the model's size on the fly when needed."""
 
     def __init__(self, split: Split, preprocessing: Preprocessing, batch_size: int,
-                 shuffle: bool = False, drop_last: bool = False):
+                 shuffle: bool = False, drop_last: bool = False, weights: torch.Tensor | None = None):
         self.split = split
+        self.weights = weights  # --sampler balanced: per-image draw weights
         self.preprocessing = preprocessing
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -50,8 +63,8 @@ class TensorBatches:
 
     def __iter__(self):
         n = len(self.split)
-        order = (torch.randperm(n, generator=epoch_generator(self.seed, self.epoch))
-                 if self.shuffle else torch.arange(n)).to(self.split.images.device)  # GPU-resident data
+        order = epoch_order(n, self.shuffle, self.seed, self.epoch, self.weights).to(
+            self.split.images.device)  # GPU-resident data
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             # index_select copies whole rows: 5x faster than advanced indexing on uint8 images
@@ -77,24 +90,25 @@ class _FileImages(TorchDataset):
 
 
 class _EpochSampler(torch.utils.data.Sampler):
-    def __init__(self, size: int, shuffle: bool):
+    def __init__(self, size: int, shuffle: bool, weights: torch.Tensor | None = None):
         self.size, self.shuffle, self.seed, self.epoch = size, shuffle, 0, 0
+        self.weights = weights
 
     def __len__(self):
         return self.size
 
     def __iter__(self):
-        if self.shuffle:
-            return iter(torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch)).tolist())
-        return iter(range(self.size))
+        return iter(epoch_order(self.size, self.shuffle, self.seed, self.epoch, self.weights).tolist())
 
 
 class FileBatches:
     """DataLoader over files with an epoch-seeded sampler."""
 
     def __init__(self, split: Split, preprocessing: Preprocessing, batch_size: int,
-                 shuffle: bool = False, drop_last: bool = False, workers: int = 2, pin_memory: bool = False):
-        self.sampler = _EpochSampler(len(split), shuffle)
+                 shuffle: bool = False, drop_last: bool = False, workers: int = 2, pin_memory: bool = False,
+                 weights: torch.Tensor | None = None):
+        self.sampler = _EpochSampler(len(split), shuffle, weights)
+        self.weights = weights
         self.loader = DataLoader(
             _FileImages(split, preprocessing), batch_size=batch_size, sampler=self.sampler,
             drop_last=drop_last, num_workers=workers, pin_memory=pin_memory,
@@ -116,8 +130,9 @@ class FileBatches:
 
 
 def make_batches(split: Split, preprocessing: Preprocessing, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, workers: int = 2, pin_memory: bool = False):
-    """The right loader for a split: tensor batches in memory, DataLoader workers for files."""
+                 drop_last: bool = False, workers: int = 2, pin_memory: bool = False, weights=None):
+    """The right loader for a split: tensor batches in memory, DataLoader workers for files.
+    ``weights``: per-image draw weights of ``--sampler balanced`` (shuffled batches only)."""
     if split.in_memory:
-        return TensorBatches(split, preprocessing, batch_size, shuffle, drop_last)
-    return FileBatches(split, preprocessing, batch_size, shuffle, drop_last, workers, pin_memory)
+        return TensorBatches(split, preprocessing, batch_size, shuffle, drop_last, weights)
+    return FileBatches(split, preprocessing, batch_size, shuffle, drop_last, workers, pin_memory, weights)

@@ -108,10 +108,14 @@ class Dataset:
 
     def counts(self) -> dict[str, list[int]]:
         """Images per class for each split."""
-        return {
-            name: torch.bincount(split.labels, minlength=self.num_classes).tolist()
-            for name, split in self.splits.items()
-        }
+        return {name: split_counts(split, self.num_classes) for name, split in self.splits.items()}
+
+
+def split_counts(split: Split, num_classes: int) -> list[int]:
+    """Images per class: one class index per image, or (N, K) 0/1 targets (images carrying each label)."""
+    if split.labels.ndim == 2:
+        return [int(v) for v in (split.labels > 0).sum(0).tolist()]
+    return torch.bincount(split.labels, minlength=num_classes).tolist()
 
 
 def _peek_channels(split: Split) -> int:
@@ -579,6 +583,10 @@ def split_table(dataset: Dataset) -> list[list[str]]:
     counts = dataset.counts()
     names = list(counts)
     rows = [[cls] + [str(counts[s][i]) for s in names] for i, cls in enumerate(dataset.class_names)]
+    if any(dataset.splits[s].labels.ndim == 2 for s in names):  # multi-label: images, not label counts
+        rows.append(["(no label)"] + [str(int(((dataset.splits[s].labels > 0).sum(1) == 0).sum())) for s in names])
+        rows.append(["images"] + [str(len(dataset.splits[s])) for s in names])
+        return [["label"] + names] + rows
     rows.append(["total"] + [str(sum(counts[s])) for s in names])
     return [["class"] + names] + rows
 

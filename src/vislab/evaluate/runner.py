@@ -44,19 +44,22 @@ def evaluation_name(split: str, data: str | None) -> str:
 
 
 def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
-                 device: str = "auto", console=None) -> Evaluation:
+                 device: str = "auto", console=None, task_options: dict | None = None) -> Evaluation:
     """Evaluate the run's model on ``split`` of its own data (or ``data``, a source like ``--data``).
+
+    ``task_options`` go to the task (``{"threshold": 0.5}``: one multi-label threshold for every label).
 
     The metrics are written to ``metrics.json`` (own test split) or ``metrics_<name>.json``.
     """
     run_dir = Path(run_dir)
     loaded = load(run_dir, device="cpu")
+    loaded.task.set_options(**(task_options or {}))
     cfg = read_config(run_dir)
     if dataset is None:
         if data is not None:
             cfg.data.source = data
             cfg.data.test_csv = None
-        dataset = load_dataset(cfg.data, seed=cfg.seed)
+        dataset = loaded.task.load_data(cfg.data, seed=cfg.seed)
     if split not in dataset.splits:
         raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}); "
                         "set --test-split when training or give --data with a test/ folder")

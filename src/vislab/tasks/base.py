@@ -132,6 +132,40 @@ class Task:
     def __init__(self, **options):
         self.options = options
 
+    # ---- data
+    def load_data(self, data_cfg, seed: int = 0):
+        """The :class:`~vislab.data.sources.Dataset` this task trains and evaluates on (``--data``)."""
+        from vislab.data.sources import load_dataset
+
+        return load_dataset(data_cfg, seed=seed)
+
+    def prepare(self, dataset, console=None) -> None:
+        """Called once the training data is loaded, before the first step (e.g. class weights from its
+        counts, printed to ``console``); nothing by default."""
+
+    def model_extra(self, predict_split, dataset, console=None) -> dict:
+        """What model.json stores for the task after training (e.g. thresholds tuned on the val split).
+
+        ``predict_split(split)`` returns the trained model's postprocessed outputs and the targets
+        of a split, on the CPU. Nothing by default.
+        """
+        return {}
+
+    def restore(self, spec: dict) -> None:
+        """Read back what :meth:`model_extra` stored, from a loaded model.json; nothing by default."""
+
+    def set_options(self, **options) -> None:
+        """Options given at evaluate/predict time (``--threshold`` for multi-label); a task that
+        takes none refuses them, naming the option."""
+        given = sorted(k for k, v in options.items() if v is not None)
+        if given:
+            raise ConfigError(f"the {self.name} task takes no {', '.join('--' + g.replace('_', '-') for g in given)}; "
+                              "that option applies to multilabel runs")
+
+    def imbalance_lines(self, metrics: dict, train_counts) -> list[str]:
+        """Extra end-of-run summary lines for an imbalanced training set (images per class); none by default."""
+        return []
+
     # ---- model and targets
     def num_outputs(self, class_names: Sequence[str]) -> int:
         """How many output channels the model needs."""
@@ -252,4 +286,4 @@ def task_names() -> tuple[str, ...]:
 
 
 def _load_builtin_tasks() -> None:
-    from vislab.tasks import classification  # noqa: F401  (registers itself)
+    from vislab.tasks import classification, multilabel  # noqa: F401  (register themselves)

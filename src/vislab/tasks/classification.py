@@ -174,13 +174,51 @@ class Classification(Task):
     # bf16 flips the top-1 of near-tied images (benchmarks/bench_inference.py)
     TIE_MARGIN = 0.02
 
-    def __init__(self, label_smoothing: float = 0.0, **options):
+    # the training set's largest / smallest class above which the end-of-run summary adds
+    # balanced accuracy and macro-F1 (accuracy alone hides a neglected small class)
+    IMBALANCE_RATIO = 3.0
+
+    def __init__(self, label_smoothing: float = 0.0, loss: str = "auto", focal_gamma: float = 2.0,
+                 class_weights: str = "none", **options):
         super().__init__(**options)
         self.label_smoothing = label_smoothing
+        if loss not in ("auto", "focal"):
+            from vislab.core.errors import ConfigError
+
+            raise ConfigError(f"--loss {loss} is a multi-label loss; single-label classification takes auto "
+                              "(cross-entropy) or focal")
+        self.loss_kind, self.focal_gamma = loss, focal_gamma
+        self.class_weights_spec = class_weights or "none"
+        self.class_weights: torch.Tensor | None = None  # set by prepare() from the training counts
+
+    def prepare(self, dataset, console=None):
+        from vislab.tasks.losses import inverse_frequency_weights, read_class_weights
+
+        if self.class_weights_spec == "none":
+            return
+        if self.class_weights_spec == "auto":
+            self.class_weights = inverse_frequency_weights(dataset.counts()["train"])
+        else:
+            self.class_weights = read_class_weights(self.class_weights_spec, dataset.class_names)
+        if console is not None:
+            shown = ", ".join(f"{n}: {float(w):.3g}" for n, w in zip(dataset.class_names, self.class_weights))
+            console.print(f"class weights ({self.class_weights_spec}): {shown}")
 
     def loss(self, outputs, targets, reduction="mean"):
-        # label smoothing is a training regulariser: evaluation sums (reduction="sum") use none
+        # label smoothing, class weights and focusing are training devices: evaluation sums
+        # (reduction="sum") are the plain cross-entropy, comparable across runs
         smoothing = self.label_smoothing if reduction == "mean" else 0.0
+        if reduction == "mean" and (self.loss_kind == "focal" or self.class_weights is not None):
+            from vislab.tasks.losses import softmax_focal_loss
+
+            if outputs.shape[1] == 1:
+                from vislab.core.errors import ConfigError
+
+                raise ConfigError("--loss focal / --class-weights need a softmax head; drop binary=true")
+            if self.loss_kind == "focal":
+                return softmax_focal_loss(outputs, targets, self.focal_gamma, self.class_weights)
+            return F.cross_entropy(outputs.float(), targets, weight=self.class_weights.to(outputs.device),
+                                   label_smoothing=smoothing)
         return classification_loss(outputs, targets, smoothing, reduction=reduction)
 
     def soft_loss(self, outputs, soft_targets):
@@ -188,6 +226,14 @@ class Classification(Task):
         from timm.loss import SoftTargetCrossEntropy
 
         return SoftTargetCrossEntropy()(outputs.float(), soft_targets.float())
+
+    def imbalance_lines(self, metrics, train_counts):
+        counts = [c for c in train_counts if c > 0]
+        if not metrics or len(counts) < 2 or max(counts) / min(counts) < self.IMBALANCE_RATIO:
+            return []
+        return [f"the training set is imbalanced (largest / smallest class {max(counts) / min(counts):.1f}): "
+                f"test balanced accuracy: {metrics.get('balanced_accuracy', float('nan')):.4f}  "
+                f"test macro-F1: {(metrics.get('macro') or {}).get('f1', float('nan')):.4f}"]
 
     def batch_stats(self, outputs, targets):
         return {"correct": correct_count(outputs, targets)}

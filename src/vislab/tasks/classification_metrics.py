@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
     average_precision_score,
     confusion_matrix,
     log_loss,
@@ -100,6 +102,9 @@ def classification_metrics(
         "num_classes": int(k),
         "class_names": names,
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        # the mean per-class recall: what accuracy is on an imbalanced test set weighed per class
+        "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "loss": _loss(y_true, probs, loss),
     }
 
@@ -175,6 +180,16 @@ def classification_metrics(
     result["notes"] = notes
     result["curves"] = curves
     return _finite(result)
+
+
+def _balanced_accuracy(y_true, y_pred) -> float:
+    """scikit-learn's balanced accuracy (mean recall over the classes in y_true); a predicted class
+    absent from y_true is expected on small test sets and its warning is noise here (notes say it)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(y_true, y_pred))
 
 
 def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> dict:

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from vislab.data.loaders import epoch_generator
+from vislab.data.loaders import epoch_generator, epoch_order  # noqa: F401  (epoch_generator re-exported)
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,11 @@ def wrap_model(ctx: DistContext, model: torch.nn.Module, device: torch.device) -
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=frozen)
 
 
-def global_batches(size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int, epoch: int):
-    """Index tensors of the single-process batches: the epoch-seeded permutation cut into batches."""
-    order = torch.randperm(size, generator=epoch_generator(seed, epoch)) if shuffle else torch.arange(size)
+def global_batches(size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int, epoch: int,
+                   weights=None):
+    """Index tensors of the single-process batches: the epoch-seeded permutation (or balanced draw) cut
+    into batches."""
+    order = epoch_order(size, shuffle, seed, epoch, weights)
     count = size // batch_size if drop_last else -(-size // batch_size)
     for start in range(0, count * batch_size, batch_size):
         yield order[start : start + batch_size]
@@ -143,15 +145,18 @@ def global_batches(size: int, batch_size: int, shuffle: bool, drop_last: bool, s
 class _ShardSampler(torch.utils.data.Sampler):
     """Batch sampler: this rank's interleaved share of every global batch (empty shares skipped)."""
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, rank: int, world: int):
+    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, rank: int, world: int,
+                 weights=None):
         self.size, self.batch_size, self.shuffle, self.drop_last = size, batch_size, shuffle, drop_last
+        self.weights = weights
         self.rank, self.world, self.seed, self.epoch = rank, world, 0, 0
 
     def __len__(self) -> int:
         return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
 
     def __iter__(self):
-        for index in global_batches(self.size, self.batch_size, self.shuffle, self.drop_last, self.seed, self.epoch):
+        for index in global_batches(self.size, self.batch_size, self.shuffle, self.drop_last, self.seed, self.epoch,
+                                    self.weights):
             piece = index[self.rank :: self.world]
             if len(piece):
                 yield piece.tolist()
@@ -176,7 +181,8 @@ class ShardedBatches:
         if batch_size < ctx.world_size:
             raise ValueError(f"batch size {batch_size} is smaller than the {ctx.world_size} processes; "
                              "--batch-size is the global batch, shared among them")
-        self.sampler = _ShardSampler(len(self.split), batch_size, shuffle, drop_last, ctx.rank, ctx.world_size)
+        self.sampler = _ShardSampler(len(self.split), batch_size, shuffle, drop_last, ctx.rank, ctx.world_size,
+                                     getattr(batches, "weights", None))
         self.loader = None
         if loader is not None:  # files: the same dataset, workers and pinning, with our batch sampler
             workers = loader.num_workers

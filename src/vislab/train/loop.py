@@ -35,6 +35,7 @@ from vislab.core.device import (
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
+from vislab.data.samplers import balanced_weights
 from vislab.data.sources import Dataset, load_dataset, split_table
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_name
@@ -115,9 +116,12 @@ class Trainer:
         self.mixup = _mixup(cfg, self.task.num_outputs(dataset.class_names))
         pin = self.device.type == "cuda"
         train = _resident(dataset.splits["train"], self.device)
+        # --sampler balanced: per-image draw weights (vislab.data.samplers), seeded per epoch like the shuffle
+        weights = balanced_weights(dataset.splits["train"].labels) if cfg.train.sampler == "balanced" else None
         self.train_batches = distributed.shard(dist, make_batches(
             train, self.preprocessing, cfg.train.batch_size, shuffle=True,
-            drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers, pin_memory=pin))
+            drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers, pin_memory=pin,
+            weights=weights))
         self.val_split = dataset.splits.get("val")
         self.val_batches = (distributed.shard(dist, make_batches(
             _resident(self.val_split, self.device), self.preprocessing, cfg.train.eval_batch_size,
@@ -291,7 +295,8 @@ class Trainer:
             if progress is not None and time.perf_counter() >= next_update:
                 # a few times a second: reading the sums waits for a GPU's queue to drain
                 next_update = time.perf_counter() + 0.2
-                shown = task.epoch_metrics({k: float(v) for k, v in sums.items()}, seen)
+                # a task's sums may be arrays (score histograms, a confusion matrix): only scalars become floats
+                shown = task.epoch_metrics({k: float(v) if v.numel() == 1 else v for k, v in sums.items()}, seen)
                 progress(seen * self.dist.world_size, float(total_loss) / seen, shown,
                          seen * self.dist.world_size / (time.perf_counter() - start))
         return self._epoch_logs("train_", total_loss, sums, seen)
@@ -354,6 +359,22 @@ class Trainer:
             accumulate(sums, task.batch_stats(logits, y))
             seen += len(y)
         return self._epoch_logs("", total_loss, sums, seen)
+
+    @torch.inference_mode()
+    def predict_split(self, split):
+        """(postprocessed outputs, targets) of a whole split on the CPU, for Task.model_extra."""
+        self.model.eval()
+        outputs, targets = [], []
+        for images, labels in make_batches(_resident(split, self.device), self.preprocessing,
+                                           self.cfg.train.eval_batch_size, workers=self.cfg.data.workers):
+            x = self.model_input(images)
+            with autocast_context(self.device, self.amp_dtype):
+                logits = self.eval_model(x)
+                if self.cfg.train.tta_flip:
+                    logits = (logits.float() + self.task.flip_back(self.eval_model(x.flip(-1))).float()) / 2
+            outputs.append(self.task.postprocess(logits.float()).cpu())
+            targets.append(self.task.targets(labels).cpu())
+        return torch.cat(outputs), torch.cat(targets)
 
     # ---- state
     def state(self, epoch: int) -> dict:
@@ -524,7 +545,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
     check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     task = task_for_config(cfg)  # an unknown task too
     seed_everything(cfg.seed)
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    dataset = task.load_data(cfg.data, seed=cfg.seed)
     cfg.out = str(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -537,6 +558,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         for warning in leakage_warnings(audit_dataset(dataset, run_dir, seed=cfg.seed), near=False):
             console.print(f"[yellow]warning: {warning}[/]")
 
+    task.prepare(dataset, console)  # e.g. class weights from the training counts
     state = load_training_state(run_dir / "checkpoints" / "last.pt") if resume is not None else None
     trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task,
                       choice=resumed_choice(cfg, state) if state is not None else None)
@@ -603,8 +625,9 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         trainer.model.load_state_dict(trainer.ema.module.state_dict())
     if es.restore_best and es.patience is not None and best_path.exists():
         load_weights(trainer.model, best_path)
+    extra = task.model_extra(trainer.predict_split, dataset, console)  # e.g. tuned thresholds
     write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task,
-                extra={"speed": trainer.choice.to_dict()})
+                extra={**(extra or {}), "speed": trainer.choice.to_dict()})
     _plot_curves(run_dir, history, task)
     if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits)
         import gc
@@ -646,7 +669,7 @@ def _print_data_summary(console, dataset: Dataset) -> None:
     rows = split_table(dataset)
     table = Table(title=f"{dataset.name}: images per class per split", show_lines=False)
     for header in rows[0]:
-        table.add_column(header, justify="left" if header == "class" else "right")
+        table.add_column(header, justify="left" if header in ("class", "label") else "right")
     for row in rows[1:]:
         table.add_row(*row)
     console.print(table)
