@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vislab.data.sources import DataError, load_dataset
+from vislab.data.sources import DataError
 from vislab.infer.predictor import Predictor
 from vislab.runs import load, read_config
 from vislab.tasks.classification_metrics import save_metrics

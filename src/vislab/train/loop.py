@@ -36,7 +36,7 @@ from vislab.core.weights import load_weights, parameter_counts, save_weights, un
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
 from vislab.data.samplers import balanced_weights
-from vislab.data.sources import Dataset, load_dataset, split_table
+from vislab.data.sources import Dataset, split_table
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_name
 from vislab.runs import read_config, write_model
