@@ -42,7 +42,8 @@ class Loaded:
         if self.task is None:
             from vislab.tasks import get_task
 
-            self.task = get_task(self.spec.get("task", "classification"))
+            # what the task stored with the model (a segmentation run's ignore index, loss)
+            self.task = get_task(self.spec.get("task", "classification"), **self.spec.get("task_options", {}))
 
 
 def versions() -> dict:

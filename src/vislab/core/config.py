@@ -29,7 +29,10 @@ FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 FREEZE_MODES = ("none", "backbone")
 HEADS = ("linear", "mlp")
 # tasks vislab ships (vislab.tasks registers them; a task registered by the user's code works as well)
-BUILTIN_TASKS = ("classification",)
+BUILTIN_TASKS = ("classification", "segmentation")
+# segmentation: the loss (cross-entropy with the ignore index, Dice, or their sum) and the named palettes
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")
+PALETTES = ("camvid", "cityscapes", "voc", "ade20k")
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients")
 LIME_SEGMENTATIONS = ("quickshift", "slic")
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -124,12 +127,24 @@ class TrainConfig:
 
 
 @dataclass
+class SegmentationConfig:
+    """``--task segmentation``: how masks are read and scored (vislab.tasks.segmentation)."""
+
+    palette: str | None = None  # camvid | cityscapes | voc | ade20k | a JSON/CSV file of name, r, g, b
+    classes: str | None = None  # a text file, line i names class ID i (default: DIR/classes.txt, the palette)
+    ignore_index: int = 255  # void / unlabelled pixels: never in the loss or the metrics
+    class_weights: str | None = None  # auto: median-frequency weights from the training pixels
+    loss: str = "ce"  # ce | dice | ce+dice
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task: str = "classification"  # what is learned: vislab.tasks names them (`--task`)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     seed: int = 0
     recipe: str | None = None
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
@@ -190,6 +205,10 @@ def validate(cfg: Config) -> Config:
     _check_choice("augment.fill_mode", cfg.augment.fill_mode, FILL_MODES)
     _check_choice("model.freeze", cfg.model.freeze, FREEZE_MODES)
     _check_choice("model.head", cfg.model.head, HEADS)
+    _check_choice("segmentation.loss", cfg.segmentation.loss, SEGMENTATION_LOSSES)
+    if cfg.segmentation.class_weights not in (None, "auto"):
+        raise ConfigError(f"segmentation.class_weights={cfg.segmentation.class_weights!r} is not valid; use auto "
+                          "(median-frequency weights from the training masks) or leave it unset")
     if cfg.recipe is not None:
         _check_choice("recipe", cfg.recipe, tuple(RECIPES))
     es = cfg.train.early_stopping

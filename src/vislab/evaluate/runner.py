@@ -17,6 +17,7 @@ from vislab.core.config import config_from_dict
 from vislab.data.sources import DataError, load_dataset
 from vislab.infer.predictor import Predictor
 from vislab.runs import load
+from vislab.tasks import task_for_config
 from vislab.tasks.classification_metrics import save_metrics
 
 
@@ -62,7 +63,7 @@ def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "t
         if data is not None:
             cfg.data.source = data
             cfg.data.test_csv = None
-        dataset = load_dataset(cfg.data, seed=cfg.seed)
+        dataset = task_for_config(cfg).load_dataset(cfg.data, seed=cfg.seed)
     if split not in dataset.splits:
         raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}); "
                         "set --test-split when training or give --data with a test/ folder")

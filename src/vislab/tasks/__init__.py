@@ -5,7 +5,8 @@ from vislab.tasks.base import Evaluator, Metric, Task, accumulate, get_task, reg
 
 def task_for_config(cfg) -> Task:
     """The task a config names, built with the config's task options (label smoothing, ...)."""
-    return get_task(cfg.task, label_smoothing=cfg.train.label_smoothing)
+    options = {"segmentation": cfg.segmentation} if getattr(cfg, "segmentation", None) is not None else {}
+    return get_task(cfg.task, label_smoothing=cfg.train.label_smoothing, **options)
 
 
 __all__ = ["Evaluator", "Metric", "Task", "accumulate", "get_task", "register_task", "task_for_config",

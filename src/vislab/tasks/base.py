@@ -145,6 +145,25 @@ class Task:
         """One value per image to stratify splits by; None: split at random."""
         return np.asarray(labels)
 
+    # ---- data and model set-up (hooks with classification's behaviour as the default)
+    def load_dataset(self, data_cfg, seed: int = 0):
+        """The task's data set from ``--data`` (a per-pixel task reads image/mask pairs)."""
+        from vislab.data.sources import load_dataset
+
+        return load_dataset(data_cfg, seed=seed)
+
+    def model_config(self, model_cfg, native_size):
+        """The model config to build with (a per-pixel task keeps the data's own size)."""
+        return model_cfg
+
+    def model_extra(self, dataset) -> dict:
+        """What model.json stores for this task beside the weights (a palette, ``task_options``)."""
+        return {}
+
+    def augment_pair(self, augment, images: torch.Tensor, targets: torch.Tensor, generator):
+        """Augment a training batch and its targets together: per-image targets do not move."""
+        return augment(images, generator=generator), targets
+
     # ---- loss and running statistics
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         raise NotImplementedError
@@ -249,3 +268,4 @@ def task_names() -> tuple[str, ...]:
 
 def _load_builtin_tasks() -> None:
     from vislab.tasks import classification  # noqa: F401  (registers itself)
+    from vislab.tasks import segmentation  # noqa: F401
