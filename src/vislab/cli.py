@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vislab.core.config import (
     BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LIME_SEGMENTATIONS, OPTIMIZERS,
-    OUTPUT_FORMATS, PRECISIONS, RECIPES, SCHEDULERS, SPLITS,
+    OUTPUT_FORMATS, PALETTES, PRECISIONS, RECIPES, SCHEDULERS, SEGMENTATION_LOSSES, SPLITS,
 )
 
 
@@ -168,6 +168,28 @@ def _add_train(sub) -> None:
     t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
     t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
     _add_augment_options(p)
+    _add_segmentation_options(p)
+
+
+def _add_segmentation_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("segmentation (--task segmentation: DIR/images + DIR/masks by file stem)")
+    g.add_argument("--palette", default=None, metavar="NAME_OR_FILE",
+                   help=f"class colours and names: {', '.join(PALETTES)}, or a JSON/CSV of name, r, g, b; "
+                        "RGB masks are mapped to class IDs through it")
+    g.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names, line i names ID i (default DIR/classes.txt, the palette, or the IDs found)")
+    g.add_argument("--ignore-index", type=int, default=None, help="void mask value, never scored (default 255)")
+    g.add_argument("--class-weights", choices=("auto",), default=None,
+                   help="auto: cross-entropy weights from the training pixel frequencies (median frequency)")
+    g.add_argument("--loss", choices=SEGMENTATION_LOSSES, default=None,
+                   help="cross-entropy with the ignore index, Dice, or both (default ce)")
+
+
+def _segmentation_overrides(args) -> dict:
+    return {"segmentation.palette": getattr(args, "palette", None), "segmentation.classes": getattr(args, "classes", None),
+            "segmentation.ignore_index": getattr(args, "ignore_index", None),
+            "segmentation.class_weights": getattr(args, "class_weights", None),
+            "segmentation.loss": getattr(args, "loss", None)}
 
 
 def train_overrides(args) -> dict:
@@ -189,7 +211,7 @@ def train_overrides(args) -> dict:
         "train.early_stopping.patience": args.patience, "train.early_stopping.monitor": args.monitor,
         "train.early_stopping.min_delta": args.min_delta,
         "train.early_stopping.restore_best": False if args.no_restore_best else None,
-        **_data_overrides(args), **_augment_overrides(args),
+        **_data_overrides(args), **_augment_overrides(args), **_segmentation_overrides(args),
     }
     if args.model_opt:
         overrides["model.options"] = _parse_options(args.model_opt)

@@ -45,6 +45,13 @@ from vislab.data.sources import Dataset, Split
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
+class SegmentationDataset(Dataset):
+    """A :class:`Dataset` whose labels are masks: counts are pixels per class, not images."""
+
+    def counts(self) -> dict[str, list[int]]:
+        return {name: pixel_counts(split.labels, self.num_classes).tolist() for name, split in self.splits.items()}
+
+
 def is_segmentation_folder(path) -> bool:
     """True for a folder in one of the two layouts above."""
     path = Path(path)
@@ -264,7 +271,7 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
     splits = {k: _stack(v, size, channels, label_dtype, k) for k, v in groups.items() if v}
     if "train" not in splits:
         raise DataError(f"{root}: no usable training pair; put pairs in {root}/train/images and {root}/train/masks")
-    dataset = Dataset(root.name, list(names), splits, bad)
+    dataset = SegmentationDataset(root.name, list(names), splits, bad)
     dataset.palette = palette if palette is not None and len(palette) >= len(names) else Palette.for_classes(
         names, palette.colors if palette is not None else None)
     dataset.ignore_index = ignore
@@ -283,3 +290,64 @@ def pixel_counts(masks: torch.Tensor, num_classes: int) -> np.ndarray:
     flat = masks.reshape(-1).long()
     flat = flat[(flat >= 0) & (flat < num_classes)]
     return torch.bincount(flat, minlength=num_classes).numpy()
+
+
+BACKGROUND_NAMES = frozenset({"background", "_background_", "void", "unlabelled", "unlabeled", "bg"})
+
+
+def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255) -> dict:
+    """The mask audit: class pixel frequencies per split, images without foreground, ignored pixels, bad pairs.
+
+    Written to ``out_dir/audit.json`` with ``plots/audit_class_balance.png`` (pixels per class).
+    "Foreground" is any class but class 0 when class 0 is named background/void/unlabelled;
+    otherwise an image "without foreground" is one whose labelled pixels are all one class.
+    """
+    import json
+
+    from vislab.viz.data import plot_class_balance
+
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    names = [str(n) for n in dataset.class_names]
+    k = len(names)
+    background = 0 if names and names[0].lower() in BACKGROUND_NAMES else None
+    counts, splits, warnings = {}, {}, []
+    for name, split in dataset.splits.items():
+        masks = split.labels.long()
+        pixel = pixel_counts(masks, k)
+        counts[name] = pixel.tolist()
+        flat = masks.flatten(1)
+        valid = (flat >= 0) & (flat < k)
+        if background is not None:
+            no_foreground = ~((flat != background) & valid).any(1)
+        else:
+            low = torch.where(valid, flat, flat.new_full((), k)).min(1).values
+            high = torch.where(valid, flat, flat.new_full((), -1)).max(1).values
+            no_foreground = low >= high
+        sources = getattr(split, "sources", None) or [split.source(i) for i in range(len(split))]
+        empty = [sources[i] for i in torch.nonzero(no_foreground).flatten().tolist()]
+        total = max(int(pixel.sum()), 1)
+        splits[name] = {
+            "images": len(split),
+            "pixels_per_class": {n: int(c) for n, c in zip(names, pixel)},
+            "pixel_share": {n: round(float(c) / total, 6) for n, c in zip(names, pixel)},
+            "ignored_pixels": int((flat == ignore_index).sum()),
+            "images_without_foreground": len(empty),
+            "images_without_foreground_examples": empty[:20],
+            "classes_absent": [n for n, c in zip(names, pixel) if c == 0],
+        }
+        if empty:
+            warnings.append(f"{name}: {len(empty)} image(s) without foreground")
+        if splits[name]["classes_absent"]:
+            warnings.append(f"{name}: no pixels of {', '.join(splits[name]['classes_absent'][:10])}")
+    bad = [{"path": str(p), "reason": str(r)} for p, r in dataset.bad_files]
+    if bad:
+        warnings.append(f"{len(bad)} bad pair file(s) were skipped; see bad_files")
+    figure = plot_class_balance(counts, names, out_dir / "plots" / "audit_class_balance.png")
+    audit = {"dataset": dataset.name, "task": "segmentation", "num_classes": k, "class_names": names,
+             "splits": {n: len(s) for n, s in dataset.splits.items()}, "ignore_index": ignore_index,
+             "size": list(next(iter(dataset.splits.values())).images.shape[-2:]),
+             "masks": splits, "bad_files": bad, "warnings": warnings,
+             "figures": [str(Path(figure).relative_to(out_dir))]}
+    (out_dir / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
+    return audit

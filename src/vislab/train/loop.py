@@ -372,9 +372,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         write_bad_files(run_dir, dataset.bad_files)
     _print_data_summary(console, dataset)
     if resume is None and main:  # rank 0 only: the audit writes into the run folder
-        from vislab.data.audit import audit_dataset
-
-        audit_dataset(dataset, run_dir, seed=cfg.seed)
+        task.audit(dataset, run_dir, seed=cfg.seed)
 
     trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task)
     columns = task.history_columns()
