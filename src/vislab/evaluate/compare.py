@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-COLUMNS = ["run", "model", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc", "loss", "run_dir"]
+COLUMNS = ["run", "model", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc", "loss", "run_dir",
+           "task", "miou"]
 
 
 def compare_runs(run_dirs: Sequence) -> list[dict]:
@@ -45,7 +46,9 @@ def compare_runs(run_dirs: Sequence) -> list[dict]:
             raise FileNotFoundError(f"{run_dir} is not a folder; pass run folders written by `vislab train`")
         rows.append(_row(run_dir))
     # Unevaluated runs sink to the bottom instead of breaking the sort.
-    rows.sort(key=lambda r: -r["accuracy"] if r["accuracy"] is not None else math.inf)
+    # segmentation runs rank by mIoU (they have no accuracy)
+    rows.sort(key=lambda r: -r["accuracy"] if r["accuracy"] is not None else
+              (-r["miou"] if r.get("miou") is not None else math.inf))
     return rows
 
 
@@ -81,6 +84,9 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
     table = Table(title="Leaderboard (test split)")
     headers = [("#", "right"), ("run", "left"), ("model", "left"), ("params", "right"), ("epochs", "right"),
                ("train time", "right"), ("accuracy", "right"), ("macro F1", "right"), ("AUC", "right"), ("loss", "right")]
+    segmentation = any(r.get("miou") is not None for r in rows)
+    if segmentation:
+        headers.insert(6, ("mIoU", "right"))
     for name, justify in headers:
         table.add_column(name, justify=justify)
     for rank, r in enumerate(rows, 1):
@@ -91,13 +97,14 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
             _count(r.get("parameters")),
             _plain(r.get("epochs")),
             _duration(r.get("train_seconds")),
+            *([_fixed(r.get("miou"))] if segmentation else []),
             _fixed(r.get("accuracy")),
             _fixed(r.get("macro_f1")),
             _fixed(r.get("auc")),
             _fixed(r.get("loss")),
         )
     console.print(table)
-    missing = [r["run"] for r in rows if r.get("accuracy") is None]
+    missing = [r["run"] for r in rows if r.get("accuracy") is None and r.get("miou") is None]
     if missing:
         console.print(f"[yellow]not evaluated yet (no metrics.json): {', '.join(missing)}; run `vislab evaluate RUN_DIR`[/]")
 
@@ -124,6 +131,8 @@ def _row(run_dir: Path) -> dict:
         "auc": metrics.get("roc_auc"),
         "loss": metrics.get("loss"),
         "run_dir": str(run_dir),
+        "task": spec.get("task", "classification"),
+        "miou": metrics.get("miou"),
     }
 
 

@@ -46,6 +46,12 @@ def overlay(image: np.ndarray, color_mask: np.ndarray, alpha: float = 1.0, beta:
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
+def legend_labels(names: Sequence[str], shares: Sequence[float] | None = None) -> list[str]:
+    """The legend's text per class: ``"ID: name"`` and, with ``shares`` (fractions), ``"  12.34 %"``."""
+    return [f"{index}: {name}" + (f"  {100 * shares[index]:.2f} %" if shares is not None else "")
+            for index, name in enumerate(names)]
+
+
 def plot_legend(names: Sequence[str], colors: np.ndarray, path, shares: Sequence[float] | None = None,
                 title: str = "Classes") -> Path:
     """Every class's colour swatch and name, with its % of pixels when ``shares`` (fractions) are given."""
@@ -57,13 +63,10 @@ def plot_legend(names: Sequence[str], colors: np.ndarray, path, shares: Sequence
     ax.set_ylim(rows, -0.8)
     ax.axis("off")
     ax.text(0, -0.45, title, fontsize=10, weight="bold")
-    for index, name in enumerate(names):
+    for index, label in enumerate(legend_labels(names, shares)):
         column, row = divmod(index, rows)
         color = np.asarray(colors[index], dtype=float) / 255.0
         ax.add_patch(plt.Rectangle((column + 0.02, row + 0.1), 0.16, 0.8, facecolor=color, edgecolor="black", lw=0.5))
-        label = f"{index}: {name}"
-        if shares is not None:
-            label += f"  {100 * shares[index]:.2f} %"
         ax.text(column + 0.22, row + 0.55, label, fontsize=8, va="center")
     return _save(fig, path)
 
