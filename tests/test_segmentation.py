@@ -271,3 +271,84 @@ def test_segment_errors_are_clear(tmp_path, lraspp_weights):
                  "--weights", str(tmp_path / "missing.safetensors")]) == 1
     assert main(["segment", "lraspp_mobilenet_v3_large", str(tmp_path / "x.png"), "--out", str(tmp_path / "o"),
                  "--weights", str(lraspp_weights[0]), "--class-maps", "roadd"]) == 1
+
+
+# --------------------------------------------------------------------------- SegFormer from a local folder
+def test_segformer_local_folder_and_offline_hub_error(tmp_path):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    from vislab.cli import main
+    from vislab.data.palettes import CITYSCAPES
+    from vislab.segment import segment_images
+
+    names = [row[0] for row in CITYSCAPES]
+    config = SegformerConfig(num_labels=19, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                             depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32], decoder_hidden_size=32,
+                             num_attention_heads=[1, 1, 1, 1])
+    torch.manual_seed(0)
+    SegformerForSemanticSegmentation(config).save_pretrained(tmp_path / "segformer")
+    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path / "segformer")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (45, 70, 3), dtype=np.uint8)).save(tmp_path / "s.png")
+    result = segment_images(f"hf:{tmp_path / 'segformer'}", [tmp_path / "s.png"], tmp_path / "out", panels=False,
+                            class_maps=["road"])
+    mask = Image.open(tmp_path / "out" / "s_mask.png")
+    assert mask.size == (70, 45) and mask.mode == "P"
+    assert mask.getpalette()[:3] == [128, 64, 128]  # road's Cityscapes colour: the palette matched by names
+    assert sum(result.shares[str(tmp_path / "s.png")].values()) == pytest.approx(1.0)
+    assert (tmp_path / "out" / "s_prob_road.png").is_file()
+    # a hub name on this offline machine: a clear error (how to get it, --weights), no traceback
+    code = main(["segment", "hf:nvidia/segformer-b0-finetuned-cityscapes-1024-1024", str(tmp_path / "s.png"),
+                 "--out", str(tmp_path / "o2")])
+    assert code == 1
+
+
+def test_unet_encoder_gets_the_shipped_lite0_weights():
+    from vislab.models.pretrained import create_pretrained_timm
+    from vislab.models.segmentation import create_segmentation_model
+
+    net = create_segmentation_model("unet", num_classes=4, in_chans=3, pretrained=True)
+    reference = create_pretrained_timm("efficientnet_lite0", num_classes=1000)
+    encoder = net.net.encoder.model.state_dict()
+    assert torch.equal(encoder["conv_stem.weight"], reference.state_dict()["conv_stem.weight"])
+    assert net.vislab_preprocessing.mean == (0.5, 0.5, 0.5)  # the lukemelas weights' [-1, 1] inputs
+    assert net(torch.zeros(1, 3, 36, 52)).shape == (1, 4, 36, 52)  # padded to the stride inside, not refused
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_train_evaluate_report_compare_segment_end_to_end(tmp_path):
+    from vislab.cli import main
+    from vislab.data.composites import make_fashion_composites
+
+    conftest = pytest.importorskip("conftest")
+    if not conftest.HAVE_FMNIST:
+        pytest.skip("Fashion-MNIST files absent")
+    data = make_fashion_composites(tmp_path / "data", train=24, test=8, size=32, seed=1)
+    run = tmp_path / "run"
+    code = main(["train", "--task", "segmentation", "--data", str(data), "--model", "unet",
+                 "--model-opt", "decoder_channels=[16,16,8,8,8]", "--epochs", "2", "--batch-size", "8",
+                 "--lr", "0.01", "--val-split", "4", "--monitor", "val_miou", "--patience", "5", "--hflip",
+                 "--rotation", "10", "--class-weights", "auto", "--loss", "ce+dice", "--out", str(run),
+                 "--no-progress"])
+    assert code == 0
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    assert "val_miou" in header and "train_pixel_acc" in header
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["miou"] <= 1 and metrics["task"] == "segmentation" and len(metrics["per_class"]) == 11
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["task"] == "segmentation" and len(spec["palette"]) == 11
+    assert spec["task_options"]["loss"] == "ce+dice" and len(spec["task_options"]["class_weights"]) == 11
+    audit = json.loads((run / "audit.json").read_text())
+    assert set(audit["masks"]) == {"train", "val", "test"} and "images_without_foreground" in audit["masks"]["test"]
+    page = (run / "report.html").read_text()
+    assert "mIoU" in page and "mean over classes of data-set-level IoU" in page and "seg_worst.png" in page
+    for name in ("seg_class_iou.png", "seg_confusion_matrix.png", "seg_samples.png", "seg_worst.png"):
+        assert (run / "plots" / name).is_file()
+    assert main(["evaluate", str(run), "--split", "val"]) == 0
+    assert json.loads((run / "metrics_val.json").read_text())["num_samples"] == 4
+    assert main(["compare", str(run), "--out", str(tmp_path / "board")]) == 0
+    assert "miou" in (tmp_path / "board" / "leaderboard.csv").read_text().splitlines()[0]
+    big = tmp_path / "big.png"
+    Image.open(data / "test" / "images" / "00000.png").resize((50, 45)).save(big)
+    assert main(["segment", str(run), str(big), "--out", str(tmp_path / "seg"), "--no-panels"]) == 0
+    assert Image.open(tmp_path / "seg" / "big_mask.png").size == (50, 45)

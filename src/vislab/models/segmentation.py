@@ -55,10 +55,10 @@ class SegmentationNet(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         out = self.net(x)
-        if isinstance(out, dict):
-            out = out["out"]
-        elif hasattr(out, "logits"):  # Hugging Face outputs
+        if hasattr(out, "logits"):  # Hugging Face outputs (a dict subclass)
             out = out.logits
+        elif isinstance(out, dict):  # torchvision's {"out": ..., "aux": ...}
+            out = out["out"]
         if out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out[..., :height, :width]
