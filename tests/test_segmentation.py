@@ -352,3 +352,6 @@ def test_train_evaluate_report_compare_segment_end_to_end(tmp_path):
     Image.open(data / "test" / "images" / "00000.png").resize((50, 45)).save(big)
     assert main(["segment", str(run), str(big), "--out", str(tmp_path / "seg"), "--no-panels"]) == 0
     assert Image.open(tmp_path / "seg" / "big_mask.png").size == (50, 45)
+    # Grad-CAM for a class over its predicted region (pytorch-grad-cam's SemanticSegmentationTarget)
+    assert main(["explain", str(run), str(big), "--target", "Trouser", "--out", str(tmp_path / "explain")]) == 0
+    assert list((tmp_path / "explain").glob("big_Trouser_gradcam.png"))
