@@ -181,6 +181,18 @@ def _planted_segmenter():
     return Segmenter(logits, names, palette, "planted")
 
 
+def test_full_resolution_mask_is_the_argmax_of_upsampled_logits():
+    from vislab.data.palettes import Palette
+    from vislab.segment import Segmenter, predict_mask
+
+    # two low-resolution pixels; class 1 never wins there but wins between them once upsampled
+    low = torch.tensor([[[2.0, 0.0]], [[1.3, 1.3]], [[0.0, 2.0]]])  # (K=3, 1, 2)
+    segmenter = Segmenter(lambda image: low, ["a", "b", "c"], Palette.for_classes(["a", "b", "c"]), "planted")
+    mask, probs = predict_mask(segmenter, torch.zeros(3, 1, 10, dtype=torch.uint8), with_probs=True)
+    assert mask[0].tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
+    assert probs.shape == (3, 1, 10) and torch.allclose(probs.sum(0), torch.ones(1, 10))
+
+
 def test_segment_files_on_planted_regions(tmp_path, monkeypatch):
     import vislab.viz.segmentation as vseg
     from vislab.segment import segment_images
