@@ -286,3 +286,35 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
     folder = out or Path("runs") / f"lr-find-{cfg.model.name.replace(':', '-').replace('/', '-')}"
     return sweep(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps, out=folder, console=console,
                  write_config=write_config, suggestion=suggestion)
+
+
+def segment(model: str, images, out, weights: str | None = None, palette: str | None = None, alpha: float = 1.0,
+            beta: float = 0.6, class_maps=(), panels: bool = True, device: str = "auto", precision: str = "auto"):
+    """``vislab segment``: masks, colour masks, overlays, panels, legends and pixel_shares.csv in ``out``.
+
+    ``model`` is a segmentation run folder, a torchvision name (``lraspp_mobilenet_v3_large``, ...)
+    or ``hf:NAME_OR_FOLDER``; returns a :class:`vislab.segment.SegmentResult`.
+
+    Example:
+        >>> result = segment("runs/fashion-seg", ["composite.png"], out="seg/")   # doctest: +SKIP
+        >>> sorted(result.shares["composite.png"])[:2]                             # doctest: +SKIP
+    """
+    from vislab.segment import segment_images
+
+    return segment_images(model, [images] if isinstance(images, (str, Path)) else list(images), out,
+                          weights=weights, alpha=alpha, beta=beta, class_maps=class_maps, palette=palette,
+                          device=device, precision=precision, panels=panels)
+
+
+def make_segmentation_data(out, train: int = 2000, test: int = 400, size: int = 64, seed: int = 0) -> Path:
+    """An offline ``--task segmentation`` set: Fashion-MNIST items pasted on ``size`` px canvases (11 classes).
+
+    Seeded; train composites use only Fashion-MNIST train items, test composites only test items.
+
+    Example:
+        >>> make_segmentation_data("data/fashion-seg", train=2000, test=400)   # doctest: +SKIP
+        PosixPath('data/fashion-seg')
+    """
+    from vislab.data.composites import make_fashion_composites
+
+    return make_fashion_composites(out, train=train, test=test, size=size, seed=seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vislab.core.config import (
     BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LABEL_SEPARATORS, LIME_SEGMENTATIONS,
-    LOSSES, OPTIMIZERS, OUTPUT_FORMATS, PRECISIONS, RECIPES, SAMPLERS, SCHEDULERS, SPLITS, THRESHOLD_METRICS,
+    LOSSES, OPTIMIZERS, OUTPUT_FORMATS, PALETTES, PRECISIONS, RECIPES, SAMPLERS, SCHEDULERS, SPLITS, THRESHOLD_METRICS,
 )
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
@@ -233,6 +233,23 @@ def _add_train(sub) -> None:
     t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
     t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
     _add_augment_options(p)
+    _add_segmentation_options(p)
+
+
+def _add_segmentation_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("segmentation (--task segmentation: DIR/images + DIR/masks by file stem)")
+    g.add_argument("--palette", default=None, metavar="NAME_OR_FILE",
+                   help=f"class colours and names: {', '.join(PALETTES)}, or a JSON/CSV of name, r, g, b; "
+                        "RGB masks are mapped to class IDs through it")
+    g.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names, line i names ID i (default DIR/classes.txt, the palette, or the IDs found)")
+    g.add_argument("--ignore-index", type=int, default=None, help="void mask value, never scored (default 255)")
+    # --class-weights auto (median pixel frequency) and --loss auto|dice|ce+dice are training's own flags
+
+
+def _segmentation_overrides(args) -> dict:
+    return {"segmentation.palette": getattr(args, "palette", None), "segmentation.classes": getattr(args, "classes", None),
+            "segmentation.ignore_index": getattr(args, "ignore_index", None)}
 
 
 def train_overrides(args) -> dict:
@@ -261,7 +278,7 @@ def train_overrides(args) -> dict:
         "train.early_stopping.patience": args.patience, "train.early_stopping.monitor": args.monitor,
         "train.early_stopping.min_delta": args.min_delta,
         "train.early_stopping.restore_best": False if args.no_restore_best else None,
-        **_data_overrides(args), **_augment_overrides(args),
+        **_data_overrides(args), **_augment_overrides(args), **_segmentation_overrides(args),
     }
     if args.model_opt:
         overrides["model.options"] = _parse_options(args.model_opt)
@@ -539,7 +556,7 @@ def _cmd_audit(args) -> int:
     from vislab.tasks import get_task
 
     cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
-    dataset = get_task(args.task).load_data(cfg.data, seed=cfg.seed)
+    dataset = get_task(args.task).load_dataset(cfg.data, seed=cfg.seed)
     out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
     audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed, near_duplicates=True)
     console = Console(highlight=False)
@@ -817,9 +834,51 @@ def _model_spec(text: str) -> str:
     return f"imagenet:{text}"
 
 
+# --------------------------------------------------------------------------- segment
+def _add_segment(sub) -> None:
+    p = _parser(sub, "segment", "segment images: masks, colour masks, overlays, legends, pixel shares",
+                "Segment images with a segmentation model. Per image, in --out: STEM_mask.png (class IDs,\n"
+                "palette embedded), STEM_color.png, STEM_overlay.png, STEM_panel.png, STEM_legend.png; for all:\n"
+                "legend.png, pixel_shares.csv, bad_files.csv. Masks are at the input's full resolution.\n\n"
+                "examples:\n"
+                "  vislab segment runs/fashion-seg photos/ --out seg/\n"
+                "  vislab segment lraspp_mobilenet_v3_large street.jpg --weights lraspp.safetensors --out seg/\n"
+                "  vislab segment hf:nvidia/segformer-b0-finetuned-cityscapes-1024-1024 street.jpg --out seg/ "
+                "--class-maps road sky")
+    p.add_argument("model", metavar="MODEL",
+                   help="a segmentation run folder, a torchvision name (deeplabv3_resnet50, deeplabv3_resnet101, "
+                        "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50) or "
+                        "hf:NAME_OR_FOLDER (SegFormer)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--out", required=True, help="folder for the outputs")
+    p.add_argument("--weights", default=None, help="local weights for a named torchvision architecture")
+    p.add_argument("--palette", default=None, metavar="NAME_OR_FILE",
+                   help=f"colours: {', '.join(PALETTES)} or a JSON/CSV of name, r, g, b (default: the model's)")
+    p.add_argument("--alpha", type=float, default=1.0, help="overlay weight of the image (cv2.addWeighted)")
+    p.add_argument("--beta", type=float, default=0.6, help="overlay weight of the colour mask")
+    p.add_argument("--class-maps", nargs="+", default=(), metavar="CLASS", help="probability maps of these classes")
+    p.add_argument("--no-panels", action="store_true", help="skip the 3-panel figures and per-image legends")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast dtype; auto uses bf16 where the device runs it natively")
+
+
+def _cmd_segment(args) -> int:
+    from vislab import api
+
+    result = api.segment(args.model, args.images, out=args.out, weights=args.weights, palette=args.palette,
+                         alpha=args.alpha, beta=args.beta, class_maps=args.class_maps, panels=not args.no_panels,
+                         device=args.device, precision=args.precision)
+    for path, reason in result.bad_files:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"segmented {len(result.files)} image(s) in {result.seconds:.1f}s -> {result.out_dir} "
+          f"(pixel_shares.csv, legend.png)")
+    return 0 if result.files else 1
+
+
 # --------------------------------------------------------------------------- main
 COMMANDS = ["train", "evaluate", "predict", "models", "summary", "audit", "augment-preview", "compare", "report",
-            "explain", "activations", "filters", "export", "serve", "lr-find"]
+            "explain", "activations", "filters", "segment", "export", "serve", "lr-find"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,8 +42,10 @@ class Loaded:
         if self.task is None:
             from vislab.tasks import get_task
 
-            self.task = get_task(self.spec.get("task", "classification"))
-            self.task.restore(self.spec)  # what the task stored with the model (thresholds, palette)
+            # what the task stored with the model: options (a segmentation run's ignore index, loss) and state
+            # (multi-label thresholds, a palette)
+            self.task = get_task(self.spec.get("task", "classification"), **self.spec.get("task_options", {}))
+            self.task.restore(self.spec)
 
 
 def versions() -> dict:

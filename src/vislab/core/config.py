@@ -29,7 +29,10 @@ FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 FREEZE_MODES = ("none", "backbone")
 HEADS = ("linear", "mlp")
 # tasks vislab ships (vislab.tasks registers them; a task registered by the user's code works as well)
-BUILTIN_TASKS = ("classification", "multilabel")
+BUILTIN_TASKS = ("classification", "multilabel", "segmentation")
+# segmentation: the loss (cross-entropy with the ignore index, Dice, or their sum) and the named palettes
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")
+PALETTES = ("camvid", "cityscapes", "voc", "ade20k")
 EXPLAIN_METHODS = ("gradcam", "gradcam++", "lime", "occlusion", "integrated-gradients")
 LIME_SEGMENTATIONS = ("quickshift", "slic")
 OUTPUT_FORMATS = ("table", "json", "csv")
@@ -43,7 +46,9 @@ BN_MODES = ("train", "frozen", "reestimate")
 # automatic augmentation policies on the uint8 images (torchvision v2)
 AUGMENT_POLICIES = ("none", "trivialaugment", "randaugment")
 # class imbalance and multi-label (vislab.tasks.losses, vislab.data.samplers, vislab.tasks.multilabel)
-LOSSES = ("auto", "focal", "asymmetric")  # auto: cross-entropy (single-label), BCE with logits (multi-label)
+# auto: cross-entropy (single-label, segmentation), BCE with logits (multi-label); focal: single- and multi-label;
+# asymmetric: multi-label; dice, ce+dice: segmentation (each task refuses the ones that are not its own)
+LOSSES = ("auto", "focal", "asymmetric", "dice", "ce+dice")
 SAMPLERS = ("none", "balanced")
 THRESHOLD_METRICS = ("f1", "f2", "mcc", "jaccard")  # what per-class multi-label thresholds maximise
 LABEL_SEPARATORS = ("auto", "space", "comma", "semicolon", "pipe")
@@ -162,12 +167,24 @@ class TrainConfig:
 
 
 @dataclass
+class SegmentationConfig:
+    """``--task segmentation``: how masks are read and scored (vislab.tasks.segmentation)."""
+
+    palette: str | None = None  # camvid | cityscapes | voc | ade20k | a JSON/CSV file of name, r, g, b
+    classes: str | None = None  # a text file, line i names class ID i (default: DIR/classes.txt, the palette)
+    ignore_index: int = 255  # void / unlabelled pixels: never in the loss or the metrics
+    class_weights: str | None = None  # auto: median-frequency weights from the training pixels
+    loss: str = "ce"  # ce | dice | ce+dice
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     task: str = "classification"  # what is learned: vislab.tasks names them (`--task`)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     seed: int = 0
     recipe: str | None = None
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
@@ -258,6 +275,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.threshold={cfg.train.threshold} must be a probability in (0, 1), e.g. 0.5")
     if cfg.train.focal_gamma < 0:
         raise ConfigError("train.focal_gamma must be >= 0 (0 is plain cross-entropy)")
+    _check_choice("segmentation.loss", cfg.segmentation.loss, SEGMENTATION_LOSSES)
+    if cfg.segmentation.class_weights not in (None, "auto"):
+        raise ConfigError(f"segmentation.class_weights={cfg.segmentation.class_weights!r} is not valid; use auto "
+                          "(median-frequency weights from the training masks) or leave it unset")
     if cfg.recipe is not None:
         _check_choice("recipe", cfg.recipe, tuple(RECIPES))
     es = cfg.train.early_stopping

@@ -128,3 +128,50 @@ class Augment(nn.Module):
         if is_uint8:
             out = (out * 255.0).round_().clamp_(0, 255).to(torch.uint8)
         return out[0] if squeeze else out
+
+
+def augment_with_masks(augment: Augment, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
+                       ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment images and their (N, H, W) label masks with the same geometry.
+
+    The masks replay the images' random draws (the generator's state is copied first),
+    so every flip, rotation, zoom, shift and shear is identical; they are sampled with
+    nearest only (a label is never blended into a new one), and pixels that come from
+    outside the mask are ``ignore_index`` whatever the images' fill mode, so the loss never
+    learns from made-up borders. Photometric changes (none in :class:`Augment` yet) would
+    touch the images only.
+
+    Example:
+        >>> from vislab.core.config import AugmentConfig
+        >>> aug = Augment(AugmentConfig(rotation=30))
+        >>> masks = torch.randint(0, 3, (2, 16, 16))
+        >>> _, out = augment_with_masks(aug, torch.rand(2, 3, 16, 16), masks, torch.Generator().manual_seed(0))
+        >>> sorted(set(out.unique().tolist()) - {0, 1, 2})
+        [255]
+    """
+    if not augment.cfg.active:
+        return images, masks
+    replay = torch.Generator()
+    replay.set_state(generator.get_state())
+    images = augment(images, generator=generator)
+    cfg = augment.cfg
+    n, height, width = masks.shape
+    if not cfg.geometric:  # the same draws, in the same order, as Augment.forward's flips
+        out = masks
+        if cfg.hflip:
+            flip = (torch.rand(n, generator=replay) < 0.5).to(masks.device).view(-1, 1, 1)
+            out = torch.where(flip, out.flip(-1), out)
+        if cfg.vflip:
+            flip = (torch.rand(n, generator=replay) < 0.5).to(masks.device).view(-1, 1, 1)
+            out = torch.where(flip, out.flip(-2), out)
+        return images, out
+    theta = augment.matrices(n, height, width, replay).to(masks.device)
+    grid = affine_grid(theta, height, width)
+    if cfg.fill_mode == "wrap":
+        grid = torch.remainder(grid + 1.0, 2.0) - 1.0
+    # labels + 1 with zero padding: 0 marks "outside", which becomes the ignore index
+    shifted = (masks.float() + 1).unsqueeze(1)
+    sampled = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
+    sampled = sampled.round().long()
+    out = torch.where(sampled == 0, torch.full_like(sampled, ignore_index), sampled - 1)
+    return images, out.to(masks.dtype)

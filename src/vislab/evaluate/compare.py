@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
-           "loss", "run_dir"]
+           "loss", "run_dir", "task", "miou", "map"]
 
 
 def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict]:
@@ -50,9 +50,10 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
         if not run_dir.is_dir():
             raise FileNotFoundError(f"{run_dir} is not a folder; pass run folders written by `vislab train`")
         rows.append(_row(run_dir, evaluation))
-    # Unevaluated runs sink to the bottom instead of breaking the sort; different data never interleave.
-    rows.sort(key=lambda r: (r["accuracy"] is None, str(r.get("data") or ""),
-                             -r["accuracy"] if r["accuracy"] is not None else math.inf))
+    # Unevaluated runs sink to the bottom instead of breaking the sort; different data never interleave;
+    # a segmentation run ranks by mIoU and a multi-label one by mAP (they have no accuracy)
+    rows.sort(key=lambda r: (_score(r) is None, str(r.get("data") or ""),
+                             -_score(r) if _score(r) is not None else math.inf))
     return rows
 
 
@@ -91,6 +92,8 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
     headers = [("#", "right"), ("run", "left"), ("model", "left"), ("data", "left"), ("split", "left"),
                ("params", "right"), ("epochs", "right"), ("train time", "right"), ("accuracy", "right"),
                ("macro F1", "right"), ("AUC", "right"), ("loss", "right")]
+    extra = [(key, label) for key, label in (("miou", "mIoU"), ("map", "mAP")) if any(r.get(key) is not None for r in rows)]
+    headers[8:8] = [(label, "right") for _, label in extra]
     for name, justify in headers:
         table.add_column(name, justify=justify, no_wrap=True)
     rank, previous = 0, None
@@ -106,6 +109,7 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
             _count(r.get("parameters")),
             _plain(r.get("epochs")),
             _duration(r.get("train_seconds")),
+            *[_fixed(r.get(key)) for key, _ in extra],
             _fixed(r.get("accuracy")),
             _fixed(r.get("macro_f1")),
             _fixed(r.get("auc")),
@@ -124,7 +128,7 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
     if len(datas) > 1:
         console.print(f"[yellow]these runs were measured on {len(datas)} different data sets ({', '.join(datas)}): "
                       "each is ranked on its own; numbers across data sets do not compare[/]")
-    missing = [r for r in rows if r.get("accuracy") is None]
+    missing = [r for r in rows if _score(r) is None]
     if missing:
         files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
         console.print(f"[yellow]not evaluated yet (no {', '.join(files)}): {', '.join(r['run'] for r in missing)}; "
@@ -132,6 +136,14 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
 
 
 # ----------------------------------------------------------------------------- reading one run
+
+
+def _score(row: dict):
+    """The number a run ranks by: test accuracy, else mIoU (segmentation), else mAP (multi-label)."""
+    for key in ("accuracy", "miou", "map"):
+        if row.get(key) is not None:
+            return row[key]
+    return None
 
 
 def _row(run_dir: Path, evaluation: str | None = None) -> dict:
@@ -158,6 +170,9 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
         "auc": metrics.get("roc_auc"),
         "loss": metrics.get("loss"),
         "run_dir": str(run_dir),
+        "task": spec.get("task", "classification"),
+        "miou": metrics.get("miou"),
+        "map": metrics.get("map"),
     }
 
 

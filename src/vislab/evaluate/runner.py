@@ -59,7 +59,7 @@ def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "t
         if data is not None:
             cfg.data.source = data
             cfg.data.test_csv = None
-        dataset = loaded.task.load_data(cfg.data, seed=cfg.seed)
+        dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed)
     if split not in dataset.splits:
         raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}); "
                         "set --test-split when training or give --data with a test/ folder")

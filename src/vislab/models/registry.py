@@ -117,6 +117,10 @@ def create_model(
 
         model.vislab_name = name
         return materialize(model, (in_chans, *model.default_input_size))
+    if name in _segmentation_models():
+        from vislab.models.segmentation import create_segmentation_model
+
+        return create_segmentation_model(name, num_classes, in_chans, pretrained, **kwargs)
     if name.startswith("hf:"):
         from vislab.models import pretrained as pretrained_mod
 
@@ -136,10 +140,17 @@ def needs_rgb(name: str, pretrained: bool = False) -> bool:
     return pretrained or name.startswith("hf:")
 
 
+def _segmentation_models() -> tuple[str, ...]:
+    """smp and torchvision segmentation names (vislab.models.segmentation; smp is imported only to build)."""
+    from vislab.models.segmentation import SEGMENTATION_MODELS
+
+    return SEGMENTATION_MODELS
+
+
 def check_model_name(name: str) -> None:
     """Raise the unknown-model error now, before any data is loaded (hf: names are checked at load)."""
     _import_builtin()
-    if name in _REGISTRY or name.startswith("hf:"):
+    if name in _REGISTRY or name.startswith("hf:") or name in _segmentation_models():
         return
     if not is_timm_name(name[5:] if name.startswith("timm:") else name):
         raise ValueError(unknown_model_message(name))

@@ -133,23 +133,9 @@ class Task:
         self.options = options
 
     # ---- data
-    def load_data(self, data_cfg, seed: int = 0):
-        """The :class:`~vislab.data.sources.Dataset` this task trains and evaluates on (``--data``)."""
-        from vislab.data.sources import load_dataset
-
-        return load_dataset(data_cfg, seed=seed)
-
     def prepare(self, dataset, console=None) -> None:
         """Called once the training data is loaded, before the first step (e.g. class weights from its
         counts, printed to ``console``); nothing by default."""
-
-    def model_extra(self, predict_split, dataset, console=None) -> dict:
-        """What model.json stores for the task after training (e.g. thresholds tuned on the val split).
-
-        ``predict_split(split)`` returns the trained model's postprocessed outputs and the targets
-        of a split, on the CPU. Nothing by default.
-        """
-        return {}
 
     def restore(self, spec: dict) -> None:
         """Read back what :meth:`model_extra` stored, from a loaded model.json; nothing by default."""
@@ -178,6 +164,36 @@ class Task:
     def stratify_key(self, labels) -> np.ndarray | None:
         """One value per image to stratify splits by; None: split at random."""
         return np.asarray(labels)
+
+    # ---- data and model set-up (hooks with classification's behaviour as the default)
+    def load_dataset(self, data_cfg, seed: int = 0):
+        """The task's data set from ``--data`` (a per-pixel task reads image/mask pairs)."""
+        from vislab.data.sources import load_dataset
+
+        return load_dataset(data_cfg, seed=seed)
+
+    def audit(self, dataset, out_dir, seed: int = 0) -> dict:
+        """The data-set audit written to ``out_dir/audit.json`` (a per-pixel task audits its masks)."""
+        from vislab.data.audit import audit_dataset
+
+        return audit_dataset(dataset, out_dir, seed=seed)
+
+    def model_config(self, model_cfg, native_size):
+        """The model config to build with (a per-pixel task keeps the data's own size)."""
+        return model_cfg
+
+    def model_extra(self, dataset, predict_split=None, console=None) -> dict:
+        """What model.json stores for the task after training: a palette, ``task_options`` (passed back to
+        the task when the run is loaded), thresholds tuned on the val split. Nothing by default.
+
+        ``predict_split(split)`` returns the trained model's postprocessed outputs and the targets
+        of a split, on the CPU; ``console`` prints what was decided.
+        """
+        return {}
+
+    def augment_pair(self, augment, images: torch.Tensor, targets: torch.Tensor, generator):
+        """Augment a training batch and its targets together: per-image targets do not move."""
+        return augment(images, generator=generator), targets
 
     # ---- loss and running statistics
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -286,4 +302,4 @@ def task_names() -> tuple[str, ...]:
 
 
 def _load_builtin_tasks() -> None:
-    from vislab.tasks import classification, multilabel  # noqa: F401  (register themselves)
+    from vislab.tasks import classification, multilabel, segmentation  # noqa: F401  (register themselves)

@@ -225,7 +225,7 @@ class MultiLabel(Task):
         self.thresholds: np.ndarray | None = None  # per label, from model.json (restore) or tuning
 
     # ---- data and targets
-    def load_data(self, data_cfg, seed: int = 0):
+    def load_dataset(self, data_cfg, seed: int = 0):
         from vislab.data.multilabel import load_multilabel_dataset
 
         return load_multilabel_dataset(data_cfg, seed=seed)
@@ -279,7 +279,7 @@ class MultiLabel(Task):
         return {"map": float(np.mean(ap)) if ap else 0.0, "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
     # ---- thresholds
-    def model_extra(self, predict_split, dataset, console=None):
+    def model_extra(self, dataset, predict_split=None, console=None):
         k = len(dataset.class_names)
         val = dataset.splits.get("val")
         if self.fixed_threshold is not None:

@@ -90,7 +90,7 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         warn_if_slow_precision(cfg.train.precision, self.device)
         self.model, self.preprocessing = build_model(
-            cfg.model, self.task.num_outputs(dataset.class_names), dataset.channels, dataset.native_size
+            self.task.model_config(cfg.model, dataset.native_size), self.task.num_outputs(dataset.class_names), dataset.channels, dataset.native_size
         )
         # hook: finetune (freeze / finetune_last / param groups) -- see vislab.models.finetune
         self.param_groups = self._configure_trainable()
@@ -246,6 +246,23 @@ class Trainer:
         x = self.preprocessing(images, augment=augment)
         return x.contiguous(memory_format=self.memory_format)
 
+    def augmented_input(self, images: torch.Tensor, targets: torch.Tensor, generator):
+        """A training batch's model input and targets, augmented together by the task
+        (classification: the images only, with the same random draws as ``model_input``)."""
+        if self.augment is None:
+            return self.model_input(images, generator), targets
+        images = images.to(self.device, non_blocking=True)
+        if self.policy is not None:
+            images = self.policy(images, generator)  # on the uint8 images, before resizing
+        moved = {}
+
+        def augment(x):
+            x, moved["targets"] = self.task.augment_pair(self.augment, x, targets, generator)
+            return x
+
+        x = self.preprocessing(images, augment=augment)
+        return x.contiguous(memory_format=self.memory_format), moved.get("targets", targets)
+
     def _epoch_logs(self, prefix: str, loss_sum, sums: dict, seen: int) -> dict:
         """Reduce the running sums across ranks (one host read) and turn them into the task's metrics."""
         keys = sorted(sums)
@@ -271,8 +288,8 @@ class Trainer:
         seen = 0
         start = next_update = time.perf_counter()
         for images, labels in self.train_batches:
-            x = self.model_input(images, generator)
             y = task.targets(labels.to(self.device, non_blocking=True))
+            x, y = self.augmented_input(images, y, generator)
             x, soft = self.mix(x, y)
             with autocast_context(self.device, self.amp_dtype):
                 logits = self.forward_model(x)
@@ -295,8 +312,8 @@ class Trainer:
             if progress is not None and time.perf_counter() >= next_update:
                 # a few times a second: reading the sums waits for a GPU's queue to drain
                 next_update = time.perf_counter() + 0.2
-                # a task's sums may be arrays (score histograms, a confusion matrix): only scalars become floats
-                shown = task.epoch_metrics({k: float(v) if v.numel() == 1 else v for k, v in sums.items()}, seen)
+                shown = task.epoch_metrics({k: float(v) if v.numel() == 1 else v.double().cpu()
+                                            for k, v in sums.items()}, seen)
                 progress(seen * self.dist.world_size, float(total_loss) / seen, shown,
                          seen * self.dist.world_size / (time.perf_counter() - start))
         return self._epoch_logs("train_", total_loss, sums, seen)
@@ -545,7 +562,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
     check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     task = task_for_config(cfg)  # an unknown task too
     seed_everything(cfg.seed)
-    dataset = task.load_data(cfg.data, seed=cfg.seed)
+    dataset = task.load_dataset(cfg.data, seed=cfg.seed)
     cfg.out = str(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -553,9 +570,10 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         write_bad_files(run_dir, dataset.bad_files)
     _print_data_summary(console, dataset)
     if resume is None and main:  # rank 0 only: the audit writes into the run folder
-        from vislab.data.audit import audit_dataset, leakage_warnings
+        from vislab.data.audit import leakage_warnings
 
-        for warning in leakage_warnings(audit_dataset(dataset, run_dir, seed=cfg.seed), near=False):
+        audit = task.audit(dataset, run_dir, seed=cfg.seed)
+        for warning in leakage_warnings(audit if isinstance(audit, dict) else {}, near=False):
             console.print(f"[yellow]warning: {warning}[/]")
 
     task.prepare(dataset, console)  # e.g. class weights from the training counts
@@ -625,7 +643,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         trainer.model.load_state_dict(trainer.ema.module.state_dict())
     if es.restore_best and es.patience is not None and best_path.exists():
         load_weights(trainer.model, best_path)
-    extra = task.model_extra(trainer.predict_split, dataset, console)  # e.g. tuned thresholds
+    extra = task.model_extra(dataset, predict_split=trainer.predict_split, console=console)  # thresholds, palette
     write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task,
                 extra={**(extra or {}), "speed": trainer.choice.to_dict()})
     _plot_curves(run_dir, history, task)
