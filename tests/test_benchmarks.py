@@ -25,4 +25,6 @@ def test_gpu_training_bench_runs_both_sides_on_cpu(capsys, monkeypatch):
     assert all(r["images_per_s"] > 0 and r["machine"]["device"] == "cpu" for r in runs)
     ratios = [r for r in lines if r["side"] == "ratio"]
     assert [r["model"] for r in ratios] == ["resnet18", "vit_tiny_patch16_224"]
-    assert all(abs(r["ratio"] - r["vislab_images_per_s"] / r["raw_images_per_s"]) < 0.01 for r in ratios)
+    # the printed speeds carry 4 significant digits, the ratio 3 decimals
+    assert all(abs(r["ratio"] - r["vislab_images_per_s"] / r["raw_images_per_s"]) < 0.005 * max(1, r["ratio"])
+               for r in ratios)
