@@ -107,16 +107,20 @@ class Choice:
     kind: str = "train"
 
     @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.precision, self.channels_last)
+
+    @property
     def dtype(self) -> torch.dtype | None:
-        return _DTYPES[self.precision]
+        return self.candidate.dtype
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
+        return self.candidate.memory_format
 
     @property
     def label(self) -> str:
-        return Candidate(self.precision, self.channels_last).label
+        return self.candidate.label
 
     def speedups(self) -> dict[str, float]:
         """Each timed precision's best speed against fp32's best (1.6 = 1.6x as fast as fp32)."""

@@ -59,13 +59,7 @@ class FusedRMSprop(torch.optim.RMSprop):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[torch.Tensor] = []
-            grads: list[torch.Tensor] = []
-            square_avgs: list[torch.Tensor] = []
-            grad_avgs: list[torch.Tensor] = []
-            momentum_buffers: list[torch.Tensor] = []
-            steps: list[torch.Tensor] = []
-            has_complex = self._init_group(group, params, grads, square_avgs, momentum_buffers, grad_avgs, steps)
+            has_complex, params, grads, square_avgs, grad_avgs, momentum_buffers, steps = _collect(self, group)
             if not params:
                 continue
             if has_complex or not self._fusable(group, params):
@@ -123,13 +117,7 @@ class KerasRMSprop(FusedRMSprop):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[torch.Tensor] = []
-            grads: list[torch.Tensor] = []
-            square_avgs: list[torch.Tensor] = []
-            grad_avgs: list[torch.Tensor] = []
-            momentum_buffers: list[torch.Tensor] = []
-            steps: list[torch.Tensor] = []
-            has_complex = self._init_group(group, params, grads, square_avgs, momentum_buffers, grad_avgs, steps)
+            has_complex, params, grads, square_avgs, grad_avgs, momentum_buffers, steps = _collect(self, group)
             if not params:
                 continue
             torch._foreach_add_(steps, 1)
@@ -247,3 +235,12 @@ def _warmup_then(optimizer, scheduler: str, warmup: int, total: int):
     else:
         after = sched.LambdaLR(optimizer, lambda _: 1.0)
     return sched.SequentialLR(optimizer, [warm, after], milestones=[warmup])
+
+
+def _collect(optimizer: torch.optim.RMSprop, group: dict):
+    """RMSprop's per-group state lists, as ``torch.optim.RMSprop._init_group`` fills them (both
+    optimisers above step from them): has_complex, params, grads, square_avgs, grad_avgs,
+    momentum_buffers, steps."""
+    params, grads, square_avgs, grad_avgs, momentum_buffers, steps = [], [], [], [], [], []
+    has_complex = optimizer._init_group(group, params, grads, square_avgs, momentum_buffers, grad_avgs, steps)
+    return has_complex, params, grads, square_avgs, grad_avgs, momentum_buffers, steps
