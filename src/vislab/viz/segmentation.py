@@ -22,9 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vislab.viz.evaluation import _save  # noqa: E402  (one figure writer for every viz module)
 from vislab.viz.montage import rgb  # noqa: E402
 
-DPI = 100
 IGNORE_COLOR = (255, 255, 255)  # ignore-index pixels in true masks
 
 
@@ -130,13 +130,3 @@ def plot_class_iou(names: Sequence[str], ious: Sequence[float | None], path, mio
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.05), xlabel="IoU (dataset level)", title="Per-class IoU")
     return _save(fig, path)
-
-
-def _save(fig, path, tight: bool = True) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if tight:
-        fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
