@@ -156,18 +156,35 @@ def plot_per_class_accuracy(class_names: Sequence[str], accuracies: Sequence[flo
         >>> plot_per_class_accuracy(["a", "b"], [0.9, None], os.path.join(tempfile.mkdtemp(), "acc.png")).exists()
         True
     """
-    k = len(class_names)
-    values = np.array([a if a is not None else 0.0 for a in accuracies], dtype=float)
+    fig, _ = per_class_bars(class_names, accuracies, "n/a (no samples)", "{:.1%}", "Accuracy (recall)",
+                            "Per-class accuracy")
+    return _save(fig, path)
+
+
+def per_class_bars(names: Sequence[str], scores: Sequence[float | None], missing: str, fmt: str, xlabel: str,
+                   title: str, text_cap: float = 0.9, hide_names_over: int | None = 200):
+    """Horizontal 0..1 bars, one per class, coloured red to green and labelled with ``fmt``; a ``None``
+    score is drawn as 0 and labelled ``missing``. Per-class accuracy, AP and IoU all draw through it;
+    returns ``(fig, ax)`` for the caller to add to and save.
+
+    Example:
+        >>> fig, ax = per_class_bars(["a", "b"], [0.5, None], "n/a", "{:.2f}", "score", "Per class")
+        >>> len(ax.patches)
+        2
+        >>> plt.close(fig)
+    """
+    k = len(names)
+    values = np.array([v if v is not None else 0.0 for v in scores], dtype=float)
     fig, ax = plt.subplots(figsize=(7, min(2 + 0.3 * k, 60)))
     y = np.arange(k)
-    colours = plt.cm.RdYlGn(values)
-    ax.barh(y, values, color=colours, edgecolor="black", lw=0.5)
-    for i, a in enumerate(accuracies):
-        ax.text(min(values[i] + 0.01, 0.9), i, "n/a (no samples)" if a is None else f"{a:.1%}", va="center", fontsize=8)
-    ax.set_yticks(y, [str(n) for n in class_names] if k <= 200 else [""] * k)
+    ax.barh(y, values, color=plt.cm.RdYlGn(values), edgecolor="black", lw=0.5)
+    for i, v in enumerate(scores):
+        ax.text(min(values[i] + 0.01, text_cap), i, missing if v is None else fmt.format(v), va="center", fontsize=8)
+    shown = hide_names_over is None or k <= hide_names_over
+    ax.set_yticks(y, [str(n) for n in names] if shown else [""] * k)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1.05), xlabel="Accuracy (recall)", title="Per-class accuracy")
-    return _save(fig, path)
+    ax.set(xlim=(0, 1.05), xlabel=xlabel, title=title)
+    return fig, ax
 
 
 def plot_prediction_grid(

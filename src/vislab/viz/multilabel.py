@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vislab.viz.evaluation import RIGHT, WRONG, _as_numpy, _save, _short, plt
+from vislab.viz.evaluation import RIGHT, WRONG, _as_numpy, _save, _short, per_class_bars, plt
 
 
 def plot_per_class_ap(class_names: Sequence[str], aps: Sequence[float | None], path, headline: float | None = None) -> Path:
@@ -22,18 +22,8 @@ def plot_per_class_ap(class_names: Sequence[str], aps: Sequence[float | None], p
         >>> plot_per_class_ap(["a", "b"], [0.8, None], os.path.join(tempfile.mkdtemp(), "ap.png")).exists()
         True
     """
-    k = len(class_names)
-    values = np.array([a if a is not None else 0.0 for a in aps], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, min(2 + 0.3 * k, 60)))
-    y = np.arange(k)
-    ax.barh(y, values, color=plt.cm.RdYlGn(values), edgecolor="black", lw=0.5)
-    for i, a in enumerate(aps):
-        ax.text(min(values[i] + 0.01, 0.9), i, "n/a (no positives)" if a is None else f"{a:.3f}", va="center",
-                fontsize=8)
-    ax.set_yticks(y, [str(n) for n in class_names] if k <= 200 else [""] * k)
-    ax.invert_yaxis()
     title = "Average precision per label" + (f" (mAP {headline:.3f})" if headline is not None else "")
-    ax.set(xlim=(0, 1.05), xlabel="Average precision", title=title)
+    fig, _ = per_class_bars(class_names, aps, "n/a (no positives)", "{:.3f}", "Average precision", title)
     return _save(fig, path)
 
 

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vislab.viz.evaluation import _save  # noqa: E402  (one figure writer for every viz module)
+from vislab.viz.evaluation import _save, per_class_bars  # noqa: E402  (one figure writer for every viz module)
 from vislab.viz.montage import rgb  # noqa: E402
 
 IGNORE_COLOR = (255, 255, 255)  # ignore-index pixels in true masks
@@ -115,18 +115,9 @@ def plot_mask_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[st
 
 def plot_class_iou(names: Sequence[str], ious: Sequence[float | None], path, miou: float | None = None) -> Path:
     """Horizontal bars of per-class IoU; a class absent from truth and prediction is marked n/a."""
-    k = len(names)
-    values = np.array([v if v is not None else 0.0 for v in ious], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, min(2 + 0.3 * k, 60)))
-    y = np.arange(k)
-    ax.barh(y, values, color=plt.cm.RdYlGn(values), edgecolor="black", lw=0.5)
-    for i, value in enumerate(ious):
-        ax.text(min(values[i] + 0.01, 0.88), i, "n/a (absent)" if value is None else f"{value:.3f}", va="center",
-                fontsize=8)
+    fig, ax = per_class_bars(names, ious, "n/a (absent)", "{:.3f}", "IoU (dataset level)", "Per-class IoU",
+                             text_cap=0.88, hide_names_over=None)
     if miou is not None:
         ax.axvline(miou, color="black", ls="--", lw=1, label=f"mIoU {miou:.3f}")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_yticks(y, [str(n) for n in names])
-    ax.invert_yaxis()
-    ax.set(xlim=(0, 1.05), xlabel="IoU (dataset level)", title="Per-class IoU")
     return _save(fig, path)
