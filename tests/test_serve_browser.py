@@ -93,3 +93,25 @@ def test_page_predicts_an_uploaded_photo(server, tmp_path):
             assert seen == ["control error"]
         finally:
             context.close()
+
+
+def test_docs_page_renders_offline(server, tmp_path):
+    """/docs is Swagger UI from locally served files: it lists the endpoints with no failed request."""
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                       headless=True, args=ARGS)
+        try:
+            page = context.new_page()
+            problems, urls = [], []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+            page.on("request", lambda r: urls.append(r.url))
+            page.goto(server + "/docs")
+            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+            paths = {el.inner_text() for el in page.query_selector_all(".opblock-summary-path")}
+            assert {"/v1/predict", "/v1/explain", "/health"} <= {p.replace("\u200b", "") for p in paths}
+            assert problems == []
+            assert all(u.startswith(server) for u in urls if not u.startswith("data:")), urls
+        finally:
+            context.close()

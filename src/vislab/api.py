@@ -249,7 +249,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     Example:
         >>> serve("runs/digits", port=8080, batch_size=32, max_wait_ms=5)   # doctest: +SKIP
     """
-    _require_deploy("vislab serve", "fastapi", "uvicorn", "multipart", "prometheus_client")
+    _require_deploy("vislab serve", "fastapi", "fastapi_offline", "uvicorn", "multipart", "prometheus_client")
     from vislab.serve.app import run_server
 
     run_server(model, host=host, port=port, **options)

@@ -7,7 +7,8 @@ answers 503 until the model is loaded and one warm-up forward has run, then 200.
 Endpoints: ``POST /v1/predict`` (multipart ``file`` / ``files`` or a raw ``image/*`` body:
 the JSON list of ``vislab predict --format json``), ``POST /v1/explain`` (Grad-CAM overlay
 PNG), ``POST /v1/segment`` (per-pixel tasks: mask PNG + class shares), ``GET /health``,
-``GET /v1/info``, ``GET /metrics`` (Prometheus text), ``GET /docs`` and ``/openapi.json``,
+``GET /v1/info``, ``GET /metrics`` (Prometheus text), ``GET /docs`` (Swagger UI from
+fastapi-offline's bundled files, no CDN), ``/redoc`` and ``/openapi.json``,
 ``GET /`` (the web page). Errors are ``{"error": {"code", "message"}}`` with the codes in
 :data:`vislab.serve.uploads.ERROR_STATUS`.
 
@@ -32,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -142,8 +144,8 @@ def create_app(spec, config: ServeConfig | None = None):
         task.cancel()
         await batcher.stop()
 
-    app = FastAPI(title="vislab serve", version="1", lifespan=lifespan,
-                  description=f"Predictions from {label}. Errors: {{\"error\": {{\"code\", \"message\"}}}}.")
+    app = FastAPIOffline(title="vislab serve", version="1", lifespan=lifespan,
+                         description=f"Predictions from {label}. Errors: {{\"error\": {{\"code\", \"message\"}}}}.")
 
     def error_response(exc: ApiError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
