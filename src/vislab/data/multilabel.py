@@ -169,9 +169,9 @@ def _check_singletons(path: Path, parsed, classes, files) -> None:
             row = next(r for r, tokens in enumerate(parsed) if name in tokens)
             others = [c for c in classes if c != name and counts[c] > 1]
             close = difflib.get_close_matches(name, others, n=1, cutoff=0.6)
-            looks = (f"; it looks like {close[0]!r} ({counts[close[0]]} rows), a typo?" if close else
+            looks = (f"; it looks like a typo of {close[0]!r} ({counts[close[0]]} rows)" if close else
                      ", so it can be neither learned nor evaluated")
-            raise DataError(f"{path}: label {name!r} appears in one row only (row {row + 2}, {files[row]!r}){looks} "
+            raise DataError(f"{path}: label {name!r} appears in one row only (row {row + 2}, {files[row]!r}){looks}. "
                             f"Fix the row, or, if the class is real, list every class with --labels "
                             f"(e.g. --labels {' '.join(sorted(set(others + [name]), key=_natural_key)[:6])} ...)")
 
