@@ -79,6 +79,18 @@ def test_same_seed_same_history(tmp_path):
         assert torch.equal(value, load_file(str(b.run_dir / "model.safetensors"))[key])
 
 
+def test_history_lr_is_the_rate_each_epoch_trained_at(digits_run, tmp_path):
+    """history.csv's lr is the epoch's first step's: cosine starts at --lr; one-cycle starts at
+    peak/10 and never shows the extrapolated step past its end (it once logged a negative rate)."""
+    assert digits_run.history[0]["lr"] == pytest.approx(DIGITS_CNN["lr"])
+    lrs = [row["lr"] for row in digits_run.history]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] > 0
+    one_cycle = train(out=str(tmp_path / "one"), data="digits", model="mlp", epochs=2, lr=1e-2,
+                      scheduler="onecycle", precision="fp32")
+    assert one_cycle.history[0]["lr"] == pytest.approx(1e-3)
+    assert all(row["lr"] > 0 for row in one_cycle.history)
+
+
 def test_early_stopping_restores_best(tmp_path):
     # lr far too high: validation loss gets worse, so training stops after `patience` epochs
     result = train(data="digits", model="mlp", epochs=30, lr=0.5, optimizer="sgd", momentum=0.99,

@@ -605,6 +605,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
         start = time.perf_counter()
+        lr = trainer.optimizer.param_groups[-1]["lr"]  # the epoch's first step's (the schedule moves it after)
         with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split),
                            task.metrics[0].name if task.metrics else None) as bar:
             logs = trainer.train_epoch(epoch, bar)
@@ -618,7 +619,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
                 trainer.scheduler.step(logs.get("val_loss", logs["train_loss"]))
             else:
                 trainer.scheduler.step()
-        logs.update(epoch=epoch + 1, lr=trainer.optimizer.param_groups[-1]["lr"],
+        logs.update(epoch=epoch + 1, lr=lr,
                     seconds=round(time.perf_counter() - start, 3))
         history.append(logs)
         for callback in callbacks:
