@@ -22,10 +22,12 @@ from pathlib import Path
 import torch
 
 
-def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, console=None, epochs: int | None = None):
+def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, console=None, epochs: int | None = None,
+          figures: bool = True):
     """Train (or resume) a run, then evaluate it on the test split with figures and the report.
 
     Returns the :class:`~vislab.train.loop.FitResult`, its ``metrics`` filled when evaluated.
+    ``figures=False`` evaluates without the task's figures and the explanation panels.
     """
     from rich.console import Console
 
@@ -37,7 +39,8 @@ def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, consol
         return result
     if evaluate and "test" in result.dataset.splits:
         device = _config_device(result.run_dir)
-        result.metrics = run_evaluation(result.run_dir, dataset=result.dataset, console=console, device=device)
+        result.metrics = run_evaluation(result.run_dir, dataset=result.dataset, console=console, device=device,
+                                        figures=figures)
     else:
         from vislab.report.html import build_report
 
