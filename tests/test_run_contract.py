@@ -83,3 +83,17 @@ def test_default_config_has_no_early_stopping_and_rejects_negative_patience():
     assert resolve_config().train.early_stopping.patience is None
     with pytest.raises(ConfigError, match="patience must be >= 0"):
         resolve_config(overrides={"train.early_stopping.patience": -1})
+
+
+def test_a_run_trained_at_a_forced_precision_is_evaluated_at_it(tmp_path):
+    """--precision fp32 measures nothing in training; its test evaluation must not time bf16 either
+    (the evaluation's numbers would then depend on which precision won on this machine)."""
+    from vislab import api
+    from vislab.evaluate.runner import evaluate_run
+
+    forced = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, out=str(tmp_path / "fp32"),
+                       device="cpu", precision="fp32", evaluate=False).run_dir
+    assert evaluate_run(forced).predictor.choice.source == "forced"
+    auto = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, out=str(tmp_path / "auto"),
+                     device="cpu", evaluate=False).run_dir
+    assert evaluate_run(auto).predictor.precision == "auto"
