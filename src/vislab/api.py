@@ -98,16 +98,24 @@ def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: 
 
 def load_model(model, device: str = "cpu", weights=None):
     """A run folder, ``imagenet:NAME`` or ``hf:NAME`` -> :class:`vislab.runs.Loaded`; ``weights`` is a
-    local file or folder to read instead (``--weights``; see :func:`vislab.runs.load`)."""
-    from vislab.runs import load
+    local file or folder to read instead (``--weights``; see :func:`vislab.runs.load`).
 
+    A :class:`~vislab.runs.Loaded` is returned as it is, so the functions below that take a model
+    (``predict``, ``explain``, ``activations``, ``filters``) also take one loaded once for several calls.
+    """
+    from vislab.runs import Loaded, load
+
+    if isinstance(model, Loaded):
+        if weights is not None:
+            raise ConfigError("weights= names the file to load a model from; this model is already loaded")
+        return model
     return load(model, device=device, weights=weights)
 
 
 def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32,
             weights=None, threshold: float | None = None):
     """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``,
-    ``hf:NAME`` or an exported ``MODEL.onnx``.
+    ``hf:NAME``, an exported ``MODEL.onnx`` or a model :func:`load_model` loaded.
 
     A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
     or ``threshold`` for all) and the ``top`` k.
