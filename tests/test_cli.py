@@ -121,6 +121,7 @@ def test_no_figures_writes_the_metrics_and_the_report_without_the_figures(tmp_pa
     assert json.loads((run / "metrics.json").read_text())["accuracy"] > 0.3
     assert (run / "report.html").is_file() and (run / "plots" / "curves.png").is_file()
     assert not (run / "plots" / "confusion_matrix.png").exists() and not (run / "plots" / "explain").exists()
+    assert (run / "audit.json").is_file() and not list((run / "plots").glob("audit_*.png"))
     assert main(["evaluate", str(run), "--split", "val", "--no-figures"]) == 0
     assert (run / "metrics_val.json").is_file() and not (run / "plots" / "val").exists()
     assert main(["evaluate", str(run)]) == 0  # the figures, when asked for

@@ -67,8 +67,8 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
     Returns a :class:`vislab.train.loop.FitResult` (``run_dir``, ``history``, ``metrics``).
     ``resume=RUN`` continues RUN from its last checkpoint with its own config; only
     ``epochs`` may change (anything else is refused, as the CLI refuses it). ``figures=False``
-    (``--no-figures``) evaluates without the evaluation figures and Grad-CAM panels: metrics.json,
-    the curves and the report only, for the runs of a sweep.
+    (``--no-figures``): no figures but the training curves (no audit or evaluation figures, no Grad-CAM
+    panels; audit.json, metrics.json and the report are written), for the runs of a sweep.
     """
     from vislab.pipelines import train as train_pipeline
     from vislab.train.loop import resume_config

@@ -148,7 +148,8 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation at the end")
     p.add_argument("--no-figures", action="store_true",
-                   help="evaluate without the figures and Grad-CAM panels (metrics.json, curves, report only)")
+                   help="no figures but the training curves: audit.json and metrics.json without the audit's and "
+                        "the evaluation's figures and Grad-CAM panels (for the runs of a sweep)")
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
     _add_data_options(p)
     m = p.add_argument_group("model")
