@@ -114,6 +114,20 @@ def test_train_yaml_then_flags_then_predict(tmp_path):
     assert result.returncode == 0 and "precision" not in result.stderr
 
 
+def test_no_figures_writes_the_metrics_and_the_report_without_the_figures(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--max-per-class", "30",
+                 "--precision", "fp32", "--no-figures", "--out", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] > 0.3
+    assert (run / "report.html").is_file() and (run / "plots" / "curves.png").is_file()
+    assert not (run / "plots" / "confusion_matrix.png").exists() and not (run / "plots" / "explain").exists()
+    assert (run / "audit.json").is_file() and not list((run / "plots").glob("audit_*.png"))
+    assert main(["evaluate", str(run), "--split", "val", "--no-figures"]) == 0
+    assert (run / "metrics_val.json").is_file() and not (run / "plots" / "val").exists()
+    assert main(["evaluate", str(run)]) == 0  # the figures, when asked for
+    assert (run / "plots" / "confusion_matrix.png").is_file()
+
+
 def test_resume_refuses_other_flags(tmp_path):
     result = run_cli("train", "--resume", str(tmp_path), "--lr", "0.1")
     assert result.returncode != 0 and "only --epochs may change" in result.stderr

@@ -170,6 +170,22 @@ def test_wrong_architecture_weights_fail_loudly():
         create_model("resnet18", num_classes=3, weights=str(pretrained.lite0_weights_path()))
 
 
+def test_torchvision_inception_v3_file_loads_without_its_auxiliary_classifier(tmp_path):
+    """torchvision's inception_v3 file holds AuxLogits.*, a head timm builds only with aux_logits=True
+    (timm loads that file non-strictly); imagenet:inception_v3 --weights FILE must take it too."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from vislab.runs import load
+
+    source = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    assert any(k.startswith("AuxLogits.") for k in source.state_dict())
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "inception.safetensors"))
+    loaded = load("imagenet:inception_v3.tv_in1k", weights=tmp_path / "inception.safetensors")
+    assert loaded.preprocessing.input_size == (3, 299, 299)
+    assert torch.equal(loaded.model.state_dict()["fc.weight"], source.state_dict()["fc.weight"])
+
+
 def test_offline_download_error_says_how_to_pass_weights(monkeypatch):
     monkeypatch.setattr(pretrained, "_hub_reachable", lambda *a, **k: False)
     with pytest.raises(pretrained.PretrainedWeightsError) as info:

@@ -83,3 +83,33 @@ def test_default_config_has_no_early_stopping_and_rejects_negative_patience():
     assert resolve_config().train.early_stopping.patience is None
     with pytest.raises(ConfigError, match="patience must be >= 0"):
         resolve_config(overrides={"train.early_stopping.patience": -1})
+
+
+def test_a_run_trained_at_a_forced_precision_is_evaluated_at_it(tmp_path):
+    """--precision fp32 measures nothing in training; its test evaluation must not time bf16 either
+    (the evaluation's numbers would then depend on which precision won on this machine)."""
+    from vislab import api
+    from vislab.evaluate.runner import evaluate_run
+
+    forced = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, out=str(tmp_path / "fp32"),
+                       device="cpu", precision="fp32", evaluate=False).run_dir
+    assert evaluate_run(forced).predictor.choice.source == "forced"
+    auto = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, out=str(tmp_path / "auto"),
+                     device="cpu", evaluate=False).run_dir
+    assert evaluate_run(auto).predictor.precision == "auto"
+
+
+def test_a_loaded_model_is_a_model_for_predict_and_explain(digits_run, tmp_path):
+    """Loaded once (api.load_model), used by several calls: the same answers as from the run folder."""
+    from conftest import digits_arrays, write_image
+    from vislab import api
+
+    images, labels = digits_arrays(per_class=1)
+    files = [write_image(tmp_path / f"d{label}.png", image) for image, label in zip(images[:3], labels[:3])]
+    loaded = api.load_model(digits_run)
+    assert api.load_model(loaded) is loaded
+    from_loaded = api.predict(loaded, files, precision="fp32", top_k=2)
+    assert [r["top"] for r in from_loaded] == [r["top"] for r in api.predict(digits_run, files, precision="fp32", top_k=2)]
+    assert api.explain(loaded, files[:1], method="occlusion", out=tmp_path / "x")[0]["png"]
+    with pytest.raises(ConfigError, match="already loaded"):
+        api.predict(loaded, files, weights=str(tmp_path / "other.safetensors"))

@@ -61,12 +61,14 @@ def make_config(config: str | None = None, **options) -> Config:
 
 
 def train(config: str | None = None, resume: str | None = None, progress: bool = False, evaluate: bool = True,
-          **options):
+          figures: bool = True, **options):
     """``vislab train``: train, evaluate on the test split, write the report.
 
     Returns a :class:`vislab.train.loop.FitResult` (``run_dir``, ``history``, ``metrics``).
     ``resume=RUN`` continues RUN from its last checkpoint with its own config; only
-    ``epochs`` may change (anything else is refused, as the CLI refuses it).
+    ``epochs`` may change (anything else is refused, as the CLI refuses it). ``figures=False``
+    (``--no-figures``): no figures but the training curves (no audit or evaluation figures, no Grad-CAM
+    panels; audit.json, metrics.json and the report are written), for the runs of a sweep.
     """
     from vislab.pipelines import train as train_pipeline
     from vislab.train.loop import resume_config
@@ -77,33 +79,43 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
         if config is not None:
             changes["config"] = config
         resume_config(resume, epochs, **changes)  # refuses any change but epochs, before any work
-        return train_pipeline(None, resume=resume, epochs=epochs, progress=progress, evaluate=evaluate)
-    return train_pipeline(make_config(config, **options), progress=progress, evaluate=evaluate)
+        return train_pipeline(None, resume=resume, epochs=epochs, progress=progress, evaluate=evaluate,
+                              figures=figures)
+    return train_pipeline(make_config(config, **options), progress=progress, evaluate=evaluate, figures=figures)
 
 
 def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: int = 256, device: str = "auto",
-             console=None, threshold: float | None = None) -> dict:
+             console=None, threshold: float | None = None, figures: bool = True) -> dict:
     """``vislab evaluate``: metrics (metrics.json for the test split, else metrics_<name>.json),
     figures and the report; returns the metrics dict. ``threshold`` (multi-label runs): one
-    threshold for every label instead of the tuned ones in model.json."""
+    threshold for every label instead of the tuned ones in model.json. ``figures=False``
+    (``--no-figures``): the metrics and the report, without the figures and Grad-CAM panels."""
     from vislab.pipelines import run_evaluation
 
     return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device, console=console,
-                          task_options={"threshold": threshold})
+                          task_options={"threshold": threshold}, figures=figures)
 
 
 def load_model(model, device: str = "cpu", weights=None):
     """A run folder, ``imagenet:NAME`` or ``hf:NAME`` -> :class:`vislab.runs.Loaded`; ``weights`` is a
-    local file or folder to read instead (``--weights``; see :func:`vislab.runs.load`)."""
-    from vislab.runs import load
+    local file or folder to read instead (``--weights``; see :func:`vislab.runs.load`).
 
+    A :class:`~vislab.runs.Loaded` is returned as it is, so the functions below that take a model
+    (``predict``, ``explain``, ``activations``, ``filters``) also take one loaded once for several calls.
+    """
+    from vislab.runs import Loaded, load
+
+    if isinstance(model, Loaded):
+        if weights is not None:
+            raise ConfigError("weights= names the file to load a model from; this model is already loaded")
+        return model
     return load(model, device=device, weights=weights)
 
 
 def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32,
             weights=None, threshold: float | None = None):
     """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``,
-    ``hf:NAME`` or an exported ``MODEL.onnx``.
+    ``hf:NAME``, an exported ``MODEL.onnx`` or a model :func:`load_model` loaded.
 
     A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
     or ``threshold`` for all) and the ``top`` k.

@@ -147,6 +147,9 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation at the end")
+    p.add_argument("--no-figures", action="store_true",
+                   help="no figures but the training curves: audit.json and metrics.json without the audit's and "
+                        "the evaluation's figures and Grad-CAM panels (for the runs of a sweep)")
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
     _add_data_options(p)
     m = p.add_argument_group("model")
@@ -296,10 +299,10 @@ def _cmd_train(args) -> int:
             extra["--config"] = args.config
         resume_config(args.resume, args.epochs, **extra)  # only --epochs may change
         train(None, resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
-              evaluate=not args.no_evaluate)
+              evaluate=not args.no_evaluate, figures=not args.no_figures)
         return 0
     cfg = resolve_config(args.config, train_overrides(args))
-    train(cfg, progress=not args.no_progress, evaluate=not args.no_evaluate)
+    train(cfg, progress=not args.no_progress, evaluate=not args.no_evaluate, figures=not args.no_figures)
     return 0
 
 
@@ -333,7 +336,8 @@ def _add_lr_find(sub) -> None:
 def _cmd_lr_find(args) -> int:
     from vislab.api import lr_find
 
-    for flag, value in (("--resume", args.resume), ("--no-evaluate", args.no_evaluate)):
+    for flag, value in (("--resume", args.resume), ("--no-evaluate", args.no_evaluate),
+                        ("--no-figures", args.no_figures)):
         if value:
             raise SystemExit(f"vislab lr-find: error: {flag} is a train option; lr-find writes no run folder")
     overrides = {k: v for k, v in train_overrides(args).items() if k != "out"}
@@ -355,6 +359,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threshold", type=float, default=None,
                    help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
+    p.add_argument("--no-figures", action="store_true",
+                   help="the metrics and report.html without the figures and Grad-CAM panels")
 
 
 def _cmd_evaluate(args) -> int:
@@ -363,7 +369,7 @@ def _cmd_evaluate(args) -> int:
     from vislab import api
 
     api.evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                 console=Console(highlight=False), threshold=args.threshold)
+                 console=Console(highlight=False), threshold=args.threshold, figures=not args.no_figures)
     return 0
 
 

@@ -22,22 +22,26 @@ from pathlib import Path
 import torch
 
 
-def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, console=None, epochs: int | None = None):
+def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, console=None, epochs: int | None = None,
+          figures: bool = True):
     """Train (or resume) a run, then evaluate it on the test split with figures and the report.
 
     Returns the :class:`~vislab.train.loop.FitResult`, its ``metrics`` filled when evaluated.
+    ``figures=False``: no figures but the training curves (the audit's, the task's and the explanation
+    panels are skipped; audit.json, metrics.json and the report are written).
     """
     from rich.console import Console
 
     from vislab.train.loop import fit
 
     console = console or Console(highlight=False, soft_wrap=True)
-    result = fit(cfg, resume=resume, progress=progress, console=console, epochs=epochs)
+    result = fit(cfg, resume=resume, progress=progress, console=console, epochs=epochs, figures=figures)
     if result.dataset is None:  # not rank 0 under torchrun: nothing more to do here
         return result
     if evaluate and "test" in result.dataset.splits:
         device = _config_device(result.run_dir)
-        result.metrics = run_evaluation(result.run_dir, dataset=result.dataset, console=console, device=device)
+        result.metrics = run_evaluation(result.run_dir, dataset=result.dataset, console=console, device=device,
+                                        figures=figures)
     else:
         from vislab.report.html import build_report
 

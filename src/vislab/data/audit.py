@@ -40,7 +40,7 @@ NEAR_DUPLICATE_DISTANCE = 4
 
 
 def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, samples_per_class: int = SAMPLES_PER_CLASS,
-                  near_duplicates: bool | None = None) -> dict:
+                  near_duplicates: bool | None = None, figures: bool = True) -> dict:
     """Audit ``dataset`` and write ``audit.json`` plus figures under ``out_dir/plots/``.
 
     Args:
@@ -51,6 +51,7 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
             dominant colours. Duplicates are always checked on every image.
         seed: seed of that sample and of the sample grid.
         samples_per_class: images per class in the samples grid.
+        figures: False writes audit.json alone (``vislab train --no-figures``).
 
     Returns:
         The audit as a dict (the same content as ``audit.json``).
@@ -87,15 +88,7 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     geometry = _geometry_summary(scan)
     colours = _dominant_colours(splits, class_names, max_images, rng, bad_files)
 
-    figures = []
-    counts = {name: [row[name] for row in balance["table"]] for name in splits}
-    figures.append(plot_class_balance(counts, class_names, plots / "audit_class_balance.png"))
-    if scan["widths"]:
-        figures.append(plot_image_geometry(scan["widths"], scan["heights"], plots / "audit_image_geometry.png"))
-    if len(colours["colours"]):
-        figures.append(plot_dominant_colours(colours["colours"], colours["labels"], class_names, plots / "audit_dominant_colours.png"))
-    samples = _samples(splits, class_names, samples_per_class, rng, bad_files)
-    figures.append(plot_samples_per_class(samples, class_names, plots / "audit_samples.png"))
+    drawn = _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) if figures else []
 
     # The same broken file can fail in the scan, the colour sample and the grid: list it once.
     bad_files = list({entry["path"]: entry for entry in bad_files}.values())
@@ -112,10 +105,24 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
         "duplicates": duplicates,
         "bad_files": bad_files,
         "warnings": warnings,
-        "figures": [str(p.relative_to(out_dir)) for p in figures],
+        "figures": [str(p.relative_to(out_dir)) for p in drawn],
     }
     (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
     return audit
+
+
+def _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) -> list[Path]:
+    """The audit's figures: class balance, image geometry, dominant colours, samples per class."""
+    figures = []
+    counts = {name: [row[name] for row in balance["table"]] for name in splits}
+    figures.append(plot_class_balance(counts, class_names, plots / "audit_class_balance.png"))
+    if scan["widths"]:
+        figures.append(plot_image_geometry(scan["widths"], scan["heights"], plots / "audit_image_geometry.png"))
+    if len(colours["colours"]):
+        figures.append(plot_dominant_colours(colours["colours"], colours["labels"], class_names, plots / "audit_dominant_colours.png"))
+    samples = _samples(splits, class_names, samples_per_class, rng, bad_files)
+    figures.append(plot_samples_per_class(samples, class_names, plots / "audit_samples.png"))
+    return figures
 
 
 # ----------------------------------------------------------------------------- balance

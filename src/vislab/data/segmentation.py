@@ -295,10 +295,11 @@ def pixel_counts(masks: torch.Tensor, num_classes: int) -> np.ndarray:
 BACKGROUND_NAMES = frozenset({"background", "_background_", "void", "unlabelled", "unlabeled", "bg"})
 
 
-def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255) -> dict:
+def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255, figures: bool = True) -> dict:
     """The mask audit: class pixel frequencies per split, images without foreground, ignored pixels, bad pairs.
 
-    Written to ``out_dir/audit.json`` with ``plots/audit_class_balance.png`` (pixels per class).
+    Written to ``out_dir/audit.json`` with ``plots/audit_class_balance.png`` (pixels per class; not with
+    ``figures=False``).
     "Foreground" is any class but class 0 when class 0 is named background/void/unlabelled;
     otherwise an image "without foreground" is one whose labelled pixels are all one class.
     """
@@ -343,11 +344,11 @@ def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255) -> dict:
     bad = [{"path": str(p), "reason": str(r)} for p, r in dataset.bad_files]
     if bad:
         warnings.append(f"{len(bad)} bad pair file(s) were skipped; see bad_files")
-    figure = plot_class_balance(counts, names, out_dir / "plots" / "audit_class_balance.png")
+    drawn = [plot_class_balance(counts, names, out_dir / "plots" / "audit_class_balance.png")] if figures else []
     audit = {"dataset": dataset.name, "task": "segmentation", "num_classes": k, "class_names": names,
              "splits": {n: len(s) for n, s in dataset.splits.items()}, "ignore_index": ignore_index,
              "size": list(next(iter(dataset.splits.values())).images.shape[-2:]),
              "masks": splits, "bad_files": bad, "warnings": warnings,
-             "figures": [str(Path(figure).relative_to(out_dir))]}
+             "figures": [str(Path(figure).relative_to(out_dir)) for figure in drawn]}
     (out_dir / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
     return audit

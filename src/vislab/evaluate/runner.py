@@ -66,7 +66,9 @@ def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "t
     if list(dataset.class_names) != list(loaded.class_names):
         raise DataError(f"the data's classes {dataset.class_names[:5]}... differ from the model's "
                         f"{loaded.class_names[:5]}...; evaluate on data with the same class folders")
-    predictor = Predictor(loaded, device=device, tta_flip=cfg.train.tta_flip)
+    # a run trained at a forced precision (--precision fp32: same results everywhere) is evaluated at it,
+    # without timing the others; auto measures as predict does
+    predictor = Predictor(loaded, device=device, precision=cfg.train.precision, tta_flip=cfg.train.tta_flip)
     data_split = dataset.splits[split]
     task = loaded.task
     evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,

@@ -325,6 +325,10 @@ def load_into_timm(model: nn.Module, state_dict: dict, in_chans: int = 3, source
 
     state_dict = dict(remap_known_formats(state_dict, model, source))
     target = model.state_dict()
+    if getattr(model, "aux_logits", None) is False:
+        # torchvision's Inception V3 file carries its auxiliary classifier, which timm builds only with
+        # aux_logits=True (and timm loads that file without it, non-strictly): a head this model never runs
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("AuxLogits.")}
     first_conv = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
     for conv in [first_conv] if isinstance(first_conv, str) else list(first_conv or ()):
         key = f"{conv}.weight"

@@ -172,11 +172,12 @@ class Task:
 
         return load_dataset(data_cfg, seed=seed)
 
-    def audit(self, dataset, out_dir, seed: int = 0) -> dict:
-        """The data-set audit written to ``out_dir/audit.json`` (a per-pixel task audits its masks)."""
+    def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True) -> dict:
+        """The data-set audit written to ``out_dir/audit.json`` and, with ``figures``, its figures under
+        ``out_dir/plots/`` (a per-pixel task audits its masks)."""
         from vislab.data.audit import audit_dataset
 
-        return audit_dataset(dataset, out_dir, seed=seed)
+        return audit_dataset(dataset, out_dir, seed=seed, figures=figures)
 
     def model_config(self, model_cfg, native_size):
         """The model config to build with (a per-pixel task keeps the data's own size)."""

@@ -227,10 +227,10 @@ class Segmentation(Task):
             self.class_weights = [round(float(w), 6) for w in median_frequency_weights(counts)]
         return dataset
 
-    def audit(self, dataset, out_dir, seed: int = 0) -> dict:
+    def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True) -> dict:
         from vislab.data.segmentation import audit_masks
 
-        return audit_masks(dataset, out_dir, self.ignore_index)
+        return audit_masks(dataset, out_dir, self.ignore_index, figures=figures)
 
     def model_config(self, model_cfg, native_size):
         import dataclasses

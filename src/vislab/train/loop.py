@@ -525,21 +525,22 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
 
 
 def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, console=None,
-        epochs: int | None = None) -> FitResult:
+        epochs: int | None = None, figures: bool = True) -> FitResult:
     """Train ``cfg`` into a run folder, or resume the run folder ``resume`` (its own config.yaml;
-    ``epochs`` may extend it), and return the result.
+    ``epochs`` may extend it), and return the result. ``figures=False``: the audit writes audit.json
+    without its figures (the training curves are drawn either way).
 
     Under ``torchrun`` every rank trains its shard of each batch (DDP) and only rank 0
     writes the run folder and prints; see :mod:`vislab.train.distributed`.
     """
     dist = distributed.setup(cfg.train.device if cfg is not None else "auto")
     try:
-        return _fit(cfg, resume, progress, console, epochs, dist)
+        return _fit(cfg, resume, progress, console, epochs, dist, figures)
     finally:
         distributed.cleanup(dist)
 
 
-def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) -> FitResult:
+def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, figures: bool = True) -> FitResult:
     from rich.console import Console
 
     main = dist.is_main  # only rank 0 writes files and prints
@@ -572,7 +573,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext) 
     if resume is None and main:  # rank 0 only: the audit writes into the run folder
         from vislab.data.audit import leakage_warnings
 
-        audit = task.audit(dataset, run_dir, seed=cfg.seed)
+        audit = task.audit(dataset, run_dir, seed=cfg.seed, figures=figures)
         for warning in leakage_warnings(audit if isinstance(audit, dict) else {}, near=False):
             console.print(f"[yellow]warning: {warning}[/]")
 
