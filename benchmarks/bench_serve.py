@@ -7,7 +7,8 @@ request when the last is answered: multipart ``file``, a JPEG photo crop) until 
 answers or ``--seconds`` have passed, whichever is first; then the server is stopped. Bounded in
 count and time, it stops by itself. One JSON line per (batching, clients): p50/p95/p99 latency,
 images/s, errors, and the batch sizes the server saw (its /metrics); a last line with the
-batching speed-up at the largest client count. The clients run in this process (asyncio + httpx)
+batching speed-up at the largest client count. A first line times the model's forward alone
+(no HTTP) at batch 1 and 32: the gain batching can take from the kernels on this CPU. The clients run in this process (asyncio + httpx)
 on the same CPUs as the server, so the host's load and the clients' own cost are in the numbers.
 
 Usage:
@@ -121,6 +122,31 @@ async def load_test(url: str, clients: int, bodies: list[bytes], requests: int, 
             **({f"p{q}_ms": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)} if len(ms) else {})}
 
 
+def forward_scaling(model: str, size: int, seconds: float = 4.0) -> dict:
+    """Images/s of the server's own forward (vislab.infer.Predictor.outputs, in this process, no HTTP)
+    at batch 1 and 32, alternating twice: the most dynamic batching can gain from the model itself."""
+    import torch
+
+    from vislab import api
+    from vislab.infer import Predictor
+
+    predictor = Predictor(api.load_model(model), device="cpu")
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
+    rates: dict[int, list[float]] = {1: [], 32: []}
+    for _ in range(2):
+        for batch in rates:
+            x = torch.stack([predictor.preprocessing.convert_channels(image)] * batch)
+            predictor.outputs(x)
+            start, done = time.perf_counter(), 0
+            while time.perf_counter() - start < seconds:
+                predictor.outputs(x)
+                done += batch
+            rates[batch].append(done / (time.perf_counter() - start))
+    best = {batch: max(r) for batch, r in rates.items()}
+    return {"forward_images_per_s_batch1": round(best[1], 2), "forward_images_per_s_batch32": round(best[32], 2),
+            "forward_batch_gain": round(best[32] / best[1], 2), "choice": predictor.choice.label}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="imagenet:efficientnet_lite0")
@@ -131,6 +157,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     info = {"machine": machine(), "versions": versions()}
+    emit({"bench": "serve_forward_scaling", "model": args.model, **forward_scaling(args.model, args.size), **info})
     bodies = photo_jpegs(16, args.size)
     throughput = {}
     for batching in (True, False):
