@@ -18,7 +18,7 @@ Expected, full mode: not measured by us; the script prints the test mIoU and pix
 
 Measured, smoke mode (vislab's offline Fashion-MNIST composites, ``make_segmentation_data``: 11 classes on
 64 px canvases, 96 train / 16 test; 3 epochs, batch 8; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1,
-2026-12-02): SMOKE_NUMBERS. Floors checked: pixel accuracy >= 0.60; every segmented image has its overlay
+2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines. Floors checked: pixel accuracy >= 0.60; every segmented image has its overlay
 and legend, and its pixel shares sum to 1.
 """
 

@@ -23,7 +23,7 @@ validation accuracy for the first three (96 % for features with augmentation end
 test accuracy fine-tuned. Its head on VGG16 features is Dense 256 + dropout; ours is a linear one.
 
 Measured, smoke mode (Fashion-MNIST sneakers vs ankle boots, 60 train / 20 val / 30 test images per
-class at 48 px, 8 epochs from scratch; the Lite0 stand-in at 64 px, 3 epochs fine-tuned; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): SMOKE_NUMBERS.
+class at 48 px, 8 epochs from scratch; the Lite0 stand-in at 64 px, 3 epochs fine-tuned; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines.
 Floors checked: every test accuracy >= 0.60 (chance 0.50), the VGG16 stand-in's feature head >= 0.80.
 
 Writes OUT/<run>/ run folders, OUT/activations/, OUT/filters/ and OUT/gradcam/ PNGs, OUT/leaderboard.csv.

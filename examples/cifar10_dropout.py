@@ -13,7 +13,7 @@ Expected, full mode (not measured by us): Keras' cifar10_cnn.py example (a 2-blo
 this network, with dropout) publishes 75 % validation accuracy after 25 epochs and 79 % after 50.
 
 Measured, smoke mode (320 train / 80 val / 200 test Fashion-MNIST images at 28 px, 4 epochs;
-AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): SMOKE_NUMBERS.
+AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines.
 Floors checked: test accuracy >= 0.40 for both (chance 0.10); the reloaded model's test accuracy
 equals the one measured at the end of training.
 

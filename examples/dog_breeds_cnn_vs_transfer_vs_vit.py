@@ -21,7 +21,7 @@ Expected, full mode: not measured by us (the data needs a Kaggle login); the scr
 
 Measured, smoke mode (Fashion-MNIST items as JPEGs named by id in a labels.csv of 5 "breeds", filtered
 to 3, 42 train / 14 val / 14 test images each; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1,
-2026-12-02): SMOKE_NUMBERS. Floors checked: the CNN >= 0.45 and the ViT >= 0.30 (chance 0.33), transfer
+2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines. Floors checked: the CNN >= 0.45 and the ViT >= 0.30 (chance 0.33), transfer
 >= 0.70; LIME writes its panel.
 """
 

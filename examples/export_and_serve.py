@@ -12,7 +12,7 @@ Expected, full mode: the project's export test measured max |logit difference| 4
 agreement for a digits chollet_convnet (README, "Deploy"); vislab refuses an export above 1e-4.
 
 Measured, smoke mode (digits chollet_convnet, 1 epoch; AMD EPYC, 2 cores shared with other jobs,
-torch 2.14.1, 2026-12-02): SMOKE_NUMBERS. Floors checked: parity max |diff| <= 1e-4 with 100 % top-1
+torch 2.14.1, 2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines. Floors checked: parity max |diff| <= 1e-4 with 100 % top-1
 agreement; the served top-k equals api.predict's on the ONNX file (classes, probabilities within 1e-6) and
 its top-1 equals the PyTorch run's.
 """

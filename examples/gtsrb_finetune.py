@@ -16,7 +16,7 @@ that we know of; the script prints what it gets.
 
 Measured, smoke mode (Fashion-MNIST in Kaggle's layout: 10 numbered class folders of 50 images, 40 kept,
 and a Test.csv of 200 rows; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02):
-SMOKE_NUMBERS. Floor checked: test accuracy >= 0.50 (chance 0.10).
+not recorded yet: the run prints its numbers as `check ...` lines. Floor checked: test accuracy >= 0.50 (chance 0.10).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Expected, full mode (not measured by us): the published ImageNet top-1 accuracie
 71.6 % (VGG16), 76.1 % (ResNet50) and 77.3 % (InceptionV3) (torchvision's model table); on the photos
 every model should put "espresso" first for the coffee and a cat class for Chelsea.
 
-Measured, smoke mode (AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): SMOKE_NUMBERS.
+Measured, smoke mode (AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines.
 Smoke mode builds the three torchvision architectures with random weights, saves them as safetensors
 (once, in $VISLAB_CACHE/example-weights) and loads them through the same ``--weights`` code, so their
 answers are noise; EfficientNet-Lite0's are real. Floors checked: Lite0 ranks "espresso" in its top-k for

@@ -18,7 +18,7 @@ Expected, full mode (not measured by us: this machine is offline): the two lines
 as in smoke mode.
 
 Measured, smoke mode (diabetes, 442 patients; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1,
-2026-12-02): SMOKE_NUMBERS. Floor checked: weight and bias within a relative 1e-4 of least squares.
+2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines. Floor checked: weight and bias within a relative 1e-4 of least squares.
 """
 
 from __future__ import annotations

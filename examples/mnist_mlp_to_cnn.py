@@ -17,7 +17,7 @@ accuracy after 20 epochs and mnist_cnn.py 99.25 % after 12 (similar networks, no
 
 Measured, smoke mode (digits: 1,294 train / 144 val / 359 test images of 8 x 8 px at 28 px,
 1 epoch each; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02):
-SMOKE_NUMBERS. Floors checked: the MLP >= 0.80, each CNN >= 0.30 (chance is 0.10).
+not recorded yet: the run prints its numbers as `check ...` lines. Floors checked: the MLP >= 0.80, each CNN >= 0.30 (chance is 0.10).
 
 Writes OUT/<name>/ (a run folder each: plots/curves.png, plots/confusion_matrix.png, report.html)
 and OUT/leaderboard.csv, OUT/leaderboard.png.

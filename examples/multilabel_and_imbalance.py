@@ -19,7 +19,7 @@ test mAP 0.794; long tail, 8 epochs, balanced accuracy 65.5 % without weights an
 
 Measured, smoke mode (4 labels, 240 train / 80 test mosaics, 3 epochs; long tail 100 down to 5 images,
 30 test images per class, 3 epochs; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02):
-SMOKE_NUMBERS. Floors checked: mosaic test mAP >= 0.50; each tuned threshold in (0, 1); balanced accuracy
+not recorded yet: the run prints its numbers as `check ...` lines. Floors checked: mosaic test mAP >= 0.50; each tuned threshold in (0, 1); balanced accuracy
 >= 0.20 with and without weights (chance 0.10).
 """
 
