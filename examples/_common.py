@@ -19,6 +19,7 @@ Stand-ins for ``--smoke`` (each one is printed as a ``smoke:`` line when it is u
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import shutil
@@ -53,7 +54,7 @@ def get_args_parser(doc: str, name: str, data: str | None = None) -> argparse.Ar
 
 
 def run(main, argv=None) -> None:
-    """Parse nothing, run ``main()``; a user error or a missed floor exits 1 with one message."""
+    """Run ``main(argv)`` and exit: 0, or 1 with one message for a user error or a missed floor."""
     from vislab.core.errors import USER_ERRORS
 
     code = 0
@@ -105,9 +106,12 @@ def full_data(args, what: str) -> Path:
     return args.data
 
 
-def speed(args) -> dict:
-    """Training/prediction options that only make a smoke run faster: fp32 without the speed probe."""
-    return {"device": args.device, "precision": "fp32"} if args.smoke else {"device": args.device}
+def speed(args, training: bool = True) -> dict:
+    """Options that only make a smoke run faster: fp32 without the speed probe and, for training, no
+    DataLoader worker processes (the smoke sets are a few hundred small images)."""
+    if not args.smoke:
+        return {"device": args.device}
+    return {"device": args.device, "precision": "fp32", **({"workers": 0} if training else {})}
 
 
 # --------------------------------------------------------------------------- floors and tables
@@ -126,18 +130,17 @@ class Checks:
         self.failed: list[str] = []
         self.count = 0
 
-    def that(self, what: str, ok: bool, detail: str) -> bool:
+    def that(self, what: str, ok: bool, detail: str) -> None:
         self.count += 1
         print(f"check {what}: {detail}  {'ok' if ok else 'FAILED'}")
         if not ok:
             self.failed.append(f"{what}: {detail}")
-        return ok
 
-    def at_least(self, what: str, value: float, floor: float) -> bool:
-        return self.that(what, value is not None and value >= floor, f"{_number(value)} >= {floor:g}")
+    def at_least(self, what: str, value: float, floor: float) -> None:
+        self.that(what, value is not None and value >= floor, f"{_number(value)} >= {floor:g}")
 
-    def at_most(self, what: str, value: float, ceiling: float) -> bool:
-        return self.that(what, value is not None and value <= ceiling, f"{_number(value)} <= {ceiling:g}")
+    def at_most(self, what: str, value: float, ceiling: float) -> None:
+        self.that(what, value is not None and value <= ceiling, f"{_number(value)} <= {ceiling:g}")
 
     def verify(self) -> None:
         if self.failed:
@@ -177,10 +180,16 @@ def leaderboard(run_dirs, out: Path, title: str = "test_metrics") -> list[dict]:
     return rows
 
 
-def history_gap(history: list[dict]) -> float:
-    """Train accuracy minus validation accuracy at the last epoch: the over-fitting the curves show."""
-    last = history[-1]
-    return last["train_acc"] - last["val_acc"]
+def confusion_matrix_figure(run_dir: Path) -> Path:
+    """RUN/plots/confusion_matrix.png from the run's metrics_curves.json: the one evaluation figure a smoke
+    run draws (a run trained with figures draws it among the others)."""
+    import json
+
+    from vislab.viz.evaluation import plot_confusion_matrix
+
+    curves = json.loads((Path(run_dir) / "metrics_curves.json").read_text())
+    names = json.loads((Path(run_dir) / "model.json").read_text())["class_names"]
+    return plot_confusion_matrix(curves["confusion_matrix"], names, Path(run_dir) / "plots" / "confusion_matrix.png")
 
 
 # --------------------------------------------------------------------------- offline data
@@ -193,20 +202,27 @@ def _benchmark_module(name: str):
     return module
 
 
+@functools.cache
 def mosaic_data():
     """benchmarks/mosaic_data.py: Fashion-MNIST multi-label mosaics and a long-tailed class-folder set."""
     return _benchmark_module("mosaic_data")
 
 
-def fashion(split: str = "train", per_class: int | None = None, classes=None, seed: int = 0):
-    """Fashion-MNIST (Debian's dataset-fashion-mnist files) as (N, 28, 28) uint8 images and 0..9 labels;
-    ``per_class`` images of each of ``classes`` (a seeded draw)."""
+@functools.cache
+def _fashion_pool(split: str):
+    """One split of Fashion-MNIST, decompressed once per process."""
     from vislab.core.errors import DataError
 
     module = mosaic_data()
     if not (module.FMNIST / "train-images-idx3-ubyte.gz").exists():
         raise DataError(f"--smoke reads Fashion-MNIST from {module.FMNIST}: apt-get install dataset-fashion-mnist")
-    images, labels = module.fashion(split)
+    return module.fashion(split)
+
+
+def fashion(split: str = "train", per_class: int | None = None, classes=None, seed: int = 0):
+    """Fashion-MNIST (Debian's dataset-fashion-mnist files) as (N, 28, 28) uint8 images and 0..9 labels;
+    ``per_class`` images of each of ``classes`` (a seeded draw)."""
+    images, labels = _fashion_pool(split)
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in (classes or range(10))]
     keep = np.concatenate(keep)
@@ -249,7 +265,7 @@ def write_images(folder: Path, images, names, ext: str = ".png") -> list[Path]:
     return paths
 
 
-def photos(out: Path, names=("coffee", "chelsea", "astronaut", "rocket")) -> list[Path]:
+def photos(out: Path, names) -> list[Path]:
     """scikit-image's photos as PNG files (offline)."""
     import skimage.data
 
@@ -278,12 +294,14 @@ def _cache(sub: str) -> Path:
 def random_torchvision_weights(name: str, **options) -> Path:
     """``torchvision.models.NAME(weights=None)`` (seed 0) saved as safetensors, once per torchvision version:
     the layout of torchvision's published file, for ``--weights`` where nothing can be downloaded."""
-    import torch
-    import torchvision
-    from safetensors.torch import save_file
+    from importlib.metadata import version
 
-    path = _cache("example-weights") / f"{name}-random-seed0-torchvision{torchvision.__version__}.safetensors"
+    path = _cache("example-weights") / f"{name}-random-seed0-torchvision{version('torchvision')}.safetensors"
     if not path.exists():
+        import torch
+        import torchvision
+        from safetensors.torch import save_file
+
         torch.manual_seed(0)
         model = getattr(torchvision.models, name)(weights=None, **options)
         partial = path.with_suffix(".partial")
@@ -301,6 +319,7 @@ def tiny_hf_vit(folder: Path, image_size: int = 32) -> Path:
     config = transformers.ViTConfig(image_size=image_size, patch_size=8, hidden_size=64, num_hidden_layers=2,
                                     num_attention_heads=2, intermediate_size=128)
     torch.manual_seed(0)
+    transformers.utils.logging.disable_progress_bar()  # no "Writing model shards" bar for a 300 kB file
     transformers.ViTForImageClassification(config).save_pretrained(folder)
     transformers.ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3,
                                    image_std=[0.5] * 3).save_pretrained(folder)

@@ -22,9 +22,11 @@ Expected, full mode (not measured by us): the book (1st edition) reports about 7
 validation accuracy for the first three (96 % for features with augmentation end to end) and 97 %
 test accuracy fine-tuned. Its head on VGG16 features is Dense 256 + dropout; ours is a linear one.
 
-Measured, smoke mode (Fashion-MNIST sneakers vs ankle boots, 60 train / 20 val / 30 test images per
-class at 48 px, 8 epochs from scratch; the Lite0 stand-in at 64 px, 3 epochs fine-tuned; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines.
-Floors checked: every test accuracy >= 0.60 (chance 0.50), the VGG16 stand-in's feature head >= 0.80.
+Measured, smoke mode (Fashion-MNIST sneakers vs ankle boots, 60 train / 20 val / 30 test images per class at
+48 px; 6 epochs from scratch, the Lite0 stand-in fine-tuned 2 epochs; AMD EPYC (lscpu), 2 cores, torch 2.14.1,
+2026-12-02): test accuracy scratch 0.950, augmentation 0.833, Lite0 features 0.950, Lite0 fine-tuned 0.900;
+about 26 s wall under nice on the otherwise idle machine. Floors checked: test accuracy >= 0.60 (chance 0.50)
+for each run, >= 0.80 for the VGG16 stand-in's features.
 
 Writes OUT/<run>/ run folders, OUT/activations/, OUT/filters/ and OUT/gradcam/ PNGs, OUT/leaderboard.csv.
 """
@@ -39,6 +41,7 @@ from _common import (LITE0_NOTE, Checks, fashion_folders, full_data, get_args_pa
 
 BOOK_SPLITS = (("train", 0, 1000), ("val", 1000, 1500), ("test", 1500, 2000))  # image numbers per class
 AUGMENT = {"rotation": 40, "width_shift": 0.2, "height_shift": 0.2, "shear": 0.2, "zoom": 0.2, "hflip": True}
+FLOORS = {"scratch": 0.60, "augmentation": 0.60, "vgg16_features": 0.80, "vgg16_finetuned": 0.60}  # chance: 0.50
 FILTER_LAYER = {"vgg16.tv_in1k": "features.10", "efficientnet_lite0": "blocks.2"}  # block3_conv1 in Keras' names
 
 
@@ -56,7 +59,8 @@ def main(argv=None) -> None:
 
     out = start(args, "cats vs dogs: scratch, augmentation, VGG16 features, VGG16 fine-tuned",
                 "Fashion-MNIST sneakers vs ankle boots (60/20/30 images per class, 48 px) stand in for cats "
-                "vs dogs; " + LITE0_NOTE.format(what="VGG16") + " at 64 px; 8 epochs from scratch, 3 fine-tuning")
+                "vs dogs; " + LITE0_NOTE.format(what="VGG16") + " at 48 px; 6 epochs from scratch (RMSprop 1e-3, "
+                "2e-3 with augmentation), 2 fine-tuning")
     if args.smoke:
         data = fashion_folders(out / "data", {"train": 60, "val": 20, "test": 30}, classes=[7, 9], seed=args.seed)
     else:
@@ -66,29 +70,27 @@ def main(argv=None) -> None:
     lr = 1e-3 if smoke else 1e-4
     runs = {
         "scratch": dict(model="cats_dogs_convnet", model_options={"binary": True}, optimizer="rmsprop", lr=lr,
-                        batch_size=20, epochs=8 if smoke else 30, input_size=size),
+                        batch_size=20, epochs=6 if smoke else 30, input_size=size),
         "augmentation": dict(model="cats_dogs_convnet", model_options={"binary": True, "dropout": 0.5},
-                             optimizer="rmsprop", lr=lr, batch_size=20, epochs=8 if smoke else 100, input_size=size,
-                             **AUGMENT),
+                             optimizer="rmsprop", lr=2 * lr if smoke else lr, batch_size=20,
+                             epochs=6 if smoke else 100, input_size=size, **AUGMENT),
         "vgg16_features": dict(model=backbone, pretrained=True, freeze="backbone", cache_features=True,
-                               optimizer="lbfgs", epochs=2, input_size=[64, 64] if smoke else size),
+                               optimizer="lbfgs", epochs=2, input_size=size),
         "vgg16_finetuned": dict(model=backbone, pretrained=True, finetune_last=1, bn="frozen", optimizer="adam",
-                                lr=lr, lr_backbone=lr / 10, batch_size=20, epochs=3 if smoke else 30,
-                                input_size=[64, 64] if smoke else size, **AUGMENT),
+                                lr=lr, lr_backbone=lr / 10, batch_size=20, epochs=2 if smoke else 30,
+                                input_size=size, **AUGMENT),
     }
     checks, results = Checks(), {}
     for name, options in runs.items():
         print(f"\n== {name}: {options['model']}")
         results[name] = api.train(data=str(data), seed=args.seed, out=str(out / name), figures=not args.smoke,
                                   **options, **speed(args))
-        checks.at_least(f"{name} test accuracy", results[name].metrics["accuracy"], 0.60)
-    checks.at_least("vgg16_features test accuracy (pretrained features)", results["vgg16_features"].metrics["accuracy"],
-                    0.80)
+        checks.at_least(f"{name} test accuracy", results[name].metrics["accuracy"], FLOORS[name])
     leaderboard([r.run_dir for r in results.values()], out, title="the four accuracies (test split)")
 
     image = sorted((Path(data) / "test").rglob("*.*"))[0]
-    for path in api.activations(results["scratch"].run_dir, image, out=out / "activations")[:2]:
-        print(f"activations of {path[0].name} ({path[0].channels} channels): {path[1]}")
+    for grid, png in api.activations(results["scratch"].run_dir, image, out=out / "activations")[:2]:
+        print(f"activations of {grid.name} ({grid.channels} channels): {png}")
     layer = FILTER_LAYER[backbone]
     grid = api.filters(results["vgg16_features"].run_dir, layer, n=8 if args.smoke else 64,
                        steps=10 if args.smoke else 40, out=out / "filters")

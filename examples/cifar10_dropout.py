@@ -1,7 +1,7 @@
 """CIFAR-10: a VGG-like CNN without and with dropout, the over-fitting the curves show, then save and reload.
 
     python examples/cifar10_dropout.py            # CIFAR-10 (vislab downloads its binary release)
-    python examples/cifar10_dropout.py --smoke    # 40 Fashion-MNIST images per class, offline, seconds
+    python examples/cifar10_dropout.py --smoke    # 30 Fashion-MNIST images per class, offline, seconds
 
 The network is vislab's ``vgg_like`` (3 VGG blocks of 32, 64, 128 channels, Dense 512), Adam 1e-3,
 batch 128, 10 % of the training images held out to validate. Without dropout the training accuracy
@@ -12,41 +12,44 @@ accuracy.
 Expected, full mode (not measured by us): Keras' cifar10_cnn.py example (a 2-block relative of
 this network, with dropout) publishes 75 % validation accuracy after 25 epochs and 79 % after 50.
 
-Measured, smoke mode (320 train / 80 val / 200 test Fashion-MNIST images at 28 px, 4 epochs;
-AMD EPYC, 2 cores shared with other jobs, torch 2.14.1, 2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines.
-Floors checked: test accuracy >= 0.40 for both (chance 0.10); the reloaded model's test accuracy
-equals the one measured at the end of training.
+Measured, smoke mode (201 train / 99 val / 200 test Fashion-MNIST images at 16 px, 8 epochs, batch 16; AMD
+EPYC (lscpu), 2 cores, torch 2.14.1, 2026-12-02): without dropout train 0.745 / val 0.667 (gap +0.078, the
+validation loss lowest at epoch 6 and up after), with dropout 0.599 / 0.707 (gap -0.108); test accuracy 0.665
+and 0.655; reloaded: 0.655 again; about 23 s wall under nice on the otherwise idle machine. Floors checked:
+test accuracy >= 0.40 for both (chance 0.10); the reloaded model's test accuracy equals the one measured at
+the end of training.
 
 Writes OUT/no_dropout/ and OUT/dropout/ (plots/curves.png shows the gap) and OUT/leaderboard.csv.
 """
 
 from __future__ import annotations
 
-from _common import (Checks, fashion_folders, get_args_parser, history_gap, leaderboard, print_table, run,
-                     speed, start)
+from _common import Checks, fashion_folders, get_args_parser, leaderboard, print_table, run, speed, start
 
 
 def main(argv=None) -> None:
     parser = get_args_parser(__doc__, "cifar10_dropout")
-    parser.add_argument("--epochs", type=int, default=25, help="full mode (smoke: 4)")
+    parser.add_argument("--epochs", type=int, default=25, help="full mode (smoke: 8)")
     parser.add_argument("--data-dir", default=None, help="where CIFAR-10 is (or is downloaded to)")
     args = parser.parse_args(argv)
     import vislab.api as api
 
     out = start(args, "VGG-like CNN on CIFAR-10, without and with dropout",
-                "Fashion-MNIST (50 train/val and 20 test images per class, 28 px grey) stands in for CIFAR-10")
-    data = str(fashion_folders(out / "data", {"train": 50, "test": 20}, seed=args.seed)) if args.smoke else "cifar10"
+                "Fashion-MNIST (30 train/val and 20 test images per class, 16 px grey) stands in for CIFAR-10; "
+                "batch 16, 8 epochs")
+    data = str(fashion_folders(out / "data", {"train": 30, "test": 20}, seed=args.seed)) if args.smoke else "cifar10"
     checks, results, rows = Checks(), {}, []
     for name, dropout in (("no_dropout", 0.0), ("dropout", 0.25)):
         print(f"\n== {name}: vgg_like, dropout {dropout}")
+        sizes = dict(batch_size=16, val_split=0.33, epochs=8, input_size=[16, 16]) if args.smoke else \
+            dict(batch_size=128, val_split=0.1, epochs=args.epochs)
         result = api.train(data=data, data_dir=args.data_dir, model="vgg_like", model_options={"dropout": dropout},
-                           optimizer="adam", lr=1e-3, batch_size=32 if args.smoke else 128, val_split=0.2 if args.smoke
-                           else 0.1, epochs=4 if args.smoke else args.epochs, seed=args.seed, out=str(out / name),
+                           optimizer="adam", lr=1e-3, **sizes, seed=args.seed, out=str(out / name),
                            figures=not args.smoke, **speed(args))
         results[name] = result
-        best = min(result.history, key=lambda row: row["val_loss"])
-        rows.append({"run": name, "train_acc": result.history[-1]["train_acc"], "val_acc": result.history[-1]["val_acc"],
-                     "gap": history_gap(result.history), "best val_loss epoch": best["epoch"],
+        last, best = result.history[-1], min(result.history, key=lambda row: row["val_loss"])
+        rows.append({"run": name, "train_acc": last["train_acc"], "val_acc": last["val_acc"],
+                     "gap": last["train_acc"] - last["val_acc"], "best val_loss epoch": best["epoch"],
                      "test accuracy": result.metrics["accuracy"]})
         checks.at_least(f"{name} test accuracy", result.metrics["accuracy"], 0.40)
     print_table("over-fitting: the last epoch's train - val accuracy (the curves: OUT/<run>/plots/curves.png)",

@@ -5,9 +5,9 @@
     python examples/dog_breeds_cnn_vs_transfer_vs_vit.py --smoke     # offline, seconds
 
 Full mode reads Kaggle's dog-breed-identification folder: ``labels.csv`` (``id,breed``) and ``train/<id>.jpg``;
-``--breeds`` keeps a few of the 120 (vislab's ``--labels``). First the dominant-colour audit (each breed's
-mean dominant colour, from the run's audit.json: a background that tells the breeds apart is a shortcut),
-then three runs on the same splits, compared on one table:
+``--breeds`` keeps a few of the 120 (vislab's ``--labels``). Three runs on the same splits, compared on
+one table, with the dominant-colour audit (each breed's mean dominant colour, from the runs' audit.json:
+a background colour that tells the breeds apart is a shortcut the models can take):
 
 1. cnn: ``cats_dogs_convnet`` from scratch at 150 px, Adam 1e-3, 30 epochs;
 2. transfer: the shipped ImageNet EfficientNet-Lite0, frozen, its features cached, a logistic-regression
@@ -19,10 +19,10 @@ and LIME on one test image for the transfer model (which superpixels speak for i
 
 Expected, full mode: not measured by us (the data needs a Kaggle login); the script prints the table.
 
-Measured, smoke mode (Fashion-MNIST items as JPEGs named by id in a labels.csv of 5 "breeds", filtered
-to 3, 42 train / 14 val / 14 test images each; AMD EPYC, 2 cores shared with other jobs, torch 2.14.1,
-2026-12-02): not recorded yet: the run prints its numbers as `check ...` lines. Floors checked: the CNN >= 0.45 and the ViT >= 0.30 (chance 0.33), transfer
->= 0.70; LIME writes its panel.
+Measured, smoke mode (Fashion-MNIST items as JPEGs named by id in a labels.csv of 5 "breeds", 3 kept: 134
+train / 34 val / 42 test images; AMD EPYC (lscpu), 2 cores, torch 2.14.1, 2026-12-02): test accuracy transfer
+0.976, CNN 0.929, random-weight ViT 0.714; about 22 s wall under nice on the otherwise idle machine. Floors
+checked: the CNN >= 0.45 and the ViT >= 0.30 (chance 0.33), transfer >= 0.70; LIME writes its panel.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def main(argv=None) -> None:
     checks, results = Checks(), {}
     for name, options in runs.items():
         print(f"\n== {name}: {options.get('model', options.get('recipe'))}")
-        results[name] = api.train(**data, labels=breeds, val_split=0.2, test_split=0.2, seed=args.seed, out=str(out / name),
-                                  figures=not args.smoke, **options, **speed(args))
+        results[name] = api.train(**data, labels=breeds, val_split=0.2, test_split=0.2, seed=args.seed,
+                                  out=str(out / name), figures=not args.smoke, **options, **speed(args))
     colours = json.loads((results["cnn"].run_dir / "audit.json").read_text())["dominant_colour"]
     print("dominant colour per breed (mean RGB of each image's most common colour):")
     for breed, rgb in colours["mean_dominant_colour_per_class"].items():

@@ -18,7 +18,7 @@ from conftest import needs_fmnist
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-TIMEOUT = 240  # seconds per script; all ten pass within one `make test` on 2 cores
+TIMEOUT = 240  # seconds per script; all ten took 192 s together on the idle 2-core machine (examples/README.md)
 
 # script -> lines (regular expressions) its smoke output must hold besides "all N checks passed"
 EXPECTED = {
