@@ -192,17 +192,13 @@ class Classification(Task):
         self.class_weights: torch.Tensor | None = None  # set by prepare() from the training counts
 
     def prepare(self, dataset, console=None):
-        from vislab.tasks.losses import inverse_frequency_weights, read_class_weights
+        from vislab.tasks.losses import inverse_frequency_weights, resolve_class_weights
 
         if self.class_weights_spec == "none":
             return
-        if self.class_weights_spec == "auto":
-            self.class_weights = inverse_frequency_weights(dataset.counts()["train"])
-        else:
-            self.class_weights = read_class_weights(self.class_weights_spec, dataset.class_names)
-        if console is not None:
-            shown = ", ".join(f"{n}: {float(w):.3g}" for n, w in zip(dataset.class_names, self.class_weights))
-            console.print(f"class weights ({self.class_weights_spec}): {shown}")
+        self.class_weights = resolve_class_weights(
+            self.class_weights_spec, lambda: inverse_frequency_weights(dataset.counts()["train"]),
+            dataset.class_names, "class weights", console)
 
     def loss(self, outputs, targets, reduction="mean"):
         # label smoothing, class weights and focusing are training devices: evaluation sums

@@ -52,6 +52,15 @@ def positive_weights(positives: Sequence[int], images: int) -> torch.Tensor:
     return ((images - positives) / positives.clamp_min(1)).clamp(1.0 / MAX_POS_WEIGHT, MAX_POS_WEIGHT).float()
 
 
+def resolve_class_weights(spec: str, auto, class_names: Sequence[str], what: str, console=None) -> torch.Tensor:
+    """``--class-weights``: ``auto()``'s weights for "auto", else the file's; printed as ``what (spec): ...``."""
+    weights = auto() if spec == "auto" else read_class_weights(spec, class_names)
+    if console is not None:
+        shown = ", ".join(f"{n}: {float(w):.3g}" for n, w in zip(class_names, weights))
+        console.print(f"{what} ({spec}): {shown}")
+    return weights
+
+
 def read_class_weights(path: str | Path, class_names: Sequence[str]) -> torch.Tensor:
     """Weights from a file: JSON ``{"class": w}`` (every class) or ``[w, ...]``, or CSV ``class,weight``."""
     path = Path(path).expanduser()

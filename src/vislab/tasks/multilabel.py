@@ -237,18 +237,14 @@ class MultiLabel(Task):
         return None  # iterative stratification works on the whole label matrix (vislab.data.stratify)
 
     def prepare(self, dataset, console=None):
-        from vislab.tasks.losses import positive_weights, read_class_weights
+        from vislab.tasks.losses import positive_weights, resolve_class_weights
 
         if self.class_weights_spec == "none":
             return
         train = dataset.splits["train"].labels
-        if self.class_weights_spec == "auto":
-            self.pos_weight = positive_weights((train > 0).sum(0).tolist(), len(train))
-        else:
-            self.pos_weight = read_class_weights(self.class_weights_spec, dataset.class_names)
-        if console is not None:
-            shown = ", ".join(f"{n}: {float(w):.3g}" for n, w in zip(dataset.class_names, self.pos_weight))
-            console.print(f"positive-label weights ({self.class_weights_spec}): {shown}")
+        self.pos_weight = resolve_class_weights(
+            self.class_weights_spec, lambda: positive_weights((train > 0).sum(0).tolist(), len(train)),
+            dataset.class_names, "positive-label weights", console)
 
     # ---- loss and running statistics
     def loss(self, outputs, targets, reduction="mean"):
