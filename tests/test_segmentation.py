@@ -175,7 +175,7 @@ def _planted_segmenter():
         ids[rgb[2] > 128] = 3
         # half resolution, as a real network's: the segment command must upsample before the argmax
         one_hot = torch.nn.functional.one_hot(ids, 4).permute(2, 0, 1).float() * 10
-        return torch.nn.functional.interpolate(one_hot[None], scale_factor=0.5, mode="nearest")[0]
+        return torch.nn.functional.interpolate(one_hot[None], scale_factor=0.5, mode="nearest")  # (1, K, h, w)
 
     palette = Palette(tuple(names), ((0, 0, 0), (200, 0, 0), (0, 200, 0), (10, 20, 250)))
     return Segmenter(logits, names, palette, "planted")
@@ -186,7 +186,7 @@ def test_full_resolution_mask_is_the_argmax_of_upsampled_logits():
     from vislab.segment import Segmenter, predict_mask
 
     # two low-resolution pixels; class 1 never wins there but wins between them once upsampled
-    low = torch.tensor([[[2.0, 0.0]], [[1.3, 1.3]], [[0.0, 2.0]]])  # (K=3, 1, 2)
+    low = torch.tensor([[[[2.0, 0.0]], [[1.3, 1.3]], [[0.0, 2.0]]]])  # (1, K=3, 1, 2)
     segmenter = Segmenter(lambda image: low, ["a", "b", "c"], Palette.for_classes(["a", "b", "c"]), "planted")
     mask, probs = predict_mask(segmenter, torch.zeros(3, 1, 10, dtype=torch.uint8), with_probs=True)
     assert mask[0].tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
@@ -367,3 +367,18 @@ def test_train_evaluate_report_compare_segment_end_to_end(tmp_path):
     # Grad-CAM for a class over its predicted region (pytorch-grad-cam's SemanticSegmentationTarget)
     assert main(["explain", str(run), str(big), "--target", "Trouser", "--out", str(tmp_path / "explain")]) == 0
     assert list((tmp_path / "explain").glob("big_Trouser_gradcam.png"))
+
+
+def test_channels_last_logits_give_the_same_full_resolution_mask():
+    """The fast path keeps the model's (1, K, h, w) channels_last output through the upsampling."""
+    from vislab.data.palettes import Palette
+    from vislab.segment import Segmenter, predict_mask
+
+    low = torch.randn(1, 5, 7, 9, generator=torch.Generator().manual_seed(0))
+    names = list("abcde")
+    image = torch.zeros(3, 30, 41, dtype=torch.uint8)
+    plain = predict_mask(Segmenter(lambda _: low, names, Palette.for_classes(names), "p"), image, True)
+    last = predict_mask(Segmenter(lambda _: low.contiguous(memory_format=torch.channels_last), names,
+                                  Palette.for_classes(names), "p"), image, True)
+    assert plain[0].shape == (30, 41) and torch.equal(plain[0], last[0])
+    assert torch.allclose(plain[1], last[1])
