@@ -237,3 +237,35 @@ def test_cifar10_binary_release_is_read_without_pickle(tmp_path):
     assert tuple(ds.splits["train"].images.shape[1:]) == (3, 32, 32)
     assert ds.class_names[0] == "airplane"
     assert ds.splits["test"].labels.tolist() == labels[:12].tolist()
+
+
+def test_read_image_modes_and_no_open_files(tmp_path):
+    """Every mode comes back as uint8 (C, H, W) with C in {1, 3}; no file is left open (multi-frame included)."""
+    import gc
+    import os
+    import warnings
+
+    from PIL import Image
+
+    from vislab.data.images import open_image, read_image
+
+    def open_files():
+        fds = "/proc/self/fd"
+        return {os.path.realpath(os.path.join(fds, fd)) for fd in os.listdir(fds)} if os.path.isdir(fds) else set()
+
+    cases = {"rgb.png": ("RGB", {}), "grey.png": ("L", {}), "rgba.png": ("RGBA", {}), "p.gif": ("P", {}),
+             "one.tif": ("RGB", {}),
+             "multi.tif": ("RGB", {"save_all": True, "append_images": [Image.new("RGB", (5, 4), (9, 9, 9))]})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        for name, (mode, options) in cases.items():
+            fill = {"L": 200, "RGBA": (200, 200, 200, 255)}.get(mode, (200, 200, 200))
+            picture = Image.new("RGB", (5, 4), fill).convert("P") if mode == "P" else Image.new(mode, (5, 4), fill)
+            picture.save(tmp_path / name, **options)
+            image = read_image(tmp_path / name)
+            assert image.dtype == torch.uint8 and image.shape == ((1,) if mode == "L" else (3,)) + (4, 5), name
+            assert image.is_contiguous() and abs(int(image.max()) - 200) <= 8, name  # GIF: a web palette
+            kept = open_image(tmp_path / name)  # the decoded image outlives the call; its file must not
+            assert str((tmp_path / name).resolve()) not in open_files(), name
+            del image, kept
+            gc.collect()

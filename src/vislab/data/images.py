@@ -56,17 +56,25 @@ def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
         with warnings.catch_warnings():
             # DecompressionBombWarning (between 1x and 2x the limit) is treated as an error too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            image = Image.open(path)
+            keep = False
+            try:
                 if draft is not None and image.format == "JPEG":
                     image.draft(image.mode, draft(image.height, image.width))
                 image.load()
                 if image.mode in ("L", "RGB"):
-                    return image.copy()
+                    # a single-frame file is closed by load(): the decoded image is returned as it is
+                    # (no copy); a multi-frame one keeps its file open, so a copy is returned instead
+                    keep = getattr(image, "n_frames", 1) == 1 and getattr(image, "fp", None) is None
+                    return image if keep else image.copy()
                 if image.mode in ("1", "I;16", "I", "F"):
                     return _to_gray(image)
                 if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
                     return _flatten_alpha(image)
                 return image.convert("RGB")
+            finally:
+                if not keep:
+                    image.close()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImageError(path, f"decompression-bomb limit exceeded ({exc})") from None
     except UnidentifiedImageError:
@@ -97,10 +105,10 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL L/RGB image -> uint8 (C, H, W) tensor."""
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # one writable copy of the pixels
     if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(array)[None]
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:
