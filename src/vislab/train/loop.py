@@ -687,7 +687,8 @@ def _print_data_summary(console, dataset: Dataset) -> None:
     from rich.table import Table
 
     rows = split_table(dataset)
-    table = Table(title=f"{dataset.name}: images per class per split", show_lines=False)
+    masks = any(getattr(split.labels, "ndim", 1) >= 3 for split in dataset.splits.values())
+    table = Table(title=f"{dataset.name}: {'pixels' if masks else 'images'} per class per split", show_lines=False)
     for header in rows[0]:
         table.add_column(header, justify="left" if header in ("class", "label") else "right")
     for row in rows[1:]:
