@@ -5,8 +5,8 @@ loop over the same smp model, on the offline Fashion-MNIST composite set, at equ
     python benchmarks/bench_segmentation.py --epochs 4 --train 800
 
 Both sides train the same smp Unet: the shipped Lite0 encoder with a decoder of ``--decoder`` channels
-(default 128,64,32,16,8: half smp's default widths, 1.75x the training images/s at 64 px on a 2-core
-EPYC, 56 vs 32 img/s in a plain loop). vislab's side adds what vislab offers a user by flag:
+(default 128,64,32,16,8: half smp's default widths, 1.3-1.75x the training images/s at 64 px on a
+2-core EPYC, 42-56 vs 29-32 img/s in a plain loop, bench_seg_levers.py --speed). vislab's side adds what vislab offers a user by flag:
 median-frequency class weights (``--class-weights auto``) and cross-entropy + Dice (``--loss
 ce+dice``); without them, both sides first collapse to "all background" (85 % of the pixels) and
 sit at mIoU 0.08 for the first epochs (measured: plain Adam + CE, 4 epochs of 2,000, mIoU 0.079).
