@@ -253,3 +253,25 @@ def test_the_predictors_measured_model_still_has_gradients(cache_dir, monkeypatc
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
     model(x).sum().backward()  # raised "Inference tensors cannot be saved for backward" before the fix
     assert x.grad is not None and all(not p.is_inference() for p in model.parameters())
+
+
+def test_predictor_probes_a_slice_of_a_large_first_batch(cache_dir, monkeypatch):
+    """The probe times PROBE_IMAGES images, not the whole first batch (a 256-image probe took minutes)."""
+    from vislab.infer import predictor as predictor_module
+    from vislab.infer.predictor import Predictor
+    from vislab.models.build import build_model
+    from vislab.runs import Loaded
+
+    model, pre = build_model(_cfg().model, 10, 1, (28, 28))
+    loaded = Loaded(model.eval(), pre, [str(i) for i in range(10)], {"name": "chollet_convnet"}, None)
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.01, "bf16/channels_last": 0.05,
+                         "bf16/contiguous": 0.05})
+    predictor = Predictor(loaded, device="cpu", precision="auto")
+    sizes = []
+    forward = predictor._forward
+    monkeypatch.setattr(predictor, "_forward", lambda x, dtype: sizes.append(len(x)) or forward(x, dtype))
+    images = torch.randint(0, 255, (3 * predictor_module.PROBE_IMAGES, 1, 28, 28), dtype=torch.uint8)
+    out = predictor.outputs(images)
+    assert out.shape == (len(images), 10)
+    assert sizes[:-1] and all(n == predictor_module.PROBE_IMAGES for n in sizes[:-1])  # the probe's steps
+    assert sizes[-1] == len(images)  # then the whole batch
