@@ -257,7 +257,6 @@ def test_the_predictors_measured_model_still_has_gradients(cache_dir, monkeypatc
 
 def test_predictor_probes_a_slice_of_a_large_first_batch(cache_dir, monkeypatch):
     """The probe times PROBE_IMAGES images, not the whole first batch (a 256-image probe took minutes)."""
-    from vislab.infer import predictor as predictor_module
     from vislab.infer.predictor import Predictor
     from vislab.models.build import build_model
     from vislab.runs import Loaded
@@ -270,8 +269,28 @@ def test_predictor_probes_a_slice_of_a_large_first_batch(cache_dir, monkeypatch)
     sizes = []
     forward = predictor._forward
     monkeypatch.setattr(predictor, "_forward", lambda x, dtype: sizes.append(len(x)) or forward(x, dtype))
-    images = torch.randint(0, 255, (3 * predictor_module.PROBE_IMAGES, 1, 28, 28), dtype=torch.uint8)
+    images = torch.randint(0, 255, (3 * measure.PROBE_IMAGES, 1, 28, 28), dtype=torch.uint8)
     out = predictor.outputs(images)
     assert out.shape == (len(images), 10)
-    assert sizes[:-1] and all(n == predictor_module.PROBE_IMAGES for n in sizes[:-1])  # the probe's steps
+    assert sizes[:-1] and all(n == measure.PROBE_IMAGES for n in sizes[:-1])  # the probe's steps
+    assert sizes[-1] == len(images)  # then the whole batch
+
+
+def test_feature_extraction_probes_a_slice_of_its_first_batch(cache_dir, monkeypatch):
+    """Feature extraction's probe times measure.PROBE_IMAGES images; the extraction itself runs whole batches."""
+    import timm
+
+    from vislab.data.preprocess import Preprocessing
+    from vislab.train.features import extract_features
+
+    model = timm.create_model("resnet18", num_classes=3)
+    inject(monkeypatch, {"fp32/channels_last": 0.01, "fp32/contiguous": 0.02, "bf16/channels_last": 0.05,
+                         "bf16/contiguous": 0.05})
+    sizes = []
+    model.conv1.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
+    images = torch.randint(0, 255, (3 * measure.PROBE_IMAGES, 3, 32, 32), dtype=torch.uint8)
+    cached = extract_features(model, Preprocessing((3, 32, 32), (0.5,), (0.5,)), images,
+                              batch_size=len(images), precision="auto")
+    assert tuple(cached.features.shape) == (len(images), 512) and cached.precision == "fp32"
+    assert sizes[:-1] and all(n == measure.PROBE_IMAGES for n in sizes[:-1])  # the probe's steps
     assert sizes[-1] == len(images)  # then the whole batch

@@ -28,11 +28,6 @@ from vislab.models.imagenet import _as_uint8_chw, imagenet_class_names
 from vislab.tasks.classification import Predictions, probabilities  # noqa: F401  (Predictions re-exported)
 
 
-#: images the precision/memory-format probe times (a slice of the first batch): the ranking of the
-#: candidates is the same, and one emulated bf16 step of a full 256-image batch took minutes
-PROBE_IMAGES = 16
-
-
 class Predictor:
     """A loaded model on a device, ready for batches of uint8 images.
 
@@ -66,13 +61,9 @@ class Predictor:
         _set_memory_format(self.model, self.memory_format)
 
     def _measure(self, x: torch.Tensor) -> measure.Choice:
-        """The fastest forward pass for batches shaped like ``x`` (cached; see vislab.core.measure).
-
-        Timed on the first :data:`PROBE_IMAGES` images only: a probe of a whole 256-image batch
-        (EfficientNet-Lite1 at 240 px, with bf16 emulated at 110 s a step on a CPU without it)
-        cost about 6 minutes to evaluate 500 images that take 20 s.
-        """
-        x = x[:PROBE_IMAGES]
+        """The fastest forward pass for batches shaped like ``x`` (cached; see vislab.core.measure),
+        timed on the first ``measure.PROBE_IMAGES`` images."""
+        x = x[:measure.PROBE_IMAGES]
         spec = self.loaded.spec
         key = measure.cache_key(self.device, measure.model_signature(self.model), tuple(x.shape), len(x),
                                 self.task.name, "infer", tta_flip=self.tta_flip,

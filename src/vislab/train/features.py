@@ -147,9 +147,11 @@ def bf16_agrees(model: nn.Module, x: torch.Tensor, fn=None) -> tuple[bool, float
 
 
 def measure_extraction(model: nn.Module, fn, x: torch.Tensor, device: torch.device):
-    """The fastest of fp32/bf16 x memory formats for ``fn`` on batches shaped like ``x`` (cached)."""
+    """The fastest of fp32/bf16 x memory formats for ``fn`` on batches shaped like ``x`` (cached),
+    timed on the first ``measure.PROBE_IMAGES`` images."""
     from vislab.core import measure
 
+    x = x[:measure.PROBE_IMAGES]
     key = measure.cache_key(device, measure.model_signature(model), tuple(x.shape), len(x), "features", "infer")
 
     def make_step(candidate):
