@@ -5,7 +5,10 @@ really wins on the CPU the tests run on."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,17 +27,20 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def inject(monkeypatch, by_label: dict[str, float], calls: list | None = None):
-    """time_step replaced: each candidate's step runs once (it must work), and its time is taken
-    from ``by_label`` in the order the candidates are timed."""
-    order = list(by_label)
+def inject(monkeypatch, by_label: dict[str, float | list[float]], calls: list | None = None):
+    """time_step replaced: each candidate's step runs once per turn (it must work), and its time is
+    taken from ``by_label`` (a list: one time per turn, in the order of the probe's rounds)."""
+    turns: dict[str, int] = {}
 
-    def fake(step, device=None, give_up_after=None, **kw):
+    def fake(step, device=None, give_up_after=None, label=None, **kw):
         step()
-        label = order.pop(0)
         if calls is not None:
             calls.append(label)
-        return by_label[label]
+        times = by_label[label]
+        if isinstance(times, list):
+            turns[label] = turns.get(label, -1) + 1
+            return times[min(turns[label], len(times) - 1)]
+        return times
 
     monkeypatch.setattr(measure, "time_step", fake)
 
@@ -92,14 +98,26 @@ def test_time_step_gives_up_on_a_slow_candidate():
 
 def test_threads_fewer_must_win_by_the_margin(monkeypatch):
     before = torch.get_num_threads()
-    times = iter([0.010, 0.0095])
+
+    def timer_of(per_count: dict[int, list[float]]):
+        turns = {count: iter(times) for count, times in per_count.items()}
+        return lambda step, device, **kw: next(turns[torch.get_num_threads()])
+
     best, timed = measure.measure_threads(lambda: None, [2, 1], torch.device("cpu"),
-                                          timer=lambda step, device: next(times))
+                                          timer=timer_of({2: [0.010] * 3, 1: [0.0095] * 3}))
     assert best == 2 and timed == {2: 0.010, 1: 0.0095} and torch.get_num_threads() == before
-    times = iter([0.010, 0.008])
     assert measure.measure_threads(lambda: None, [2, 1], torch.device("cpu"),
-                                   timer=lambda step, device: next(times))[0] == 1
+                                   timer=timer_of({2: [0.010] * 3, 1: [0.008] * 3}))[0] == 1
     assert measure.thread_candidates(False) == [measure.physical_cores()]
+
+
+def test_threads_a_burst_of_other_work_in_one_turn_does_not_decide(monkeypatch):
+    # another program held a core while 2 threads were timed the first time (50 ms): the later turns
+    # of the alternating rounds see the real 10 ms, and 2 threads stay
+    turns = {2: iter([0.050, 0.010, 0.011]), 1: iter([0.016, 0.015, 0.016])}
+    best, timed = measure.measure_threads(lambda: None, [2, 1], torch.device("cpu"),
+                                          timer=lambda step, device, **kw: next(turns[torch.get_num_threads()]))
+    assert best == 2 and timed == {2: 0.010, 1: 0.015}
 
 
 # --------------------------------------------------------------------------- the cache
@@ -294,3 +312,133 @@ def test_feature_extraction_probes_a_slice_of_its_first_batch(cache_dir, monkeyp
     assert tuple(cached.features.shape) == (len(images), 512) and cached.precision == "fp32"
     assert sizes[:-1] and all(n == measure.PROBE_IMAGES for n in sizes[:-1])  # the probe's steps
     assert sizes[-1] == len(images)  # then the whole batch
+
+
+# --------------------------------------------------------------------------- any CPU
+def test_a_burst_of_other_work_in_one_turn_does_not_pick_the_slower_precision(monkeypatch):
+    # fp32's first turn ran while another program held the cores (50 ms); its later turns show 10 ms.
+    # bf16 is 12 ms throughout: the alternating rounds keep fp32 (a single turn would pick bf16, 4x "faster")
+    inject(monkeypatch, {"fp32/contiguous": [0.050, 0.010, 0.011], "bf16/contiguous": [0.012, 0.012, 0.013]})
+    choice = measure.measure(lambda c: (lambda: None), [FP32_C, BF16_C], torch.device("cpu"))
+    assert choice.label == "fp32/contiguous"
+    assert choice.seconds == {"fp32/contiguous": 0.010, "bf16/contiguous": 0.012}
+
+
+def test_the_cache_key_names_the_kernels_isa_not_only_the_cpu_flags(monkeypatch):
+    key = lambda: measure.cache_key(torch.device("cpu"), "m", (8, 1, 28, 28), 8, "classification", "train")  # noqa: E731
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    native = key()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core")
+    limited = key()
+    assert json.loads(limited)["kernels"]["onednn"] == "AVX512_CORE" and limited != native
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert key() not in (native, limited)
+    assert json.loads(native)["kernels"]["aten"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_choice_measured_natively_is_not_reused_under_an_isa_limit(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.03, "bf16/channels_last": 0.01,
+                         "bf16/contiguous": 0.012})
+    assert _trainer(_cfg(precision="auto"), tmp_path).choice.precision == "bf16"
+    # the same CPU, its kernels limited to AVX2: bf16 is emulated there, and must be measured again
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.03, "bf16/channels_last": 0.1})
+    limited = _trainer(_cfg(precision="auto"), tmp_path, "limited")
+    assert limited.choice.source == "measured" and limited.choice.precision == "fp32"
+
+
+def test_a_choice_measured_on_a_busy_machine_says_so_and_is_measured_again(tmp_path, monkeypatch):
+    cache = ChoiceCache(tmp_path / "choices.json")
+    busy = measure.Choice("bf16", True, seconds={"fp32/channels_last": 0.07, "bf16/channels_last": 0.01},
+                          source="measured", others=0.6)
+    assert "measured while other programs used 60% of the CPU" in busy.describe()
+    runs = []
+    assert measure.cached_measure("k", lambda: runs.append(1) or busy, cache).precision == "bf16"
+    quiet = measure.Choice("fp32", True, seconds={"fp32/channels_last": 0.01, "bf16/channels_last": 0.02},
+                           source="measured", others=0.02)
+    # stored with its load, but not reused: the next run measures again, and keeps the quiet answer
+    assert measure.cached_measure("k", lambda: runs.append(2) or quiet, cache).precision == "fp32"
+    assert measure.cached_measure("k", lambda: runs.append(3) or busy, cache).source == "cache"
+    assert runs == [1, 2]
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc/stat (Linux)")
+def test_other_programs_load_is_seen_while_a_probe_runs():
+    import subprocess
+    import sys
+    import time
+
+    with measure.OtherLoad() as quiet:
+        time.sleep(0.5)
+    burners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+               for _ in range(min(os.cpu_count() or 1, 16))]
+    try:
+        time.sleep(0.5)  # the interpreters start
+        with measure.OtherLoad() as loaded:
+            time.sleep(1.0)
+    finally:
+        for proc in burners:
+            proc.kill()
+            proc.wait()
+    assert loaded.share is not None and loaded.share > measure.BUSY_SHARE
+    assert quiet.share is None or quiet.share < loaded.share
+
+
+def test_training_measures_again_when_its_first_epoch_disagrees_with_the_probe(tmp_path, cache_dir, monkeypatch):
+    from rich.console import Console
+
+    from vislab.data.sources import load_dataset
+
+    # the cache holds a probe that saw 1 microsecond steps (another machine's, a stale entry): the real
+    # steps are far slower, so after the first epoch the trainer measures again and switches
+    inject(monkeypatch, {"fp32/contiguous": 0.030, "bf16/contiguous": 1e-6})
+    cfg = _cfg(precision="auto", model="mlp", input_size=[8, 8], batch_size=16)
+    trainer = _trainer(cfg, tmp_path)
+    assert trainer.choice.precision == "bf16"
+    trainer.train_epoch(0, None)
+    assert len(trainer.step_seconds) >= 4
+    inject(monkeypatch, {"fp32/contiguous": 0.001, "bf16/contiguous": 0.004})
+    note = trainer.check_speed_choice(load_dataset(cfg.data, seed=0))
+    assert note is not None and "measured again: now precision fp32" in note
+    assert trainer.choice.precision == "fp32" and trainer.amp_dtype is None
+    assert trainer.check_speed_choice(None) is None  # once per run
+    Console(quiet=True)
+
+
+def test_a_probe_that_matches_the_real_steps_is_kept(tmp_path, cache_dir, monkeypatch):
+    choice = measure.Choice("bf16", True, seconds={"bf16/channels_last": 0.010}, source="cache")
+    assert not measure.disagrees(choice, 0.012) and measure.disagrees(choice, 0.020)
+    assert not measure.disagrees(measure.Choice("bf16", True, source="forced"), 10.0)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction-set limits")
+def test_under_an_avx2_limit_the_probe_keeps_fp32(tmp_path):
+    """A real probe, no injected timings: with the kernels limited to AVX2 (any x86-64 CPU of the last
+    decade), bf16 has no native kernels and runs several times slower, so auto must keep fp32."""
+    import subprocess
+    import sys
+
+    code = ("import json, torch\n"
+            "from vislab.core import measure\n"
+            "torch.manual_seed(0)\n"
+            "model = torch.nn.Sequential(torch.nn.Conv2d(16, 64, 3, padding=1), torch.nn.ReLU(),\n"
+            "                            torch.nn.Conv2d(64, 64, 3, padding=1)).eval()\n"
+            "x = torch.randn(32, 16, 28, 28)\n"
+            "def make_step(c):\n"
+            "    model.to(memory_format=c.memory_format)\n"
+            "    xx = x.contiguous(memory_format=c.memory_format)\n"
+            "    def step():\n"
+            "        with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=c.dtype is not None):\n"
+            "            model(xx)\n"
+            "    return step\n"
+            "choice = measure.measure(make_step, measure.candidates(torch.device('cpu'), True), torch.device('cpu'))\n"
+            "print(json.dumps({'label': choice.label, 'isa': measure.kernel_isa(), 'speedups': choice.speedups()}))\n")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["isa"] == {"aten": "AVX2", "onednn": "AVX2"}
+    assert result["label"].startswith("fp32/"), result

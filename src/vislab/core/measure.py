@@ -14,10 +14,23 @@ the fastest:
 - the intra-op thread count is timed the same way where the data loader needs a core
   (the physical core count against one fewer, :func:`thread_candidates`).
 
+The candidates are timed in alternating rounds and each keeps its fastest step
+(:data:`ROUNDS`): another program taking the cores for a moment slows whichever step
+runs then, and the minimum of interleaved steps is what the kernels can do. While the
+probe runs, :class:`OtherLoad` reads how much of the machine other programs used; a
+choice measured while they held more than :data:`BUSY_SHARE` of it says so, and is
+measured again on the next run instead of being reused (:func:`cached_measure`).
+
 A probe costs a few steps per candidate, once: its result is cached per (CPU model or
-GPU name, torch version, model, input shape, batch size, task, step kind, threads) in
-``$VISLAB_CACHE/choices.json`` (default ``~/.cache/vislab/choices.json``;
-:class:`ChoiceCache`). ``--precision fp32|bf16`` forces a choice and measures nothing.
+GPU name, the kernels' instruction set, torch version, model, input shape, batch size,
+task, step kind, threads) in ``$VISLAB_CACHE/choices.json`` (default
+``~/.cache/vislab/choices.json``; :class:`ChoiceCache`). The instruction set is what the
+kernels really use (:func:`kernel_isa`: ATen's capability and oneDNN's ISA limit), not
+the CPU's flags: ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` turns an
+AVX512-BF16 CPU into an AVX2 one, where bf16 runs 5x slower than fp32 instead of tying.
+The training loop checks the choice against its first epoch's real steps and measures
+again when they disagree (:func:`disagrees`). ``--precision fp32|bf16`` forces a choice
+and measures nothing.
 
 Example:
     >>> fp32, bf16 = Candidate("fp32", True), Candidate("bf16", True)
@@ -49,6 +62,16 @@ WARMUP_STEPS = 2
 MIN_STEPS = 3
 MAX_STEPS = 8
 MIN_SECONDS = 0.25
+#: the candidates are timed in this many alternating rounds; each keeps its fastest step
+ROUNDS = 3
+#: later rounds time this many steps per candidate (after one untimed step)
+ROUND_STEPS = 2
+#: other programs using more than this share of the machine during a probe make it "busy":
+#: its choice is used, said to be unsure, and measured again next time instead of reused
+BUSY_SHARE = 0.25
+#: a real training step this many times slower than the probe's step of the same configuration
+#: means the probe did not see what training sees (a busy machine, another data path): measure again
+DISAGREE_FACTOR = 1.5
 #: a candidate whose first timed step is this many times the best so far is not timed further
 #: (fp16 on a CPU, emulated bf16): one slow step already says it loses
 GIVE_UP_FACTOR = 2.0
@@ -57,7 +80,7 @@ GIVE_UP_FACTOR = 2.0
 #: (EfficientNet-Lite1 at 240 px, bf16 emulated at 110 s a step on a CPU without it, to evaluate
 #: 500 images that take 20 s)
 PROBE_IMAGES = 16
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key names the kernels' ISA, not the CPU flags
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -110,6 +133,13 @@ class Choice:
     source: str = "forced"
     device: str = ""
     kind: str = "train"
+    #: the share of the machine other programs used while this was measured (None: not measured)
+    others: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Measured while other programs held more than :data:`BUSY_SHARE` of the machine."""
+        return self.others is not None and self.others > BUSY_SHARE
 
     @property
     def candidate(self) -> Candidate:
@@ -154,6 +184,9 @@ class Choice:
             notes.append("chosen from the device's flags")
         elif self.source == "features":
             notes.append("the head trains on cached features; their extraction times its own choice")
+        if self.busy:
+            notes.append(f"measured while other programs used {self.others:.0%} of the CPU: not reused, "
+                         "measured again next run")
         if self.threads is not None:
             timed = ""
             if len(self.thread_seconds) > 1:
@@ -166,7 +199,8 @@ class Choice:
                 "seconds_per_step": {k: round(v, 6) for k, v in self.seconds.items()},
                 "thread_seconds_per_step": {str(k): round(v, 6) for k, v in self.thread_seconds.items()},
                 "speedups": {k: round(v, 3) for k, v in self.speedups().items()},
-                "source": self.source, "device": self.device, "kind": self.kind, "summary": self.describe()}
+                "source": self.source, "device": self.device, "kind": self.kind,
+                "others_load": None if self.others is None else round(self.others, 3), "summary": self.describe()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Choice":
@@ -177,7 +211,8 @@ class Choice:
                    threads=data.get("threads"),
                    seconds={k: float(v) for k, v in (data.get("seconds_per_step") or {}).items()},
                    thread_seconds={int(k): float(v) for k, v in (data.get("thread_seconds_per_step") or {}).items()},
-                   source=data.get("source", "forced"), device=data.get("device", ""), kind=data.get("kind", "train"))
+                   source=data.get("source", "forced"), device=data.get("device", ""), kind=data.get("kind", "train"),
+                   others=data.get("others_load"))
 
 
 # --------------------------------------------------------------------------- the decision
@@ -243,11 +278,12 @@ def _sync(device: torch.device) -> None:
 
 def time_step(step: Callable[[], object], device: torch.device = torch.device("cpu"),
               warmup: int = WARMUP_STEPS, min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS,
-              min_seconds: float = MIN_SECONDS, give_up_after: float | None = None) -> float:
-    """The median seconds of ``step()`` after ``warmup`` untimed calls (oneDNN builds its
-    kernels on the first ones). Stops after one timed step above ``give_up_after`` and
-    returns that step's time: a candidate that slow has lost already (the first warm-up
-    call, which builds kernels, is allowed twice that)."""
+              min_seconds: float = MIN_SECONDS, give_up_after: float | None = None, **_) -> float:
+    """The fastest of ``step()``'s timed calls after ``warmup`` untimed ones (oneDNN builds its
+    kernels on the first ones). The minimum, not the median: another program can only add time
+    to a step. Stops after one timed step above ``give_up_after`` and returns that step's time:
+    a candidate that slow has lost already (the first warm-up call, which builds kernels, is
+    allowed twice that)."""
     for index in range(warmup):
         start = time.perf_counter()
         step()
@@ -266,39 +302,116 @@ def time_step(step: Callable[[], object], device: torch.device = torch.device("c
         spent += elapsed
         if give_up_after is not None and elapsed > give_up_after:
             break
-    return statistics.median(times)
+    return min(times)
+
+
+class OtherLoad:
+    """The share of the machine's CPU time that other programs used while the block ran.
+
+    Read from ``/proc/stat`` (all CPUs: busy and steal time) less this process's own time
+    (``/proc/self/stat``), over the block's wall time and every CPU; ``share`` stays None
+    where those files are missing or the block was too short to tell (under 20 clock ticks).
+
+    Example:
+        >>> with OtherLoad() as load:
+        ...     pass
+        >>> load.share is None or 0.0 <= load.share <= 1.0
+        True
+    """
+
+    def __init__(self):
+        self.share: float | None = None
+        self._start = None
+
+    @staticmethod
+    def _read() -> tuple[int, int, int] | None:
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+            own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+            mine = int(own[11]) + int(own[12])  # utime, stime: fields 14 and 15 of proc(5)
+        except (OSError, ValueError, IndexError):
+            return None
+        total = sum(values)  # user nice system idle iowait irq softirq steal
+        idle = values[3] + values[4]
+        return total - idle, total, mine
+
+    def __enter__(self) -> "OtherLoad":
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._read()
+        if self._start is None or end is None:
+            return
+        busy, total, mine = (b - a for a, b in zip(self._start, end))
+        if total >= 20:
+            self.share = min(1.0, max(0.0, (busy - mine) / total))
 
 
 def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Iterable[Candidate],
             device: torch.device, kind: str = "train", margin: float = MARGIN,
-            timer: Callable[..., float] | None = None) -> Choice:
-    """Time ``make_step(candidate)()`` for each candidate and :func:`choose`.
+            timer: Callable[..., float] | None = None, rounds: int = ROUNDS) -> Choice:
+    """Time ``make_step(candidate)()`` for each candidate in alternating rounds and :func:`choose`.
 
-    ``make_step`` builds what a candidate needs (a model copy in its memory format, an
-    optimiser) and returns the step to time; a candidate that raises (an operation
-    without a bf16 kernel) is recorded as infinitely slow. The global RNG is restored
-    afterwards, so a probe before training leaves dropout's stream as it was.
+    ``make_step`` is called at the start of each candidate's turn and returns the step to time
+    (it builds or re-selects what the candidate needs: a model copy in its memory format, an
+    optimiser). The first round warms each candidate up and times it (:func:`time_step`); a
+    precision :data:`GIVE_UP_FACTOR` slower than the best so far is dropped, both layouts. The
+    later rounds time the candidates still within 1.25x of their precision's best again, in
+    turn, and each keeps its fastest step: a burst of another program's work slows one turn,
+    not the choice. A candidate that raises (an operation without a bf16 kernel) is recorded
+    as infinitely slow. The global RNG is restored afterwards, so a probe before training leaves
+    dropout's stream as it was; the share of the CPU other programs took meanwhile is recorded
+    (:class:`OtherLoad`).
     """
     timer = timer or time_step  # looked up here: tests inject timings by replacing time_step
+    options = list(options)
     seconds: dict[Candidate, float] = {}
     lost: set[str] = set()  # precisions already GIVE_UP_FACTOR slower: their other layout is not timed
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        for candidate in options:
-            if candidate.precision in lost:
-                continue
-            best = min(seconds.values(), default=None)
-            give_up = best * GIVE_UP_FACTOR if best is not None and best != float("inf") else None
-            try:
-                seconds[candidate] = timer(make_step(candidate), device, give_up_after=give_up)
-            except (RuntimeError, NotImplementedError):
-                seconds[candidate] = float("inf")
-            if give_up is not None and seconds[candidate] > give_up:
-                lost.add(candidate.precision)
+    with OtherLoad() as load, torch.random.fork_rng(devices=devices):
+        for round_index in range(max(1, rounds)):
+            if round_index == 0:
+                turn = options
+            else:
+                best_of = {}
+                for c, s in seconds.items():
+                    best_of[c.precision] = min(s, best_of.get(c.precision, float("inf")))
+                turn = [c for c in options if c.precision not in lost and seconds.get(c, float("inf")) != float("inf")
+                        and seconds[c] <= 1.25 * best_of[c.precision]]
+                if len({c.precision for c in turn}) < 2 and len(turn) < 2:
+                    break  # one candidate left: nothing to compare again
+            for candidate in turn:
+                if candidate.precision in lost:
+                    continue
+                best = min(seconds.values(), default=None)
+                give_up = best * GIVE_UP_FACTOR if round_index == 0 and best not in (None, float("inf")) else None
+                steps = {} if round_index == 0 else {"warmup": 1, "min_steps": ROUND_STEPS,
+                                                     "max_steps": ROUND_STEPS, "min_seconds": 0.0}
+                try:
+                    elapsed = timer(make_step(candidate), device, give_up_after=give_up, label=candidate.label,
+                                    **steps)
+                except (RuntimeError, NotImplementedError):
+                    elapsed = float("inf")
+                seconds[candidate] = min(elapsed, seconds.get(candidate, float("inf")))
+                if give_up is not None and elapsed > give_up:
+                    lost.add(candidate.precision)
     finite = {c: s for c, s in seconds.items() if s != float("inf")}
     choice = choose(finite or {Candidate("fp32", False): 0.0}, margin, kind, device_name(device))
     choice.seconds = {c.label: s for c, s in seconds.items()}
+    choice.others = load.share
     return choice
+
+
+def disagrees(choice: Choice, real_seconds: float, factor: float = DISAGREE_FACTOR) -> bool:
+    """Whether a real step of ``choice``'s configuration took ``factor`` times what its probe
+    measured: then the probe saw another machine than training does (other programs took the
+    cores while one of them ran, or the cache holds another machine's answer), and the choice is
+    measured again. Forced, resumed and unmeasured choices never disagree."""
+    probe = choice.seconds.get(choice.label)
+    if choice.source not in ("measured", "cache") or not probe or probe == float("inf"):
+        return False
+    return real_seconds > factor * probe
 
 
 # --------------------------------------------------------------------------- threads
@@ -336,17 +449,21 @@ def threads_pinned() -> bool:
 
 
 def measure_threads(step: Callable[[], object], options: list[int], device: torch.device,
-                    timer: Callable[..., float] | None = None) -> tuple[int, dict[int, float]]:
-    """The fastest thread count for ``step`` (fewer threads must win by MARGIN to be kept:
-    the loader's core is what the smaller count is for). Restores PyTorch's setting."""
+                    timer: Callable[..., float] | None = None, rounds: int = ROUNDS) -> tuple[int, dict[int, float]]:
+    """The fastest thread count for ``step``, timed in alternating rounds (each count keeps its
+    fastest step; fewer threads must win by MARGIN to be kept: the loader's core is what the
+    smaller count is for). Restores PyTorch's setting."""
     timer = timer or time_step
     before = torch.get_num_threads()
     timings: dict[int, float] = {}
     try:
         with torch.random.fork_rng(devices=[]):
-            for count in options:
-                torch.set_num_threads(count)
-                timings[count] = timer(step, device)
+            for round_index in range(max(1, rounds) if len(options) > 1 else 1):
+                for count in options:
+                    torch.set_num_threads(count)
+                    steps = {} if round_index == 0 else {"warmup": 1, "min_steps": ROUND_STEPS,
+                                                         "max_steps": ROUND_STEPS, "min_seconds": 0.0}
+                    timings[count] = min(timer(step, device, **steps), timings.get(count, float("inf")))
     finally:
         torch.set_num_threads(before)
     best = options[0]
@@ -390,6 +507,31 @@ def cpu_features() -> list[str]:
     return [platform.machine()]
 
 
+def kernel_isa() -> dict[str, str]:
+    """The instruction sets the CPU kernels use, which limits can lower below what the CPU has.
+
+    ``aten``: ATen's vectorised kernels (``torch.backends.cpu.get_cpu_capability()``, lowered by
+    ``ATEN_CPU_CAPABILITY``); ``onednn``: oneDNN's limit (``ONEDNN_MAX_CPU_ISA`` or its old name
+    ``DNNL_MAX_CPU_ISA``; ``ALL`` when unset, meaning the best the CPU has).
+
+    Example:
+        >>> sorted(kernel_isa())
+        ['aten', 'onednn']
+    """
+    try:
+        aten = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        aten = platform.machine()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    return {"aten": str(aten), "onednn": onednn.strip().upper()}
+
+
+def describe_isa() -> str:
+    """One short text for a benchmark line or a log: ``AVX512 kernels, oneDNN ALL (avx512_bf16 ...)``."""
+    isa = kernel_isa()
+    return f"ATen {isa['aten']}, oneDNN {isa['onednn']} (CPU flags: {' '.join(cpu_features())})"
+
+
 def cache_path() -> Path:
     """``$VISLAB_CACHE/choices.json`` (default ``~/.cache/vislab/choices.json``)."""
     return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab")) / "choices.json"
@@ -398,9 +540,12 @@ def cache_path() -> Path:
 def cache_key(device: torch.device, model: str, input_shape, batch_size: int, task: str, kind: str,
               threads: int | None = None, **more) -> str:
     """The cache key: what the timing depends on. ``model`` names the architecture and its
-    options (a hash of the model's repr serves: it lists every layer's shape)."""
-    fields = {"v": CACHE_VERSION, "device": device_name(device), "isa": cpu_features() if device.type == "cpu"
-              else None, "torch": torch.__version__, "model": model,
+    options (a hash of the model's repr serves: it lists every layer's shape). On a CPU it
+    names the kernels' instruction sets (:func:`kernel_isa`) besides the CPU's flags: under
+    ``ONEDNN_MAX_CPU_ISA`` the flags stay the same while the kernels change."""
+    cpu = device.type == "cpu"
+    fields = {"v": CACHE_VERSION, "device": device_name(device), "isa": cpu_features() if cpu else None,
+              "kernels": kernel_isa() if cpu else None, "torch": torch.__version__, "model": model,
               "input": list(input_shape), "batch": int(batch_size), "task": task, "kind": kind,
               "threads": threads if threads is not None else torch.get_num_threads(), **more}
     return json.dumps(fields, sort_keys=True, default=str)
@@ -456,16 +601,20 @@ class ChoiceCache:
             pass  # a read-only home: the choice is still used, only measured again next time
 
 
-def cached_measure(key: str, run: Callable[[], Choice], cache: ChoiceCache | None = None) -> Choice:
+def cached_measure(key: str, run: Callable[[], Choice], cache: ChoiceCache | None = None,
+                   fresh: bool = False) -> Choice:
     """The cached choice for ``key``, or ``run()``'s (then cached).
 
-    A choice is cached even when measured on a busy host: the same seed must give the same
-    run on this machine, so the choice must not flip between runs. The entry records the
-    load average it was measured under; delete ``choices.json`` to measure again.
+    A choice measured on a quiet machine is reused, so the same seed gives the same run on
+    this machine. One measured while other programs held more than :data:`BUSY_SHARE` of the
+    CPU is stored with that load and its console line says so, but it is measured again next
+    time rather than reused: a choice made under load is often the wrong one for a quiet
+    machine. ``fresh`` measures again whatever the cache holds (the training loop does when a
+    real epoch disagrees with the probe) and replaces the entry.
     """
     cache = cache or ChoiceCache()
-    found = cache.get(key)
-    if found is not None:
+    found = None if fresh else cache.get(key)
+    if found is not None and not found.busy:
         return found
     choice = run()
     cache.put(key, choice)

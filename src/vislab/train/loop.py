@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,8 @@ class Trainer:
         # precision, memory format and threads: forced by the flags, a resumed run's own, or measured
         # (--precision auto) on this model's step at this batch size (vislab.core.measure)
         self.choice = choice if choice is not None else self._choose_speed(dataset)
+        # the first epoch's real steps, to check the probe against (check_speed_choice)
+        self.step_seconds: list[float] | None = [] if self.choice.source in ("measured", "cache") else None
         self.amp_dtype = self.choice.dtype
         if self.choice.threads is not None:
             torch.set_num_threads(self.choice.threads)
@@ -192,7 +195,7 @@ class Trainer:
             return distributed.broadcast_object(self.dist, choice)
         return self._measure_speed(dataset)
 
-    def _measure_speed(self, dataset: Dataset) -> measure.Choice:
+    def _measure_speed(self, dataset: Dataset, fresh: bool = False) -> measure.Choice:
         t, mcfg = self.cfg.train, self.cfg.model
         split = dataset.splits["train"]
         batch = min(t.batch_size, len(split))
@@ -202,10 +205,14 @@ class Trainer:
                                 self.task.name, "train", optimizer=t.optimizer, freeze=mcfg.freeze,
                                 finetune_last=mcfg.finetune_last, loader_core=loader_core)
         device, task = self.device, self.task
+        prepared: dict[measure.Candidate, object] = {}  # the probe's rounds come back to each candidate
 
         def make_step(candidate: measure.Candidate):
+            if candidate in prepared:
+                return prepared[candidate]
             # a copy: the probe's optimizer steps must not touch the weights that train
-            model = copy.deepcopy(self.model).to(device, memory_format=candidate.memory_format).train()
+            source = unwrap(self.model) if fresh else self.model
+            model = copy.deepcopy(source).to(device, memory_format=candidate.memory_format).train()
             params = [p for p in model.parameters() if p.requires_grad]
             optimizer = build_optimizer(params, t.optimizer, t.lr, t.weight_decay, t.momentum, t.nesterov)
             scaler = torch.amp.GradScaler(device.type, enabled=candidate.precision == "fp16")
@@ -221,6 +228,7 @@ class Trainer:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+            prepared[candidate] = step
             return step
 
         def run() -> measure.Choice:
@@ -231,9 +239,39 @@ class Trainer:
                 if len(counts) > 1:
                     choice.threads, choice.thread_seconds = measure.measure_threads(
                         make_step(measure.Candidate(choice.precision, choice.channels_last)), counts, device)
+            prepared.clear()  # the copies' memory back before training
             return choice
 
-        return measure.cached_measure(key, run)
+        return measure.cached_measure(key, run, fresh=fresh)
+
+    def check_speed_choice(self, dataset: Dataset) -> str | None:
+        """After the first epoch: when its real steps took :data:`measure.DISAGREE_FACTOR` times
+        what the probe measured for the chosen configuration, measure again (the probe ran while
+        another program held the cores, or the cache answered for another machine) and switch to
+        the new choice. Returns a line for the console, or None when nothing was done."""
+        seconds, self.step_seconds = self.step_seconds, None
+        if not seconds or len(seconds) < 4 or self.device.type != "cpu" or self.dist.enabled:
+            return None
+        real = statistics.median(seconds[2:])  # the first steps build kernels
+        if not measure.disagrees(self.choice, real):
+            return None
+        before = self.choice
+        choice = self._measure_speed(dataset, fresh=True)
+        self.use_choice(choice)
+        probe = before.seconds.get(before.label, 0.0)
+        changed = "kept" if choice.label == before.label and choice.threads == before.threads else "now"
+        return (f"speed: a training step took {real * 1000:.1f} ms where the probe measured "
+                f"{probe * 1000:.1f} ms for {before.label}; measured again: {changed} {choice.describe()}")
+
+    def use_choice(self, choice: measure.Choice) -> None:
+        """Train on with ``choice``: its autocast dtype, threads and memory format (the parameters
+        are converted in place, so the optimiser's references stay valid)."""
+        self.choice, self.amp_dtype = choice, choice.dtype
+        if choice.threads is not None:
+            torch.set_num_threads(choice.threads)
+        if choice.memory_format != self.memory_format:
+            self.memory_format = choice.memory_format
+            unwrap(self.model).to(memory_format=self.memory_format)
 
     # ---- batches
     def model_input(self, images: torch.Tensor, generator=None) -> torch.Tensor:
@@ -287,10 +325,12 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         seen = 0
         start = next_update = time.perf_counter()
+        timed = self.step_seconds
         for images, labels in self.train_batches:
             y = task.targets(labels.to(self.device, non_blocking=True))
             x, y = self.augmented_input(images, y, generator)
             x, soft = self.mix(x, y)
+            step_start = time.perf_counter() if timed is not None else 0.0
             with autocast_context(self.device, self.amp_dtype):
                 logits = self.forward_model(x)
             loss = self.training_loss(logits, y, soft)
@@ -302,6 +342,8 @@ class Trainer:
             else:
                 loss.backward()
                 self.optimizer.step()
+            if timed is not None:  # the step the probe timed: forward, loss, backward, optimiser
+                timed.append(time.perf_counter() - step_start)
             self.after_step()
             if self.scheduler is not None and self.step_per_batch:
                 self.scheduler.step()
@@ -610,6 +652,12 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split),
                            task.metrics[0].name if task.metrics else None) as bar:
             logs = trainer.train_epoch(epoch, bar)
+        note = trainer.check_speed_choice(dataset)
+        if note is not None:
+            console.print(note)
+            cfg.train.speed = trainer.choice.to_dict()
+            if main:
+                (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if trainer.cached is not None:
             logs.update(trainer.cached.evaluate())
         elif trainer.val_batches is not None:
