@@ -1,8 +1,8 @@
 """Shared bits of the benchmark scripts: machine/version records and one-JSON-line output.
 
 Every benchmark prints one JSON object per measurement on stdout, with ``machine``
-(CPU model, usable cores, load average when it started: a loaded machine inflates
-every time) and ``versions``, so a line stands on its own when pasted elsewhere.
+(CPU model, usable cores, the kernels' effective ISA, load average when it started: a
+loaded machine inflates every time) and ``versions``, so a line stands on its own when pasted elsewhere.
 """
 
 from __future__ import annotations
@@ -17,8 +17,22 @@ FMNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mni
 REPO = Path(__file__).resolve().parents[1]
 
 
+def kernel_isa() -> dict:
+    """The instruction sets the CPU kernels use: ATen's capability and oneDNN's limit
+    (``ONEDNN_MAX_CPU_ISA``; ``ALL`` when unset). Limits emulate an older CPU class on this one."""
+    try:
+        import torch
+
+        aten = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError, RuntimeError):
+        aten = platform.machine()
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    return {"aten": str(aten), "onednn": onednn.upper()}
+
+
 def machine() -> dict:
-    """CPU model, usable cores, bf16 support and the 1-minute load average (0 = quiet)."""
+    """CPU model, usable cores, bf16 support, the kernels' effective ISA and the 1-minute load
+    average (0 = quiet)."""
     cpu, flags = platform.processor() or platform.machine(), ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -31,6 +45,7 @@ def machine() -> dict:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "cores": usable, "avx512_bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
+            "isa": kernel_isa(),
             "load_1min": round(load, 2) if load is not None else None, "system": platform.system(),
             "python": platform.python_version()}
 

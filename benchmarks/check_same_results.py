@@ -10,8 +10,10 @@ before, the schedule's next rate).
     python benchmarks/check_same_results.py                 # this checkout
     python benchmarks/check_same_results.py --base 890191b  # this checkout, then BASE (git archive), compared
 
-``tests/test_same_results.py`` holds the fingerprints recorded from the code before
-the refactor (commit 890191b) on the CPU model they were measured on.
+Fingerprints are compared on one machine only: kernels differ between CPU generations and
+instruction-set limits, so bit-exact weights are not portable. ``tests/test_same_results.py``
+checks that two fresh runs here give the same fingerprint; ``--base`` checks that a change
+left the numbers of an older commit as they were, on this machine.
 
 Runs:
 - ``fast-fmnist``: one epoch of ``--recipe fast`` on Fashion-MNIST at 200 images per class
