@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/fashion-mnist-fast
 
-.PHONY: setup data test-deps demo test test-all bench clean
+.PHONY: setup data test-deps demo test test-cpus test-all bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ test-deps:
 
 test: setup data test-deps
 	$(BIN)/python -m pytest -q
+
+# The speed-choice tests and the examples' smoke runs under each CPU class this machine can emulate:
+# as it is, AVX-512 without BF16 (oneDNN limited), and AVX2 only (oneDNN and ATen limited). One choice
+# cache for all three, as a user who changes nothing has. Minutes; CI runs `make test`.
+CPU_TESTS := tests/test_measure.py tests/test_speed_paths.py tests/test_examples.py
+test-cpus: setup data test-deps
+	$(BIN)/python -m pytest -q $(CPU_TESTS)
+	ONEDNN_MAX_CPU_ISA=AVX512_CORE $(BIN)/python -m pytest -q $(CPU_TESTS)
+	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q $(CPU_TESTS)
 
 # Including the slow checks (minutes).
 test-all: setup data test-deps
