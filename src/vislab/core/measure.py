@@ -403,6 +403,34 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
     return choice
 
 
+def measure_forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
+                    forward: Callable[[torch.Tensor, torch.dtype | None], object], task: str,
+                    options: Iterable[Candidate] | None = None, **key_fields) -> Choice:
+    """The inference probe: the fastest forward pass of ``model`` for batches shaped like ``x``
+    (cached), timed on its first :data:`PROBE_IMAGES` images. The predictor (predict, segment,
+    serve, explain, evaluate) and feature extraction use it; training times its own step with
+    :func:`measure`.
+
+    Args:
+        forward: ``forward(x, dtype)`` runs the model on ``x`` under autocast to ``dtype`` (None:
+            fp32); the probe sets the model's and the input's memory format for each candidate.
+        task: the cache key's task field (``classification``, ``features``, ...).
+        options: the candidates (default: :func:`candidates` for this device and model).
+        key_fields: more of what the timing depends on (test-time flips, the architecture).
+    """
+    x = x[:PROBE_IMAGES]
+    key = cache_key(device, model_signature(model), tuple(x.shape), len(x), task, "infer", **key_fields)
+
+    def make_step(candidate: Candidate):
+        with torch.inference_mode(False):  # weights re-made in inference mode could not train later
+            model.to(memory_format=candidate.memory_format)
+        moved = x.contiguous(memory_format=candidate.memory_format)
+        return lambda: forward(moved, candidate.dtype)
+
+    chosen = list(options) if options is not None else candidates(device, has_convolutions(model))
+    return cached_measure(key, lambda: measure(make_step, chosen, device, kind="infer"))
+
+
 def disagrees(choice: Choice, real_seconds: float, factor: float = DISAGREE_FACTOR) -> bool:
     """Whether a real step of ``choice``'s configuration took ``factor`` times what its probe
     measured: then the probe saw another machine than training does (other programs took the

@@ -147,27 +147,17 @@ def bf16_agrees(model: nn.Module, x: torch.Tensor, fn=None) -> tuple[bool, float
 
 
 def measure_extraction(model: nn.Module, fn, x: torch.Tensor, device: torch.device):
-    """The fastest of fp32/bf16 x memory formats for ``fn`` on batches shaped like ``x`` (cached),
-    timed on the first ``measure.PROBE_IMAGES`` images."""
+    """The fastest of fp32/bf16 x memory formats for ``fn`` on batches shaped like ``x``: the
+    inference probe (:func:`vislab.core.measure.measure_forward`), cached."""
     from vislab.core import measure
 
-    x = x[:measure.PROBE_IMAGES]
-    key = measure.cache_key(device, measure.model_signature(model), tuple(x.shape), len(x), "features", "infer")
-
-    def make_step(candidate):
-        with torch.inference_mode(False):  # weights re-made in inference mode could not train later
-            model.to(memory_format=candidate.memory_format)
-        moved = x.contiguous(memory_format=candidate.memory_format)
-
-        def step():
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                        enabled=candidate.precision == "bf16"):
-                return fn(moved)
-        return step
+    def forward(moved, dtype):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is not None):
+            return fn(moved)
 
     # fp16 is no extraction candidate (features are checked against fp32 for bf16 only)
     options = [c for c in measure.candidates(device, measure.has_convolutions(model)) if c.precision != "fp16"]
-    return measure.cached_measure(key, lambda: measure.measure(make_step, options, device, kind="infer"))
+    return measure.measure_forward(model, x, device, forward, "features", options=options)
 
 
 def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch_size: int = 64,
