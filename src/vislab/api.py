@@ -24,10 +24,10 @@ COMPARE_OUT = Path("runs") / "compare"
 
 def model_source(model):
     """What a model argument names: a run folder, ``imagenet:NAME``, ``hf:NAME``, a ``.onnx`` file, or a
-    bare ImageNet model name, read as ``imagenet:NAME`` (explaining random weights shows nothing).
+    bare timm name with ImageNet weights, read as ``imagenet:NAME`` (explaining random weights shows nothing).
 
-    A path (holding a slash, or ending in .onnx) stays a path even when it does not exist, so its
-    error names it rather than an ImageNet model of that name. Anything but a string is returned as it is.
+    Anything else stays as it is, so a mistyped or missing run folder gets the run folder's error (which
+    names imagenet:MODEL too) rather than an unknown-model one. Anything but a string is returned as it is.
 
     Example:
         >>> model_source("resnet18"), model_source("runs/missing"), model_source("hf:org/name")
@@ -37,7 +37,9 @@ def model_source(model):
         return model
     if ":" in model or "/" in model or "\\" in model or model.lower().endswith(".onnx") or Path(model).exists():
         return model
-    return f"imagenet:{model}"
+    from vislab.models.registry import is_timm_name
+
+    return f"imagenet:{model}" if is_timm_name(model) else model
 
 
 def make_config(config: str | None = None, **options) -> Config:
@@ -318,7 +320,7 @@ def models(task: str | None = None, parameters: bool = False, num_classes: int =
         from vislab.models import create_model
 
         for row in rows:
-            if row["family"] in ("vislab", "timm", "segmentation"):  # the others download weights or a config
+            if not row["name"].startswith("hf:"):  # a form, not a model: its config comes from the hub
                 model = create_model(row["name"], num_classes=num_classes, in_chans=row["in_chans"])
                 row["parameters"] = parameter_counts(model)["total"]
             else:

@@ -485,7 +485,7 @@ def leakage_warnings(audit: dict, near: bool = True) -> list[str]:
     such as 8x8 digits give many look-alike pairs).
 
     Example:
-        >>> leakage_warnings({"duplicates": {"across_splits": {"groups": 2, "pairs": {"test/train": 2}}}})[0][:40]
+        >>> leakage_warnings({"duplicates": {"across_splits": {"groups": 2, "pairs": {"test/train": 2}}}})[0][:39]
         '2 image(s) are in more than one split ('
     """
     duplicates = audit.get("duplicates") or {}
