@@ -54,13 +54,13 @@ def versions() -> dict:
 def train_small_cnn(out: Path, data_dir: str) -> Path:
     """A quick, small CNN on a slice of the training set; the run folder is what is evaluated."""
     from vislab.core.config import resolve_config
-    from vislab.train.loop import fit
+    from vislab.train.loop import train_run
 
     cfg = resolve_config(None, {
         "data.source": "fashion-mnist", "data.data_dir": data_dir, "data.max_per_class": 300,
         "model.name": "chollet_convnet", "train.epochs": 1, "out": str(out), "seed": 0,
     })
-    fit(cfg, progress=False)
+    train_run(cfg, progress=False)
     return out
 
 

@@ -71,7 +71,7 @@ def timed_train(args, run_dir: Path) -> dict:
     wrap(loop, "Trainer", "trainer_init_and_speed_probe")
     wrap(loop, "write_model", "model_json")
     wrap(loop, "_plot_curves", "curves")
-    wrap(runner, "evaluate_run", "test_evaluation")
+    wrap(runner, "measure_run", "test_evaluation")
     wrap(pipelines, "write_figures", "figures_and_explain_panels")
     wrap(html, "build_report", "report")
     argv = ["train", "--data", "fashion-mnist", "--data-dir", args.data_dir, "--model", args.model,

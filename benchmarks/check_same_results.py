@@ -65,7 +65,7 @@ def run_here(name: str, out_root: Path) -> dict:
         from vislab.core.config import resolve_config
     except ImportError:  # the layout before the task layer
         from vislab.config import resolve_config
-    from vislab.train.loop import fit
+    from vislab.train.loop import train_run
 
     overrides = {**RUNS[name], **COMMON, "out": str(out_root / name)}
     if name == "fast-fmnist" and not Path("/usr/share/datasets/fashion-mnist").is_dir():
@@ -73,7 +73,7 @@ def run_here(name: str, out_root: Path) -> dict:
     import inspect
 
     kwargs = {"evaluate": False} if "evaluate" in inspect.signature(fit).parameters else {}
-    fit(resolve_config(overrides=overrides), progress=False, **kwargs)
+    train_run(resolve_config(overrides=overrides), progress=False, **kwargs)
     return fingerprint(out_root / name)
 
 

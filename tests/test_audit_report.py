@@ -274,7 +274,7 @@ def test_compare_runs_leaderboard(tmp_path, digits_folder, fake_run, capsys):
     assert "run_a" in capsys.readouterr().out
 
 
-def test_cli_audit_augment_preview_compare_report(digits_folder, fake_run, tmp_path, capsys):
+def test_cli_audit_augment_preview_compare_report(digits_folder, fake_run, tmp_path, capsys, monkeypatch):
     from vislab.cli import main
 
     data = tmp_path / "data"
@@ -295,5 +295,13 @@ def test_cli_audit_augment_preview_compare_report(digits_folder, fake_run, tmp_p
 
     assert main(["compare", str(fake_run.run), "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "leaderboard.csv").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["compare", str(fake_run.run)]) == 0  # no --out: a folder of its own, said, never the current one
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["runs"]
+    assert (elsewhere / "runs" / "compare" / "leaderboard.csv").is_file()
+    assert "runs/compare/leaderboard.csv" in capsys.readouterr().out.replace("\n", "")
     assert main(["report", str(fake_run.run)]) == 0
     assert main(["report", str(tmp_path / "missing")]) == 1

@@ -138,3 +138,56 @@ def test_unknown_model_fails_before_loading_data(tmp_path):
     assert result.returncode == 1
     assert "unknown model 'resnet5O'" in result.stderr and "resnet50" in result.stderr
     assert "images per class" not in result.stdout and not (tmp_path / "r").exists()
+
+
+def test_models_lists_every_family_with_its_tasks(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("unet", "deeplabv3_resnet50", "efficientnet_lite0", "fastnet", "hf:ORG/NAME"):
+        assert name in out, name
+    assert main(["models", "--task", "segmentation"]) == 0
+    out = capsys.readouterr().out
+    assert "unet" in out and "deeplabv3_resnet50" in out and "fastnet" not in out and "efficientnet_lite0" not in out
+
+
+def test_model_registry_answers_per_task():
+    from vislab import api
+    from vislab.models.registry import models_for_task
+    from vislab.tasks import get_task
+
+    rows = {row["name"]: row for row in api.models()}
+    assert rows["efficientnet_lite0"]["weights"] == "shipped" and rows["efficientnet_lite1"]["input_size"] == (240, 240)
+    assert rows["unet"]["tasks"] == ["segmentation"] and "classification" in rows["mlp"]["tasks"]
+    assert "deeplabv3_resnet50" in models_for_task(get_task("segmentation"))
+    assert "unet" not in models_for_task(get_task("classification"))
+
+
+def test_train_refuses_a_model_that_cannot_do_the_task(tmp_path, capsys):
+    code = main(["train", "--data", str(tmp_path / "no-such-data"), "--task", "segmentation", "--model", "resnet18",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--task segmentation" in err and "unet" in err and "deeplabv3_resnet50" in err
+    assert "no-such-data" not in err and not (tmp_path / "run").exists()  # refused before the data is read
+
+
+def test_every_train_flag_is_an_api_option():
+    """The CLI hands train's flags to the API by name: each must be a name the one mapping knows."""
+    import argparse
+
+    from vislab.cli import _NOT_OPTIONS
+    from vislab.core.config import option_keys
+
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    dests = {action.dest for action in train._actions if action.dest != "help"} - _NOT_OPTIONS
+    assert dests and not dests - set(option_keys()), sorted(dests - set(option_keys()))
+
+
+def test_audit_reads_and_audits_segmentation_masks(tmp_path, capsys):
+    from vislab.data.composites import make_fashion_composites
+
+    data = make_fashion_composites(tmp_path / "data", train=6, test=2, size=32, seed=0)
+    assert main(["audit", "--data", str(data), "--task", "segmentation", "--out", str(tmp_path / "audit")]) == 0
+    audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert audit["task"] == "segmentation" and set(audit["masks"]) >= {"train", "test"}
+    assert sum(audit["masks"]["train"]["pixels_per_class"].values()) > 0
+    assert "Pixels per class" in capsys.readouterr().out

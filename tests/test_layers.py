@@ -77,10 +77,36 @@ def test_no_module_imports_a_higher_layer():
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     """The walker must see an import hidden in a function, or the test above could pass on a back-edge."""
     probe = SRC / "core" / "_probe_for_test.py"
-    probe.write_text("def f():\n    from vislab.train.loop import fit\n    return fit\n")
+    probe.write_text("def f():\n    from vislab.train.loop import train_run\n    return train_run\n")
     try:
         assert (2, "vislab.train.loop") in imports(probe)
     finally:
         probe.unlink()
     order = layer_order()
     assert order.index("core") < order.index("tasks") < order.index("train") < order.index("cli")
+
+
+# What the CLI may import: it parses, calls the API and prints; every piece of work is in vislab.api.
+CLI_ALLOWED = ("vislab.api", "vislab.core")
+
+
+def cli_imports_outside_the_api(path: Path) -> list[str]:
+    return [f"{path.name}:{line} imports {target}" for line, target in imports(path)
+            if not any(target == allowed or target.startswith(allowed + ".") for allowed in CLI_ALLOWED)]
+
+
+def test_the_cli_imports_only_the_api_and_core():
+    problems = cli_imports_outside_the_api(SRC / "cli.py")
+    assert not problems, "cli.py must go through vislab.api:\n" + "\n".join(problems)
+
+
+def test_the_cli_check_catches_a_lazy_import_of_another_layer():
+    """The check above must fail on a function-level import of anything but the API and core."""
+    probe = SRC / "_cli_probe_for_test.py"
+    probe.write_text("from vislab import api\nfrom vislab.core.config import SPLITS\n"
+                     "def f():\n    from vislab.runs import load\n    from vislab import __version__\n")
+    try:
+        assert cli_imports_outside_the_api(probe) == ["_cli_probe_for_test.py:4 imports vislab.runs",
+                                                      "_cli_probe_for_test.py:5 imports vislab.__version__"]
+    finally:
+        probe.unlink()

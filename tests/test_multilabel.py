@@ -55,7 +55,7 @@ def test_separators_are_detected_and_classes_sorted(tmp_path, sep, cell):
 
 
 def test_one_column_per_class_and_empty_cells_counted_by_the_audit(tmp_path):
-    from vislab.data.audit import audit_dataset
+    from vislab.tasks import get_task
 
     names = _images(tmp_path, 5)
     path = _csv(tmp_path, "file,sky,road", [f"{n},{a},{b}" for n, (a, b) in
@@ -63,7 +63,7 @@ def test_one_column_per_class_and_empty_cells_counted_by_the_audit(tmp_path):
     ds = load_multilabel_dataset(_cfg(path))
     assert ds.class_names == ["road", "sky"]
     assert ds.splits["train"].labels.sum(0).tolist() == [2.0, 2.0]
-    audit = audit_dataset(ds, tmp_path / "audit")
+    audit = get_task("multilabel").audit(ds, tmp_path / "audit")  # the task counts every label of an image
     assert audit["class_balance"]["images_without_labels"] == {"train": 2}
     assert [row["train"] for row in audit["class_balance"]["table"]] == [2, 2]
 

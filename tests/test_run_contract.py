@@ -89,14 +89,14 @@ def test_a_run_trained_at_a_forced_precision_is_evaluated_at_it(tmp_path):
     """--precision fp32 measures nothing in training; its test evaluation must not time bf16 either
     (the evaluation's numbers would then depend on which precision won on this machine)."""
     from vislab import api
-    from vislab.evaluate.runner import evaluate_run
+    from vislab.evaluate.runner import measure_run
 
     forced = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, out=str(tmp_path / "fp32"),
                        device="cpu", precision="fp32", evaluate=False).run_dir
-    assert evaluate_run(forced).predictor.choice.source == "forced"
+    assert measure_run(forced).predictor.choice.source == "forced"
     auto = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, out=str(tmp_path / "auto"),
                      device="cpu", evaluate=False).run_dir
-    assert evaluate_run(auto).predictor.precision == "auto"
+    assert measure_run(auto).predictor.precision == "auto"
 
 
 def test_a_loaded_model_is_a_model_for_predict_and_explain(digits_run, tmp_path):

@@ -13,51 +13,40 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from vislab.core.config import Config, ConfigError, resolve_config
+from vislab import __version__  # noqa: F401  (the CLI's --version reads it here)
+from vislab.core.config import ConfigError, option_overrides, resolve_config
 
-# Flat keyword -> dotted config key, for the names where the field name alone would be ambiguous
-# or differs from the CLI flag.
-_ALIASES = {"data": "data.source", "model": "model.name", "patience": "train.early_stopping.patience",
-            "monitor": "train.early_stopping.monitor", "min_delta": "train.early_stopping.min_delta",
-            "restore_best": "train.early_stopping.restore_best", "model_options": "model.options"}
+# Where `compare` writes when no out= is given: a folder of its own, never the current one.
+COMPARE_OUT = Path("runs") / "compare"
 
 
-def _dotted_keys() -> dict[str, str]:
-    keys: dict[str, str] = {}
+def model_source(model):
+    """What a model argument names: a run folder, ``imagenet:NAME``, ``hf:NAME``, a ``.onnx`` file, or a
+    bare timm name with ImageNet weights, read as ``imagenet:NAME`` (explaining random weights shows nothing).
 
-    def walk(obj, prefix):
-        for field in dataclasses.fields(obj):
-            value = getattr(obj, field.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{field.name}.")
-            else:
-                keys.setdefault(field.name, f"{prefix}{field.name}")
+    Anything else stays as it is, so a mistyped or missing run folder gets the run folder's error (which
+    names imagenet:MODEL too) rather than an unknown-model one. Anything but a string is returned as it is.
 
-    walk(Config(), "")
-    keys.update(_ALIASES)
-    return keys
+    Example:
+        >>> model_source("resnet18"), model_source("runs/missing"), model_source("hf:org/name")
+        ('imagenet:resnet18', 'runs/missing', 'hf:org/name')
+    """
+    if not isinstance(model, str):
+        return model
+    if ":" in model or "/" in model or "\\" in model or model.lower().endswith(".onnx") or Path(model).exists():
+        return model
+    from vislab.models.registry import is_timm_name
 
-
-def _overrides(options: dict) -> dict:
-    keys = _dotted_keys()
-    overrides = {}
-    for name, value in options.items():
-        if name not in keys:
-            import difflib
-
-            close = difflib.get_close_matches(name, keys, n=1)
-            raise ConfigError(f"unknown option {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        overrides[keys[name]] = value
-    return overrides
+    return f"imagenet:{model}" if is_timm_name(model) else model
 
 
 def make_config(config: str | None = None, **options) -> Config:
     """A resolved :class:`Config` from an optional YAML file and flat keyword options
-    named like the CLI flags (``epochs=3``, ``batch_size=64``, ``hflip=True``, ``data="digits"``)."""
-    return resolve_config(config, _overrides(options))
+    named like the CLI flags (``epochs=3``, ``batch_size=64``, ``hflip=True``, ``data="digits"``;
+    :data:`vislab.core.config.OPTION_ALIASES` names the few that differ from a config field)."""
+    return resolve_config(config, option_overrides(options))
 
 
 def train(config: str | None = None, resume: str | None = None, progress: bool = False, evaluate: bool = True,
@@ -75,7 +64,7 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
 
     if resume is not None:
         epochs = options.pop("epochs", None)
-        changes = _overrides(options)
+        changes = option_overrides({name: value for name, value in options.items() if value is not None})
         if config is not None:
             changes["config"] = config
         resume_config(resume, epochs, **changes)  # refuses any change but epochs, before any work
@@ -112,13 +101,23 @@ def load_model(model, device: str = "cpu", weights=None):
     return load(model, device=device, weights=weights)
 
 
+class Predictions(list):
+    """What :func:`predict` returns: one dict per image (a list), and ``notes``: what the precision
+    choice did (what was timed and won, near-tied answers recomputed in fp32), for a log or stderr."""
+
+    def __init__(self, results, notes=()):
+        super().__init__(results)
+        self.notes = list(notes)
+
+
 def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32,
-            weights=None, threshold: float | None = None):
-    """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``,
-    ``hf:NAME``, an exported ``MODEL.onnx`` or a model :func:`load_model` loaded.
+            weights=None, threshold: float | None = None, figure=None) -> Predictions:
+    """``vislab predict``: the answer for each image file or folder, from a run folder, ``imagenet:NAME``
+    (or a bare ImageNet name), ``hf:NAME``, an exported ``MODEL.onnx`` or a model :func:`load_model` loaded.
 
     A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
-    or ``threshold`` for all) and the ``top`` k.
+    or ``threshold`` for all) and the ``top`` k. ``figure=PNG`` also draws the images titled with
+    their top-1 class. A file that cannot be read gets an ``error`` entry and the others go on.
 
     Example:
         >>> predict("runs/mosaics", ["a.png"], threshold=0.5)[0]["labels"]   # doctest: +SKIP
@@ -126,7 +125,8 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
     """
     from vislab.infer import Predictor, predict_files
 
-    if str(model).lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
+    model = model_source(model)
+    if isinstance(model, str) and model.lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
         from vislab.export.ort import OnnxPredictor
 
         _require_deploy("predict MODEL.onnx", "onnxruntime")
@@ -135,72 +135,134 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
         loaded = load_model(model, weights=weights)
         loaded.task.set_options(threshold=threshold)
         predictor = Predictor(loaded, device=device, precision=precision)
-    return predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
+    results = predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
+    if figure:
+        _draw_predictions(results, figure)
+    return Predictions(results, _precision_notes(predictor, results))
+
+
+def _precision_notes(predictor, results) -> list[str]:
+    """What the precision choice did, in a line or two (onnxruntime runs fp32 and measures nothing)."""
+    notes = []
+    choice = getattr(predictor, "choice", None)
+    if choice is not None and choice.source in ("measured", "cache"):
+        notes.append(f"precision auto: {choice.describe()}")  # what was timed, and won
+    if getattr(predictor, "dtype", None) is not None and any("top" in r for r in results):
+        dtype = str(predictor.dtype).replace("torch.", "")
+        if predictor.recheck_ties:
+            notes.append(f"precision auto: {dtype}, {predictor.rechecked} near-tied answer(s) recomputed in fp32")
+        else:
+            notes.append(f"precision {dtype}: a near-tied top-1 can differ from fp32's; --precision auto "
+                         "re-checks those in fp32")
+    return notes
+
+
+def _draw_predictions(results, path) -> Path:
+    """The readable images of ``results``, each titled with its top-1 class."""
+    from vislab.data.images import BadImageError, open_image
+    from vislab.viz.predictions import plot_topk
+
+    pairs = []
+    for result in results:
+        if "top" in result:
+            try:
+                pairs.append((open_image(result["file"]), result["top"]))
+            except BadImageError:
+                continue
+    return plot_topk([image for image, _ in pairs], [top for _, top in pairs], path)
 
 
 def explain(model, images, method: str = "gradcam", target="top", layer: str | None = None, out=None,
-            weights=None, **opts):
-    """``vislab explain``: one overlay PNG per image; returns one dict per image (``png``, ``class``, ...)."""
+            weights=None, num_samples: int = 1000, segmentation: str = "quickshift", **opts) -> list[dict]:
+    """``vislab explain``: one overlay PNG per image; returns one dict per image (``file``, ``png``,
+    ``class``, ``probability``; ``error`` for a file that cannot be read). ``num_samples`` and
+    ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
     from vislab.explain.api import explain_files
 
-    return explain_files(load_model(model, weights=weights), images, out, method=method, target=target, layer=layer, **opts)
+    if method == "lime":
+        opts = {"num_samples": num_samples, "segmentation": segmentation, **opts}
+    loaded = load_model(model_source(model), weights=weights)
+    return explain_files(loaded, images, out, method=method, target=target, layer=layer, **opts)
 
 
-def activations(model, image, layers=None, out=None, weights=None) -> list[Path]:
-    """``vislab activations``: every channel of each layer's output for one image, a PNG per layer."""
+def activations(model, image, layers=None, out=None, weights=None) -> list:
+    """``vislab activations``: every channel of each layer's output for one image, a PNG per layer.
+
+    Returns ``(grid, path)`` pairs: ``grid.name``, ``grid.channels``, ``grid.map_size`` and the PNG.
+    The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``."""
     from vislab.data.images import read_image
     from vislab.explain.activations import activations as compute, save_activations
     from vislab.explain.api import default_out_dir
 
-    loaded = load_model(model, weights=weights)
+    loaded = load_model(model_source(model), weights=weights)
     grids = compute(loaded.model, loaded.preprocessing, read_image(image), layers=layers)
     return list(zip(grids, save_activations(grids, out or default_out_dir(loaded, "activations"))))
 
 
 def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=None) -> Path:
-    """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid."""
+    """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid; returns the PNG."""
     from vislab.explain.api import default_out_dir, safe_filename
     from vislab.explain.filters import filter_grid, save_filter_grid
 
-    loaded = load_model(model, weights=weights)
+    loaded = load_model(model_source(model), weights=weights)
     result = filter_grid(loaded.model, loaded.preprocessing, layer, n=n, steps=steps)
     folder = Path(out) if out else default_out_dir(loaded, "filters")
     return save_filter_grid(result, folder / f"filters_{safe_filename(layer)}.png")
 
 
 def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, config: str | None = None,
-          **data_options) -> dict:
-    """``vislab audit``: audit.json and figures for a data set; returns the audit dict."""
-    from vislab.data.audit import audit_dataset
-    from vislab.data.sources import load_dataset
+          task: str = "classification", console=None, **data_options) -> dict:
+    """``vislab audit``: audit.json and figures for a data set, read and audited as ``task`` reads it
+    (a multi-label CSV, image/mask pairs); returns the audit dict, with ``out`` (the folder written).
 
-    cfg = resolve_config(config, {**_overrides({"data": data, **data_options}), "seed": seed})
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    ``out`` defaults to ``audit-<data name>``; ``console`` (a rich Console) also prints the audit.
+
+    Example:
+        >>> api.audit("data/fashion-seg", task="segmentation")["masks"]["train"]["images"]   # doctest: +SKIP
+        2000
+    """
+    from vislab.tasks import get_task
+
+    cfg = resolve_config(config, {**option_overrides({"data": data, **data_options}), "seed": seed})
+    task_ = get_task(task)
+    dataset = task_.load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    result = audit_dataset(dataset, folder, max_images=max_images, seed=cfg.seed, near_duplicates=True)
+    result = task_.audit(dataset, folder, seed=cfg.seed, max_images=max_images, near_duplicates=True)
     result["out"] = str(folder)
+    if console is not None:
+        from vislab.data.audit import print_audit
+
+        print_audit(result, console)
+        console.print(f"wrote {folder / 'audit.json'} and {len(result.get('figures', []))} figures under "
+                      f"{folder / 'plots'}")
     return result
 
 
 def augment_preview(data: str, out="augment_preview.png", count: int = 6, versions: int = 5, split: str = "train",
-                    seed: int | None = None, config: str | None = None, **options) -> Path:
-    """``vislab augment-preview``: images beside augmented copies; options are the augmentation flags."""
+                    seed: int | None = None, config: str | None = None, console=None, **options) -> Path:
+    """``vislab augment-preview``: images beside augmented copies; options are the augmentation flags
+    (``rotation=15``, ``hflip=True``...). ``console`` gets a note when no augmentation is set."""
     from vislab.data.audit import preview_augmentation
     from vislab.data.sources import load_dataset
 
-    cfg = resolve_config(config, {**_overrides({"data": data, **options}), "seed": seed})
+    cfg = resolve_config(config, {**option_overrides({"data": data, **options}), "seed": seed})
+    if not cfg.augment.active and console is not None:
+        console.print("note: no augmentation is set (e.g. --rotation 15 --hflip); the copies equal the originals")
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     return preview_augmentation(dataset, cfg.augment, out, count=count, versions=versions, split=split,
                                 seed=cfg.seed)
 
 
-def compare(runs, out=".", evaluation: str | None = None) -> tuple[list[dict], Path, Path]:
+def compare(runs, out=None, evaluation: str | None = None, console=None) -> tuple[list[dict], Path, Path]:
     """``vislab compare``: leaderboard rows (each with its data and split), and the paths of
-    leaderboard.csv and leaderboard.png; ``evaluation="val"`` reads metrics_val.json instead."""
-    from vislab.evaluate.compare import compare_runs, write_leaderboard
+    leaderboard.csv and leaderboard.png, written into ``out`` (default ``runs/compare``);
+    ``evaluation="val"`` reads metrics_val.json instead. ``console`` also prints the table."""
+    from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard
 
     rows = compare_runs(runs, evaluation=evaluation)
-    return (rows, *write_leaderboard(rows, out))
+    if console is not None:
+        print_leaderboard(rows, console)
+    return (rows, *write_leaderboard(rows, COMPARE_OUT if out is None else out))
 
 
 def report(run_dir) -> Path:
@@ -224,11 +286,46 @@ def summary(model: str, num_classes: int = 10, in_chans: int | None = None, inpu
                          weights=weights)
 
 
-def models() -> list[dict]:
-    """``vislab models``: the registered model names with their defaults (no model is built)."""
-    from vislab.models.registry import model_table
+def models(task: str | None = None, parameters: bool = False, num_classes: int = 10, timm: str | None = None,
+           pretrained_only: bool = False) -> list[dict]:
+    """``vislab models``: every listed model (vislab's nets, the shipped pretrained backbones, the
+    segmentation networks, the hf: form) with its ``tasks``, ``default input`` and ``weights``
+    (none, shipped, download); no model is built unless ``parameters``.
 
-    return model_table()
+    ``task="segmentation"`` keeps the models that can learn it; ``parameters=True`` builds each
+    listable one for ``num_classes`` to count its parameters; ``timm="vit_*"`` lists timm's names
+    matching the pattern instead (``pretrained_only``: those with weights).
+
+    Example:
+        >>> [row["name"] for row in models(task="segmentation")][:2]
+        ['unet', 'fpn']
+    """
+    from vislab.models.registry import model_table
+    from vislab.tasks import get_task, task_names
+
+    if timm is not None:
+        import timm as timm_lib
+
+        return [{"name": name, "family": "timm"} for name in timm_lib.list_models(timm, pretrained=pretrained_only)]
+    tasks = [get_task(name) for name in task_names()]
+    if task is not None:
+        get_task(task)  # an unknown task is an error naming the known ones
+    rows = []
+    for row in model_table():
+        row["tasks"] = [t.name for t in tasks if (row["outputs"] == "pixel") == bool(t.per_pixel)]
+        if task is None or task in row["tasks"]:
+            rows.append(row)
+    if parameters:
+        from vislab.core.weights import parameter_counts
+        from vislab.models import create_model
+
+        for row in rows:
+            if not row["name"].startswith("hf:"):  # a form, not a model: its config comes from the hub
+                model = create_model(row["name"], num_classes=num_classes, in_chans=row["in_chans"])
+                row["parameters"] = parameter_counts(model)["total"]
+            else:
+                row["parameters"] = None
+    return rows
 
 
 def export(model, format: str = "onnx", out=None, dynamic_batch: bool = False, opset: int | None = None,
@@ -250,7 +347,7 @@ def export(model, format: str = "onnx", out=None, dynamic_batch: bool = False, o
 
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"export format {format!r} is not supported; use one of {', '.join(EXPORT_FORMATS)}")
-    return export_onnx(model, out=out, dynamic_batch=dynamic_batch, opset=opset,
+    return export_onnx(model_source(model), out=out, dynamic_batch=dynamic_batch, opset=opset,
                        include_preprocessing=include_preprocessing, images=images, samples=samples,
                        tolerance=tolerance, exporter=exporter, seed=seed, weights=weights)
 
@@ -264,7 +361,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     _require_deploy("vislab serve", "fastapi", "fastapi_offline", "uvicorn", "multipart", "prometheus_client")
     from vislab.serve.app import run_server
 
-    run_server(model, host=host, port=port, **options)
+    run_server(model_source(model), host=host, port=port, **options)
 
 
 def _require_deploy(what: str, *modules: str) -> None:
@@ -276,14 +373,13 @@ def _require_deploy(what: str, *modules: str) -> None:
         raise ConfigError(f"{what} needs {', '.join(missing)}, which is not installed; "
                           "install it with: pip install 'vislab[deploy]'")
 def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
-            out=None, write_config: str | None = None, suggestion: str = "valley", console=None,
-            cli_overrides: dict | None = None, **options):
+            out=None, write_config: str | None = None, suggestion: str = "valley", console=None, **options):
     """``vislab lr-find``: sweep the LR exponentially over ``steps`` training steps, plot loss vs LR.
 
     Options are train's (``data``, ``model``, ``pretrained``, ``freeze``, ``lr_backbone``...).
     Writes ``lr_find.png`` and ``lr_find.json`` into ``out`` (default ``runs/lr-find-<model>``);
     ``write_config=PATH`` puts the ``suggestion`` (valley or steepest) into a YAML config as
-    ``train.lr``. ``cli_overrides`` are dotted config keys (what the CLI passes). Returns a :class:`vislab.train.lr_find.LRFindResult`.
+    ``train.lr``. Returns a :class:`vislab.train.lr_find.LRFindResult`.
 
     Example:
         >>> result = lr_find(data="digits", model="chollet_convnet", steps=100)   # doctest: +SKIP
@@ -292,9 +388,7 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
     """
     from vislab.train.lr_find import lr_find as sweep
 
-    overrides = dict(cli_overrides or {})  # the CLI's dotted keys; Python callers use flat names
-    overrides.update(_overrides(options))
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, option_overrides(options))
     folder = out or Path("runs") / f"lr-find-{cfg.model.name.replace(':', '-').replace('/', '-')}"
     return sweep(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps, out=folder, console=console,
                  write_config=write_config, suggestion=suggestion)

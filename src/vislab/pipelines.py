@@ -1,7 +1,7 @@
 """Whole jobs, each one call: train -> evaluate -> figures -> report.
 
-The layers below each do one thing: :func:`vislab.train.loop.fit` trains and writes the
-model, :func:`vislab.evaluate.runner.evaluate_run` measures, the task draws its figures,
+The layers below each do one thing: :func:`vislab.train.loop.train_run` trains and writes the
+model, :func:`vislab.evaluate.runner.measure_run` measures, the task draws its figures,
 :mod:`vislab.explain` draws Grad-CAM panels and :mod:`vislab.report` writes the page.
 This module strings them together; the CLI and :mod:`vislab.api` call it.
 
@@ -32,10 +32,10 @@ def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, consol
     """
     from rich.console import Console
 
-    from vislab.train.loop import fit
+    from vislab.train.loop import train_run
 
     console = console or Console(highlight=False, soft_wrap=True)
-    result = fit(cfg, resume=resume, progress=progress, console=console, epochs=epochs, figures=figures)
+    result = train_run(cfg, resume=resume, progress=progress, console=console, epochs=epochs, figures=figures)
     if result.dataset is None:  # not rank 0 under torchrun: nothing more to do here
         return result
     if evaluate and "test" in result.dataset.splits:
@@ -58,10 +58,10 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
     The run's own test split writes metrics.json and the figures under plots/; another split or
     data set writes metrics_<name>.json and its figures under plots/<name>/.
     """
-    from vislab.evaluate.runner import evaluate_run
+    from vislab.evaluate.runner import measure_run
 
-    evaluation = evaluate_run(run_dir, data=data, dataset=dataset, split=split, batch_size=batch_size,
-                              device=device, console=console, task_options=task_options)
+    evaluation = measure_run(run_dir, data=data, dataset=dataset, split=split, batch_size=batch_size,
+                             device=device, console=console, task_options=task_options)
     if figures:
         write_figures(evaluation)
     if report:

@@ -499,3 +499,59 @@ def config_from_dict(data: dict) -> Config:
     for key, value in data.items():
         _set(cfg, key, value, "config.yaml")
     return validate(cfg)
+
+
+# --------------------------------------------------------------------------- flat options
+# The one mapping from a flat option name (a CLI flag's name: ``--batch-size`` is ``batch_size``) to
+# its dotted config key. Most names are a field's own name; these are the ones that are not, or that
+# two sections share (``loss``, ``class_weights``: training's, as the flags mean).
+OPTION_ALIASES = {"data": "data.source", "model": "model.name", "model_options": "model.options",
+                  "augment_policy": "augment.policy", "patience": "train.early_stopping.patience",
+                  "monitor": "train.early_stopping.monitor", "min_delta": "train.early_stopping.min_delta",
+                  "restore_best": "train.early_stopping.restore_best"}
+
+
+def option_keys() -> dict[str, str]:
+    """Every flat option name -> its dotted config key (the first section that has a field wins)."""
+    keys: dict[str, str] = {}
+
+    def walk(obj, prefix):
+        for item in dataclasses.fields(obj):
+            value = getattr(obj, item.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{item.name}.")
+            else:
+                keys.setdefault(item.name, f"{prefix}{item.name}")
+
+    walk(Config(), "")
+    keys.update(OPTION_ALIASES)
+    return keys
+
+
+def option_overrides(options: dict) -> dict:
+    """Flat options named like the CLI flags -> dotted config keys, for :func:`resolve_config`.
+
+    An unknown name is an error naming the closest one; ``input_size`` takes one number or H W.
+
+    Example:
+        >>> option_overrides({"epochs": 3, "data": "digits", "input_size": 64})
+        {'train.epochs': 3, 'data.source': 'digits', 'model.input_size': [64, 64]}
+    """
+    keys = option_keys()
+    overrides = {}
+    for name, value in options.items():
+        if name not in keys:
+            close = difflib.get_close_matches(name, list(keys), n=1)
+            raise ConfigError(f"unknown option {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                              + " (options are the flags' names: --batch-size is batch_size)")
+        if name == "input_size" and value is not None:
+            value = _input_size(value)
+        overrides[keys[name]] = value
+    return overrides
+
+
+def _input_size(value) -> list[int]:
+    sizes = [value] if isinstance(value, (int, float, str)) else list(value)
+    if len(sizes) not in (1, 2):
+        raise ConfigError(f"--input-size takes one number or H W, got {len(sizes)} numbers")
+    return [int(size) for size in (sizes * 2)[:2]]

@@ -39,8 +39,28 @@ NEAR_DUPLICATE_MAX_IMAGES = 20_000
 NEAR_DUPLICATE_DISTANCE = 4
 
 
+class SingleLabels:
+    """How the audit reads a split's labels: one class index per image (the default).
+
+    A task whose targets are something else hands :func:`audit_dataset` its own (the multi-label
+    task's counts every label of an image); a per-pixel task audits its masks instead.
+    """
+
+    def counts(self, labels, k: int) -> np.ndarray:
+        """Images per class, length ``k``."""
+        return np.bincount(np.asarray(labels), minlength=k)[:k]
+
+    def per_image(self, labels):
+        """One class index per image (-1: none), for the per-image studies (duplicates, colours, samples)."""
+        return labels
+
+    def balance_extra(self, splits: dict) -> dict:
+        """Fields the class-balance section adds (none here)."""
+        return {}
+
+
 def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, samples_per_class: int = SAMPLES_PER_CLASS,
-                  near_duplicates: bool | None = None, figures: bool = True) -> dict:
+                  near_duplicates: bool | None = None, figures: bool = True, labels: SingleLabels | None = None) -> dict:
     """Audit ``dataset`` and write ``audit.json`` plus figures under ``out_dir/plots/``.
 
     Args:
@@ -52,6 +72,7 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
         seed: seed of that sample and of the sample grid.
         samples_per_class: images per class in the samples grid.
         figures: False writes audit.json alone (``vislab train --no-figures``).
+        labels: how the labels are counted (:class:`SingleLabels` by default; a task passes its own).
 
     Returns:
         The audit as a dict (the same content as ``audit.json``).
@@ -74,10 +95,11 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     warnings: list[str] = []
     bad_files = [{"path": str(p), "reason": str(r)} for p, r in getattr(dataset, "bad_files", []) or []]
 
-    balance = _class_balance(splits, class_names, warnings)
-    # multi-label (N, K) targets: the per-image studies below (duplicates, colours, samples) use
-    # each image's first label (-1: none); the balance above counts every label
-    splits = {name: _first_label_view(split) for name, split in splits.items()}
+    labels = labels or SingleLabels()
+    balance = _class_balance(splits, class_names, warnings, labels)
+    # the per-image studies below (duplicates, colours, samples) use one label per image; the balance
+    # above counts what the task counts
+    splits = {name: _per_image_view(split, labels) for name, split in splits.items()}
     scan = _scan(splits, bad_files)
     duplicates = _duplicates(scan, class_names, warnings)
     if near_duplicates is None:
@@ -132,26 +154,17 @@ def _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, b
 IMBALANCE_SUGGESTION_RATIO = 10.0
 
 
-def _first_label_view(split):
-    """The split with one label per image: a multi-label image's first label, -1 for none."""
-    labels = np.asarray(split.labels)
-    if labels.ndim != 2:
+def _per_image_view(split, labels: SingleLabels):
+    """The split with one label per image (the same split when its labels already are)."""
+    per_image = labels.per_image(split.labels)
+    if per_image is split.labels:
         return split
-    positive = labels > 0
-    first = np.where(positive.any(1), positive.argmax(1), -1)
-    return type(split)(labels=first, images=split.images, paths=split.paths, name=split.name)
+    return type(split)(labels=per_image, images=split.images, paths=split.paths, name=split.name)
 
 
-def _counts(labels, k: int) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim == 2:  # multi-label: images carrying each label
-        return (labels > 0).sum(0).astype(np.int64)[:k]
-    return np.bincount(labels, minlength=k)[:k]
-
-
-def _class_balance(splits, class_names, warnings) -> dict:
+def _class_balance(splits, class_names, warnings, labels: SingleLabels) -> dict:
     k = len(class_names)
-    counts = {name: _counts(split.labels, k) for name, split in splits.items()}
+    counts = {name: labels.counts(split.labels, k) for name, split in splits.items()}
     table = [{"class": cls, **{name: int(counts[name][c]) for name in splits}} for c, cls in enumerate(class_names)]
     ratios = {}
     for name, values in counts.items():
@@ -170,10 +183,7 @@ def _class_balance(splits, class_names, warnings) -> dict:
         suggestion = (f"the training classes differ {train_ratio:.0f}-fold: try --class-weights auto, --sampler balanced "
                       "or --loss focal, and judge by balanced accuracy / macro-F1 (multi-label: mAP, macro-F1)")
         warnings.append(suggestion)
-    extra = {}
-    if any(np.asarray(split.labels).ndim == 2 for split in splits.values()):
-        extra["images_without_labels"] = {name: int((np.asarray(split.labels) > 0).sum(1).__eq__(0).sum())
-                                          for name, split in splits.items()}
+    extra = labels.balance_extra(splits)
     return {
         **extra,
         "suggestion": suggestion,
@@ -475,7 +485,7 @@ def leakage_warnings(audit: dict, near: bool = True) -> list[str]:
     such as 8x8 digits give many look-alike pairs).
 
     Example:
-        >>> leakage_warnings({"duplicates": {"across_splits": {"groups": 2, "pairs": {"test/train": 2}}}})[0][:40]
+        >>> leakage_warnings({"duplicates": {"across_splits": {"groups": 2, "pairs": {"test/train": 2}}}})[0][:39]
         '2 image(s) are in more than one split ('
     """
     duplicates = audit.get("duplicates") or {}
@@ -503,8 +513,14 @@ def print_audit(audit: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console(highlight=False)
+    if audit.get("masks"):
+        _print_masks(audit, console)
     balance = audit.get("class_balance") or {}
     rows = balance.get("table") or []
+    if not rows:
+        for warning in audit.get("warnings", []):
+            console.print(f"[yellow]warning:[/] {warning}")
+        return
     splits = [key for key in (rows[0] if rows else {}) if key != "class"]
     table = Table(title=f"Class balance: {audit.get('dataset', '')}")
     table.add_column("class")
@@ -536,6 +552,23 @@ def print_audit(audit: dict, console=None) -> None:
             console.print(f"near-duplicates: not checked ({near.get('reason')})")
     for warning in audit.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _print_masks(audit: dict, console) -> None:
+    """A mask audit (per-pixel targets): each class's share of the labelled pixels per split."""
+    from rich.table import Table
+
+    masks = audit["masks"]
+    splits = list(masks)
+    table = Table(title=f"Pixels per class: {audit.get('dataset', '')}")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(f"{split} ({masks[split]['images']} images)", justify="right")
+    for name in audit.get("class_names", []):
+        table.add_row(str(name), *(f"{masks[s]['pixel_share'].get(name, 0.0):.2%}" for s in splits))
+    table.add_row("[bold]images without foreground[/]", *(str(masks[s]["images_without_foreground"]) for s in splits))
+    table.add_row("[bold]ignored pixels[/]", *(f"{masks[s]['ignored_pixels']:,}" for s in splits))
+    console.print(table)
 
 
 def _ratio_text(ratio) -> str:

@@ -43,8 +43,8 @@ def evaluation_name(split: str, data: str | None) -> str:
     return "_".join(parts)
 
 
-def evaluate_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
-                 device: str = "auto", console=None, task_options: dict | None = None) -> Evaluation:
+def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
+                device: str = "auto", console=None, task_options: dict | None = None) -> Evaluation:
     """Evaluate the run's model on ``split`` of its own data (or ``data``, a source like ``--data``).
 
     ``task_options`` go to the task (``{"threshold": 0.5}``: one multi-label threshold for every label).

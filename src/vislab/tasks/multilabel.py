@@ -204,6 +204,22 @@ class MultiLabelEvaluator(Evaluator):
                                  " ".join(sorted(true - got)), " ".join(sorted(got - true))])
 
 
+class LabelSets:
+    """How the data-set audit reads (N, K) 0/1 label sets: a class counts the images carrying it, and the
+    per-image studies (duplicates, colours, samples) use each image's first label (-1: none)."""
+
+    def counts(self, labels, k: int) -> np.ndarray:
+        return (np.asarray(labels) > 0).sum(0).astype(np.int64)[:k]
+
+    def per_image(self, labels) -> np.ndarray:
+        positive = np.asarray(labels) > 0
+        return np.where(positive.any(1), positive.argmax(1), -1)
+
+    def balance_extra(self, splits: dict) -> dict:
+        return {"images_without_labels": {name: int(((np.asarray(split.labels) > 0).sum(1) == 0).sum())
+                                          for name, split in splits.items()}}
+
+
 # --------------------------------------------------------------------------- the task
 @register_task
 class MultiLabel(Task):
@@ -229,6 +245,14 @@ class MultiLabel(Task):
         from vislab.data.multilabel import load_multilabel_dataset
 
         return load_multilabel_dataset(data_cfg, seed=seed)
+
+    def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
+              near_duplicates: bool | None = None) -> dict:
+        """The audit with every label of an image counted, and the images without any label."""
+        from vislab.data.audit import audit_dataset
+
+        return audit_dataset(dataset, out_dir, seed=seed, figures=figures, max_images=max_images,
+                             near_duplicates=near_duplicates, labels=LabelSets())
 
     def targets(self, labels):
         return labels.float()

@@ -227,7 +227,10 @@ class Segmentation(Task):
             self.class_weights = [round(float(w), 6) for w in median_frequency_weights(counts)]
         return dataset
 
-    def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True) -> dict:
+    def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
+              near_duplicates: bool | None = None) -> dict:
+        """The mask audit (pixels per class, images without foreground, ignored pixels, bad pairs);
+        ``max_images`` and ``near_duplicates`` concern the image studies, which a mask audit does not run."""
         from vislab.data.segmentation import audit_masks
 
         return audit_masks(dataset, out_dir, self.ignore_index, figures=figures)

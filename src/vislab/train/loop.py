@@ -1,10 +1,10 @@
-"""The fit loop: config -> trained run folder.
+"""The training loop: config -> trained run folder.
 
-``fit(cfg)`` loads the data, builds the model with its preprocessing and the task
+``train_run(cfg)`` loads the data, builds the model with its preprocessing and the task
 (``cfg.task``: the loss, the metrics and their directions), trains with validation
 every epoch, and runs the callbacks (history.csv, TensorBoard, the epoch line, early
 stopping, best/last checkpoints, gradual unfreezing); then it writes
-``model.safetensors`` + ``model.json`` and the curves plot. ``fit(cfg, resume=RUN)``
+``model.safetensors`` + ``model.json`` and the curves plot. ``train_run(cfg, resume=RUN)``
 continues exactly where the last checkpoint left off. The test evaluation, figures
 and report come after it, in :func:`vislab.pipelines.train`.
 
@@ -12,7 +12,7 @@ Example:
     >>> from vislab.core.config import resolve_config
     >>> cfg = resolve_config(overrides={"data.source": "digits", "model.name": "chollet_convnet",
     ...                                 "train.epochs": 1, "out": "/tmp/vislab-doc"})
-    >>> result = fit(cfg, progress=False)   # doctest: +SKIP
+    >>> result = train_run(cfg, progress=False)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from vislab.data.loaders import epoch_generator, make_batches
 from vislab.data.samplers import balanced_weights
 from vislab.data.sources import Dataset, split_table
 from vislab.models.build import build_model
-from vislab.models.registry import check_model_name
+from vislab.models.registry import check_model_for_task, check_model_name
 from vislab.runs import read_config, write_model
 from vislab.tasks import Task, accumulate, task_for_config
 from vislab.train import distributed, speed
@@ -80,7 +80,7 @@ def write_bad_files(run_dir: Path, bad_files) -> None:
 
 # --------------------------------------------------------------------------- the loop
 class Trainer:
-    """Holds what one run needs; ``fit()`` is the public entry point."""
+    """Holds what one run needs; ``train_run()`` is the entry point."""
 
     def __init__(self, cfg: Config, run_dir: Path, dataset: Dataset, console,
                  dist: distributed.DistContext = distributed.SINGLE, task: Task | None = None,
@@ -566,7 +566,7 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
     return cfg
 
 
-def fit(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, console=None,
+def train_run(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, console=None,
         epochs: int | None = None, figures: bool = True) -> FitResult:
     """Train ``cfg`` into a run folder, or resume the run folder ``resume`` (its own config.yaml;
     ``epochs`` may extend it), and return the result. ``figures=False``: the audit writes audit.json
@@ -604,6 +604,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             )
     check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     task = task_for_config(cfg)  # an unknown task too
+    check_model_for_task(cfg.model.name, task)  # a classifier for segmentation, or the reverse
     seed_everything(cfg.seed)
     dataset = task.load_dataset(cfg.data, seed=cfg.seed)
     cfg.out = str(run_dir)
