@@ -867,7 +867,7 @@ def _add_segment(sub) -> None:
     p.add_argument("--no-panels", action="store_true", help="skip the 3-panel figures and per-image legends")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="autocast dtype; auto uses bf16 where the device runs it natively")
+                   help="autocast dtype; auto: measured once on this machine and cached, as predict chooses")
 
 
 def _cmd_segment(args) -> int:
