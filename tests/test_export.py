@@ -26,7 +26,7 @@ def run(tmp_path_factory):
 
 def test_digits_export_parity_metadata_and_predict(run, tmp_path):
     out = tmp_path / "digits.onnx"
-    result = api.export(str(run), out=str(out), dynamic_batch=True)
+    result = api.export(str(run), out=str(out))  # the defaults: what a client gets
     assert result.exporter == "dynamo" and result.exporter_note == ""
     onnx.checker.check_model(str(out), full_check=True)
     parity = json.loads(result.parity_path.read_text())
@@ -40,9 +40,9 @@ def test_digits_export_parity_metadata_and_predict(run, tmp_path):
     assert embedded == sidecar
     assert sidecar["class_names"] == [str(i) for i in range(10)] and sidecar["task"] == "classification"
     assert sidecar["preprocessing"]["input_size"] == [1, 28, 28] and sidecar["versions"]["onnxruntime"]
-    assert session.get_inputs()[0].shape == ["batch", 1, 28, 28]  # --dynamic-batch
+    assert session.get_inputs()[0].shape == ["batch", 1, 28, 28]  # a free batch dimension by default
 
-    # a batch of 5 through onnxruntime equals the PyTorch model in fp32
+    # an onnxruntime client sends a batch of 5 to the default export: it equals the PyTorch model in fp32
     loaded = load(run)
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
@@ -69,19 +69,51 @@ def test_include_preprocessing_takes_raw_uint8_nhwc(run, tmp_path, capsys):
 
     out = tmp_path / "pixels.onnx"
     assert main(["export", str(run), "--out", str(out), "--include-preprocessing", "--exporter", "torchscript",
-                 "--samples", "16"]) == 0
+                 "--samples", "16", "--no-dynamic-batch"]) == 0
     printed = capsys.readouterr().out
     assert "exporter torchscript" in printed and "input uint8 NHWC" in printed and "top-1 agreement 100.00%" in printed
     metadata = json.loads((tmp_path / "pixels.onnx.json").read_text())
     assert metadata["include_preprocessing"] and metadata["input"]["dtype"] == "uint8"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    # --no-dynamic-batch: the batch is fixed at 1
     assert session.get_inputs()[0].type == "tensor(uint8)" and session.get_inputs()[0].shape == [1, 28, 28, 1]
+    assert metadata["dynamic_batch"] is False
     loaded = load(run)
     pixels = torch.randint(0, 256, (1, 1, 28, 28), dtype=torch.uint8)
     with torch.no_grad():
         expected = loaded.model(loaded.preprocessing(pixels)).numpy()
     got = session.run(None, {"input": pixels.permute(0, 2, 3, 1).numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_segmentation_export_checks_parity_on_the_test_images_not_their_masks(tmp_path):
+    conftest = pytest.importorskip("conftest")
+    if not conftest.HAVE_FMNIST:
+        pytest.skip("Fashion-MNIST files absent")
+    data = api.make_segmentation_data(tmp_path / "data", train=16, test=6, size=32, seed=2)
+    run = tmp_path / "run"
+    api.train(task="segmentation", data=str(data), model="unet", epochs=1, batch_size=8, out=str(run),
+              model_options={"decoder_channels": [16, 16, 8, 8, 8]}, evaluate=False, figures=False)
+    result = export_onnx(run, out=tmp_path / "seg.onnx", exporter="torchscript")
+    parity = result.parity
+    assert parity["passed"] and parity["images"] == 6 and parity["source"] == "test split sample"
+    assert parity["top1_agreement"] == 1.0  # pixel by pixel
+    from vislab.data.images import read_image
+    from vislab.export.onnx import _parity_images
+    from vislab.export.ort import OnnxPredictor
+    from vislab.infer import Predictor
+
+    # what the check fed the graph: the test images themselves, never the mask PNGs beside them
+    images = [read_image(p) for p in sorted((data / "test" / "images").glob("*.png"))]
+    masks = [read_image(p) for p in sorted((data / "test" / "masks").glob("*.png"))]
+    fed, _, _ = _parity_images(load(run), None, 64, 0)
+    assert len(fed) == 6 and all(any(torch.equal(t, i) for i in images) for t in fed)
+    assert not any(torch.equal(t, m) for t in fed for m in masks)
+    # a batch of 5 test images through onnxruntime gives the run's per-pixel answers
+    images = images[:5]
+    masks_onnx = [o.argmax(0) for o in OnnxPredictor(result.path).outputs_each(images)]
+    masks_torch = [o.argmax(0) for o in Predictor(load(run), precision="fp32").outputs_each(images)]
+    assert all(torch.equal(a, b) for a, b in zip(masks_onnx, masks_torch))
 
 
 def test_parity_failure_is_loud_and_removes_the_file(run, tmp_path):

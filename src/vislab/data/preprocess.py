@@ -37,6 +37,9 @@ class Preprocessing:
         interpolation: resize filter, one of ``nearest|bilinear|bicubic``.
         crop_pct: resize the short side to ``size / crop_pct`` then centre-crop
             ``size`` (timm's convention); 1.0 resizes straight to the input size.
+        keep_aspect: resize the short side to the input height and keep the aspect ratio,
+            with no crop (torchvision's segmentation weights' transforms); the model then
+            sees each image at its own shape.
     """
 
     input_size: tuple[int, int, int]
@@ -44,6 +47,7 @@ class Preprocessing:
     std: tuple[float, ...] = (1.0,)
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    keep_aspect: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -82,11 +86,13 @@ class Preprocessing:
         data["std"] = list(self.std)
         if not data["extra"]:
             data.pop("extra")
+        if not data["keep_aspect"]:  # the usual case: model.json stays as it was
+            data.pop("keep_aspect")
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
-        known = {"input_size", "mean", "std", "interpolation", "crop_pct", "extra"}
+        known = {"input_size", "mean", "std", "interpolation", "crop_pct", "keep_aspect", "extra"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(
@@ -133,9 +139,18 @@ class Preprocessing:
             return gray.round().clamp(0, 255).to(images.dtype) if not images.is_floating_point() else gray
         raise ValueError(f"cannot convert {have}-channel images to {want} channels")
 
+    def output_size(self, in_h: int, in_w: int) -> tuple[int, int]:
+        """(H, W) the model sees for an image of (in_h, in_w): the input size, or with ``keep_aspect``
+        the image's shape with its short side at the input height."""
+        return self._resize_target(in_h, in_w) if self.keep_aspect else self.size
+
     def _resize_target(self, in_h: int, in_w: int) -> tuple[int, int]:
         """(H, W) to resize to before the centre crop (timm's crop_pct convention)."""
         height, width = self.size
+        if self.keep_aspect:  # torchvision's resize([size]): the long side truncated, as it does
+            short, long = min(in_h, in_w), max(in_h, in_w)
+            new_long = int(height * long / short)
+            return (height, new_long) if in_h <= in_w else (new_long, height)
         if self.crop_pct >= 1.0:
             return height, width
         ratio = max(math.floor(height / self.crop_pct) / in_h, math.floor(width / self.crop_pct) / in_w)
@@ -143,7 +158,7 @@ class Preprocessing:
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """Resize (and centre-crop per ``crop_pct``) a float (N, C, H, W) batch."""
-        height, width = self.size
+        height, width = self.output_size(*images.shape[-2:])
         if images.shape[-2:] == (height, width):
             return images
         target = self._resize_target(*images.shape[-2:])
@@ -161,7 +176,7 @@ class Preprocessing:
         """The same resize and crop on a PIL image (DataLoader workers: PIL's C resize is cheaper)."""
         from PIL import Image
 
-        height, width = self.size
+        height, width = self.output_size(image.height, image.width)
         if image.size == (width, height):
             return image
         target_h, target_w = self._resize_target(image.height, image.width)
@@ -195,7 +210,7 @@ class Preprocessing:
         images = self.convert_channels(images)
         scale = 1.0
         if not images.is_floating_point():
-            if augment is None and images.shape[-2:] == self.size:
+            if augment is None and images.shape[-2:] == self.output_size(*images.shape[-2:]):
                 scale = 1 / 255.0  # straight from uint8: one pass in all
             else:
                 images = images.float().div_(255.0)

@@ -8,18 +8,22 @@ What a client needs to feed the graph travels with it twice: in the ONNX metadat
 (``metadata_props["vislab"]``, so the file alone is enough) and in a sidecar
 ``NAME.onnx.json``: task, class names, input size, mean/std, interpolation, input layout,
 versions. By default the graph takes what the PyTorch model takes: a float32 NCHW batch,
-already resized and normalised. ``include_preprocessing=True`` bakes
+already resized and normalised, of any batch size (the batch dimension is free, as timm's
+exporter makes it; ``dynamic_batch=False`` / ``--no-dynamic-batch`` fixes it at 1).
+``include_preprocessing=True`` bakes
 uint8 NHWC -> 0..1 -> (x - mean) / std -> NCHW into the graph, so a client sends raw
 pixels (already resized to the input size).
 
 The parity report compares the ONNX graph (onnxruntime, CPU) with the PyTorch model in
-fp32 on the same inputs: a seeded sample of the run's test split, or the images given.
+fp32 on the same inputs, through the one inference path (:meth:`vislab.infer.Predictor.logits`
+against :meth:`vislab.export.ort.OnnxPredictor.logits`): a seeded sample of the run's test
+split, read by the run's task (a segmentation run's images, never its masks), or the images given.
 It is printed, written to ``NAME.parity.json``, and the export fails (the .onnx is
 removed) when the top-1 agreement is below 100 % or the max absolute logit difference
 is above 1e-4, unless a tolerance is given.
 
 Example:
-    >>> result = export_onnx("runs/digits", dynamic_batch=True)     # doctest: +SKIP
+    >>> result = export_onnx("runs/digits")                          # doctest: +SKIP
     >>> result.exporter, result.parity["top1_agreement"]            # doctest: +SKIP
     ('dynamo', 1.0)
 """
@@ -140,7 +144,7 @@ def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, dynamic_
     return "torchscript", note or "requested with --exporter torchscript"
 
 
-def export_onnx(spec, out=None, dynamic_batch: bool = False, opset: int | None = None,
+def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = None,
                 include_preprocessing: bool = False, images=None, samples: int = 64,
                 tolerance: float | None = None, exporter: str = "auto", seed: int = 0, weights=None) -> ExportResult:
     """Export a run folder or ``imagenet:NAME`` to ONNX, check it, and test parity with PyTorch fp32.
@@ -148,7 +152,7 @@ def export_onnx(spec, out=None, dynamic_batch: bool = False, opset: int | None =
     Args:
         spec: a run folder or ``imagenet:NAME``.
         out: the .onnx path (default :func:`default_output`).
-        dynamic_batch: a free batch dimension (default: batch 1).
+        dynamic_batch: a free batch dimension (the default, as timm's exporter); False fixes it at 1.
         opset: ONNX opset (default: the exporter's).
         include_preprocessing: the graph takes uint8 NHWC pixels at the input size.
         images: image files/folders for the parity check (default: a sample of the run's
@@ -281,14 +285,13 @@ def _parity_images(loaded, images, samples: int, seed: int) -> tuple[list[torch.
     import yaml
 
     from vislab.core.config import config_from_dict
-    from vislab.data.sources import load_dataset
 
     config = Path(loaded.run_dir) / "config.yaml"
     if not config.is_file():
         raise ExportError(f"{loaded.run_dir}: config.yaml is missing, so the test split is unknown; "
                           "give parity images with --images")
     cfg = config_from_dict(yaml.safe_load(config.read_text()))
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed)  # the task's reader: image/mask pairs stay pairs
     split = dataset.splits.get("test") or dataset.splits.get("val")
     if split is None:
         raise ExportError(f"{cfg.data.source}: no test split to check parity on; give --images")
@@ -307,20 +310,21 @@ def resized_uint8(preprocessing, image: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def parity_report(loaded, path: Path, images=None, samples: int = 64, seed: int = 0) -> dict:
-    """Max/mean |logit difference| and top-1 agreement of the ONNX graph vs PyTorch fp32."""
-    from vislab.export.ort import OnnxModel
+    """Max/mean |logit difference| and top-1 agreement of the ONNX graph vs PyTorch fp32, both fed the
+    same uint8 batches through their predictors (the model's preprocessing, read from model.json)."""
+    from vislab.export.ort import OnnxPredictor
+    from vislab.infer import Predictor
 
-    onnx_model = OnnxModel(path)
+    graph = OnnxPredictor(path)
+    torch_side = Predictor(loaded, device="cpu", precision="fp32")
     tensors, names, origin = _parity_images(loaded, images, samples, seed)
-    pre, model, task = loaded.preprocessing, loaded.model.float().eval(), loaded.task
+    pre, task = loaded.preprocessing, loaded.task
     diffs, agree, max_diff, sum_diff, count = [], 0, 0.0, 0.0, 0
     reference = torch.zeros(0, 1)
     for start in range(0, len(tensors), 16):
-        chunk = [resized_uint8(pre, t) for t in tensors[start:start + 16]]
-        batch = torch.stack(chunk)
-        reference = model(pre(batch)).float()
-        got = torch.from_numpy(onnx_model.run_uint8(batch) if onnx_model.takes_pixels
-                               else onnx_model.run(pre(batch).numpy()))
+        batch = torch.stack([resized_uint8(pre, t) for t in tensors[start:start + 16]])
+        reference = torch_side.logits(batch)
+        got = graph.logits(batch).float()
         diff = (got - reference).abs().reshape(len(batch), -1)
         max_diff = max(max_diff, float(diff.max()))
         sum_diff += float(diff.sum())

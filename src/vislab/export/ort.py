@@ -106,15 +106,24 @@ class OnnxPredictor:
         self.device = torch.device("cpu")
 
     @torch.inference_mode()
-    def outputs(self, images: torch.Tensor) -> torch.Tensor:
-        """The task's outputs (class probabilities for classification) for a uint8 NCHW batch."""
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The graph's raw outputs for a uint8 NCHW batch (as :meth:`vislab.infer.Predictor.logits`)."""
         if self.onnx.takes_pixels:
             from vislab.export.onnx import resized_uint8
 
             pixels = torch.stack([resized_uint8(self.preprocessing, image) for image in images])
-            raw = self.onnx.run_uint8(pixels)
-        else:
-            raw = self.onnx.run(self.preprocessing(images).numpy())
-        return self.task.postprocess(torch.from_numpy(raw)).float()
+            return torch.from_numpy(self.onnx.run_uint8(pixels))
+        return torch.from_numpy(self.onnx.run(self.preprocessing(images).numpy()))
+
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The task's outputs (class probabilities for classification; per-pixel maps at the images'
+        own size) for a uint8 NCHW batch."""
+        raw = self.logits(images).float()
+        return self.task.postprocess(self.task.at_size(raw, tuple(images.shape[-2:]))).float()
 
     probabilities = outputs
+
+    def outputs_each(self, images) -> list[torch.Tensor]:
+        from vislab.infer.predictor import outputs_each
+
+        return outputs_each(self, images)

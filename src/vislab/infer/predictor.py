@@ -1,5 +1,12 @@
 """The inference layer: a loaded model on a device, its own preprocessing, batched, task-aware.
 
+Every door that runs a model on images comes here: ``vislab predict``, ``vislab segment``,
+``vislab serve``, evaluation, and the export's parity check. The predictor reads the
+preprocessing from the loaded model (model.json), picks precision and memory format,
+batches images of one shape together (:meth:`Predictor.outputs_each`), and returns the
+task's outputs at the images' own size (per-pixel maps upsampled before the softmax);
+the task turns them into answers (:meth:`Predictor.answers`: top-k, label sets, pixel shares).
+
 Under ``precision="auto"`` the first batch times the model's forward pass in fp32 and
 bf16, channels_last and contiguous (:mod:`vislab.core.measure`; cached per CPU/GPU,
 model, batch shape), and inference runs in the fastest, under ``torch.inference_mode``;
@@ -23,9 +30,8 @@ import torch.nn as nn
 from vislab.core import measure
 from vislab.core.device import autocast_context, resolve_device, warn_if_slow_precision
 from vislab.data.loaders import make_batches
-from vislab.data.preprocess import Preprocessing
-from vislab.models.imagenet import _as_uint8_chw, imagenet_class_names
-from vislab.tasks.classification import Predictions, probabilities  # noqa: F401  (Predictions re-exported)
+from vislab.models.imagenet import _as_uint8_chw
+from vislab.tasks.classification import Predictions  # noqa: F401  (re-exported)
 
 
 class Predictor:
@@ -33,8 +39,10 @@ class Predictor:
 
     Example:
         >>> from vislab.runs import load               # doctest: +SKIP
-        >>> predictor = Predictor(load("runs/x"))       # doctest: +SKIP
-        >>> probs = predictor.probabilities(uint8_batch)  # doctest: +SKIP
+        >>> predictor = Predictor(load("imagenet:efficientnet_lite0"))   # doctest: +SKIP
+        >>> import skimage.data
+        >>> predictor.answers([skimage.data.coffee()], top_k=1)[0]["top"][0]["class"]   # doctest: +SKIP
+        'espresso'
     """
 
     def __init__(self, loaded, device: str = "auto", precision: str = "auto", tta_flip: bool = False):
@@ -77,29 +85,64 @@ class Predictor:
         options = measure.candidates(self.device, measure.has_convolutions(self.model))
         return measure.cached_measure(key, lambda: measure.measure(make_step, options, self.device, kind="infer"))
 
-    def _forward(self, x: torch.Tensor, dtype) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, dtype, size=None) -> torch.Tensor:
+        """The task's outputs for a preprocessed batch; per-pixel maps at ``size`` (the images' own)."""
         with autocast_context(self.device, dtype):
-            out = self.task.postprocess(self.model(x))
-            if self.tta_flip:
-                out = (out + self.task.flip_back(self.task.postprocess(self.model(x.flip(-1))))) / 2
+            raw = self.model(x)
+            flipped = self.model(x.flip(-1)) if self.tta_flip else None
+        out = self.task.postprocess(self._at_size(raw, size))
+        if flipped is not None:
+            out = (out + self.task.flip_back(self.task.postprocess(self._at_size(flipped, size)))) / 2
         return out.float()
 
-    @torch.inference_mode()
-    def outputs(self, images: torch.Tensor) -> torch.Tensor:
-        """The task's outputs (class probabilities for classification) for a uint8 batch, on the CPU."""
+    def _at_size(self, raw: torch.Tensor, size) -> torch.Tensor:
+        raw = raw.float()
+        return raw if size is None else self.task.at_size(raw, size)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 batch -> the model's input on the device, in the chosen memory format (the first
+        batch under ``precision="auto"`` measures the choice)."""
         x = self.preprocessing(images.to(self.device))
         if self.choice is None:
             self._use(self._measure(x))
-        x = x.contiguous(memory_format=self.memory_format)
-        out = self._forward(x, self.dtype)
+        return x.contiguous(memory_format=self.memory_format)
+
+    @torch.inference_mode()
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The task's outputs (class probabilities for classification; per-pixel probabilities at the
+        images' own size for segmentation) for a uint8 (N, C, H, W) batch, on the CPU."""
+        x = self._prepare(images)
+        size = tuple(images.shape[-2:])
+        out = self._forward(x, self.dtype, size)
         if self.recheck_ties:
             unsure = self.task.uncertain(out)
             if unsure is not None and len(unsure):
-                out[unsure] = self._forward(x[unsure], None)
+                out[unsure] = self._forward(x[unsure], None, size)
                 self.rechecked += len(unsure)
         return out.cpu()
 
     probabilities = outputs  # the classification name
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw model outputs (no postprocess, at the model's own output size) for a uint8 batch, in
+        fp32 on the CPU: what an exported graph is compared with."""
+        x = self._prepare(images)
+        with autocast_context(self.device, self.dtype):
+            return self.model(x).float().cpu()
+
+    def outputs_each(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The task's output for each uint8 (C, H, W) image of any size (see :func:`outputs_each`)."""
+        return outputs_each(self, images)
+
+    def answers(self, images, top_k: int = 5) -> list[dict]:
+        """The task's answer for each image (uint8 CHW tensors, or HWC/HW arrays as from skimage or
+        PIL): ``{"top": [...]}`` for classification, ``labels`` too for multi-label, ``pixel_shares``
+        for segmentation (the JSON of ``vislab predict --format json`` without the file name)."""
+        tensors = [image if isinstance(image, torch.Tensor) and image.dim() == 3 else _as_uint8_chw(image)
+                   for image in images]
+        names = self.loaded.class_names
+        return [self.task.describe(output, names, top_k) for output in self.outputs_each(tensors)]
 
     def evaluate_split(self, split, evaluator, batch_size: int = 256, workers: int = 2):
         """Stream ``split`` through the model into ``evaluator`` (a task's); returns the evaluator."""
@@ -118,66 +161,25 @@ class Predictor:
         return self.evaluate_split(split, evaluator, batch_size, workers).predictions
 
 
+def outputs_each(predictor, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The task's output for each uint8 (C, H, W) image, in order: images that share a shape (after
+    the channel conversion) go through one forward, so a mixed-size folder or a server batch is answered
+    as each group alone would be. ``predictor`` is a :class:`Predictor` or anything with its
+    ``preprocessing`` and ``outputs`` (:class:`vislab.export.ort.OnnxPredictor`)."""
+    converted = [predictor.preprocessing.convert_channels(image) for image in images]
+    groups: dict[tuple, list[int]] = {}
+    for index, image in enumerate(converted):
+        groups.setdefault(tuple(image.shape), []).append(index)
+    results: list = [None] * len(converted)
+    for members in groups.values():
+        outputs = predictor.outputs(torch.stack([converted[i] for i in members]))
+        for row, index in enumerate(members):
+            results[index] = outputs[row]
+    return results
+
+
 def _set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
     """``model.to(memory_format=...)`` outside inference mode: weights re-made inside it would be
     inference tensors, and Grad-CAM or integrated gradients on the same model need autograd."""
     with torch.inference_mode(False):
         model.to(memory_format=memory_format)
-
-
-@torch.inference_mode()
-def predict_topk(model: nn.Module, preprocessing: Preprocessing, images, k: int = 5,
-                 class_names: Sequence[str] | None = None, batch_size: int = 32,
-                 precision: str = "fp32") -> list[list[dict]]:
-    """Top-k classes for each image.
-
-    Args:
-        model: a classifier in eval mode.
-        preprocessing: the model's :class:`Preprocessing`.
-        images: a uint8 (N, C, H, W) tensor, or a sequence of images of any sizes
-            (uint8 CHW tensors, or HWC/HW numpy arrays as from skimage or PIL).
-        k: classes per image.
-        class_names: names for the class indices (default: ImageNet's for 1000 outputs).
-        batch_size: images per forward pass.
-        precision: ``fp32`` or ``bf16`` (autocast with channels_last; see
-            benchmarks/bench_inference.py for its top-1 agreement with fp32).
-
-    Returns:
-        Per image, a list of ``{"index", "class", "probability"}`` dicts, most likely first.
-
-    Example:
-        >>> import skimage.data
-        >>> model, pre, names = load_imagenet_model("efficientnet_lite0")   # doctest: +SKIP
-        >>> predict_topk(model, pre, [skimage.data.chelsea()], k=1)[0][0]["class"]   # doctest: +SKIP
-        'tiger cat'
-    """
-    if isinstance(images, torch.Tensor) and images.dim() == 4:
-        tensors = list(images)
-    else:
-        tensors = [_as_uint8_chw(image) for image in images]
-    probs = []
-    device = next(model.parameters()).device
-    use_bf16 = precision == "bf16"
-    for start in range(0, len(tensors), batch_size):
-        chunk = tensors[start:start + batch_size]
-        # images of different sizes are preprocessed one by one, then stacked
-        x = torch.stack([preprocessing(t.to(device)) for t in chunk])
-        if use_bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(x)
-        probs.append(probabilities(logits.float()))
-    if not probs:
-        return []
-    probs = torch.cat(probs)
-    if class_names is None and probs.shape[1] in (1000,):
-        class_names = imagenet_class_names(probs.shape[1])
-    k = min(k, probs.shape[1])
-    values, indices = probs.cpu().topk(k, dim=1)  # one copy, not 2 * k * N reads from a GPU
-    return [
-        [
-            {"index": int(i), "class": class_names[int(i)] if class_names else str(int(i)), "probability": float(v)}
-            for v, i in zip(row_values, row_indices)
-        ]
-        for row_values, row_indices in zip(values, indices)
-    ]

@@ -8,9 +8,10 @@ works offline with the shipped weights, and any timm name works online.
 
 Example:
     >>> import skimage.data
-    >>> model, pre, names = load_imagenet_model("efficientnet_lite0")    # doctest: +SKIP
-    >>> top = predict_topk(model, pre, [skimage.data.coffee()], k=3, class_names=names)   # doctest: +SKIP
-    >>> top[0][0]["class"]                                                # doctest: +SKIP
+    >>> from vislab.infer import Predictor
+    >>> from vislab.runs import load
+    >>> predictor = Predictor(load("imagenet:efficientnet_lite0"))        # doctest: +SKIP
+    >>> predictor.answers([skimage.data.coffee()], top_k=3)[0]["top"][0]["class"]   # doctest: +SKIP
     'espresso'
 """
 

@@ -15,8 +15,12 @@ Per image, in DIR:
 and for the whole run: ``legend.png`` (shares over all pixels), ``pixel_shares.csv``
 (image, class, pixels, share; ``(all)`` rows for the total) and ``bad_files.csv``.
 
-Masks are at the input's full resolution: the logits are upsampled bilinearly to the image's
-size, then the argmax is taken (a label mask is never resized but by nearest).
+Every model runs through :class:`vislab.infer.Predictor`, as ``predict`` and ``serve`` do: the
+preprocessing comes from the model (model.json for a run; the weights' own transforms for a
+torchvision name; the image processor for a SegFormer), precision and memory format are the
+predictor's measured choice, and images of one size go through one forward. Masks are at the
+input's full resolution: the logits are upsampled bilinearly to the image's size, then the
+argmax is taken (a label mask is never resized but by nearest).
 
 Example:
     >>> from vislab.segment import segment_images
@@ -28,40 +32,34 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vislab.core.device import autocast_context, resolve_device, resolve_precision
 from vislab.core.errors import ConfigError, RunError
-from vislab.data.images import BadImageError, read_image
 from vislab.data.palettes import Palette, get_palette
-from vislab.data.sources import expand_image_paths
+from vislab.data.preprocess import INTERPOLATIONS, Preprocessing
+from vislab.infer import Predictor
+from vislab.infer.files import file_outputs
 from vislab.models.segmentation import TORCHVISION_MODELS
-
-
-PNG_COMPRESS_LEVEL = 1  # colour masks and overlays: speed over size (bench_segmentation_inference.py)
 
 
 @dataclass
 class Segmenter:
-    """A segmentation model ready for one uint8 (C, H, W) image at a time: ``logits(image)`` -> (1, K, h, w).
+    """A segmentation model behind a :class:`~vislab.infer.Predictor`, with its classes, palette and name."""
 
-    The batch of one keeps the model's memory format (channels_last): indexing it away before the
-    upsampling left strides that no fast kernel takes, and made ``predict_mask`` 2.3x slower than a
-    raw torchvision loop on 720x960 images (bench_segmentation_inference.py).
-    """
-
-    logits: Callable[[torch.Tensor], torch.Tensor]
-    class_names: list[str]
+    predictor: Predictor
     palette: Palette
     name: str
-    channels: int = 3
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.predictor.loaded.class_names)
 
 
 @dataclass
@@ -88,25 +86,58 @@ def _palette_for(names: Sequence[str], palette: str | None) -> Palette:
     return Palette.for_classes(names)
 
 
-def _run_forward(model, device, dtype, channels_last: bool):
-    def forward(x):
-        x = x.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast_context(device, dtype):
-            return model(x).float()
-    return forward
+def model_palette(loaded, palette: str | None = None) -> Palette:
+    """The palette masks are drawn in: ``palette`` (``--palette``) if given, else the run's own
+    (model.json ``palette``), else a known palette matching the class names, else VOC's colour map.
+    ``vislab segment`` and ``vislab serve`` both ask here."""
+    names = list(loaded.class_names)
+    stored = loaded.spec.get("palette")
+    if palette or not stored:
+        return _palette_for(names, palette)
+    return Palette.from_json(stored, "model")
 
 
-def load_segmenter(model: str, weights: str | None = None, device: str = "auto", precision: str = "auto",
-                   palette: str | None = None) -> Segmenter:
-    """A :class:`Segmenter` for a run folder, a torchvision name or ``hf:NAME_OR_FOLDER``.
+def _torchvision_preprocessing(transform) -> Preprocessing:
+    """The weights' own ``transforms()`` (resize the short side, mean/std) as a :class:`Preprocessing`."""
+    size = transform.resize_size[0] if transform.resize_size else None
+    if size is None:
+        raise RunError("these torchvision weights do not resize their inputs; vislab needs a resize size")
+    mode = str(getattr(transform.interpolation, "value", transform.interpolation))
+    return Preprocessing((3, size, size), tuple(transform.mean), tuple(transform.std),
+                         mode if mode in INTERPOLATIONS else "bilinear", keep_aspect=True)
+
+
+def _hf_preprocessing(processor, net, source: str) -> Preprocessing:
+    """A Hugging Face image processor's resize and normalisation as a :class:`Preprocessing`
+    (a model folder without one gets its model type's default processor from transformers)."""
+    if processor is None:
+        model_type = getattr(getattr(net.net, "config", None), "model_type", "")
+        if model_type != "segformer":
+            raise RunError(f"hf:{source} has no image processor (preprocessor_config.json), so its input size and "
+                           "normalisation are unknown; save one beside the model with "
+                           "AutoImageProcessor.save_pretrained(FOLDER)")
+        from transformers import SegformerImageProcessor
+
+        processor = SegformerImageProcessor()  # transformers' defaults for SegFormer checkpoints
+    size = processor.size
+    height, width = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+    mean = tuple(processor.image_mean) if getattr(processor, "do_normalize", True) else (0.0,) * 3
+    std = tuple(processor.image_std) if getattr(processor, "do_normalize", True) else (1.0,) * 3
+    interpolation = {0: "nearest", 2: "bilinear", 3: "bicubic"}.get(int(getattr(processor, "resample", 2)),
+                                                                      "bilinear")
+    return Preprocessing((3, int(height), int(width)), mean, std, interpolation)
+
+
+def load_segmentation(model: str, weights: str | None = None):
+    """A :class:`vislab.runs.Loaded` segmentation model for a run folder, a torchvision name or
+    ``hf:NAME_OR_FOLDER``, its preprocessing read from the model (never a copied constant).
 
     Raises:
         RunError / PretrainedWeightsError / ConfigError: what is wrong and how to fix it.
     """
-    dev = resolve_device(device)
-    dtype = resolve_precision(precision, dev)
+    from vislab.runs import Loaded, load
+    from vislab.tasks import get_task
+
     text = str(model)
     if text.startswith("hf:"):
         from vislab.models.segmentation import load_hf_segmentation
@@ -115,20 +146,8 @@ def load_segmenter(model: str, weights: str | None = None, device: str = "auto",
             raise ConfigError("--weights is for the named torchvision architectures; a Hugging Face model is "
                               "loaded from its own folder: pass hf:PATH/TO/FOLDER")
         net, processor, names = load_hf_segmentation(text[3:])
-        net = net.to(dev).eval()
-        forward = _run_forward(net, dev, dtype, channels_last=False)
-
-        def logits(image):
-            rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
-            if processor is not None:
-                inputs = processor(images=rgb.permute(1, 2, 0).numpy(), return_tensors="pt")["pixel_values"]
-            else:  # no processor saved: SegFormer's defaults (512 px, ImageNet mean/std)
-                x = F.interpolate(rgb[None].float() / 255, size=(512, 512), mode="bilinear", antialias=True)
-                mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-                inputs = (x - mean) / torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
-            return forward(inputs)
-
-        return Segmenter(logits, names, _palette_for(names, palette), text)
+        return Loaded(net.eval(), _hf_preprocessing(processor, net, text[3:]), names,
+                      {"name": text, "arch": text, "task": "segmentation"}, None, task=get_task("segmentation"))
     if text in TORCHVISION_MODELS:
         import torchvision
 
@@ -141,40 +160,32 @@ def load_segmenter(model: str, weights: str | None = None, device: str = "auto",
         if weights:
             num_classes = checkpoint_num_classes(read_segmentation_weights(weights)) or 21
         net = create_torchvision_segmentation(text, num_classes, 3, pretrained=not weights, weights=weights)
-        net = net.to(dev, memory_format=torch.channels_last).eval()
-        transform = enum.transforms()  # the weights' own: resize to 520 px (short side), ImageNet normalisation
         names = list(enum.meta["categories"]) if num_classes == len(enum.meta["categories"]) else \
             [str(i) for i in range(num_classes)]
-        forward = _run_forward(net, dev, dtype, channels_last=True)
-
-        def logits(image):
-            rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
-            return forward(transform(rgb)[None])
-
-        return Segmenter(logits, names, _palette_for(names, palette), text)
+        return Loaded(net.eval(), _torchvision_preprocessing(enum.transforms()), names,
+                      {"name": text, "arch": text, "task": "segmentation"}, None, task=get_task("segmentation"))
     run_dir = Path(text)
     if not run_dir.is_dir():
         raise RunError(f"MODEL {text!r} is neither a run folder nor a known model: give a vislab segmentation run "
                        f"folder, one of {', '.join(TORCHVISION_MODELS)}, or hf:NAME_OR_FOLDER (a SegFormer)")
     if weights:
         raise ConfigError("--weights is for the named torchvision architectures; a run folder has its own weights")
-    from vislab.runs import load
-
     loaded = load(run_dir, device="cpu")
-    if loaded.spec.get("task") != "segmentation":
-        raise RunError(f"{run_dir} is a {loaded.spec.get('task')} run; `vislab segment` needs a segmentation run "
+    if not getattr(loaded.task, "per_pixel", False):
+        raise RunError(f"{run_dir} is a {loaded.task.name} run; `vislab segment` needs a segmentation run "
                        "(vislab train --task segmentation), or use `vislab predict` for it")
-    net = loaded.model.to(dev, memory_format=torch.channels_last).eval()
-    forward = _run_forward(net, dev, dtype, channels_last=True)
-    pre = loaded.preprocessing
+    return loaded
 
-    def logits(image):
-        return forward(pre(image[None]))
 
-    names = list(loaded.class_names)
-    stored = loaded.spec.get("palette")
-    chosen = _palette_for(names, palette) if palette or not stored else Palette.from_json(stored, "model")
-    return Segmenter(logits, names, chosen, str(run_dir), pre.channels)
+def load_segmenter(model, weights: str | None = None, device: str = "auto", precision: str = "auto",
+                   palette: str | None = None) -> Segmenter:
+    """A :class:`Segmenter` for a run folder, a torchvision name, ``hf:NAME_OR_FOLDER`` or a
+    :class:`vislab.runs.Loaded` segmentation model."""
+    from vislab.runs import Loaded
+
+    loaded = model if isinstance(model, Loaded) else load_segmentation(model, weights)
+    name = str(model) if not isinstance(model, Loaded) else str(loaded.spec.get("name", "model"))
+    return Segmenter(Predictor(loaded, device=device, precision=precision), model_palette(loaded, palette), name)
 
 
 def predict_mask(segmenter: Segmenter, image: torch.Tensor, with_probs: bool = False):
@@ -182,16 +193,16 @@ def predict_mask(segmenter: Segmenter, image: torch.Tensor, with_probs: bool = F
 
     The logits are upsampled bilinearly to (H, W) first; the argmax comes after.
     """
-    logits = segmenter.logits(image)  # (1, K, h, w), in the model's memory format
-    logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
-    mask = logits.argmax(1)[0]
-    probs = logits.softmax(1)[0] if with_probs else None
-    return mask.cpu(), (probs.cpu() if probs is not None else None)
+    probs = segmenter.predictor.outputs_each([image])[0]
+    return probs.argmax(0), (probs if with_probs else None)
 
 
-def save_mask_png(mask: np.ndarray, palette: np.ndarray, path) -> Path:
-    """An indexed (P) PNG of class IDs with the palette embedded; 16-bit grey when there are over 256 classes."""
+def mask_png(mask: np.ndarray, palette: np.ndarray) -> bytes:
+    """An indexed (P) PNG of class IDs with the palette embedded; 16-bit grey when there are over 256
+    classes. ``vislab segment`` writes these bytes and ``POST /v1/segment`` sends them."""
     from PIL import Image
+
+    from vislab.viz.segmentation import PNG_COMPRESS_LEVEL
 
     mask = np.asarray(mask)
     if len(palette) <= 256 and mask.max(initial=0) < 256:
@@ -201,33 +212,49 @@ def save_mask_png(mask: np.ndarray, palette: np.ndarray, path) -> Path:
         image.putpalette(flat.reshape(-1).tolist())
     else:
         image = Image.fromarray(mask.astype(np.uint16))
-    image.save(path)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def save_mask_png(mask: np.ndarray, palette: np.ndarray, path) -> Path:
+    """:func:`mask_png` written to ``path``."""
+    Path(path).write_bytes(mask_png(mask, palette))
     return Path(path)
+
+
+def mask_answer(output: torch.Tensor, class_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask (H, W) class IDs, pixels per class) from one image's per-pixel outputs (K, H, W)."""
+    mask = output.argmax(0).numpy()
+    counts = np.bincount(mask.reshape(-1), minlength=class_count)[:class_count]
+    return mask, counts
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "class"
 
 
-def segment_images(model: str, inputs: Sequence[str], out_dir, weights: str | None = None, alpha: float = 1.0,
+def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = None, alpha: float = 1.0,
                    beta: float = 0.6, class_maps: Sequence[str] = (), palette: str | None = None,
                    device: str = "auto", precision: str = "auto", panels: bool = True,
-                   segmenter: Segmenter | None = None) -> SegmentResult:
-    """Segment image files and folders into ``out_dir`` (see the module docstring for the files)."""
+                   segmenter: Segmenter | None = None, batch_size: int = 32) -> SegmentResult:
+    """Segment image files and folders into ``out_dir`` (see the module docstring for the files).
+
+    ``model`` is a run folder, a torchvision name, ``hf:NAME_OR_FOLDER`` or a loaded model
+    (:class:`vislab.runs.Loaded`); ``segmenter`` (from :func:`load_segmenter`) skips the loading.
+    Images are decoded and segmented ``batch_size`` at a time, one forward per image size.
+    """
+    import difflib
     import time
 
-    from PIL import Image
-
-    from vislab.viz.segmentation import colorize, overlay, plot_class_map, plot_legend, plot_panel
+    from vislab.viz.segmentation import colorize, overlay, plot_class_map, plot_legend, plot_panel, save_png
 
     segmenter = segmenter or load_segmenter(model, weights, device, precision, palette)
     names = segmenter.class_names
     wanted = []
+    lowered = [n.lower() for n in names]
     for name in class_maps:
-        lowered = [n.lower() for n in names]
         if str(name).lower() not in lowered:
-            import difflib
-
             close = difflib.get_close_matches(str(name), names, n=3)
             raise ConfigError(f"--class-maps {name!r} is not a class of {segmenter.name}"
                               + (f"; did you mean {', '.join(close)}?" if close else "")
@@ -236,20 +263,17 @@ def segment_images(model: str, inputs: Sequence[str], out_dir, weights: str | No
     colors = segmenter.palette.array(len(names))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths, bad = expand_image_paths(inputs)
-    result = SegmentResult(out, bad_files=list(bad))
+    result = SegmentResult(out)
     totals = np.zeros(len(names), dtype=np.int64)
     rows = []
     used_stems: dict[str, int] = {}
     start = time.perf_counter()
-    for path in paths:
-        try:
-            image = read_image(path)
-        except BadImageError as exc:
-            result.bad_files.append((str(path), exc.reason))
+    for item in file_outputs(segmenter.predictor, inputs, batch_size):
+        if item.error is not None:
+            result.bad_files.append((item.path, item.error))
             continue
-        mask, probs = predict_mask(segmenter, image, with_probs=bool(wanted))
-        mask_np = mask.numpy()
+        path, image = item.path, item.image
+        mask_np, counts = mask_answer(item.output, len(names))
         stem = Path(path).stem
         used_stems[stem] = used_stems.get(stem, 0) + 1
         if used_stems[stem] > 1:  # two inputs with one stem (a/x.jpg, b/x.png): keep both
@@ -258,12 +282,8 @@ def segment_images(model: str, inputs: Sequence[str], out_dir, weights: str | No
         rgb = np.ascontiguousarray(rgb.transpose(1, 2, 0))
         color = colorize(mask_np, colors)
         blended = overlay(rgb, color, alpha, beta)
-        written = [save_mask_png(mask_np, colors, out / f"{stem}_mask.png")]
-        # zlib level 1: 3x faster than Pillow's default 6 on a 720x960 overlay (70 vs 221 ms), 16 % larger
-        Image.fromarray(color).save(out / f"{stem}_color.png", compress_level=PNG_COMPRESS_LEVEL)
-        Image.fromarray(blended).save(out / f"{stem}_overlay.png", compress_level=PNG_COMPRESS_LEVEL)
-        written += [out / f"{stem}_color.png", out / f"{stem}_overlay.png"]
-        counts = np.bincount(mask_np.reshape(-1), minlength=len(names))[: len(names)]
+        written = [save_mask_png(mask_np, colors, out / f"{stem}_mask.png"),
+                   save_png(color, out / f"{stem}_color.png"), save_png(blended, out / f"{stem}_overlay.png")]
         totals += counts
         shares = counts / max(mask_np.size, 1)
         if panels:
@@ -271,11 +291,11 @@ def segment_images(model: str, inputs: Sequence[str], out_dir, weights: str | No
             written.append(plot_legend(names, colors, out / f"{stem}_legend.png", shares,
                                        title=f"{Path(path).name}: % of pixels"))
         for index in wanted:
-            written.append(plot_class_map(probs[index].numpy(), names[index],
+            written.append(plot_class_map(item.output[index].numpy(), names[index],
                                           out / f"{stem}_prob_{_safe(names[index])}.png"))
-        result.files[str(path)] = written
-        result.shares[str(path)] = {n: float(s) for n, s in zip(names, shares)}
-        rows += [(str(path), n, int(c), f"{s:.6f}") for n, c, s in zip(names, counts, shares)]
+        result.files[path] = written
+        result.shares[path] = {n: float(s) for n, s in zip(names, shares)}
+        rows += [(path, n, int(c), f"{s:.6f}") for n, c, s in zip(names, counts, shares)]
     result.seconds = time.perf_counter() - start
     overall = totals / max(int(totals.sum()), 1)
     rows += [("(all)", n, int(c), f"{s:.6f}") for n, c, s in zip(names, totals, overall)]

@@ -31,7 +31,6 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -302,15 +301,17 @@ def create_app(spec, config: ServeConfig | None = None):
             raise ApiError("not_segmentation", f"this model's task is {p.task.name}; /v1/segment serves "
                                                "segmentation models (use /v1/predict)")
         name, image, _ = (await decoded(request, max_images=1))[0]
-        output = (await outputs_for([image]))[0]  # (K, H, W) per-pixel outputs
-        mask = output.argmax(0).numpy().astype(np.uint8)
-        palette = palette_for(p.loaded.spec.get("palette"), output.shape[0])
-        shares = np.bincount(mask.reshape(-1), minlength=output.shape[0]) / mask.size
-        names = p.loaded.class_names
+        # the predictor's per-pixel outputs at the image's own size, as `vislab segment` gets them
+        output = (await outputs_for([image]))[0]
+        from vislab.segment import mask_answer, mask_png, model_palette
+
+        names = list(p.loaded.class_names)
+        mask, counts = mask_answer(output, len(names))
+        colors = model_palette(p.loaded).array(len(names))
         return {"file": name, **p.task.describe(output, names, config.top_k),
-                "mask_png": base64.b64encode(mask_png(mask, palette)).decode(), "size": list(mask.shape),
-                "shares": {names[i]: float(s) for i, s in enumerate(shares)},
-                "palette": {names[i]: palette[i] for i in range(len(names))}}
+                "mask_png": base64.b64encode(mask_png(mask, colors)).decode(), "size": list(mask.shape),
+                "shares": {n: float(c) / max(mask.size, 1) for n, c in zip(names, counts)},
+                "palette": {n: [int(v) for v in colors[i]] for i, n in enumerate(names)}}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus():
@@ -324,26 +325,6 @@ def create_app(spec, config: ServeConfig | None = None):
     app.state.vislab = state
     app.state.batcher = batcher
     return app
-
-
-def palette_for(stored, count: int) -> list[list[int]]:
-    """The run's palette (model.json ``palette``) or a fixed, distinct default."""
-    if stored and len(stored) >= count:
-        return [list(map(int, c[:3])) for c in stored[:count]]
-    import matplotlib
-
-    colours = matplotlib.colormaps["tab20"].resampled(max(count, 2))
-    return [[int(round(255 * v)) for v in colours(i)[:3]] for i in range(count)]
-
-
-def mask_png(mask: np.ndarray, palette) -> bytes:
-    from PIL import Image
-
-    image = Image.fromarray(mask, mode="P")
-    image.putpalette([v for colour in palette for v in colour])
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def run_server(spec, host: str = "127.0.0.1", port: int = 8000, **options) -> None:

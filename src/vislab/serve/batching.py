@@ -98,14 +98,4 @@ class Batcher:
                     future.set_result(output)
 
     def _forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        predictor = self.predictor
-        converted = [predictor.preprocessing.convert_channels(image) for image in images]
-        by_shape: dict[tuple, list[int]] = {}
-        for i, image in enumerate(converted):
-            by_shape.setdefault(tuple(image.shape), []).append(i)
-        results: list = [None] * len(images)
-        for members in by_shape.values():
-            outputs = predictor.outputs(torch.stack([converted[i] for i in members]))
-            for row, i in enumerate(members):
-                results[i] = outputs[row]
-        return results
+        return self.predictor.outputs_each(images)  # grouped by size, as `vislab predict` groups a folder

@@ -240,6 +240,16 @@ class Task:
         """Model outputs -> what predict and evaluate use (probabilities, values)."""
         return outputs.float()
 
+    def at_size(self, outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Raw outputs for images of ``size`` (H, W): a per-pixel task's maps upsampled bilinearly to
+        the images' own size (before :meth:`postprocess`, so the argmax is taken at full resolution);
+        per-image outputs as they are."""
+        if not self.per_pixel or tuple(outputs.shape[-2:]) == tuple(size):
+            return outputs
+        import torch.nn.functional as F
+
+        return F.interpolate(outputs, size=tuple(size), mode="bilinear", align_corners=False)
+
     def flip_back(self, outputs: torch.Tensor) -> torch.Tensor:
         """Undo a horizontal input flip on the outputs: a no-op per image, a flip per pixel."""
         return outputs.flip(-1) if self.per_pixel else outputs

@@ -30,7 +30,7 @@ def plot_topk(images, predictions: list[list[dict]], path: str | Path, columns: 
     Args:
         images: one image per prediction: arrays (H, W), (H, W, C) or (C, H, W), PIL images or tensors.
         predictions: per image, a list of ``{"class", "probability"}`` dicts, most likely first
-            (``predict_topk``'s result, or each ``vislab predict`` entry's ``top``).
+            (each ``Predictor.answers`` or ``vislab predict`` entry's ``top``).
         path: PNG to write.
         columns: panels per row.
         titles: optional first title line per image (e.g. the model name or file name).
