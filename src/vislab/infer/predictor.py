@@ -69,21 +69,11 @@ class Predictor:
         _set_memory_format(self.model, self.memory_format)
 
     def _measure(self, x: torch.Tensor) -> measure.Choice:
-        """The fastest forward pass for batches shaped like ``x`` (cached; see vislab.core.measure),
-        timed on the first ``measure.PROBE_IMAGES`` images."""
-        x = x[:measure.PROBE_IMAGES]
+        """The fastest forward pass for batches shaped like ``x``: the inference probe
+        (:func:`vislab.core.measure.measure_forward`, cached)."""
         spec = self.loaded.spec
-        key = measure.cache_key(self.device, measure.model_signature(self.model), tuple(x.shape), len(x),
-                                self.task.name, "infer", tta_flip=self.tta_flip,
-                                arch=spec.get("arch", spec.get("name")))
-
-        def make_step(candidate: measure.Candidate):
-            _set_memory_format(self.model, candidate.memory_format)
-            moved = x.contiguous(memory_format=candidate.memory_format)
-            return lambda: self._forward(moved, candidate.dtype)
-
-        options = measure.candidates(self.device, measure.has_convolutions(self.model))
-        return measure.cached_measure(key, lambda: measure.measure(make_step, options, self.device, kind="infer"))
+        return measure.measure_forward(self.model, x, self.device, self._forward, self.task.name,
+                                       tta_flip=self.tta_flip, arch=spec.get("arch", spec.get("name")))
 
     def _forward(self, x: torch.Tensor, dtype, size=None) -> torch.Tensor:
         """The task's outputs for a preprocessed batch; per-pixel maps at ``size`` (the images' own)."""
