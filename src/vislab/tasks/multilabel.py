@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from vislab.core.errors import ConfigError
+from vislab.core.files import read_json
 from vislab.tasks.base import Evaluator, Metric, Task, register_task
 
 HISTOGRAM_BINS = 200  # score bins of the epoch mAP: per label, positives' and negatives' counts
@@ -419,7 +420,7 @@ def _per_label_section(report) -> str:
     rows = [[html.escape(c["class"]), str(c["support"]), f"{c['threshold']:.2f}", f"{c['precision']:.3f}",
              f"{c['recall']:.3f}", f"{c['f1']:.3f}",
              "n/a" if c["average_precision"] is None else f"{c['average_precision']:.3f}"]
-            for c in json.loads(path.read_text()).get("per_class", [])]
+            for c in read_json(path, "a metrics file (JSON)", "run `vislab evaluate` again").get("per_class", [])]
     return report.table(["label", "support", "threshold", "precision", "recall", "F1", "AP"], rows)
 
 
