@@ -138,6 +138,8 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
     source = str(cfg.source)
     if source in BUILTIN:
         dataset = _load_builtin(source, cfg)
+        if cfg.labels:
+            dataset = _keep_classes(dataset, cfg.labels, source)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -164,6 +166,23 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
             dataset.splits["val"] = _cap_per_class(dataset.splits["val"], cfg.max_per_class, seed + 2)
     _check_usable(dataset, source)
     return dataset
+
+
+def _keep_classes(dataset: Dataset, wanted, source: str) -> Dataset:
+    """``--labels`` on a built-in set: only those classes, renumbered in the set's order, in every split."""
+    unknown = sorted(set(wanted) - set(dataset.class_names), key=_natural_key)
+    if unknown:
+        raise DataError(f"{source}: --labels names {unknown} that are not its classes ({dataset.class_names})")
+    kept = [i for i, name in enumerate(dataset.class_names) if name in set(wanted)]
+    renumber = torch.full((len(dataset.class_names),), -1, dtype=torch.int64)
+    renumber[kept] = torch.arange(len(kept))
+    splits = {}
+    for name, split in dataset.splits.items():
+        chosen = torch.nonzero(renumber[split.labels] >= 0).flatten()
+        subset = split.subset(chosen, name=split.name)
+        subset.labels = renumber[subset.labels]
+        splits[name] = subset
+    return Dataset(dataset.name, [dataset.class_names[i] for i in kept], splits, dataset.bad_files)
 
 
 def _check_usable(dataset: Dataset, source: str) -> None:
@@ -350,11 +369,20 @@ def _load_folder(folder: Path, cfg) -> Dataset:
             f"{folder}: no class folders found. Expected one sub-folder per class "
             f"(e.g. {folder}/cat/*.jpg) or train/ val/ test/ folders holding class folders."
         )
+    every_class = set(class_names)
+    if cfg.labels:  # --labels: only these classes, in every split (as for a CSV)
+        unknown = sorted(set(cfg.labels) - every_class, key=_natural_key)
+        if unknown:
+            raise DataError(f"{folder}: --labels names {unknown} that are not class folders "
+                            f"({class_names[:10]}{'...' if len(class_names) > 10 else ''})")
+        class_names = [name for name in class_names if name in set(cfg.labels)]
     index = {name: i for i, name in enumerate(class_names)}
     splits, bad = {}, []
     for split, root in roots.items():
         paths, labels = [], []
         for class_dir in _class_dirs(root):
+            if class_dir.name in every_class and class_dir.name not in index:
+                continue  # a class --labels leaves out
             if class_dir.name not in index:
                 raise DataError(
                     f"{class_dir}: class {class_dir.name!r} is not among the training classes "

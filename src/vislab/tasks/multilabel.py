@@ -399,7 +399,9 @@ class MultiLabel(Task):
                 ("mislabelled", "Images with the most wrong labels", _mislabelled_section)]
 
     def end_of_run_line(self, metrics):
-        return (f"test mAP: {metrics['map']:.4f}  micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
+        split = metrics.get("split", "test")
+        threshold = f" (threshold {metrics['threshold']:g} for every label)" if metrics.get("threshold") else ""
+        return (f"{split} mAP: {metrics['map']:.4f}{threshold}  micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
                 f"{metrics['macro_f1']:.4f}  subset accuracy: {metrics['subset_accuracy']:.4f}")
 
 

@@ -397,8 +397,9 @@ class Segmentation(Task):
 
     def end_of_run_line(self, metrics):
         miou = metrics.get("miou")
-        return (f"test mIoU: {miou:.4f}" if miou is not None else "test mIoU: n/a") + \
-            f"  pixel accuracy: {metrics.get('pixel_accuracy') or 0:.4f}  test loss: {metrics.get('loss', 0):.4f}"
+        split = metrics.get("split", "test")
+        return (f"{split} mIoU: {miou:.4f}" if miou is not None else f"{split} mIoU: n/a") + \
+            f"  pixel accuracy: {metrics.get('pixel_accuracy') or 0:.4f}  {split} loss: {metrics.get('loss', 0):.4f}"
 
 
 def _palette_array(palette, count: int) -> np.ndarray:
