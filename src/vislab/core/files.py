@@ -26,6 +26,7 @@ import csv
 import gzip
 import json
 import pickle
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -74,8 +75,13 @@ def _reason(exc: BaseException) -> str:
         return "a folder"
     if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)) or "truncated" in str(exc).lower():
         return f"truncated or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # torch colours its messages
+    if not text:
+        return type(exc).__name__
+    first = text[0]
+    if len(first) > 160 and ". " in first:  # a library's paragraph: its first sentence says it
+        first = first.split(". ")[0]
+    return first[:200]
 
 
 def check_file(path, kind: str, fix: str, allow_empty: bool = False) -> Path:

@@ -102,7 +102,7 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_mo
 
 
 from vislab.core.errors import PretrainedWeightsError  # noqa: E402,F401
-from vislab.core.files import load_safetensors, load_torch, read_json  # noqa: E402
+from vislab.core.files import BadFileError, load_safetensors, load_torch, read_json  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -213,12 +213,15 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
             )
     if not path.is_file():
         raise PretrainedWeightsError(f"weights file {path} does not exist; check the --weights path")
-    if path.suffix == ".safetensors":
-        return load_safetensors(path, "a safetensors weights file", "give the model's .safetensors file, "
-                                "or a torch state dict (.pth)"), config
-    checkpoint = load_torch(path, "a plain tensor checkpoint (torch.load with weights_only=True)",
-                            "vislab never unpickles arbitrary objects: re-save it as a state dict "
-                            "(torch.save(model.state_dict(), ...)) or as safetensors")
+    try:
+        if path.suffix == ".safetensors":
+            return load_safetensors(path, "a safetensors weights file", "give the model's .safetensors file, "
+                                    "or a torch state dict (.pth)"), config
+        checkpoint = load_torch(path, "a plain tensor checkpoint (torch.load with weights_only=True)",
+                                "vislab never unpickles arbitrary objects: re-save it as a state dict "
+                                "(torch.save(model.state_dict(), ...)) or as safetensors")
+    except BadFileError as exc:  # the kind callers of weights= catch
+        raise PretrainedWeightsError(str(exc)) from None
     if not isinstance(checkpoint, dict):
         raise PretrainedWeightsError(f"{path} holds a {type(checkpoint).__name__}, not a state dict; re-save it "
                                      "with torch.save(model.state_dict(), ...) or as safetensors")
