@@ -269,8 +269,12 @@ def test_evaluate_threshold_override_and_refusal_for_classification(mosaic_run, 
     from vislab.tasks import get_task
 
     run, _ = mosaic_run
+    tuned = (run / "metrics.json").read_bytes()
     metrics = api.evaluate(run, split="val", device="cpu", threshold=0.5)
     assert set(metrics["thresholds"].values()) == {0.5}
-    assert (run / "metrics_val.json").is_file()
+    assert (run / "metrics_val_threshold0.5.json").is_file()  # its own file: never the tuned numbers'
+    metrics = api.evaluate(run, device="cpu", threshold=0.5)
+    assert metrics["split"] == "test" and (run / "metrics_test_threshold0.5.json").is_file()
+    assert (run / "metrics.json").read_bytes() == tuned
     with pytest.raises(ConfigError, match="takes no --threshold"):
         get_task("classification").set_options(threshold=0.5)

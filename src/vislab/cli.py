@@ -110,7 +110,14 @@ def _parse_options(pairs) -> dict:
         if "=" not in pair:
             raise SystemExit(f"vislab: error: --model-opt expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"vislab: error: --model-opt {pair!r}: the value is not valid YAML "
+                             f"({str(exc).splitlines()[0]}); e.g. hidden=[512,256] or dropout=0.5") from None
+        if not key.strip():
+            raise SystemExit(f"vislab: error: --model-opt expects key=value, got {pair!r}")
+        options[key.strip().replace("-", "_")] = parsed
     return options
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap, write_text
+from vislab.core.files import load_safetensors, read_json, read_yaml
+from vislab.core.weights import parameter_counts, save_weights, unwrap, write_text
 from vislab.data.preprocess import Preprocessing
 
 MODEL_FORMAT = "vislab-model/2"
@@ -102,19 +103,18 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
 
 def read_config(run_dir: Path):
     """The resolved :class:`~vislab.core.config.Config` a run folder was trained with (its config.yaml)."""
-    import yaml
-
     from vislab.core.config import config_from_dict
 
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir}: no such run folder; give a folder written by `vislab train --out DIR`")
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise RunError(f"{run_dir}: config.yaml is missing, so the run's data and settings are unknown; "
                        "is it a folder written by `vislab train`?")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RunError(f"{path}: not valid YAML ({exc}); restore the file the run wrote") from None
-    return config_from_dict(data or {})
+    data = read_yaml(path, "a run's config (YAML)", "restore the config.yaml the run wrote")
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: not a run's config (a mapping of sections); restore the config.yaml the run wrote")
+    return config_from_dict(data)
 
 
 def read_spec(run_dir: Path) -> dict:
@@ -125,11 +125,10 @@ def read_spec(run_dir: Path) -> dict:
                        "or hf:ORG/NAME (or hf:FOLDER saved with save_pretrained) for a Hugging Face one")
     if not path.is_file():
         raise RunError(f"{run_dir}: model.json is missing; is this a finished vislab run folder?")
-    try:
-        spec = json.loads(path.read_text())
-    except ValueError as exc:
-        raise RunError(f"{path}: not valid JSON ({exc}); the run did not finish writing it, or it was edited. "
-                       "Retrain, or restore the file") from None
+    spec = read_json(path, "a vislab model description (JSON)", "the run did not finish writing it, or it was "
+                     "edited: retrain, or restore the file")
+    if not isinstance(spec, dict):
+        raise RunError(f"{path}: not a vislab model description (a JSON object); retrain, or restore the file")
     if spec.get("format") not in READABLE_FORMATS:
         raise RunError(f"{path}: format {spec.get('format')!r} is not one this vislab reads "
                        f"({', '.join(READABLE_FORMATS)}); retrain it, or load it with the vislab that wrote it")
@@ -161,7 +160,7 @@ def load(spec: str | Path, device: str = "cpu", weights: str | Path | None = Non
     run_dir = Path(spec)
     model_spec = read_spec(run_dir)
     weights_file = Path(weights) if weights else run_dir / "model.safetensors"
-    if not weights_file.is_file():
+    if not weights_file.exists():
         if weights:
             raise RunError(f"--weights {weights_file}: no such file; give a safetensors file of this run's "
                            f"model, e.g. {run_dir / 'checkpoints' / 'best.safetensors'}")
@@ -178,13 +177,15 @@ def load(spec: str | Path, device: str = "cpu", weights: str | Path | None = Non
                              "hf_processor": model_spec.get("hf_processor") or {}}
     outputs = model_spec.get("num_outputs", model_spec["num_classes"])
     model, _ = build_model(model_cfg, outputs, model_spec["in_chans"], load_pretrained=False)
+    fix = (f"give a safetensors file saved by this run, e.g. {run_dir / 'checkpoints' / 'best.safetensors'}"
+           if weights else "the run did not finish saving it, or it was changed: retrain, or restore the file")
+    state = load_safetensors(weights_file, "a safetensors weights file", fix)
     try:
-        load_weights(model, weights_file)
+        unwrap(model).load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as exc:
-        if not weights:
-            raise
-        raise RunError(f"--weights {weights_file} does not fit {run_dir}'s model "
-                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); give weights saved by this run") from None
+        flag = "--weights " if weights else ""
+        raise RunError(f"{flag}{weights_file} does not fit {run_dir}'s model "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}") from None
     return Loaded(model.to(device).eval(), preprocessing, model_spec["class_names"], model_spec, run_dir)
 
 

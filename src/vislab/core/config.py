@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from vislab.core.errors import ConfigError  # noqa: F401  (re-exported: vislab.core.config.ConfigError)
 
@@ -459,13 +458,13 @@ def _coerce(current, value, key: str, origin: str):
 
 
 def load_yaml(path: str | Path) -> dict:
+    from vislab.core.files import read_yaml
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise ConfigError(f"--config {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, "a YAML config", "give a YAML file of sections (data, model, train, ...), e.g. a run's "
+                     "config.yaml", allow_empty=True) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data, model, train, ...)")
     return data

@@ -599,9 +599,11 @@ class ChoiceCache:
         self.path = Path(path) if path is not None else cache_path()
 
     def _read(self) -> dict:
+        from vislab.core.files import BadFileError, read_json
+
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            data = read_json(self.path, "the speed-choice cache (JSON)", "delete it; it is measured again")
+        except BadFileError:  # a missing or damaged cache only means measuring again
             return {}
         return data if isinstance(data, dict) else {}
 

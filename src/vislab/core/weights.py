@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 
 def _umask() -> int:
@@ -66,7 +66,10 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = Non
 
 
 def load_weights(model: torch.nn.Module, path: Path, strict: bool = True) -> None:
-    unwrap(model).load_state_dict(load_file(str(path)), strict=strict)
+    from vislab.core.files import load_safetensors
+
+    state = load_safetensors(path, "a safetensors weights file", "give a safetensors file saved from this model")
+    unwrap(model).load_state_dict(state, strict=strict)
 
 
 def parameter_counts(model: torch.nn.Module) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vislab.core.files import BadFileError, reading
 from vislab.viz.data import plot_class_balance, plot_dominant_colours, plot_image_geometry, plot_samples_per_class
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
@@ -241,9 +242,10 @@ def _scan(splits, bad_files) -> dict:
             continue
         for i, path in enumerate(split.paths):
             try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                bad_files.append({"path": str(path), "reason": f"cannot read file ({exc.strerror or exc})"})
+                with reading(path, "an image", "replace it with the original image, or delete it"):
+                    data = Path(path).read_bytes()
+            except BadFileError as exc:
+                bad_files.append({"path": str(path), "reason": exc.reason})
                 continue
             try:
                 with Image.open(io.BytesIO(data)) as image:

@@ -16,18 +16,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vislab.core.errors import UserError
+from vislab.core.files import BadFileError, reading
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
-class BadImageError(UserError, ValueError):
+class BadImageError(BadFileError):
     """An image file that cannot be used, with the path and the reason."""
 
     def __init__(self, path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
+        super().__init__(path, reason)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -53,39 +51,45 @@ def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
     if size == 0:
         raise BadImageError(path, "zero-byte file")
     try:
-        with warnings.catch_warnings():
-            # DecompressionBombWarning (between 1x and 2x the limit) is treated as an error too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            keep = False
+        with reading(path, "an image", "replace it with the original image, or delete it"):
             try:
-                if draft is not None and image.format == "JPEG":
-                    image.draft(image.mode, draft(image.height, image.width))
-                image.load()
-                if image.mode in ("L", "RGB"):
-                    # a single-frame file is closed by load(): the decoded image is returned as it is
-                    # (no copy); a multi-frame one keeps its file open, so a copy is returned instead
-                    keep = getattr(image, "n_frames", 1) == 1 and getattr(image, "fp", None) is None
-                    return image if keep else image.copy()
-                if image.mode in ("1", "I;16", "I", "F"):
-                    return _to_gray(image)
-                if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
-                    return _flatten_alpha(image)
-                return image.convert("RGB")
-            finally:
-                if not keep:
-                    image.close()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, f"decompression-bomb limit exceeded ({exc})") from None
-    except UnidentifiedImageError:
-        raise BadImageError(path, "not an image (Pillow cannot identify it)") from None
-    except OSError as exc:
-        reason = str(exc)
-        if "truncated" in reason.lower():
-            reason = f"truncated image ({reason})"
-        raise BadImageError(path, reason or "unreadable image") from None
-    except (ValueError, SyntaxError, EOFError) as exc:
-        raise BadImageError(path, f"corrupt image ({exc})") from None
+                with warnings.catch_warnings():
+                    # DecompressionBombWarning (between 1x and 2x the limit) is treated as an error too.
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    image = Image.open(path)
+                    keep = False
+                    try:
+                        if draft is not None and image.format == "JPEG":
+                            image.draft(image.mode, draft(image.height, image.width))
+                        image.load()
+                        if image.mode in ("L", "RGB"):
+                            # a single-frame file is closed by load(): the decoded image is returned as it is
+                            # (no copy); a multi-frame one keeps its file open, so a copy is returned instead
+                            keep = getattr(image, "n_frames", 1) == 1 and getattr(image, "fp", None) is None
+                            return image if keep else image.copy()
+                        if image.mode in ("1", "I;16", "I", "F"):
+                            return _to_gray(image)
+                        if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+                            return _flatten_alpha(image)
+                        return image.convert("RGB")
+                    finally:
+                        if not keep:
+                            image.close()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise BadImageError(path, f"decompression-bomb limit exceeded ({exc})") from None
+            except UnidentifiedImageError:
+                raise BadImageError(path, "not an image (Pillow cannot identify it)") from None
+            except OSError as exc:
+                reason = str(exc)
+                if "truncated" in reason.lower():
+                    reason = f"truncated image ({reason})"
+                raise BadImageError(path, reason or "unreadable image") from None
+            except (ValueError, SyntaxError, EOFError) as exc:
+                raise BadImageError(path, f"corrupt image ({exc})") from None
+    except BadImageError:
+        raise
+    except BadFileError as exc:  # what the clauses above do not name (a folder, a decoder's other errors)
+        raise BadImageError(path, exc.reason) from None
 
 
 def _to_gray(image: Image.Image) -> Image.Image:

@@ -15,14 +15,13 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vislab.core.errors import DataError
+from vislab.core.files import read_csv_rows, read_json
 
 CAMVID = [
     ("Animal", 64, 128, 64), ("Archway", 192, 0, 128), ("Bicyclist", 0, 128, 192), ("Bridge", 0, 128, 64),
@@ -137,14 +136,30 @@ class Palette:
 
     @classmethod
     def from_json(cls, rows, name: str = "custom") -> "Palette":
+        """Rows of name, r, g, b (dicts or sequences); a ValueError names the first bad row."""
+        if not isinstance(rows, (list, tuple)) or not rows:
+            raise ValueError("no rows: one row per class ID is needed")
         names, colors = [], []
-        for row in rows:
+        for number, row in enumerate(rows, start=1):
             if isinstance(row, dict):
-                names.append(str(row["name"]))
-                colors.append((int(row["r"]), int(row["g"]), int(row["b"])))
+                values = [row.get("name"), row.get("r"), row.get("g"), row.get("b")]
+            elif isinstance(row, (list, tuple)):
+                values = list(row)
             else:
-                names.append(str(row[0]))
-                colors.append(tuple(int(v) for v in row[1:4]))
+                raise ValueError(f"row {number} is {row!r}, not name, r, g, b")
+            if len(values) < 4 or values[0] is None or not str(values[0]).strip():
+                raise ValueError(f"row {number} {values!r} is not a name and three colour values")
+            values = values[:4]
+            try:
+                color = tuple(int(str(v).strip()) for v in values[1:])
+            except ValueError:
+                raise ValueError(f"row {number}: colour {values[1:]!r} is not three whole numbers") from None
+            if not all(0 <= c <= 255 for c in color):
+                raise ValueError(f"row {number}: colour {color} is outside 0..255")
+            if color in colors:
+                raise ValueError(f"row {number}: colour {color} is already class {colors.index(color)}'s")
+            names.append(str(values[0]).strip())
+            colors.append(color)
         return cls(tuple(names), tuple(colors), name)
 
     @classmethod
@@ -178,20 +193,23 @@ def get_palette(spec: str) -> Palette:
     if key in NAMED:
         return NAMED[key]()
     path = Path(spec).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"--palette {spec!r}: not a named palette ({', '.join(NAMED)}) and no such file. Give a "
                         "name, or a JSON/CSV file with one row per class ID: name, r, g, b")
+    fix = ("give one row per class ID with name, r, g, b (0..255), as CSV with that header or a JSON list of "
+           '{"name": ..., "r": ..., "g": ..., "b": ...}')
+    if path.suffix.lower() == ".json":
+        data = read_json(path, "a palette (JSON)", fix)
+    else:
+        rows = [row for row in read_csv_rows(path, "a palette (CSV)", fix) if any(cell.strip() for cell in row)]
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
             if isinstance(data, dict):
                 data = data.get("palette", data.get("classes", data))
             return Palette.from_json(data, path.stem)
-        with open(path, newline="") as handle:
-            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
         if rows and [c.strip().lower() for c in rows[0][:4]] == ["name", "r", "g", "b"]:
             rows = rows[1:]
-        return Palette.from_json([[r[0].strip(), *(v.strip() for v in r[1:4])] for r in rows], path.stem)
+        return Palette.from_json(rows, path.stem)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise DataError(f"{path}: not a palette ({type(exc).__name__}: {exc}). Expected one row per class ID with "
                         "name, r, g, b (0..255), as CSV with that header or a JSON list of "

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vislab.core.errors import DataError
+from vislab.core.files import BadFileError, read_text, reading
 from vislab.data.images import BadImageError, is_image_file, read_image
 from vislab.data.palettes import Palette, get_palette
 from vislab.data.sources import Dataset, Split
@@ -97,14 +98,15 @@ def read_mask(path, palette: Palette | None = None) -> np.ndarray:
         BadImageError: unreadable, or an RGB mask without a palette / with an unknown colour.
     """
     try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            if mode in ("P", "L", "I", "I;16", "1"):
-                return np.asarray(image).astype(np.int64)
-            rgb = np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise BadImageError(path, f"unreadable mask ({type(exc).__name__}: {exc})") from None
+        with reading(path, "a mask image", "give an indexed, grey or RGB PNG of class IDs per pixel"):
+            with Image.open(path) as image:
+                image.load()
+                mode = image.mode
+                if mode in ("P", "L", "I", "I;16", "1"):
+                    return np.asarray(image).astype(np.int64)
+                rgb = np.asarray(image.convert("RGB"))
+    except BadFileError as exc:
+        raise BadImageError(path, f"unreadable mask ({exc.reason})") from None
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all() and palette is None:
         return rgb[..., 0].astype(np.int64)  # a grey mask saved as RGB
     if palette is None:
@@ -129,15 +131,16 @@ def colors_to_ids(rgb: np.ndarray, palette: Palette, path="mask") -> np.ndarray:
 
 
 def read_class_names(path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--classes {path}: no such file; give a text file with one class name per line "
-                        "(line i names class ID i)")
-    names = [line.strip() for line in path.read_text().splitlines()]
+    text = read_text(path, "a class-names file (--classes)", "give a text file with one class name per line "
+                     "(line i names class ID i)")
+    names = [line.strip() for line in text.splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names:
         raise DataError(f"{path}: holds no class names; write one name per line (line i names class ID i)")
+    if "" in names:
+        raise DataError(f"{path}: line {names.index('') + 1} is empty, so class ID {names.index('')} has no name; "
+                        "write one name per line (line i names class ID i)")
     return names
 
 
@@ -147,7 +150,7 @@ def resolve_classes(root: Path, seg_cfg) -> tuple[list[str] | None, Palette | No
     names = None
     if seg_cfg.classes:
         names = read_class_names(seg_cfg.classes)
-    elif (root / "classes.txt").is_file():
+    elif (root / "classes.txt").exists():
         names = read_class_names(root / "classes.txt")
     elif palette is not None:
         names = list(palette.names)

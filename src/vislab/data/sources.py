@@ -14,8 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import gzip
 import os
 import re
 import struct
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from vislab.core.config import SPLITS
+from vislab.core.files import BadFileError, read_bytes, read_csv_rows, read_text, reading
 from vislab.data.images import BadImageError, is_image_file, read_image
 
 BUILTIN = ("mnist", "fashion-mnist", "cifar10", "digits")
@@ -139,6 +138,8 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
     source = str(cfg.source)
     if source in BUILTIN:
         dataset = _load_builtin(source, cfg)
+        if cfg.labels:
+            dataset = _keep_classes(dataset, cfg.labels, source)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -165,6 +166,23 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
             dataset.splits["val"] = _cap_per_class(dataset.splits["val"], cfg.max_per_class, seed + 2)
     _check_usable(dataset, source)
     return dataset
+
+
+def _keep_classes(dataset: Dataset, wanted, source: str) -> Dataset:
+    """``--labels`` on a built-in set: only those classes, renumbered in the set's order, in every split."""
+    unknown = sorted(set(wanted) - set(dataset.class_names), key=_natural_key)
+    if unknown:
+        raise DataError(f"{source}: --labels names {unknown} that are not its classes ({dataset.class_names})")
+    kept = [i for i, name in enumerate(dataset.class_names) if name in set(wanted)]
+    renumber = torch.full((len(dataset.class_names),), -1, dtype=torch.int64)
+    renumber[kept] = torch.arange(len(kept))
+    splits = {}
+    for name, split in dataset.splits.items():
+        chosen = torch.nonzero(renumber[split.labels] >= 0).flatten()
+        subset = split.subset(chosen, name=split.name)
+        subset.labels = renumber[subset.labels]
+        splits[name] = subset
+    return Dataset(dataset.name, [dataset.class_names[i] for i in kept], splits, dataset.bad_files)
 
 
 def _check_usable(dataset: Dataset, source: str) -> None:
@@ -256,16 +274,18 @@ def _download_mnist(name: str, data_dir, searched) -> Path:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file")
+    fix = ("replace it with the original file (e.g. from `apt-get install dataset-fashion-mnist` or the "
+           "data set's site), or point --data-dir at a folder holding the four intact files")
+    data = read_bytes(path, "an IDX file", fix)
+    if len(data) < 4 or struct.unpack(">HBB", data[:4])[:2] != (0, 0x08):
+        raise BadFileError(path, "is not an unsigned-byte IDX file (wrong magic number)", fix)
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise BadFileError(path, "is a truncated IDX file (its header is cut short)", fix)
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(bytearray(data), dtype=np.uint8, offset=4 + 4 * ndim)  # writable for torch
     if array.size != int(np.prod(shape)):
-        raise DataError(f"{path}: truncated IDX file ({array.size} of {int(np.prod(shape))} bytes)")
+        raise BadFileError(path, f"is a truncated IDX file ({array.size} of {int(np.prod(shape))} bytes)", fix)
     return array.reshape(shape)
 
 
@@ -289,8 +309,13 @@ def _load_cifar10(data_dir) -> Dataset:
             ) from None
         folder = root / "cifar-10-batches-bin"
 
+    def read_batch(file: Path) -> np.ndarray:
+        fix = "extract cifar-10-binary.tar.gz again (the binary version), or pass --data-dir"
+        with reading(file, "a CIFAR-10 binary batch", fix):
+            return np.fromfile(file, dtype=np.uint8).reshape(-1, 3073)
+
     def read(files):
-        raw = np.concatenate([np.fromfile(folder / f, dtype=np.uint8).reshape(-1, 3073) for f in files])
+        raw = np.concatenate([read_batch(folder / f) for f in files])
         return torch.from_numpy(raw[:, 0].astype(np.int64)), torch.from_numpy(raw[:, 1:].reshape(-1, 3, 32, 32).copy())
 
     train_labels, train_images = read([f"data_batch_{i}.bin" for i in range(1, 6)])
@@ -302,9 +327,18 @@ def _load_cifar10(data_dir) -> Dataset:
 
 
 # --------------------------------------------------------------------------- folders
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
 def _natural_key(name: str):
-    """Numeric names sort as numbers (0, 1, 2, ..., 10), others alphabetically after them."""
-    return (0, int(name), "") if name.isdigit() else (1, 0, name.lower())
+    """Numeric names sort as numbers (0, 1, 2, ..., 10), others alphabetically after them.
+
+    Only ASCII digits count as a number ("²".isdigit() is true, yet int("²") fails); ties
+    between names that differ only in case or leading zeros fall back to the name itself.
+    """
+    if _ASCII_DIGITS.fullmatch(name):
+        return (0, int(name), name)
+    return (1, 0, name.lower() + "\0" + name)
 
 
 def list_images(folder) -> list[str]:
@@ -335,11 +369,20 @@ def _load_folder(folder: Path, cfg) -> Dataset:
             f"{folder}: no class folders found. Expected one sub-folder per class "
             f"(e.g. {folder}/cat/*.jpg) or train/ val/ test/ folders holding class folders."
         )
+    every_class = set(class_names)
+    if cfg.labels:  # --labels: only these classes, in every split (as for a CSV)
+        unknown = sorted(set(cfg.labels) - every_class, key=_natural_key)
+        if unknown:
+            raise DataError(f"{folder}: --labels names {unknown} that are not class folders "
+                            f"({class_names[:10]}{'...' if len(class_names) > 10 else ''})")
+        class_names = [name for name in class_names if name in set(cfg.labels)]
     index = {name: i for i, name in enumerate(class_names)}
     splits, bad = {}, []
     for split, root in roots.items():
         paths, labels = [], []
         for class_dir in _class_dirs(root):
+            if class_dir.name in every_class and class_dir.name not in index:
+                continue  # a class --labels leaves out
             if class_dir.name not in index:
                 raise DataError(
                     f"{class_dir}: class {class_dir.name!r} is not among the training classes "
@@ -371,11 +414,32 @@ def validate_files(paths, labels, workers: int = 2):
 
 
 # --------------------------------------------------------------------------- CSV
+_CSV_FIX = "give a CSV (UTF-8 text) with a header row, then one row per image, e.g. file,label"
+
+
 def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+    """A CSV's header and its rows as dicts; a row with more or fewer cells than the header is refused."""
+    rows = read_csv_rows(path, "a labels CSV", _CSV_FIX)
+    lines = [(number, row) for number, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
+    if not lines:
+        raise BadFileError(path, "holds no rows", _CSV_FIX)
+    (_, header), body = lines[0], lines[1:]
+    header = [cell.strip() for cell in header]
+    if len(set(header)) != len(header) or not all(header):
+        raise BadFileError(path, f"its header row {header[:8]} has an empty or repeated column name", _CSV_FIX)
+    for number, row in body:
+        if len(row) != len(header):
+            raise BadFileError(path, f"row {number} has {len(row)} cells where the header has {len(header)} "
+                                     f"({row[:4]})", "fix that row (a comma inside a name needs quotes)")
+    return header, [dict(zip(header, row)) for _, row in body]
+
+
+def _refuse_empty_cells(path: Path, rows: list[dict], columns) -> None:
+    """An empty file or label cell is an error naming the row, never a file "" or a class named ""."""
+    for number, row in enumerate(rows, start=2):
+        for column in columns:
+            if not row[column].strip():
+                raise DataError(f"{path}: row {number} has an empty {column!r} cell; fill it in or delete the row")
 
 
 def _resolve_file(root: Path, name: str) -> Path | None:
@@ -401,6 +465,7 @@ def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[s
 def _load_csv(path: Path, cfg) -> Dataset:
     columns, rows = _read_csv(path)
     file_col, label_col = _csv_columns(path, columns, cfg.file_col, cfg.label_col)
+    _refuse_empty_cells(path, rows, (file_col, label_col))
     root = Path(cfg.image_root).expanduser() if cfg.image_root else path.parent
     if cfg.labels:
         wanted = set(cfg.labels)
@@ -438,6 +503,7 @@ def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
         raise DataError(f"--test-csv {path}: no such file")
     columns, rows = _read_csv(path)
     file_col, label_col = _csv_columns(path, columns, cfg.test_file_col, cfg.test_label_col)
+    _refuse_empty_cells(path, rows, (file_col, label_col))
     index = {name: i for i, name in enumerate(dataset.class_names)}
     ids = read_class_ids(Path(cfg.class_ids), dataset.class_names) if getattr(cfg, "class_ids", None) else {}
     wanted = set(cfg.labels) if cfg.labels else None
@@ -493,11 +559,10 @@ def read_class_ids(path: Path, class_names: list[str]) -> dict[str, str]:
         >>> read_class_ids(f, ["cat", "dog"])
         {'0': 'cat', '1': 'dog'}
     """
-    if not path.is_file():
-        raise DataError(f"--class-ids {path}: no such file; give a CSV of id,class rows or the class names one "
-                        "per line in ID order")
+    fix = "give a CSV of id,class rows or the class names one per line in ID order"
+    text = read_text(path, "a class-ids file (--class-ids)", fix)
     mapping: dict[str, str] = {}
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for number, line in enumerate(lines):
         if "," in line:
             key, name = (part.strip() for part in line.split(",", 1))

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from vislab.core.files import BadFileError, read_csv_rows, read_json, read_yaml, reading
+
 COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
            "loss", "run_dir", "task", "miou", "map"]
 
@@ -180,11 +182,9 @@ def _config_data(run_dir: Path) -> str | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
-    import yaml
-
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
+        config = read_yaml(path, "a run's config (YAML)", "restore the config.yaml the run wrote") or {}
+    except BadFileError:  # one damaged run leaves its data column blank, not the whole leaderboard
         return None
     source = (config.get("data") or {}).get("source") if isinstance(config, dict) else None
     return str(source) if source is not None else None
@@ -194,16 +194,20 @@ def _json(path: Path):
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        return read_json(path, "a metrics file (JSON)", "run `vislab evaluate` on the run again")
+    except BadFileError:
         return None
 
 
 def _history(path: Path) -> tuple[int | None, float | None]:
     if not path.is_file():
         return None, None
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        lines = read_csv_rows(path, "a training history (CSV)", "restore the history.csv the run wrote")
+    except BadFileError:
+        return None, None
+    lines = [line for line in lines if line]
+    rows = [dict(zip(lines[0], line)) for line in lines[1:]] if lines else []
     if not rows:
         return 0, 0.0
     epochs = len(rows)
@@ -225,16 +229,17 @@ def _history(path: Path) -> tuple[int | None, float | None]:
 def _safetensors_parameters(path: Path) -> int | None:
     if not path.is_file():
         return None
-    try:
-        from safetensors import safe_open
+    from safetensors import safe_open
 
-        total = 0
-        with safe_open(str(path), framework="np") as handle:
-            for name in handle.keys():
-                shape = handle.get_slice(name).get_shape()
-                total += math.prod(shape)
-        return int(total)
-    except Exception:  # noqa: BLE001 - an unreadable weights file just leaves the count blank
+    try:
+        with reading(path, "a safetensors weights file", "retrain, or restore the file"):
+            total = 0
+            with safe_open(str(path), framework="np") as handle:
+                for name in handle.keys():
+                    shape = handle.get_slice(name).get_shape()
+                    total += math.prod(shape)
+            return int(total)
+    except BadFileError:  # an unreadable weights file just leaves the count blank
         return None
 
 

@@ -1,8 +1,8 @@
 """``vislab evaluate``'s measuring half: a run folder + data -> the task's metrics, streamed.
 
 Figures, explanation panels and the report come after it, in :func:`vislab.pipelines.evaluate`.
-The run's own test split writes ``metrics.json``; any other split or data set writes
-``metrics_<name>.json`` beside it, so the test numbers are never overwritten.
+The run's own test split writes ``metrics.json``; any other split, data set or ``--threshold``
+writes ``metrics_<name>.json`` beside it, so the test numbers are never overwritten.
 """
 
 from __future__ import annotations
@@ -35,11 +35,19 @@ class Evaluation:
         return self.run_dir / (f"metrics_{self.name}.json" if self.name else "metrics.json")
 
 
-def evaluation_name(split: str, data: str | None) -> str:
-    """'' for the run's own test split; otherwise a file-name-safe name of the split and the data."""
-    if data is None and split == "test":
+def evaluation_name(split: str, data: str | None, threshold: float | None = None) -> str:
+    """'' for the run's own test split at its own thresholds; otherwise a file-name-safe name of the
+    data, the split and the threshold, so no other evaluation overwrites metrics.json.
+
+    Example:
+        >>> evaluation_name("test", None), evaluation_name("val", None), evaluation_name("test", None, 0.5)
+        ('', 'val', 'test_threshold0.5')
+    """
+    if data is None and split == "test" and threshold is None:
         return ""
     parts = ([re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(data).rstrip("/")).name or "data")] if data else []) + [split]
+    if threshold is not None:
+        parts.append(f"threshold{threshold:g}")
     return "_".join(parts)
 
 
@@ -77,7 +85,10 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     metrics["split"] = split
     metrics["data"] = str(data if data is not None else cfg.data.source)
     metrics["num_images"] = len(data_split)
-    name = evaluation_name(split, data)
+    threshold = (task_options or {}).get("threshold")
+    if threshold is not None:
+        metrics["threshold"] = threshold
+    name = evaluation_name(split, data, threshold)
     evaluation = Evaluation(run_dir, metrics, evaluator, loaded, predictor, data_split, name, cfg.seed)
     save_metrics(metrics, run_dir, evaluation.metrics_path.name)
     evaluator.save(run_dir, f"_{name}" if name else "")

@@ -43,6 +43,7 @@ import torch.nn as nn
 
 from vislab.core.config import ONNX_EXPORTERS as EXPORTERS
 from vislab.core.errors import UserError
+from vislab.core.files import load_onnx
 from vislab.core.weights import write_text
 
 SIDECAR_FORMAT = "vislab-onnx/1"
@@ -197,7 +198,7 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
                        "range": "resized and normalised: (x / 255 - mean) / std"}
     used, note = _export_graph(module, example, path, dynamic_batch, opset, exporter)
 
-    proto = onnx.load(str(path))
+    proto = load_onnx(path, "the export did not finish writing it; run `vislab export` again")
     metadata = {
         "format": SIDECAR_FORMAT,
         "source": str(spec),
@@ -282,15 +283,13 @@ def _parity_images(loaded, images, samples: int, seed: int) -> tuple[list[torch.
             array = array[:, :, None] if array.ndim == 2 else array[:, :, :3]
             tensors.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous())
         return tensors, [f"skimage.data.{n}" for n in photos], "scikit-image sample photos"
-    import yaml
-
-    from vislab.core.config import config_from_dict
+    from vislab.runs import read_config
 
     config = Path(loaded.run_dir) / "config.yaml"
     if not config.is_file():
         raise ExportError(f"{loaded.run_dir}: config.yaml is missing, so the test split is unknown; "
                           "give parity images with --images")
-    cfg = config_from_dict(yaml.safe_load(config.read_text()))
+    cfg = read_config(loaded.run_dir)
     dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed)  # the task's reader: image/mask pairs stay pairs
     split = dataset.splits.get("test") or dataset.splits.get("val")
     if split is None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from vislab.core.errors import RunError
+from vislab.core.files import onnxruntime_errors, reading
 from vislab.data.preprocess import Preprocessing
 
 
@@ -35,21 +36,21 @@ class OnnxModel:
         import onnxruntime as ort
 
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.exists():
             raise RunError(f"{self.path}: no such ONNX file; make one with `vislab export RUN --out {self.path}`")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        try:
+        with reading(self.path, "an ONNX model onnxruntime can load", "re-export it with `vislab export RUN`",
+                     errors=onnxruntime_errors()):
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise RunError(f"{self.path}: onnxruntime cannot load it ({str(exc)[:300]}); re-export it with "
-                           "`vislab export`") from None
-        raw = self.session.get_modelmeta().custom_metadata_map.get("vislab")
-        if raw is None:
-            raise RunError(f"{self.path}: no vislab metadata in this ONNX file, so its classes and preprocessing "
-                           "are unknown; export it with `vislab export RUN`")
-        self.metadata = json.loads(raw)
+            raw = self.session.get_modelmeta().custom_metadata_map.get("vislab")
+            if raw is None:
+                raise RunError(f"{self.path}: no vislab metadata in this ONNX file, so its classes and "
+                               "preprocessing are unknown; export it with `vislab export RUN`")
+            self.metadata = json.loads(raw)
+            if not isinstance(self.metadata, dict) or "preprocessing" not in self.metadata:
+                raise RunError(f"{self.path}: its vislab metadata is damaged; export it again with `vislab export RUN`")
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
         self.takes_pixels = bool(self.metadata.get("include_preprocessing"))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import socket
@@ -103,6 +102,7 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_mo
 
 
 from vislab.core.errors import PretrainedWeightsError  # noqa: E402,F401
+from vislab.core.files import BadFileError, load_safetensors, load_torch, read_json  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
     if path.is_dir():
         config_file = path / "config.json"
         if config_file.is_file():
-            config = json.loads(config_file.read_text())
+            config = read_json(config_file, "a model config (JSON)", "restore the folder's config.json")
         for name in _WEIGHT_FILES:
             if (path / name).is_file():
                 path = path / name
@@ -213,18 +213,18 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict, dict]:
             )
     if not path.is_file():
         raise PretrainedWeightsError(f"weights file {path} does not exist; check the --weights path")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path), device="cpu")), config
     try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError and friends: refuse, explain
-        raise PretrainedWeightsError(
-            f"{path} is not a plain tensor checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-            "vislab only reads weights with torch.load(weights_only=True) and never unpickles arbitrary "
-            "objects; re-save it as a state dict (torch.save(model.state_dict(), ...)) or as safetensors."
-        ) from None
+        if path.suffix == ".safetensors":
+            return load_safetensors(path, "a safetensors weights file", "give the model's .safetensors file, "
+                                    "or a torch state dict (.pth)"), config
+        checkpoint = load_torch(path, "a plain tensor checkpoint (torch.load with weights_only=True)",
+                                "vislab never unpickles arbitrary objects: re-save it as a state dict "
+                                "(torch.save(model.state_dict(), ...)) or as safetensors")
+    except BadFileError as exc:  # the kind callers of weights= catch
+        raise PretrainedWeightsError(str(exc)) from None
+    if not isinstance(checkpoint, dict):
+        raise PretrainedWeightsError(f"{path} holds a {type(checkpoint).__name__}, not a state dict; re-save it "
+                                     "with torch.save(model.state_dict(), ...) or as safetensors")
     return unwrap_state_dict(checkpoint, str(path)), config
 
 
@@ -647,14 +647,16 @@ def _read_hf_preprocessor(source: str) -> dict:
     path = Path(source).expanduser()
     if path.is_dir():
         file = path / "preprocessor_config.json"
-        return json.loads(file.read_text()) if file.is_file() else {}
+        return read_json(file, "a preprocessor config (JSON)", "restore the folder's preprocessor_config.json") \
+            if file.is_file() else {}
     try:
         from transformers.utils import cached_file
 
         file = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
     except (OSError, TypeError):
         return {}
-    return json.loads(Path(file).read_text()) if file else {}
+    return read_json(file, "a preprocessor config (JSON)", "delete it from the Hugging Face cache to download "
+                     "it again") if file else {}
 
 
 # PIL resample codes used in Hugging Face image processor configs

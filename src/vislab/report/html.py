@@ -9,7 +9,6 @@ file means a short note in its place, never a crash.
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as _dt
 import html
 import json
@@ -19,6 +18,7 @@ from typing import Callable, Iterable
 import yaml
 
 from vislab.core.errors import ConfigError, RunError
+from vislab.core.files import read_csv_rows, read_json, reading
 from vislab.tasks import Task, get_task
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
@@ -165,7 +165,8 @@ class _Report:
         path = self.run_dir / "config.yaml"
         if not path.is_file():
             return ""
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with reading(path, "a run's config (YAML)", "restore the config.yaml the run wrote"):
+            text = path.read_bytes().decode("utf-8", errors="replace")
         try:
             data = yaml.safe_load(text)
             shown = yaml.safe_dump(data, sort_keys=False, default_flow_style=False) if data is not None else text
@@ -337,7 +338,8 @@ class _Report:
         mime = IMAGE_TYPES.get(path.suffix.lower())
         if mime is None or not path.is_file():
             return ""
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        with reading(path, "a figure", "draw it again with `vislab evaluate`"):
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
         caption = html.escape(str(path.relative_to(self.run_dir)))
         return f'<figure><img src="data:{mime};base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
 
@@ -359,12 +361,11 @@ def _images(paths: Iterable[Path]) -> list[Path]:
 def _read_json(path: Path):
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path, "a JSON file of the run", "write it again with the command that made it")
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        rows = list(csv.reader(handle))
+    rows = read_csv_rows(path, "a CSV file of the run", "write it again with the command that made it")
     return (rows[0], rows[1:]) if rows else ([], [])
 
 

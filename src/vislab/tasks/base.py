@@ -296,7 +296,8 @@ class Task:
     def end_of_run_line(self, metrics: dict) -> str:
         value = metrics.get(self.headline)
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        return f"test {self.headline}: {shown}  test loss: {metrics.get('loss', float('nan')):.4f}"
+        split = metrics.get("split", "test")
+        return f"{split} {self.headline}: {shown}  {split} loss: {metrics.get('loss', float('nan')):.4f}"
 
 
 TASKS: Registry[type[Task]] = Registry("task")

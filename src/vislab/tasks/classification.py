@@ -228,8 +228,8 @@ class Classification(Task):
         if not metrics or len(counts) < 2 or max(counts) / min(counts) < self.IMBALANCE_RATIO:
             return []
         return [f"the training set is imbalanced (largest / smallest class {max(counts) / min(counts):.1f}): "
-                f"test balanced accuracy: {metrics.get('balanced_accuracy', float('nan')):.4f}  "
-                f"test macro-F1: {(metrics.get('macro') or {}).get('f1', float('nan')):.4f}"]
+                f"{metrics.get('split', 'test')} balanced accuracy: {metrics.get('balanced_accuracy', float('nan')):.4f}  "
+                f"{metrics.get('split', 'test')} macro-F1: {(metrics.get('macro') or {}).get('f1', float('nan')):.4f}"]
 
     def batch_stats(self, outputs, targets):
         return {"correct": correct_count(outputs, targets)}
@@ -299,7 +299,8 @@ class Classification(Task):
                 ("misclassified", "Misclassified examples", _misclassified)]
 
     def end_of_run_line(self, metrics):
-        return f"test accuracy: {metrics['accuracy']:.4f}  test loss: {metrics['loss']:.4f}"
+        split = metrics.get("split", "test")  # every printed number names its split
+        return f"{split} accuracy: {metrics['accuracy']:.4f}  {split} loss: {metrics['loss']:.4f}"
 
 
 EVALUATION_FIGURES = [

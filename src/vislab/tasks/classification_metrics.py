@@ -267,10 +267,13 @@ def load_metrics(run_dir: str | Path) -> dict | None:
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    metrics = json.loads(path.read_text())
+    from vislab.core.files import read_json
+
+    fix = "run `vislab evaluate` on the run again to rewrite it"
+    metrics = read_json(path, "a metrics file (JSON)", fix)
     curves = run_dir / "metrics_curves.json"
-    if curves.is_file() and "curves" not in metrics:
-        metrics["curves"] = json.loads(curves.read_text())
+    if curves.is_file() and isinstance(metrics, dict) and "curves" not in metrics:
+        metrics["curves"] = read_json(curves, "a metrics file (JSON)", fix)
     return metrics
 
 

@@ -25,8 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from vislab.core.errors import ConfigError
+from vislab.core.files import read_csv_rows, read_json
 
 MAX_POS_WEIGHT = 100.0  # a label on 1 image of 10,000 would otherwise weigh 9,999: the loss spikes
 
@@ -65,18 +64,19 @@ def read_class_weights(path: str | Path, class_names: Sequence[str]) -> torch.Te
     """Weights from a file: JSON ``{"class": w}`` (every class) or ``[w, ...]``, or CSV ``class,weight``."""
     path = Path(path).expanduser()
     names = [str(n) for n in class_names]
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"--class-weights {path}: no such file; give none, auto, or a JSON/CSV file of one weight "
                           "per class")
+    fix = 'expected JSON {"cat": 1.0, "dog": 3.5} or a CSV with rows class,weight'
+    if path.suffix.lower() == ".csv":
+        rows = [row for row in read_csv_rows(path, "a class-weights CSV", fix) if row]
+    else:
+        data = read_json(path, "a class-weights JSON file", fix)
     try:
         if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8-sig") as handle:
-                rows = [row for row in csv.reader(handle) if row]
             if rows and rows[0] and rows[0][0].strip().lower() in ("class", "label", "name"):
                 rows = rows[1:]
             data = {row[0].strip(): float(row[1]) for row in rows}
-        else:
-            data = json.loads(path.read_text())
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"--class-weights {path}: not readable as weights ({exc}); expected JSON "
                           '{"cat": 1.0, "dog": 3.5} or a CSV with rows class,weight') from None

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from vislab.core.errors import ConfigError
+from vislab.core.files import read_json
 from vislab.tasks.base import Evaluator, Metric, Task, register_task
 
 HISTOGRAM_BINS = 200  # score bins of the epoch mAP: per label, positives' and negatives' counts
@@ -422,7 +423,9 @@ class MultiLabel(Task):
                 ("mislabelled", "Images with the most wrong labels", _mislabelled_section)]
 
     def end_of_run_line(self, metrics):
-        return (f"test mAP: {metrics['map']:.4f}  micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
+        split = metrics.get("split", "test")
+        threshold = f" (threshold {metrics['threshold']:g} for every label)" if metrics.get("threshold") else ""
+        return (f"{split} mAP: {metrics['map']:.4f}{threshold}  micro-F1: {metrics['micro_f1']:.4f}  macro-F1: "
                 f"{metrics['macro_f1']:.4f}  subset accuracy: {metrics['subset_accuracy']:.4f}")
 
 
@@ -443,7 +446,7 @@ def _per_label_section(report) -> str:
     rows = [[html.escape(c["class"]), str(c["support"]), f"{c['threshold']:.2f}", f"{c['precision']:.3f}",
              f"{c['recall']:.3f}", f"{c['f1']:.3f}",
              "n/a" if c["average_precision"] is None else f"{c['average_precision']:.3f}"]
-            for c in json.loads(path.read_text()).get("per_class", [])]
+            for c in read_json(path, "a metrics file (JSON)", "run `vislab evaluate` again").get("per_class", [])]
     return report.table(["label", "support", "threshold", "precision", "recall", "F1", "AP"], rows)
 
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from vislab.core.errors import ConfigError
+from vislab.core.files import read_json
 from vislab.tasks.base import Evaluator, Metric, Task, register_task
 
 MIOU_AVERAGING = ("mean over classes of data-set-level IoU (TP / (TP + FP + FN) from one confusion matrix over "
@@ -399,8 +400,9 @@ class Segmentation(Task):
 
     def end_of_run_line(self, metrics):
         miou = metrics.get("miou")
-        return (f"test mIoU: {miou:.4f}" if miou is not None else "test mIoU: n/a") + \
-            f"  pixel accuracy: {metrics.get('pixel_accuracy') or 0:.4f}  test loss: {metrics.get('loss', 0):.4f}"
+        split = metrics.get("split", "test")
+        return (f"{split} mIoU: {miou:.4f}" if miou is not None else f"{split} mIoU: n/a") + \
+            f"  pixel accuracy: {metrics.get('pixel_accuracy') or 0:.4f}  {split} loss: {metrics.get('loss', 0):.4f}"
 
 
 def _palette_array(palette, count: int) -> np.ndarray:
@@ -415,12 +417,11 @@ SEGMENTATION_FIGURES = ["seg_class_iou.png", "seg_confusion_matrix.png", "seg_sa
 
 
 def _segmentation_section(report) -> str:
-    import json
 
     parts = []
     path = report.run_dir / "metrics.json"
     if path.is_file():
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path, "a metrics file (JSON)", "run `vislab evaluate` again")
         parts.append(f"<p>mIoU is the {html.escape(metrics.get('miou_averaging', MIOU_AVERAGING))}; "
                      f"{metrics.get('classes_in_mean', '?')} classes are in the mean.</p>")
         rows = [[r["class"], r["iou"], r["accuracy"], r["true_pixels"], r["predicted_pixels"]]

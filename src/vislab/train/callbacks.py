@@ -116,9 +116,19 @@ def read_history(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "history.csv"
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
+    from vislab.core.files import read_csv_rows
+
+    fix = "restore the history.csv the run wrote, or delete it to start the history afresh"
+    lines = [line for line in read_csv_rows(path, "a training history (CSV)", fix) if line]
+    if not lines:
+        return []
+    try:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in zip(lines[0], line)}
+                for line in lines[1:]]
+    except ValueError as exc:
+        from vislab.core.files import BadFileError
+
+        raise BadFileError(path, f"holds a value that is not a number ({exc})", fix) from None
 
 
 def truncate_history(path: Path, completed: int, columns: list[str]) -> None:

@@ -39,5 +39,14 @@ def save_training_state(path: Path, state: dict) -> None:
 
 
 def load_training_state(path: Path) -> dict:
+    from vislab.core.files import load_torch
+
     # Our own file, and still never unpickled beyond tensors and plain containers.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, "a vislab training checkpoint", "the file is damaged (a full disk, a copy cut "
+                       "short): retrain, or resume from a copy of the run folder")
+    if not isinstance(state, dict) or "model" not in state:
+        from vislab.core.files import BadFileError
+
+        raise BadFileError(path, "is not a vislab training checkpoint (no model state in it)",
+                           "give the checkpoints/last.pt a vislab run wrote")
+    return state

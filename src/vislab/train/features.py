@@ -78,10 +78,13 @@ class FeatureSet:
     def load(cls, path: str | Path) -> "FeatureSet":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            return cls(handle.get_tensor("features"), handle.get_tensor("labels"), meta.get("precision", "fp32"),
-                       float(meta.get("seconds", 0.0)))
+        from vislab.core.files import reading
+
+        with reading(path, "a cached feature set (safetensors)", "delete it; it is made again"):
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                return cls(handle.get_tensor("features"), handle.get_tensor("labels"),
+                           meta.get("precision", "fp32"), float(meta.get("seconds", 0.0)))
 
 
 def running_sums(device) -> tuple[torch.Tensor, torch.Tensor]:

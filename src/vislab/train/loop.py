@@ -34,6 +34,7 @@ from vislab.core.device import (
     autocast_context, resolve_device, resolve_precision, seed_everything, warn_if_slow_precision,
 )
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
+from vislab.core.errors import RunError
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
 from vislab.data.samplers import balanced_weights
@@ -591,10 +592,14 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         console = Console(quiet=True)
     if resume is not None:
         run_dir = Path(resume)
+        if not run_dir.is_dir():
+            raise RunError(f"--resume {run_dir}: no such run folder; give a folder written by `vislab train --out DIR`")
         state_path = run_dir / "checkpoints" / "last.pt"
-        if not state_path.is_file():
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoints/last.pt there; nothing to resume")
+        if not state_path.exists():
+            raise RunError(f"--resume {run_dir}: no checkpoints/last.pt there; nothing to resume")
         cfg = resume_config(run_dir, epochs)
+        # read before anything in the folder is written: a damaged checkpoint leaves the run as it was
+        state = load_training_state(state_path)
     else:
         # the default name holds a timestamp: rank 0's is everyone's
         run_dir = distributed.broadcast_object(dist, Path(cfg.out) if cfg.out else default_run_dir(cfg))
@@ -621,7 +626,8 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             console.print(f"[yellow]warning: {warning}[/]")
 
     task.prepare(dataset, console)  # e.g. class weights from the training counts
-    state = load_training_state(run_dir / "checkpoints" / "last.pt") if resume is not None else None
+    if resume is None:
+        state = None
     trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task,
                       choice=resumed_choice(cfg, state) if state is not None else None)
     cfg.train.speed = trainer.choice.to_dict()  # what was chosen and measured, for config.yaml and model.json

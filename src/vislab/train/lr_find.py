@@ -239,11 +239,9 @@ def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
     path = Path(path)
     lr = float(f"{lr:.3g}")
     if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc}); fix it or pass a new file to --write-config") \
-                from None
+        from vislab.core.files import read_yaml
+
+        data = read_yaml(path, "a YAML config", "fix it or pass a new file to --write-config", allow_empty=True) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections; pass a new file instead")
     else:

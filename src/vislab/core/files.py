@@ -1,0 +1,198 @@
+"""The one place where a file that cannot be read becomes a message for the user.
+
+Every reader of a file the user gives or a run folder holds (images, IDX, CSV, YAML,
+JSON, safetensors, torch state dicts, ``last.pt``, ONNX) decodes inside :func:`reading`,
+or calls one of the readers below, which do. A missing file, a folder in its place, a
+zero-byte, truncated or random file, or a file of another format ends in one
+:class:`BadFileError` that names the file, says what was wrong and what to do, and the
+CLI prints it as one line. ``tests/test_bad_files.py`` feeds every reader these cases
+and scans the package for decoders called outside this guard.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.json"
+    >>> _ = path.write_text("{not json")
+    >>> try:
+    ...     read_json(path, "a vislab model description", "retrain, or restore the file")
+    ... except BadFileError as exc:
+    ...     print(exc.reason.split(" (")[0])
+    cannot be read as a vislab model description
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import json
+import pickle
+import re
+import struct
+import zlib
+from pathlib import Path
+
+from vislab.core.errors import UserError
+
+
+class BadFileError(UserError, ValueError):
+    """A file that cannot be read: ``path``, ``reason`` (what was wrong) and ``fix`` (what to do)."""
+
+    def __init__(self, path, reason: str, fix: str = ""):
+        super().__init__(f"{path}: {reason}" + (f"; {fix}" if fix else ""))
+        self.path = str(path)
+        self.reason = reason
+        self.fix = fix
+
+
+class MissingFileError(BadFileError, FileNotFoundError):
+    """The file is not there (a :class:`FileNotFoundError` too, for callers that ask for one)."""
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What the decoders raise on a bad file (each library has its own kinds)."""
+    import yaml
+
+    errors: list[type[BaseException]] = [
+        OSError, EOFError, ValueError, RuntimeError, KeyError, IndexError, TypeError, SyntaxError,
+        struct.error, zlib.error, csv.Error, pickle.UnpicklingError, yaml.YAMLError,
+    ]
+    with contextlib.suppress(ImportError):
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    with contextlib.suppress(ImportError):
+        from google.protobuf.message import Error as ProtobufError
+
+        errors.append(ProtobufError)
+    return tuple(errors)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason from a decoder's exception: its first line, without the library's noise."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder"
+    if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)) or "truncated" in str(exc).lower():
+        return f"truncated or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # torch colours its messages
+    if not text:
+        return type(exc).__name__
+    first = text[0]
+    if len(first) > 160 and ". " in first:  # a library's paragraph: its first sentence says it
+        first = first.split(". ")[0]
+    return first[:200]
+
+
+def check_file(path, kind: str, fix: str, allow_empty: bool = False) -> Path:
+    """``path`` as a Path, or a :class:`BadFileError` if it is missing, a folder or (unless allowed) empty."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(path, "no such file", fix)
+    if path.is_dir():
+        raise BadFileError(path, f"is a folder, where {kind} was expected", fix)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadFileError(path, f"cannot be read ({exc.strerror or exc})", fix) from None
+    if size == 0 and not allow_empty:
+        raise BadFileError(path, f"is empty (zero bytes), where {kind} was expected", fix)
+    return path
+
+
+@contextlib.contextmanager
+def reading(path, kind: str, fix: str, errors: tuple[type[BaseException], ...] = (), allow_empty: bool = False):
+    """Decode ``path`` in the ``with`` block; any decoder's error becomes one :class:`BadFileError`.
+
+    Args:
+        path: the file.
+        kind: what it should be, as a phrase ("a labels CSV", "a safetensors weights file").
+        fix: what the user can do about it ("give the CSV with file,label rows").
+        errors: more exception types to treat as a bad file (e.g. onnxruntime's).
+        allow_empty: a zero-byte file is valid (an empty YAML config).
+
+    Keep the block to the decoding: an error the code after it raises is not the file's.
+    A :class:`~vislab.core.errors.UserError` raised in the block passes through unchanged.
+    """
+    path = check_file(path, kind, fix, allow_empty)
+    try:
+        yield path
+    except UserError:
+        raise
+    except _decode_errors() + tuple(errors) as exc:
+        raise BadFileError(path, f"cannot be read as {kind} ({_reason(exc)})", fix) from None
+
+
+def read_text(path, kind: str, fix: str, allow_empty: bool = False) -> str:
+    """The file as UTF-8 text (a byte-order mark dropped)."""
+    with reading(path, kind, fix, allow_empty=allow_empty) as path:
+        return path.read_text(encoding="utf-8-sig")
+
+
+def read_json(path, kind: str, fix: str):
+    """A JSON file's value."""
+    with reading(path, kind, fix) as path:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+
+
+def read_yaml(path, kind: str, fix: str, allow_empty: bool = False):
+    """A YAML file's value, read with ``yaml.safe_load`` (``None`` for an empty file, if allowed)."""
+    import yaml
+
+    with reading(path, kind, fix, allow_empty=allow_empty) as path:
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+
+
+def read_csv_rows(path, kind: str, fix: str) -> list[list[str]]:
+    """A CSV file's rows as lists of cells (UTF-8, byte-order mark dropped; blank lines kept as [])."""
+    with reading(path, kind, fix) as path:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return list(csv.reader(handle))
+
+
+def read_bytes(path, kind: str, fix: str) -> bytes:
+    """The file's bytes; a ``.gz`` file is decompressed (a truncated archive is refused)."""
+    with reading(path, kind, fix) as path:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+
+
+def load_safetensors(path, kind: str, fix: str, device: str = "cpu") -> dict:
+    """A safetensors file's tensors (nothing unpickled)."""
+    from safetensors.torch import load_file
+
+    with reading(path, kind, fix) as path:
+        return dict(load_file(str(path), device=device))
+
+
+def load_torch(path, kind: str, fix: str):
+    """A torch file read with ``torch.load(weights_only=True)``: tensors and plain containers only."""
+    import torch
+
+    with reading(path, kind, fix) as path:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def load_onnx(path, fix: str, load_external_data: bool = True):
+    """An ONNX model's protobuf."""
+    import onnx
+
+    with reading(path, "an ONNX model", fix, errors=(onnx.checker.ValidationError,)) as path:
+        return onnx.load(str(path), load_external_data=load_external_data)
+
+
+def onnxruntime_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's exception kinds (plain ``Exception`` subclasses), for ``reading(errors=...)``."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:
+        return ()
+    return tuple(getattr(state, name) for name in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel",
+                                                   "InvalidProtobuf", "RuntimeException", "InvalidGraph")
+                 if hasattr(state, name))
+
+
+__all__ = ["BadFileError", "MissingFileError", "check_file", "reading", "read_text", "read_json", "read_yaml",
+           "read_csv_rows", "read_bytes", "load_safetensors", "load_torch", "load_onnx", "onnxruntime_errors"]
