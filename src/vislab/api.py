@@ -169,15 +169,47 @@ def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=N
 
 
 def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, config: str | None = None,
-          **data_options) -> dict:
-    """``vislab audit``: audit.json and figures for a data set; returns the audit dict."""
+          task: str = "classification", label_issues: bool = False, folds: int | None = None,
+          rank_by: str = "self_confidence", console=None, **data_options) -> dict:
+    """``vislab audit``: audit.json and figures for a data set; returns the audit dict.
+
+    ``label_issues=True`` (``--label-issues``) also finds the images whose label is probably wrong
+    (:mod:`vislab.train.label_issues`: out-of-fold probabilities from ``folds`` logistic regressions on
+    the shipped EfficientNet-Lite0's features, then cleanlab, ranked by ``rank_by``); it writes
+    label_issues.csv, plots/label_issues.png, a ``label_issues`` section in audit.json and report.html.
+    ``task="multilabel"`` reads a multi-label CSV (cleanlab's multi-label support then scores it).
+
+    Example:
+        >>> result = audit("photos/", out="audits/photos", label_issues=True)       # doctest: +SKIP
+        >>> result["label_issues"]["issues"], result["label_issues"]["csv"]          # doctest: +SKIP
+        (12, 'label_issues.csv')
+    """
     from vislab.data.audit import audit_dataset
-    from vislab.data.sources import load_dataset
+    from vislab.tasks import get_task
 
     cfg = resolve_config(config, {**_overrides({"data": data, **data_options}), "seed": seed})
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    reader = get_task(task)
+    dataset = reader.load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    result = audit_dataset(dataset, folder, max_images=max_images, seed=cfg.seed, near_duplicates=True)
+    section = None
+    if label_issues:
+        from vislab.train.label_issues import find_label_issues
+
+        if task == "segmentation":
+            raise ConfigError("--label-issues checks image labels (classification, multilabel); a segmentation "
+                              "mask has no single label to check: drop --label-issues or --task segmentation")
+        if cfg.data.max_per_class and next(iter(dataset.splits.values())).in_memory:
+            raise ConfigError("--label-issues names built-in images by their index, which --max-per-class renumbers; "
+                              "drop --max-per-class (or audit a folder or CSV of the images you keep)")
+        # every labelled image, named as the source gives it (what train --exclude/--relabel match)
+        whole = reader.load_dataset(dataclasses.replace(cfg.data, val_split=0, test_split=0), seed=cfg.seed)
+        section = find_label_issues(whole, folder, folds=folds, rank_by=rank_by, seed=cfg.seed, console=console)
+    result = audit_dataset(dataset, folder, max_images=max_images, seed=cfg.seed, near_duplicates=True,
+                           label_issues=section)
+    if label_issues:
+        from vislab.report.html import build_report
+
+        result["report"] = str(build_report(folder))
     result["out"] = str(folder)
     return result
 

@@ -21,6 +21,7 @@ from vislab.core.config import (
 )
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
+from vislab.core.config import LABEL_ISSUE_RANKINGS
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -235,6 +236,11 @@ def _add_train(sub) -> None:
     t.add_argument("--monitor", default=None, help="early stopping metric (default val_loss)")
     t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
     t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
+    t.add_argument("--exclude", default=None, metavar="FILE",
+                   help="label_issues.csv (`vislab audit --label-issues`): train without the images it lists "
+                        "(recorded in config.yaml as data.exclude)")
+    t.add_argument("--relabel", default=None, metavar="FILE",
+                   help="label_issues.csv: train with its suggested labels (recorded in config.yaml as data.relabel)")
     _add_augment_options(p)
     _add_segmentation_options(p)
 
@@ -282,6 +288,7 @@ def train_overrides(args) -> dict:
         "train.early_stopping.min_delta": args.min_delta,
         "train.early_stopping.restore_best": False if args.no_restore_best else None,
         **_data_overrides(args), **_augment_overrides(args), **_segmentation_overrides(args),
+        "data.exclude": getattr(args, "exclude", None), "data.relabel": getattr(args, "relabel", None),
     }
     if args.model_opt:
         overrides["model.options"] = _parse_options(args.model_opt)
@@ -552,6 +559,14 @@ def _add_audit(sub) -> None:
     p.add_argument("--max-images", type=_positive_int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
+    p.add_argument("--label-issues", action="store_true",
+                   help="find images whose label is probably wrong: out-of-fold probabilities (logistic regression "
+                        "on the shipped EfficientNet-Lite0's features, K folds) + cleanlab; writes "
+                        "label_issues.csv, plots/label_issues.png and report.html")
+    p.add_argument("--folds", type=_positive_int, default=None, metavar="K",
+                   help="--label-issues: folds for the out-of-fold probabilities; every class needs K images (default 5)")
+    p.add_argument("--rank-by", choices=LABEL_ISSUE_RANKINGS, default="self_confidence",
+                   help="--label-issues: cleanlab's label quality score that orders label_issues.csv")
 
 
 def _cmd_audit(args) -> int:
@@ -562,6 +577,19 @@ def _cmd_audit(args) -> int:
     from vislab.tasks import get_task
 
     cfg = resolve_config(args.config, {**_data_overrides(args), "seed": args.seed})
+    if args.label_issues:  # the API's audit, with the label-issue search and its report
+        from vislab import api
+
+        data_options = {key.split(".", 1)[1]: value for key, value in _data_overrides(args).items()
+                        if value is not None and key != "data.source"}
+        console = Console(highlight=False)
+        audit = api.audit(args.data, out=args.out, max_images=args.max_images, seed=args.seed, config=args.config,
+                          task=args.task, label_issues=True, folds=args.folds, rank_by=args.rank_by,
+                          console=console, **data_options)
+        print_audit(audit, console)
+        console.print(f"wrote {Path(audit['out']) / 'audit.json'}, {Path(audit['out']) / 'label_issues.csv'} and "
+                      f"{audit['report']}")
+        return 0
     dataset = get_task(args.task).load_dataset(cfg.data, seed=cfg.seed)
     out = Path(args.out or f"audit-{Path(str(dataset.name)).name or 'data'}")
     audit = audit_dataset(dataset, out, max_images=args.max_images, seed=cfg.seed, near_duplicates=True)
