@@ -5,6 +5,7 @@ detector sees them), the DOM holds the sections, and the screenshot is not blank
 (with the dark page header drawn, so the inline CSS applied).
 """
 
+import json
 import shutil
 import subprocess
 import types
@@ -58,6 +59,16 @@ def report(tmp_path_factory):
     images = rng.integers(0, 256, size=(30, 3, 16, 16), dtype=np.uint8)
     predictions = types.SimpleNamespace(labels=labels, probs=probs, sources=[f"test#{i}" for i in range(30)])
     write_evaluation_figures(predictions, ["a", "b", "c"], metrics, lambda idx: images[idx], run)
+    # the audit's label-issues section (`vislab audit --label-issues`) and its grid
+    from vislab.viz.label_issues import plot_label_issues
+
+    top = [{"file": f"train#{i}", "given": "a", "suggested": "b", "score": 0.01 * i, "split": "train"} for i in range(4)]
+    plot_label_issues(list(images[:4]), ["a → b"] * 4, run / "plots" / "label_issues.png")
+    (run / "audit.json").write_text(json.dumps({"dataset": "toy", "num_classes": 3, "warnings": [], "label_issues": {
+        "model": "efficientnet_lite0 features + logistic regression, 5 folds", "method": "cleanlab", "folds": 5,
+        "rank_by": "self_confidence", "filter_by": "prune_by_noise_rate", "images_checked": 30, "issues": 4,
+        "issue_rate": 0.1333, "out_of_fold_accuracy": 0.9, "per_class": {"a": 4}, "csv": "label_issues.csv",
+        "figure": "plots/label_issues.png", "top": top}}))
     return build_report(run)
 
 
@@ -74,9 +85,10 @@ def test_report_loads_without_console_errors(report, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert console_errors(result.stderr) == []
     dom = result.stdout
-    for heading in ("Summary", "Metrics", "Evaluation figures", "Misclassified examples"):
+    for heading in ("Summary", "Metrics", "Evaluation figures", "Misclassified examples", "Label issues"):
         assert f"<h2>{heading}</h2>" in dom
-    assert dom.count("<img ") >= 9
+    assert dom.count("<img ") >= 10
+    assert "label_issues.png" in dom and "train#3" in dom  # the label-issues grid and its rows rendered
 
 
 def test_report_screenshot_is_not_blank(report, tmp_path):

@@ -211,15 +211,24 @@ def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=N
 
 
 def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, config: str | None = None,
-          task: str = "classification", console=None, **data_options) -> dict:
+          task: str = "classification", label_issues: bool = False, folds: int | None = None,
+          rank_by: str = "self_confidence", console=None, **data_options) -> dict:
     """``vislab audit``: audit.json and figures for a data set, read and audited as ``task`` reads it
     (a multi-label CSV, image/mask pairs); returns the audit dict, with ``out`` (the folder written).
 
     ``out`` defaults to ``audit-<data name>``; ``console`` (a rich Console) also prints the audit.
+    ``label_issues=True`` (``--label-issues``) also finds the images whose label is probably wrong
+    (:mod:`vislab.train.label_issues`: out-of-fold probabilities from ``folds`` logistic regressions on
+    the shipped EfficientNet-Lite0's features, then cleanlab, ranked by ``rank_by``); it writes
+    label_issues.csv, plots/label_issues.png, a ``label_issues`` section in audit.json and report.html.
+    ``task="multilabel"`` reads a multi-label CSV (cleanlab's multi-label support then scores it).
 
     Example:
         >>> api.audit("data/fashion-seg", task="segmentation")["masks"]["train"]["images"]   # doctest: +SKIP
         2000
+        >>> result = audit("photos/", out="audits/photos", label_issues=True)       # doctest: +SKIP
+        >>> result["label_issues"]["issues"], result["label_issues"]["csv"]          # doctest: +SKIP
+        (12, 'label_issues.csv')
     """
     from vislab.tasks import get_task
 
@@ -227,7 +236,25 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
     task_ = get_task(task)
     dataset = task_.load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
-    result = task_.audit(dataset, folder, seed=cfg.seed, max_images=max_images, near_duplicates=True)
+    section = None
+    if label_issues:
+        from vislab.train.label_issues import find_label_issues
+
+        if task_.per_pixel:
+            raise ConfigError(f"--label-issues checks image labels (classification, multilabel); a {task} target "
+                              f"has no single label per image to check: drop --label-issues or --task {task}")
+        if cfg.data.max_per_class and next(iter(dataset.splits.values())).in_memory:
+            raise ConfigError("--label-issues names built-in images by their index, which --max-per-class renumbers; "
+                              "drop --max-per-class (or audit a folder or CSV of the images you keep)")
+        # every labelled image, named as the source gives it (what train --exclude/--relabel match)
+        whole = task_.load_dataset(dataclasses.replace(cfg.data, val_split=0, test_split=0), seed=cfg.seed)
+        section = find_label_issues(whole, folder, folds=folds, rank_by=rank_by, seed=cfg.seed, console=console)
+    result = task_.audit(dataset, folder, seed=cfg.seed, max_images=max_images, near_duplicates=True,
+                         label_issues=section)
+    if label_issues:
+        from vislab.report.html import build_report
+
+        result["report"] = str(build_report(folder))
     result["out"] = str(folder)
     if console is not None:
         from vislab.data.audit import print_audit

@@ -22,6 +22,7 @@ from vislab.core.config import (
 )
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
+from vislab.core.config import LABEL_ISSUE_RANKINGS
 
 # train's and lr-find's arguments that are not config options: what to do, not what to train
 _NOT_OPTIONS = {"command", "config", "resume", "no_evaluate", "no_figures", "no_progress", "model_opt",
@@ -231,6 +232,11 @@ def _add_train(sub) -> None:
     t.add_argument("--monitor", default=None, help="early stopping metric (default val_loss)")
     t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
     t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
+    t.add_argument("--exclude", default=None, metavar="FILE",
+                   help="label_issues.csv (`vislab audit --label-issues`): train without the images it lists "
+                        "(recorded in config.yaml as data.exclude)")
+    t.add_argument("--relabel", default=None, metavar="FILE",
+                   help="label_issues.csv: train with its suggested labels (recorded in config.yaml as data.relabel)")
     _add_augment_options(p)
     _add_segmentation_options(p)
 
@@ -485,6 +491,14 @@ def _add_audit(sub) -> None:
     p.add_argument("--max-images", type=_positive_int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
+    p.add_argument("--label-issues", action="store_true",
+                   help="find images whose label is probably wrong: out-of-fold probabilities (logistic regression "
+                        "on the shipped EfficientNet-Lite0's features, K folds) + cleanlab; writes "
+                        "label_issues.csv, plots/label_issues.png and report.html")
+    p.add_argument("--folds", type=_positive_int, default=None, metavar="K",
+                   help="--label-issues: folds for the out-of-fold probabilities; every class needs K images (default 5)")
+    p.add_argument("--rank-by", choices=LABEL_ISSUE_RANKINGS, default="self_confidence",
+                   help="--label-issues: cleanlab's label quality score that orders label_issues.csv")
 
 
 def _cmd_audit(args) -> int:
@@ -493,7 +507,8 @@ def _cmd_audit(args) -> int:
     from vislab import api
 
     api.audit(args.data, out=args.out, max_images=args.max_images, seed=args.seed, config=args.config,
-              task=args.task, console=Console(highlight=False), **_data_options(args))
+              task=args.task, label_issues=args.label_issues, folds=args.folds, rank_by=args.rank_by,
+              console=Console(highlight=False), **_data_options(args))
     return 0
 
 

@@ -51,6 +51,9 @@ LOSSES = ("auto", "focal", "asymmetric", "dice", "ce+dice")
 SAMPLERS = ("none", "balanced")
 THRESHOLD_METRICS = ("f1", "f2", "mcc", "jaccard")  # what per-class multi-label thresholds maximise
 LABEL_SEPARATORS = ("auto", "space", "comma", "semicolon", "pipe")
+# label issues (`vislab audit --label-issues`, vislab.train.label_issues): cleanlab's ranking scores and filters
+LABEL_ISSUE_RANKINGS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+LABEL_ISSUE_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 
 
 
@@ -72,6 +75,8 @@ class DataConfig:
     test_split: float = 0.2  # same, for test, when the source has no test split
     max_per_class: int | None = None  # keep at most N training images per class (few-shot runs)
     workers: int = 2  # DataLoader worker processes (file datasets) / file-check threads
+    exclude: str | None = None  # label_issues.csv (`vislab audit --label-issues`): leave its files out
+    relabel: str | None = None  # label_issues.csv: give its files their suggested labels
 
 
 @dataclass

@@ -61,7 +61,8 @@ class SingleLabels:
 
 
 def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, samples_per_class: int = SAMPLES_PER_CLASS,
-                  near_duplicates: bool | None = None, figures: bool = True, labels: SingleLabels | None = None) -> dict:
+                  near_duplicates: bool | None = None, figures: bool = True, labels: SingleLabels | None = None,
+                  label_issues: dict | None = None) -> dict:
     """Audit ``dataset`` and write ``audit.json`` plus figures under ``out_dir/plots/``.
 
     Args:
@@ -74,6 +75,8 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
         samples_per_class: images per class in the samples grid.
         figures: False writes audit.json alone (``vislab train --no-figures``).
         labels: how the labels are counted (:class:`SingleLabels` by default; a task passes its own).
+        label_issues: the ``label_issues`` section to add (label errors need trained models, a layer above
+            data: :func:`vislab.train.label_issues.find_label_issues` computes it; ``vislab audit --label-issues``).
 
     Returns:
         The audit as a dict (the same content as ``audit.json``).
@@ -117,6 +120,9 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     bad_files = list({entry["path"]: entry for entry in bad_files}.values())
     if bad_files:
         warnings.append(f"{len(bad_files)} bad file(s) were skipped; see bad_files")
+    if label_issues is not None:
+        warnings.append(f"{label_issues['issues']} image(s) of {label_issues['images_checked']:,} probably carry a wrong "
+                        f"label; see {label_issues['csv']} (train --exclude or --relabel it)")
     audit = {
         "dataset": str(getattr(dataset, "name", "")),
         "num_classes": len(class_names),
@@ -128,8 +134,11 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
         "duplicates": duplicates,
         "bad_files": bad_files,
         "warnings": warnings,
-        "figures": [str(p.relative_to(out_dir)) for p in drawn],
+        "figures": [str(p.relative_to(out_dir)) for p in drawn] + ([label_issues["figure"]] if label_issues and
+                                                                   label_issues.get("figure") else []),
     }
+    if label_issues is not None:
+        audit["label_issues"] = label_issues
     (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
     return audit
 
@@ -552,6 +561,13 @@ def print_audit(audit: dict, console=None) -> None:
                           "across splits")
         elif near:
             console.print(f"near-duplicates: not checked ({near.get('reason')})")
+    issues = audit.get("label_issues")
+    if issues:
+        console.print(f"label issues ({issues['model']}; cleanlab, ranked by {issues['rank_by']}): {issues['issues']} "
+                      f"of {issues['images_checked']:,} images flagged; out-of-fold accuracy "
+                      f"{issues['out_of_fold_accuracy']:.1%}")
+        for row in issues.get("top", [])[:5]:
+            console.print(f"  {row['file']}: {row['given']} → {row['suggested']} (score {row['score']:.3g})")
     for warning in audit.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
 

@@ -42,6 +42,7 @@ from vislab.core.errors import DataError
 from vislab.data.sources import (
     SPLIT_NAMES, Dataset, Split, _count, _natural_key, _read_csv, _resolve_file, validate_files,
 )
+from vislab.data.label_edits import apply_label_edits
 from vislab.data.stratify import multilabel_split
 
 # --label-sep names (and the characters themselves are accepted too)
@@ -229,6 +230,10 @@ def load_multilabel_dataset(cfg, seed: int = 0) -> Dataset:
         test_cfg = type(cfg)(**{**cfg.__dict__, "image_root": None}) if cfg.image_root is None else cfg
         splits["test"], test_bad = _split(test_path, test_files, test_targets, test_cfg, "test")
         bad += test_bad
+    # label_issues.csv names images as the CSVs give them: edit before the stratified val/test split
+    edited = apply_label_edits(Dataset(path.stem, classes, splits), getattr(cfg, "exclude", None),
+                               getattr(cfg, "relabel", None))
+    splits, train = edited.splits, edited.splits["train"]
     if "test" not in splits:
         n_test = _count(cfg.test_split, len(train))
         if n_test:
@@ -241,4 +246,4 @@ def load_multilabel_dataset(cfg, seed: int = 0) -> Dataset:
     splits["train"] = train
     if len(train) == 0:
         raise DataError(f"{path}: no usable training image ({len(bad)} bad files skipped)")
-    return Dataset(path.stem, classes, {k: splits[k] for k in SPLIT_NAMES if k in splits}, bad)
+    return Dataset(path.stem, classes, {k: splits[k] for k in SPLIT_NAMES if k in splits}, bad, edited.label_edits)

@@ -27,6 +27,7 @@ import torch
 from vislab.core.config import SPLITS
 from vislab.core.files import BadFileError, read_bytes, read_csv_rows, read_text, reading
 from vislab.data.images import BadImageError, is_image_file, read_image
+from vislab.data.label_edits import apply_label_edits
 
 BUILTIN = ("mnist", "fashion-mnist", "cifar10", "digits")
 SPLIT_NAMES = SPLITS
@@ -89,6 +90,7 @@ class Dataset:
     class_names: list[str]
     splits: dict[str, Split]
     bad_files: list[tuple[str, str]] = field(default_factory=list)
+    label_edits: dict[str, int] = field(default_factory=dict)  # --exclude/--relabel: images each one changed
 
     @property
     def num_classes(self) -> int:
@@ -156,6 +158,8 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
     _check_usable(dataset, source)  # before splitting, so the message is about the data itself
     if cfg.test_csv:
         dataset.splits["test"] = _load_test_csv(Path(cfg.test_csv), dataset, cfg)
+    # label_issues.csv names images as the source gives them: edit before the seeded val/test split
+    dataset = apply_label_edits(dataset, getattr(cfg, "exclude", None), getattr(cfg, "relabel", None))
     dataset = _make_splits(dataset, cfg, seed)
     if cfg.max_per_class:
         dataset.splits["train"] = _cap_per_class(dataset.splits["train"], cfg.max_per_class, seed)

@@ -74,9 +74,9 @@ def build_report(run_dir) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist; pass the folder written by `vislab train`")
-    if not (run_dir / "model.json").is_file() and not (run_dir / "config.yaml").is_file():
+    if not any((run_dir / name).is_file() for name in ("model.json", "config.yaml", "audit.json")):
         raise RunError(f"{run_dir} is not a vislab run folder: it has neither model.json nor config.yaml. "
-                       "Pass the folder `vislab train --out DIR` wrote")
+                       "Pass the folder `vislab train --out DIR` (or `vislab audit --out DIR`) wrote")
     report = _Report(run_dir)
     task = report.task
     sections = [
@@ -84,6 +84,7 @@ def build_report(run_dir) -> Path:
         ("config", "Configuration", report.config),
         ("model", "Model", report.model),
         ("audit", "Dataset audit", report.audit),
+        ("label-issues", "Label issues", report.label_issues),
         ("training", "Training", report.training),
         ("metrics", "Metrics", report.metrics),
         *[(a, t, (lambda b=b: b(report))) for a, t, b in task.report_sections()],
@@ -247,6 +248,33 @@ class _Report:
                     rows = [["<br>".join(html.escape(str(s)) for s in e.get("sources", [])), html.escape(", ".join(e.get("splits", []))), html.escape(", ".join(map(str, e.get("labels", []))))] for e in examples[:20]]
                     parts.append(_table(["files", "splits", "labels"], rows, raw_columns={0, 1, 2}, text_columns={0, 1, 2}))
         parts += [self._figure(p) for p in figures]
+        return "\n".join(parts)
+
+    def label_issues(self) -> str:
+        """audit.json's ``label_issues`` section: what was run, the top rows of label_issues.csv, the grid."""
+        audit = _read_json(self.run_dir / "audit.json")
+        issues = audit.get("label_issues") if isinstance(audit, dict) else None
+        if not isinstance(issues, dict):
+            return ""
+        items = [("model", issues.get("model")), ("method", issues.get("method")),
+                 ("ranked by", f"{issues.get('rank_by')} (lower score: more likely wrong); flagged by "
+                               f"{issues.get('filter_by')}"),
+                 ("images checked", issues.get("images_checked")),
+                 ("flagged", f"{issues.get('issues')} ({_pct(issues.get('issue_rate'))})"),
+                 ("out-of-fold accuracy", _pct(issues.get("out_of_fold_accuracy"))),
+                 ("flagged per given class", _inline(issues.get("per_class") or {}))]
+        parts = [_kv_table(items)]
+        rows = [[r.get("file"), r.get("given"), r.get("suggested"), _num(r.get("score")), r.get("split")]
+                for r in issues.get("top") or []]
+        if rows:
+            parts.append(f'<p class="note">The {len(rows)} most likely of {issues.get("issues")}; all of them are in '
+                         f'{html.escape(str(issues.get("csv")))}. Train without them with <code>vislab train '
+                         "--exclude label_issues.csv</code>, or with the suggested labels with <code>--relabel "
+                         "label_issues.csv</code>.</p>")
+            parts.append(_table(["file", "given", "suggested", "score", "split"], rows, text_columns={0, 1, 2, 4}))
+        figure = issues.get("figure")
+        if figure and (self.run_dir / figure).is_file():
+            parts.append(self._figure(self.run_dir / figure))
         return "\n".join(parts)
 
     def training(self) -> str:

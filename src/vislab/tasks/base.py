@@ -173,18 +173,18 @@ class Task:
         return load_dataset(data_cfg, seed=seed)
 
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
-              near_duplicates: bool | None = None) -> dict:
+              near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
         """The audit of the task's data and targets, written to ``out_dir/audit.json`` and, with
         ``figures``, its figures under ``out_dir/plots/`` (`vislab audit --task`, and every training run).
 
         The default counts one class per image; a task with other targets counts them its own way (a
         multi-label task every label of an image, a per-pixel task its masks' pixels). ``max_images``:
         images decoded for the colour study; ``near_duplicates``: the perceptual-hash check (None: up to
-        a size)."""
+        a size); ``label_issues``: the label-issues section (``vislab audit --label-issues``) to add."""
         from vislab.data.audit import audit_dataset
 
         return audit_dataset(dataset, out_dir, seed=seed, figures=figures, max_images=max_images,
-                             near_duplicates=near_duplicates)
+                             near_duplicates=near_duplicates, label_issues=label_issues)
 
     def model_config(self, model_cfg, native_size):
         """The model config to build with (a per-pixel task keeps the data's own size)."""

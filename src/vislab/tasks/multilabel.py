@@ -248,12 +248,12 @@ class MultiLabel(Task):
         return load_multilabel_dataset(data_cfg, seed=seed)
 
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
-              near_duplicates: bool | None = None) -> dict:
+              near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
         """The audit with every label of an image counted, and the images without any label."""
         from vislab.data.audit import audit_dataset
 
         return audit_dataset(dataset, out_dir, seed=seed, figures=figures, max_images=max_images,
-                             near_duplicates=near_duplicates, labels=LabelSets())
+                             near_duplicates=near_duplicates, labels=LabelSets(), label_issues=label_issues)
 
     def targets(self, labels):
         return labels.float()

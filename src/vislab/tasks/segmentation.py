@@ -229,7 +229,7 @@ class Segmentation(Task):
         return dataset
 
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
-              near_duplicates: bool | None = None) -> dict:
+              near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
         """The mask audit (pixels per class, images without foreground, ignored pixels, bad pairs);
         ``max_images`` and ``near_duplicates`` concern the image studies, which a mask audit does not run."""
         from vislab.data.segmentation import audit_masks

