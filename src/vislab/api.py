@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from vislab import __version__  # noqa: F401  (the CLI's --version reads it here)

@@ -68,18 +68,22 @@ def write_label_issues(path, rows) -> Path:
 
 def read_label_issues(path, flag: str) -> dict[str, str]:
     """``file`` -> ``suggested`` from a label_issues.csv, or a DataError naming ``flag`` and the fix."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{flag} {path}: no such file; pass the label_issues.csv that `vislab audit --label-issues` "
-                        "wrote")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ("file", "suggested") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{flag} {path}: no {' or '.join(missing)} column (it has {reader.fieldnames}); pass the "
-                            "label_issues.csv that `vislab audit --label-issues` wrote (columns "
-                            f"{','.join(COLUMNS)})")
-        return {row["file"].strip(): (row["suggested"] or "").strip() for row in reader if (row["file"] or "").strip()}
+    from vislab.core.files import read_csv_rows
+
+    fix = "pass the label_issues.csv that `vislab audit --label-issues` wrote"
+    rows = read_csv_rows(Path(path).expanduser(), f"{flag} file", fix)
+    header = [cell.strip() for cell in rows[0]] if rows else []
+    missing = [c for c in ("file", "suggested") if c not in header]
+    if missing:
+        raise DataError(f"{flag} {path}: no {' or '.join(missing)} column (it has {header}); {fix} (columns "
+                        f"{','.join(COLUMNS)})")
+    at_file, at_suggested = header.index("file"), header.index("suggested")
+    edits = {}
+    for row in rows[1:]:
+        name = row[at_file].strip() if len(row) > at_file else ""
+        if name:
+            edits[name] = row[at_suggested].strip() if len(row) > at_suggested else ""
+    return edits
 
 
 def apply_label_edits(dataset, exclude: str | None = None, relabel: str | None = None):
