@@ -16,27 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": usable, "system": platform.system(), "python": platform.python_version()}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import FMNIST_DIR, machine  # noqa: E402
 
 
 def versions() -> dict:
@@ -51,17 +37,33 @@ def versions() -> dict:
             "sklearn": sklearn.__version__, "matplotlib": matplotlib.__version__}
 
 
-def train_small_cnn(out: Path, data_dir: str) -> Path:
+def train_small_cnn(out: Path, data_dir: str, per_class: int = 300) -> Path:
     """A quick, small CNN on a slice of the training set; the run folder is what is evaluated."""
     from vislab.core.config import resolve_config
     from vislab.train.loop import train_run
 
     cfg = resolve_config(None, {
-        "data.source": "fashion-mnist", "data.data_dir": data_dir, "data.max_per_class": 300,
+        "data.source": "fashion-mnist", "data.data_dir": data_dir, "data.max_per_class": per_class,
         "model.name": "chollet_convnet", "train.epochs": 1, "out": str(out), "seed": 0,
     })
     train_run(cfg, progress=False)
     return out
+
+
+def test_slice(run_dir: Path, per_class: int):
+    """The run's data set with its test split cut to the first ``per_class`` images of each class."""
+    import numpy as np
+
+    from vislab.data.sources import load_dataset
+    from vislab.runs import read_config
+
+    cfg = read_config(run_dir)
+    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    test = dataset.splits["test"]
+    labels = test.labels.numpy()
+    keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]))
+    dataset.splits["test"] = test.subset(keep, "test")
+    return dataset
 
 
 def main(argv=None) -> int:
@@ -69,6 +71,9 @@ def main(argv=None) -> int:
     parser.add_argument("--run", default=None, help="existing Fashion-MNIST run folder to evaluate")
     parser.add_argument("--data-dir", default=FMNIST_DIR, help="folder with the Fashion-MNIST idx files")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--train-per-class", type=int, default=300, help="training images per class of the small CNN")
+    parser.add_argument("--test-per-class", type=int, default=None,
+                        help="evaluate on the first N test images of each class (default: all 10,000)")
     args = parser.parse_args(argv)
     if not Path(args.data_dir).is_dir():
         print(f"bench_evaluate: {args.data_dir} not found; install Debian's dataset-fashion-mnist "
@@ -78,9 +83,12 @@ def main(argv=None) -> int:
     from vislab.pipelines import run_evaluation as evaluate_run
 
     with tempfile.TemporaryDirectory(prefix="vislab-bench-eval-") as tmp:
-        run_dir = Path(args.run) if args.run else train_small_cnn(Path(tmp) / "run", args.data_dir)
+        run_dir = (Path(args.run) if args.run else
+                   train_small_cnn(Path(tmp) / "run", args.data_dir, args.train_per_class))
+        dataset = test_slice(run_dir, args.test_per_class) if args.test_per_class else None
         start = time.perf_counter()
-        metrics = evaluate_run(run_dir, batch_size=args.batch_size, device="cpu", figures=True, report=True)
+        metrics = evaluate_run(run_dir, dataset=dataset, batch_size=args.batch_size, device="cpu", figures=True,
+                               report=True)
         seconds = time.perf_counter() - start
         plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
         report_bytes = (run_dir / "report.html").stat().st_size

@@ -7,7 +7,8 @@ first (printed as ``frozen+LR``), then LP-FT (Kumar et al. 2022): the classifier
 fit (``--init lr``) and the whole network trains for ``--epochs`` with AdamW, a 10 % warm-up then
 cosine (one-cycle), ``--lr`` for the body and ``--lr-head`` for the classifier, no decay on
 norms/biases, BatchNorm frozen (``--bn eval``) or training, flip / shift augmentation, label
-smoothing. One JSON line per epoch with the test accuracy; every line carries the CPU model.
+smoothing. One JSON line per epoch with the test accuracy; every line carries ``machine`` (CPU model,
+load average).
 
     python benchmarks/bench_lpft.py --size 160 --epochs 5 --lr 1e-4 --lr-head 1e-3 --bn eval
     OMP_NUM_THREADS=1 python benchmarks/bench_lpft.py --size 224 --epochs 2 --aug flipshift --ls 0.1
@@ -22,11 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from bench_transfer import per_class
 from _common import machine
-CPU = {k: machine()[k] for k in ('cpu', 'cores')}
 THREADS = torch.get_num_threads()
 from vislab.models import create_model
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--train-per-class", type=int, default=40)
 p.add_argument("--test", type=int, default=50)
 p.add_argument("--size", type=int, default=224)
 p.add_argument("--epochs", type=int, default=5)
@@ -44,7 +45,7 @@ p.add_argument("--tta", action="store_true")
 p.add_argument("--speed", action="store_true")
 a = p.parse_args()
 torch.manual_seed(0)
-tr = per_class("train", 40, a.seed); te = per_class("t10k", a.test, a.seed + 1)
+tr = per_class("train", a.train_per_class, a.seed); te = per_class("t10k", a.test, a.seed + 1)
 model = create_model(a.model, num_classes=10, in_chans=3, pretrained=True)
 def prep(x, size=a.size):  # uint8 (N,1,28,28) -> normalized 3ch
     x = x.float() / 255
@@ -68,7 +69,7 @@ with torch.no_grad():
 t_lr = time.perf_counter() - t0
 acc_lr = float((logits(te[0]).argmax(1) == te[1]).float().mean())
 t_lr_eval = time.perf_counter() - t0
-print(json.dumps({"setup": "frozen+LR", "size": a.size, "acc": round(acc_lr, 4), "fit_s": round(t_lr, 1), "with_eval_s": round(t_lr_eval, 1), "seed": a.seed, **CPU, "threads": THREADS, "load_1min": machine()["load_1min"]}), flush=True)
+print(json.dumps({"setup": "frozen+LR", "size": a.size, "acc": round(acc_lr, 4), "fit_s": round(t_lr, 1), "with_eval_s": round(t_lr_eval, 1), "seed": a.seed, "machine": machine(), "threads": THREADS}), flush=True)
 if a.init == "zero":
     nn.init.zeros_(head.weight); nn.init.zeros_(head.bias)
 head_params = list(head.parameters()); hid = {id(q) for q in head_params}
@@ -97,8 +98,8 @@ for ep in range(a.epochs):
         loss = F.cross_entropy(model(prep(x)), y, label_smoothing=a.ls)
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         if a.speed and i == a.bs * 3:
-            print(json.dumps({"setup": "lpft speed", "img_per_s": round(3 * a.bs / (time.perf_counter() - t1), 1), "size": a.size, **CPU, "threads": THREADS}))
+            print(json.dumps({"setup": "lpft speed", "img_per_s": round(3 * a.bs / (time.perf_counter() - t1), 1), "size": a.size, "machine": machine(), "threads": THREADS}))
             sys.exit()
         if i == 0 and ep == 0: t1 = time.perf_counter()
     acc = float((logits(te[0]).argmax(1) == te[1]).float().mean())
-    print(json.dumps({"setup": "lpft", "epoch": ep + 1, "acc": round(acc, 4), "train_s": round(time.perf_counter() - t1, 1), "loss": round(loss.item(), 3), "args": {k: v for k, v in vars(a).items() if k not in ("speed",)}, **CPU, "threads": THREADS, "load_1min": machine()["load_1min"]}), flush=True)
+    print(json.dumps({"setup": "lpft", "epoch": ep + 1, "acc": round(acc, 4), "train_s": round(time.perf_counter() - t1, 1), "loss": round(loss.item(), 3), "args": {k: v for k, v in vars(a).items() if k not in ("speed",)}, "machine": machine(), "threads": THREADS}), flush=True)

@@ -28,7 +28,7 @@ from _common import emit, machine, versions  # noqa: E402
 from mosaic_data import write_mosaics  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--test", type=int, default=500)
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--lite0-size", type=int, default=112)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", nargs="*", default=[], choices=["cnn", "lite0"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from vislab.pipelines import train as fit
     from vislab.core.config import resolve_config

@@ -14,7 +14,7 @@ load average when it ran):
   seconds, the steady step against eager, and the epochs it takes to pay back.
 
 Usage:
-    python benchmarks/bench_precision_choice.py [--only probe fp16_cpu threads compile]
+    python benchmarks/bench_precision_choice.py [--only probe fp16_cpu threads compile] [--models mlp fastnet]
 """
 
 from __future__ import annotations
@@ -56,12 +56,12 @@ def _cfg(name: str, data_dir: str, **kw):
                        batch_size=batch, optimizer=optimizer, **kw)
 
 
-def probe(dataset, data_dir: str, info: dict) -> None:
+def probe(dataset, data_dir: str, info: dict, models=tuple(JOBS)) -> None:
     from rich.console import Console
 
     from vislab.train.loop import Trainer
 
-    for name in JOBS:
+    for name in models:
         with tempfile.TemporaryDirectory() as cache:
             os.environ["VISLAB_CACHE"] = cache  # measure afresh, whatever was cached
             info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
@@ -123,12 +123,12 @@ def fp16_cpu(dataset, data_dir: str, info: dict) -> None:
           "fp16_slowdown": round(out["fp16"] / out["fp32"], 2), **info})
 
 
-def threads(dataset, data_dir: str, info: dict) -> None:
+def threads(dataset, data_dir: str, info: dict, models=("fastnet", "mlp")) -> None:
     from vislab.core.measure import physical_cores
 
     cores = physical_cores()
     before = torch.get_num_threads()
-    for name in ("fastnet", "mlp"):
+    for name in models:
         info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
         step, _ = _step(name, data_dir, dataset, "fp32")
         out = {}
@@ -166,12 +166,18 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=FMNIST_DIR)
     parser.add_argument("--only", nargs="+", choices=["probe", "fp16_cpu", "threads", "compile"],
                         default=["probe", "fp16_cpu", "threads", "compile"])
+    parser.add_argument("--models", nargs="+", choices=list(JOBS), default=None,
+                        help="models of the probe and threads measurements (default: every recipe's for the "
+                             "probe, fastnet and mlp for threads)")
     args = parser.parse_args(argv)
     info = {"machine": machine(), "versions": versions(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     dataset = _dataset(args.data_dir)
     for name, fn in (("probe", probe), ("fp16_cpu", fp16_cpu), ("threads", threads), ("compile", compile_cost)):
         if name in args.only:
-            fn(dataset, args.data_dir, info)
+            if args.models and name in ("probe", "threads"):
+                fn(dataset, args.data_dir, info, models=args.models)
+            else:
+                fn(dataset, args.data_dir, info)
     return 0
 
 

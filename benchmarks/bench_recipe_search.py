@@ -15,11 +15,13 @@ Groups:
   old 5-epoch, 2e-3 setting;
 * ``accurate`` -- the 94 % candidates: wider stages, more epochs, whole-pixel shifts.
 
-One JSON line per variant: its arguments, test accuracy, epochs and seconds of training.
+One JSON line per variant: its arguments, test accuracy, epochs and seconds of training (or
+the command's last error line; the script then exits 1).
 
 Usage:
     python benchmarks/bench_recipe_search.py --group lr
     python benchmarks/bench_recipe_search.py --group accurate --parallel 1
+    python benchmarks/bench_recipe_search.py --group width --variants 1 --vislab-args --max-per-class 10 --epochs 1
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ GROUPS = {
 }
 
 
-def run(args: list[str], data_dir: str) -> dict:
+def run(args: list[str], data_dir: str, extra: list[str] = ()) -> dict:
     out = Path(tempfile.mkdtemp(prefix="vislab-search-")) / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [*vislab_command(), "train", "--data", "fashion-mnist", "--data-dir", data_dir, *args,
+    command = [*vislab_command(), "train", "--data", "fashion-mnist", "--data-dir", data_dir, *args, *extra,
                "--out", str(out), "--no-progress"]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -86,6 +88,9 @@ def main(argv=None) -> int:
     parser.add_argument("--group", choices=sorted(GROUPS), action="append", help="variants to run (repeatable)")
     parser.add_argument("--parallel", type=int, default=2, help="commands at a time, one thread each")
     parser.add_argument("--data-dir", default=FMNIST_DIR)
+    parser.add_argument("--variants", type=int, default=None, metavar="N", help="only the first N variants")
+    parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[],
+                        help="extra `vislab train` flags after each variant's, e.g. --max-per-class 100 (must come last)")
     args = parser.parse_args(argv)
     if not fmnist_available(args.data_dir):
         print(f"no Fashion-MNIST files in {args.data_dir}: apt-get install dataset-fashion-mnist "
@@ -93,11 +98,14 @@ def main(argv=None) -> int:
         return 1
     common = {"benchmark": "recipe_search", "threads_per_run": 1, "parallel": args.parallel,
               "machine": machine(), "versions": versions()}
-    variants = [(group, v) for group in (args.group or ["lr"]) for v in GROUPS[group]]
+    variants = [(group, v) for group in (args.group or ["lr"]) for v in GROUPS[group]][:args.variants]
+    failed = 0
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        for (group, variant), result in zip(variants, pool.map(lambda gv: run(gv[1], args.data_dir), variants)):
+        runs = pool.map(lambda gv: run(gv[1], args.data_dir, args.vislab_args), variants)
+        for (group, variant), result in zip(variants, runs):
             emit({**common, "group": group, **result})
-    return 0
+            failed += "error" in result
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

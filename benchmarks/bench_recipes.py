@@ -16,19 +16,22 @@ epochs 2.. is reported too, and the ratio of the median epochs (``time_ratio_med
 which a few epochs slowed by a busy host (2x swings were seen on the shared 2-core VM) do
 not move. ``wall_s`` is the whole command, interpreter start to exit.
 
-TensorFlow is not a vislab dependency: on first use this script creates
-``benchmarks/.venv-tf`` (git-ignored) and pip-installs tensorflow-cpu into it.
+TensorFlow is not a vislab dependency: ``--install-tf`` creates ``benchmarks/.venv-tf``
+(git-ignored) and pip-installs tensorflow-cpu into it. Without tensorflow there (or in this
+interpreter) the tf.keras side is skipped with a note on stderr and the vislab side still runs.
 
 Usage:
-    python benchmarks/bench_recipes.py                               # all recipes, their own epochs
+    python benchmarks/bench_recipes.py --install-tf                  # all recipes, their own epochs
     python benchmarks/bench_recipes.py --recipes mlp chollet_convnet --epochs 3 --repeat 2
     python benchmarks/bench_recipes.py --side vislab                # vislab only (no TensorFlow)
+    python benchmarks/bench_recipes.py --recipes mlp --epochs 1 --max-per-class 10   # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -48,20 +51,24 @@ MODEL_OPTIONS = {"mlp": ["hidden=[512,256]"], "chollet_convnet": [], "vgg_like":
                  "model3": ["dropout=0.25"]}
 
 
-def tf_python() -> Path:
-    """The TF venv's interpreter, created (python -m venv + pip install tensorflow-cpu) when missing."""
+def tf_python(install: bool = False) -> Path | None:
+    """An interpreter that imports tensorflow: benchmarks/.venv-tf's (created, python -m venv + pip install
+    tensorflow-cpu, with ``install``), else this one's when it has tensorflow, else None."""
     python = TF_VENV / "bin" / "python"
     if python.exists() and subprocess.run([str(python), "-c", "import tensorflow"], capture_output=True).returncode == 0:
         return python
+    if not install:
+        return Path(sys.executable) if importlib.util.find_spec("tensorflow") is not None else None
     print(f"bench_recipes: creating {TF_VENV} with tensorflow-cpu (once)", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "venv", str(TF_VENV)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "tensorflow-cpu", "numpy"], check=True)
     return python
 
 
-def run_keras(recipe: str, epochs: int, data_dir: str, seed: int) -> dict:
-    proc = subprocess.run([str(tf_python()), str(KERAS_SCRIPT), "--recipe", recipe, "--epochs", str(epochs),
-                           "--data-dir", data_dir, "--seed", str(seed)], capture_output=True, text=True)
+def run_keras(python: Path, recipe: str, epochs: int, data_dir: str, seed: int, max_per_class: int | None) -> dict:
+    cap = ["--max-per-class", str(max_per_class)] if max_per_class else []
+    proc = subprocess.run([str(python), str(KERAS_SCRIPT), "--recipe", recipe, "--epochs", str(epochs),
+                           "--data-dir", data_dir, "--seed", str(seed), *cap], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"keras_seeds.py {recipe} failed:\n{proc.stderr[-3000:]}")
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "seed": seed}
@@ -119,6 +126,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs of each side per recipe")
     parser.add_argument("--side", choices=["both", "vislab", "keras"], default="both")
     parser.add_argument("--data-dir", default=FMNIST_DIR, help="folder with the Fashion-MNIST idx files")
+    parser.add_argument("--max-per-class", type=int, default=None,
+                        help="at most N training and N validation images per class on both sides (a quick check)")
+    parser.add_argument("--install-tf", action="store_true",
+                        help=f"create {TF_VENV.relative_to(REPO)} with tensorflow-cpu when no tensorflow is found")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `vislab train` flags, e.g. --precision fp32 (must come last)")
     args = parser.parse_args(argv)
@@ -128,6 +139,14 @@ def main(argv=None) -> int:
         return 2
     info = {"machine": machine(), "versions": versions()}
     sides = ["keras", "vislab"] if args.side == "both" else [args.side]
+    python = tf_python(args.install_tf) if "keras" in sides else None
+    if "keras" in sides and python is None:
+        hint = f"--install-tf creates {TF_VENV.relative_to(REPO)} with tensorflow-cpu"
+        if args.side == "keras":
+            print(f"error: --side keras: tensorflow is not installed; {hint}", file=sys.stderr)
+            return 1
+        print(f"bench_recipes: tensorflow not installed, the tf.keras side skipped; {hint}", file=sys.stderr)
+        sides = ["vislab"]
     for recipe in args.recipes:
         epochs = args.epochs or RECIPES[recipe]["epochs"]
         results = {side: [] for side in sides}
@@ -135,8 +154,9 @@ def main(argv=None) -> int:
             for side in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
                 info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
                 # repeat r uses seed r on both sides: the mean accuracy averages over initialisations
-                result = (run_keras(recipe, epochs, args.data_dir, rep) if side == "keras"
-                          else run_vislab(recipe, epochs, args.data_dir, rep, args.vislab_args))
+                cap = ["--max-per-class", str(args.max_per_class)] if args.max_per_class else []
+                result = (run_keras(python, recipe, epochs, args.data_dir, rep, args.max_per_class) if side == "keras"
+                          else run_vislab(recipe, epochs, args.data_dir, rep, [*cap, *args.vislab_args]))
                 results[side].append(result)
                 emit({"benchmark": "seed_recipe", "repeat": rep, **result, **info})
         if len(sides) == 2:

@@ -5,8 +5,9 @@ The probe behind the README's segmentation notes: training images/s by decoder w
 cross-entropy alone collapsing to "all background" (``--loss ce``: mIoU 0.079 for 4 epochs),
 median-frequency class weights (``--loss wce+dice``; ``--wpow 0.5`` damps them), encoder and
 decoder LRs (``--lr-enc``), input upscaling (``--up 2``). Trains on the whole training split of
-``bench_segmentation.py``'s composite set (make it first) and prints the test mIoU after each
-epoch as one JSON line (with the CPU model).
+``bench_segmentation.py``'s composite set (made here when ``--data`` holds none: ``--n`` training
+composites, a fifth as many test ones) and prints the test mIoU after each epoch as one JSON line
+(with ``machine``: CPU model, load average).
 
     python benchmarks/bench_seg_levers.py --dec 128,64,32,16,8 --lr 3e-3 --loss wce+dice --sched onecycle --epochs 12
 """
@@ -45,7 +46,10 @@ p.add_argument("--depth", type=int, default=5)
 p.add_argument("--data", default="/tmp/vislab-bench/fashion-seg")
 a = p.parse_args()
 data = Path(a.data)
-CPU = {k: machine()[k] for k in ("cpu", "cores")}
+if not (data / "classes.txt").is_file():  # bench_segmentation.py's composite set, made here when absent
+    from vislab import api
+
+    api.make_segmentation_data(data, train=a.n, test=max(16, a.n // 5), seed=0)
 tx, ty = _read_split(data / "train"); vx, vy = _read_split(data / "test")
 torch.manual_seed(0)
 dec = tuple(int(c) for c in a.dec.split(","))
@@ -73,9 +77,9 @@ opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=a.wd)
 if a.speed:
     for i in range(8):
         if i == 3: t = time.perf_counter()
-        idx = torch.randint(0, 2000, (a.bs,))
+        idx = torch.randint(0, len(tx), (a.bs,))
         loss = torch.nn.functional.cross_entropy(net(prep(tx[idx])), ty[idx]); opt.zero_grad(); loss.backward(); opt.step()
-    print(json.dumps({"dec": a.dec, "cl": a.cl, "depth": a.depth, "img_s": round(5 * a.bs / (time.perf_counter() - t), 1), **CPU})); sys.exit()
+    print(json.dumps({"dec": a.dec, "cl": a.cl, "depth": a.depth, "img_s": round(5 * a.bs / (time.perf_counter() - t), 1), "machine": machine()})); sys.exit()
 steps_per_epoch = a.n // a.bs
 est_steps = int(a.seconds * 33 / a.bs)
 sched = torch.optim.lr_scheduler.OneCycleLR(opt, [g['lr'] for g in groups], total_steps=a.epochs * (a.n // a.bs), pct_start=a.pct) if a.sched == "onecycle" else None
@@ -105,4 +109,4 @@ while (ep < a.epochs) if a.epochs else (tr < a.seconds):
         with torch.no_grad():
             for i in range(0, len(vx), 100): m += confusion_matrix(torch.nn.functional.avg_pool2d(net(prep(vx[i:i+100])), a.up).argmax(1), vy[i:i+100], 11)
         print("diag train-set eval-mode miou", round(tm, 4), "test train-mode miou", round(segmentation_metrics(m.numpy(), [str(i) for i in range(11)])["miou"], 4))
-    print(json.dumps({"epoch": ep, "train_s": round(tr, 1), "loss": round(float(loss.detach()), 3), "miou": round(miou, 4), "pa": round(pa, 4), "args": vars(a), **CPU}), flush=True)
+    print(json.dumps({"epoch": ep, "train_s": round(tr, 1), "loss": round(float(loss.detach()), 3), "miou": round(miou, 4), "pa": round(pa, 4), "args": vars(a), "machine": machine()}), flush=True)

@@ -13,7 +13,7 @@ on the same CPUs as the server, so the host's load and the clients' own cost are
 
 Usage:
     python benchmarks/bench_serve.py [--model imagenet:efficientnet_lite0] [--clients 1 8 32]
-                                     [--requests 400] [--seconds 20]
+                                     [--requests 400] [--seconds 20] [--forward-seconds 4]
 """
 
 from __future__ import annotations
@@ -154,10 +154,13 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="most requests per (batching, clients)")
     parser.add_argument("--seconds", type=float, default=20, help="most seconds per (batching, clients)")
     parser.add_argument("--size", type=int, default=224, help="side of the JPEG crops sent")
+    parser.add_argument("--forward-seconds", type=float, default=4.0,
+                        help="seconds per batch size (1, 32) of the forward-alone measurement, each twice")
     args = parser.parse_args(argv)
 
     info = {"machine": machine(), "versions": versions()}
-    emit({"bench": "serve_forward_scaling", "model": args.model, **forward_scaling(args.model, args.size), **info})
+    emit({"bench": "serve_forward_scaling", "model": args.model, **forward_scaling(args.model, args.size, args.forward_seconds),
+          **info})
     bodies = photo_jpegs(16, args.size)
     throughput = {}
     for batching in (True, False):

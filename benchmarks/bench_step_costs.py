@@ -26,6 +26,7 @@ Several measurements, one JSON line each (alternating, ``--repeat`` times, media
 Usage:
     python benchmarks/bench_step_costs.py [--repeat 3]
     python benchmarks/bench_step_costs.py --only step_anatomy
+    python benchmarks/bench_step_costs.py --smoke --repeat 1     # seconds: checks the script runs
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import FMNIST_DIR, emit, fmnist_available, machine, versions  # noqa: E402
 
+SMOKE = False  # --smoke: every timed loop shrunk to a few calls, a few images per class (checks the script)
+
+
+def calls(count: int) -> int:
+    """``count`` timed calls, or 2 under --smoke."""
+    return 2 if SMOKE else count
+
 
 def loop_overhead(repeat: int, data_dir: str) -> dict:
     import tempfile
@@ -54,7 +62,7 @@ def loop_overhead(repeat: int, data_dir: str) -> dict:
     from vislab.tasks.classification import classification_loss
 
     cfg = make_config(data="fashion-mnist", data_dir=data_dir, model="mlp", model_options={"hidden": [512, 256]},
-                      optimizer="rmsprop", batch_size=128, val_split=10000)
+                      optimizer="rmsprop", batch_size=128, val_split=10000, max_per_class=20 if SMOKE else None)
     dataset = load_dataset(cfg.data, seed=0)
     trainer = Trainer(cfg, Path(tempfile.mkdtemp()), dataset, Console(quiet=True))
     images, labels = dataset.splits["train"].images, dataset.splits["train"].labels
@@ -107,11 +115,11 @@ def precision_costs(repeat: int) -> list[dict]:
             loss.backward()
             optimizer.step()
 
-        steps = 40 if name == "mlp" else 10
+        steps = calls(40 if name == "mlp" else 10)
         ms = {False: [], True: []}
         for _ in range(repeat):
             for bf16 in (False, True):
-                for _ in range(3):
+                for _ in range(calls(3)):
                     step(bf16)
                 start = time.perf_counter()
                 for _ in range(steps):
@@ -123,13 +131,14 @@ def precision_costs(repeat: int) -> list[dict]:
     return rows
 
 
-def _timed_ms(fn, calls: int) -> float:
-    for _ in range(3):
+def _timed_ms(fn, count: int) -> float:
+    for _ in range(calls(3)):
         fn()
+    count = calls(count)
     start = time.perf_counter()
-    for _ in range(calls):
+    for _ in range(count):
         fn()
-    return (time.perf_counter() - start) / calls * 1000
+    return (time.perf_counter() - start) / count * 1000
 
 
 def dropout_cost(repeat: int) -> dict:
@@ -216,11 +225,11 @@ def _allocator_worker(reuse: bool) -> None:
 
     took = reuse_freed_memory() if reuse else False
     _, step = _chollet_step()
-    for _ in range(5):
+    for _ in range(calls(5)):
         step()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    ms = _timed_ms(step, 60)  # 3 more warm-up steps inside
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 63
+    ms = _timed_ms(step, 60)  # warm-up steps inside
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (calls(3) + calls(60))
     print(json.dumps({"ms": ms, "faults": faults, "took": took}))
 
 
@@ -253,11 +262,11 @@ def _anatomy_worker() -> None:
     reuse_freed_memory()
     cores = torch.get_num_threads()
 
-    def per_step(step, calls=60):  # medians of wall and process CPU time, ms
-        for _ in range(5):
+    def per_step(step, count=60):  # medians of wall and process CPU time, ms
+        for _ in range(calls(5)):
             step()
         wall, cpu = [], []
-        for _ in range(calls):
+        for _ in range(calls(count)):
             start, start_cpu = time.perf_counter(), time.process_time()
             step()
             wall.append(time.perf_counter() - start)
@@ -287,7 +296,8 @@ def step_anatomy(repeat: int) -> dict:
     import json
     import subprocess
 
-    runs = [json.loads(subprocess.run([sys.executable, __file__, "--anatomy-worker"], capture_output=True,
+    smoke = ["--smoke"] if SMOKE else []
+    runs = [json.loads(subprocess.run([sys.executable, __file__, "--anatomy-worker", *smoke], capture_output=True,
                                       text=True, check=True).stdout.strip().splitlines()[-1])
             for _ in range(repeat)]
     med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
@@ -308,7 +318,8 @@ def allocator_cost(repeat: int) -> dict:
     runs = {False: [], True: []}
     for _ in range(repeat):
         for reuse in (False, True):
-            out = subprocess.run([sys.executable, __file__, "--allocator-worker", "on" if reuse else "off"],
+            smoke = ["--smoke"] if SMOKE else []
+            out = subprocess.run([sys.executable, __file__, "--allocator-worker", "on" if reuse else "off", *smoke],
                                  capture_output=True, text=True, check=True).stdout
             runs[reuse].append(json.loads(out.strip().splitlines()[-1]))
     med = {k: {key: statistics.median(r[key] for r in v) for key in ("ms", "faults")} for k, v in runs.items()}
@@ -326,7 +337,11 @@ def main(argv=None) -> int:
     parser.add_argument("--allocator-worker", choices=["on", "off"], help=argparse.SUPPRESS)
     parser.add_argument("--anatomy-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["step_anatomy"], help="run just this measurement")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few calls per measurement and 20 images per class: checks the script, times mean nothing")
     args = parser.parse_args(argv)
+    global SMOKE
+    SMOKE = args.smoke
     if args.allocator_worker:
         _allocator_worker(args.allocator_worker == "on")
         return 0

@@ -23,7 +23,7 @@ per class (200 -> the issue's 2,000), this reports, one JSON line each:
    (accuracy and seconds: accuracy per second); ``--resolutions`` measures frozen-feature
    accuracy against the input size on the first selection.
 
-Every line carries the CPU model, the core count and the 1-minute load average: times on
+Every line carries ``machine`` (the CPU model, the core count and the 1-minute load average): times on
 a shared machine are inflated, accuracies are not. ``--only-bars`` runs just what the
 issue-20 bars need (scratch CNNs, frozen, the transfer recipe).
 
@@ -145,11 +145,11 @@ def main(argv=None) -> int:
     rows: dict[str, list[dict]] = {}
     common = {"bench": "transfer", "train_per_class": args.train_per_class, "test_per_class": args.test_per_class,
               "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
-              "cpu": machine()["cpu"], "cores": machine()["cores"]}
+              "machine": machine()}
 
     def emit(name: str, acc: float | None = None, **extra):
         line = {**common, "setup": name, **({"test_acc": round(acc, 4)} if acc is not None else {}), **extra,
-                "load_1min": machine()["load_1min"]}
+                "machine": machine()}  # the load average as this line's measurement ended
         rows.setdefault(name, []).append(line)
         print(json.dumps(line), flush=True)
 

@@ -34,6 +34,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
 RUNS = {
     "fast-fmnist": {"recipe": "fast", "data.source": "fashion-mnist", "data.max_per_class": 200,
                     "data.test_split": 0.0, "train.epochs": 1},
@@ -77,28 +80,18 @@ def run_here(name: str, out_root: Path) -> dict:
     return fingerprint(out_root / name)
 
 
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default=None, help="a git commit to compare against (built from git archive)")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.child:
             print(json.dumps({name: run_here(name, Path(tmp)) for name in args.runs}))
             return 0
         here = _in_child(Path(__file__).resolve().parents[1] / "src", args.runs)
-        result = {"cpu": cpu_model(), "head": here}
+        result = {"bench": "same_results", "machine": machine(), "head": here}
         if args.base:
             src = Path(tmp) / "base"
             src.mkdir()
@@ -107,7 +100,7 @@ def main() -> int:
             subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
             result["base"] = _in_child(src / "src", args.runs)
             result["same"] = all(result["base"][n] == here[n] for n in args.runs)
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result), flush=True)
         return 0 if result.get("same", True) else 1
 
 

@@ -1,7 +1,7 @@
 """The seeds' Fashion-MNIST recipes in tf.keras: the other side of bench_recipes.py.
 
 Runs in the TensorFlow venv that bench_recipes.py creates (benchmarks/.venv-tf); it
-imports neither vislab nor torch. Prints one JSON line: seconds per epoch (measured
+imports neither vislab nor torch (``_common.machine`` needs neither). Prints one JSON line: seconds per epoch (measured
 by a callback around each epoch, validation included, as vislab's history.csv
 ``seconds``), total wall time from interpreter start, and test accuracy.
 
@@ -28,8 +28,12 @@ import argparse
 import gzip
 import json
 import os
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402  (standard library only: no vislab, no torch needed)
 
 STARTED = time.perf_counter()  # before TensorFlow's import: wall time counts it, as for `vislab train`
 
@@ -63,6 +67,17 @@ def load(data_dir: Path):
     x_test = read_idx(find("t10k-images-idx3-ubyte")).astype("float32")[..., None] / 255.0
     y_test = read_idx(find("t10k-labels-idx1-ubyte")).astype("int64")
     return (x_train[:50000], y_train[:50000]), (x_train[50000:], y_train[50000:]), (x_test, y_test)
+
+
+def cap_per_class(split, count: int | None):
+    """The first ``count`` images of each class (None: all), in file order."""
+    import numpy as np
+
+    if count is None:
+        return split
+    x, y = split
+    keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:count] for c in np.unique(y)]))
+    return x[keep], y[keep]
 
 
 def build(name: str, dropout: float):
@@ -114,6 +129,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-per-class", type=int, default=None,
+                        help="keep at most N training and N validation images per class (as vislab's flag)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -123,6 +140,7 @@ def main() -> int:
     epochs = args.epochs or recipe["epochs"]
     keras.utils.set_random_seed(args.seed)
     train, val, test = load(Path(args.data_dir))
+    train, val = cap_per_class(train, args.max_per_class), cap_per_class(val, args.max_per_class)
     model = build(args.recipe, recipe.get("dropout", 0.0))
     optimizer = (keras.optimizers.RMSprop(recipe["lr"]) if recipe["optimizer"] == "rmsprop"
                  else keras.optimizers.Adam(recipe["lr"]))
@@ -148,6 +166,7 @@ def main() -> int:
         "epoch_seconds": [round(s, 3) for s in seconds],
         "val_accuracy": float(history.history["val_accuracy"][-1]), "test_accuracy": float(test_acc),
         "test_loss": float(test_loss), "wall_s": round(time.perf_counter() - STARTED, 2),
+        "max_per_class": args.max_per_class, "machine": machine(),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }), flush=True)
     return 0

@@ -1,23 +1,138 @@
-"""The GPU benchmark runs on the CPU too: a check that it still fits vislab's Trainer."""
+"""Every script in benchmarks/ runs, in a tiny mode, so that none of them rots.
+
+Each script is run as a user runs it (``python benchmarks/NAME.py ARGS``, executed as
+``__main__`` in this process to spare a fresh interpreter's imports; the children a script
+starts import this checkout's ``src`` through ``PYTHONPATH``) with the small options in
+``TINY``. A run must exit 0 and print at least one JSON line carrying ``machine``. A new
+script fails ``test_every_script_has_a_tiny_run`` until it has an entry here.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import runpy
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+import pytest
+
+from conftest import HAVE_FMNIST
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+HELPERS = {"_common.py", "mosaic_data.py"}  # imported by the scripts, not run on their own
 
 
-def test_gpu_training_bench_runs_both_sides_on_cpu(capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("bench_gpu_training", None)
-    import bench_gpu_training
+def _tensorflow_python() -> str | None:
+    """An interpreter that imports tensorflow (bench_recipes' venv, or this one), else None."""
+    venv = BENCH / ".venv-tf" / "bin" / "python"
+    if venv.exists():
+        return str(venv)
+    return sys.executable if importlib.util.find_spec("tensorflow") is not None else None
 
-    assert bench_gpu_training.main(["--device", "cpu", "--models", "resnet18", "vit_tiny_patch16_224",
-                                    "--batch-size", "4", "--image-size", "32", "--steps", "2", "--warmup", "1",
-                                    "--repeat", "1"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+SLOW = [pytest.mark.slow]  # over ~10 s even tiny on a quiet 2-core CPU (ImageNet-size models, several pipelines)
+# script -> (arguments of its tiny run, marks). {tmp}: the test's temporary folder; {run}: a trained
+# 1-epoch digits mlp run folder (a model for the deploy scripts that is quick to export and serve).
+TINY: dict[str, tuple[list[str], list]] = {
+    "bench_audit.py": (["--max-per-class", "20", "--repeat", "1"], []),
+    "bench_auto_choice.py": (["--classes", "native", "--per-class", "20", "--epochs", "1"], SLOW),
+    "bench_dataloading.py": (["--images", "40", "--source-size", "48", "--size", "32", "--batch-size", "8",
+                              "--workers", "0", "--epochs", "1"], []),
+    "bench_evaluate.py": (["--train-per-class", "20", "--test-per-class", "10"], SLOW),
+    "bench_explain.py": (["--repeats", "1", "--lime-samples", "20"], SLOW),
+    "bench_export.py": (["--model", "{run}", "--batch", "2", "--size", "32", "--rounds", "1"], []),
+    "bench_fixed_cost.py": (["--data", "digits", "--model", "mlp", "--epochs", "1"], []),
+    "bench_gpu_training.py": (["--device", "cpu", "--models", "resnet18", "vit_tiny_patch16_224", "--batch-size", "4",
+                               "--image-size", "32", "--steps", "2", "--warmup", "1", "--repeat", "1"], []),
+    "bench_imbalance.py": (["--epochs", "1", "--head", "20", "--tail", "2", "--test-per-class", "5",
+                            "--model", "mlp", "--variants", "none", "focal"], SLOW),
+    "bench_inference.py": (["--batch", "2", "--size", "64", "--repeats", "1", "--agreement-images", "4"], SLOW),
+    "bench_lpft.py": (["--train-per-class", "4", "--test", "2", "--size", "32", "--epochs", "1", "--bs", "8"], SLOW),
+    "bench_multilabel.py": (["--train", "60", "--test", "20", "--epochs", "1", "--lite0-epochs", "1",
+                             "--lite0-size", "32"], SLOW),
+    "bench_precision_choice.py": (["--models", "mlp", "--only", "probe", "fp16_cpu", "threads"], []),
+    "bench_recipe_search.py": (["--group", "width", "--variants", "1", "--parallel", "1",
+                                "--vislab-args", "--max-per-class", "10", "--epochs", "1"], []),
+    "bench_recipes.py": (["--recipes", "mlp", "--epochs", "1", "--max-per-class", "10"], []),
+    "bench_seg_levers.py": (["--data", "{tmp}/seg", "--n", "16", "--bs", "8", "--epochs", "1",
+                             "--dec", "16,16,8,8,8"], []),
+    "bench_segmentation.py": (["--data", "{tmp}/seg", "--out", "{tmp}/runs", "--train", "24", "--test", "8",
+                               "--epochs", "1", "--batch-size", "8", "--decoder", "16,16,8,8,8"], SLOW),
+    "bench_segmentation_inference.py": (["--images", "1", "--repeat", "1"], []),
+    "bench_serve.py": (["--model", "{run}", "--clients", "1", "--requests", "2", "--seconds", "5", "--size", "32",
+                        "--forward-seconds", "0.2"], []),
+    "bench_smoke_floors.py": (["--examples", "linear_regression.py", "--seeds", "0", "--classes", "native"], []),
+    "bench_step_costs.py": (["--smoke", "--repeat", "1"], []),
+    "bench_time_to_accuracy.py": (["--", "--model", "mlp", "--epochs", "1", "--max-per-class", "20"], []),
+    "bench_transfer.py": (["--seeds", "0", "--train-per-class", "2", "--test-per-class", "2", "--epochs-scratch", "1",
+                           "--scratch-models", "chollet_convnet", "--only-bars"], SLOW),
+    "check_same_results.py": (["--runs", "chollet-digits"], []),
+    "keras_seeds.py": (["--recipe", "mlp", "--epochs", "1", "--max-per-class", "10"],
+                       [pytest.mark.skipif(_tensorflow_python() is None,
+                                           reason="tensorflow not installed (bench_recipes' tf.keras side)")]),
+}
+NEEDS_FMNIST = {"bench_auto_choice.py", "bench_evaluate.py", "bench_imbalance.py",
+                "bench_lpft.py", "bench_multilabel.py", "bench_precision_choice.py", "bench_recipe_search.py",
+                "bench_recipes.py", "bench_seg_levers.py", "bench_segmentation.py", "bench_time_to_accuracy.py",
+                "bench_transfer.py", "check_same_results.py", "keras_seeds.py", "bench_step_costs.py"}
+
+
+def scripts() -> list[str]:
+    return sorted(p.name for p in BENCH.glob("*.py") if p.name not in HELPERS)
+
+
+def test_every_script_has_a_tiny_run():
+    missing = [name for name in scripts() if name not in TINY]
+    assert not missing, f"add a tiny invocation to TINY in {__file__} for: {', '.join(missing)}"
+    assert not set(TINY) - set(scripts()), "TINY names a script that is gone"
+
+
+def json_lines(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            out.append(json.loads(line))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A 1-epoch mlp on scikit-learn's digits: a model folder that exports and serves in seconds."""
+    from vislab.cli import main
+
+    out = tmp_path_factory.mktemp("bench-model") / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--out", str(out), "--no-evaluate",
+                 "--no-figures", "--no-progress"]) == 0
+    return out
+
+
+def run_script(name: str, args: list[str], capsys, monkeypatch, tmp_path) -> tuple[int, list[dict], str]:
+    """``python benchmarks/NAME ARGS`` as __main__ in this process; (exit code, JSON lines, stderr)."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    for key in ("VISLAB_CACHE", "OMP_NUM_THREADS"):  # a script may set them for itself
+        monkeypatch.setenv(key, os.environ[key]) if key in os.environ else monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(sys, "argv", [str(BENCH / name), *[a.replace("{tmp}", str(tmp_path)) for a in args]])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(BENCH / name), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    return code, json_lines(captured.out), captured.err
+
+
+def _check_gpu_training(lines: list[dict]) -> None:
     runs = [r for r in lines if r["side"] in ("raw", "vislab")]
     assert sorted((r["model"], r["side"]) for r in runs) == [
         ("resnet18", "raw"), ("resnet18", "vislab"), ("vit_tiny_patch16_224", "raw"),
@@ -28,3 +143,52 @@ def test_gpu_training_bench_runs_both_sides_on_cpu(capsys, monkeypatch):
     # the printed speeds carry 4 significant digits, the ratio 3 decimals
     assert all(abs(r["ratio"] - r["vislab_images_per_s"] / r["raw_images_per_s"]) < 0.005 * max(1, r["ratio"])
                for r in ratios)
+
+
+def _check_time_to_accuracy(lines: list[dict]) -> None:
+    modes = {r["mode"]: r for r in lines if r.get("benchmark") == "time_to_accuracy"}
+    assert set(modes) == {"curve", "cold"}
+    assert [e["epoch"] for e in modes["curve"]["epochs"]] == [1]  # the test split stood in for validation
+    assert 0 < modes["cold"]["test_accuracy"] <= 1
+
+
+def _check_fixed_cost(lines: list[dict]) -> None:
+    (line,) = [r for r in lines if r.get("benchmark") == "fixed_cost"]
+    phases = line["phases_s"]
+    for phase in ("data_load", "audit", "trainer_init_and_speed_probe", "model_json", "curves", "test_evaluation",
+                  "figures_and_explain_panels", "report", "epochs"):
+        assert phase in phases, f"{phase} was not timed: the wrapped function moved"
+
+
+def _check_recipes(lines: list[dict], err: str) -> None:
+    sides = {r["side"] for r in lines if r.get("benchmark") == "seed_recipe"}
+    if _tensorflow_python() is None:
+        assert sides == {"vislab"} and "tf.keras side skipped" in err
+    else:
+        assert sides == {"vislab", "tf.keras"}
+        assert any(r.get("benchmark") == "seed_recipe_ratio" for r in lines)
+
+
+CHECKS = {"bench_gpu_training.py": _check_gpu_training, "bench_time_to_accuracy.py": _check_time_to_accuracy,
+          "bench_fixed_cost.py": _check_fixed_cost}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=TINY[n][1]) if n in TINY else n for n in scripts()])
+def test_script_tiny_run(name, capsys, monkeypatch, tmp_path, request):
+    if name not in TINY:
+        pytest.fail(f"{name} has no tiny invocation in TINY")
+    if name in NEEDS_FMNIST and not HAVE_FMNIST:
+        pytest.skip("Fashion-MNIST files absent: apt-get install dataset-fashion-mnist")
+    args = list(TINY[name][0])
+    if "{run}" in args:
+        run = str(request.getfixturevalue("tiny_run"))
+        args = [a.replace("{run}", run) for a in args]
+    if name == "keras_seeds.py" and _tensorflow_python() != sys.executable:
+        pytest.skip("tensorflow lives in benchmarks/.venv-tf: exercised through bench_recipes.py")
+    code, lines, err = run_script(name, args, capsys, monkeypatch, tmp_path)
+    assert code == 0, f"{name} {' '.join(args)} exited {code}:\n{err[-3000:]}"
+    assert any("machine" in line for line in lines), f"{name} printed no JSON line with machine:\n{err[-2000:]}"
+    if name == "bench_recipes.py":
+        _check_recipes(lines, err)
+    elif name in CHECKS:
+        CHECKS[name](lines)
