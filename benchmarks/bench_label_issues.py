@@ -4,8 +4,9 @@ Fashion-MNIST training images (``--per-class`` of each class, 300 by default: 3,
 written as PNGs into class folders; ``--noise`` of them (6 %) are moved into another, random class's
 folder. Both sides then rank the images whose label is probably wrong with cleanlab:
 
-* ``vislab``: ``api.audit(DIR, label_issues=True)``: out-of-fold probabilities from logistic
-  regressions on the shipped EfficientNet-Lite0's (cached) features;
+* ``vislab``: ``api.audit(DIR, label_issues=True)``: out-of-fold probabilities from the model
+  vislab picks for the images (28 px Fashion-MNIST: a small CNN per fold; larger images:
+  logistic regressions on the shipped EfficientNet-Lite0's cached features);
 * ``baseline``: the same cleanlab call on out-of-fold probabilities of a 5-fold logistic regression
   on raw pixels (scikit-learn, standardised pixels).
 
