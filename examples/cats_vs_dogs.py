@@ -23,10 +23,12 @@ validation accuracy for the first three (96 % for features with augmentation end
 test accuracy fine-tuned. Its head on VGG16 features is Dense 256 + dropout; ours is a linear one.
 
 Measured, smoke mode (Fashion-MNIST sneakers vs ankle boots, 60 train / 20 val / 30 test images per class at
-48 px; 6 epochs from scratch, the Lite0 stand-in fine-tuned 2 epochs; AMD EPYC (lscpu), 2 cores, torch 2.14.1,
-2026-12-02): test accuracy scratch 0.950, augmentation 0.833, Lite0 features 0.950, Lite0 fine-tuned 0.900;
-about 26 s wall under nice on the otherwise idle machine. Floors checked: test accuracy >= 0.60 (chance 0.50)
-for each run, >= 0.80 for the VGG16 stand-in's features.
+48 px; 6 epochs from scratch, 10 with augmentation, the Lite0 stand-in fine-tuned 2 epochs; AMD EPYC (lscpu),
+2 cores, torch 2.14.1, 2026-12-03), seed 0: test accuracy scratch 0.950, augmentation 0.917, Lite0 features
+0.950, Lite0 fine-tuned 0.900. Floors checked: test accuracy >= 0.60 (chance 0.50) for each run, >= 0.80 for
+the VGG16 stand-in's features. The lowest values over seeds 0-4 under each CPU class
+(``benchmarks/bench_smoke_floors.py``: native, AVX512_CORE, AVX2): scratch 0.933, augmentation 0.783,
+features 0.933, fine-tuned 0.667.
 
 Writes OUT/<run>/ run folders, OUT/activations/, OUT/filters/ and OUT/gradcam/ PNGs, OUT/leaderboard.csv.
 """

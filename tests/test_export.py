@@ -150,3 +150,13 @@ def test_efficientnet_lite0_export_parity(tmp_path):
     assert result.exporter == "dynamo"
     assert result.parity["images"] == 12 and result.parity["top1_agreement"] == 1.0
     assert result.parity["max_abs_diff"] <= 1e-4
+
+
+def test_a_path_object_to_an_onnx_file_is_read_as_the_file():
+    """api.predict / serve take an exported file as a Path too (what api.export returns), not only a string."""
+    from pathlib import Path
+
+    from vislab.api import model_source
+
+    assert model_source(Path("runs/x/model.onnx")) == "runs/x/model.onnx"
+    assert model_source(Path("runs/x")) == "runs/x"

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from vislab import __version__  # noqa: F401  (the CLI's --version reads it here)
@@ -28,12 +29,15 @@ def model_source(model):
     bare timm name with ImageNet weights, read as ``imagenet:NAME`` (explaining random weights shows nothing).
 
     Anything else stays as it is, so a mistyped or missing run folder gets the run folder's error (which
-    names imagenet:MODEL too) rather than an unknown-model one. Anything but a string is returned as it is.
+    names imagenet:MODEL too) rather than an unknown-model one. A path object is read as its string; anything
+    else (a loaded model) is returned as it is.
 
     Example:
         >>> model_source("resnet18"), model_source("runs/missing"), model_source("hf:org/name")
         ('imagenet:resnet18', 'runs/missing', 'hf:org/name')
     """
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     if not isinstance(model, str):
         return model
     if ":" in model or "/" in model or "\\" in model or model.lower().endswith(".onnx") or Path(model).exists():
