@@ -59,6 +59,7 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
     ``epochs`` may change (anything else is refused, as the CLI refuses it). ``figures=False``
     (``--no-figures``): no figures but the training curves (no audit or evaluation figures, no Grad-CAM
     panels; audit.json, metrics.json and the report are written), for the runs of a sweep.
+    An ``out`` inside the ``data`` folder, or one already holding images, is refused.
     """
     from vislab.pipelines import train as train_pipeline
     from vislab.train.loop import resume_config
@@ -72,11 +73,11 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
         return train_pipeline(None, resume=resume, epochs=epochs, progress=progress, evaluate=evaluate,
                               figures=figures)
     cfg = make_config(config, **options)
-    check_out(cfg.out or "runs", cfg.data.source, images_too=True)
+    _check_out(cfg.out or "runs", cfg.data.source, images_too=True)
     return train_pipeline(cfg, progress=progress, evaluate=evaluate, figures=figures)
 
 
-def check_out(out, data, images_too: bool = False, flag: str = "--out") -> None:
+def _check_out(out, data, images_too: bool = False, flag: str = "--out") -> None:
     """Refuse an output folder inside the ``--data`` folder (the run's PNGs would join the data set,
     and a class-per-folder reader would even take ``plots/`` for a class); ``images_too``: also one
     that already holds images, a data folder of its own."""
@@ -263,7 +264,7 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
     check_ranges(max_images=max_images, folds=folds)
     cfg = resolve_config(config, {**option_overrides({"data": data, **data_options}), "seed": seed})
     if out is not None:
-        check_out(out, cfg.data.source, images_too=True)
+        _check_out(out, cfg.data.source, images_too=True)
     task_ = get_task(task)
     dataset = task_.load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
@@ -299,14 +300,15 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
 def augment_preview(data: str, out="augment_preview.png", count: int = 6, versions: int = 5, split: str = "train",
                     seed: int | None = None, config: str | None = None, console=None, **options) -> Path:
     """``vislab augment-preview``: images beside augmented copies; options are the augmentation flags
-    (``rotation=15``, ``hflip=True``...). ``console`` gets a note when no augmentation is set."""
+    (``rotation=15``, ``hflip=True``...). ``out`` is a .png file, or a folder that gets
+    augment_preview.png; returns the path written. ``console`` gets a note when no augmentation is set."""
     from vislab.data.audit import preview_augmentation
     from vislab.data.sources import load_dataset
 
     check_ranges(count=count, versions=versions)
     cfg = resolve_config(config, {**option_overrides({"data": data, **options}), "seed": seed})
-    path = png_path(out, "augment_preview.png")
-    check_out(path.parent, cfg.data.source)
+    path = _png_path(out, "augment_preview.png")
+    _check_out(path.parent, cfg.data.source)
     if not cfg.augment.active and console is not None:
         console.print("note: no augmentation is set (e.g. --rotation 15 --hflip); the copies equal the originals")
     dataset = load_dataset(cfg.data, seed=cfg.seed)
@@ -314,12 +316,12 @@ def augment_preview(data: str, out="augment_preview.png", count: int = 6, versio
                                 seed=cfg.seed)
 
 
-def png_path(out, default_name: str, flag: str = "--out") -> Path:
+def _png_path(out, default_name: str, flag: str = "--out") -> Path:
     """Where a one-picture command writes: ``out`` itself when it names a .png file, else the file
     ``default_name`` inside the folder ``out`` (an existing folder, or a name without a suffix).
 
     Example:
-        >>> png_path("figs/aug.png", "augment_preview.png"), png_path("figs", "augment_preview.png")
+        >>> _png_path("figs/aug.png", "augment_preview.png"), _png_path("figs", "augment_preview.png")
         (PosixPath('figs/aug.png'), PosixPath('figs/augment_preview.png'))
     """
     path = Path(out)
