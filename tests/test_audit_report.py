@@ -331,3 +331,24 @@ def test_reliability_diagram_shows_accuracy_in_under_confident_bins():
     confidence = [c for c in top.collections if c.get_label() == "mean confidence"]
     assert confidence and min(c.get_zorder() for c in confidence) > max(p.get_zorder() for p in gaps)
     plt.close(fig)
+
+
+@pytest.mark.parametrize("which", ["predictions", "label_issues"])
+def test_a_grid_of_two_images_keeps_its_whole_title(tmp_path, which):
+    """A one- or two-image grid is narrower than its title: the figure widens, so the title's first and
+    last letters are inside the picture (the edge columns of the title band stay white)."""
+    from vislab.viz.evaluation import plot_prediction_grid
+    from vislab.viz.label_issues import plot_label_issues
+
+    images = np.random.default_rng(0).integers(0, 255, (2, 1, 28, 28), dtype=np.uint8)
+    path = tmp_path / "grid.png"
+    if which == "predictions":
+        plot_prediction_grid(images, ["T-shirt/top", "Ankle boot"], ["Pullover", "Sneaker"], [0.93, 0.88], path,
+                             title="Most confidently wrong on the test split")
+    else:
+        plot_label_issues(list(images), ["T-shirt/top → Pullover\nscore 0.01", "Bag → Sandal\nscore 0.02"], path,
+                          title="Likely label errors, the most likely first")
+    grey = np.asarray(Image.open(path).convert("L"))
+    band = grey[: grey.shape[0] // 8]  # the title's rows
+    assert band.min() < 128  # the title is drawn there
+    assert band[:, :4].min() > 200 and band[:, -4:].min() > 200  # and not cut at either edge

@@ -234,14 +234,16 @@ def plot_prediction_grid(
         ax.text(0.5, 0.5, f"{title}: no images", ha="center", va="center")
         return _save(fig, path)
     # One image of all the cells, titles as text on one axes: 18 subplots took ~1 s per figure.
-    from vislab.viz.montage import rgb, titled_grid
+    from vislab.viz.montage import fit_width, rgb, titled_grid
 
     right = [str(t) == str(p) for t, p in zip(true_names, predicted_names)]
     fig = plt.figure()
     titled_grid(fig, [rgb(image) for image in images],
                 [f"{_short(t)} : {_short(p)}\n{float(q):.1%}" for t, p, q in zip(true_names, predicted_names, probabilities)],
                 [RIGHT if ok else WRONG for ok in right], columns=columns, cell_max=GRID_CELL)
-    fig.suptitle(f"{title}   (true : predicted, probability)", y=1 - 0.1 / fig.get_figheight(), va="top")
+    # a grid of one or two images is narrower than this title: the figure widens to hold it
+    fit_width(fig, fig.suptitle(f"{title}   (true : predicted, probability)", y=1 - 0.1 / fig.get_figheight(),
+                                va="top"))
     return _save(fig, path, tight=False)
 
 
