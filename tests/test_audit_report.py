@@ -347,7 +347,7 @@ def test_a_grid_of_two_images_keeps_its_whole_title(tmp_path, which):
                              title="Most confidently wrong on the test split")
     else:
         plot_label_issues(list(images), ["T-shirt/top → Pullover\nscore 0.01", "Bag → Sandal\nscore 0.02"], path,
-                          title="Likely label errors, the most likely first")
+                          title="Likely label errors, the most likely first, by cleanlab self-confidence")
     grey = np.asarray(Image.open(path).convert("L"))
     band = grey[: grey.shape[0] // 8]  # the title's rows
     assert band.min() < 128  # the title is drawn there
