@@ -100,7 +100,7 @@ def write_leaderboard(rows: Sequence[dict], out_dir) -> tuple[Path, Path]:
         >>> import tempfile
         >>> csv_path, png_path = write_leaderboard([{"run": "a", "accuracy": 0.9}], tempfile.mkdtemp())
         >>> csv_path.read_text().splitlines()[0].split(",")[:3]
-        ['run', 'model', 'parameters']
+        ['run', 'model', 'data']
     """
     from vislab.viz.evaluation import plot_leaderboard
 

@@ -96,7 +96,7 @@ def fit_width(fig, *texts, margin_inches: float = 0.3) -> None:
         >>> from matplotlib.backends.backend_agg import FigureCanvasAgg
         >>> fig = Figure(figsize=(2, 2)); _ = FigureCanvasAgg(fig)
         >>> fit_width(fig, fig.suptitle("a title much wider than two inches of figure"))
-        >>> fig.get_figwidth() > 2
+        >>> bool(fig.get_figwidth() > 2)
         True
     """
     renderer = fig.canvas.get_renderer()
