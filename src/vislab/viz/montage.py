@@ -57,7 +57,7 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
         >>> from matplotlib.figure import Figure
         >>> fig = Figure()
         >>> ax = titled_grid(fig, [np.zeros((8, 8, 3), np.uint8)] * 3, ["a", "b", "c"], columns=2)
-        >>> round(fig.get_figwidth(), 1), len(ax.texts)
+        >>> round(float(fig.get_figwidth()), 1), len(ax.texts)
         (4.2, 3)
     """
     count = len(cells)
