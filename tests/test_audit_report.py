@@ -235,6 +235,10 @@ def test_report_has_every_section_and_valid_images(fake_run):
     assert "leaked_copy.png" in page  # the duplicate example
     assert "small_cnn" in page and "zero-byte file" in page
     assert "classes absent from the test labels" in page
+    # the results come first; the ~60 lines of config last, folded
+    assert page.index("<h2>Metrics</h2>") < page.index("<h2>Configuration</h2>")
+    config = page[page.index("<h2>Configuration</h2>"):]
+    assert config.index("<details>") < config.index("<pre>") < config.index("</details>")
 
 
 def test_report_survives_missing_and_broken_files(tmp_path):
@@ -305,3 +309,46 @@ def test_cli_audit_augment_preview_compare_report(digits_folder, fake_run, tmp_p
     assert "runs/compare/leaderboard.csv" in capsys.readouterr().out.replace("\n", "")
     assert main(["report", str(fake_run.run)]) == 0
     assert main(["report", str(tmp_path / "missing")]) == 1
+
+
+def test_reliability_diagram_shows_accuracy_in_under_confident_bins():
+    """The accuracy bar's outline and the mean confidence are drawn over the gap, so an
+    under-confident bin (accuracy above confidence) shows both."""
+    from matplotlib.patches import Rectangle
+
+    from vislab.viz.evaluation import draw_reliability
+
+    calibration = {"ece": 0.2, "bins": [
+        {"lower": 0.5, "upper": 0.75, "count": 10, "accuracy": 0.9, "confidence": 0.6},  # under-confident
+        {"lower": 0.75, "upper": 1.0, "count": 10, "accuracy": 0.7, "confidence": 0.9}]}  # over-confident
+    fig, (top, bottom) = plt.subplots(2, 1)
+    draw_reliability(top, bottom, calibration)
+    bars = [p for p in top.patches if isinstance(p, Rectangle)]
+    gaps = [p for p in bars if p.get_hatch()]
+    accuracy_edges = [p for p in bars if not p.get_fill() and not p.get_hatch()]
+    assert sorted(round(p.get_height(), 3) for p in accuracy_edges) == [0.7, 0.9]
+    assert min(p.get_zorder() for p in accuracy_edges) > max(p.get_zorder() for p in gaps)
+    confidence = [c for c in top.collections if c.get_label() == "mean confidence"]
+    assert confidence and min(c.get_zorder() for c in confidence) > max(p.get_zorder() for p in gaps)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("which", ["predictions", "label_issues"])
+def test_a_grid_of_two_images_keeps_its_whole_title(tmp_path, which):
+    """A one- or two-image grid is narrower than its title: the figure widens, so the title's first and
+    last letters are inside the picture (the edge columns of the title band stay white)."""
+    from vislab.viz.evaluation import plot_prediction_grid
+    from vislab.viz.label_issues import plot_label_issues
+
+    images = np.random.default_rng(0).integers(0, 255, (2, 1, 28, 28), dtype=np.uint8)
+    path = tmp_path / "grid.png"
+    if which == "predictions":
+        plot_prediction_grid(images, ["T-shirt/top", "Ankle boot"], ["Pullover", "Sneaker"], [0.93, 0.88], path,
+                             title="Most confidently wrong on the test split")
+    else:
+        plot_label_issues(list(images), ["T-shirt/top → Pullover\nscore 0.01", "Bag → Sandal\nscore 0.02"], path,
+                          title="Likely label errors, the most likely first, by cleanlab self-confidence")
+    grey = np.asarray(Image.open(path).convert("L"))
+    band = grey[: grey.shape[0] // 8]  # the title's rows
+    assert band.min() < 128  # the title is drawn there
+    assert band[:, :4].min() > 200 and band[:, -4:].min() > 200  # and not cut at either edge

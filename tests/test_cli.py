@@ -37,7 +37,9 @@ def test_bad_flag_exits_2_with_message(capsys):
     result = run_cli("train", "--data", "digits", "--epoch", "3")  # typo of --epochs; no abbreviations
     assert result.returncode == 2
     assert "vislab train: error: unrecognized argument --epoch: did you mean --epochs?" in result.stderr
-    assert "usage: vislab train" in result.stderr  # the subcommand's usage, not the top level's
+    # the error, the suggestion and where the options are: not train's 50 lines of usage above them
+    assert "usage:" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
+    assert "vislab train --help" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("train", "--optimizer", "adamm")
     assert result.returncode == 2 and "invalid choice: 'adamm'" in result.stderr
     with pytest.raises(SystemExit) as info:
@@ -167,6 +169,7 @@ def test_train_refuses_a_model_that_cannot_do_the_task(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 1 and "--task segmentation" in err and "unet" in err and "deeplabv3_resnet50" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err  # one clean line, not torch's text
     assert "no-such-data" not in err and not (tmp_path / "run").exists()  # refused before the data is read
 
 
@@ -191,3 +194,160 @@ def test_audit_reads_and_audits_segmentation_masks(tmp_path, capsys):
     assert audit["task"] == "segmentation" and set(audit["masks"]) >= {"train", "test"}
     assert sum(audit["masks"]["train"]["pixels_per_class"].values()) > 0
     assert "Pixels per class" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- numeric ranges
+def _commands() -> dict:
+    import argparse
+
+    return next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _numeric_flags():
+    """(command, flag, action) for every int/float flag of every subcommand."""
+    for command, sub in _commands().items():
+        for action in sub._actions:
+            if action.option_strings and (action.type in (int, float) or hasattr(action.type, "range_name")):
+                yield command, action.option_strings[0], action
+
+
+def _required_arguments(sub) -> list[str]:
+    """Placeholder values for a subcommand's positionals and required options (never read: the
+    out-of-range flag ends the parse first)."""
+    values = ["x" for action in sub._actions if not action.option_strings]
+    for action in sub._actions:
+        if action.option_strings and action.required:
+            values += [action.option_strings[0], "x"]
+    return values
+
+
+def _outside(spec) -> list[str]:
+    """Values just outside a range (and a fraction for a whole-number one)."""
+    if spec.count:
+        return ["-1", "1.5"]
+    values = []
+    if spec.low is not None:
+        values.append(repr(spec.low if spec.low_open else spec.low - 1))
+    if spec.high is not None:
+        values.append(repr(spec.high if spec.high_open else spec.high + 1))
+    if spec.integer:
+        values.append("2.5")
+    return values
+
+
+def test_every_numeric_flag_has_its_range_from_the_one_table():
+    from vislab.core.config import RANGES
+
+    flags = list(_numeric_flags())
+    assert len(flags) > 40
+    plain = sorted({f"{command} {flag}" for command, flag, action in flags if action.type in (int, float)})
+    assert not plain, f"numeric flags without a range in vislab.core.config.RANGES: {plain}"
+    for command, flag, action in flags:
+        assert action.dest in RANGES and "[range: " in action.help, (command, flag)
+
+
+@pytest.mark.parametrize("command,flag", sorted({(c, f) for c, f, _ in _numeric_flags()}))
+def test_each_numeric_flag_out_of_range_is_one_line_naming_flag_and_range(command, flag, capsys):
+    from vislab.core.config import RANGES
+
+    sub = _commands()[command]
+    action = next(a for a in sub._actions if flag in a.option_strings)
+    spec = RANGES[action.dest]
+    for value in _outside(spec):
+        with pytest.raises(SystemExit) as info:
+            main([command, *_required_arguments(sub), flag, value])
+        err = capsys.readouterr().err
+        assert info.value.code in (1, 2), (flag, value)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert flag in err and ("neither a fraction" if spec.count else spec.describe()) in err, err
+
+
+def test_ranges_are_in_the_help_and_the_reported_cases_are_refused(capsys):
+    help_text = _commands()["serve"].format_help()
+    assert "[range: in 1..65535 (a whole number)]" in " ".join(help_text.split())
+    for argv, expected in ((["summary", "mlp", "--input-size", "-5"], ">= 1"),
+                           (["summary", "mlp", "--input-size", "0"], ">= 1"),
+                           (["serve", "run", "--port", "99999"], "1..65535"),
+                           (["train", "--num-classes", "0"], None),  # not a train flag: unrecognised
+                           (["models", "--num-classes", "0"], ">= 1"),
+                           (["train", "--lr-backbone", "-3"], "> 0"),
+                           (["train", "--threshold", "1"], "a probability in (0, 1)"),
+                           (["train", "--val-split", "1.5"], "neither a fraction"),
+                           (["evaluate", "run", "--threshold", "0"], "(0, 1)")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+        assert expected is None or expected in err, (argv, err)
+
+
+def test_the_api_and_config_files_refuse_the_same_ranges(tmp_path):
+    from vislab import api
+    from vislab.core.config import ConfigError, resolve_config
+
+    with pytest.raises(ConfigError, match=r"input_size must be >= 1 \(a whole number\), not -5 \(--input-size\)"):
+        api.summary("mlp", input_size=-5)
+    with pytest.raises(ConfigError, match="num_classes must be >= 1"):
+        api.summary("mlp", num_classes=0)
+    with pytest.raises(ConfigError, match="port must be in 1..65535"):
+        api.serve("run", port=99999)
+    with pytest.raises(ConfigError, match=r"model.lr_backbone must be > 0, not -3 \(--lr-backbone\)"):
+        api.train(data=str(tmp_path / "never-read"), lr_backbone=-3, out=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="model.input_size must be >= 1"):
+        api.make_config(input_size=0)
+    with pytest.raises(ConfigError, match="train.epochs must be >= 1"):
+        api.make_config(epochs=0)
+    with pytest.raises(ConfigError, match="top_k must be >= 1"):
+        api.predict("run", ["x.png"], top_k=0)
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError, match="train.batch_size must be >= 1"):
+        resolve_config(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_keras_metric_names_are_monitor_aliases():
+    from vislab import api
+    from vislab.tasks import get_task
+
+    for keras, ours in (("val_accuracy", "val_acc"), ("accuracy", "train_acc"), ("loss", "train_loss"),
+                        ("val_loss", "val_loss"), ("val_mean_io_u", "val_miou")):
+        assert api.make_config(monitor=keras).train.early_stopping.monitor == ours, keras
+    assert get_task("classification").mode(api.make_config(monitor="val_accuracy").train.early_stopping.monitor) \
+        == "max"
+
+
+# --------------------------------------------------------------------------- compare
+def _evaluated_run(folder, accuracy, val_accuracy=None):
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text(json.dumps({"name": "mlp", "parameters": 1000}))
+    (folder / "history.csv").write_text("epoch,seconds\n1,2.0\n")
+    (folder / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "split": "test", "data": "digits"}))
+    if val_accuracy is not None:
+        (folder / "metrics_val.json").write_text(json.dumps({"accuracy": val_accuracy, "split": "val",
+                                                               "data": "digits"}))
+    return folder
+
+
+def test_compare_lists_unevaluated_runs_apart_and_refuses_an_unknown_evaluation(tmp_path, capsys):
+    good = _evaluated_run(tmp_path / "good", 0.9, val_accuracy=0.8)
+    fresh = tmp_path / "fresh"  # trained, never evaluated
+    fresh.mkdir()
+    (fresh / "model.json").write_text(json.dumps({"name": "mlp", "parameters": 1000}))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(good), str(fresh), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    table, _, after = text.partition("not evaluated")
+    assert "good" in table and "fresh" not in table and "?" not in text
+    assert "fresh" in after and "vislab evaluate RUN" in " ".join(after.split())
+    assert [row["run"] for row in csv.DictReader((out / "leaderboard.csv").open())] == ["good"]
+
+    assert main(["compare", str(good), str(fresh), "--evaluation", "val", "--out", str(out)]) == 0
+    assert "vislab evaluate RUN --split val" in " ".join(capsys.readouterr().out.split())
+
+    assert main(["compare", str(good), str(fresh), "--evaluation", "vall", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--evaluation vall" in err and "test, val" in err and len(err.strip().splitlines()) == 1
+
+    assert main(["compare", str(fresh), "--out", str(out)]) == 1
+    assert "has been evaluated" in capsys.readouterr().err

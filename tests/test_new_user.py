@@ -397,4 +397,109 @@ def test_counts_must_be_positive(capsys):
                  ["evaluate", "run", "--batch-size", "0"]):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
-        assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err, argv
+        assert exit_info.value.code == 2 and "must be >= 1 (a whole number)" in capsys.readouterr().err, argv
+
+
+
+# --------------------------------------------------------------------------- splits, folders, resumes
+def test_evaluate_val_names_its_split_in_the_printed_line(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--split", "val", "--no-figures"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "val images: val accuracy:" in out and "val loss:" in out and "test accuracy" not in out
+
+
+def _class_folders(root, classes=(0, 1, 2), per_class=4):
+    images, labels = digits_arrays(per_class=per_class * 2)
+    for split, keep in (("train", lambda n: n % 2 == 0), ("test", lambda n: n % 2 == 1)):
+        for n, (image, label) in enumerate(zip(images, labels)):
+            if label in classes and keep(n):
+                write_image(root / split / str(label) / f"{n}.png", image)
+    return root
+
+
+def test_labels_filter_every_split_of_a_folder_set(tmp_path):
+    from vislab.data.sources import load_dataset
+
+    data = _class_folders(tmp_path / "data")
+    dataset = load_dataset(api.make_config(data=str(data), labels=["0", "2"], val_split=0).data)
+    assert dataset.class_names == ["0", "2"]
+    for name in ("train", "test"):
+        split = dataset.splits[name]
+        assert sorted(set(split.labels.tolist())) == [0, 1], name
+        assert len(split) == len(list((data / name / "0").iterdir())) + len(list((data / name / "2").iterdir()))
+
+
+def test_resume_of_a_missing_folder_says_no_such_run_folder(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nosuch")]) == 1
+    err = _error(capsys)
+    assert "no such run folder" in err and "config.yaml" not in err
+
+
+def test_out_inside_the_data_or_an_image_folder_is_refused(tmp_path, capsys):
+    data = _class_folders(tmp_path / "data")
+    before = sorted(p.name for p in (data / "train" / "0").iterdir())
+    for out in (data / "run", data / "train" / "0"):
+        with pytest.raises(ConfigError, match="inside the data folder"):
+            api.train(data=str(data), model="mlp", epochs=1, out=str(out))
+    assert not (data / "run").exists()
+    pictures = tmp_path / "pictures"
+    write_image(pictures / "cat.png", digits_arrays(per_class=1)[0][0])
+    with pytest.raises(ConfigError, match="holds images"):
+        api.train(data="digits", model="mlp", epochs=1, out=str(pictures))
+    assert main(["audit", "--data", str(data), "--out", str(data / "audit")]) == 1
+    assert "inside the data folder" in _error(capsys) and not (data / "audit").exists()
+    assert main(["augment-preview", "--data", str(data), "--out", str(data / "train" / "0")]) == 1
+    assert "inside the data folder" in _error(capsys)
+    assert sorted(p.name for p in (data / "train" / "0").iterdir()) == before  # the data set as it was
+
+
+def test_augment_preview_writes_where_it_says(tmp_path, capsys):
+    folder = tmp_path / "outdir"
+    assert main(["augment-preview", "--data", "digits", "--rotation", "10", "--count", "2", "--versions", "1",
+                 "--out", str(folder)]) == 0
+    said = capsys.readouterr().out.strip().splitlines()[-1]
+    assert said == f"wrote {folder / 'augment_preview.png'}" and (folder / "augment_preview.png").is_file()
+    assert not (tmp_path / "outdir.png").exists()
+    assert main(["augment-preview", "--data", "digits", "--count", "2", "--versions", "1",
+                 "--out", str(tmp_path / "aug.png")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"wrote {tmp_path / 'aug.png'}") and (tmp_path / "aug.png").is_file()
+    assert main(["augment-preview", "--data", "digits", "--out", str(tmp_path / "aug.jpg")]) == 1
+    assert ".png" in _error(capsys)
+
+
+def test_a_resumed_run_counts_every_segment_of_its_training_time(tmp_path, capsys):
+    from vislab.evaluate.compare import compare_runs
+
+    run = tmp_path / "run"
+    common = ["--no-evaluate", "--no-progress"]
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--max-per-class", "10",
+                 "--out", str(run), *common]) == 0
+    history = run / "history.csv"
+    lines = history.read_text().splitlines()
+    seconds = lines[0].split(",").index("seconds")
+    first = lines[1].split(",")
+    first[seconds] = "1000.0"  # the first segment's time, made unmistakable
+    history.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", *common]) == 0
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader(history.open()))
+    total = sum(float(row["seconds"]) for row in rows)
+    assert len(rows) == 2 and total > 1000
+    assert f"training time: {total:.1f}s" in out
+    assert compare_runs([run])[0]["train_seconds"] == pytest.approx(total, abs=1e-3)
+
+
+def test_fp16_on_a_cpu_is_one_warning_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "vislab", "train", "--data", "digits", "--model", "mlp",
+                             "--epochs", "1", "--max-per-class", "10", "--precision", "fp16", "--device", "cpu",
+                             "--no-evaluate", "--no-progress", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "fp16" in line]
+    assert len(lines) == 1 and lines[0].startswith("vislab train: warning: --precision fp16 on the CPU"), \
+        result.stderr
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from vislab import __version__  # noqa: F401  (the CLI's --version reads it here)
-from vislab.core.config import ConfigError, option_overrides, resolve_config
+from vislab.core.config import ConfigError, check_ranges, option_overrides, resolve_config
 
 # Where `compare` writes when no out= is given: a folder of its own, never the current one.
 COMPARE_OUT = Path("runs") / "compare"
@@ -63,6 +63,7 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
     ``epochs`` may change (anything else is refused, as the CLI refuses it). ``figures=False``
     (``--no-figures``): no figures but the training curves (no audit or evaluation figures, no Grad-CAM
     panels; audit.json, metrics.json and the report are written), for the runs of a sweep.
+    An ``out`` inside the ``data`` folder, or one already holding images, is refused.
     """
     from vislab.pipelines import train as train_pipeline
     from vislab.train.loop import resume_config
@@ -75,7 +76,30 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
         resume_config(resume, epochs, **changes)  # refuses any change but epochs, before any work
         return train_pipeline(None, resume=resume, epochs=epochs, progress=progress, evaluate=evaluate,
                               figures=figures)
-    return train_pipeline(make_config(config, **options), progress=progress, evaluate=evaluate, figures=figures)
+    cfg = make_config(config, **options)
+    _check_out(cfg.out or "runs", cfg.data.source, images_too=True)
+    return train_pipeline(cfg, progress=progress, evaluate=evaluate, figures=figures)
+
+
+def _check_out(out, data, images_too: bool = False, flag: str = "--out") -> None:
+    """Refuse an output folder inside the ``--data`` folder (the run's PNGs would join the data set,
+    and a class-per-folder reader would even take ``plots/`` for a class); ``images_too``: also one
+    that already holds images, a data folder of its own."""
+    from vislab.data.images import IMAGE_EXTENSIONS
+
+    folder = Path(out).expanduser().resolve()
+    source = Path(str(data)).expanduser()
+    if data is not None and source.is_dir():
+        root = source.resolve()
+        if folder == root or root in folder.parents:
+            raise ConfigError(f"{flag} {out} is inside the data folder {data}: the files written there would become "
+                              f"part of the data set; give {flag} a folder outside it, e.g. {flag} runs/NAME")
+    if images_too and folder.is_dir():
+        images = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if images and not (folder / "model.json").is_file() and not (folder / "config.yaml").is_file():
+            raise ConfigError(f"{flag} {out} holds images ({images[0]}, ...): it looks like a data folder, and the "
+                              f"run's files would be written among them; give {flag} a new folder, e.g. "
+                              f"{flag} runs/NAME")
 
 
 def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: int = 256, device: str = "auto",
@@ -86,6 +110,7 @@ def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: 
     (``--no-figures``): the metrics and the report, without the figures and Grad-CAM panels."""
     from vislab.pipelines import run_evaluation
 
+    check_ranges(batch_size=batch_size, threshold=threshold)
     return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device, console=console,
                           task_options={"threshold": threshold}, figures=figures)
 
@@ -130,6 +155,7 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
     """
     from vislab.infer import Predictor, predict_files
 
+    check_ranges(top_k=top_k, batch_size=batch_size, threshold=threshold)
     model = model_source(model)
     if isinstance(model, str) and model.lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
         from vislab.export.ort import OnnxPredictor
@@ -184,6 +210,7 @@ def explain(model, images, method: str = "gradcam", target="top", layer: str | N
     ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
     from vislab.explain.api import explain_files
 
+    check_ranges(num_samples=num_samples)
     if method == "lime":
         opts = {"num_samples": num_samples, "segmentation": segmentation, **opts}
     loaded = load_model(model_source(model), weights=weights)
@@ -209,6 +236,7 @@ def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=N
     from vislab.explain.api import default_out_dir, safe_filename
     from vislab.explain.filters import filter_grid, save_filter_grid
 
+    check_ranges(n=n, steps=steps)
     loaded = load_model(model_source(model), weights=weights)
     result = filter_grid(loaded.model, loaded.preprocessing, layer, n=n, steps=steps)
     folder = Path(out) if out else default_out_dir(loaded, "filters")
@@ -237,7 +265,10 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
     """
     from vislab.tasks import get_task
 
+    check_ranges(max_images=max_images, folds=folds)
     cfg = resolve_config(config, {**option_overrides({"data": data, **data_options}), "seed": seed})
+    if out is not None:
+        _check_out(out, cfg.data.source, images_too=True)
     task_ = get_task(task)
     dataset = task_.load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
@@ -273,27 +304,52 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
 def augment_preview(data: str, out="augment_preview.png", count: int = 6, versions: int = 5, split: str = "train",
                     seed: int | None = None, config: str | None = None, console=None, **options) -> Path:
     """``vislab augment-preview``: images beside augmented copies; options are the augmentation flags
-    (``rotation=15``, ``hflip=True``...). ``console`` gets a note when no augmentation is set."""
+    (``rotation=15``, ``hflip=True``...). ``out`` is a .png file, or a folder that gets
+    augment_preview.png; returns the path written. ``console`` gets a note when no augmentation is set."""
     from vislab.data.audit import preview_augmentation
     from vislab.data.sources import load_dataset
 
+    check_ranges(count=count, versions=versions)
     cfg = resolve_config(config, {**option_overrides({"data": data, **options}), "seed": seed})
+    path = _png_path(out, "augment_preview.png")
+    _check_out(path.parent, cfg.data.source)
     if not cfg.augment.active and console is not None:
         console.print("note: no augmentation is set (e.g. --rotation 15 --hflip); the copies equal the originals")
     dataset = load_dataset(cfg.data, seed=cfg.seed)
-    return preview_augmentation(dataset, cfg.augment, out, count=count, versions=versions, split=split,
+    return preview_augmentation(dataset, cfg.augment, path, count=count, versions=versions, split=split,
                                 seed=cfg.seed)
+
+
+def _png_path(out, default_name: str, flag: str = "--out") -> Path:
+    """Where a one-picture command writes: ``out`` itself when it names a .png file, else the file
+    ``default_name`` inside the folder ``out`` (an existing folder, or a name without a suffix).
+
+    Example:
+        >>> _png_path("figs/aug.png", "augment_preview.png"), _png_path("figs", "augment_preview.png")
+        (PosixPath('figs/aug.png'), PosixPath('figs/augment_preview.png'))
+    """
+    path = Path(out)
+    if path.is_dir() or str(out).endswith(("/", "\\")) or not path.suffix:
+        return path / default_name
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"{flag} {out}: the picture is a PNG; give a .png file name or a folder")
+    return path
 
 
 def compare(runs, out=None, evaluation: str | None = None, console=None) -> tuple[list[dict], Path, Path]:
     """``vislab compare``: leaderboard rows (each with its data and split), and the paths of
     leaderboard.csv and leaderboard.png, written into ``out`` (default ``runs/compare``);
-    ``evaluation="val"`` reads metrics_val.json instead. ``console`` also prints the table."""
-    from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard
+    ``evaluation="val"`` reads metrics_val.json instead (a name no run has is refused, naming the ones
+    they have). Runs never evaluated are listed apart, never ranked. ``console`` also prints the table."""
+    from vislab.evaluate.compare import compare_runs, evaluated, print_leaderboard, write_leaderboard
 
     rows = compare_runs(runs, evaluation=evaluation)
+    if not evaluated(rows):
+        raise ConfigError(f"none of {', '.join(r['run'] for r in rows)} has been evaluated (no "
+                          f"{rows[0]['metrics_file'] if rows else 'metrics.json'}), so there is nothing to rank: "
+                          "run `vislab evaluate RUN` first")
     if console is not None:
-        print_leaderboard(rows, console)
+        print_leaderboard(rows, console, evaluation=evaluation)
     return (rows, *write_leaderboard(rows, COMPARE_OUT if out is None else out))
 
 
@@ -311,6 +367,7 @@ def summary(model: str, num_classes: int = 10, in_chans: int | None = None, inpu
     folder's model, or of ``imagenet:NAME`` / ``hf:NAME``."""
     from vislab.models.summary import model_summary, summarize
 
+    check_ranges(num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth)
     if Path(model).is_dir() or str(model).startswith(("imagenet:", "hf:")):
         loaded = load_model(model, weights=weights)
         return summarize(loaded.model, loaded.preprocessing.input_size, depth)
@@ -335,6 +392,7 @@ def models(task: str | None = None, parameters: bool = False, num_classes: int =
     from vislab.models.registry import model_table
     from vislab.tasks import get_task, task_names
 
+    check_ranges(num_classes=num_classes)
     if timm is not None:
         import timm as timm_lib
 
@@ -375,6 +433,7 @@ def export(model, format: str = "onnx", out=None, dynamic_batch: bool = True, op
     from vislab.core.config import EXPORT_FORMATS
     from vislab.export.onnx import export_onnx
 
+    check_ranges(opset=opset, samples=samples, tolerance=tolerance, seed=seed)
     _require_deploy("vislab export", "onnx", "onnxruntime", "onnxscript")
 
     if format not in EXPORT_FORMATS:
@@ -390,6 +449,7 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     Example:
         >>> serve("runs/digits", port=8080, batch_size=32, max_wait_ms=5)   # doctest: +SKIP
     """
+    check_ranges(port=port, **options)  # options without a range (device, weights...) pass
     _require_deploy("vislab serve", "fastapi", "fastapi_offline", "uvicorn", "multipart", "prometheus_client")
     from vislab.serve.app import run_server
 
@@ -420,6 +480,7 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
     """
     from vislab.train.lr_find import lr_find as sweep
 
+    check_ranges(start_lr=start_lr, end_lr=end_lr, steps=steps)
     cfg = resolve_config(config, option_overrides(options))
     folder = out or Path("runs") / f"lr-find-{cfg.model.name.replace(':', '-').replace('/', '-')}"
     return sweep(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps, out=folder, console=console,
@@ -439,6 +500,7 @@ def segment(model: str, images, out, weights: str | None = None, palette: str | 
     """
     from vislab.segment import segment_images
 
+    check_ranges(alpha=alpha, beta=beta)
     return segment_images(model, [images] if isinstance(images, (str, Path)) else list(images), out,
                           weights=weights, alpha=alpha, beta=beta, class_maps=class_maps, palette=palette,
                           device=device, precision=precision, panels=panels)

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from vislab.core.config import (
     BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LABEL_SEPARATORS, LIME_SEGMENTATIONS,
@@ -39,15 +40,51 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (``--top-k 0`` would print an empty table, ``-2`` a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+class _ArgumentParser(argparse.ArgumentParser):
+    """A usage error is one line: what was wrong and where the options are listed, not the usage
+    (train's would be about 50 lines above the one that matters)."""
+
+    def error(self, message: str):
+        pointer = "" if "--help" in message else f" (`{self.prog} --help` lists the options)"
+        self.exit(2, f"{self.prog}: error: {message}{pointer}\n")
+
+
+def _ranged(name: str, base: type):
+    """argparse type: ``base`` (int or float) checked against option ``name``'s range in
+    :data:`vislab.core.config.RANGES`, so an out-of-range flag is a one-line usage error naming the range."""
+    from vislab.core.config import RANGES
+
+    spec = RANGES[name]
+
+    def parse(text: str):
+        try:
+            value = base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if base is int else 'a number'}; "
+                                             f"it must be {spec.describe()}") from None
+        problem = spec.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = base.__name__
+    parse.range_name = name
+    return parse
+
+
+def _apply_ranges(parser: argparse.ArgumentParser) -> None:
+    """Every int/float flag of every subcommand gets its range from the one table: checked while parsing
+    and shown in its help. A numeric flag missing from the table keeps its plain type, and
+    tests/test_cli.py fails naming it."""
+    from vislab.core.config import RANGES
+
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for sub in commands.values():
+        for action in sub._actions:
+            if action.type in (int, float) and action.dest in RANGES:
+                action.type = _ranged(action.dest, action.type)
+                if action.help:
+                    action.help += f" [range: {RANGES[action.dest].describe()}]"
 
 
 def _parser(subparsers, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -140,7 +177,8 @@ def _add_train(sub) -> None:
                         "minute on 2 CPU cores, >= 92%% on Fashion-MNIST) or accurate (about 9 minutes, >= 94%%); "
                         "transfer: frozen EfficientNet-Lite0 features + logistic regression, what measured best at 40 "
                         "images per class (README: Transfer learning); any other flag overrides it")
-    p.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<time>)")
+    p.add_argument("--out", default=None,
+                   help="run folder, not inside --data nor a folder of images (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation at the end")
@@ -229,7 +267,9 @@ def _add_train(sub) -> None:
     t.add_argument("--patience", type=int, default=None,
                    help="early stopping: stop after N epochs without improvement of --monitor, as in Keras "
                         "(0 stops at the first one; default: no early stopping)")
-    t.add_argument("--monitor", default=None, help="early stopping metric (default val_loss)")
+    t.add_argument("--monitor", default=None,
+                   help="early stopping metric, a history.csv column (val_loss, val_acc, train_loss...); Keras' "
+                        "names work too (val_accuracy, accuracy, loss) (default val_loss)")
     t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
     t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
     t.add_argument("--exclude", default=None, metavar="FILE",
@@ -320,7 +360,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threshold", type=float, default=None,
                    help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
@@ -347,9 +387,9 @@ def _add_predict(sub) -> None:
                 "still predicted.")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output format")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast dtype for inference. auto: fp32 or bf16, channels_last or not, whichever "
@@ -488,14 +528,14 @@ def _add_audit(sub) -> None:
     p.add_argument("--task", default="classification", metavar="TASK",
                    help=f"how the data is read and its targets audited: {', '.join(BUILTIN_TASKS)} (multilabel: a "
                         "CSV of file + labels, every label counted; segmentation: images/ + masks/, pixels per class)")
-    p.add_argument("--max-images", type=_positive_int, default=2000,
+    p.add_argument("--max-images", type=int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
     p.add_argument("--label-issues", action="store_true",
                    help="find images whose label is probably wrong: out-of-fold probabilities (logistic regression "
                         "on the shipped EfficientNet-Lite0's features, K folds) + cleanlab; writes "
                         "label_issues.csv, plots/label_issues.png and report.html")
-    p.add_argument("--folds", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="--label-issues: folds for the out-of-fold probabilities; every class needs K images (default 5)")
     p.add_argument("--rank-by", choices=LABEL_ISSUE_RANKINGS, default="self_confidence",
                    help="--label-issues: cleanlab's label quality score that orders label_issues.csv")
@@ -532,9 +572,10 @@ def _add_augment_preview(sub) -> None:
                 "example:\n  vislab augment-preview --data fashion-mnist --rotation 15 --zoom 0.1 --hflip")
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with data/augment sections")
-    p.add_argument("--out", default="augment_preview.png", help="PNG to write")
-    p.add_argument("--count", type=_positive_int, default=6, help="how many images")
-    p.add_argument("--versions", type=_positive_int, default=5, help="augmented copies of each image")
+    p.add_argument("--out", default="augment_preview.png",
+                   help="a .png file to write, or a folder to write augment_preview.png into (not inside --data)")
+    p.add_argument("--count", type=int, default=6, help="how many images")
+    p.add_argument("--versions", type=int, default=5, help="augmented copies of each image")
     p.add_argument("--split", default="train", choices=SPLITS, help="which split to draw from")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     _add_augment_options(p)
@@ -559,14 +600,15 @@ def _add_compare(sub) -> None:
                 "macro-F1, AUC) and write it as leaderboard.csv and leaderboard.png into --out (runs/compare\n"
                 "unless given). The numbers are each\n"
                 "run's test split (metrics.json) unless --evaluation names another evaluation; runs on\n"
-                "different data are ranked separately.\n\n"
+                "different data are ranked separately, and runs not evaluated are listed apart, unranked.\n\n"
                 "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs\n"
                 "  vislab compare runs/cnn runs/vit --evaluation val   # after vislab evaluate RUN --split val")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default=None, help="folder for leaderboard.csv and leaderboard.png (default runs/compare)")
     p.add_argument("--evaluation", default=None, metavar="NAME",
                    help="compare metrics_NAME.json (e.g. val, or otherdata_test after `evaluate --data otherdata`) "
-                        "instead of the test split's metrics.json")
+                        "instead of the test split's metrics.json (test); a name none of the runs has is refused, "
+                        "naming the ones they have")
 
 
 def _cmd_compare(args) -> int:
@@ -608,7 +650,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
     p.add_argument("--target", default="top", help="class to explain: a name, an index, or 'top' (the prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
-    p.add_argument("--num-samples", type=_positive_int, default=1000, help="LIME: perturbed images to score")
+    p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
     p.add_argument("--segmentation", default="quickshift", choices=LIME_SEGMENTATIONS, help="LIME superpixels")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/explain or explain-MODEL)")
     _add_weights_option(p)
@@ -657,8 +699,8 @@ def _add_filters(sub) -> None:
                 "example:\n  vislab filters imagenet:vgg16 --layer features.10 --n 64 --out filters/")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("--layer", required=True, help="a model.named_modules() name (a wrong name lists them)")
-    p.add_argument("--n", type=_positive_int, default=64, help="filters to draw")
-    p.add_argument("--steps", type=_positive_int, default=40, help="gradient-ascent steps")
+    p.add_argument("--n", type=int, default=64, help="filters to draw")
+    p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
     p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/filters)")
     _add_weights_option(p)
 
@@ -814,7 +856,7 @@ COMMANDS = ["train", "evaluate", "predict", "models", "summary", "audit", "augme
 def build_parser() -> argparse.ArgumentParser:
     from vislab.api import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="vislab", formatter_class=_Formatter, allow_abbrev=False,
         description="Image-classification workbench on PyTorch: train, evaluate, explain, compare.\n"
                     "Every command makes or reads a run folder.")
@@ -822,6 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         globals()[f"_add_{name.replace('-', '_')}"](sub)
+    _apply_ranges(parser)
     return parser
 
 
@@ -880,6 +923,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = globals()[f"_cmd_{args.command.replace('-', '_')}"]
     from vislab.core.errors import USER_ERRORS, DeviceError
 
+    shown_before = warnings.showwarning
+    warnings.showwarning = _warning_line(args.command)
     try:
         return handler(args) or 0
     except DeviceError as exc:  # a device named in a config file: a usage error too
@@ -891,6 +936,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vislab {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown_before
+
+
+def _warning_line(command: str):
+    """``warnings.showwarning`` for the command line: a warning is one line, ``vislab CMD: warning: ...``,
+    not Python's ``path:line: UserWarning:`` and the source line that raised it."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split()) or category.__name__
+        print(f"vislab {command}: warning: {text}", file=sys.stderr if file is None else file)
+
+    return show
 
 
 def run() -> None:

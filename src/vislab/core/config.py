@@ -259,7 +259,11 @@ def _check_choice(key: str, value, choices) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Check values that the type alone does not constrain."""
+    """Check values that the type alone does not constrain: every number against :data:`RANGES`
+    first, then the choices and the options that only make sense together."""
+    _check_config_ranges(cfg)
+    es = cfg.train.early_stopping
+    es.monitor = MONITOR_ALIASES.get(es.monitor, es.monitor)  # Keras' names for vislab's
     _check_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
     _check_choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
     _check_choice("train.device", cfg.train.device, DEVICES)
@@ -275,59 +279,20 @@ def validate(cfg: Config) -> Config:
     _check_choice("train.threshold_metric", cfg.train.threshold_metric, THRESHOLD_METRICS)
     if cfg.data.label_sep is not None:
         _check_choice("data.label_sep", cfg.data.label_sep, LABEL_SEPARATORS)
-    if cfg.train.threshold is not None and not 0 < cfg.train.threshold < 1:
-        raise ConfigError(f"train.threshold={cfg.train.threshold} must be a probability in (0, 1), e.g. 0.5")
-    if cfg.train.focal_gamma < 0:
-        raise ConfigError("train.focal_gamma must be >= 0 (0 is plain cross-entropy)")
     _check_choice("segmentation.loss", cfg.segmentation.loss, SEGMENTATION_LOSSES)
     if cfg.segmentation.class_weights not in (None, "auto"):
         raise ConfigError(f"segmentation.class_weights={cfg.segmentation.class_weights!r} is not valid; use auto "
                           "(median-frequency weights from the training masks) or leave it unset")
     if cfg.recipe is not None:
         _check_choice("recipe", cfg.recipe, tuple(RECIPES))
-    es = cfg.train.early_stopping
-    if es.patience is not None and es.patience < 0:
-        raise ConfigError("train.early_stopping.patience must be >= 0 (0 stops at the first epoch without "
-                          "improvement, as in Keras), or null to turn early stopping off")
     aug = cfg.augment
     # Options that would silently do nothing are errors, as the issue asks.
     if aug.fill_mode != "nearest" and not aug.geometric:
         raise ConfigError(
             f"augment.fill_mode={aug.fill_mode!r} only applies to rotation/zoom/shift/shear, and none is set"
         )
-    if not 0 <= aug.fill_value <= 255:
-        raise ConfigError(f"augment.fill_value={aug.fill_value:g} is outside 0..255 (a uint8 grey level, as the "
-                          "images' pixels); e.g. --fill-value 0 for black, 255 for white")
     if aug.fill_value and aug.fill_mode != "constant":
         raise ConfigError("augment.fill_value is only used with fill_mode=constant; set --fill-mode constant")
-    for key in ("rotation", "shear"):
-        if not 0 <= getattr(aug, key) <= 180:
-            raise ConfigError(f"augment.{key} is in degrees and must be within 0..180")
-    if not 0 <= aug.zoom < 1:
-        raise ConfigError("augment.zoom must be a fraction in [0, 1)")
-    for key in ("width_shift", "height_shift"):
-        if getattr(aug, key) < 0:
-            raise ConfigError(f"augment.{key} must be >= 0: a fraction of the size below 1, pixels from 1 up")
-    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
-        raise ConfigError("train.epochs and train.batch_size must be at least 1")
-    if cfg.train.lr <= 0:
-        raise ConfigError("train.lr must be positive")
-    if not 0 <= cfg.train.label_smoothing < 1:
-        raise ConfigError("train.label_smoothing must be in [0, 1)")
-    if cfg.train.weight_decay < 0:
-        raise ConfigError("train.weight_decay must be >= 0")
-    for key in ("val_split", "test_split"):
-        value = getattr(cfg.data, key)
-        if value is None:
-            continue
-        if value < 0 or (value >= 1 and not float(value).is_integer()):
-            flag = "--" + key.replace("_", "-")
-            raise ConfigError(
-                f"data.{key}={value:g} ({flag}) is neither a fraction in (0, 1) nor a whole count of images: "
-                f"give e.g. {flag} 0.1 (10 % of the training images) or {flag} 500 (500 images), or 0 for none")
-    if cfg.data.max_per_class is not None and cfg.data.max_per_class < 1:
-        raise ConfigError(f"data.max_per_class={cfg.data.max_per_class} must be at least 1 (--max-per-class N "
-                          "keeps at most N images per class)")
     if cfg.model.cache_features and cfg.model.freeze != "backbone":
         raise ConfigError("model.cache_features needs model.freeze=backbone (the features must not change)")
     if cfg.model.cache_features and cfg.train.precision == "fp16":
@@ -398,19 +363,12 @@ def _validate_transfer(cfg: Config) -> None:
         if m.cache_features:
             raise ConfigError("model.unfreeze_at changes the backbone, so its features cannot be cached: "
                               "drop --cache-features")
-    if not 0 < m.lr_decay <= 1:
-        raise ConfigError("model.lr_decay must be in (0, 1]: each lower block gets the LR times this factor")
     if m.bn != "train" and m.cache_features:
         raise ConfigError("model.bn only matters when the backbone trains; with --cache-features it is frozen")
-    if t.warmup_epochs < 0 or t.warmup_epochs >= t.epochs:
-        raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be >= 0 and below train.epochs ({t.epochs})")
+    if t.warmup_epochs >= t.epochs:  # its range (>= 0) is in RANGES
+        raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be below train.epochs ({t.epochs})")
     if t.warmup_epochs and t.scheduler in ("step", "plateau"):
         raise ConfigError("train.warmup_epochs works with --scheduler cosine, onecycle or none")
-    for key in ("mixup", "cutmix"):
-        if getattr(t, key) < 0:
-            raise ConfigError(f"train.{key} is a Beta-distribution alpha: >= 0 (0: off), typically 0.2-1.0")
-    if not (t.ema == 0 or 0 < t.ema < 1):
-        raise ConfigError("train.ema is the EMA decay: 0 (off) or in (0, 1), e.g. 0.998")
     if (t.mixup or t.cutmix or t.ema or cfg.augment.policy != "none") and m.cache_features:
         raise ConfigError("--mixup/--cutmix/--ema/--augment-policy act on end-to-end training; "
                           "drop --cache-features")
@@ -514,6 +472,17 @@ OPTION_ALIASES = {"data": "data.source", "model": "model.name", "model_options":
                   "monitor": "train.early_stopping.monitor", "min_delta": "train.early_stopping.min_delta",
                   "restore_best": "train.early_stopping.restore_best"}
 
+# Keras' metric names (what `EarlyStopping(monitor=...)` and `history.history` call them) -> vislab's
+# history.csv columns: `--monitor val_accuracy` means val_acc, as `--rotation-range` means --rotation.
+# Keras' bare names are the training-set ones ("accuracy", "loss").
+MONITOR_ALIASES = {
+    "loss": "train_loss", "accuracy": "train_acc", "acc": "train_acc", "val_accuracy": "val_acc",
+    "train_accuracy": "train_acc", "categorical_accuracy": "train_acc", "val_categorical_accuracy": "val_acc",
+    "sparse_categorical_accuracy": "train_acc", "val_sparse_categorical_accuracy": "val_acc",
+    "mean_io_u": "train_miou", "val_mean_io_u": "val_miou", "iou": "train_miou", "val_iou": "val_miou",
+    "miou": "train_miou", "map": "train_map",
+}
+
 
 def option_keys() -> dict[str, str]:
     """Every flat option name -> its dotted config key (the first section that has a field wins)."""
@@ -559,3 +528,165 @@ def _input_size(value) -> list[int]:
     if len(sizes) not in (1, 2):
         raise ConfigError(f"--input-size takes one number or H W, got {len(sizes)} numbers")
     return [int(size) for size in (sizes * 2)[:2]]
+
+
+# --------------------------------------------------------------------------- numeric ranges
+# The one table of every numeric option's range, by its flat name (the CLI flag's: ``--batch-size`` is
+# ``batch_size``). The CLI's argparse types (vislab.cli), config validation (YAML files and the API's
+# keyword options) and the help texts all read it; tests/test_cli.py tries each flag out of range.
+@dataclass(frozen=True)
+class Range:
+    """Where a number may lie: ``low``/``high`` (None: unbounded), each inclusive unless ``*_open``.
+
+    Example:
+        >>> Range(1, 65535, integer=True).problem(99999)
+        '99999 must be in 1..65535 (a whole number)'
+        >>> Range(0, 1, low_open=True, high_open=True, noun="a probability").describe()
+        'a probability in (0, 1)'
+    """
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    low_open: bool = False
+    high_open: bool = False
+    noun: str = ""  # what the number is, e.g. "a fraction": "a fraction in [0, 1)"
+    count: bool = False  # from 1 up also a whole count (val/test splits: a fraction, else images)
+    hint: str = ""  # added to the error: what the number means, an example
+
+    def describe(self) -> str:
+        if self.count:
+            return "a fraction in (0, 1) or a whole count (0: none)"
+        low, high = (_number(v) for v in (self.low, self.high))
+        if self.low is not None and self.high is not None:
+            bounds = (f"in {low}..{high}" if self.integer and not (self.low_open or self.high_open) else
+                      f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}")
+        elif self.low is not None:
+            bounds = f"{'>' if self.low_open else '>='} {low}"
+        elif self.high is not None:
+            bounds = f"{'<' if self.high_open else '<='} {high}"
+        else:
+            bounds = "any number"
+        if self.noun:
+            return f"{self.noun} {bounds}"
+        return f"{bounds} (a whole number)" if self.integer else bounds
+
+    def problem(self, value, subject: str | None = None) -> str | None:
+        """None when ``value`` is in range, else ``"SUBJECT must be RANGE, not VALUE"`` with the hint
+        (``subject`` defaults to the value itself: ``"-5 must be >= 1 (a whole number)"``)."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"{subject or repr(value)} must be {self.describe()}" + (f", not {value!r}" if subject else "")
+        shown = _number(number)
+        if self.count:
+            if number >= 0 and (number < 1 or number.is_integer()):
+                return None
+            return (f"{subject + '=' if subject else ''}{shown} is neither a fraction in (0, 1) nor a whole count "
+                    "of images: give e.g. 0.1 (10 % of the training images) or 500 (500 images), or 0 for none")
+        inside = number == number  # NaN is never in range
+        if self.integer and not number.is_integer():
+            inside = False
+        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
+            inside = False
+        if self.high is not None and (number > self.high or (self.high_open and number == self.high)):
+            inside = False
+        if inside:
+            return None
+        return (f"{subject or shown} must be {self.describe()}" + (f", not {shown}" if subject else "")
+                + (f"; {self.hint}" if self.hint else ""))
+
+
+def _number(value) -> str:
+    if value is None:
+        return ""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+_WHOLE_1 = Range(1, integer=True)
+_WHOLE_0 = Range(0, integer=True)
+_POSITIVE = Range(0, low_open=True)
+_NON_NEGATIVE = Range(0)
+_FRACTION = Range(0, 1, high_open=True, noun="a fraction")
+_PROBABILITY = Range(0, 1, low_open=True, high_open=True, noun="a probability", hint="e.g. 0.5")
+_DEGREES = Range(0, 180, noun="degrees")
+
+RANGES: dict[str, Range] = {
+    # data
+    "val_split": Range(count=True), "test_split": Range(count=True),
+    "max_per_class": _WHOLE_1, "workers": _WHOLE_0,
+    # augmentation (Keras ImageDataGenerator meanings)
+    "rotation": _DEGREES, "shear": _DEGREES, "zoom": _FRACTION,
+    "width_shift": Range(0, hint="a fraction of the size below 1, pixels from 1 up"),
+    "height_shift": Range(0, hint="a fraction of the size below 1, pixels from 1 up"),
+    "fill_value": Range(0, 255, hint="a uint8 grey level (nothing lies outside 0..255): e.g. 0 for black, "
+                                     "255 for white"),
+    # model
+    "input_size": _WHOLE_1, "finetune_last": _WHOLE_0, "freeze_epochs": _WHOLE_0, "lr_backbone": _POSITIVE,
+    "lr_decay": Range(0, 1, low_open=True, hint="each lower block gets the LR times this factor"),
+    "num_classes": _WHOLE_1, "in_chans": _WHOLE_1, "ignore_index": Range(0, 255, integer=True),
+    # training
+    "epochs": _WHOLE_1, "batch_size": _WHOLE_1, "eval_batch_size": _WHOLE_1, "lr": _POSITIVE,
+    "momentum": _FRACTION, "label_smoothing": _FRACTION, "weight_decay": _NON_NEGATIVE,
+    "warmup_epochs": _NON_NEGATIVE,
+    "mixup": Range(0, hint="a Beta-distribution alpha, 0 for off, typically 0.2-1.0"),
+    "cutmix": Range(0, hint="a Beta-distribution alpha, 0 for off, typically 0.2-1.0"),
+    "ema": Range(0, 1, high_open=True, hint="the EMA decay, 0 for off, e.g. 0.998"),
+    "focal_gamma": Range(0, hint="0 is plain cross-entropy"), "threshold": _PROBABILITY,
+    "patience": Range(0, integer=True, hint="0 stops at the first epoch without improvement, as in Keras"),
+    "min_delta": _NON_NEGATIVE, "seed": Range(0, 2**32 - 1, integer=True),
+    # lr-find
+    "start_lr": _POSITIVE, "end_lr": _POSITIVE, "steps": _WHOLE_1,
+    # evaluate, predict, explain, audit, augment-preview, summary, filters, export
+    "top_k": _WHOLE_1, "num_samples": _WHOLE_1, "n": _WHOLE_1, "count": _WHOLE_1, "versions": _WHOLE_1,
+    "max_images": _WHOLE_1, "folds": Range(2, integer=True), "depth": _WHOLE_1, "samples": _WHOLE_1,
+    "opset": Range(7, integer=True), "tolerance": _NON_NEGATIVE,
+    # serve, segment
+    "port": Range(1, 65535, integer=True), "max_wait_ms": _NON_NEGATIVE, "max_body_mb": _POSITIVE,
+    "max_pixels": _WHOLE_1, "max_queue": _WHOLE_1, "timeout": _POSITIVE,
+    "alpha": Range(0, 1, hint="the overlay's weight of the image"),
+    "beta": Range(0, 1, hint="the overlay's weight of the colour mask"),
+}
+
+
+def range_problem(name: str, value, subject: str | None = None) -> str | None:
+    """What is wrong with ``value`` (a number or a list of them) for option ``name``, or None when it is in
+    range (or the option has no range)."""
+    spec = RANGES.get(name)
+    if spec is None or value is None or isinstance(value, bool):
+        return None
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        problem = spec.problem(item, subject)
+        if problem:
+            return problem
+    return None
+
+
+def check_ranges(**values) -> None:
+    """The API's check of its numeric keyword options, as the CLI's parser checks the flags.
+
+    Example:
+        >>> check_ranges(port=8080, top_k=5)
+        >>> check_ranges(port=99999)
+        Traceback (most recent call last):
+        ...
+        vislab.core.errors.ConfigError: port must be in 1..65535 (a whole number), not 99999 (--port)
+    """
+    for name, value in values.items():
+        problem = range_problem(name, value, subject=name)
+        if problem:
+            raise ConfigError(f"{problem} (--{name.replace('_', '-')})")
+
+
+def _check_config_ranges(cfg: Config) -> None:
+    """Every ranged option that is a config field, under its dotted key (a YAML file's values too)."""
+    for name, key in option_keys().items():
+        if name not in RANGES:
+            continue
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        problem = range_problem(name, value, subject=key)
+        if problem:
+            raise ConfigError(f"{problem} (--{name.replace('_', '-')})")

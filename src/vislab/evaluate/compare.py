@@ -16,10 +16,12 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from vislab.core.errors import ConfigError
 from vislab.core.files import BadFileError, read_csv_rows, read_json, read_yaml, reading
 
 COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
            "loss", "run_dir", "task", "miou", "map"]
+UNKNOWN = "—"  # a cell the run folder does not say (no model.json, no history.csv)
 
 
 def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict]:
@@ -51,7 +53,16 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"{run_dir} is not a folder; pass run folders written by `vislab train`")
-        rows.append(_row(run_dir, evaluation))
+    if evaluation == "test":  # the run's own test split is metrics.json
+        evaluation = None
+    if evaluation is not None:
+        have = evaluations([Path(run_dir) for run_dir in run_dirs])
+        if evaluation not in have:
+            choices = ", ".join(have) or "none: run `vislab evaluate RUN` first"
+            raise ConfigError(f"--evaluation {evaluation}: none of these runs has metrics_{evaluation}.json; "
+                              f"choose one of the evaluations they have: {choices}")
+    for run_dir in run_dirs:
+        rows.append(_row(Path(run_dir), evaluation))
     # Unevaluated runs sink to the bottom instead of breaking the sort; different data never interleave;
     # a segmentation run ranks by mIoU and a multi-label one by mAP (they have no accuracy)
     rows.sort(key=lambda r: (_score(r) is None, str(r.get("data") or ""),
@@ -59,17 +70,41 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
     return rows
 
 
+def evaluations(run_dirs: Sequence[Path]) -> list[str]:
+    """The evaluation names the runs hold: ``test`` (metrics.json) and NAME for each metrics_NAME.json.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> run = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (run / "metrics.json").write_text("{}"); _ = (run / "metrics_val.json").write_text("{}")
+        >>> evaluations([run])
+        ['test', 'val']
+    """
+    names = set()
+    for run_dir in run_dirs:
+        if (run_dir / "metrics.json").is_file():
+            names.add("test")
+        names.update(p.stem[len("metrics_"):] for p in run_dir.glob("metrics_*.json"))
+    return sorted(names, key=lambda name: (name != "test", name))
+
+
+def evaluated(rows: Sequence[dict]) -> list[dict]:
+    """The rows with a number to rank by: a run never evaluated is listed apart, never ranked."""
+    return [r for r in rows if _score(r) is not None]
+
+
 def write_leaderboard(rows: Sequence[dict], out_dir) -> tuple[Path, Path]:
-    """Write ``leaderboard.csv`` and ``leaderboard.png`` into ``out_dir``; return both paths.
+    """Write the evaluated runs' ``leaderboard.csv`` and ``leaderboard.png`` into ``out_dir``; return both paths.
 
     Example:
         >>> import tempfile
         >>> csv_path, png_path = write_leaderboard([{"run": "a", "accuracy": 0.9}], tempfile.mkdtemp())
         >>> csv_path.read_text().splitlines()[0].split(",")[:3]
-        ['run', 'model', 'parameters']
+        ['run', 'model', 'data']
     """
     from vislab.viz.evaluation import plot_leaderboard
 
+    rows = evaluated(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "leaderboard.csv"
@@ -82,12 +117,15 @@ def write_leaderboard(rows: Sequence[dict], out_dir) -> tuple[Path, Path]:
     return csv_path, png_path
 
 
-def print_leaderboard(rows: Sequence[dict], console=None) -> None:
-    """Print the leaderboard as a rich table (``console`` defaults to a new rich Console)."""
+def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None = None) -> None:
+    """Print the evaluated runs as a rich table (``console`` defaults to a new rich Console), then the runs
+    not evaluated (for ``evaluation``: no metrics_<evaluation>.json) apart, with the command that evaluates them."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
+    missing = [r for r in rows if _score(r) is None]
+    rows = evaluated(rows)
     splits = sorted({str(r.get("split")) for r in rows if r.get("split")})
     datas = sorted({str(r.get("data")) for r in rows if r.get("data")})
     table = Table(title=f"Leaderboard ({', '.join(splits) or 'test'} split{'s' if len(splits) > 1 else ''})")
@@ -105,9 +143,9 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
         table.add_row(
             str(rank),
             str(r.get("run")),
-            str(r.get("model") or "?"),
-            str(r.get("data") or "?"),
-            str(r.get("split") or "?"),
+            str(r.get("model") or UNKNOWN),
+            str(r.get("data") or UNKNOWN),
+            str(r.get("split") or UNKNOWN),
             _count(r.get("parameters")),
             _plain(r.get("epochs")),
             _duration(r.get("train_seconds")),
@@ -130,11 +168,12 @@ def print_leaderboard(rows: Sequence[dict], console=None) -> None:
     if len(datas) > 1:
         console.print(f"[yellow]these runs were measured on {len(datas)} different data sets ({', '.join(datas)}): "
                       "each is ranked on its own; numbers across data sets do not compare[/]")
-    missing = [r for r in rows if _score(r) is None]
     if missing:
         files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
-        console.print(f"[yellow]not evaluated yet (no {', '.join(files)}): {', '.join(r['run'] for r in missing)}; "
-                      "run `vislab evaluate RUN_DIR`[/]")
+        split = evaluation if evaluation in ("train", "val") else None
+        command = "vislab evaluate RUN" + (f" --split {split}" if split else "")
+        console.print(f"[yellow]not evaluated (no {', '.join(files)}), so not ranked: "
+                      f"{', '.join(r['run'] for r in missing)}: run `{command}`[/]")
 
 
 # ----------------------------------------------------------------------------- reading one run
@@ -245,20 +284,20 @@ def _safetensors_parameters(path: Path) -> int | None:
 
 def _count(value) -> str:
     if value is None:
-        return "?"
+        return UNKNOWN
     value = int(value)
     return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k" if value >= 1e3 else str(value)
 
 
 def _duration(seconds) -> str:
     if seconds is None:
-        return "?"
+        return UNKNOWN
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
 
 
 def _fixed(value) -> str:
-    return "—" if value is None else f"{value:.4f}"
+    return UNKNOWN if value is None else f"{value:.4f}"
 
 
 def _plain(value) -> str:
-    return "?" if value is None else str(value)
+    return UNKNOWN if value is None else str(value)

@@ -40,6 +40,7 @@ th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:right}
 th{background:#f6f8fa}
 td.text,th.text{text-align:left}
 tr:nth-child(even) td{background:#fbfcfd}
+details summary{cursor:pointer;color:#0969da}
 pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:10px;overflow-x:auto;font-size:.85em}
 figure{margin:10px 0 18px}
 figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
@@ -56,11 +57,11 @@ figcaption{color:#57606a;font-size:.85em}
 def build_report(run_dir) -> Path:
     """Write ``run_dir/report.html`` from whatever the run folder holds and return its path.
 
-    Sections (each only when its files exist): summary, config (``config.yaml``),
-    model (``model.json``), dataset audit (``audit.json``, ``plots/audit_*.png``),
-    training (``plots/curves.png``, ``history.csv``), metrics (``metrics.json``),
-    evaluation figures, misclassified examples (``misclassified.csv`` and grids),
-    explanations (``plots/explain/``), other figures under ``plots/`` and bad files.
+    Sections (each only when its files exist): summary, model (``model.json``), dataset audit
+    (``audit.json``, ``plots/audit_*.png``), training (``plots/curves.png``, ``history.csv``),
+    metrics (``metrics.json``), evaluation figures, misclassified examples (``misclassified.csv``
+    and grids), explanations (``plots/explain/``), other figures under ``plots/``, bad files, and
+    last the config (``config.yaml``), folded in a ``<details>`` element.
 
     Example:
         >>> import tempfile, json, pathlib
@@ -81,7 +82,6 @@ def build_report(run_dir) -> Path:
     task = report.task
     sections = [
         ("summary", "Summary", report.summary),
-        ("config", "Configuration", report.config),
         ("model", "Model", report.model),
         ("audit", "Dataset audit", report.audit),
         ("label-issues", "Label issues", report.label_issues),
@@ -91,6 +91,8 @@ def build_report(run_dir) -> Path:
         ("explanations", "Explanations", report.explanations),
         ("other", "Other figures", report.other_figures),
         ("bad-files", "Bad files", report.bad_files),
+        # last and folded: ~60 lines of settings would push the results down the page
+        ("config", "Configuration", report.config),
     ]
     bodies = []
     for anchor, title, build in sections:
@@ -171,7 +173,9 @@ class _Report:
         try:
             data = yaml.safe_load(text)
             shown = yaml.safe_dump(data, sort_keys=False, default_flow_style=False) if data is not None else text
-            return f"<pre>{html.escape(shown)}</pre>"
+            lines = len(shown.splitlines())
+            return (f"<details><summary>config.yaml: the resolved settings, {lines} lines (enough to repeat the "
+                    f"run)</summary>\n<pre>{html.escape(shown)}</pre></details>")
         except yaml.YAMLError as exc:
             return f'<p class="warn">config.yaml is not valid YAML ({html.escape(str(exc))}); shown as written:</p><pre>{html.escape(text)}</pre>'
 

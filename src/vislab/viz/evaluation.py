@@ -126,26 +126,39 @@ def plot_reliability_diagram(calibration: Mapping, path) -> Path:
         >>> plot_reliability_diagram(cal, os.path.join(tempfile.mkdtemp(), "rel.png")).exists()
         True
     """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    draw_reliability(top, bottom, calibration)
+    return _save(fig, path)
+
+
+def draw_reliability(top, bottom, calibration: Mapping) -> None:
+    """The reliability diagram's two axes: per bin, the gap between accuracy and mean confidence
+    (hatched), then the accuracy bar's outline drawn over it and the mean confidence as a red tick, so
+    both stay visible whichever is higher (an under-confident bin's accuracy is above its gap's bottom)."""
     bins = list(calibration["bins"])
     lower = np.array([b["lower"] for b in bins])
     width = np.array([b["upper"] - b["lower"] for b in bins])
     accuracy = np.array([b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins])
     confidence = np.array([b["confidence"] if b["confidence"] is not None else 0.0 for b in bins])
     counts = np.array([b["count"] for b in bins])
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     filled = counts > 0
-    top.bar(lower[filled], accuracy[filled], width=width[filled], align="edge", color="#4c72b0", edgecolor="black", label="accuracy")
+    top.bar(lower[filled], accuracy[filled], width=width[filled], align="edge", color="#4c72b0", alpha=0.55,
+            edgecolor="none", zorder=2, label="accuracy")
     # The gap spans accuracy..confidence in either direction (over- or under-confident bins).
     low = np.minimum(accuracy, confidence)
     gap = np.abs(confidence - accuracy)
     top.bar(lower[filled], gap[filled], bottom=low[filled], width=width[filled], align="edge",
-            color="#f6c4c4", edgecolor=WRONG, hatch="//", zorder=3, label="gap to mean confidence")
+            color="none", edgecolor=WRONG, hatch="//", linewidth=0.8, zorder=3, label="gap to mean confidence")
+    # on top of the gap: the accuracy bar's outline and the mean confidence, each always visible
+    top.bar(lower[filled], accuracy[filled], width=width[filled], align="edge", fill=False, edgecolor="black",
+            linewidth=1.6, zorder=4)
+    top.hlines(confidence[filled], lower[filled], lower[filled] + width[filled], colors=WRONG, linewidth=2.2,
+               zorder=5, label="mean confidence")
     top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     top.set(ylim=(0, 1), ylabel="Accuracy", title=f"Reliability diagram (ECE {_fmt(calibration.get('ece'))})")
-    top.legend(loc="upper left")
+    top.legend(loc="upper left", fontsize=8)
     bottom.bar(lower, counts, width=width, align="edge", color="grey", edgecolor="black")
     bottom.set(xlim=(0, 1), xlabel="Confidence (top probability)", ylabel="Samples")
-    return _save(fig, path)
 
 
 def plot_per_class_accuracy(class_names: Sequence[str], accuracies: Sequence[float | None], path) -> Path:
@@ -221,14 +234,16 @@ def plot_prediction_grid(
         ax.text(0.5, 0.5, f"{title}: no images", ha="center", va="center")
         return _save(fig, path)
     # One image of all the cells, titles as text on one axes: 18 subplots took ~1 s per figure.
-    from vislab.viz.montage import rgb, titled_grid
+    from vislab.viz.montage import fit_width, rgb, titled_grid
 
     right = [str(t) == str(p) for t, p in zip(true_names, predicted_names)]
     fig = plt.figure()
     titled_grid(fig, [rgb(image) for image in images],
                 [f"{_short(t)} : {_short(p)}\n{float(q):.1%}" for t, p, q in zip(true_names, predicted_names, probabilities)],
                 [RIGHT if ok else WRONG for ok in right], columns=columns, cell_max=GRID_CELL)
-    fig.suptitle(f"{title}   (true : predicted, probability)", y=1 - 0.1 / fig.get_figheight(), va="top")
+    # a grid of one or two images is narrower than this title: the figure widens to hold it
+    fit_width(fig, fig.suptitle(f"{title}   (true : predicted, probability)", y=1 - 0.1 / fig.get_figheight(),
+                                va="top"))
     return _save(fig, path, tight=False)
 
 

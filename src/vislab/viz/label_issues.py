@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
 from vislab.viz.evaluation import GRID_CELL, WRONG, _as_numpy, _save  # noqa: E402
-from vislab.viz.montage import rgb, titled_grid  # noqa: E402
+from vislab.viz.montage import fit_width, rgb, titled_grid  # noqa: E402
 
 
 def plot_label_issues(images: Sequence, captions: Sequence[str], path, title: str = "Likely label errors",
@@ -28,5 +28,5 @@ def plot_label_issues(images: Sequence, captions: Sequence[str], path, title: st
     fig = plt.figure()
     cells = [rgb(_as_numpy(image)) for image in images]
     titled_grid(fig, cells, list(captions), colours=[WRONG] * len(cells), columns=columns, cell_max=GRID_CELL)
-    fig.suptitle(title, y=1 - 0.1 / fig.get_figheight(), va="top", fontsize=11)
+    fit_width(fig, fig.suptitle(title, y=1 - 0.1 / fig.get_figheight(), va="top", fontsize=11))
     return _save(fig, path, tight=False)

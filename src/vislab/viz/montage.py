@@ -57,7 +57,7 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
         >>> from matplotlib.figure import Figure
         >>> fig = Figure()
         >>> ax = titled_grid(fig, [np.zeros((8, 8, 3), np.uint8)] * 3, ["a", "b", "c"], columns=2)
-        >>> round(fig.get_figwidth(), 1), len(ax.texts)
+        >>> round(float(fig.get_figwidth()), 1), len(ax.texts)
         (4.2, 3)
     """
     count = len(cells)
@@ -84,3 +84,22 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
     ax.imshow(canvas, interpolation="nearest")
     ax.axis("off")
     return ax
+
+
+def fit_width(fig, *texts, margin_inches: float = 0.3) -> None:
+    """Widen ``fig`` until each text artist (a suptitle, say) fits inside it: a grid of one or two
+    images is narrower than its title, which would be cut at both edges. The images keep their
+    size (the grid's axes keep their aspect ratio), centred in the wider figure.
+
+    Example:
+        >>> from matplotlib.figure import Figure
+        >>> from matplotlib.backends.backend_agg import FigureCanvasAgg
+        >>> fig = Figure(figsize=(2, 2)); _ = FigureCanvasAgg(fig)
+        >>> fit_width(fig, fig.suptitle("a title much wider than two inches of figure"))
+        >>> bool(fig.get_figwidth() > 2)
+        True
+    """
+    renderer = fig.canvas.get_renderer()
+    needed = max((text.get_window_extent(renderer).width / fig.dpi for text in texts), default=0.0) + margin_inches
+    if needed > fig.get_figwidth():
+        fig.set_size_inches(needed, fig.get_figheight())
