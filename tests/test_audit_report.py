@@ -26,7 +26,8 @@ from vislab.data.audit import audit_dataset, dominant_colour  # noqa: E402
 from vislab.data.sources import Dataset, Split  # noqa: E402
 from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard  # noqa: E402
 from vislab.tasks.classification_figures import write_evaluation_figures  # noqa: E402
-from vislab.tasks.classification_metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.tasks.base import save_metrics  # noqa: E402
+from vislab.tasks.classification_metrics import classification_metrics  # noqa: E402
 from vislab.core.errors import RunError  # noqa: E402
 from vislab.report.html import build_report  # noqa: E402
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from vislab.tasks.classification_metrics import calibration_bins, classification_metrics, load_metrics, save_metrics
+from vislab.tasks.base import load_metrics, save_metrics
+from vislab.tasks.classification_metrics import calibration_bins, classification_metrics
 
 # 6 samples, 3 classes: hand-checkable.
 Y3 = np.array([0, 0, 1, 1, 2, 2])

@@ -18,7 +18,8 @@ import pytest  # noqa: E402
 from PIL import Image, ImageStat  # noqa: E402
 
 from vislab.tasks.classification_figures import write_evaluation_figures  # noqa: E402
-from vislab.tasks.classification_metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.tasks.base import save_metrics  # noqa: E402
+from vislab.tasks.classification_metrics import classification_metrics  # noqa: E402
 from vislab.report.html import build_report  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from vislab import __version__  # noqa: F401  (the CLI's --version reads it here)
-from vislab.core.config import ConfigError, option_overrides, resolve_config
+from vislab.core.config import DEFAULT_TASK, ConfigError, option_overrides, resolve_config
 
 # Where `compare` writes when no out= is given: a folder of its own, never the current one.
 COMPARE_OUT = Path("runs") / "compare"
@@ -212,7 +212,7 @@ def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=N
 
 
 def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, config: str | None = None,
-          task: str = "classification", label_issues: bool = False, folds: int | None = None,
+          task: str = DEFAULT_TASK, label_issues: bool = False, folds: int | None = None,
           rank_by: str = "self_confidence", console=None, **data_options) -> dict:
     """``vislab audit``: audit.json and figures for a data set, read and audited as ``task`` reads it
     (a multi-label CSV, image/mask pairs); returns the audit dict, with ``out`` (the folder written).

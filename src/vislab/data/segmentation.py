@@ -49,6 +49,8 @@ SPLIT_FOLDERS = ("train", "val", "test")
 class SegmentationDataset(Dataset):
     """A :class:`Dataset` whose labels are masks: counts are pixels per class, not images."""
 
+    counted = "pixels"
+
     def counts(self) -> dict[str, list[int]]:
         return {name: pixel_counts(split.labels, self.num_classes).tolist() for name, split in self.splits.items()}
 

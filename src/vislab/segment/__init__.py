@@ -135,8 +135,7 @@ def load_segmentation(model: str, weights: str | None = None):
     Raises:
         RunError / PretrainedWeightsError / ConfigError: what is wrong and how to fix it.
     """
-    from vislab.runs import Loaded, load
-    from vislab.tasks import get_task
+    from vislab.runs import load
 
     text = str(model)
     if text.startswith("hf:"):
@@ -146,8 +145,7 @@ def load_segmentation(model: str, weights: str | None = None):
             raise ConfigError("--weights is for the named torchvision architectures; a Hugging Face model is "
                               "loaded from its own folder: pass hf:PATH/TO/FOLDER")
         net, processor, names = load_hf_segmentation(text[3:])
-        return Loaded(net.eval(), _hf_preprocessing(processor, net, text[3:]), names,
-                      {"name": text, "arch": text, "task": "segmentation"}, None, task=get_task("segmentation"))
+        return _named_model(net, _hf_preprocessing(processor, net, text[3:]), names, text)
     if text in TORCHVISION_MODELS:
         import torchvision
 
@@ -162,8 +160,7 @@ def load_segmentation(model: str, weights: str | None = None):
         net = create_torchvision_segmentation(text, num_classes, 3, pretrained=not weights, weights=weights)
         names = list(enum.meta["categories"]) if num_classes == len(enum.meta["categories"]) else \
             [str(i) for i in range(num_classes)]
-        return Loaded(net.eval(), _torchvision_preprocessing(enum.transforms()), names,
-                      {"name": text, "arch": text, "task": "segmentation"}, None, task=get_task("segmentation"))
+        return _named_model(net, _torchvision_preprocessing(enum.transforms()), names, text)
     run_dir = Path(text)
     if not run_dir.is_dir():
         raise RunError(f"MODEL {text!r} is neither a run folder nor a known model: give a vislab segmentation run "
@@ -175,6 +172,15 @@ def load_segmentation(model: str, weights: str | None = None):
         raise RunError(f"{run_dir} is a {loaded.task.name} run; `vislab segment` needs a segmentation run "
                        "(vislab train --task segmentation), or use `vislab predict` for it")
     return loaded
+
+
+def _named_model(net, preprocessing: Preprocessing, names, text: str):
+    """A torchvision or Hugging Face segmentation net by name, as a Loaded model of the segmentation task."""
+    from vislab.runs import Loaded
+    from vislab.tasks.segmentation import Segmentation
+
+    return Loaded(net.eval(), preprocessing, names, {"name": text, "arch": text, "task": Segmentation.name}, None,
+                  task=Segmentation())
 
 
 def load_segmenter(model, weights: str | None = None, device: str = "auto", precision: str = "auto",

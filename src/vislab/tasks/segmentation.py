@@ -259,6 +259,11 @@ class Segmentation(Task):
     def stratify_key(self, labels):
         return None
 
+    def balanced_weights(self, labels):
+        raise ConfigError("--sampler balanced draws whole images by their class, and a segmentation image holds "
+                          "many classes: drop --sampler and weigh the pixels with --class-weights auto "
+                          "(median-frequency weights from the training masks)")
+
     def augment_pair(self, augment, images, targets, generator):
         from vislab.data.augment import augment_with_masks
 
