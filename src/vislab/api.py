@@ -178,7 +178,7 @@ def explain(model, images, method: str = "gradcam", target="top", layer: str | N
     """``vislab explain``: one overlay PNG per image; returns one dict per image (``file``, ``png``,
     ``class``, ``probability``; ``error`` for a file that cannot be read). ``num_samples`` and
     ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
-    from vislab.explain.api import explain_files
+    from vislab.explain.explainers import explain_files
 
     if method == "lime":
         opts = {"num_samples": num_samples, "segmentation": segmentation, **opts}
@@ -193,7 +193,7 @@ def activations(model, image, layers=None, out=None, weights=None) -> list:
     The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``."""
     from vislab.data.images import read_image
     from vislab.explain.activations import activations as compute, save_activations
-    from vislab.explain.api import default_out_dir
+    from vislab.explain.explainers import default_out_dir
 
     loaded = load_model(model_source(model), weights=weights)
     grids = compute(loaded.model, loaded.preprocessing, read_image(image), layers=layers)
@@ -202,7 +202,7 @@ def activations(model, image, layers=None, out=None, weights=None) -> list:
 
 def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=None) -> Path:
     """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid; returns the PNG."""
-    from vislab.explain.api import default_out_dir, safe_filename
+    from vislab.explain.explainers import default_out_dir, safe_filename
     from vislab.explain.filters import filter_grid, save_filter_grid
 
     loaded = load_model(model_source(model), weights=weights)

@@ -46,7 +46,7 @@ from vislab.data.palettes import Palette, get_palette
 from vislab.data.preprocess import INTERPOLATIONS, Preprocessing
 from vislab.infer import Predictor
 from vislab.infer.files import file_outputs
-from vislab.models.segmentation import TORCHVISION_MODELS
+from vislab.models.segmentation_nets import TORCHVISION_MODELS
 
 
 @dataclass
@@ -139,7 +139,7 @@ def load_segmentation(model: str, weights: str | None = None):
 
     text = str(model)
     if text.startswith("hf:"):
-        from vislab.models.segmentation import load_hf_segmentation
+        from vislab.models.segmentation_nets import load_hf_segmentation
 
         if weights:
             raise ConfigError("--weights is for the named torchvision architectures; a Hugging Face model is "
@@ -149,7 +149,7 @@ def load_segmentation(model: str, weights: str | None = None):
     if text in TORCHVISION_MODELS:
         import torchvision
 
-        from vislab.models.segmentation import (
+        from vislab.models.segmentation_nets import (
             checkpoint_num_classes, create_torchvision_segmentation, read_segmentation_weights,
         )
 
@@ -208,7 +208,7 @@ def mask_png(mask: np.ndarray, palette: np.ndarray) -> bytes:
     classes. ``vislab segment`` writes these bytes and ``POST /v1/segment`` sends them."""
     from PIL import Image
 
-    from vislab.viz.segmentation import PNG_COMPRESS_LEVEL
+    from vislab.viz.masks import PNG_COMPRESS_LEVEL
 
     mask = np.asarray(mask)
     if len(palette) <= 256 and mask.max(initial=0) < 256:
@@ -253,7 +253,7 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
     import difflib
     import time
 
-    from vislab.viz.segmentation import colorize, overlay, plot_class_map, plot_legend, plot_panel, save_png
+    from vislab.viz.masks import colorize, overlay, plot_class_map, plot_legend, plot_panel, save_png
 
     segmenter = segmenter or load_segmenter(model, weights, device, precision, palette)
     names = segmenter.class_names
