@@ -2,11 +2,12 @@
 
 The task picks the weights (``Task.balanced_weights``); the two kinds are here:
 
-* Single-label (:func:`class_balanced_weights`): each image is weighted by 1 / (images of its class), so every class is drawn
-  with the same probability -- what ``torch.utils.data.WeightedRandomSampler`` does with those
-  weights, drawn here from the epoch's own generator.
-* Multi-label (:func:`rarest_label_weights`): an image carries several labels, and weighting by one of them says nothing of
-  the others. Each image is weighted by its *rarest* label: 1 / (images carrying it), the
+* Single-label (:func:`class_balanced_weights`): each image is weighted by 1 / (images of its
+  class), so every class is drawn with the same probability -- what
+  ``torch.utils.data.WeightedRandomSampler`` does with those weights, drawn here from the
+  epoch's own generator.
+* Multi-label (:func:`rarest_label_weights`): an image carries several labels, and weighting by
+  one of them says nothing of the others. Each image is weighted by its *rarest* label: 1 / (images carrying it), the
   all-negative images as one group of their own. A label's draw probability is then at least
   the sum of its images' weights, so the rarest label's frequency rises to at least
   1 / (number of groups) of the draws (tests/test_imbalance.py measures it).

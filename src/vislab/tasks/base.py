@@ -291,7 +291,7 @@ class Task:
         """Write an evaluation's metrics into ``run_dir`` (``metrics.json``, or ``metrics_<name>.json`` for
         another split or data set) and return its path. By default the metrics dict goes in whole but for
         its ``curves`` (ROC/PR points, a confusion matrix), which go to ``<stem>_curves.json`` beside it."""
-        return save_metrics(metrics, run_dir, filename)
+        return write_metrics(metrics, run_dir, filename)
 
     def write_figures(self, evaluator: Evaluator, metrics: dict, class_names, images_for, run_dir: Path) -> list:
         """Figures under ``run_dir/plots`` from a finished evaluation; none by default."""
@@ -375,7 +375,7 @@ def _load_builtin_tasks() -> None:
 
 
 # ----------------------------------------------------------------------------- metrics files
-def save_metrics(metrics: dict, out_dir, filename: str = "metrics.json") -> Path:
+def write_metrics(metrics: dict, out_dir, filename: str = "metrics.json") -> Path:
     """Write ``filename`` (default ``metrics.json``; without the curves) and its curves file
     (``metrics_curves.json``, or ``metrics_<name>_curves.json`` beside ``metrics_<name>.json``).
 
@@ -383,7 +383,7 @@ def save_metrics(metrics: dict, out_dir, filename: str = "metrics.json") -> Path
 
     Example:
         >>> import tempfile
-        >>> save_metrics({"task": "classification", "accuracy": 0.5, "curves": {}}, tempfile.mkdtemp()).name
+        >>> write_metrics({"task": "classification", "accuracy": 0.5, "curves": {}}, tempfile.mkdtemp()).name
         'metrics.json'
     """
     out_dir = Path(out_dir)

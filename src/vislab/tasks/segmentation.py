@@ -234,7 +234,7 @@ class Segmentation(Task):
         ``max_images`` and ``near_duplicates`` concern the image studies, which a mask audit does not run."""
         from vislab.data.masks import audit_masks
 
-        return audit_masks(dataset, out_dir, self.ignore_index, figures=figures)
+        return audit_masks(dataset, out_dir, self.ignore_index, figures=figures, task=self.name)
 
     def model_config(self, model_cfg, native_size):
         import dataclasses
