@@ -86,7 +86,8 @@ def test_new_task_metrics_reach_history_metrics_and_report(regression_run):
     assert metrics["task"] == "digit-value" and 0 < metrics["mae"] < 2.0 and metrics["mse"] > 0
     assert json.loads((run / "model.json").read_text())["task"] == "digit-value"
     page = (run / "report.html").read_text()
-    assert "val_mae" in page and "mae" in page and "Misclassified" not in page and "accuracy" not in page
+    assert "val_mae" in page and "mae" in page and "Misclassified" not in page
+    assert "<h3>Per class</h3>" not in page and "calibration error" not in page  # classification's rows stay its own
 
 
 def test_new_task_writes_its_metrics_file_and_report_through_its_hooks(regression_run):
