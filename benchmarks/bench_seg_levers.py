@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 from bench_segmentation import _read_split
-from vislab.models.segmentation import create_segmentation_model
+from vislab.models.segmentation_nets import create_segmentation_model
 from vislab.tasks.segmentation import confusion_matrix, segmentation_metrics
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--lr", type=float, default=1e-3)

@@ -50,7 +50,7 @@ def _read_split(folder: Path):
 
 def plain_loop(data: Path, seconds: float, args) -> dict:
     """The same smp model trained by a plain loop for ``seconds``, then its test mIoU."""
-    from vislab.models.segmentation import create_segmentation_model
+    from vislab.models.segmentation_nets import create_segmentation_model
     from vislab.tasks.segmentation import confusion_matrix, segmentation_metrics
 
     torch.manual_seed(args.seed)

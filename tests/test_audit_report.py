@@ -26,7 +26,8 @@ from vislab.data.audit import audit_dataset, dominant_colour  # noqa: E402
 from vislab.data.sources import Dataset, Split  # noqa: E402
 from vislab.evaluate.compare import compare_runs, print_leaderboard, write_leaderboard  # noqa: E402
 from vislab.tasks.classification_figures import write_evaluation_figures  # noqa: E402
-from vislab.tasks.classification_metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.tasks.base import write_metrics  # noqa: E402
+from vislab.tasks.classification_metrics import classification_metrics  # noqa: E402
 from vislab.core.errors import RunError  # noqa: E402
 from vislab.report.html import build_report  # noqa: E402
 
@@ -166,7 +167,7 @@ def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3, f
     if not full:  # what compare reads: model.json, history.csv, metrics.json
         labels = digits_folder.dataset.splits["test"].labels.numpy()
         probs = np.random.default_rng(1).dirichlet(np.ones(3) * (1 + accuracy_boost), size=len(labels))
-        save_metrics(classification_metrics(labels, probs, CLASSES), run)
+        write_metrics(classification_metrics(labels, probs, CLASSES), run)
         return types.SimpleNamespace(run=run)
     fig, ax = plt.subplots()
     ax.plot([1, 2, 3], [1.0, 0.5, 0.33], label="train_loss")
@@ -186,7 +187,7 @@ def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3, f
     names = CLASSES + ["three"]
     predictions = types.SimpleNamespace(labels=labels, probs=probs, sources=[test.source(i) for i in range(len(test))])
     metrics = classification_metrics(labels, probs, names)
-    save_metrics(metrics, run)
+    write_metrics(metrics, run)
     written = write_evaluation_figures(
         predictions, names, metrics, lambda idx: torch.stack([test.load(int(i)) for i in idx]), run
     )

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import digits_arrays, needs_fmnist, write_image
 from vislab.core.config import DataConfig
 from vislab.data.images import BadImageError, read_image
-from vislab.data.sources import DataError, load_dataset, split_table
+from vislab.data.sources import DataError, load_dataset
 
 
 def test_folder_dataset_nested_uppercase_hidden(digits_folder):
@@ -56,7 +56,7 @@ def test_stratified_seeded_splits():
     counts = np.array(a.counts()["test"])
     assert counts.min() >= 34 and counts.max() <= 38  # ~20% of ~180 per class, stratified
     assert len(a.splits["test"]) == 359  # round(0.2 * 1797)
-    table = split_table(a)
+    table = a.split_table()
     assert table[0] == ["class", "train", "val", "test"] and table[-1][0] == "total"
 
 

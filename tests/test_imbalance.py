@@ -9,8 +9,13 @@ import torch.nn.functional as F
 
 from vislab.data.loaders import FileBatches, TensorBatches, epoch_order
 from vislab.data.preprocess import Preprocessing
-from vislab.data.samplers import balanced_weights
 from vislab.data.sources import Split
+from vislab.tasks import get_task
+
+
+def balanced_weights(labels):
+    """What the Trainer draws by under --sampler balanced: the task's weights (one class or label sets)."""
+    return get_task("classification" if labels.ndim == 1 else "multilabel").balanced_weights(labels)
 
 LONG_TAIL = [2000, 1000, 400, 200, 100, 50, 30, 20, 15, 10]
 
@@ -40,6 +45,13 @@ def test_multi_label_rarest_label_frequency_rises():
     assert after[3] > 4 * before[3]  # the rarest label: 2 % of the images, many times that of the draws
     # the rarest label's share rises the most, the most common one's falls
     assert int(torch.argmax(after / before)) == 3 and after[0] < before[0]
+
+
+def test_segmentation_refuses_the_balanced_sampler():
+    from vislab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--sampler balanced.*--class-weights auto"):
+        get_task("segmentation").balanced_weights(torch.zeros(4, 8, 8, dtype=torch.int64))
 
 
 def test_draws_depend_on_seed_and_epoch_only_and_reach_every_loader():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from vislab.tasks.classification_metrics import calibration_bins, classification_metrics, load_metrics, save_metrics
+from vislab.tasks.base import load_metrics, write_metrics
+from vislab.tasks.classification_metrics import calibration_bins, classification_metrics
 
 # 6 samples, 3 classes: hand-checkable.
 Y3 = np.array([0, 0, 1, 1, 2, 2])
@@ -167,7 +168,7 @@ def test_save_keeps_metrics_json_small(tmp_path):
     probs = rng.dirichlet(np.ones(10), size=5000)
     m = classification_metrics(y, probs, [f"c{i}" for i in range(10)])
     assert all(len(curve["fpr"]) <= 200 for curve in m["curves"]["roc"].values())
-    save_metrics(m, tmp_path)
+    write_metrics(m, tmp_path)
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert "curves" not in summary and summary["accuracy"] == m["accuracy"] and "loss" in summary
     assert (tmp_path / "metrics.json").stat().st_size < 20_000

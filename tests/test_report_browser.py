@@ -18,7 +18,8 @@ import pytest  # noqa: E402
 from PIL import Image, ImageStat  # noqa: E402
 
 from vislab.tasks.classification_figures import write_evaluation_figures  # noqa: E402
-from vislab.tasks.classification_metrics import classification_metrics, save_metrics  # noqa: E402
+from vislab.tasks.base import write_metrics  # noqa: E402
+from vislab.tasks.classification_metrics import classification_metrics  # noqa: E402
 from vislab.report.html import build_report  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -55,7 +56,7 @@ def report(tmp_path_factory):
     logits = rng.normal(size=(30, 3)) + 1.5 * np.eye(3)[labels]
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     metrics = classification_metrics(labels, probs, ["a", "b", "c"])
-    save_metrics(metrics, run)
+    write_metrics(metrics, run)
     images = rng.integers(0, 256, size=(30, 3, 16, 16), dtype=np.uint8)
     predictions = types.SimpleNamespace(labels=labels, probs=probs, sources=[f"test#{i}" for i in range(30)])
     write_evaluation_figures(predictions, ["a", "b", "c"], metrics, lambda idx: images[idx], run)

@@ -15,7 +15,7 @@ from PIL import Image
 from vislab.core.config import AugmentConfig, DataConfig, SegmentationConfig
 from vislab.data.augment import Augment, augment_with_masks
 from vislab.data.palettes import get_palette
-from vislab.data.segmentation import load_segmentation_dataset
+from vislab.data.masks import load_segmentation_dataset
 from vislab.tasks.segmentation import Segmentation, SegmentationEvaluator, confusion_matrix, segmentation_metrics
 
 
@@ -218,7 +218,7 @@ def test_full_resolution_mask_is_the_argmax_of_upsampled_logits():
 
 
 def test_segment_files_on_planted_regions(tmp_path, monkeypatch):
-    import vislab.viz.segmentation as vseg
+    import vislab.viz.masks as vseg
     from vislab.segment import segment_images
 
     image = np.zeros((40, 60, 3), np.uint8)
@@ -341,7 +341,7 @@ def test_segformer_local_folder_and_offline_hub_error(tmp_path):
 
 def test_unet_encoder_gets_the_shipped_lite0_weights():
     from vislab.models.pretrained import create_pretrained_timm
-    from vislab.models.segmentation import create_segmentation_model
+    from vislab.models.segmentation_nets import create_segmentation_model
 
     net = create_segmentation_model("unet", num_classes=4, in_chans=3, pretrained=True)
     reference = create_pretrained_timm("efficientnet_lite0", num_classes=1000)

@@ -45,6 +45,18 @@ class DigitValue(Task):
 
     def describe(self, output, class_names, top_k=5):
         return {"value": float(output[0])}
+
+    # what the run folder and the report show: the task's own, through the same hooks the shipped tasks use
+    def save_metrics(self, metrics, run_dir, filename="metrics.json"):
+        path = super().save_metrics(metrics, run_dir, filename)
+        (path.parent / f"{path.stem}_errors.txt").write_text(f"mae {metrics['mae']:.6f}\n")
+        return path
+
+    def report_metrics(self, metrics):
+        return [("mean absolute error (digits)", metrics["mae"]), *super().report_metrics(metrics)]
+
+    def report_sections(self):
+        return [("digit-errors", "Digit errors", lambda report: (report.run_dir / "metrics_errors.txt").read_text())]
 # ----------------------------------------------------------------
 
 
@@ -57,6 +69,7 @@ def regression_run(tmp_path_factory):
         "task": "digit-value", "data.source": "digits", "model.name": "mlp", "model.input_size": [8, 8],
         "model.options": {"hidden": [64]}, "train.epochs": 12, "train.lr": 3e-3, "train.batch_size": 64,
         "train.early_stopping.monitor": "val_mae", "train.early_stopping.patience": 2, "out": str(out),
+        "train.sampler": "balanced",  # the default draw weights (per class index) serve a new task as they are
     })
     return train(cfg, progress=False)
 
@@ -74,6 +87,17 @@ def test_new_task_metrics_reach_history_metrics_and_report(regression_run):
     assert json.loads((run / "model.json").read_text())["task"] == "digit-value"
     page = (run / "report.html").read_text()
     assert "val_mae" in page and "mae" in page and "Misclassified" not in page
+    assert "<h3>Per class</h3>" not in page and "calibration error" not in page  # classification's rows stay its own
+
+
+def test_new_task_writes_its_metrics_file_and_report_through_its_hooks(regression_run):
+    run = regression_run.run_dir
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (run / "metrics_errors.txt").read_text() == f"mae {metrics['mae']:.6f}\n"  # Task.save_metrics
+    page = (run / "report.html").read_text()
+    assert "mean absolute error (digits)" in page  # Task.report_metrics
+    assert 'id="digit-errors"' in page and f"mae {metrics['mae']:.6f}" in page  # Task.report_sections
+    assert "balanced" in (run / "config.yaml").read_text()  # trained with --sampler balanced
 
 
 def test_early_stopping_minimises_the_tasks_metric(regression_run):

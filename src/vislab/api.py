@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from vislab import __version__  # noqa: F401  (the CLI's --version reads it here)
-from vislab.core.config import ConfigError, check_ranges, option_overrides, resolve_config
+from vislab.core.config import DEFAULT_TASK, ConfigError, check_ranges, option_overrides, resolve_config
 
 # Where `compare` writes when no out= is given: a folder of its own, never the current one.
 COMPARE_OUT = Path("runs") / "compare"
@@ -208,7 +208,7 @@ def explain(model, images, method: str = "gradcam", target="top", layer: str | N
     """``vislab explain``: one overlay PNG per image; returns one dict per image (``file``, ``png``,
     ``class``, ``probability``; ``error`` for a file that cannot be read). ``num_samples`` and
     ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
-    from vislab.explain.api import explain_files
+    from vislab.explain.explainers import explain_files
 
     check_ranges(num_samples=num_samples)
     if method == "lime":
@@ -224,7 +224,7 @@ def activations(model, image, layers=None, out=None, weights=None) -> list:
     The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``."""
     from vislab.data.images import read_image
     from vislab.explain.activations import activations as compute, save_activations
-    from vislab.explain.api import default_out_dir
+    from vislab.explain.explainers import default_out_dir
 
     loaded = load_model(model_source(model), weights=weights)
     grids = compute(loaded.model, loaded.preprocessing, read_image(image), layers=layers)
@@ -233,7 +233,7 @@ def activations(model, image, layers=None, out=None, weights=None) -> list:
 
 def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=None) -> Path:
     """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid; returns the PNG."""
-    from vislab.explain.api import default_out_dir, safe_filename
+    from vislab.explain.explainers import default_out_dir, safe_filename
     from vislab.explain.filters import filter_grid, save_filter_grid
 
     check_ranges(n=n, steps=steps)
@@ -244,7 +244,7 @@ def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=N
 
 
 def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, config: str | None = None,
-          task: str = "classification", label_issues: bool = False, folds: int | None = None,
+          task: str = DEFAULT_TASK, label_issues: bool = False, folds: int | None = None,
           rank_by: str = "self_confidence", console=None, **data_options) -> dict:
     """``vislab audit``: audit.json and figures for a data set, read and audited as ``task`` reads it
     (a multi-label CSV, image/mask pairs); returns the audit dict, with ``out`` (the folder written).

@@ -23,7 +23,7 @@ from vislab.core.config import (
 )
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
-from vislab.core.config import LABEL_ISSUE_RANKINGS
+from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS
 
 # train's and lr-find's arguments that are not config options: what to do, not what to train
 _NOT_OPTIONS = {"command", "config", "resume", "no_evaluate", "no_figures", "no_progress", "model_opt",
@@ -525,7 +525,7 @@ def _add_audit(sub) -> None:
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
     p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
-    p.add_argument("--task", default="classification", metavar="TASK",
+    p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK",
                    help=f"how the data is read and its targets audited: {', '.join(BUILTIN_TASKS)} (multilabel: a "
                         "CSV of file + labels, every label counted; segmentation: images/ + masks/, pixels per class)")
     p.add_argument("--max-images", type=int, default=2000,

@@ -113,7 +113,7 @@ def _print_final_summary(console, result) -> None:
     from vislab.tasks import get_task
 
     history, metrics = result.history, result.metrics
-    task = get_task(read_spec(result.run_dir).get("task", "classification"))
+    task = get_task(read_spec(result.run_dir)["task"])
     seconds = sum(row["seconds"] for row in history)
     last = history[-1] if history else {}
     params = (result.parameters or {}).get("total")

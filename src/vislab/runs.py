@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from vislab.core.config import DEFAULT_TASK
 from vislab.core.files import load_safetensors, read_json, read_yaml
 from vislab.core.weights import parameter_counts, save_weights, unwrap, write_text
 from vislab.data.preprocess import Preprocessing
@@ -45,7 +46,7 @@ class Loaded:
 
             # what the task stored with the model: options (a segmentation run's ignore index, loss) and state
             # (multi-label thresholds, a palette)
-            self.task = get_task(self.spec.get("task", "classification"), **self.spec.get("task_options", {}))
+            self.task = get_task(self.spec.get("task"), **self.spec.get("task_options", {}))
             self.task.restore(self.spec)
 
 
@@ -80,7 +81,7 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
     save_weights(model, run_dir / "model.safetensors")
     spec = {
         "format": MODEL_FORMAT,
-        "task": getattr(task, "name", "classification"),
+        "task": getattr(task, "name", DEFAULT_TASK),
         "name": model_cfg.name,
         # what was really built (e.g. efficientnet_lite0 --pretrained is timm's tf_efficientnet_lite0,
         # whose padding differs): load() rebuilds this, so outputs match training exactly
@@ -132,7 +133,7 @@ def read_spec(run_dir: Path) -> dict:
     if spec.get("format") not in READABLE_FORMATS:
         raise RunError(f"{path}: format {spec.get('format')!r} is not one this vislab reads "
                        f"({', '.join(READABLE_FORMATS)}); retrain it, or load it with the vislab that wrote it")
-    spec.setdefault("task", "classification")
+    spec.setdefault("task", DEFAULT_TASK)  # written before tasks were recorded
     return spec
 
 

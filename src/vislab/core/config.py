@@ -29,6 +29,8 @@ FREEZE_MODES = ("none", "backbone")
 HEADS = ("linear", "mlp")
 # tasks vislab ships (vislab.tasks registers them; a task registered by the user's code works as well)
 BUILTIN_TASKS = ("classification", "multilabel", "segmentation")
+# the task of a config, flag or model.json that names none (vislab.tasks.get_task(None) builds it)
+DEFAULT_TASK = "classification"
 # segmentation: the loss (cross-entropy with the ignore index, Dice, or their sum) and the named palettes
 SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")
 PALETTES = ("camvid", "cityscapes", "voc", "ade20k")
@@ -187,7 +189,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    task: str = "classification"  # what is learned: vislab.tasks names them (`--task`)
+    task: str = DEFAULT_TASK  # what is learned: vislab.tasks names them (`--task`)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     seed: int = 0
     recipe: str | None = None

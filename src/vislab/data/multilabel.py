@@ -201,6 +201,22 @@ def _split(path: Path, files, targets, cfg, name: str) -> tuple[Split, list]:
     return Split(labels, paths=good, name=name), bad
 
 
+class LabelSetDataset(Dataset):
+    """A :class:`Dataset` of (N, K) 0/1 targets: a label counts the images carrying it, and the split
+    table adds the images without any label and the images in all."""
+
+    def counts(self) -> dict[str, list[int]]:
+        return {name: [int(v) for v in (split.labels > 0).sum(0).tolist()] for name, split in self.splits.items()}
+
+    def split_table(self) -> list[list[str]]:
+        counts = self.counts()
+        names = list(counts)
+        rows = [[cls] + [str(counts[s][i]) for s in names] for i, cls in enumerate(self.class_names)]
+        rows.append(["(no label)"] + [str(int(((self.splits[s].labels > 0).sum(1) == 0).sum())) for s in names])
+        rows.append(["images"] + [str(len(self.splits[s])) for s in names])
+        return [["label"] + names] + rows
+
+
 def load_multilabel_dataset(cfg, seed: int = 0) -> Dataset:
     """A multi-label :class:`Dataset` from ``cfg`` (a :class:`~vislab.core.config.DataConfig`): the CSV
     ``cfg.source``, its ``--test-csv``, validation/test held out by iterative stratification.
@@ -246,4 +262,5 @@ def load_multilabel_dataset(cfg, seed: int = 0) -> Dataset:
     splits["train"] = train
     if len(train) == 0:
         raise DataError(f"{path}: no usable training image ({len(bad)} bad files skipped)")
-    return Dataset(path.stem, classes, {k: splits[k] for k in SPLIT_NAMES if k in splits}, bad, edited.label_edits)
+    return LabelSetDataset(path.stem, classes, {k: splits[k] for k in SPLIT_NAMES if k in splits}, bad,
+                           edited.label_edits)

@@ -1,10 +1,13 @@
 """``--sampler balanced``: draw rare classes as often as common ones, seeded by (seed, epoch).
 
-* Single-label: each image is weighted by 1 / (images of its class), so every class is drawn
-  with the same probability -- what ``torch.utils.data.WeightedRandomSampler`` does with those
-  weights, drawn here from the epoch's own generator.
-* Multi-label: an image carries several labels, and weighting by one of them says nothing of
-  the others. Each image is weighted by its *rarest* label: 1 / (images carrying it), the
+The task picks the weights (``Task.balanced_weights``); the two kinds are here:
+
+* Single-label (:func:`class_balanced_weights`): each image is weighted by 1 / (images of its
+  class), so every class is drawn with the same probability -- what
+  ``torch.utils.data.WeightedRandomSampler`` does with those weights, drawn here from the
+  epoch's own generator.
+* Multi-label (:func:`rarest_label_weights`): an image carries several labels, and weighting by
+  one of them says nothing of the others. Each image is weighted by its *rarest* label: 1 / (images carrying it), the
   all-negative images as one group of their own. A label's draw probability is then at least
   the sum of its images' weights, so the rarest label's frequency rises to at least
   1 / (number of groups) of the draws (tests/test_imbalance.py measures it).
@@ -15,7 +18,7 @@ same images, and under DDP every rank cuts its share from the same global draw.
 
 Example:
     >>> import torch
-    >>> w = balanced_weights(torch.tensor([0, 0, 0, 1]))
+    >>> w = class_balanced_weights(torch.tensor([0, 0, 0, 1]))
     >>> [round(float(v), 3) for v in w]
     [0.167, 0.167, 0.167, 0.5]
 """
@@ -25,21 +28,23 @@ from __future__ import annotations
 import torch
 
 
-def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
-    """One draw weight per image (they sum to 1): per class for (N,) labels, per rarest label for (N, K)."""
+def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """One draw weight per image (they sum to 1) for (N,) class indices: 1 / (images of its class)."""
     labels = torch.as_tensor(labels).cpu()
-    if labels.ndim == 1:
-        counts = torch.bincount(labels).double()
-        weights = 1.0 / counts[labels]
-    else:
-        positive = labels > 0
-        counts = positive.sum(0).double().clamp_min(1)
-        # the rarest label an image carries decides its weight; all-negative images form a group
-        per_label = torch.where(positive, 1.0 / counts, torch.zeros((), dtype=torch.float64))
-        weights = per_label.max(1).values
-        negative = ~positive.any(1)
-        if negative.any():
-            weights[negative] = 1.0 / float(negative.sum())
+    weights = 1.0 / torch.bincount(labels).double()[labels]
+    return weights / weights.sum()
+
+
+def rarest_label_weights(labels: torch.Tensor) -> torch.Tensor:
+    """One draw weight per image (they sum to 1) for (N, K) 0/1 targets: 1 / (images carrying the
+    rarest label it carries); the images without any label form one group of their own."""
+    positive = torch.as_tensor(labels).cpu() > 0
+    counts = positive.sum(0).double().clamp_min(1)
+    per_label = torch.where(positive, 1.0 / counts, torch.zeros((), dtype=torch.float64))
+    weights = per_label.max(1).values
+    negative = ~positive.any(1)
+    if negative.any():
+        weights[negative] = 1.0 / float(negative.sum())
     return weights / weights.sum()
 
 

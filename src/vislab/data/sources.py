@@ -20,6 +20,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -107,16 +108,22 @@ class Dataset:
         split = next(iter(self.splits.values()))
         return tuple(split.images.shape[-2:]) if split.in_memory else None
 
+    # what counts() counts, per class: "images" (one class per image), "pixels" (masks), ...
+    counted: ClassVar[str] = "images"
+
     def counts(self) -> dict[str, list[int]]:
-        """Images per class for each split."""
-        return {name: split_counts(split, self.num_classes) for name, split in self.splits.items()}
+        """Per split, how many of :attr:`counted` each class has: images per class here (one class
+        index per image); a data set with other targets (masks, label sets) counts them its own way."""
+        return {name: torch.bincount(split.labels, minlength=self.num_classes).tolist()
+                for name, split in self.splits.items()}
 
-
-def split_counts(split: Split, num_classes: int) -> list[int]:
-    """Images per class: one class index per image, or (N, K) 0/1 targets (images carrying each label)."""
-    if split.labels.ndim == 2:
-        return [int(v) for v in (split.labels > 0).sum(0).tolist()]
-    return torch.bincount(split.labels, minlength=num_classes).tolist()
+    def split_table(self) -> list[list[str]]:
+        """Rows of (class, count per split...) for printing; the last row is the total."""
+        counts = self.counts()
+        names = list(counts)
+        rows = [[cls] + [str(counts[s][i]) for s in names] for i, cls in enumerate(self.class_names)]
+        rows.append(["total"] + [str(sum(counts[s])) for s in names])
+        return [["class"] + names] + rows
 
 
 def _peek_channels(split: Split) -> int:
@@ -645,19 +652,6 @@ def split_notes(dataset: Dataset) -> list[str]:
     return [f"the {name} split ({count:,} images) is larger than the training split ({train:,}); "
             "--max-per-class caps train and val only" for name, count in counts.items()
             if name != "train" and count > train]
-
-
-def split_table(dataset: Dataset) -> list[list[str]]:
-    """Rows of (class, count per split...) for printing; the last row is the total."""
-    counts = dataset.counts()
-    names = list(counts)
-    rows = [[cls] + [str(counts[s][i]) for s in names] for i, cls in enumerate(dataset.class_names)]
-    if any(dataset.splits[s].labels.ndim == 2 for s in names):  # multi-label: images, not label counts
-        rows.append(["(no label)"] + [str(int(((dataset.splits[s].labels > 0).sum(1) == 0).sum())) for s in names])
-        rows.append(["images"] + [str(len(dataset.splits[s])) for s in names])
-        return [["label"] + names] + rows
-    rows.append(["total"] + [str(sum(counts[s])) for s in names])
-    return [["class"] + names] + rows
 
 
 def expand_image_paths(inputs) -> tuple[list[str], list[tuple[str, str]]]:

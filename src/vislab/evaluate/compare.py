@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from vislab.core.config import DEFAULT_TASK
 from vislab.core.errors import ConfigError
 from vislab.core.files import BadFileError, read_csv_rows, read_json, read_yaml, reading
 
@@ -211,7 +212,7 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
         "auc": metrics.get("roc_auc"),
         "loss": metrics.get("loss"),
         "run_dir": str(run_dir),
-        "task": spec.get("task", "classification"),
+        "task": spec.get("task") or DEFAULT_TASK,
         "miou": metrics.get("miou"),
         "map": metrics.get("map"),
     }

@@ -14,7 +14,6 @@ from pathlib import Path
 from vislab.data.sources import DataError
 from vislab.infer.predictor import Predictor
 from vislab.runs import load, read_config
-from vislab.tasks.classification_metrics import save_metrics
 
 
 @dataclass
@@ -90,7 +89,7 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
         metrics["threshold"] = threshold
     name = evaluation_name(split, data, threshold)
     evaluation = Evaluation(run_dir, metrics, evaluator, loaded, predictor, data_split, name, cfg.seed)
-    save_metrics(metrics, run_dir, evaluation.metrics_path.name)
+    task.save_metrics(metrics, run_dir, evaluation.metrics_path.name)
     evaluator.save(run_dir, f"_{name}" if name else "")
     if console is not None:
         console.print(f"evaluated {len(data_split):,} {split} images: {task.end_of_run_line(metrics)} "

@@ -10,7 +10,7 @@ Example:
 """
 
 from vislab.explain.activations import ActivationGrid, activations, save_activations
-from vislab.explain.api import explain, explain_files, explain_samples, save_overlay
+from vislab.explain.explainers import explain, explain_files, explain_samples, save_overlay
 from vislab.explain.base import METHODS, Explanation
 from vislab.explain.filters import FilterGrid, filter_grid, save_filter_grid
 from vislab.explain.targets import find_target_layer, layer_names

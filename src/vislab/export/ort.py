@@ -100,7 +100,7 @@ class OnnxPredictor:
         self.onnx = OnnxModel(path, threads=threads)
         meta = self.onnx.metadata
         self.preprocessing = self.onnx.preprocessing
-        self.task = get_task(meta.get("task", "classification"))
+        self.task = get_task(meta.get("task"))
         self.loaded = OnnxLoaded(self.preprocessing, list(meta["class_names"]),
                                  {"name": meta.get("name", str(path)), "task": self.task.name, "onnx": str(path),
                                   **meta.get("task_data", {})}, self.task)

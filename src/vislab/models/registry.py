@@ -80,7 +80,7 @@ def model_table() -> list[dict]:
         ('pixel', 'shipped', 'image')
     """
     from vislab.models.pretrained import shipped_weights_for
-    from vislab.models.segmentation import SMP_ARCHS, TORCHVISION_MODELS
+    from vislab.models.segmentation_nets import SMP_ARCHS, TORCHVISION_MODELS
 
     rows = [{**model_defaults(name), "family": "vislab", "outputs": IMAGE, "weights": "none"}
             for name in vislab_models()]
@@ -200,7 +200,7 @@ def create_model(
         model.vislab_name = name
         return materialize(model, (in_chans, *model.default_input_size))
     if name in _segmentation_models():
-        from vislab.models.segmentation import create_segmentation_model
+        from vislab.models.segmentation_nets import create_segmentation_model
 
         return create_segmentation_model(name, num_classes, in_chans, pretrained, **kwargs)
     if name.startswith("hf:"):
@@ -223,8 +223,8 @@ def needs_rgb(name: str, pretrained: bool = False) -> bool:
 
 
 def _segmentation_models() -> tuple[str, ...]:
-    """smp and torchvision segmentation names (vislab.models.segmentation; smp is imported only to build)."""
-    from vislab.models.segmentation import SEGMENTATION_MODELS
+    """smp and torchvision segmentation names (vislab.models.segmentation_nets; smp is imported only to build)."""
+    from vislab.models.segmentation_nets import SEGMENTATION_MODELS
 
     return SEGMENTATION_MODELS
 

@@ -137,7 +137,7 @@ class _Report:
         self.shown: set[Path] = set()
         spec = _read_json(run_dir / "model.json")
         try:
-            self.task = get_task(spec.get("task", "classification") if isinstance(spec, dict) else "classification")
+            self.task = get_task(spec.get("task") if isinstance(spec, dict) else None)
         except ConfigError:  # a task this process does not know: the generic sections
             self.task = Task()
 
@@ -145,8 +145,11 @@ class _Report:
     def figure(self, path: Path) -> str:
         return self._figure(path)
 
-    def table(self, header, rows, text_columns=frozenset({0})) -> str:
-        return _table(header, [[_num_text(v) for v in r] for r in rows], text_columns=set(text_columns))
+    def table(self, header, rows, text_columns=frozenset({0}), formatted: bool = False) -> str:
+        """An HTML table; numbers read from a CSV are shortened to 4 significant digits unless the
+        cells come ``formatted`` already."""
+        shown = rows if formatted else [[_num_text(v) for v in r] for r in rows]
+        return _table(header, shown, text_columns=set(text_columns))
 
     @staticmethod
     def read_csv(path: Path):
@@ -300,36 +303,8 @@ class _Report:
         if not isinstance(metrics, dict):
             return ""
         parts = [f'<p class="warn">{html.escape(str(n))}</p>' for n in metrics.get("notes", [])]
-        items = [
-            ("task", metrics.get("task")),
-            ("test images", metrics.get("num_samples")),
-            *([("accuracy", _pct(metrics["accuracy"]))] if "accuracy" in metrics else []),
-            ("loss", _num(metrics.get("loss"))),
-        ]
-        if metrics.get("top_k_accuracy") is not None:
-            items.append((f"top-{metrics.get('top_k')} accuracy", _pct(metrics.get("top_k_accuracy"))))
-        for average in ("macro", "weighted", "binary"):
-            values = metrics.get(average)
-            if isinstance(values, dict):
-                label = f"{average} (positive class: {metrics.get('positive_class')})" if average == "binary" else average
-                items.append((f"{label} precision / recall / F1", " / ".join(_num(values.get(k)) for k in ("precision", "recall", "f1"))))
-        for key in ("roc_auc", "roc_auc_micro", "roc_auc_macro", "average_precision", "average_precision_micro", "average_precision_macro"):
-            if key in metrics:
-                items.append((key.replace("_", " "), _num(metrics[key])))
-        calibration = metrics.get("calibration") or {}
-        if "ece" in calibration:
-            items.append((f"expected calibration error ({calibration.get('n_bins', '?')} bins)", _num(calibration["ece"])))
-        # anything else the evaluator added at top level (scalars only)
-        known = {k for k, _ in items} | {"roc_auc", "roc_auc_micro", "roc_auc_macro", "average_precision",
-                                         "average_precision_micro", "average_precision_macro", "accuracy", "loss",
-                                         "task"} | {"notes", "per_class", "class_names", "calibration", "curves", "top_k", "num_classes", "positive_class", "macro", "weighted", "binary", "num_samples", "top_k_accuracy"}
-        items += [(k, _num(v) if isinstance(v, float) else v) for k, v in metrics.items() if k not in known and not isinstance(v, (dict, list))]
-        parts.append(_kv_table(items))
-        per_class = metrics.get("per_class") or []
-        if per_class:
-            columns = ["class", "precision", "recall", "f1", "support", "predicted", "roc_auc", "average_precision"]
-            rows = [[r.get("class")] + [_num(r.get(c)) if isinstance(r.get(c), float) or r.get(c) is None else r.get(c) for c in columns[1:]] for r in per_class]
-            parts.append("<h3>Per class</h3>" + _table([c.replace("_", " ") for c in columns], rows))
+        parts.append(_kv_table(self.task.report_metrics(metrics)))  # the task says which numbers and how
+        parts += self.task.report_tables(self, metrics)
         return "\n".join(parts)
 
     def explanations(self) -> str:

@@ -46,7 +46,7 @@ from vislab.data.palettes import Palette, get_palette
 from vislab.data.preprocess import INTERPOLATIONS, Preprocessing
 from vislab.infer import Predictor
 from vislab.infer.files import file_outputs
-from vislab.models.segmentation import TORCHVISION_MODELS
+from vislab.models.segmentation_nets import TORCHVISION_MODELS
 
 
 @dataclass
@@ -135,23 +135,21 @@ def load_segmentation(model: str, weights: str | None = None):
     Raises:
         RunError / PretrainedWeightsError / ConfigError: what is wrong and how to fix it.
     """
-    from vislab.runs import Loaded, load
-    from vislab.tasks import get_task
+    from vislab.runs import load
 
     text = str(model)
     if text.startswith("hf:"):
-        from vislab.models.segmentation import load_hf_segmentation
+        from vislab.models.segmentation_nets import load_hf_segmentation
 
         if weights:
             raise ConfigError("--weights is for the named torchvision architectures; a Hugging Face model is "
                               "loaded from its own folder: pass hf:PATH/TO/FOLDER")
         net, processor, names = load_hf_segmentation(text[3:])
-        return Loaded(net.eval(), _hf_preprocessing(processor, net, text[3:]), names,
-                      {"name": text, "arch": text, "task": "segmentation"}, None, task=get_task("segmentation"))
+        return _named_model(net, _hf_preprocessing(processor, net, text[3:]), names, text)
     if text in TORCHVISION_MODELS:
         import torchvision
 
-        from vislab.models.segmentation import (
+        from vislab.models.segmentation_nets import (
             checkpoint_num_classes, create_torchvision_segmentation, read_segmentation_weights,
         )
 
@@ -162,8 +160,7 @@ def load_segmentation(model: str, weights: str | None = None):
         net = create_torchvision_segmentation(text, num_classes, 3, pretrained=not weights, weights=weights)
         names = list(enum.meta["categories"]) if num_classes == len(enum.meta["categories"]) else \
             [str(i) for i in range(num_classes)]
-        return Loaded(net.eval(), _torchvision_preprocessing(enum.transforms()), names,
-                      {"name": text, "arch": text, "task": "segmentation"}, None, task=get_task("segmentation"))
+        return _named_model(net, _torchvision_preprocessing(enum.transforms()), names, text)
     run_dir = Path(text)
     if not run_dir.is_dir():
         raise RunError(f"MODEL {text!r} is neither a run folder nor a known model: give a vislab segmentation run "
@@ -175,6 +172,15 @@ def load_segmentation(model: str, weights: str | None = None):
         raise RunError(f"{run_dir} is a {loaded.task.name} run; `vislab segment` needs a segmentation run "
                        "(vislab train --task segmentation), or use `vislab predict` for it")
     return loaded
+
+
+def _named_model(net, preprocessing: Preprocessing, names, text: str):
+    """A torchvision or Hugging Face segmentation net by name, as a Loaded model of the segmentation task."""
+    from vislab.runs import Loaded
+    from vislab.tasks.segmentation import Segmentation
+
+    return Loaded(net.eval(), preprocessing, names, {"name": text, "arch": text, "task": Segmentation.name}, None,
+                  task=Segmentation())
 
 
 def load_segmenter(model, weights: str | None = None, device: str = "auto", precision: str = "auto",
@@ -202,7 +208,7 @@ def mask_png(mask: np.ndarray, palette: np.ndarray) -> bytes:
     classes. ``vislab segment`` writes these bytes and ``POST /v1/segment`` sends them."""
     from PIL import Image
 
-    from vislab.viz.segmentation import PNG_COMPRESS_LEVEL
+    from vislab.viz.masks import PNG_COMPRESS_LEVEL
 
     mask = np.asarray(mask)
     if len(palette) <= 256 and mask.max(initial=0) < 256:
@@ -247,7 +253,7 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
     import difflib
     import time
 
-    from vislab.viz.segmentation import colorize, overlay, plot_class_map, plot_legend, plot_panel, save_png
+    from vislab.viz.masks import colorize, overlay, plot_class_map, plot_legend, plot_panel, save_png
 
     segmenter = segmenter or load_segmenter(model, weights, device, precision, palette)
     names = segmenter.class_names

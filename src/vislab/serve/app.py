@@ -270,7 +270,7 @@ def create_app(spec, config: ServeConfig | None = None):
         name, image, _ = (await decoded(request, max_images=1))[0]
 
         def draw():
-            from vislab.explain.api import explain as explain_image
+            from vislab.explain.explainers import explain as explain_image
             from vislab.explain.targets import find_target_layer
             from vislab.viz.explain import overlay_figure
 

@@ -17,7 +17,10 @@ A task owns:
   (``flip_back`` undoes the flip of a per-pixel output);
 - streaming evaluation (``evaluator``: metrics accumulate batch by batch, so nothing
   of size N x K x H x W is ever held);
-- its figures (``write_figures``) and report sections (``report_sections``).
+- how a balanced draw weighs its images (``balanced_weights``, ``--sampler balanced``);
+- its metrics file (``save_metrics``: metrics.json and its curves file), its figures
+  (``write_figures``), its report's metrics table (``report_metrics``) and sections
+  (``report_sections``).
 
 Example: a regression of a digit's value, in a dozen lines (tests/test_tasks.py
 trains it through the normal fit):
@@ -40,6 +43,7 @@ trains it through the normal fit):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
@@ -47,6 +51,7 @@ from typing import Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
+from vislab.core.config import DEFAULT_TASK
 from vislab.core.errors import ConfigError
 from vislab.core.registry import Registry
 
@@ -128,6 +133,9 @@ class Task:
     headline: ClassVar[str] = "loss"  # metrics.json's top-level headline key
     metrics: ClassVar[tuple[Metric, ...]] = ()  # epoch metrics besides the loss
     per_pixel: ClassVar[bool] = False  # outputs are (N, K, H, W) maps
+    # --cache-features: a head trained on cached backbone features (a softmax classifier, vislab.train.features)
+    # learns this task; other tasks train end to end
+    cached_head: ClassVar[bool] = False
 
     def __init__(self, **options):
         self.options = options
@@ -147,6 +155,13 @@ class Task:
         if given:
             raise ConfigError(f"the {self.name} task takes no {', '.join('--' + g.replace('_', '-') for g in given)}; "
                               "that option applies to multilabel runs")
+
+    def balanced_weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """``--sampler balanced``: one draw weight per training image (they sum to 1). By default each
+        image weighs 1 / (images of its class), so every class is drawn alike."""
+        from vislab.data.samplers import class_balanced_weights
+
+        return class_balanced_weights(labels)
 
     def imbalance_lines(self, metrics: dict, train_counts) -> list[str]:
         """Extra end-of-run summary lines for an imbalanced training set (images per class); none by default."""
@@ -272,6 +287,12 @@ class Task:
     def evaluator(self, class_names: Sequence[str]) -> Evaluator:
         return _ScalarEvaluator(self)
 
+    def save_metrics(self, metrics: dict, run_dir, filename: str = "metrics.json") -> Path:
+        """Write an evaluation's metrics into ``run_dir`` (``metrics.json``, or ``metrics_<name>.json`` for
+        another split or data set) and return its path. By default the metrics dict goes in whole but for
+        its ``curves`` (ROC/PR points, a confusion matrix), which go to ``<stem>_curves.json`` beside it."""
+        return write_metrics(metrics, run_dir, filename)
+
     def write_figures(self, evaluator: Evaluator, metrics: dict, class_names, images_for, run_dir: Path) -> list:
         """Figures under ``run_dir/plots`` from a finished evaluation; none by default."""
         return []
@@ -289,8 +310,19 @@ class Task:
             cards.append(("loss", f"{metrics['loss']:.4g}"))
         return cards
 
+    def report_metrics(self, metrics: dict) -> list[tuple[str, object]]:
+        """The rows (label, value) of the report's metrics table, from metrics.json (a float is shown to
+        4 significant digits, None as n/a): by default the task, the images, the loss and every other
+        top-level scalar as it is."""
+        return [("task", metrics.get("task")), ("test images", metrics.get("num_samples")),
+                ("loss", number_text(metrics.get("loss")))] + scalar_rows(metrics, {"task", "num_samples", "loss"})
+
+    def report_tables(self, report, metrics: dict) -> list[str]:
+        """HTML tables shown under the metrics table (a per-class table); none by default."""
+        return []
+
     def report_sections(self) -> list[Section]:
-        """Extra report sections; the metrics table of every top-level scalar is always there."""
+        """Extra report sections after the metrics table."""
         return []
 
     def end_of_run_line(self, metrics: dict) -> str:
@@ -298,6 +330,23 @@ class Task:
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         split = metrics.get("split", "test")
         return f"{split} {self.headline}: {shown}  {split} loss: {metrics.get('loss', float('nan')):.4f}"
+
+
+def number_text(value) -> str:
+    """A metric as the report shows it: 4 significant digits, n/a for None."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def percent_text(value) -> str:
+    """A fraction as a percentage with 2 decimals, n/a for None."""
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def scalar_rows(metrics: dict, shown) -> list[tuple[str, object]]:
+    """(key, value) for each top-level scalar of ``metrics`` not in ``shown``, in the file's order."""
+    return [(key, value) for key, value in metrics.items() if key not in shown and not isinstance(value, (dict, list))]
 
 
 TASKS: Registry[type[Task]] = Registry("task")
@@ -309,10 +358,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def get_task(name: str, **options) -> Task:
-    """A task instance by name; an unknown name is an error naming the known ones."""
+def get_task(name: str | None = None, **options) -> Task:
+    """A task instance by name (None: :data:`DEFAULT_TASK`, what a model.json without ``task`` was
+    trained for); an unknown name is an error naming the known ones."""
     _load_builtin_tasks()
-    return TASKS.get(name)(**options)
+    return TASKS.get(name or DEFAULT_TASK)(**options)
 
 
 def task_names() -> tuple[str, ...]:
@@ -322,3 +372,43 @@ def task_names() -> tuple[str, ...]:
 
 def _load_builtin_tasks() -> None:
     from vislab.tasks import classification, multilabel, segmentation  # noqa: F401  (register themselves)
+
+
+# ----------------------------------------------------------------------------- metrics files
+def write_metrics(metrics: dict, out_dir, filename: str = "metrics.json") -> Path:
+    """Write ``filename`` (default ``metrics.json``; without the curves) and its curves file
+    (``metrics_curves.json``, or ``metrics_<name>_curves.json`` beside ``metrics_<name>.json``).
+
+    Returns the path of the metrics file.
+
+    Example:
+        >>> import tempfile
+        >>> write_metrics({"task": "classification", "accuracy": 0.5, "curves": {}}, tempfile.mkdtemp()).name
+        'metrics.json'
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {key: value for key, value in metrics.items() if key != "curves"}
+    path = out_dir / filename
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    if "curves" in metrics:
+        (out_dir / f"{Path(filename).stem}_curves.json").write_text(
+            json.dumps(metrics["curves"], separators=(",", ":"), allow_nan=False) + "\n"
+        )
+    return path
+
+
+def load_metrics(run_dir) -> dict | None:
+    """Read ``metrics.json`` and, when present, put ``metrics_curves.json`` back under ``curves``."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    from vislab.core.files import read_json
+
+    fix = "run `vislab evaluate` on the run again to rewrite it"
+    metrics = read_json(path, "a metrics file (JSON)", fix)
+    curves = run_dir / "metrics_curves.json"
+    if curves.is_file() and isinstance(metrics, dict) and "curves" not in metrics:
+        metrics["curves"] = read_json(curves, "a metrics file (JSON)", fix)
+    return metrics

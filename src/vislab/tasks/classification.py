@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vislab.tasks.base import Evaluator, Metric, Task, register_task
+from vislab.tasks.base import Evaluator, Metric, Task, number_text, percent_text, register_task, scalar_rows
 
 
 # --------------------------------------------------------------------------- loss and scores
@@ -170,6 +170,7 @@ class Classification(Task):
     name = "classification"
     headline = "accuracy"
     metrics = (Metric("acc", "max", "accuracy"),)
+    cached_head = True  # --cache-features: a softmax head on cached backbone features
     # top-1 minus top-2 probability under which a reduced-precision answer is re-checked in fp32:
     # bf16 flips the top-1 of near-tied images (benchmarks/bench_inference.py)
     TIE_MARGIN = 0.02
@@ -294,6 +295,12 @@ class Classification(Task):
                   ("Test images", str(metrics.get("num_samples", "n/a")))]
         return cards
 
+    def report_metrics(self, metrics):
+        return classification_report_rows(metrics)
+
+    def report_tables(self, report, metrics):
+        return per_class_table(report, metrics)
+
     def report_sections(self):
         return [("figures", "Evaluation figures", _evaluation_figures),
                 ("misclassified", "Misclassified examples", _misclassified)]
@@ -301,6 +308,52 @@ class Classification(Task):
     def end_of_run_line(self, metrics):
         split = metrics.get("split", "test")  # every printed number names its split
         return f"{split} accuracy: {metrics['accuracy']:.4f}  {split} loss: {metrics['loss']:.4f}"
+
+
+# metrics.json keys shown by name in the report's metrics table (the rest: every other top-level scalar)
+_AREA_KEYS = ("roc_auc", "roc_auc_micro", "roc_auc_macro", "average_precision", "average_precision_micro",
+              "average_precision_macro")
+_SHOWN_KEYS = {*_AREA_KEYS, "accuracy", "loss", "task", "notes", "per_class", "class_names", "calibration", "curves",
+               "top_k", "num_classes", "positive_class", "macro", "weighted", "binary", "num_samples",
+               "top_k_accuracy"}
+
+
+def classification_report_rows(metrics: dict) -> list[tuple[str, object]]:
+    """The report's metrics table for (single- or multi-label) classification: accuracy, top-k, the
+    averaged precision / recall / F1, the areas under ROC and PR, the calibration error, the rest."""
+    items = [
+        ("task", metrics.get("task")),
+        ("test images", metrics.get("num_samples")),
+        *([("accuracy", percent_text(metrics["accuracy"]))] if "accuracy" in metrics else []),
+        ("loss", number_text(metrics.get("loss"))),
+    ]
+    if metrics.get("top_k_accuracy") is not None:
+        items.append((f"top-{metrics.get('top_k')} accuracy", percent_text(metrics.get("top_k_accuracy"))))
+    for average in ("macro", "weighted", "binary"):
+        values = metrics.get(average)
+        if isinstance(values, dict):
+            label = f"{average} (positive class: {metrics.get('positive_class')})" if average == "binary" else average
+            items.append((f"{label} precision / recall / F1",
+                          " / ".join(number_text(values.get(k)) for k in ("precision", "recall", "f1"))))
+    for key in _AREA_KEYS:
+        if key in metrics:
+            items.append((key.replace("_", " "), number_text(metrics[key])))
+    calibration = metrics.get("calibration") or {}
+    if "ece" in calibration:
+        items.append((f"expected calibration error ({calibration.get('n_bins', '?')} bins)",
+                      number_text(calibration["ece"])))
+    return items + scalar_rows(metrics, _SHOWN_KEYS | {k for k, _ in items})
+
+
+def per_class_table(report, metrics: dict) -> list[str]:
+    """The per-class precision / recall / F1 / support / ROC AUC / AP table, when metrics.json has one."""
+    per_class = metrics.get("per_class") or []
+    if not per_class:
+        return []
+    columns = ["class", "precision", "recall", "f1", "support", "predicted", "roc_auc", "average_precision"]
+    rows = [[r.get("class")] + [number_text(r.get(c)) if isinstance(r.get(c), float) or r.get(c) is None
+                                else r.get(c) for c in columns[1:]] for r in per_class]
+    return ["<h3>Per class</h3>" + report.table([c.replace("_", " ") for c in columns], rows, formatted=True)]
 
 
 EVALUATION_FIGURES = [

@@ -6,16 +6,14 @@ test labels) and keeps the result readable. Undefined values are ``None``
 with a line in ``notes`` saying why, never NaN.
 
 The returned dict has a ``curves`` entry (downsampled ROC/PR points and the
-confusion matrix) that the figures need; :func:`save_metrics` writes it to
+confusion matrix) that the figures need; ``Task.save_metrics`` writes it to
 ``metrics_curves.json`` beside ``metrics.json`` so the latter stays short.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -235,46 +233,6 @@ def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> dict:
             }
         )
     return {"ece": float(ece), "n_bins": int(n_bins), "bins": bins}
-
-
-def save_metrics(metrics: dict, out_dir: str | Path, filename: str = "metrics.json") -> Path:
-    """Write ``filename`` (default ``metrics.json``; without the curves) and its curves file
-    (``metrics_curves.json``, or ``metrics_<name>_curves.json`` beside ``metrics_<name>.json``).
-
-    Returns the path of the metrics file.
-
-    Example:
-        >>> import numpy as np, tempfile
-        >>> m = classification_metrics([0, 1], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"])
-        >>> save_metrics(m, tempfile.mkdtemp()).name
-        'metrics.json'
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {key: value for key, value in metrics.items() if key != "curves"}
-    path = out_dir / filename
-    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    if "curves" in metrics:
-        (out_dir / f"{Path(filename).stem}_curves.json").write_text(
-            json.dumps(metrics["curves"], separators=(",", ":"), allow_nan=False) + "\n"
-        )
-    return path
-
-
-def load_metrics(run_dir: str | Path) -> dict | None:
-    """Read ``metrics.json`` and, when present, put ``metrics_curves.json`` back under ``curves``."""
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    from vislab.core.files import read_json
-
-    fix = "run `vislab evaluate` on the run again to rewrite it"
-    metrics = read_json(path, "a metrics file (JSON)", fix)
-    curves = run_dir / "metrics_curves.json"
-    if curves.is_file() and isinstance(metrics, dict) and "curves" not in metrics:
-        metrics["curves"] = read_json(curves, "a metrics file (JSON)", fix)
-    return metrics
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -261,6 +261,12 @@ class MultiLabel(Task):
     def stratify_key(self, labels):
         return None  # iterative stratification works on the whole label matrix (vislab.data.stratify)
 
+    def balanced_weights(self, labels):
+        """Each image by its rarest label (weighting by one label says nothing of the others)."""
+        from vislab.data.samplers import rarest_label_weights
+
+        return rarest_label_weights(labels)
+
     def prepare(self, dataset, console=None):
         from vislab.tasks.losses import positive_weights, resolve_class_weights
 
@@ -416,6 +422,16 @@ class MultiLabel(Task):
                 ("Macro F1", num(metrics.get("macro_f1"))), ("Subset accuracy", num(metrics.get("subset_accuracy"))),
                 ("Hamming loss", num(metrics.get("hamming_loss"))), ("Loss", num(metrics.get("loss"))),
                 ("Test images", str(metrics.get("num_samples", "n/a")))]
+
+    def report_metrics(self, metrics):
+        from vislab.tasks.classification import classification_report_rows
+
+        return classification_report_rows(metrics)
+
+    def report_tables(self, report, metrics):
+        from vislab.tasks.classification import per_class_table
+
+        return per_class_table(report, metrics)
 
     def report_sections(self):
         return [("figures", "Multi-label evaluation", _figures_section),

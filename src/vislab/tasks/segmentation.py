@@ -218,7 +218,7 @@ class Segmentation(Task):
     # ---- data and model
     def load_dataset(self, data_cfg, seed: int = 0):
         from vislab.core.config import SegmentationConfig
-        from vislab.data.segmentation import load_segmentation_dataset, pixel_counts
+        from vislab.data.masks import load_segmentation_dataset, pixel_counts
 
         seg_cfg = self.segmentation_cfg or SegmentationConfig(ignore_index=self.ignore_index, loss=self.loss_name)
         dataset = load_segmentation_dataset(data_cfg, seg_cfg, seed=seed)
@@ -232,9 +232,9 @@ class Segmentation(Task):
               near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
         """The mask audit (pixels per class, images without foreground, ignored pixels, bad pairs);
         ``max_images`` and ``near_duplicates`` concern the image studies, which a mask audit does not run."""
-        from vislab.data.segmentation import audit_masks
+        from vislab.data.masks import audit_masks
 
-        return audit_masks(dataset, out_dir, self.ignore_index, figures=figures)
+        return audit_masks(dataset, out_dir, self.ignore_index, figures=figures, task=self.name)
 
     def model_config(self, model_cfg, native_size):
         import dataclasses
@@ -258,6 +258,11 @@ class Segmentation(Task):
 
     def stratify_key(self, labels):
         return None
+
+    def balanced_weights(self, labels):
+        raise ConfigError("--sampler balanced draws whole images by their class, and a segmentation image holds "
+                          "many classes: drop --sampler and weigh the pixels with --class-weights auto "
+                          "(median-frequency weights from the training masks)")
 
     def augment_pair(self, augment, images, targets, generator):
         from vislab.data.augment import augment_with_masks
@@ -352,7 +357,7 @@ class Segmentation(Task):
 
     def write_figures(self, evaluator, metrics, class_names, images_for, run_dir):
         from vislab.viz.evaluation import plot_confusion_matrix
-        from vislab.viz.segmentation import colorize, plot_class_iou, plot_mask_grid
+        from vislab.viz.masks import colorize, plot_class_iou, plot_mask_grid
 
         plots = Path(run_dir) / "plots"
         plots.mkdir(parents=True, exist_ok=True)

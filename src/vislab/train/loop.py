@@ -37,8 +37,7 @@ from vislab.core.weights import load_weights, parameter_counts, save_weights, un
 from vislab.core.errors import RunError
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
-from vislab.data.samplers import balanced_weights
-from vislab.data.sources import Dataset, split_table
+from vislab.data.sources import Dataset
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_for_task, check_model_name
 from vislab.runs import read_config, write_model
@@ -123,8 +122,9 @@ class Trainer:
         self.mixup = _mixup(cfg, self.task.num_outputs(dataset.class_names))
         pin = self.device.type == "cuda"
         train = _resident(dataset.splits["train"], self.device)
-        # --sampler balanced: per-image draw weights (vislab.data.samplers), seeded per epoch like the shuffle
-        weights = balanced_weights(dataset.splits["train"].labels) if cfg.train.sampler == "balanced" else None
+        # --sampler balanced: per-image draw weights (the task's), seeded per epoch like the shuffle
+        weights = self.task.balanced_weights(dataset.splits["train"].labels) if cfg.train.sampler == "balanced" \
+            else None
         self.train_batches = distributed.shard(dist, make_batches(
             train, self.preprocessing, cfg.train.batch_size, shuffle=True,
             drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers, pin_memory=pin,
@@ -149,7 +149,7 @@ class Trainer:
             # frozen backbone: features once, then only the head trains (seed 002's fast feature extraction)
             from vislab.train.features import CachedTraining
 
-            if self.task.name != "classification":
+            if not self.task.cached_head:
                 raise ConfigError(f"--cache-features trains a classification head on cached features; the "
                                   f"{self.task.name} task trains end to end: drop --cache-features")
             if self.augment is not None:
@@ -744,9 +744,8 @@ def _progress_bar(console, enabled: bool, epoch: int, epochs: int, total: int, m
 def _print_data_summary(console, dataset: Dataset) -> None:
     from rich.table import Table
 
-    rows = split_table(dataset)
-    masks = any(getattr(split.labels, "ndim", 1) >= 3 for split in dataset.splits.values())
-    table = Table(title=f"{dataset.name}: {'pixels' if masks else 'images'} per class per split", show_lines=False)
+    rows = dataset.split_table()
+    table = Table(title=f"{dataset.name}: {dataset.counted} per class per split", show_lines=False)
     for header in rows[0]:
         table.add_column(header, justify="left" if header in ("class", "label") else "right")
     for row in rows[1:]:

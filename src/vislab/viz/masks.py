@@ -17,14 +17,13 @@ import functools
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from vislab.viz.montage import rgb
 
-from vislab.viz.evaluation import _save, per_class_bars  # noqa: E402  (one figure writer for every viz module)
-from vislab.viz.montage import rgb  # noqa: E402
+# matplotlib is imported by the figures that need it (class maps, mask grids, IoU bars), not by the
+# colour masks, overlays, panels and legends `vislab segment` writes per image: importing pyplot costs
+# more than segmenting a folder of small images
 
 IGNORE_COLOR = (255, 255, 255)  # ignore-index pixels in true masks
 
@@ -140,6 +139,10 @@ def plot_panel(image: np.ndarray, color_mask: np.ndarray, blended: np.ndarray, p
 
 def plot_class_map(probability: np.ndarray, name: str, path) -> Path:
     """One class's per-pixel probability (0..1) as a heat map with a colour bar."""
+    from vislab.viz.evaluation import _save  # one figure writer for every viz module (it selects Agg)
+
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 0.8 + 5 * probability.shape[0] / max(probability.shape[1], 1)))
     shown = ax.imshow(probability, cmap="viridis", vmin=0.0, vmax=1.0)
     ax.set_title(f"P({name})")
@@ -151,6 +154,10 @@ def plot_class_map(probability: np.ndarray, name: str, path) -> Path:
 def plot_mask_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], path, title: str = "",
                    column_titles: Sequence[str] = ("input", "true mask", "predicted mask", "errors")) -> Path:
     """Rows of (input, true mask, predicted mask, error map) images, one row per sample image."""
+    from vislab.viz.evaluation import _save
+
+    import matplotlib.pyplot as plt
+
     n = max(len(rows), 1)
     columns = len(column_titles)
     fig, axes = plt.subplots(n, columns, figsize=(2.2 * columns, 2.3 * n + 0.4), squeeze=False)
@@ -170,6 +177,8 @@ def plot_mask_grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[st
 
 def plot_class_iou(names: Sequence[str], ious: Sequence[float | None], path, miou: float | None = None) -> Path:
     """Horizontal bars of per-class IoU; a class absent from truth and prediction is marked n/a."""
+    from vislab.viz.evaluation import _save, per_class_bars
+
     fig, ax = per_class_bars(names, ious, "n/a (absent)", "{:.3f}", "IoU (dataset level)", "Per-class IoU",
                              text_cap=0.88, hide_names_over=None)
     if miou is not None:

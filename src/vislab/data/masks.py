@@ -49,6 +49,8 @@ SPLIT_FOLDERS = ("train", "val", "test")
 class SegmentationDataset(Dataset):
     """A :class:`Dataset` whose labels are masks: counts are pixels per class, not images."""
 
+    counted = "pixels"
+
     def counts(self) -> dict[str, list[int]]:
         return {name: pixel_counts(split.labels, self.num_classes).tolist() for name, split in self.splits.items()}
 
@@ -298,8 +300,11 @@ def pixel_counts(masks: torch.Tensor, num_classes: int) -> np.ndarray:
 BACKGROUND_NAMES = frozenset({"background", "_background_", "void", "unlabelled", "unlabeled", "bg"})
 
 
-def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255, figures: bool = True) -> dict:
+def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255, figures: bool = True,
+                task: str | None = None) -> dict:
     """The mask audit: class pixel frequencies per split, images without foreground, ignored pixels, bad pairs.
+
+    ``task``: the name audit.json records (the task that asked for the audit).
 
     Written to ``out_dir/audit.json`` with ``plots/audit_class_balance.png`` (pixels per class; not with
     ``figures=False``).
@@ -348,7 +353,7 @@ def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255, figures: boo
     if bad:
         warnings.append(f"{len(bad)} bad pair file(s) were skipped; see bad_files")
     drawn = [plot_class_balance(counts, names, out_dir / "plots" / "audit_class_balance.png")] if figures else []
-    audit = {"dataset": dataset.name, "task": "segmentation", "num_classes": k, "class_names": names,
+    audit = {"dataset": dataset.name, "task": task, "num_classes": k, "class_names": names,
              "splits": {n: len(s) for n, s in dataset.splits.items()}, "ignore_index": ignore_index,
              "size": list(next(iter(dataset.splits.values())).images.shape[-2:]),
              "masks": splits, "bad_files": bad, "warnings": warnings,

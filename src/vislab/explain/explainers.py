@@ -24,8 +24,8 @@ import torch.nn as nn
 
 from vislab.explain import attribution
 from vislab.explain.base import METHODS, Explanation, as_image_tensor, heatmap_to_image, model_device
-from vislab.tasks.classification import Classification
 from vislab.explain.targets import find_target_layer
+from vislab.tasks import get_task
 
 # Options each method accepts through explain(**opts); anything else is an error.
 METHOD_OPTIONS = {
@@ -62,7 +62,7 @@ def explain(
         target: ``"top"`` (the predicted class), a class index, or a class name.
         layer: Grad-CAM layer (a ``model.named_modules()`` name); automatic when None.
         class_names: names for ``target`` lookup and titles.
-        task: the run's task (``loaded.task``), which picks the explained score; classification when None.
+        task: the run's task (``loaded.task``), which picks the explained score; the default task when None.
         **opts: method options: occlusion ``window, stride``; integrated-gradients
             ``steps, smooth``; lime ``num_samples, segmentation, num_features,
             hide_color, seed`` and the superpixel settings.
@@ -94,7 +94,7 @@ def explain(
         inputs = preprocessing(image).unsqueeze(0).to(model_device(model))
         with torch.no_grad():
             logits = model(inputs)
-        index, probability, score = (task or Classification()).explain_target(logits, target, class_names)
+        index, probability, score = (task or get_task()).explain_target(logits, target, class_names)
         layer_name, mask = None, None
         if method in ("gradcam", "gradcam++"):
             target_layer = find_target_layer(model, preprocessing.input_size, layer)
