@@ -1,6 +1,6 @@
 """Benchmark: `vislab evaluate` on the 10,000 Fashion-MNIST test images, figures and report included.
 
-Quality bar (issue 3): under 60 s on a 2-core CPU. The small CNN is trained briefly
+Quality bar: under 60 s on a 2-core CPU. The small CNN is trained briefly
 first (not timed) so the figures show a real model; only the evaluation is timed:
 predictions, metrics, every figure, misclassified.csv and report.html.
 

@@ -1,6 +1,6 @@
 """Benchmark: explanations with the shipped EfficientNet-Lite0 ImageNet weights.
 
-Quality bars (issue 5), on this CPU:
+Quality bars, on this CPU:
 - Grad-CAM on a 224 px image in under 1 s;
 - LIME with 1,000 samples in under 60 s.
 

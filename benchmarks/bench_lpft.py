@@ -1,6 +1,6 @@
 """LP-FT at 40 Fashion-MNIST images per class: can any fine-tuning beat the frozen-feature head here?
 
-Issue 20 asks for a fine-tuning recipe at >= 3 points over frozen features + logistic regression.
+The transfer target is a fine-tuning recipe at >= 3 points over frozen features + logistic regression.
 This is the probe behind that question, in plain PyTorch over vislab's model factory, so each
 lever is one flag: the frozen EfficientNet-Lite0 features + scikit-learn LogisticRegression(C=1)
 first (printed as ``frozen+LR``), then LP-FT (Kumar et al. 2022): the classifier starts from that

@@ -17,7 +17,7 @@ per class (200 -> the issue's 2,000), this reports, one JSON line each:
    it is the slow one);
 5. seconds per epoch: end-to-end frozen training (backbone forward every epoch) vs
    training the head on cached features (the issue asks for >= 10x);
-6. (issue 20) ``vislab train --recipe transfer`` on each selection, through the user's path
+6. ``vislab train --recipe transfer`` on each selection, through the user's path
    (class folders, ``vislab.fit(recipe="transfer")``), with its wall time per selection
    beside the frozen run's; ``--frozen-backbones`` adds frozen EfficientNet-Lite1/Lite2
    (accuracy and seconds: accuracy per second); ``--resolutions`` measures frozen-feature

@@ -1,6 +1,6 @@
 """Same seed, same numbers: fingerprints of two fixed-seed CPU training runs.
 
-The refactor that introduced the task layer (issue 13) had to leave every number
+The refactor that introduced the task layer had to leave every number
 unchanged. This script trains two small runs with a fixed seed on the CPU, in fp32
 and on one thread (so the kernels' reduction order is fixed), and prints a
 fingerprint of each: the SHA-256 of model.safetensors and of history.csv without

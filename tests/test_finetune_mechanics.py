@@ -1,4 +1,4 @@
-"""Fine-tuning mechanics and small-data regularisation (issue 20), each opt-in and each checked
+"""Fine-tuning mechanics and small-data regularisation, each opt-in and each checked
 against what it must compute: staged unfreezing, layer-wise LRs, BatchNorm frozen / re-estimated,
 warm-up, weight decay off norms and biases, the augmentation policy, Mixup, EMA, and the recipe."""
 

@@ -1,4 +1,4 @@
-"""What a new user hits (issue 14): each case as the user meets it, on the CPU and offline.
+"""What a new user hits: each case as the user meets it, on the CPU and offline.
 
 Most checks call ``vislab.cli.main`` in-process (what `vislab ...` runs) and read its exit code
 and stderr; one small chollet_convnet run on scikit-learn's digits is trained once for the

@@ -40,7 +40,7 @@ OUTPUT_FORMATS = ("table", "json", "csv")
 EXPORT_FORMATS = ("onnx",)
 ONNX_EXPORTERS = ("auto", "dynamo", "torchscript")  # auto: dynamo, else the TorchScript exporter
 SPLITS = ("train", "val", "test")
-# fine-tuning (issue 20): BatchNorm statistics while training -- train: batch statistics as usual
+# fine-tuning: BatchNorm statistics while training -- train: batch statistics as usual
 # (frozen layers excepted); frozen: every BN keeps its running (ImageNet) statistics; reestimate:
 # recomputed once on the training images before training, then kept
 BN_MODES = ("train", "frozen", "reestimate")
@@ -236,7 +236,7 @@ RECIPES["accurate"] = {
     "augment.fill_mode": "constant",  # black, as Fashion-MNIST's background
 }
 
-# Transfer to a small labelled set (issue 20): what measured best on 40 Fashion-MNIST images per class
+# Transfer to a small labelled set: what measured best on 40 Fashion-MNIST images per class
 # (benchmarks/bench_transfer.py; 2026-12-01, AMD EPYC 2 cores, load 11-15, ONE selection, 500 test
 # images): the shipped EfficientNet-Lite0's frozen features + an L-BFGS logistic-regression head,
 # 85.4 % in 383 s. Fine-tuning, measured against it on the same images, lost:
@@ -352,7 +352,7 @@ def parse_unfreeze_at(stages) -> list[tuple[int, int | None]]:
 
 
 def _validate_transfer(cfg: Config) -> None:
-    """The fine-tuning and small-data options (issue 20): each must have an effect."""
+    """The fine-tuning and small-data options: each must have an effect."""
     m, t = cfg.model, cfg.train
     if m.unfreeze_at:
         stages = parse_unfreeze_at(m.unfreeze_at)

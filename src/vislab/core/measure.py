@@ -2,7 +2,7 @@
 
 Whether bf16 autocast pays depends on the CPU: on one 2-core AMD EPYC a bf16 matmul ran
 2.9x faster than fp32, on a 2-core Intel Xeon with the AVX512-BF16 flag it ran 0.57x as
-fast (issue 15; PyTorch issues #86270 and #118499 report the same). So under
+fast (PyTorch issues #86270 and #118499 report the same). So under
 ``--precision auto`` the training loop, the predictor and feature extraction time the
 actual model's step at the actual batch size in each candidate configuration and keep
 the fastest:
@@ -266,7 +266,7 @@ def has_convolutions(model: torch.nn.Module) -> bool:
 def fp16_on_cpu_reason() -> str:
     return ("fp16 on a CPU has no native kernels for most operations: PyTorch emulates it and a training "
             "step runs several times slower than fp32 (3.4x for the seed convnet on a 2-core AMD EPYC, about "
-            "100x on the Intel Xeon of issue 15; benchmarks/bench_precision_choice.py measures it); "
+            "100x on a 2-core Intel Xeon; benchmarks/bench_precision_choice.py measures it); "
             "use --precision auto (measured), fp32 or bf16 on a CPU, fp16 on a GPU")
 
 

@@ -117,7 +117,7 @@ class Trainer:
         self.eval_model = torch.compile(self.model) if cfg.train.compile else self.model
         self.forward_model = distributed.wrap_model(dist, self.eval_model, self.device)
         self.augment = Augment(cfg.augment) if cfg.augment.active else None
-        # opt-in small-data regularisation (issue 20): None when off, so the default path is unchanged
+        # opt-in small-data regularisation: None when off, so the default path is unchanged
         self.policy = _augment_policy(cfg)
         self.mixup = _mixup(cfg, self.task.num_outputs(dataset.class_names))
         pin = self.device.type == "cuda"
