@@ -68,14 +68,17 @@ def run_here(name: str, out_root: Path) -> dict:
         from vislab.core.config import resolve_config
     except ImportError:  # the layout before the task layer
         from vislab.config import resolve_config
-    from vislab.train.loop import train_run
+    try:
+        from vislab.train.loop import train_run
+    except ImportError:  # the name before the public API took `fit`
+        from vislab.train.loop import fit as train_run
 
     overrides = {**RUNS[name], **COMMON, "out": str(out_root / name)}
     if name == "fast-fmnist" and not Path("/usr/share/datasets/fashion-mnist").is_dir():
         return {"skipped": "no /usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist)"}
     import inspect
 
-    kwargs = {"evaluate": False} if "evaluate" in inspect.signature(fit).parameters else {}
+    kwargs = {"evaluate": False} if "evaluate" in inspect.signature(train_run).parameters else {}
     train_run(resolve_config(overrides=overrides), progress=False, **kwargs)
     return fingerprint(out_root / name)
 

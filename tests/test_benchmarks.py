@@ -50,6 +50,7 @@ TINY: dict[str, tuple[list[str], list]] = {
     "bench_imbalance.py": (["--epochs", "1", "--head", "20", "--tail", "2", "--test-per-class", "5",
                             "--model", "mlp", "--variants", "none", "focal"], SLOW),
     "bench_inference.py": (["--batch", "2", "--size", "64", "--repeats", "1", "--agreement-images", "4"], SLOW),
+    "bench_label_issues.py": (["--per-class", "12", "--noise", "0.1"], []),
     "bench_lpft.py": (["--train-per-class", "4", "--test", "2", "--size", "32", "--epochs", "1", "--bs", "8"], SLOW),
     "bench_multilabel.py": (["--train", "60", "--test", "20", "--epochs", "1", "--lite0-epochs", "1",
                              "--lite0-size", "32"], SLOW),
@@ -74,7 +75,7 @@ TINY: dict[str, tuple[list[str], list]] = {
                        [pytest.mark.skipif(_tensorflow_python() is None,
                                            reason="tensorflow not installed (bench_recipes' tf.keras side)")]),
 }
-NEEDS_FMNIST = {"bench_auto_choice.py", "bench_evaluate.py", "bench_imbalance.py",
+NEEDS_FMNIST = {"bench_auto_choice.py", "bench_evaluate.py", "bench_imbalance.py", "bench_label_issues.py",
                 "bench_lpft.py", "bench_multilabel.py", "bench_precision_choice.py", "bench_recipe_search.py",
                 "bench_recipes.py", "bench_seg_levers.py", "bench_segmentation.py", "bench_time_to_accuracy.py",
                 "bench_transfer.py", "check_same_results.py", "keras_seeds.py", "bench_step_costs.py"}
