@@ -17,17 +17,28 @@ FMNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mni
 REPO = Path(__file__).resolve().parents[1]
 
 
-def kernel_isa() -> dict:
-    """The instruction sets the CPU kernels use: ATen's capability and oneDNN's limit
-    (``ONEDNN_MAX_CPU_ISA``; ``ALL`` when unset). Limits emulate an older CPU class on this one."""
-    try:
-        import torch
+#: the CPU classes one machine can stand in for, by limiting the kernels' instruction sets
+CPU_CLASSES = {
+    "native": {},
+    "avx512_core": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},  # AVX-512 without BF16: bf16 emulated in oneDNN
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},  # an AVX2-only CPU
+}
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
-        aten = torch.backends.cpu.get_cpu_capability()
-    except (ImportError, AttributeError, RuntimeError):
-        aten = platform.machine()
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
-    return {"aten": str(aten), "onednn": onednn.upper()}
+
+def class_env(limits: dict) -> dict:
+    """This process's environment with ``limits`` in place of any ISA limit it had, and this
+    checkout's vislab importable: for a child process that runs under one CPU class."""
+    env = {k: v for k, v in os.environ.items() if k not in ISA_VARIABLES}
+    env.update(limits, PYTHONPATH=str(REPO / "src"))
+    return env
+
+
+def kernel_isa() -> dict:
+    """The instruction sets the CPU kernels use (vislab.core.measure.kernel_isa)."""
+    from vislab.core.measure import kernel_isa as isa
+
+    return isa()
 
 
 def machine() -> dict:

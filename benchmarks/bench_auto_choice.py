@@ -27,28 +27,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FMNIST_DIR, REPO, emit, fmnist_available, machine, versions  # noqa: E402
+from _common import CPU_CLASSES, FMNIST_DIR, class_env, emit, fmnist_available, machine, versions  # noqa: E402
 
-CLASSES = {
-    "native": {},
-    "avx512_core": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
-    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
-}
+CLASSES = CPU_CLASSES
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def one_run(precision: str, limits: dict, per_class: int, epochs: int, cache: Path, out: Path,
             data_dir: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
-                                                            "ATEN_CPU_CAPABILITY")}
-    env.update(limits, VISLAB_CACHE=str(cache), PYTHONPATH=str(REPO / "src"))
+    env = {**class_env(limits), "VISLAB_CACHE": str(cache)}
     command = [sys.executable, "-m", "vislab", "train", "--data", "fashion-mnist", "--data-dir", data_dir,
                "--recipe", "fast", "--max-per-class", str(per_class), "--test-split", "0", "--epochs",
                str(epochs), "--precision", precision, "--no-evaluate", "--no-figures", "--no-progress",
@@ -69,9 +62,7 @@ def one_run(precision: str, limits: dict, per_class: int, epochs: int, cache: Pa
 
 def isa_of(limits: dict) -> dict:
     code = "import json; from vislab.core.measure import kernel_isa; print(json.dumps(kernel_isa()))"
-    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
-    env.update(limits, PYTHONPATH=str(REPO / "src"))
-    return json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+    return json.loads(subprocess.run([sys.executable, "-c", code], env=class_env(limits), capture_output=True, text=True,
                                      check=True).stdout)
 
 

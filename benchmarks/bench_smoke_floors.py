@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -24,13 +23,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, emit, machine, versions  # noqa: E402
+from _common import CPU_CLASSES, REPO, class_env, emit, machine, versions  # noqa: E402
 
-CLASSES = {
-    "native": {},
-    "avx512_core": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
-    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
-}
+CLASSES = CPU_CLASSES
 CHECK = re.compile(r"^check (?P<what>.+?): (?P<value>[-\d.e+]+|None) (?P<op>>=|<=) (?P<floor>[-\d.e+]+)\s+(ok|FAILED)$",
                    re.M)
 
@@ -40,9 +35,7 @@ def examples() -> list[str]:
 
 
 def smoke(script: str, seed: int, limits: dict, out: Path) -> tuple[int, list[dict], str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
-                                                            "ATEN_CPU_CAPABILITY")}
-    env.update(limits, PYTHONPATH=str(REPO / "src"))
+    env = class_env(limits)
     proc = subprocess.run([sys.executable, str(REPO / "examples" / script), "--smoke", "--seed", str(seed),
                            "--out", str(out)], capture_output=True, text=True, env=env, cwd=out.parent,
                           timeout=1800)

@@ -47,7 +47,6 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -379,7 +378,7 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
                     best_of[c.precision] = min(s, best_of.get(c.precision, float("inf")))
                 turn = [c for c in options if c.precision not in lost and seconds.get(c, float("inf")) != float("inf")
                         and seconds[c] <= 1.25 * best_of[c.precision]]
-                if len({c.precision for c in turn}) < 2 and len(turn) < 2:
+                if len(turn) < 2:
                     break  # one candidate left: nothing to compare again
             for candidate in turn:
                 if candidate.precision in lost:

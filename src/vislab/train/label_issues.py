@@ -103,11 +103,12 @@ def find_label_issues(dataset, out_dir, folds: int | None = None, rank_by: str =
     multi_label = labels.ndim == 2
     class_names = [str(c) for c in dataset.class_names]
     k = _check_folds(labels, class_names, folds, multi_label)
-    kind = out_of_fold_model(_largest_side(splits), multi_label)
+    largest = _largest_side(splits)
+    kind = out_of_fold_model(largest, multi_label)
     if kind == "cnn":
         extraction = {"seconds": 0.0}
         fitted = time.perf_counter()
-        probs = _out_of_fold_cnn(dataset, splits, labels, k, seed, console)
+        probs = _out_of_fold_cnn(dataset, splits, labels, largest, k, seed, console)
         description = f"{CNN_MODEL} trained from the pixels ({CNN_EPOCHS} epochs, Adam {CNN_LR:g}), {k} folds"
     else:
         features, extraction = _features(dataset, splits, precision, console)
@@ -280,7 +281,7 @@ def _out_of_fold_multilabel(features: np.ndarray, labels: np.ndarray, k: int, se
     return probs
 
 
-def _out_of_fold_cnn(dataset, splits, labels: np.ndarray, k: int, seed: int, console) -> np.ndarray:
+def _out_of_fold_cnn(dataset, splits, labels: np.ndarray, largest: int, k: int, seed: int, console) -> np.ndarray:
     """(N, K classes) softmax probabilities, each row from the small CNN of the fold that held the image out."""
     import torch.nn.functional as F
     from sklearn.model_selection import StratifiedKFold
@@ -289,7 +290,7 @@ def _out_of_fold_cnn(dataset, splits, labels: np.ndarray, k: int, seed: int, con
     from vislab.models.build import build_model
 
     classes = int(labels.max()) + 1
-    side = max(_largest_side(splits), CNN_MIN_SIDE)
+    side = max(largest, CNN_MIN_SIDE)
     model_cfg = ModelConfig(name=CNN_MODEL, input_size=[side, side])
     _, preprocessing = build_model(model_cfg, classes, dataset.channels, dataset.native_size)
     # every image preprocessed once (resized to the largest side, normalised), then shared by the folds
