@@ -64,6 +64,9 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
     (``--no-figures``): no figures but the training curves (no audit or evaluation figures, no Grad-CAM
     panels; audit.json, metrics.json and the report are written), for the runs of a sweep.
     An ``out`` inside the ``data`` folder, or one already holding images, is refused.
+    With no ``recipe`` (option or YAML) the recipe is ``auto``: once the data is loaded it picks the model
+    and the settings the options leave open (:mod:`vislab.train.recipe`); ``recipe="none"`` keeps the code
+    defaults. ``time_budget="5m"`` trains for about that long (:mod:`vislab.train.budget`).
     """
     from vislab.pipelines import train as train_pipeline
     from vislab.train.loop import resume_config
@@ -76,7 +79,8 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
         resume_config(resume, epochs, **changes)  # refuses any change but epochs, before any work
         return train_pipeline(None, resume=resume, epochs=epochs, progress=progress, evaluate=evaluate,
                               figures=figures)
-    cfg = make_config(config, **options)
+    # no recipe named: "auto", which reads the data when the run starts and picks what the options leave open
+    cfg = resolve_config(config, option_overrides(options), default_recipe="auto")
     _check_out(cfg.out or "runs", cfg.data.source, images_too=True)
     return train_pipeline(cfg, progress=progress, evaluate=evaluate, figures=figures)
 

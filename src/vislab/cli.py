@@ -19,8 +19,9 @@ import warnings
 
 from vislab.core.config import (
     BUILTIN_TASKS, DEVICES, EXPLAIN_METHODS, FILL_MODES, FREEZE_MODES, HEADS, LABEL_SEPARATORS, LIME_SEGMENTATIONS,
-    LOSSES, OPTIMIZERS, OUTPUT_FORMATS, PALETTES, PRECISIONS, RECIPES, SAMPLERS, SCHEDULERS, SPLITS, THRESHOLD_METRICS,
+    LOSSES, OPTIMIZERS, OUTPUT_FORMATS, PALETTES, PRECISIONS, SAMPLERS, SCHEDULERS, SPLITS, THRESHOLD_METRICS,
 )
+from vislab.core.config import RECIPE_NAMES
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
 from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS
@@ -120,8 +121,8 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
 def _add_augment_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("augmentation (Keras ImageDataGenerator meanings)")
     # Keras' ImageDataGenerator names (--rotation-range, --horizontal-flip...) are aliases: the same meaning
-    group.add_argument("--hflip", "--horizontal-flip", action="store_true", default=None,
-                       help="random horizontal flips")
+    group.add_argument("--hflip", "--horizontal-flip", action=argparse.BooleanOptionalAction, default=None,
+                       help="random horizontal flips (--no-hflip: none, where --recipe auto would flip)")
     group.add_argument("--vflip", "--vertical-flip", action="store_true", default=None, help="random vertical flips")
     group.add_argument("--rotation", "--rotation-range", type=float, default=None, help="degrees, uniform in [-r, r]")
     group.add_argument("--zoom", "--zoom-range", type=float, default=None, help="scale uniform in [1-z, 1+z]")
@@ -165,6 +166,8 @@ def _add_train(sub) -> None:
                 "Train a model and write a run folder (config.yaml, model.safetensors, model.json, history.csv,\n"
                 "checkpoints/, tensorboard/, plots/, metrics.json, report.html).\n\n"
                 "examples:\n"
+                "  vislab train --data photos/                  # --recipe auto: model and settings from the data\n"
+                "  vislab train --data photos/ --time-budget 5m\n"
                 "  vislab train --data fashion-mnist --recipe fast --out runs/fmnist\n"
                 "  vislab train --data digits --model chollet_convnet --epochs 10\n"
                 "  vislab train --data photos/ --model resnet50 --pretrained --freeze backbone\n"
@@ -172,11 +175,14 @@ def _add_train(sub) -> None:
     p.add_argument("--config", default=None, help="YAML file with data/augment/model/train sections")
     p.add_argument("--task", default=None, metavar="TASK",
                    help=f"what is learned: {', '.join(BUILTIN_TASKS)} (default classification)")
-    p.add_argument("--recipe", default=None, choices=tuple(RECIPES),
-                   help="a bundle of tuned defaults for 28 px grey images such as Fashion-MNIST: fast (under a "
-                        "minute on 2 CPU cores, >= 92%% on Fashion-MNIST) or accurate (about 9 minutes, >= 94%%); "
-                        "transfer: frozen EfficientNet-Lite0 features + logistic regression, what measured best at 40 "
-                        "images per class (README: Transfer learning); any other flag overrides it")
+    p.add_argument("--recipe", default=None, choices=RECIPE_NAMES,
+                   help="auto (the default): read the data (task, images, classes, size, channels, imbalance) and "
+                        "pick the model, input size, optimizer, schedule, epochs, augmentation, loss and class "
+                        "weights the flags leave open, by rules measured in benchmarks/ (one line says what and "
+                        "why; config.yaml records it); fast / accurate: tuned for 28 px grey images such as "
+                        "Fashion-MNIST (>= 92%% in under a minute on 2 CPU cores / >= 94%% in about 9 minutes); "
+                        "transfer: frozen EfficientNet-Lite0 features + logistic regression, what measured best at "
+                        "40 images per class; none: the code defaults alone. Any other flag overrides its piece")
     p.add_argument("--out", default=None,
                    help="run folder, not inside --data nor a folder of images (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
@@ -188,7 +194,9 @@ def _add_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
     _add_data_options(p)
     m = p.add_argument_group("model")
-    m.add_argument("--model", default=None, help="model name: `vislab models` lists them (default fastnet)")
+    m.add_argument("--model", default=None,
+                   help="model name: `vislab models` lists them (default: --recipe auto's choice for the data; "
+                        "fastnet with --recipe none)")
     m.add_argument("--model-opt", nargs="+", default=None, metavar="KEY=VALUE",
                    help="model options, e.g. hidden=[512,256] dropout=0.5 binary=true; they replace a "
                         "recipe's model options as a whole")
@@ -219,7 +227,12 @@ def _add_train(sub) -> None:
     m.add_argument("--cache-features", action="store_true", default=None,
                    help="with --freeze backbone: extract features once, train the head on them")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default 10; 1 with --optimizer lbfgs)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: the recipe's; 10 with --recipe none, 1 with --optimizer lbfgs)")
+    t.add_argument("--time-budget", default=None, metavar="DURATION",
+                   help="train for about this long, e.g. 90s, 5m, 1h (data loading to the end of the test "
+                        "evaluation): the epochs come from the measured step and epoch times and the one-cycle "
+                        "schedule fits them; instead of --epochs")
     t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
@@ -238,7 +251,8 @@ def _add_train(sub) -> None:
                         "(reduced precision must win by 10%%; cached in ~/.cache/vislab/choices.json); "
                         "fp16 trains with loss scaling, and is slow on a CPU (default auto)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    t.add_argument("--tta-flip", action="store_true", default=None, help="evaluate on image + mirror")
+    t.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="evaluate on image + mirror (--no-tta-flip: not, where a recipe would)")
     t.add_argument("--warmup-epochs", type=float, default=None,
                    help="linear LR warm-up from lr/100 before --scheduler cosine/onecycle/none (default 0)")
     t.add_argument("--no-decay-norm-bias", action="store_true", default=None,

@@ -170,6 +170,9 @@ class TrainConfig:
     focal_gamma: float = 2.0  # focal loss focusing parameter (Lin et al. 2017)
     threshold: float | None = None  # multi-label: one threshold for every class instead of tuned ones
     threshold_metric: str = "f1"  # multi-label: what the per-class thresholds maximise on the val split
+    # train for about this long (seconds; the flag takes 90s, 5m, 1h): the epochs come from the measured
+    # epoch time and the schedule is fitted to them (vislab.train.budget); None: train.epochs as given
+    time_budget: float | None = None
 
 
 @dataclass
@@ -192,7 +195,12 @@ class Config:
     task: str = DEFAULT_TASK  # what is learned: vislab.tasks names them (`--task`)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     seed: int = 0
+    # a named bundle (RECIPES), "auto" (vislab.train.recipe reads the data and picks what the user did not
+    # give; the default of `vislab train` and vislab.api.train) or "none"/None (the code defaults alone)
     recipe: str | None = None
+    # written by the run: what --recipe auto read in the data, what it set and why, which keys the user
+    # gave (theirs win), and what --time-budget planned (vislab.train.recipe, vislab.train.budget)
+    recipe_choices: dict | None = None
     out: str | None = None  # run folder; default runs/<model>-<data>-<time>
 
     def to_dict(self) -> dict:
@@ -255,6 +263,31 @@ RECIPES["transfer"] = {
 }
 
 
+# the --recipe choices: the bundles above, "auto" (chosen from the data when the run starts) and "none"
+RECIPE_NAMES = (*RECIPES, "auto", "none")
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value) -> float:
+    """``90s``, ``5m``, ``1h``, ``1.5h`` or a number of seconds -> seconds (``--time-budget``).
+
+    Example:
+        >>> parse_duration("5m"), parse_duration("90s"), parse_duration(300)
+        (300.0, 90.0, 300.0)
+    """
+    text = str(value).strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], None) if text else None
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        seconds = None
+    if seconds is None or not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ConfigError(f"train.time_budget={value!r} (--time-budget) is not a duration; give e.g. 90s, 5m or "
+                          "1h (a bare number is seconds)")
+    return seconds
+
+
 def _check_choice(key: str, value, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(map(str, choices))}")
@@ -286,7 +319,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"segmentation.class_weights={cfg.segmentation.class_weights!r} is not valid; use auto "
                           "(median-frequency weights from the training masks) or leave it unset")
     if cfg.recipe is not None:
-        _check_choice("recipe", cfg.recipe, tuple(RECIPES))
+        _check_choice("recipe", cfg.recipe, RECIPE_NAMES)
+    if cfg.train.time_budget is not None:
+        cfg.train.time_budget = parse_duration(cfg.train.time_budget)
     aug = cfg.augment
     # Options that would silently do nothing are errors, as the issue asks.
     if aug.fill_mode != "nearest" and not aug.geometric:
@@ -401,6 +436,12 @@ def _set(obj, dotted: str, value, origin: str) -> None:
                 raise ConfigError(f"{origin}: {'.'.join(parts[:depth + 1])} is not a section")
 
 
+def set_value(cfg: Config, dotted: str, value, origin: str) -> None:
+    """Set one dotted key (``train.lr``) on ``cfg`` as a YAML file or flag would: unknown keys and wrong
+    types are errors naming ``origin``."""
+    _set(cfg, dotted, value, origin)
+
+
 def _coerce(current, value, key: str, origin: str):
     if value is None or current is None:
         return value
@@ -435,15 +476,25 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Defaults <- recipe <- YAML <- overrides (dotted keys such as ``train.lr``)."""
+def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None = None,
+                   default_recipe: str | None = None) -> Config:
+    """Defaults <- recipe <- YAML <- overrides (dotted keys such as ``train.lr``).
+
+    ``default_recipe``: the recipe when neither the overrides nor the YAML name one (``vislab train``
+    passes ``auto``; None keeps the code defaults). With ``auto``, the keys the user gave (YAML and
+    overrides) are recorded in ``recipe_choices["user"]``: the data-aware choices made when the run
+    starts (vislab.train.recipe) leave exactly those alone.
+    """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_values = load_yaml(yaml_path) if yaml_path else {}
     recipe = overrides.get("recipe", file_values.get("recipe"))
+    if recipe is None and default_recipe is not None:
+        recipe = default_recipe
+        overrides = {**overrides, "recipe": recipe}
     cfg = Config()
     if recipe is not None:
-        _check_choice("recipe", recipe, tuple(RECIPES))
-        for key, value in RECIPES[recipe].items():
+        _check_choice("recipe", recipe, RECIPE_NAMES)
+        for key, value in RECIPES.get(recipe, {}).items():
             _set(cfg, key, value, f"recipe {recipe}")
     for key, value in file_values.items():
         _set(cfg, key, value, str(yaml_path))
@@ -454,7 +505,41 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
     if cfg.train.optimizer == "lbfgs" and not epochs_given:
         # the L-BFGS head is fitted to convergence in one epoch: 10 would refit the same optimum
         cfg.train.epochs = 1
+    if recipe == "auto" or cfg.train.time_budget is not None:
+        user = sorted((set(user_keys(file_values)) | set(overrides)) - {"recipe", "recipe_choices"})
+        cfg.recipe_choices = {**(cfg.recipe_choices or {}), "user": user}
+    given = set(overrides) | set(user_keys(file_values))
+    if recipe == "transfer" and cfg.train.time_budget is not None and "data.val_split" not in given:
+        # the budget may fine-tune from the head (vislab.train.lpft): a validation split chooses between them
+        cfg.data.val_split = 0.1
+    user_epochs = "train.epochs" in given
+    if cfg.train.time_budget is not None and user_epochs:
+        raise ConfigError("--time-budget sets the epochs from the measured epoch time; give --epochs or "
+                          "--time-budget, not both")
     return check_new_run(validate(cfg))
+
+
+def user_keys(values: dict, prefix: str = "", obj=None) -> list[str]:
+    """The dotted keys a YAML mapping sets (``{"train": {"lr": 1}}`` -> ``["train.lr"]``); a mapping that
+    is a value (``model.options``) stays one key.
+
+    Example:
+        >>> user_keys({"train": {"lr": 0.1, "early_stopping": {"patience": 2}}, "model": {"options": {"a": 1}}})
+        ['train.lr', 'train.early_stopping.patience', 'model.options']
+    """
+    obj = Config() if obj is None else obj
+    keys = []
+    for key, value in values.items():
+        parts = str(key).split(".")
+        target = obj
+        for part in parts[:-1]:
+            target = getattr(target, part, None)
+        current = getattr(target, parts[-1], None) if target is not None else None
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            keys += user_keys(value, f"{prefix}{key}.", current)
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def config_from_dict(data: dict) -> Config:

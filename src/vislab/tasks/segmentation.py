@@ -228,6 +228,17 @@ class Segmentation(Task):
             self.class_weights = [round(float(w), 6) for w in median_frequency_weights(counts)]
         return dataset
 
+    def prepare(self, dataset, console=None) -> None:
+        """A task built after the data was loaded (``--recipe auto`` rebuilds it with the loss and
+        class weights it chose) takes the palette and the median-frequency weights from it here."""
+        from vislab.data.segmentation import pixel_counts
+
+        if self.palette is None:
+            self.palette = getattr(dataset, "palette", None)
+        if self.class_weights == "auto":
+            counts = pixel_counts(dataset.splits["train"].labels, dataset.num_classes)
+            self.class_weights = [round(float(w), 6) for w in median_frequency_weights(counts)]
+
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
               near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
         """The mask audit (pixels per class, images without foreground, ignored pixels, bad pairs);

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import itertools
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class FitResult:
 def default_run_dir(cfg: Config) -> Path:
     source = Path(cfg.data.source).name if cfg.data.source not in ("", None) else "data"
     model = cfg.model.name.replace(":", "-").replace("/", "-")
+    if cfg.recipe == "auto" and "model.name" not in ((cfg.recipe_choices or {}).get("user") or ()):
+        model = "auto"  # the recipe picks the model once the data is loaded
     return Path("runs") / f"{model}-{source}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -589,6 +592,7 @@ def train_run(cfg: Config | None, resume: str | Path | None = None, progress: bo
 def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, figures: bool = True) -> FitResult:
     from rich.console import Console
 
+    started = time.perf_counter()  # --time-budget counts from here
     main = dist.is_main  # only rank 0 writes files and prints
     console = console or Console(highlight=False, soft_wrap=True)
     if not main:
@@ -610,11 +614,20 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             raise FileExistsError(
                 f"{run_dir} already holds a run; choose another --out, or --resume {run_dir} to continue it"
             )
-    check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
+    # --recipe auto picks the model (unless the user named one) once the data is loaded
+    auto = resume is None and cfg.recipe == "auto"
+    users_model = not auto or "model.name" in ((cfg.recipe_choices or {}).get("user") or ())
+    if users_model:
+        check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     task = task_for_config(cfg)  # an unknown task too
-    check_model_for_task(cfg.model.name, task)  # a classifier for segmentation, or the reverse
+    if users_model:
+        check_model_for_task(cfg.model.name, task)  # a classifier for segmentation, or the reverse
     seed_everything(cfg.seed)
     dataset = task.load_dataset(cfg.data, seed=cfg.seed)
+    if auto:
+        task, resplit = _apply_recipe(cfg, dataset, task, console)
+        if resplit:  # the recipe's split (e.g. all of a small set for training): the data is split again
+            dataset = task.load_dataset(cfg.data, seed=cfg.seed)
     cfg.out = str(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -650,11 +663,18 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     )
     callbacks = trainer.callbacks(main)
+    budget = _time_budget(cfg, trainer, callbacks, started, console) if resume is None else None
     history = read_history(run_dir) if resume is not None else []
     stopped_early = False
     for callback in callbacks:
         callback.on_train_begin({})
-    for epoch in range(trainer.start_epoch, cfg.train.epochs):
+    for epoch in itertools.count(trainer.start_epoch):  # --time-budget may change cfg.train.epochs
+        if epoch >= cfg.train.epochs:
+            break
+        if budget is not None and history and budget.out_of_time():
+            console.print(f"time budget {budget.describe()}: another epoch would end past it; stopping after "
+                          f"epoch {epoch}")
+            break
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
         start = time.perf_counter()
@@ -662,7 +682,9 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split),
                            task.metrics[0].name if task.metrics else None) as bar:
             logs = trainer.train_epoch(epoch, bar)
+        checked = time.perf_counter()
         note = trainer.check_speed_choice(dataset)
+        checked = time.perf_counter() - checked  # a second probe: not part of an epoch's time for --time-budget
         if note is not None:
             console.print(note)
             cfg.train.speed = trainer.choice.to_dict()
@@ -683,6 +705,9 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         history.append(logs)
         for callback in callbacks:
             callback.on_epoch_end(epoch, logs)
+        note = budget.after_epoch(trainer, epoch + 1, logs["seconds"] - checked) if budget is not None else None
+        if note:
+            console.print(note)
         if any(callback.stop_training for callback in callbacks):
             stopped_early = True
             console.print(f"early stopping: {trainer.stopper.monitor} has not improved for "
@@ -695,6 +720,20 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             break
     for callback in callbacks:
         callback.on_train_end({})
+    if (resume is None and trainer.cached is not None and cfg.train.optimizer == "lbfgs" and cfg.train.time_budget
+            and cfg.recipe in ("transfer", "auto") and not dist.enabled):
+        from vislab.train.lpft import after_head  # LP-FT where the budget allows: the better on validation stays
+
+        record = after_head(trainer, cfg, dataset, task, console, started, history[-1] if history else {})
+        cfg.recipe_choices = {**(cfg.recipe_choices or {}), "lpft": record}
+        if record["kept"] == "lpft" and main:  # the best checkpoint is the kept model
+            save_weights(trainer.model, run_dir / "checkpoints" / "best.safetensors")
+    if resume is None and cfg.train.time_budget:  # the budget, its estimates and the epochs, in config.yaml
+        if budget is not None:
+            cfg.train.epochs = len(history)
+            cfg.recipe_choices = {**(cfg.recipe_choices or {}), "time_budget": budget.finish(len(history))}
+        if main:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if not main:  # the other ranks' work ends with training; rank 0 writes the model
         return FitResult(run_dir, history, None, stopped_early, counts)
     best_path = run_dir / "checkpoints" / "best.safetensors"
@@ -714,6 +753,46 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         gc.collect()
         torch.cuda.empty_cache()
     return FitResult(run_dir, history, None, stopped_early, counts, dataset)
+
+
+# --------------------------------------------------------------------------- recipe auto, time budget
+def _apply_recipe(cfg: Config, dataset: Dataset, task: Task, console) -> tuple[Task, bool]:
+    """--recipe auto: the data-aware choices (vislab.train.recipe) on ``cfg``, one line saying them;
+    returns the task rebuilt with the chosen loss and class weights, and whether the recipe changed
+    how the data is split (then it is loaded again)."""
+    from vislab.core.config import check_new_run, validate
+    from vislab.train import recipe
+
+    applied = recipe.apply(cfg, dataset, task)
+    console.print(applied.line)
+    check_model_name(cfg.model.name)
+    validate(cfg)
+    check_new_run(cfg)
+    task = task_for_config(cfg)
+    check_model_for_task(cfg.model.name, task)
+    return task, any(key.startswith("data.") for key in applied.set)
+
+
+def _time_budget(cfg: Config, trainer: Trainer, callbacks, started: float, console):
+    """--time-budget: the plan (vislab.train.budget), or None without a budget (or for the L-BFGS head,
+    fitted in one pass)."""
+    if not cfg.train.time_budget:
+        return None
+    if cfg.train.optimizer == "lbfgs":
+        lpft = cfg.recipe in ("transfer", "auto")
+        note = ("the logistic-regression head is fitted in one pass"
+                + ("; what is left of the budget may fine-tune from it (LP-FT)" if lpft else ""))
+        console.print(f"time budget: {note}")
+        cfg.recipe_choices = {**(cfg.recipe_choices or {}),
+                              "time_budget": {"seconds": cfg.train.time_budget, "epochs": cfg.train.epochs,
+                                              "note": note}}
+        return None
+    from vislab.train.budget import TimeBudget
+
+    budget = TimeBudget(cfg.train.time_budget, started)
+    trainer.budget_callbacks = [c for c in callbacks if isinstance(c, EpochPrinter)]
+    budget.plan(trainer, console, user=(cfg.recipe_choices or {}).get("user") or ())
+    return budget
 
 
 def _tensorboard(run_dir: Path):

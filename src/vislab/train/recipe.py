@@ -1,0 +1,337 @@
+"""``--recipe auto``: read the data, then pick what the user did not give.
+
+``vislab train --data DIR`` (plus ``--task`` where the data needs it) names no model and no
+recipe, so ``auto`` applies (:func:`vislab.core.config.resolve_config` with ``default_recipe``).
+Once the data is loaded, :func:`describe_data` reads its shape from the loaded splits (task,
+training images, classes, images per class, image size and channels, the largest/smallest
+class ratio; a folder's size from a few of its images, never a pass over the data) and
+:func:`choose` picks the model, input size, optimizer, learning rate, schedule, epochs,
+augmentation, loss and class weights. Every rule names the measurement behind it (the
+benchmark script and, where the README has it, its number). A key the user gave (a flag, a
+YAML key: ``recipe_choices["user"]``) keeps the user's value: :func:`apply` sets only the
+others. When the user names the model, the rules for that model's family still pick the
+rest (``--model chollet_convnet`` gets a one-cycle AdamW schedule and epochs for the data).
+What was read, set and why is written into config.yaml as ``recipe_choices``; one line says it.
+
+Example:
+    >>> shape = DataShape(task="classification", images=400, classes=10, size=(28, 28), channels=1)
+    >>> rule, values, _ = choose(shape, user=set())
+    >>> rule, values["model.name"], values["train.optimizer"]
+    ('small data: frozen pretrained features', 'efficientnet_lite0', 'lbfgs')
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import asdict, dataclass
+
+from vislab.core.config import RECIPES, Config, set_value
+from vislab.data.images import BadImageError
+
+# at most this many training images per class (classification): frozen pretrained features + a
+# logistic-regression head beat every from-scratch net measured (benchmarks/bench_transfer.py: 40 per
+# class, 85.4 % vs chollet_convnet/model3 from scratch; on another 400: 82.7 % vs the default net's 70.5 %)
+SMALL_DATA_PER_CLASS = 100
+# the fast small net's measured home: grey images this small (28 px Fashion-MNIST, 8 px digits)
+SMALL_IMAGE_SIDE = 32
+# options that act on end-to-end training only: a user who gives one gets a net that trains end to end,
+# not the cached-feature head (vislab.core.config.validate refuses them together)
+END_TO_END_KEYS = ("train.class_weights", "train.sampler", "train.loss", "train.mixup", "train.cutmix", "train.ema",
+                   "train.scheduler", "train.lr", "augment.", "model.unfreeze_at", "model.freeze_epochs", "model.bn")
+# what makes one choice: a user who gives any key of a piece owns the whole piece, and the recipe
+# leaves it alone (``--lr 0.05`` keeps the default optimizer and no schedule rather than a one-cycle
+# peak of 0.05); a key in no piece is its own. Weights and freezing come first (a rule reads it).
+PIECES = (
+    ("model.pretrained", "model.weights", "model.freeze", "model.cache_features", "model.finetune_last",
+     "model.head", "model.lr_backbone", "model.lr_decay", "model.unfreeze_at", "model.freeze_epochs", "model.bn",
+     "model.allow_random_backbone"),
+    ("train.optimizer", "train.lr", "train.scheduler", "train.weight_decay", "train.momentum", "train.nesterov",
+     "train.warmup_epochs"),
+    ("augment.", "train.tta_flip", "train.label_smoothing", "train.mixup", "train.cutmix"),
+    ("train.loss", "train.class_weights", "train.sampler", "train.focal_gamma"),
+)
+# a largest/smallest class ratio at or above this gets class weights (bench_imbalance.py's long tail, 200:1)
+IMBALANCE_RATIO = 10.0
+
+BENCH_TRANSFER = ("benchmarks/bench_transfer.py: frozen Lite0 + logistic regression 85.4 % at 40 images per class, "
+                  "from-scratch CNNs below it (82.7 % vs 70.5 % on the same 400 Fashion-MNIST images); "
+                  "fine-tuning all layers lost 9-12 points there, LP-FT 1 point (bench_lpft.py)")
+BENCH_FAST = ("benchmarks/bench_time_to_accuracy.py: the fast recipe's fastnet, one-cycle AdamW peak 1e-2, "
+              ">= 92 % on Fashion-MNIST in 3 epochs")
+BENCH_DIGITS = ("the code defaults (fastnet, Adam 1e-3, 10 epochs): 99.2 % on digits in 8 s "
+                "(benchmarks/bench_auto_recipe.py --rows digits re-measures it)")
+BENCH_SEG = ("benchmarks/bench_segmentation.py + bench_seg_levers.py: U-Net on the shipped Lite0 encoder, decoder "
+             "128/64/32/16/8, class weights auto + ce+dice, Adam one-cycle 3e-3, batch 32, flips: test mIoU 0.51 "
+             "after 12 epochs and still rising; cross-entropy alone collapsed to all-background (0.079)")
+BENCH_MULTILABEL = ("benchmarks/bench_multilabel.py: the default net at 28 px reached mAP 0.78-0.81 on 56 px mosaics, "
+                    "0.85 after 30 epochs with training mAP 1.00; the images' own size keeps the detail "
+                    "(bench_auto_recipe.py's mosaics row checks this choice)")
+BENCH_IMBALANCE = ("benchmarks/bench_imbalance.py: long-tail Fashion-MNIST, balanced accuracy 65.5 % -> 76.6 % with "
+                   "--class-weights auto (rare-class recall 0.53 -> 0.81)")
+
+
+@dataclass
+class DataShape:
+    """What the recipe reads in the loaded data (all from the splits: no extra pass over the files)."""
+
+    task: str
+    images: int  # training images
+    classes: int
+    size: tuple[int, int] | None = None  # (H, W): the in-memory size, else the median of a few files
+    channels: int = 3
+    imbalance: float = 1.0  # largest / smallest training class (images; pixels for segmentation)
+    builtin: str | None = None  # a built-in source's name (digits, mnist, fashion-mnist, cifar10)
+
+    @property
+    def per_class(self) -> float:
+        return self.images / max(self.classes, 1)
+
+    @property
+    def side(self) -> int | None:
+        return max(self.size) if self.size else None
+
+    def describe(self) -> str:
+        size = "x".join(map(str, self.size)) if self.size else "?"
+        colour = "grey" if self.channels == 1 else "colour"
+        text = (f"{self.images} training images, {self.classes} classes ({self.per_class:.0f} per class), "
+                f"{size} {colour}")
+        if self.imbalance >= 3:
+            text += f", classes {self.imbalance:.0f}:1"
+        return text
+
+
+def describe_data(dataset, task) -> DataShape:
+    """The shape of a loaded :class:`vislab.data.sources.Dataset` for ``task``."""
+    from vislab.data.sources import BUILTIN, split_counts
+
+    train = dataset.splits["train"]
+    size = dataset.native_size
+    if size is None:  # files: the median size of a few (decoded through the guarded reader)
+        sizes = []
+        for index in range(min(len(train), 8)):
+            try:
+                sizes.append(tuple(train.load(index).shape[-2:]))
+            except BadImageError:
+                continue
+        if sizes:
+            size = (int(statistics.median(s[0] for s in sizes)), int(statistics.median(s[1] for s in sizes)))
+    if getattr(task, "per_pixel", False):
+        from vislab.data.segmentation import pixel_counts
+
+        counts = [int(c) for c in pixel_counts(train.labels, dataset.num_classes)]
+    else:
+        counts = split_counts(train, dataset.num_classes)
+    present = [c for c in counts if c > 0]
+    imbalance = max(present) / min(present) if present else 1.0
+    builtin = dataset.name if dataset.name in BUILTIN else None
+    return DataShape(task=task.name, images=len(train), classes=dataset.num_classes, size=size,
+                     channels=int(dataset.channels), imbalance=float(imbalance), builtin=builtin)
+
+
+def _epochs(images: int, passes: int, low: int, high: int) -> int:
+    """Epochs for about ``passes`` image-passes, within [low, high]."""
+    return max(low, min(high, math.ceil(passes / max(images, 1))))
+
+
+def _family(name: str) -> str:
+    from vislab.models.registry import SHIPPED_BACKBONES, model_outputs, vislab_models
+
+    if name in vislab_models():
+        return "small"
+    if name in SHIPPED_BACKBONES:
+        return "shipped"
+    if model_outputs(name) == "pixel":
+        return "smp" if name in ("unet", "fpn", "deeplabv3plus") else "segmentation"
+    return "other"
+
+
+def piece_of(key: str) -> tuple[str, ...]:
+    """The keys that make one choice with ``key`` (:data:`PIECES`; a key in none is its own piece)."""
+    for piece in PIECES:
+        if any(key == k or (k.endswith(".") and key.startswith(k)) for k in piece):
+            return piece
+    return (key,)
+
+
+def owned(key: str, user) -> bool:
+    """Whether the user gave ``key`` or another key of its piece (then the piece is theirs)."""
+    piece = piece_of(key)
+    return any(u == k or (k.endswith(".") and u.startswith(k)) for u in user for k in piece)
+
+
+def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict, dict]:
+    """(rule, values, reasons): the settings for data of ``shape`` that the user left open. A piece the
+    user gave any key of (:data:`PIECES`: e.g. ``--lr`` makes the optimizer, rate and schedule theirs)
+    is left out; ``model``: the user's model, whose family decides the rest."""
+    user = set(user)
+    values: dict = {}
+    reasons: dict = {}
+
+    def pick(key, value, reason, unit=False):
+        """``unit``: part of a rule that only works whole (checked before it is chosen): only the user's
+        own key is left out, not its piece."""
+        if key in user or (not unit and owned(key, user)):
+            return
+        values[key] = value
+        reasons[key] = reason
+
+    if shape.task == "segmentation":
+        name = model or "unet"
+        family = _family(name)
+        rule = "segmentation: U-Net on the shipped encoder" if name == "unet" else f"segmentation: {name}"
+        pick("model.name", name, BENCH_SEG)
+        if family == "smp":
+            pick("model.pretrained", True, "the shipped EfficientNet-Lite0 encoder weights (offline); " + BENCH_SEG)
+        if name == "unet":
+            pick("model.options", {"decoder_channels": [128, 64, 32, 16, 8]},
+                 "half smp's decoder widths: 42-56 vs 29-32 training images/s at 64 px, same curve "
+                 "(bench_seg_levers.py --speed)")
+        for key, value in (("train.class_weights", "auto"), ("train.loss", "ce+dice"), ("train.optimizer", "adam"),
+                           ("train.scheduler", "onecycle"), ("train.lr", 3e-3), ("train.batch_size", 32),
+                           ("augment.hflip", True), ("train.early_stopping.monitor", "val_miou")):
+            pick(key, value, BENCH_SEG)
+        # 12 epochs of 1,800 composites: 0.51 and rising; 30 epochs of ~1,350 (72 px): 0.57
+        pick("train.epochs", _epochs(shape.images, 45_000, 8, 30),
+             "about 45,000 image-passes (30 epochs of ~1,500 composites reached 0.57), 8 to 30; " + BENCH_SEG)
+        return rule, values, reasons
+
+    if shape.task == "multilabel":
+        name = model or "fastnet"
+        rule = f"multi-label: {name} at the images' own size"
+        if model is None:
+            pick("model.name", "fastnet", BENCH_MULTILABEL)
+            pick("model.options", dict(RECIPES["fast"]["model.options"]), BENCH_FAST)
+        if shape.size and _family(name) == "small":
+            pick("model.input_size", list(shape.size), BENCH_MULTILABEL)
+        _small_net_training(pick, shape, name, passes=60_000, low=8, high=20)
+        return rule, values, reasons
+
+    # classification
+    name = model
+    family = _family(name) if name else None
+    small_data = shape.per_class <= SMALL_DATA_PER_CLASS
+    big_or_colour = (shape.side or 0) > SMALL_IMAGE_SIDE or shape.channels == 3
+    # the frozen-feature head is a whole: the user's weights/freezing, optimizer or end-to-end options rule it out
+    blocked = sorted(k for k in user if k.startswith(END_TO_END_KEYS) or k in PIECES[0] or k == "train.optimizer")
+    if family == "shipped" and blocked:
+        # the user's own use of the backbone: its weights unless they said otherwise, the rest for it
+        pick("model.pretrained", True, f"{name}: its shipped ImageNet weights; {', '.join(blocked)} given, so the "
+             "frozen-feature head (bench_transfer.py) is not chosen; fine-tuning measured below it (bench_lpft.py)")
+        _small_net_training(pick, shape, name, passes=60_000, low=3, high=10)
+        return f"{name} with your weights/freezing/optimizer options", values, reasons
+    if not blocked and (family == "shipped" or (name is None and (small_data or big_or_colour))):
+        why = (f"{shape.per_class:.0f} images per class (<= {SMALL_DATA_PER_CLASS})" if small_data else
+               "images larger than 32 px or in colour: the shipped ImageNet backbone's features")
+        rule = "small data: frozen pretrained features" if small_data else "pretrained features"
+        for key, value in RECIPES["transfer"].items():
+            pick(key, value, f"{why}; {BENCH_TRANSFER}", unit=True)
+        return rule, values, reasons
+    if family in (None, "small") and (shape.side or 0) <= 16 and (name in (None, "fastnet")):
+        # tiny images (digits' 8 px): the code defaults measured there
+        rule = "tiny grey images: the code defaults' fastnet"
+        pick("model.name", "fastnet", BENCH_DIGITS)
+        pick("train.epochs", 10, BENCH_DIGITS)
+        return rule, values, reasons
+    name = name or "fastnet"
+    rule = f"enough small images: {name}" + (" (the fast recipe)" if name == "fastnet" else "")
+    if model is None:
+        # the fast recipe's net with its regularisers: measured together, so chosen together
+        pick("model.name", "fastnet", BENCH_FAST)
+        pick("model.options", dict(RECIPES["fast"]["model.options"]), BENCH_FAST)
+        pick("train.label_smoothing", 0.1, BENCH_FAST)
+        if shape.builtin not in ("digits", "mnist"):  # a mirrored digit is another digit
+            pick("augment.hflip", True, "flips only: exact pixels; shifts slowed 5-epoch convergence; " + BENCH_FAST)
+            pick("train.tta_flip", True, BENCH_FAST)
+    _small_net_training(pick, shape, name, passes=180_000, low=3, high=15)
+    if shape.imbalance >= IMBALANCE_RATIO:
+        pick("train.class_weights", "auto", f"classes {shape.imbalance:.0f}:1 (>= {IMBALANCE_RATIO:.0f}); "
+             + BENCH_IMBALANCE)
+    return rule, values, reasons
+
+
+def _small_net_training(pick, shape: DataShape, name: str, passes: int, low: int, high: int) -> None:
+    """One-cycle AdamW for a net trained from scratch; the fast recipe's peak for fastnet."""
+    family = _family(name)
+    fast = name == "fastnet"
+    lr = 1e-2 if fast else (3e-3 if family == "small" else 1e-3)
+    note = BENCH_FAST if fast else (f"{BENCH_FAST}; {name} is not in that benchmark, so its peak is lower "
+                                    f"({lr:g}, not measured)")
+    pick("train.optimizer", "adamw", note)
+    pick("train.scheduler", "onecycle", note)
+    pick("train.lr", lr, note)
+    pick("train.weight_decay", 0.05, note)
+    pick("train.epochs", _epochs(shape.images, passes, low, high),
+         f"about {passes:,} image-passes (3 epochs of 60,000 reached 92 %), {low} to {high}; {BENCH_FAST}")
+
+
+@dataclass
+class Applied:
+    """What :func:`apply` did: the rule, what it set, what the user's flags kept, and one line saying it."""
+
+    rule: str
+    shape: DataShape
+    set: dict
+    kept: dict
+    reasons: dict
+    line: str
+
+    def record(self, user) -> dict:
+        data = {**asdict(self.shape), "per_class": round(self.shape.per_class, 1),
+                "size": list(self.shape.size) if self.shape.size else None}  # YAML lists, not tuples
+        return {"user": sorted(user), "data": data,
+                "rule": self.rule, "set": self.set, "kept": self.kept, "reasons": self.reasons, "line": self.line}
+
+
+def apply(cfg: Config, dataset, task) -> Applied:
+    """Set on ``cfg`` what the data calls for and the user did not give; record it in
+    ``cfg.recipe_choices`` (written into config.yaml). Returns what was done."""
+    record = cfg.recipe_choices or {}
+    user = set(record.get("user") or ())
+    shape = describe_data(dataset, task)
+    model = cfg.model.name if "model.name" in user else None
+    rule, values, reasons = choose(shape, user, model=model)
+    chosen = {}
+    for key, value in values.items():
+        if key in user:
+            continue
+        if key == "data.val_split" and cfg.train.time_budget:
+            continue  # with a budget the head may be fine-tuned (vislab.train.lpft): validation chooses
+        set_value(cfg, key, value, f"recipe auto ({rule})")
+        chosen[key] = value
+    # the user's settings (what to train on and where to write are not settings the recipe could pick)
+    kept = {key: _get(cfg, key) for key in sorted(user)
+            if not key.startswith(("data.", "out", "seed", "task", "train.time_budget", "train.device"))}
+    if cfg.train.optimizer == "lbfgs" and "train.scheduler" not in user:
+        cfg.train.scheduler = "none"  # the L-BFGS head takes no schedule (a user's --optimizer lbfgs too)
+    parts = [_model_words(cfg)]
+    if cfg.train.optimizer != "lbfgs":
+        epochs = (f"epochs from the {cfg.train.time_budget:g}s budget" if cfg.train.time_budget
+                  else f"{cfg.train.epochs} epochs")
+        parts.append(f"{cfg.train.optimizer} {cfg.train.scheduler} lr {cfg.train.lr:g}, {epochs}")
+    if cfg.train.class_weights != "none" and not cfg.model.cache_features:
+        parts.append(f"class weights {cfg.train.class_weights}")
+    if task.name == "segmentation":
+        parts.append(f"loss {cfg.train.loss}")
+    bench = sorted({name for reason in reasons.values() for name in re.findall(r"bench_\w+\.py", reason)})
+    line = (f"recipe auto: {', '.join(parts)} -- {rule}, for {shape.describe()} ({', '.join(bench)})"
+            + (f"; yours: {', '.join(sorted(kept))}" if kept else ""))
+    applied = Applied(rule, shape, chosen, kept, reasons, line)
+    cfg.recipe_choices = {**record, **applied.record(user)}
+    return applied
+
+
+def _get(cfg, dotted: str):
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _model_words(cfg: Config) -> str:
+    m = cfg.model
+    size = f" at {'x'.join(map(str, m.input_size))}" if m.input_size else ""
+    if m.cache_features:
+        return f"{m.name} frozen features + logistic-regression head{size}"
+    return f"{m.name}{' pretrained' if m.pretrained else ''}{size}"
