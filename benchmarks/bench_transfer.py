@@ -114,6 +114,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-finetune", type=float, default=1e-4)
     parser.add_argument("--recipe", default="transfer", help="the bundled recipe measured against frozen features "
                         "('' to skip)")
+    parser.add_argument("--recipe-time-budget", default=None, metavar="DURATION",
+                        help="run the recipe with --time-budget (e.g. 10m): --recipe transfer then fine-tunes from "
+                             "the head while the budget lasts (LP-FT) and keeps the better on validation")
     parser.add_argument("--frozen-backbones", nargs="+", default=["efficientnet_lite0"],
                         help="frozen + logistic regression for each (efficientnet_lite1/2: the shipped weights); "
                              "the first is the one the bars use")
@@ -190,10 +193,15 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 with contextlib.redirect_stdout(sys.stderr):
                     result = vislab.fit(data=str(Path(tmp) / "data"), recipe=args.recipe,
+                                        time_budget=args.recipe_time_budget,
                                         out=str(Path(tmp) / "run-recipe"), seed=0)
                 seconds = round(time.perf_counter() - start, 1)
+                import yaml
+
+                choices = yaml.safe_load((result.run_dir / "config.yaml").read_text()).get("recipe_choices") or {}
                 emit(recipe_name, result.metrics["accuracy"], selection=seed, seconds_with_evaluation=seconds,
-                     times_frozen=round(seconds / frozen_seconds, 2))
+                     times_frozen=round(seconds / frozen_seconds, 2), time_budget=args.recipe_time_budget,
+                     lpft=choices.get("lpft"))
     means = {name: float(np.mean([r["test_acc"] for r in lines])) for name, lines in rows.items()}
     for name, value in means.items():
         print(json.dumps({**common, "setup": name, "mean_test_acc": round(value, 4), "selections": len(args.seeds),

@@ -38,6 +38,7 @@ SLOW = [pytest.mark.slow]  # over ~10 s even tiny on a quiet 2-core CPU (ImageNe
 # 1-epoch digits mlp run folder (a model for the deploy scripts that is quick to export and serve).
 TINY: dict[str, tuple[list[str], list]] = {
     "bench_audit.py": (["--max-per-class", "20", "--repeat", "1"], []),
+    "bench_auto_recipe.py": (["--tiny", "--rows", "digits", "mosaics", "--workdir", "{tmp}/auto"], []),
     "bench_auto_choice.py": (["--classes", "native", "--per-class", "20", "--epochs", "1"], SLOW),
     "bench_dataloading.py": (["--images", "40", "--source-size", "48", "--size", "32", "--batch-size", "8",
                               "--workers", "0", "--epochs", "1"], []),
@@ -170,8 +171,18 @@ def _check_recipes(lines: list[dict], err: str) -> None:
         assert any(r.get("benchmark") == "seed_recipe_ratio" for r in lines)
 
 
+def _check_auto_recipe(lines: list[dict]) -> None:
+    """Each row trained with no flags but the data (plus --epochs 1) in a fresh process; its line carries the
+    headline, the wall time and the recipe line."""
+    assert [line["row"] for line in lines] == ["digits", "mosaics"]
+    digits, mosaics = lines
+    assert 0 <= digits["accuracy"] <= 1 and 0 <= mosaics["map"] <= 1
+    assert digits["recipe"].startswith("recipe auto: fastnet") and "multi-label" in mosaics["recipe"]
+    assert all(line["wall_s"] > 0 and "isa" in line["machine"] for line in lines)
+
+
 CHECKS = {"bench_gpu_training.py": _check_gpu_training, "bench_time_to_accuracy.py": _check_time_to_accuracy,
-          "bench_fixed_cost.py": _check_fixed_cost}
+          "bench_fixed_cost.py": _check_fixed_cost, "bench_auto_recipe.py": _check_auto_recipe}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=TINY[n][1]) if n in TINY else n for n in scripts()])
