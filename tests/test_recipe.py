@@ -99,7 +99,9 @@ def test_describe_data_reads_a_folder_and_masks(tmp_path):
     # segmentation: the imbalance counts pixels
     masks = torch.zeros(4, 8, 8, dtype=torch.int64)
     masks[:, :2, :2] = 1
-    seg = Dataset("s", ["bg", "fg"], {"train": Split(labels=masks, images=torch.zeros(4, 1, 8, 8, dtype=torch.uint8))})
+    from vislab.data.masks import SegmentationDataset
+
+    seg = SegmentationDataset("s", ["bg", "fg"], {"train": Split(labels=masks, images=torch.zeros(4, 1, 8, 8, dtype=torch.uint8))})
     assert recipe.describe_data(seg, get_task("segmentation")).imbalance == 15.0
 
 
@@ -152,7 +154,9 @@ def test_recipe_none_keeps_the_code_defaults_and_resolve_config_keeps_no_recipe(
 def test_a_model_that_cannot_do_the_task_is_refused_naming_ones_that_can(tmp_path, capsys, task, model, names):
     from vislab.cli import main
 
-    code = main(["train", "--task", task, "--data", str(tmp_path), "--model", model, "--out", str(tmp_path / "r")])
+    (tmp_path / "data").mkdir()
+    code = main(["train", "--task", task, "--data", str(tmp_path / "data"), "--model", model,
+                 "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     line = next(line for line in err.splitlines() if "error:" in line)
     assert code == 1 and names in line and f"--task {task}" in line and "Traceback" not in err

@@ -104,7 +104,7 @@ class DataShape:
 
 def describe_data(dataset, task) -> DataShape:
     """The shape of a loaded :class:`vislab.data.sources.Dataset` for ``task``."""
-    from vislab.data.sources import BUILTIN, split_counts
+    from vislab.data.sources import BUILTIN
 
     train = dataset.splits["train"]
     size = dataset.native_size
@@ -117,12 +117,7 @@ def describe_data(dataset, task) -> DataShape:
                 continue
         if sizes:
             size = (int(statistics.median(s[0] for s in sizes)), int(statistics.median(s[1] for s in sizes)))
-    if getattr(task, "per_pixel", False):
-        from vislab.data.segmentation import pixel_counts
-
-        counts = [int(c) for c in pixel_counts(train.labels, dataset.num_classes)]
-    else:
-        counts = split_counts(train, dataset.num_classes)
+    counts = [int(c) for c in dataset.counts()["train"]]  # images, label carriers or pixels per class
     present = [c for c in counts if c > 0]
     imbalance = max(present) / min(present) if present else 1.0
     builtin = dataset.name if dataset.name in BUILTIN else None
