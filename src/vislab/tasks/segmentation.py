@@ -231,7 +231,7 @@ class Segmentation(Task):
     def prepare(self, dataset, console=None) -> None:
         """A task built after the data was loaded (``--recipe auto`` rebuilds it with the loss and
         class weights it chose) takes the palette and the median-frequency weights from it here."""
-        from vislab.data.segmentation import pixel_counts
+        from vislab.data.masks import pixel_counts
 
         if self.palette is None:
             self.palette = getattr(dataset, "palette", None)
