@@ -463,12 +463,13 @@ class Trainer:
         for param, flag in zip(self.model.parameters(), state.get("requires_grad", [])):
             param.requires_grad_(flag)
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"]:
+        if self.scheduler is not None:
             fresh = self.scheduler.state_dict()
             length = [key for key in ("total_steps", "T_max") if key in fresh and key in state["scheduler"]]
-            if any(fresh[key] != state["scheduler"][key] for key in length):
-                # --resume --epochs N with a per-batch schedule sized for the old length: the schedule is
-                # fitted to the new length and moved to the step reached (as --time-budget re-plans it)
+            if not state["scheduler"] or any(fresh[key] != state["scheduler"][key] for key in length):
+                # --resume --epochs N with a per-batch schedule sized for the old length (or a run too short
+                # for one): the schedule is fitted to the new length and moved to the step reached (as
+                # --time-budget re-plans it)
                 from vislab.train.budget import refit_schedule, steps_per_epoch
 
                 refit_schedule(self, (int(state["epoch"]) + 1) * steps_per_epoch(self))

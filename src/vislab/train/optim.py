@@ -211,9 +211,11 @@ def make_scheduler(optimizer, cfg, steps_per_epoch: int):
     if t.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total)), True
     if t.scheduler == "onecycle":
+        if total < 3:  # one-cycle needs a step up and a step down: a run this short keeps its rate
+            return None, False
         max_lr = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total),
-                                                   pct_start=0.25, anneal_strategy="linear",
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total,
+                                                   pct_start=_ramp(0.25, total), anneal_strategy="linear",
                                                    div_factor=10.0, final_div_factor=100.0), True
     if t.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, t.epochs // 3), gamma=0.1), False
@@ -222,12 +224,23 @@ def make_scheduler(optimizer, cfg, steps_per_epoch: int):
     return None, False
 
 
+def _ramp(pct: float, total: int) -> float:
+    """One-cycle's rising share of ``total`` steps, at least 1.5 steps and short of the last (torch's
+    OneCycleLR divides by the rising phase's length, zero when ``pct * total`` is 1).
+
+    Example:
+        >>> _ramp(0.25, 4), _ramp(0.25, 100)
+        (0.375, 0.25)
+    """
+    return min(max(pct, 1.5 / total), (total - 1.5) / total)
+
+
 def _warmup_then(optimizer, scheduler: str, warmup: int, total: int):
     """Linear warm-up from lr/100 over ``warmup`` steps, then cosine to 0, one-cycle's anneal, or constant."""
     sched = torch.optim.lr_scheduler
-    if scheduler == "onecycle":  # one-cycle has its own ramp: the warm-up sets its length
+    if scheduler == "onecycle" and total >= 3:  # one-cycle has its own ramp: the warm-up sets its length
         max_lr = [g["lr"] for g in optimizer.param_groups]
-        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(1, total), pct_start=warmup / total,
+        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=_ramp(warmup / total, total),
                                 anneal_strategy="cos", div_factor=100.0, final_div_factor=100.0)
     warm = sched.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
     if scheduler == "cosine":

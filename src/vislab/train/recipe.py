@@ -288,8 +288,9 @@ def apply(cfg: Config, dataset, task) -> Applied:
     model = cfg.model.name if "model.name" in user else None
     rule, values, reasons = choose(shape, user, model=model)
     chosen = {}
+    lbfgs = "train.optimizer" in user and cfg.train.optimizer == "lbfgs"
     for key, value in values.items():
-        if key in user:
+        if key in user or (lbfgs and key == "train.epochs"):  # the user's L-BFGS head: one epoch, as documented
             continue
         if key == "data.val_split" and cfg.train.time_budget:
             continue  # with a budget the head may be fine-tuned (vislab.train.lpft): validation chooses
