@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,43 @@ heavy = ("torch._dynamo", "captum", "onnx", "onnxruntime", "fastapi", "timm", "t
 print(json.dumps({{"code": code, "imported": [m for m in heavy if m in sys.modules]}}))
 """)
     assert out == {"code": 0, "imported": []}
+
+
+@pytest.mark.parametrize("name, size", [("seed_cnn2", (3, 32, 32)), ("chollet_convnet", (1, 28, 28)),
+                                        ("fastnet", (1, 28, 28))])
+def test_grad_cam_is_pytorch_grad_cams(name, size):
+    """vislab computes Grad-CAM itself (importing pytorch-grad-cam costs seconds): the same maps."""
+    from pytorch_grad_cam import GradCAM
+
+    from vislab.explain.attribution import grad_cam
+    from vislab.explain.base import ClassScore, no_inplace, normalise_heatmap
+    from vislab.explain.targets import find_target_layer
+    from vislab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, in_chans=size[0], input_size=size[1:]).eval()
+    layer = find_target_layer(model, size)
+    for seed in range(3):
+        inputs = torch.rand(1, *size, generator=torch.Generator().manual_seed(seed))
+        for target in range(3):
+            ours = grad_cam(model, inputs, ClassScore(target), layer)
+            with no_inplace(model), GradCAM(model=model, target_layers=[layer.module],
+                                            reshape_transform=layer.to_map) as cam:
+                theirs = normalise_heatmap(cam(input_tensor=inputs, targets=[ClassScore(target)])[0])
+            assert ours.shape == theirs.shape == size[1:]
+            np.testing.assert_allclose(ours, theirs, atol=2e-3)
+
+
+def test_explaining_a_convnet_does_not_import_torchvision():
+    out = _fresh("""
+import json, sys, torch
+from vislab.explain.attribution import grad_cam
+from vislab.explain.base import ClassScore
+from vislab.explain.targets import find_target_layer
+from vislab.models import create_model
+model = create_model("chollet_convnet", num_classes=3, in_chans=1).eval()
+heat = grad_cam(model, torch.rand(1, 1, 28, 28), ClassScore(1), find_target_layer(model, (1, 28, 28)))
+print(json.dumps({"shape": list(heat.shape), "imported": [m for m in ("torchvision", "torch._dynamo", "cv2",
+                  "pytorch_grad_cam") if m in sys.modules]}))
+""")
+    assert out == {"shape": [28, 28], "imported": []}
