@@ -89,17 +89,21 @@ def test_step_keeps_grad_mode_and_hooks():
     assert isinstance(KerasRMSprop([torch.nn.Parameter(torch.ones(1))]), torch.optim.RMSprop)
 
 
-def test_short_train_run_imports_only_what_it_uses(tmp_path):
-    """``vislab train --no-figures --no-evaluate`` on digits: no compiler, no explanation or export stack."""
+@pytest.mark.parametrize("model, flags", [("mlp", ["--no-figures", "--no-evaluate"]), ("chollet_convnet", [])])
+def test_short_train_run_imports_only_what_it_uses(tmp_path, model, flags):
+    """A short digits run, evaluation, figures and Grad-CAM panels included: no compiler, no
+    torchvision/OpenCV (pytorch-grad-cam's imports), no export or serving stack."""
     out = _fresh(f"""
 import json, sys
 from vislab.cli import main
-code = main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--no-progress",
-             "--no-figures", "--no-evaluate", "--out", {str(tmp_path / "run")!r}])
-heavy = ("torch._dynamo", "captum", "onnx", "onnxruntime", "fastapi", "timm", "torchvision", "sympy")
+code = main(["train", "--data", "digits", "--model", {model!r}, "--epochs", "1", "--no-progress",
+             *{flags!r}, "--out", {str(tmp_path / "run")!r}])
+heavy = ("torch._dynamo", "sympy", "torchvision", "cv2", "pytorch_grad_cam", "onnx", "onnxruntime", "fastapi", "timm")
 print(json.dumps({{"code": code, "imported": [m for m in heavy if m in sys.modules]}}))
 """)
     assert out == {"code": 0, "imported": []}
+    if not flags:
+        assert (tmp_path / "run" / "plots" / "explain" / "gradcam_samples.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("name, size", [("seed_cnn2", (3, 32, 32)), ("chollet_convnet", (1, 28, 28)),
