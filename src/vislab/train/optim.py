@@ -68,6 +68,14 @@ class NoDynamoImport:
 
     The same methods run, minus their ``torch.compile`` guards while nothing can be compiled
     (see :func:`_eager`); the state dict, hooks and results are torch's.
+
+    Example:
+        >>> class MyAdagrad(NoDynamoImport, torch.optim.Adagrad):
+        ...     pass
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = MyAdagrad([w], lr=0.5); w.grad = torch.ones(2); opt.step()
+        >>> w.tolist()
+        [0.5, 0.5]
     """
 
     def add_param_group(self, param_group) -> None:
@@ -108,10 +116,7 @@ class SGD(NoDynamoImport, torch.optim.SGD):
 
 
 class LBFGS(NoDynamoImport, torch.optim.LBFGS):
-    """``torch.optim.LBFGS`` whose construction does not import ``torch._dynamo``."""
-
-    def step(self, closure):  # torch's LBFGS.step is plain @torch.no_grad: no dynamo wrapper
-        return torch.optim.LBFGS.step(self, closure)
+    """``torch.optim.LBFGS`` whose construction does not import ``torch._dynamo`` (its step never did)."""
 
 
 class FusedRMSprop(NoDynamoImport, torch.optim.RMSprop):
