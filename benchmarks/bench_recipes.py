@@ -2,7 +2,7 @@
 
 For each recipe (mlp, chollet_convnet, vgg_like + dropout, model3) the two sides run
 alternately in one invocation (keras, vislab, keras, vislab, ... with ``--repeat``;
-repeat r uses seed r on both sides, so test accuracies are means over initialisations),
+repeat r uses seed r (plus --first-seed) on both sides, so test accuracies are means over initialisations),
 on the same data (Fashion-MNIST, 50k train / 10k validation / 10k test), the same
 optimiser, learning rate, batch size and epochs (see keras_seeds.py for the table
 and where the values come from). One JSON line per run, then one ``ratio`` line per
@@ -141,6 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (equal on both sides)")
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs of each side per recipe")
+    parser.add_argument("--first-seed", type=int, default=0, help="repeat r uses seed FIRST_SEED + r on both sides")
     parser.add_argument("--side", choices=["both", "vislab", "keras"], default="both")
     parser.add_argument("--data-dir", default=FMNIST_DIR, help="folder with the Fashion-MNIST idx files")
     parser.add_argument("--max-per-class", type=int, default=None,
@@ -173,10 +174,11 @@ def main(argv=None) -> int:
         for rep in range(args.repeat):
             for side in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
                 info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
-                # repeat r uses seed r on both sides: the mean accuracy averages over initialisations
+                # repeat r uses seed first_seed + r on both sides: the mean accuracy averages over initialisations
                 cap = ["--max-per-class", str(args.max_per_class)] if args.max_per_class else []
-                result = (run_keras(python, recipe, epochs, args.data_dir, rep, args.max_per_class) if side == "keras"
-                          else run_vislab(recipe, epochs, args.data_dir, rep, [*cap, *args.vislab_args], args.lever))
+                seed = args.first_seed + rep
+                result = (run_keras(python, recipe, epochs, args.data_dir, seed, args.max_per_class) if side == "keras"
+                          else run_vislab(recipe, epochs, args.data_dir, seed, [*cap, *args.vislab_args], args.lever))
                 results[side].append(result)
                 emit({"benchmark": "seed_recipe", "repeat": rep, **result, **info})
         if len(sides) == 2:
