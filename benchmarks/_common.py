@@ -35,8 +35,12 @@ def class_env(limits: dict) -> dict:
 
 
 def kernel_isa() -> dict:
-    """The instruction sets the CPU kernels use (vislab.core.measure.kernel_isa)."""
-    from vislab.core.measure import kernel_isa as isa
+    """The instruction sets the CPU kernels use (vislab.core.measure.kernel_isa); None in an
+    interpreter without torch (keras_seeds.py runs in the TensorFlow venv)."""
+    try:
+        from vislab.core.measure import kernel_isa as isa
+    except ImportError:
+        return None
 
     return isa()
 

@@ -5,8 +5,11 @@ data load, the dataset audit, the speed probe (once per model and batch size: ca
 model.json, the curves, the test evaluation, the task's figures, the explanation panels
 and report.html. This times each phase inside one ``vislab train`` (by wrapping the
 functions the pipeline calls; nothing else changes) and the bare start-up in a fresh
-interpreter, and prints one JSON line per job with ``machine`` (lscpu's model name, the
-load average).
+interpreter, and prints one JSON line per job with ``machine`` (CPU model, ISA, the load
+average). Each phase is given in wall seconds (``phases_s``) and in the process's CPU seconds
+(``phases_cpu_s``, all threads: less inflated when other programs share the cores; run with
+``OMP_NUM_THREADS=1`` on a busy host, where torch's waiting threads would spin), and the
+imports in ``imports_by_package_s`` (``-X importtime`` self times per top-level package).
 
 Usage:
     python benchmarks/bench_fixed_cost.py                       # mlp, 1 epoch, Fashion-MNIST
@@ -44,8 +47,30 @@ def startup_seconds() -> dict:
     return out
 
 
+def import_seconds(importtime_log: str, top: int = 12) -> dict:
+    """``python -X importtime``'s self times summed per top-level package, the largest ``top``
+    (seconds; the run's own imports, whichever phase made them)."""
+    totals: dict[str, float] = {}
+    for line in importtime_log.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        try:
+            own = int(parts[0])
+        except ValueError:  # the header line
+            continue
+        package = parts[2].strip().split(".")[0]
+        totals[package] = totals.get(package, 0.0) + own / 1e6
+    largest = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return {name: round(value, 3) for name, value in largest} | {"all": round(sum(totals.values()), 3)}
+
+
 def timed_train(args, run_dir: Path) -> dict:
-    """One `vislab train` in this process, each phase timed."""
+    """One `vislab train` in this process, each phase timed (wall and CPU seconds).
+
+    The modules wrapped below are imported first (timed as ``imports_before``); what the run
+    imports later counts in the phase that imports it."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     import vislab.data.audit as audit
     import vislab.data.sources as sources
     import vislab.evaluate.runner as runner
@@ -54,18 +79,21 @@ def timed_train(args, run_dir: Path) -> dict:
     import vislab.train.loop as loop
     from vislab.cli import main
 
+    imports_wall, imports_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     phases: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # this process's CPU seconds (all threads): less inflated by a busy host
 
     def wrap(module, name, label):
         original = getattr(module, name)
 
         @functools.wraps(original)
         def timed(*a, **k):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             try:
                 return original(*a, **k)
             finally:
                 phases[label] = round(phases.get(label, 0.0) + time.perf_counter() - start, 3)
+                cpu[label] = round(cpu.get(label, 0.0) + time.process_time() - start_cpu, 3)
         setattr(module, name, timed)
 
     wrap(sources, "load_dataset", "data_load")  # the task looks it up there at call time
@@ -77,11 +105,13 @@ def timed_train(args, run_dir: Path) -> dict:
     wrap(pipelines, "write_figures", "figures_and_explain_panels")
     wrap(html, "build_report", "report")
     where = ["--data-dir", args.data_dir] if args.data_dir else []
-    argv = ["train", "--data", args.data, *where, "--model", args.model,
+    recipe = ["--recipe", args.recipe] if args.recipe else []
+    model = ["--model", args.model] if args.model else []
+    argv = ["train", "--data", args.data, *where, *recipe, *model,
             "--epochs", str(args.epochs), "--out", str(run_dir), "--no-progress", *args.vislab_args]
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     code = main(argv)
-    wall = time.perf_counter() - start
+    wall, wall_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     if code != 0:
         raise SystemExit(f"vislab train failed ({code})")
     import csv
@@ -90,13 +120,16 @@ def timed_train(args, run_dir: Path) -> dict:
         epochs = [float(r["seconds"]) for r in csv.DictReader(handle)]
     phases["epochs"] = round(sum(epochs), 3)
     known = sum(v for k, v in phases.items())
-    return {"wall_in_process_s": round(wall, 3), "phases_s": phases, "other_s": round(wall - known, 3),
+    return {"wall_in_process_s": round(wall, 3), "cpu_in_process_s": round(wall_cpu, 3),
+            "imports_before_s": round(imports_wall, 3), "imports_before_cpu_s": round(imports_cpu, 3),
+            "phases_s": phases, "phases_cpu_s": cpu, "other_s": round(wall - known, 3),
             "fixed_cost_s": round(wall - phases["epochs"], 3), "command": " ".join(["vislab", *argv])}
 
 
 def main_bench(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--model", default=None, help="vislab train's --model (default: mlp, or the recipe's)")
+    parser.add_argument("--recipe", default=None, help="vislab train's --recipe, e.g. fast")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--data", default="fashion-mnist", help="vislab train's --data (e.g. digits)")
     parser.add_argument("--data-dir", default=None, help=f"the data's folder (fashion-mnist: {FMNIST_DIR})")
@@ -105,6 +138,8 @@ def main_bench(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
+    if args.model is None and args.recipe is None:
+        args.model = "mlp"
     if args.data_dir is None and args.data == "fashion-mnist":
         args.data_dir = FMNIST_DIR
     if args.child:
@@ -118,8 +153,10 @@ def main_bench(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
             env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--child", "--out", str(Path(tmp) / "run"),
-                                   "--model", args.model, "--epochs", str(args.epochs), "--data", args.data,
+            proc = subprocess.run([sys.executable, "-X", "importtime", __file__, "--child", "--out", str(Path(tmp) / "run"),
+                                   *(["--model", args.model] if args.model else []),
+                                   *(["--recipe", args.recipe] if args.recipe else []),
+                                   "--epochs", str(args.epochs), "--data", args.data,
                                    *(["--data-dir", args.data_dir] if args.data_dir else []),
                                    "--vislab-args", *args.vislab_args], env=env, capture_output=True, text=True)
             wall = time.perf_counter() - start
@@ -129,7 +166,9 @@ def main_bench(argv=None) -> int:
             import json
 
             record = json.loads(proc.stdout.strip().splitlines()[-1])
-        emit({"benchmark": "fixed_cost", "repeat": rep, "data": args.data, "model": args.model, "epochs": args.epochs,
+            record["imports_by_package_s"] = import_seconds(proc.stderr)
+        emit({"benchmark": "fixed_cost", "repeat": rep, "data": args.data, "model": args.model, "recipe": args.recipe,
+              "epochs": args.epochs, "threads": os.environ.get("OMP_NUM_THREADS"),
               "wall_s": round(wall, 3), **record, "startup_s": startup_seconds(), **info})
     return 0
 

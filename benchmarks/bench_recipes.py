@@ -2,7 +2,7 @@
 
 For each recipe (mlp, chollet_convnet, vgg_like + dropout, model3) the two sides run
 alternately in one invocation (keras, vislab, keras, vislab, ... with ``--repeat``;
-repeat r uses seed r on both sides, so test accuracies are means over initialisations),
+repeat r uses seed r (plus --first-seed) on both sides, so test accuracies are means over initialisations),
 on the same data (Fashion-MNIST, 50k train / 10k validation / 10k test), the same
 optimiser, learning rate, batch size and epochs (see keras_seeds.py for the table
 and where the values come from). One JSON line per run, then one ``ratio`` line per
@@ -25,6 +25,7 @@ Usage:
     python benchmarks/bench_recipes.py --recipes mlp chollet_convnet --epochs 3 --repeat 2
     python benchmarks/bench_recipes.py --side vislab                # vislab only (no TensorFlow)
     python benchmarks/bench_recipes.py --recipes mlp --epochs 1 --max-per-class 10   # a quick check
+    python benchmarks/bench_recipes.py --side vislab --recipes mlp --epochs 3 --repeat 2 --lever torch_init
 """
 
 from __future__ import annotations
@@ -74,11 +75,27 @@ def run_keras(python: Path, recipe: str, epochs: int, data_dir: str, seed: int, 
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "seed": seed}
 
 
-def run_vislab(recipe: str, epochs: int, data_dir: str, seed: int, extra: list[str]) -> dict:
+#: what the vislab side changes for ``--lever``, to measure what each Keras default is worth:
+#: code run before ``vislab train`` in the same interpreter (the benchmark's own swap, not an option)
+LEVERS = {
+    "keras": "",  # vislab as shipped: glorot-uniform weights, zero biases, Keras' RMSprop
+    "torch_init": "import vislab.models.classic as c; c.keras_init = lambda module: module",
+    "torch_rmsprop": ("import torch, vislab.train.optim as o; o.KerasRMSprop = lambda params, lr, alpha, eps, momentum, "
+                      "weight_decay: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)"),
+}
+
+
+def _lever_command(lever: str) -> list[str]:
+    if not LEVERS[lever]:
+        return vislab_command()
+    return [sys.executable, "-c", f"import sys; {LEVERS[lever]}; from vislab.cli import main; sys.exit(main())"]
+
+
+def run_vislab(recipe: str, epochs: int, data_dir: str, seed: int, extra: list[str], lever: str = "keras") -> dict:
     hp = RECIPES[recipe]
     with tempfile.TemporaryDirectory(prefix="vislab-bench-recipe-") as tmp:
         out = Path(tmp) / "run"
-        command = [*vislab_command(), "train", "--data", "fashion-mnist", "--data-dir", data_dir,
+        command = [*_lever_command(lever), "train", "--data", "fashion-mnist", "--data-dir", data_dir,
                    "--model", recipe, "--optimizer", hp["optimizer"], "--lr", str(hp["lr"]),
                    "--batch-size", str(hp["batch_size"]), "--epochs", str(epochs), "--val-split", "10000",
                    "--seed", str(seed), "--out", str(out), "--no-progress", *extra]
@@ -98,8 +115,8 @@ def run_vislab(recipe: str, epochs: int, data_dir: str, seed: int, extra: list[s
         # what --precision auto measured and chose (or what a flag forced)
         speed = (yaml.safe_load((out / "config.yaml").read_text())["train"].get("speed") or {}).get("summary")
     return {
-        "side": "vislab", "recipe": recipe, "epochs": epochs, "batch_size": hp["batch_size"],
-        "optimizer": hp["optimizer"], "lr": hp["lr"], "seed": seed, "command": " ".join(command[2:]),
+        "side": "vislab", "lever": lever, "recipe": recipe, "epochs": epochs, "batch_size": hp["batch_size"],
+        "optimizer": hp["optimizer"], "lr": hp["lr"], "seed": seed, "command": "vislab " + " ".join(command[command.index("train"):]),
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         "seconds_per_epoch_after_first": round(sum(seconds[1:]) / (len(seconds) - 1), 3) if len(seconds) > 1
         else None,
@@ -124,12 +141,16 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (equal on both sides)")
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs of each side per recipe")
+    parser.add_argument("--first-seed", type=int, default=0, help="repeat r uses seed FIRST_SEED + r on both sides")
     parser.add_argument("--side", choices=["both", "vislab", "keras"], default="both")
     parser.add_argument("--data-dir", default=FMNIST_DIR, help="folder with the Fashion-MNIST idx files")
     parser.add_argument("--max-per-class", type=int, default=None,
                         help="at most N training and N validation images per class on both sides (a quick check)")
     parser.add_argument("--install-tf", action="store_true",
                         help=f"create {TF_VENV.relative_to(REPO)} with tensorflow-cpu when no tensorflow is found")
+    parser.add_argument("--lever", choices=list(LEVERS), default="keras",
+                        help="vislab side: as shipped (keras), or with torch's default init or torch's RMSprop "
+                             "(alpha 0.99, eps 1e-8 outside the square root) instead")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `vislab train` flags, e.g. --precision fp32 (must come last)")
     args = parser.parse_args(argv)
@@ -153,10 +174,11 @@ def main(argv=None) -> int:
         for rep in range(args.repeat):
             for side in sides if rep % 2 == 0 else sides[::-1]:  # alternate who goes first
                 info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
-                # repeat r uses seed r on both sides: the mean accuracy averages over initialisations
+                # repeat r uses seed first_seed + r on both sides: the mean accuracy averages over initialisations
                 cap = ["--max-per-class", str(args.max_per_class)] if args.max_per_class else []
-                result = (run_keras(python, recipe, epochs, args.data_dir, rep, args.max_per_class) if side == "keras"
-                          else run_vislab(recipe, epochs, args.data_dir, rep, [*cap, *args.vislab_args]))
+                seed = args.first_seed + rep
+                result = (run_keras(python, recipe, epochs, args.data_dir, seed, args.max_per_class) if side == "keras"
+                          else run_vislab(recipe, epochs, args.data_dir, seed, [*cap, *args.vislab_args], args.lever))
                 results[side].append(result)
                 emit({"benchmark": "seed_recipe", "repeat": rep, **result, **info})
         if len(sides) == 2:

@@ -3,7 +3,7 @@
 Each function takes the model, one preprocessed input (1, C, H, W) and a
 :class:`~vislab.explain.base.ClassScore`, and returns an (H, W) float32 map in
 0..1 over that input. The maths comes from libraries: pytorch-grad-cam for
-Grad-CAM and Grad-CAM++ (it handles token reshaping for ViTs), captum for
+Grad-CAM++ (Grad-CAM is its formula, computed here and tested against it), captum for
 occlusion and integrated gradients.
 
 Example:
@@ -41,16 +41,47 @@ def _require(package: str, pip_name: str):
 def grad_cam(model: nn.Module, inputs: torch.Tensor, score: ClassScore, layer: TargetLayer, plus_plus: bool = False) -> np.ndarray:
     """Grad-CAM (Selvaraju et al.) or Grad-CAM++ (Chattopadhay et al.) at ``layer``.
 
+    Grad-CAM is computed here, as pytorch-grad-cam's ``GradCAM`` computes it (a test holds the
+    two to the same maps): importing pytorch-grad-cam imports torchvision, OpenCV and
+    ``torch._dynamo``, several seconds of a short run's end-of-run panels. Grad-CAM++ is
+    pytorch-grad-cam's.
+
     Returns:
         (H, W) map at the input size, 0..1 (pytorch-grad-cam's ReLU and min-max scaling).
     """
+    if not plus_plus:
+        return _grad_cam(model, inputs, score, layer)
     _require("pytorch_grad_cam", "grad-cam")
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam import GradCAMPlusPlus
 
-    method = GradCAMPlusPlus if plus_plus else GradCAM
-    with no_inplace(model), method(model=model, target_layers=[layer.module], reshape_transform=layer.to_map) as cam:
+    with no_inplace(model), GradCAMPlusPlus(model=model, target_layers=[layer.module],
+                                            reshape_transform=layer.to_map) as cam:
         heat = cam(input_tensor=inputs, targets=[score])
     return normalise_heatmap(heat[0])
+
+
+def _grad_cam(model: nn.Module, inputs: torch.Tensor, score, layer: TargetLayer) -> np.ndarray:
+    """pytorch-grad-cam's ``GradCAM`` for one image: the layer's maps weighted by their mean
+    gradients, summed, ReLU, min-max scaled, resized bilinearly (half-pixel centres, as OpenCV's
+    ``resize``) to the input, scaled again. ``score`` follows pytorch-grad-cam's target protocol
+    (called on one sample's output)."""
+    captured: list[torch.Tensor] = []
+    handle = layer.module.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        with no_inplace(model), torch.enable_grad():
+            inputs = inputs.detach().clone().requires_grad_(True)  # a path for gradients through frozen layers
+            outputs = model(inputs)
+            total = sum(score(output) for output in outputs)
+            (gradient,) = torch.autograd.grad(total, captured[0])
+    finally:
+        handle.remove()
+    activation = layer.to_map(captured[0].detach()).float()
+    gradient = layer.to_map(gradient).float()
+    cam = (gradient.mean(dim=(2, 3), keepdim=True) * activation).sum(1)[0].clamp(min=0)
+    cam = cam - cam.min()
+    cam = cam / (cam.max() + 1e-7)
+    cam = F.interpolate(cam[None, None], size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
+    return normalise_heatmap(cam - cam.min())
 
 
 def occlusion(
@@ -73,9 +104,20 @@ def occlusion(
         # Normalised input 0 is the dataset mean colour: a neutral grey, not black.
         attributions = Occlusion(forward).attribute(
             inputs, sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride),
-            baselines=0.0, perturbations_per_eval=32,
+            baselines=0.0, perturbations_per_eval=_perturbations_per_eval(inputs),
         )
     return normalise_heatmap(attributions[0].sum(0))
+
+
+def _perturbations_per_eval(inputs: torch.Tensor) -> int:
+    """Occluded copies per forward pass: 32, or more for small inputs (up to 256 of about 1M values
+    per batch), where a forward pass costs mostly its fixed overhead. The same attributions either way.
+
+    Example:
+        >>> _perturbations_per_eval(torch.zeros(1, 1, 28, 28)), _perturbations_per_eval(torch.zeros(1, 3, 224, 224))
+        (256, 32)
+    """
+    return max(32, min(256, 2**20 // max(1, inputs[0].numel())))
 
 
 def integrated_gradients(

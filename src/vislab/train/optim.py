@@ -20,11 +20,106 @@ non-CPU parameters, ``alpha`` outside [0, 1)) run PyTorch's own implementation.
 
 from __future__ import annotations
 
+import sys
+
 import torch
+from torch.optim import optimizer as _torch_optimizer
 from torch.optim.rmsprop import rmsprop as _torch_rmsprop
 
 
-class FusedRMSprop(torch.optim.RMSprop):
+# --------------------------------------------------------------------------- no torch._dynamo at start-up
+def _wrapper_code(decorate):
+    """The code object of the closure ``decorate`` wraps a function in (None if it cannot be made)."""
+    try:
+        return decorate(lambda *args, **kwargs: None).__code__
+    except Exception:  # a torch without that decorator: nothing to bypass
+        return None
+
+
+#: torch's two optimizer decorators whose first call imports ``torch._dynamo`` (2-3 s of a short
+#: run's start-up on a 2-core CPU): ``@torch._disable_dynamo`` on ``add_param_group`` (so on
+#: every optimizer's construction), ``zero_grad``, ``state_dict`` and ``load_state_dict``, and
+#: ``_use_grad_for_differentiable`` on every ``step``.
+_DYNAMO_WRAPPERS = tuple(code for code in (
+    _wrapper_code(getattr(torch, "_disable_dynamo", None)),
+    _wrapper_code(getattr(_torch_optimizer, "_use_grad_for_differentiable", None)),
+) if code is not None)
+
+
+def _eager(method):
+    """``method`` without torch's dynamo-only wrapper while ``torch._dynamo`` is not imported.
+
+    Outside ``torch.compile`` both wrappers reduce to calling the method (the step's sets grad
+    mode to the group's ``differentiable``, done by the caller); and nothing can be compiling
+    while ``torch._dynamo`` has not been imported. Once it has, the method runs as torch wraps it.
+    """
+    if "torch._dynamo" in sys.modules:
+        return method
+    function = method
+    while getattr(function, "__code__", None) not in _DYNAMO_WRAPPERS:
+        function = getattr(function, "__wrapped__", None)
+        if function is None:
+            return method  # not the structure expected: torch's own path
+    return function.__wrapped__
+
+
+class NoDynamoImport:
+    """Mixin for a ``torch.optim.Optimizer`` subclass: building and stepping it does not import ``torch._dynamo``.
+
+    The same methods run, minus their ``torch.compile`` guards while nothing can be compiled
+    (see :func:`_eager`); the state dict, hooks and results are torch's.
+
+    Example:
+        >>> class MyAdagrad(NoDynamoImport, torch.optim.Adagrad):
+        ...     pass
+        >>> w = torch.nn.Parameter(torch.ones(2))
+        >>> opt = MyAdagrad([w], lr=0.5); w.grad = torch.ones(2); opt.step()
+        >>> w.tolist()
+        [0.5, 0.5]
+    """
+
+    def add_param_group(self, param_group) -> None:
+        _eager(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _eager(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
+    def state_dict(self):
+        return _eager(torch.optim.Optimizer.state_dict)(self)
+
+    def load_state_dict(self, state_dict) -> None:
+        _eager(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+
+    def step(self, closure=None):
+        mro = type(self).__mro__
+        base = next(c for c in mro[mro.index(NoDynamoImport) + 1:] if "step" in vars(c))
+        method = vars(base)["step"]
+        while getattr(method, "hooked", False):  # torch's step-hook wrapper: this class's runs the hooks
+            method = method.__wrapped__
+        eager = _eager(method)
+        if eager is method:
+            return method(self, closure)
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            return eager(self, closure)
+
+
+class Adam(NoDynamoImport, torch.optim.Adam):
+    """``torch.optim.Adam`` whose construction and step do not import ``torch._dynamo``."""
+
+
+class AdamW(NoDynamoImport, torch.optim.AdamW):
+    """``torch.optim.AdamW`` whose construction and step do not import ``torch._dynamo``."""
+
+
+class SGD(NoDynamoImport, torch.optim.SGD):
+    """``torch.optim.SGD`` whose construction and step do not import ``torch._dynamo``."""
+
+
+class LBFGS(NoDynamoImport, torch.optim.LBFGS):
+    """``torch.optim.LBFGS`` whose construction does not import ``torch._dynamo`` (its step never did)."""
+
+
+class FusedRMSprop(NoDynamoImport, torch.optim.RMSprop):
     """``torch.optim.RMSprop`` with the same results (to float rounding) and one fused CPU kernel per step.
 
     Example:
@@ -49,7 +144,7 @@ class FusedRMSprop(torch.optim.RMSprop):
 
     def step(self, closure=None):
         if any(group["differentiable"] or group["capturable"] for group in self.param_groups):
-            return super().step(closure)  # PyTorch's own, which manages grad mode for these
+            return super().step(closure)  # torch.optim.RMSprop's, which manages grad mode for these
         return self._step(closure)
 
     @torch.no_grad()
@@ -177,15 +272,15 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, mom
         from vislab.train.features import LBFGS_ITERATIONS_PER_EPOCH
 
         trainable = [p for p in _flat(params) if p.requires_grad]
-        return torch.optim.LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
+        return LBFGS(trainable, lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH, history_size=20,
                                  line_search_fn="strong_wolfe")
     if name in ("adam", "adamw"):
         # fused: one kernel per step for all parameters (CPU and CUDA) instead of a chain of
         # element-wise ops per parameter
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        cls = Adam if name == "adam" else AdamW
         return cls(params, lr=lr, weight_decay=weight_decay, fused=_can_fuse(params))
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+        return SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
                                weight_decay=weight_decay)
     # Keras RMSprop: rho=0.9, epsilon=1e-7 inside the square root, in one fused kernel on the CPU
     return KerasRMSprop(params, lr=lr, alpha=0.9, eps=1e-7, momentum=0.0, weight_decay=weight_decay)

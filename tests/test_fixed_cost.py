@@ -1,0 +1,146 @@
+"""A short run's fixed cost: what it imports, checked in a fresh interpreter (load-independent).
+
+``torch._dynamo`` costs 2-3 s of CPU to import on a 2-core machine, and torch's optimizers import
+it on construction and on their first step; vislab's optimizers skip those ``torch.compile``
+guards while nothing can be compiling (vislab.train.optim.NoDynamoImport).
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vislab.train.optim import Adam, AdamW, FusedRMSprop, KerasRMSprop, SGD, build_optimizer
+
+
+def _fresh(code: str) -> dict:
+    """Run ``code`` in a new interpreter; it prints one JSON line last."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_building_and_stepping_optimizers_does_not_import_dynamo():
+    out = _fresh("""
+import json, sys, torch
+from vislab.train.optim import build_optimizer
+seen = {}
+for name in ("adam", "adamw", "sgd", "rmsprop", "lbfgs"):
+    model = torch.nn.Linear(4, 2)
+    opt = build_optimizer(model.parameters(), name, 0.01, weight_decay=0.01)
+    def closure():
+        opt.zero_grad()
+        loss = model(torch.ones(3, 4)).pow(2).sum()
+        loss.backward()
+        return loss
+    for _ in range(2):
+        opt.step(closure)
+    opt.load_state_dict(opt.state_dict())
+    seen[name] = "torch._dynamo" in sys.modules
+print(json.dumps(seen))
+""")
+    assert out == {name: False for name in ("adam", "adamw", "sgd", "rmsprop", "lbfgs")}
+
+
+def _steps(cls, seed: int, steps: int = 6, **kwargs):
+    generator = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=generator)) for s in ((8, 5), (8,), (3, 8))]
+    opt = cls([{"params": params[:2]}, {"params": params[2:], "lr": 3e-3}], lr=1e-2, **kwargs)
+    for _ in range(steps):
+        opt.zero_grad()
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator)
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", [
+    (Adam, torch.optim.Adam, {"weight_decay": 0.01}),
+    (Adam, torch.optim.Adam, {"fused": True}),
+    (AdamW, torch.optim.AdamW, {"weight_decay": 0.05, "fused": True}),
+    (SGD, torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
+    (FusedRMSprop, torch.optim.RMSprop, {"alpha": 0.9}),
+])
+def test_optimizers_step_as_torchs(ours, theirs, kwargs):
+    a, opt_a = _steps(ours, 0, **kwargs)
+    b, opt_b = _steps(theirs, 0, **kwargs)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.detach(), y.detach(), rtol=1e-6, atol=1e-7)
+    # the state dict loads across: the same keys and tensors as torch's
+    opt_b.load_state_dict(opt_a.state_dict())
+    assert opt_b.state_dict()["param_groups"] == opt_a.state_dict()["param_groups"]
+
+
+def test_step_keeps_grad_mode_and_hooks():
+    calls = []
+    model = torch.nn.Linear(3, 1)
+    opt = build_optimizer(model.parameters(), "adam", 0.1)
+    torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])  # torch wraps Adam.step in its hook runner
+    opt.register_step_post_hook(lambda optimizer, args, kwargs: calls.append("post"))
+    model(torch.ones(2, 3)).sum().backward()
+    before = model.weight.detach().clone()
+    opt.step()  # in-place updates of leaves that require grad: this raises unless autograd is off
+    assert calls == ["post"]  # once: torch.optim.Adam's own hook runner is not run a second time
+    assert torch.is_grad_enabled()  # restored after the step
+    assert not torch.equal(before, model.weight.detach())
+    assert isinstance(KerasRMSprop([torch.nn.Parameter(torch.ones(1))]), torch.optim.RMSprop)
+
+
+@pytest.mark.parametrize("model, flags", [("mlp", ["--no-figures", "--no-evaluate"]), ("chollet_convnet", [])])
+def test_short_train_run_imports_only_what_it_uses(tmp_path, model, flags):
+    """A short digits run, evaluation, figures and Grad-CAM panels included: no compiler, no
+    torchvision/OpenCV (pytorch-grad-cam's imports), no export or serving stack."""
+    out = _fresh(f"""
+import json, sys
+from vislab.cli import main
+code = main(["train", "--data", "digits", "--model", {model!r}, "--epochs", "1", "--no-progress",
+             *{flags!r}, "--out", {str(tmp_path / "run")!r}])
+heavy = ("torch._dynamo", "sympy", "torchvision", "cv2", "pytorch_grad_cam", "onnx", "onnxruntime", "fastapi", "timm")
+print(json.dumps({{"code": code, "imported": [m for m in heavy if m in sys.modules]}}))
+""")
+    assert out == {"code": 0, "imported": []}
+    if not flags:
+        assert (tmp_path / "run" / "plots" / "explain" / "gradcam_samples.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name, size", [("seed_cnn2", (3, 32, 32)), ("chollet_convnet", (1, 28, 28)),
+                                        ("fastnet", (1, 28, 28))])
+def test_grad_cam_is_pytorch_grad_cams(name, size):
+    """vislab computes Grad-CAM itself (importing pytorch-grad-cam costs seconds): the same maps."""
+    from pytorch_grad_cam import GradCAM
+
+    from vislab.explain.attribution import grad_cam
+    from vislab.explain.base import ClassScore, no_inplace, normalise_heatmap
+    from vislab.explain.targets import find_target_layer
+    from vislab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, in_chans=size[0], input_size=size[1:]).eval()
+    layer = find_target_layer(model, size)
+    for seed in range(3):
+        inputs = torch.rand(1, *size, generator=torch.Generator().manual_seed(seed))
+        for target in range(3):
+            ours = grad_cam(model, inputs, ClassScore(target), layer)
+            with no_inplace(model), GradCAM(model=model, target_layers=[layer.module],
+                                            reshape_transform=layer.to_map) as cam:
+                theirs = normalise_heatmap(cam(input_tensor=inputs, targets=[ClassScore(target)])[0])
+            assert ours.shape == theirs.shape == size[1:]
+            np.testing.assert_allclose(ours, theirs, atol=2e-3)
+
+
+def test_explaining_a_convnet_does_not_import_torchvision():
+    out = _fresh("""
+import json, sys, torch
+from vislab.explain.attribution import grad_cam
+from vislab.explain.base import ClassScore
+from vislab.explain.targets import find_target_layer
+from vislab.models import create_model
+model = create_model("chollet_convnet", num_classes=3, in_chans=1).eval()
+heat = grad_cam(model, torch.rand(1, 1, 28, 28), ClassScore(1), find_target_layer(model, (1, 28, 28)))
+print(json.dumps({"shape": list(heat.shape), "imported": [m for m in ("torchvision", "torch._dynamo", "cv2",
+                  "pytorch_grad_cam") if m in sys.modules]}))
+""")
+    assert out == {"shape": [28, 28], "imported": []}
