@@ -64,8 +64,13 @@ def test_planted_label_errors_are_found_first_with_the_true_class_suggested(plan
     section = json.loads((root / "audit" / "audit.json").read_text())["label_issues"]
     assert section["issues"] == len(rows) == audit["label_issues"]["issues"]
     assert section["images_checked"] == 10 * PER_CLASS and section["folds"] == 5
-    # small images: a CNN per fold, trained from the pixels (label_issues.out_of_fold_model)
-    assert section["model"].startswith("chollet_convnet") and section["top"][0]["file"] == rows[0]["file"]
+    # small images: the mean of a CNN per fold, trained from the pixels, and the logistic regressions on
+    # the backbone's features (label_issues.out_of_fold_model); one label per image: prune_by_class
+    assert section["model"].startswith("mean probabilities of chollet_convnet")
+    assert section["top"][0]["file"] == rows[0]["file"]
+    assert [m.split(" ")[0] for m in section["models"]] == ["chollet_convnet", "efficientnet_lite0"]
+    assert len(section["out_of_fold_accuracy_per_model"]) == 2 and section["filter_by"] == "prune_by_class"
+    assert section["features"]["backbone"] == "efficientnet_lite0"
     assert (root / "audit" / section["figure"]).is_file()
     page = (root / "audit" / "report.html").read_text()
     assert "<h2>Label issues</h2>" in page and "label_issues.png" in page
@@ -157,6 +162,7 @@ def test_multilabel_data_uses_cleanlab_multilabel_support(tmp_path):
                       val_split=0, test_split=0)
     section = audit["label_issues"]
     assert section["multi_label"] and "multilabel_classification" in section["method"]
+    assert section["filter_by"] == "prune_by_noise_rate" and len(section["models"]) == 1
     rows = _rows(tmp_path / "audit" / "label_issues.csv")
     names = {str((tmp_path / "img" / f"{i:04d}.png").resolve()) for i in flipped}
     # parity is a union of 5 digits, hard for a linear model on 120 images: a random ranking puts about
