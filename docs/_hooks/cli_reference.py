@@ -1,0 +1,115 @@
+"""mkdocs hook: the command-line reference page, generated from vislab's argparse parsers at build time.
+
+``reference/cli.md`` is not a file in the repository: every build imports ``vislab.cli.build_parser``
+from this checkout's ``src/`` and writes one section per subcommand (its description, usage and one
+table per argument group, with the help, defaults and ranges ``--help`` prints), so the page cannot
+drift from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import sys
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+PAGE = "reference/cli.md"
+# autorefs' mark for a cross-reference it could not resolve yet
+AUTOREF = re.compile(r'<autoref (?P<attrs>[^>]*?)identifier="(?P<id>[^"]*)"(?P<rest>[^>]*)>(?P<title>.*?)</autoref>',
+                     re.DOTALL)
+PYTHON_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _escape(text: str) -> str:
+    """Help text as Markdown table-cell text: no HTML, no table breaks, no accidental emphasis or links."""
+    text = html.escape(" ".join(text.split()), quote=False)
+    for char, entity in (("\\", "&#92;"), ("|", "&#124;"), ("*", "&#42;"), ("_", "&#95;"), ("[", "&#91;"),
+                         ("]", "&#93;"), ("`", "&#96;")):
+        text = text.replace(char, entity)
+    return text
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _invocation(action: argparse.Action, formatter) -> str:
+    if not action.option_strings:
+        return formatter._metavar_formatter(action, action.dest)(1)[0]
+    if action.nargs == 0:
+        return ", ".join(action.option_strings)
+    args = formatter._format_args(action, action.dest.upper())
+    return ", ".join(action.option_strings) + " " + args
+
+
+def _section(name: str, sub: argparse.ArgumentParser) -> list[str]:
+    formatter = sub._get_formatter()
+    lines = [f"## vislab {name}", ""]
+    if sub.description:
+        lines += [_escape(sub.description), ""]
+    usage = sub.format_usage().strip()
+    if usage.startswith("usage: "):
+        usage = usage[len("usage: "):]
+    lines += ["```text", " ".join(usage.split()), "```", ""]
+    for group in sub._action_groups:
+        actions = [a for a in group._group_actions if a.help != argparse.SUPPRESS]
+        if not actions:
+            continue
+        title = group.title or "options"
+        lines += [f"**{_escape(title)}**", "", "| argument | meaning |", "|---|---|"]
+        for action in actions:
+            invocation = _invocation(action, formatter).replace("|", "&#124;")
+            meaning = _escape(formatter._expand_help(action)) if action.help else ""
+            lines.append(f"| <code>{html.escape(invocation, quote=False)}</code> | {meaning} |")
+        lines.append("")
+    return lines
+
+
+def render(parser: argparse.ArgumentParser) -> str:
+    """The whole page: the commands' index, then one section per subcommand, in the CLI's order."""
+    subs = _subcommands(parser)
+    helps = {a.dest: a.help for a in next(a for a in parser._actions
+                                          if isinstance(a, argparse._SubParsersAction))._choices_actions}
+    lines = ["# Command line", "",
+             "This page is generated from vislab's own argument parsers each time the site is built: "
+             "it says what `vislab COMMAND --help` says.", "",
+             "Usage errors exit with status 2, bad input with status 1 and one line naming the file or flag "
+             "and the fix. Every numeric flag states its range.", "",
+             "| command | what it does |", "|---|---|"]
+    for name in subs:
+        lines.append(f"| [`vislab {name}`](#vislab-{name}) | {_escape(helps.get(name) or '')} |")
+    lines.append("")
+    for name, sub in subs.items():
+        lines += _section(name, sub)
+    return "\n".join(lines) + "\n"
+
+
+def _build_parser(config) -> argparse.ArgumentParser:
+    src = Path(config.config_file_path).resolve().parent / "src"
+    if str(src) not in sys.path:
+        sys.path.insert(0, str(src))  # this checkout's code, not whichever vislab is installed
+    from vislab.cli import build_parser
+
+    return build_parser()
+
+
+def on_files(files, config):
+    files.append(File.generated(config, PAGE, content=render(_build_parser(config))))
+    return files
+
+
+def on_page_content(html_text, page, config, files):
+    """Docstring examples such as ``result["a"]["b"]`` read as Markdown reference links ``[text][id]``;
+    put back the brackets of those whose id is no Python name, so only real cross-references are checked."""
+
+    def restore(match):
+        identifier = html.unescape(match["id"])
+        if PYTHON_PATH.fullmatch(identifier):
+            return match[0]
+        return f"[{match['title']}][{html.escape(identifier, quote=False)}]"
+
+    return AUTOREF.sub(restore, html_text)
