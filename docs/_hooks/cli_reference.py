@@ -23,13 +23,53 @@ AUTOREF = re.compile(r'<autoref (?P<attrs>[^>]*?)identifier="(?P<id>[^"]*)"(?P<r
 PYTHON_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
+def _code(text: str) -> str:
+    """Inline code as HTML, safe inside a Markdown table cell."""
+    return "<code>" + html.escape(text, quote=False).replace("|", "&#124;") + "</code>"
+
+
 def _escape(text: str) -> str:
-    """Help text as Markdown table-cell text: no HTML, no table breaks, no accidental emphasis or links."""
-    text = html.escape(" ".join(text.split()), quote=False)
-    for char, entity in (("\\", "&#92;"), ("|", "&#124;"), ("*", "&#42;"), ("_", "&#95;"), ("[", "&#91;"),
-                         ("]", "&#93;"), ("`", "&#96;")):
-        text = text.replace(char, entity)
-    return text
+    """Help text as Markdown table-cell text: `backticked` parts as code, the rest with no HTML, no table
+    breaks, no accidental emphasis or links."""
+    parts = " ".join(text.split()).split("`")
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 and i < len(parts) - 1:  # inside a closed pair of backticks
+            out.append(_code(part))
+            continue
+        part = html.escape(part, quote=False)
+        for char, entity in (("\\", "&#92;"), ("|", "&#124;"), ("*", "&#42;"), ("_", "&#95;"), ("[", "&#91;"),
+                             ("]", "&#93;"), ("`", "&#96;")):
+            part = part.replace(char, entity)
+        out.append(part)
+    return "".join(out)
+
+
+def _description(text: str) -> list[str]:
+    """A parser's description: prose as paragraphs, indented lines (its examples) as a code block."""
+    lines, prose, code = [], [], []
+
+    def flush():
+        if prose:
+            lines.extend([_escape(" ".join(prose)), ""])
+            prose.clear()
+        if code:
+            lines.extend(["```text", *code, "```", ""])
+            code.clear()
+
+    for line in text.splitlines():
+        if line.startswith("  ") and line.strip():
+            if prose:
+                flush()
+            code.append(line.strip())
+        elif not line.strip():
+            flush()
+        else:
+            if code:
+                flush()
+            prose.append(line.strip())
+    flush()
+    return lines
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -50,7 +90,7 @@ def _section(name: str, sub: argparse.ArgumentParser) -> list[str]:
     formatter = sub._get_formatter()
     lines = [f"## vislab {name}", ""]
     if sub.description:
-        lines += [_escape(sub.description), ""]
+        lines += _description(sub.description)
     usage = sub.format_usage().strip()
     if usage.startswith("usage: "):
         usage = usage[len("usage: "):]
@@ -62,9 +102,8 @@ def _section(name: str, sub: argparse.ArgumentParser) -> list[str]:
         title = group.title or "options"
         lines += [f"**{_escape(title)}**", "", "| argument | meaning |", "|---|---|"]
         for action in actions:
-            invocation = _invocation(action, formatter).replace("|", "&#124;")
             meaning = _escape(formatter._expand_help(action)) if action.help else ""
-            lines.append(f"| <code>{html.escape(invocation, quote=False)}</code> | {meaning} |")
+            lines.append(f"| {_code(_invocation(action, formatter))} | {meaning} |")
         lines.append("")
     return lines
 
