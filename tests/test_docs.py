@@ -201,3 +201,11 @@ def test_no_page_speaks_of_work_sessions_or_numbered_issues():
     for sample in ("as in issue #12", "the second session", "fixed in #123", "the issue's bar"):
         assert WORK_WORDING.search(sample), sample
     assert not WORK_WORDING.search("vislab audit --label-issues finds 12 issues; see the #vislab-train anchor")
+
+
+def test_readme_links_point_at_files():
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
+    local = [link for link in links if "://" not in link]
+    assert len(local) >= 10, local
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README.md links to files that are not there: {missing}"
