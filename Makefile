@@ -59,11 +59,11 @@ test-all: setup data test-deps
 # The documentation site (mkdocs-material, offline: no web fonts or CDN scripts) into site/; the command-line
 # reference is generated from the parsers at build time (docs/_hooks/cli_reference.py).
 docs: setup
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The same, served with live reload on this machine only.
 docs-serve: setup
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache site
