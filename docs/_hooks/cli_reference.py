@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import argparse
 import html
-import re
 import sys
 from pathlib import Path
 
 from mkdocs.structure.files import File
 
 PAGE = "reference/cli.md"
-# autorefs' mark for a cross-reference it could not resolve yet
-AUTOREF = re.compile(r'<autoref (?P<attrs>[^>]*?)identifier="(?P<id>[^"]*)"(?P<rest>[^>]*)>(?P<title>.*?)</autoref>',
-                     re.DOTALL)
-PYTHON_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _code(text: str) -> str:
@@ -140,15 +135,3 @@ def on_files(files, config):
     files.append(File.generated(config, PAGE, content=render(_build_parser(config))))
     return files
 
-
-def on_page_content(html_text, page, config, files):
-    """Docstring examples such as ``result["a"]["b"]`` read as Markdown reference links ``[text][id]``;
-    put back the brackets of those whose id is no Python name, so only real cross-references are checked."""
-
-    def restore(match):
-        identifier = html.unescape(match["id"])
-        if PYTHON_PATH.fullmatch(identifier):
-            return match[0]
-        return f"[{match['title']}][{html.escape(identifier, quote=False)}]"
-
-    return AUTOREF.sub(restore, html_text)
