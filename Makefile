@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN    ?= runs/fashion-mnist-fast
 
-.PHONY: setup data test-deps demo test test-cpus test-all bench clean
+.PHONY: setup data test-deps demo test test-cpus test-all bench clean docs docs-serve
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,pretrained,hf,deploy]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,pretrained,hf,deploy,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -56,5 +56,14 @@ test-cpus: setup data test-deps
 test-all: setup data test-deps
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+# The documentation site (mkdocs-material, offline: no web fonts or CDN scripts) into site/; the command-line
+# reference is generated from the parsers at build time (docs/_hooks/cli_reference.py).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The same, served with live reload on this machine only.
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
