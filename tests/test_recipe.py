@@ -51,12 +51,13 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
     (DataShape("segmentation", images=1350, classes=11, size=(72, 72), channels=1, imbalance=40.0),
      "segmentation: U-Net on the shipped encoder",
      {"model.name": "unet", "model.pretrained": True, "train.loss": "ce+dice", "train.class_weights": "auto",
-      "train.optimizer": "adam", "train.scheduler": "onecycle", "train.lr": 3e-3, "train.epochs": 30,
+      "train.optimizer": "adam", "train.scheduler": "onecycle", "train.lr": 3e-3, "train.epochs": 23,
       "model.options": {"decoder_channels": [128, 64, 32, 16, 8]}}),
     # multi-label mosaics: a small CNN at the images' own size, not 28 px
     (DataShape("multilabel", images=2700, classes=10, size=(56, 56), channels=1),
      "multi-label: fastnet at the images' own size",
-     {"model.name": "fastnet", "model.input_size": [56, 56], "train.scheduler": "onecycle", "train.epochs": 20}),
+     {"model.name": "fastnet", "model.input_size": [56, 56], "train.scheduler": "onecycle", "train.epochs": 40,
+      "augment.hflip": True}),
 ])
 def test_the_recipe_for_each_data_shape(shape, rule, expected):
     chosen_rule, values, reasons = choose(shape, user=set())
