@@ -1,6 +1,6 @@
 """Segmentation levers, one flag each, in a plain loop over vislab's smp U-Net on the Lite0 encoder.
 
-The probe behind the README's segmentation notes: training images/s by decoder width
+The probe behind the segmentation notes in docs/benchmarks.md: training images/s by decoder width
 (``--speed --dec 256,128,64,32,16`` 29-32 img/s vs ``--dec 128,64,32,16,8`` 42-56 on a 2-core EPYC),
 cross-entropy alone collapsing to "all background" (``--loss ce``: mIoU 0.079 for 4 epochs),
 median-frequency class weights (``--loss wce+dice``; ``--wpow 0.5`` damps them), encoder and

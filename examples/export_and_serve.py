@@ -10,7 +10,7 @@ until the model is loaded and warmed up; one ``POST /v1/predict`` with a PNG; th
 ``vislab.api.predict`` on the same file; the server stopped.
 
 Expected, full mode: the project's export test measured max |logit difference| 4.3e-6 and 100 % top-1
-agreement for a digits chollet_convnet (README, "Deploy"); vislab refuses an export above 1e-4.
+agreement for a digits chollet_convnet (docs/benchmarks.md, "Export and serving"); vislab refuses an export above 1e-4.
 
 Measured, smoke mode (digits, 60 per class at 20 px, chollet_convnet, 1 epoch; AMD EPYC (lscpu), 2 cores,
 torch 2.14.1, 2026-12-02): parity max |diff| 1.7e-6, top-1 agreement 100 % (dynamo exporter); the served top-3

@@ -13,8 +13,8 @@ Both data sets are made offline from Fashion-MNIST by benchmarks/mosaic_data.py 
   tested on the balanced test split; ``--class-weights auto`` (inverse class frequency) against none, compared
   on balanced accuracy, macro-F1 and the rarest class's recall.
 
-Expected, full mode: measured by the project's benchmarks with the same settings (README, "Multi-label and
-class imbalance"; AMD EPYC, 2 cores, 2026-12-01), not by this script: mosaics, chollet_convnet, 8 epochs,
+Expected, full mode: measured by the project's benchmarks with the same settings (docs/benchmarks.md, "Multi-label
+and class imbalance"; AMD EPYC, 2 cores, 2026-12-01), not by this script: mosaics, chollet_convnet, 8 epochs,
 test mAP 0.794; long tail, 8 epochs, balanced accuracy 65.5 % without weights and 76.6 % with them.
 
 Measured, smoke mode (4 labels, 214 train / 26 val / 80 test mosaics, 2 epochs; long tail 100 down to 5

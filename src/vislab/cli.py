@@ -411,7 +411,7 @@ def _add_predict(sub) -> None:
                         "model), and under bf16 answers whose top-1 and top-2 probabilities are within 0.02 recomputed in fp32, so "
                         "top-1 matches fp32 on about 99.5%% of images at about 0.8x bf16's speed; bf16: full "
                         "speed, but bf16 can change the top-1 of near-tied images (3%% of the photo crops "
-                        "in the README's benchmark); fp32: exact")
+                        "in docs/benchmarks.md); fp32: exact")
     p.add_argument("--figure", default=None, metavar="PNG", help="also draw the images titled with top-1")
     _add_weights_option(p)
     p.add_argument("--threshold", type=float, default=None,

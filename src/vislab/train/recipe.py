@@ -7,7 +7,7 @@ training images, classes, images per class, image size and channels, the largest
 class ratio; a folder's size from a few of its images, never a pass over the data) and
 :func:`choose` picks the model, input size, optimizer, learning rate, schedule, epochs,
 augmentation, loss and class weights. Every rule names the measurement behind it (the
-benchmark script and, where the README has it, its number). A key the user gave (a flag, a
+benchmark script and, where docs/benchmarks.md has it, its number). A key the user gave (a flag, a
 YAML key: ``recipe_choices["user"]``) keeps the user's value: :func:`apply` sets only the
 others. When the user names the model, the rules for that model's family still pick the
 rest (``--model chollet_convnet`` gets a one-cycle AdamW schedule and epochs for the data).
