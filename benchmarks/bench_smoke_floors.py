@@ -50,9 +50,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--classes", nargs="+", choices=list(CLASSES), default=list(CLASSES))
     args = parser.parse_args(argv)
+    known = examples()
+    chosen = [name if name.endswith(".py") else f"{name}.py" for name in args.examples or known]
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        parser.error(f"no such example: {', '.join(unknown)}; choose from {', '.join(known)}")
     info, seen = versions(), {}
     with tempfile.TemporaryDirectory() as tmp:
-        for script in args.examples or examples():
+        for script in chosen:
             for name in args.classes:
                 for seed in args.seeds:
                     out = Path(tmp) / f"{script}-{name}-{seed}"
