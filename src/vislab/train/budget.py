@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 # the guard lets an epoch start when it is expected to end within this share past the budget
 OVERRUN = 0.02
@@ -144,8 +145,10 @@ def refit_schedule(trainer, done_steps: int) -> None:
         group["lr"] = group.get("max_lr", group.get("initial_lr", group["lr"]))
         group.pop("initial_lr", None)
     scheduler, per_batch = make_scheduler(trainer.optimizer, trainer.cfg, steps_per_epoch(trainer))
-    for _ in range(done_steps):
-        scheduler.step()
+    with warnings.catch_warnings():  # fast-forwarding a new schedule past steps already taken, not a misuse
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        for _ in range(done_steps):
+            scheduler.step()
     trainer.scheduler, trainer.step_per_batch = scheduler, per_batch
 
 
