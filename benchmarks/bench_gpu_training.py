@@ -14,7 +14,7 @@ does not depend on the weights) the two sides run alternately, ``--repeat`` time
 Both sides first run ``--warmup`` untimed steps (cuDNN autotuning, allocator growth,
 ``--compile``'s compilation); the timed ``--steps`` end with a device synchronisation.
 One JSON line per run, then one ``ratio`` line per model: vislab images/s / raw images/s
-(the issue's target on a GPU: >= 0.95).
+(the target on a GPU: >= 0.95).
 
 The measurement is meant for a CUDA machine; ``--device cpu`` runs the same code (small
 settings: it checks the script, its numbers say nothing about a GPU).

@@ -7,7 +7,7 @@ Each variant trains the same model for the same epochs and batch size (the balan
 draws as many images per epoch as there are), from the same seed, through ``vislab.fit``; the
 test set is balanced, so balanced accuracy = accuracy there, and both are printed.
 
-The issue's bar: the best variant is at least 5 points of balanced accuracy above no handling.
+The bar: the best variant is at least 5 points of balanced accuracy above no handling.
 
 Usage:
     python benchmarks/bench_imbalance.py [--epochs 8] [--head 2000] [--tail 10] [--model chollet_convnet] [--test-per-class N]  (OMP_NUM_THREADS=1 on a shared 2-core host: 2 threads ran 6-10x slower per step there)

@@ -14,7 +14,7 @@ folder. Both sides then rank the images whose label is probably wrong with clean
 Per side, one JSON line: images flagged; precision of the top-k rows (k = the number planted);
 recall (planted errors flagged); suggestion accuracy (flagged planted images whose suggested label
 is the true one); seconds. Each line records the CPU model (lscpu), the effective ISA (torch's CPU
-capability and ONEDNN_MAX_CPU_ISA), the load average and the torch version. The targets (issue):
+capability and ONEDNN_MAX_CPU_ISA), the load average and the torch version. The targets:
 top-k precision >= 85 %, recall >= 85 %, suggestion accuracy >= 70 %, <= 10 minutes on 2 cores.
 
     python benchmarks/bench_label_issues.py                       # 3,000 images, 6 % planted

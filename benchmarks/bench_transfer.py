@@ -1,7 +1,7 @@
-"""Transfer learning at 40 images per class: the issue's full table, plus cached-feature speed.
+"""Transfer learning at 40 images per class: the full comparison, plus cached-feature speed.
 
 On 40 Fashion-MNIST images per class (400 train) and ``--test-per-class`` test images
-per class (200 -> the issue's 2,000), this reports, one JSON line each:
+per class (200 -> 2,000), this reports, one JSON line each:
 
 1. small CNNs trained from scratch at 28 px (``chollet_convnet``, ``model3``): the
    from-scratch best;
@@ -16,7 +16,7 @@ per class (200 -> the issue's 2,000), this reports, one JSON line each:
 4. the same EfficientNet-Lite0 from scratch (``--skip-backbone-scratch`` to leave it out;
    it is the slow one);
 5. seconds per epoch: end-to-end frozen training (backbone forward every epoch) vs
-   training the head on cached features (the issue asks for >= 10x);
+   training the head on cached features (the bar: >= 10x);
 6. ``vislab train --recipe transfer`` on each selection, through the user's path
    (class folders, ``vislab.fit(recipe="transfer")``), with its wall time per selection
    beside the frozen run's; ``--frozen-backbones`` adds frozen EfficientNet-Lite1/Lite2
@@ -25,9 +25,9 @@ per class (200 -> the issue's 2,000), this reports, one JSON line each:
 
 Every line carries ``machine`` (the CPU model, the core count and the 1-minute load average): times on
 a shared machine are inflated, accuracies are not. ``--only-bars`` runs just what the
-issue-20 bars need (scratch CNNs, frozen, the transfer recipe).
+bars need (scratch CNNs, frozen, the transfer recipe).
 
-The bars from the issue are checked at the end (``"bar"`` lines). Numbers depend on
+The bars are checked at the end (``"bar"`` lines). Numbers depend on
 the machine and its load.
 
 Usage:

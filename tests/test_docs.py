@@ -205,6 +205,30 @@ def test_no_page_speaks_of_work_sessions_or_numbered_issues():
     assert not WORK_WORDING.search("vislab audit --label-issues finds 12 issues; see the #vislab-train anchor")
 
 
+# in code, comments and docstrings: "session" is a word of onnxruntime and HTTP, and other projects'
+# issue numbers (PyTorch's) may be cited; the project's own work items may not
+CODE_WORK_WORDING = re.compile(r"\bthe issue\b|\bissue-\d+\b|\(issue\)|\bwork sessions?\b|\bthis session\b",
+                               re.IGNORECASE)
+
+
+def test_no_code_or_script_page_speaks_of_work_items():
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "examples").glob("*.py"),
+             *(ROOT / "tests").glob("*.py"), ROOT / "benchmarks" / "README.md", ROOT / "examples" / "README.md",
+             ROOT / "Makefile", ROOT / "mkdocs.yml"]
+    problems = []
+    for path in files:
+        if path.name == "test_docs.py" or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = CODE_WORK_WORDING.search(line)
+            if match:
+                problems.append(f"{path.relative_to(ROOT)}:{number}: {match.group(0)!r}")
+    assert not problems, problems
+    for sample in ("as the issue asks", "what the issue-20 bars need", "The targets (issue):"):
+        assert CODE_WORK_WORDING.search(sample), sample
+    assert not CODE_WORK_WORDING.search("onnxruntime.InferenceSession(path); PyTorch issues #86270 and #118499")
+
+
 def test_readme_links_point_at_files():
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
     local = [link for link in links if "://" not in link]

@@ -1,4 +1,4 @@
-"""Transfer learning with little data (the issue's quality bar, conservative version).
+"""Transfer learning with little data (the quality bar of bench_transfer.py, conservative version).
 
 On 40 real Fashion-MNIST images per class, frozen ImageNet EfficientNet-Lite0 features
 with a logistic-regression head must beat a small CNN trained from scratch on the same
@@ -77,7 +77,7 @@ def test_frozen_pretrained_features_beat_a_small_cnn_from_scratch():
     scratch = scratch_cnn_accuracy(train, test)
 
     model = freeze(create_model("efficientnet_lite0", num_classes=10, in_chans=1, pretrained=True))
-    # the issue's setup: the whole 28 px image upscaled to 224 px, mean = std = 0.5
+    # the benchmark's setup: the whole 28 px image upscaled to 224 px, mean = std = 0.5
     pre = Preprocessing((1, 224, 224), (0.5,), (0.5,), "bicubic", crop_pct=1.0)
     train_features = extract_features(model, pre, train, batch_size=50)
     test_features = extract_features(model, pre, test, batch_size=50)

@@ -323,7 +323,7 @@ def validate(cfg: Config) -> Config:
     if cfg.train.time_budget is not None:
         cfg.train.time_budget = parse_duration(cfg.train.time_budget)
     aug = cfg.augment
-    # Options that would silently do nothing are errors, as the issue asks.
+    # Options that would silently do nothing are errors.
     if aug.fill_mode != "nearest" and not aug.geometric:
         raise ConfigError(
             f"augment.fill_mode={aug.fill_mode!r} only applies to rotation/zoom/shift/shear, and none is set"

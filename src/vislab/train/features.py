@@ -357,7 +357,7 @@ def evaluate_head(head: nn.Module, data: FeatureSet, batch_size: int = 1024) -> 
 def logistic_regression_head(head: nn.Linear, train: FeatureSet, c: float = 1.0, max_iter: int = 1000) -> nn.Linear:
     """Fit a Linear head as multinomial logistic regression (scikit-learn, L-BFGS) on cached features.
 
-    The issue's reference numbers for frozen features use this head; it needs no
+    The reference numbers for frozen features (docs/benchmarks.md) use this head; it needs no
     learning-rate or epoch choice. Features are used as they are (no scaling), so the
     fitted head works on the model's own features afterwards.
 
