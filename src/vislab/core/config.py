@@ -206,6 +206,11 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def user_given(self) -> set[str]:
+        """The keys the user gave (flags, YAML), as :func:`resolve_config` recorded them: --recipe auto and
+        --time-budget leave these alone."""
+        return set((self.recipe_choices or {}).get("user") or ())
+
 
 # Named bundles of defaults. A recipe sits between the code defaults and the YAML/flags.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -500,20 +505,16 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
         _set(cfg, key, value, str(yaml_path))
     for key, value in overrides.items():
         _set(cfg, key, value, "command line")
-    epochs_given = ("train.epochs" in overrides or "epochs" in (file_values.get("train") or {})
-                    or "train.epochs" in file_values or "train.epochs" in RECIPES.get(recipe, {}))
-    if cfg.train.optimizer == "lbfgs" and not epochs_given:
+    given = set(overrides) | set(user_keys(file_values))  # the dotted keys the user set
+    if cfg.train.optimizer == "lbfgs" and "train.epochs" not in given | set(RECIPES.get(recipe, {})):
         # the L-BFGS head is fitted to convergence in one epoch: 10 would refit the same optimum
         cfg.train.epochs = 1
     if recipe == "auto" or cfg.train.time_budget is not None:
-        user = sorted((set(user_keys(file_values)) | set(overrides)) - {"recipe", "recipe_choices"})
-        cfg.recipe_choices = {**(cfg.recipe_choices or {}), "user": user}
-    given = set(overrides) | set(user_keys(file_values))
+        cfg.recipe_choices = {**(cfg.recipe_choices or {}), "user": sorted(given - {"recipe", "recipe_choices"})}
     if recipe == "transfer" and cfg.train.time_budget is not None and "data.val_split" not in given:
         # the budget may fine-tune from the head (vislab.train.lpft): a validation split chooses between them
         cfg.data.val_split = 0.1
-    user_epochs = "train.epochs" in given
-    if cfg.train.time_budget is not None and user_epochs:
+    if cfg.train.time_budget is not None and "train.epochs" in given:
         raise ConfigError("--time-budget sets the epochs from the measured epoch time; give --epochs or "
                           "--time-budget, not both")
     return check_new_run(validate(cfg))

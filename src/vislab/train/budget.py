@@ -32,18 +32,15 @@ import warnings
 OVERRUN = 0.02
 
 
+def epochs_that_fit(left: float, epoch_seconds: float) -> int:
+    """Whole epochs of ``epoch_seconds`` in ``left`` seconds (0 when nothing is left)."""
+    return max(0, math.floor(left / epoch_seconds)) if epoch_seconds > 0 and left > 0 else 0
+
+
 def plan_epochs(budget: float, elapsed: float, epoch_seconds: float, reserve: float, done: int = 0) -> int:
     """Total epochs: those ``done`` plus the whole epochs of ``epoch_seconds`` that fit in what is left
     of ``budget`` after ``elapsed`` and the ``reserve`` for after training (at least 1 in all)."""
-    left = budget - elapsed - reserve
-    more = math.floor(left / epoch_seconds) if epoch_seconds > 0 and left > 0 else 0
-    return max(1, done + max(0, more))
-
-
-def steps_per_epoch(trainer) -> int:
-    if trainer.cached is not None:
-        return -(-len(trainer.dataset.splits["train"]) // trainer.cfg.train.batch_size)
-    return len(trainer.train_batches)
+    return max(1, done + epochs_that_fit(budget - elapsed - reserve, epoch_seconds))
 
 
 class TimeBudget:
@@ -75,7 +72,7 @@ class TimeBudget:
             cfg.train.scheduler = "onecycle"
             self.record["scheduler"] = "onecycle (fitted to the budget)"
         self.setup = self.elapsed()
-        steps = steps_per_epoch(trainer)
+        steps = trainer.steps_per_epoch
         step_seconds = trainer.choice.seconds.get(trainer.choice.label) if trainer.choice.seconds else None
         if step_seconds:
             estimate = step_seconds * steps * 1.15  # the probe times compute only: loading and validation on top
@@ -128,7 +125,7 @@ class TimeBudget:
             callback.epochs = epochs
         if epochs <= done:
             return
-        refit_schedule(trainer, done * steps_per_epoch(trainer))
+        refit_schedule(trainer, done * trainer.steps_per_epoch)
 
     def describe(self) -> str:
         return _words(self.seconds)
@@ -144,7 +141,7 @@ def refit_schedule(trainer, done_steps: int) -> None:
     for group in trainer.optimizer.param_groups:  # the peak / base rate the schedule was built from
         group["lr"] = group.get("max_lr", group.get("initial_lr", group["lr"]))
         group.pop("initial_lr", None)
-    scheduler, per_batch = make_scheduler(trainer.optimizer, trainer.cfg, steps_per_epoch(trainer))
+    scheduler, per_batch = make_scheduler(trainer.optimizer, trainer.cfg, trainer.steps_per_epoch)
     with warnings.catch_warnings():  # fast-forwarding a new schedule past steps already taken, not a misuse
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
         for _ in range(done_steps):

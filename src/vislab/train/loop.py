@@ -69,7 +69,7 @@ class FitResult:
 def default_run_dir(cfg: Config) -> Path:
     source = Path(cfg.data.source).name if cfg.data.source not in ("", None) else "data"
     model = cfg.model.name.replace(":", "-").replace("/", "-")
-    if cfg.recipe == "auto" and "model.name" not in ((cfg.recipe_choices or {}).get("user") or ()):
+    if cfg.recipe == "auto" and "model.name" not in cfg.user_given():
         model = "auto"  # the recipe picks the model once the data is loaded
     return Path("runs") / f"{model}-{source}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -147,7 +147,7 @@ class Trainer:
         # GPUs without bf16 (T4, V100) get fp16 under --precision auto
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.cached = None
-        steps_per_epoch = len(self.train_batches)
+        self.steps_per_epoch = len(self.train_batches)  # optimiser steps; the schedules are sized by it
         if cfg.model.cache_features:
             # frozen backbone: features once, then only the head trains (seed 002's fast feature extraction)
             from vislab.train.features import CachedTraining
@@ -161,8 +161,8 @@ class Trainer:
             self.cached = CachedTraining(self.model, self.preprocessing, dataset.splits["train"], self.val_split,
                                          cfg.train.batch_size, precision=cfg.train.precision,
                                          workers=cfg.data.workers)
-            steps_per_epoch = -(-len(dataset.splits["train"]) // cfg.train.batch_size)
-        self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, steps_per_epoch)
+            self.steps_per_epoch = -(-len(dataset.splits["train"]) // cfg.train.batch_size)
+        self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         es = cfg.train.early_stopping
         # no validation split: val_loss -> train_loss (the keys history.csv has)
         monitor = es.monitor if self.val_split is not None or not es.monitor.startswith("val_") \
@@ -470,9 +470,9 @@ class Trainer:
                 # --resume --epochs N with a per-batch schedule sized for the old length (or a run too short
                 # for one): the schedule is fitted to the new length and moved to the step reached (as
                 # --time-budget re-plans it)
-                from vislab.train.budget import refit_schedule, steps_per_epoch
+                from vislab.train.budget import refit_schedule
 
-                refit_schedule(self, (int(state["epoch"]) + 1) * steps_per_epoch(self))
+                refit_schedule(self, (int(state["epoch"]) + 1) * self.steps_per_epoch)
             else:
                 self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["stopper"])
@@ -626,7 +626,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             )
     # --recipe auto picks the model (unless the user named one) once the data is loaded
     auto = resume is None and cfg.recipe == "auto"
-    users_model = not auto or "model.name" in ((cfg.recipe_choices or {}).get("user") or ())
+    users_model = not auto or "model.name" in cfg.user_given()
     if users_model:
         check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     task = task_for_config(cfg)  # an unknown task too
@@ -801,7 +801,7 @@ def _time_budget(cfg: Config, trainer: Trainer, callbacks, started: float, conso
 
     budget = TimeBudget(cfg.train.time_budget, started)
     trainer.budget_callbacks = [c for c in callbacks if isinstance(c, EpochPrinter)]
-    budget.plan(trainer, console, user=(cfg.recipe_choices or {}).get("user") or ())
+    budget.plan(trainer, console, user=cfg.user_given())
     return budget
 
 

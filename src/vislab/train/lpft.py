@@ -18,11 +18,11 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 import time
 
 from vislab.core import measure
 from vislab.core.config import set_value
+from vislab.train.budget import epochs_that_fit
 
 # bench_lpft.py's best: --lr 1e-4 --lr-head 1e-3 --bn eval, warm-up + cosine, flips, 5 epochs
 SETTINGS = {"model.freeze": "none", "model.cache_features": False, "train.optimizer": "adamw", "train.lr": 1e-3,
@@ -36,8 +36,7 @@ STEP_PER_FORWARD = 3.0
 
 def lpft_epochs(left: float, epoch_seconds: float, done: int = 0) -> int:
     """Total fine-tuning epochs that fit in ``left`` seconds after ``done`` (at most :data:`MAX_EPOCHS`)."""
-    more = math.floor(left / epoch_seconds) if epoch_seconds > 0 and left > 0 else 0
-    return min(MAX_EPOCHS, done + max(0, more))
+    return min(MAX_EPOCHS, done + epochs_that_fit(left, epoch_seconds))
 
 
 def after_head(trainer, cfg, dataset, task, console, started: float, head_logs: dict) -> dict:
@@ -102,7 +101,7 @@ def after_head(trainer, cfg, dataset, task, console, started: float, head_logs: 
             if total != ft_cfg.train.epochs and total > epoch:
                 ft_cfg.train.epochs = total
                 ft_cfg.train.warmup_epochs = min(ft_cfg.train.warmup_epochs, 0.1 * total)
-                refit_schedule(ft, epoch * len(ft.train_batches))
+                refit_schedule(ft, epoch * ft.steps_per_epoch)
             ft_cfg.train.epochs = max(total, epoch)
         elif left < seconds:
             break

@@ -291,7 +291,7 @@ def apply(cfg: Config, dataset, task) -> Applied:
     """Set on ``cfg`` what the data calls for and the user did not give; record it in
     ``cfg.recipe_choices`` (written into config.yaml). Returns what was done."""
     record = cfg.recipe_choices or {}
-    user = set(record.get("user") or ())
+    user = cfg.user_given()
     shape = describe_data(dataset, task)
     model = cfg.model.name if "model.name" in user else None
     rule, values, reasons = choose(shape, user, model=model)
