@@ -218,23 +218,25 @@ class Segmentation(Task):
     # ---- data and model
     def load_dataset(self, data_cfg, seed: int = 0):
         from vislab.core.config import SegmentationConfig
-        from vislab.data.masks import load_segmentation_dataset, pixel_counts
+        from vislab.data.masks import load_segmentation_dataset
 
         seg_cfg = self.segmentation_cfg or SegmentationConfig(ignore_index=self.ignore_index, loss=self.loss_name)
         dataset = load_segmentation_dataset(data_cfg, seg_cfg, seed=seed)
         self.palette = dataset.palette
-        if self.class_weights == "auto":
-            counts = pixel_counts(dataset.splits["train"].labels, dataset.num_classes)
-            self.class_weights = [round(float(w), 6) for w in median_frequency_weights(counts)]
+        self._resolve_class_weights(dataset)
         return dataset
 
     def prepare(self, dataset, console=None) -> None:
         """A task built after the data was loaded (``--recipe auto`` rebuilds it with the loss and
         class weights it chose) takes the palette and the median-frequency weights from it here."""
-        from vislab.data.masks import pixel_counts
-
         if self.palette is None:
             self.palette = getattr(dataset, "palette", None)
+        self._resolve_class_weights(dataset)
+
+    def _resolve_class_weights(self, dataset) -> None:
+        """``class_weights="auto"``: median-frequency weights from the training masks' pixel counts."""
+        from vislab.data.masks import pixel_counts
+
         if self.class_weights == "auto":
             counts = pixel_counts(dataset.splits["train"].labels, dataset.num_classes)
             self.class_weights = [round(float(w), 6) for w in median_frequency_weights(counts)]
