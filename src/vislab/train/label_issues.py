@@ -130,7 +130,7 @@ def find_label_issues(dataset, out_dir, folds: int | None = None, rank_by: str =
     k = _check_folds(labels, class_names, folds, multi_label)
     largest = _largest_side(splits)
     kind = out_of_fold_model(largest, multi_label)
-    features, extraction = _features(dataset, splits, precision, console)
+    features, extraction = _features(dataset, splits, largest, precision, console)
     fitted = time.perf_counter()
     ensemble = kind == "cnn+features"
     c = ENSEMBLE_LOGISTIC_C if ensemble else LOGISTIC_C
@@ -212,16 +212,16 @@ def _check_folds(labels: np.ndarray, class_names, folds: int | None, multi_label
 # ----------------------------------------------------------------------------- features
 
 
-def _features(dataset, splits, precision: str, console) -> tuple[np.ndarray, dict]:
-    """The frozen backbone's features for every image of ``splits`` (cached on disk by content)."""
+def _features(dataset, splits, largest: int, precision: str, console) -> tuple[np.ndarray, dict]:
+    """The frozen backbone's features for every image of ``splits`` (cached on disk by content);
+    ``largest``: the images' largest side (:func:`_largest_side`)."""
     from vislab.core.config import ModelConfig
     from vislab.models.build import build_model
     from vislab.models.finetune import freeze
     from vislab.train.features import FeatureSet, extract_features
 
-    native = _largest_side(splits)
     # 28 px Fashion-MNIST upsampled to 224 costs 3x the compute of 128 px for no new detail
-    size = [SMALL_IMAGE_SIZE] * 2 if native <= SMALL_IMAGE_MAX else None
+    size = [SMALL_IMAGE_SIZE] * 2 if largest <= SMALL_IMAGE_MAX else None
     model_cfg = ModelConfig(name=BACKBONE, pretrained=True, freeze="backbone", input_size=size)
     model, preprocessing = build_model(model_cfg, max(2, len(dataset.class_names)), dataset.channels,
                                        dataset.native_size)
