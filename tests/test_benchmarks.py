@@ -160,6 +160,10 @@ def _check_fixed_cost(lines: list[dict]) -> None:
     for phase in ("data_load", "audit", "trainer_init_and_speed_probe", "model_json", "curves", "test_evaluation",
                   "figures_and_explain_panels", "report", "epochs"):
         assert phase in phases, f"{phase} was not timed: the wrapped function moved"
+    # the headline: the command as a user runs it, and its epochs' own seconds from history.csv
+    assert line["wall_s"] > line["epochs_s"] > 0
+    assert line["fixed_s"] == pytest.approx(line["wall_s"] - line["epochs_s"], abs=0.002)
+    assert line["helpers"] == "1" and "isa" in line["machine"] and "load_1min" in line["machine"]
 
 
 def _check_recipes(lines: list[dict], err: str) -> None:

@@ -269,3 +269,14 @@ def test_read_image_modes_and_no_open_files(tmp_path):
             assert str((tmp_path / name).resolve()) not in open_files(), name
             del image, kept
             gc.collect()
+
+
+def test_the_built_in_digits_are_scikit_learns_read_without_importing_it():
+    """vislab reads the CSV scikit-learn ships (its import costs 1 s with scipy); same images, same labels."""
+    from sklearn.datasets import load_digits
+
+    from vislab.data.sources import _digits
+
+    images, labels = _digits()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)

@@ -68,6 +68,15 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
     and the settings the options leave open (:mod:`vislab.train.recipe`); ``recipe="none"`` keeps the code
     defaults. ``time_budget="5m"`` trains for about that long (:mod:`vislab.train.budget`).
     """
+    from vislab.core.background import helpers
+
+    # the figures and scikit-learn's arithmetic run in helper interpreters, which start now and import
+    # while this process imports torch
+    with helpers():
+        return _train(config, resume, progress, evaluate, figures, options)
+
+
+def _train(config, resume, progress, evaluate, figures, options):
     from vislab.pipelines import train as train_pipeline
     from vislab.train.loop import resume_config
 
@@ -112,11 +121,14 @@ def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: 
     figures and the report; returns the metrics dict. ``threshold`` (multi-label runs): one
     threshold for every label instead of the tuned ones in model.json. ``figures=False``
     (``--no-figures``): the metrics and the report, without the figures and Grad-CAM panels."""
-    from vislab.pipelines import run_evaluation
+    from vislab.core.background import helpers
 
     check_ranges(batch_size=batch_size, threshold=threshold)
-    return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device, console=console,
-                          task_options={"threshold": threshold}, figures=figures)
+    with helpers():
+        from vislab.pipelines import run_evaluation
+
+        return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device,
+                              console=console, task_options={"threshold": threshold}, figures=figures)
 
 
 def load_model(model, device: str = "cpu", weights=None):

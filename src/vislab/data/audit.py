@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image
 
 from vislab.core.files import BadFileError, reading
-from vislab.viz.data import plot_class_balance, plot_dominant_colours, plot_image_geometry, plot_samples_per_class
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
 MAX_LISTED_DUPLICATE_GROUPS = 50
@@ -145,15 +144,19 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
 
 def _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) -> list[Path]:
     """The audit's figures: class balance, image geometry, dominant colours, samples per class."""
+    from vislab.core.background import draw
+
     figures = []
     counts = {name: [row[name] for row in balance["table"]] for name in splits}
-    figures.append(plot_class_balance(counts, class_names, plots / "audit_class_balance.png"))
+    figures.append(draw("vislab.viz.data:plot_class_balance", counts, class_names, plots / "audit_class_balance.png"))
     if scan["widths"]:
-        figures.append(plot_image_geometry(scan["widths"], scan["heights"], plots / "audit_image_geometry.png"))
+        figures.append(draw("vislab.viz.data:plot_image_geometry", scan["widths"], scan["heights"],
+                            plots / "audit_image_geometry.png"))
     if len(colours["colours"]):
-        figures.append(plot_dominant_colours(colours["colours"], colours["labels"], class_names, plots / "audit_dominant_colours.png"))
+        figures.append(draw("vislab.viz.data:plot_dominant_colours", colours["colours"], colours["labels"], class_names,
+                            plots / "audit_dominant_colours.png"))
     samples = _samples(splits, class_names, samples_per_class, rng, bad_files)
-    figures.append(plot_samples_per_class(samples, class_names, plots / "audit_samples.png"))
+    figures.append(draw("vislab.viz.data:plot_samples_per_class", samples, class_names, plots / "audit_samples.png"))
     return figures
 
 

@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vislab.core.background import compute
 from vislab.core.errors import DataError
 from vislab.data.sources import (
     SPLIT_NAMES, Dataset, Split, _count, _natural_key, _read_csv, _resolve_file, validate_files,
 )
 from vislab.data.label_edits import apply_label_edits
-from vislab.data.stratify import multilabel_split
 
 # --label-sep names (and the characters themselves are accepted too)
 LABEL_SEPARATORS = {"space": " ", "comma": ",", "semicolon": ";", "pipe": "|"}
@@ -253,11 +253,11 @@ def load_multilabel_dataset(cfg, seed: int = 0) -> Dataset:
     if "test" not in splits:
         n_test = _count(cfg.test_split, len(train))
         if n_test:
-            rest, held = multilabel_split(train.labels.numpy(), n_test, seed)
+            rest, held = compute("vislab.data.stratify:multilabel_split", train.labels.numpy(), n_test, seed)
             splits["test"], train = train.subset(held, "test"), train.subset(rest, "train")
     n_val = _count(cfg.val_split, len(train))
     if n_val:
-        rest, held = multilabel_split(train.labels.numpy(), n_val, seed + 1)
+        rest, held = compute("vislab.data.stratify:multilabel_split", train.labels.numpy(), n_val, seed + 1)
         splits["val"], train = train.subset(held, "val"), train.subset(rest, "train")
     splits["train"] = train
     if len(train) == 0:

@@ -224,13 +224,11 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def _load_builtin(name: str, cfg) -> Dataset:
     if name == "digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
+        pixels, target = _digits()
         # 0..16 intensities -> 0..255 uint8, one gray channel
-        images = torch.from_numpy(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+        images = torch.from_numpy(np.round(pixels * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
         return Dataset("digits", [str(i) for i in range(10)],
-                       {"train": Split(torch.from_numpy(digits.target), images=images)})
+                       {"train": Split(torch.from_numpy(target), images=images)})
     if name in ("mnist", "fashion-mnist"):
         folder = _find_idx_folder(name, cfg.data_dir)
         splits = {}
@@ -244,6 +242,26 @@ def _load_builtin(name: str, cfg) -> Dataset:
     if name == "cifar10":
         return _load_cifar10(cfg.data_dir)
     raise DataError(f"unknown built-in data set {name!r}; choose one of {', '.join(BUILTIN)}")
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8x8 digits, (N, 8, 8) floats 0..16 and (N,) int64 labels: the file the
+    package ships, read as its ``load_digits`` reads it, without importing scikit-learn (1 s with scipy)."""
+    import io
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")
+    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "datasets" / "data" / "digits.csv.gz").is_file():
+        from sklearn.datasets import load_digits  # another layout: the package's own reader
+
+        digits = load_digits()
+        return digits.images, digits.target.astype(np.int64)
+    path = folder / "datasets" / "data" / "digits.csv.gz"
+    fix = "reinstall scikit-learn (pip install --force-reinstall scikit-learn), whose file this is"
+    with reading(path, "scikit-learn's digits CSV", fix):
+        data = np.loadtxt(io.StringIO(read_bytes(path, "scikit-learn's digits CSV", fix).decode()), delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
 
 
 def _idx_file(folder: Path, stem: str) -> Path:
@@ -605,16 +623,11 @@ def _count(value, total: int, flag: str = "the split") -> int:
 
 
 def stratified_split(labels: torch.Tensor, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rest, held_out) indices; held-out classes in proportion, seeded."""
-    from sklearn.model_selection import train_test_split
+    """(rest, held_out) indices; held-out classes in proportion, seeded (scikit-learn's ``train_test_split``,
+    in a helper interpreter when a run has them: :mod:`vislab.core.background`)."""
+    from vislab.core.background import compute
 
-    indices = np.arange(len(labels))
-    y = labels.numpy()
-    counts = np.bincount(y)
-    can_stratify = counts[counts > 0].min() >= 2 and count >= int((counts > 0).sum())
-    rest, held = train_test_split(indices, test_size=count, random_state=seed,
-                                  stratify=y if can_stratify else None)
-    return np.sort(rest), np.sort(held)
+    return compute("vislab.data.stratify:stratified_indices", np.asarray(labels), count, seed)
 
 
 def _make_splits(dataset: Dataset, cfg, seed: int) -> Dataset:

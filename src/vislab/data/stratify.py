@@ -1,4 +1,8 @@
-"""Multi-label splits by iterative stratification, so rare labels appear in every split.
+"""Stratified hold-outs, torch-free (a run's helper interpreter computes them: :mod:`vislab.core.background`).
+
+Single-label: scikit-learn's ``train_test_split`` with ``stratify`` (:func:`stratified_indices`).
+
+Multi-label, by iterative stratification, so rare labels appear in every split.
 
 A random split of a multi-label set can leave a label that 10 images carry with none in
 validation, and per-class thresholds could not be tuned for it. Iterative stratification
@@ -25,4 +29,24 @@ def multilabel_split(labels, count: int, seed: int) -> tuple[np.ndarray, np.ndar
     y = np.asarray(labels).astype(np.int64)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=int(count), random_state=seed)
     rest, held = next(splitter.split(np.zeros(len(y)), y))
+    return np.sort(rest), np.sort(held)
+
+
+def stratified_indices(y, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held_out) sorted indices of ``y``: ``count`` held out with the classes in proportion, seeded;
+    unstratified when a class has a single image or ``count`` is below the number of classes.
+
+    Example:
+        >>> rest, held = stratified_indices(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 2, seed=0)
+        >>> len(rest), sorted(np.array([0, 0, 0, 0, 1, 1, 1, 1])[held].tolist())
+        (6, [0, 1])
+    """
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y)
+    indices = np.arange(len(y))
+    counts = np.bincount(y)
+    can_stratify = counts[counts > 0].min() >= 2 and count >= int((counts > 0).sum())
+    rest, held = train_test_split(indices, test_size=count, random_state=seed,
+                                  stratify=y if can_stratify else None)
     return np.sort(rest), np.sort(held)

@@ -166,7 +166,7 @@ def explain_samples(
         ...                 titles=[f"true: {names[labels[i]]}" for i in worst],
         ...                 filename="gradcam_most_wrong.png")  # doctest: +SKIP
     """
-    from vislab.viz.explain import overlay_panel, save_figure
+    from vislab.core.background import draw
 
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"got {len(titles)} titles for {len(images)} images; give one per image or none")
@@ -185,8 +185,7 @@ def explain_samples(
         labels.append(f"{titles[index]}\n{label}" if titles else label)
         shown.append(image.numpy())
         heatmaps.append(result.heatmap)
-    fig = overlay_panel(shown, heatmaps, labels, columns=columns)
-    return save_figure(fig, Path(out_dir) / filename)
+    return draw("vislab.viz.explain:write_overlay_panel", shown, heatmaps, labels, Path(out_dir) / filename, columns=columns)
 
 
 def method_filename(method: str) -> str:

@@ -72,6 +72,9 @@ def build_report(run_dir) -> Path:
         >>> "Metrics" in page and "<script" not in page
         True
     """
+    from vislab.core.background import wait
+
+    wait()  # the figures still being drawn in a helper interpreter: the page embeds them
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {run_dir} does not exist; pass the folder written by `vislab train`")

@@ -148,13 +148,15 @@ class ClassificationEvaluator(Evaluator):
         return self._predictions
 
     def result(self) -> dict:
-        from vislab.tasks.classification_metrics import classification_metrics
+        from vislab.core.background import compute
 
         predictions = self.predictions
         probs = torch.from_numpy(predictions.probs).clamp_min(1e-12)
         labels = torch.from_numpy(predictions.labels)
         loss = float(F.nll_loss(probs.log(), labels))
-        return classification_metrics(predictions.labels, predictions.probs, self.class_names, loss=loss)
+        # scikit-learn's arithmetic, in a helper interpreter when the run has one (it imports scikit-learn there)
+        return compute("vislab.tasks.classification_metrics:classification_metrics", predictions.labels,
+                       predictions.probs, list(self.class_names), loss=loss)
 
     def save(self, run_dir: Path, suffix: str = "") -> None:
         p = self.predictions

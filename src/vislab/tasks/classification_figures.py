@@ -8,14 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vislab.viz.evaluation import (
-    plot_confusion_matrix,
-    plot_per_class_accuracy,
-    plot_prediction_grid,
-    plot_pr_curves,
-    plot_reliability_diagram,
-    plot_roc_curves,
-)
+from vislab.core.background import draw
 
 GRID_SIZE = 18
 
@@ -79,17 +72,20 @@ def write_evaluation_figures(
         from sklearn.metrics import confusion_matrix
 
         matrix = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
-    written.append(plot_confusion_matrix(matrix, names, plots / "confusion_matrix.png"))
-    written.append(plot_confusion_matrix(matrix, names, plots / "confusion_matrix_normalized.png", normalize=True))
+    figure = "vislab.viz.evaluation:plot_{}".format  # drawn in a helper interpreter when the run has one
+    written.append(draw(figure("confusion_matrix"), matrix, names, plots / "confusion_matrix.png"))
+    written.append(draw(figure("confusion_matrix"), matrix, names, plots / "confusion_matrix_normalized.png",
+                        normalize=True))
     if curves.get("roc"):
-        written.append(plot_roc_curves(curves["roc"], plots / "roc.png", micro=curves.get("roc_micro")))
+        written.append(draw(figure("roc_curves"), curves["roc"], plots / "roc.png", micro=curves.get("roc_micro")))
     if curves.get("pr"):
-        written.append(plot_pr_curves(curves["pr"], plots / "pr.png", micro=curves.get("pr_micro")))
+        written.append(draw(figure("pr_curves"), curves["pr"], plots / "pr.png", micro=curves.get("pr_micro")))
     if metrics.get("calibration"):
-        written.append(plot_reliability_diagram(metrics["calibration"], plots / "reliability.png"))
+        written.append(draw(figure("reliability_diagram"), metrics["calibration"], plots / "reliability.png"))
     if metrics.get("per_class"):
         rows = metrics["per_class"]
-        written.append(plot_per_class_accuracy([r["class"] for r in rows], [r["recall"] for r in rows], plots / "per_class_accuracy.png"))
+        written.append(draw(figure("per_class_accuracy"), [r["class"] for r in rows], [r["recall"] for r in rows],
+                            plots / "per_class_accuracy.png"))
 
     right = predicted == labels
     wrong_idx = np.flatnonzero(~right)
@@ -113,7 +109,8 @@ def write_evaluation_figures(
     for filename, (indices, title) in grids.items():
         images = images_fn(indices) if len(indices) else np.zeros((0, 1, 1, 1), np.uint8)
         written.append(
-            plot_prediction_grid(
+            draw(
+                figure("prediction_grid"),
                 images,
                 [names[labels[i]] for i in indices],
                 [names[predicted[i]] for i in indices],

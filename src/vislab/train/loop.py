@@ -850,6 +850,6 @@ def _print_data_summary(console, dataset: Dataset) -> None:
 
 def _plot_curves(run_dir: Path, history: list[dict], task: Task) -> None:
     if history:
-        from vislab.viz.training import plot_history
+        from vislab.core.background import draw
 
-        plot_history(history, run_dir / "plots" / "curves.png", metrics=[m.name for m in task.metrics])
+        draw("vislab.viz.training:plot_history", history, run_dir / "plots" / "curves.png", metrics=[m.name for m in task.metrics])

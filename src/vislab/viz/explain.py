@@ -118,6 +118,11 @@ def overlay_panel(images, heatmaps, titles=None, columns: int = 4, alpha: float 
     return fig
 
 
+def write_overlay_panel(images, heatmaps, titles, path, columns: int = 4) -> Path:
+    """:func:`overlay_panel` written to ``path`` (a function a helper interpreter can run)."""
+    return save_figure(overlay_panel(images, heatmaps, titles, columns=columns), path)
+
+
 def activation_grid_figure(grid: np.ndarray, title: str) -> Figure:
     """One layer's channels side by side (uint8 grid), viridis as in Chollet's figures."""
     height, width = grid.shape

@@ -1,0 +1,361 @@
+"""Helper interpreters for the work of a run that needs no model: its figures and scikit-learn's arithmetic.
+
+A run's figures (matplotlib) and its scikit-learn calls import about 2 s of libraries and then draw
+for seconds, while the model's own process imports torch (another 2 s) and trains. Inside
+``with helpers():`` each :func:`submit` runs its call in one of up to two child interpreters
+(``python -m vislab.core.background``), started when the block opens, so that their imports overlap
+the parent's; outside such a block :func:`submit` runs the call at once, in the calling process.
+Either way it returns a :class:`concurrent.futures.Future`: ``.result()`` waits for a value, and
+:func:`wait` (also called when the block closes) waits for every call and raises the first error, so
+a figure that fails stops the run just as it does when drawn in-process.
+
+What crosses to a helper: a module-level function and plain arguments (numpy arrays, lists, dicts,
+strings, paths; torch tensors are turned into numpy arrays first, so a helper never imports torch).
+They cross by pickle over a pipe between two processes of this program; nothing is read from a file.
+``VISLAB_HELPERS=0`` keeps every call in the calling process; a helper that cannot start does too.
+
+Example:
+    >>> from vislab.core.background import helpers, submit, wait
+    >>> import operator
+    >>> with helpers(preload=()):
+    ...     total = submit(operator.add, 2, 3)
+    ...     total.result()
+    5
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+# What a run's helpers import while the parent imports torch: the evaluation's scikit-learn and the figures.
+RUN_PRELOAD = ("sklearn.model_selection", "sklearn.metrics", "vislab.viz.evaluation", "vislab.viz.data",
+               "vislab.viz.training", "vislab.viz.explain")
+MAX_HELPERS = 2
+_HEADER = struct.Struct("<Q")  # the payload's bytes
+
+_lock = threading.Lock()
+_pool: "_Pool | None" = None
+
+
+class _RemoteTraceback(Exception):
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def enabled() -> bool:
+    """False when ``VISLAB_HELPERS=0`` (or ``false``/``no``/``off``): every call stays in-process."""
+    return os.environ.get("VISLAB_HELPERS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def helper_count(cpus: int | None = None) -> int:
+    """How many helpers a run starts: one up to three cores, two from four. Each helper imports the same
+    2 s of libraries: on two cores a second one costs the parent more than it draws."""
+    cpus = cpus if cpus is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                          else os.cpu_count() or 1)
+    return 1 if cpus < 4 else MAX_HELPERS
+
+
+@contextmanager
+def helpers(preload: Iterable[str] = RUN_PRELOAD, count: int | None = None) -> Iterator[None]:
+    """Run the :func:`submit` calls of the block in helper interpreters; on leaving, wait for all of them.
+
+    Nested blocks share the outer block's helpers (the outer one waits for them). An error raised in the
+    block leaves the helpers' errors aside: the block's own error is the one the caller sees.
+    """
+    global _pool
+    with _lock:
+        outer = _pool is not None
+        if not outer and enabled():
+            try:
+                _pool = _Pool(count or helper_count(), tuple(preload))
+            except OSError:  # no fork/exec here (a sandbox): draw in-process
+                _pool = None
+    if outer:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        _close(cancel=True)
+        raise
+    _close(cancel=False)
+
+
+def submit(fn: Callable | str, *args, **kwargs) -> Future:
+    """``fn(*args, **kwargs)`` in a helper when a :func:`helpers` block is open, else at once here.
+
+    ``fn`` may be named ``"package.module:function"``: its module is then imported where it runs, so a
+    parent that hands scikit-learn's work to a helper never imports scikit-learn itself. A helper runs
+    the submitted calls before the figures queued by :func:`draw`: the parent is waiting for them."""
+    return _submit(fn, args, kwargs, priority=0)
+
+
+def compute(fn: Callable | str, *args, **kwargs):
+    """:func:`submit` and wait: the value of ``fn(*args, **kwargs)``, computed in a helper when there is one
+    (its error is raised here, and not again by :func:`wait`)."""
+    future = submit(fn, *args, **kwargs)
+    future.awaited = True
+    return future.result()
+
+
+def _submit(fn, args, kwargs, priority: int) -> Future:
+    pool = _pool
+    if pool is not None:
+        return pool.submit(fn, _plain(args), _plain(kwargs), priority)
+    future: Future = Future()
+    _run(fn, args, kwargs, future)
+    return future
+
+
+def _resolve(fn: Callable | str) -> Callable:
+    if not isinstance(fn, str):
+        return fn
+    import importlib
+
+    module, _, name = fn.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def draw(fn: Callable | str, *args, **kwargs) -> Path:
+    """Submit a figure: ``fn``'s last positional argument is the file it writes, returned at once.
+
+    Outside a :func:`helpers` block the figure is drawn before this returns and its error raised here."""
+    future = _submit(fn, args, kwargs, priority=1)
+    if _pool is None:
+        future.result()
+    return Path(args[-1])
+
+
+def imported_packages() -> list[str]:
+    """The top-level packages imported in this interpreter (``compute(imported_packages)`` asks a helper:
+    a helper that imports torch has been handed a function from a module that needs it)."""
+    return sorted({name.partition(".")[0] for name in list(sys.modules)})
+
+
+def wait() -> None:
+    """Wait for every call submitted so far; raise the first error (with the helper's traceback)."""
+    pool = _pool
+    if pool is not None:
+        pool.wait()
+
+
+def _close(cancel: bool) -> None:
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.close(cancel=cancel)
+
+
+def _plain(value):
+    """Torch tensors to numpy arrays, through lists, tuples and dicts (a helper never imports torch)."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)):
+        if value and isinstance(value[0], (int, float, str)):  # a list of numbers or names: as it is
+            return value
+        items = [_plain(v) for v in value]
+        return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _run(fn, args, kwargs, future: Future) -> None:
+    try:
+        future.set_result(_resolve(fn)(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+        future.set_exception(exc)
+
+
+# ----------------------------------------------------------------------------- the parent's side
+class _Helper:
+    """One child interpreter; it is given one call at a time, so that the calls still queued can be run by
+    whoever is free first: the next idle helper, or the parent once it waits (:meth:`_Pool.wait`)."""
+
+    def __init__(self, pool: "_Pool", preload: tuple[str, ...]):
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+        env["MPLBACKEND"] = "Agg"
+        # a helper's numpy must not start a team of threads of its own next to torch's
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = "1"
+        self.pool = pool
+        self.process = subprocess.Popen([sys.executable, "-m", "vislab.core.background", *preload],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.current: tuple | None = None  # the call it is running: (fn, args, kwargs, future)
+        self.alive = True
+        self.reader = threading.Thread(target=self._read, name="vislab-helper-reader", daemon=True)
+        self.reader.start()
+
+    def send(self, fn, args, kwargs, future: Future) -> bool:
+        """Hand over one call (under the pool's lock); False when the helper is gone."""
+        try:
+            payload = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an argument that does not pickle: the parent runs the call
+            return False
+        try:
+            self.process.stdin.write(_HEADER.pack(len(payload)) + payload)
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.alive = False
+            return False
+        self.current = (fn, args, kwargs, future)
+        return True
+
+    def _read(self) -> None:
+        while True:
+            frame = _read_frame(self.process.stdout)
+            if frame is None:
+                break
+            ok, value, text = pickle.loads(frame)
+            with self.pool.lock:
+                call, self.current = self.current, None
+            if call is not None:
+                future = call[3]
+                if ok:
+                    future.set_result(value)
+                else:
+                    if text:
+                        value.__cause__ = _RemoteTraceback(text)
+                    future.set_exception(value)
+            self.pool.dispatch()
+        self.process.wait()
+        with self.pool.lock:
+            self.alive = False
+            call, self.current = self.current, None
+        if call is not None and not call[3].done():  # it died under this call (killed, out of memory)
+            self.pool.requeue(call)
+        self.pool.dispatch()
+
+    def close(self, cancel: bool) -> None:
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        if cancel:
+            self.process.kill()
+        self.reader.join()
+        self.process.stdout.close()
+
+
+class _Pool:
+    def __init__(self, count: int, preload: tuple[str, ...]):
+        self.lock = threading.RLock()
+        self.queue: list = []  # heap of (priority, order, fn, args, kwargs, future)
+        self.futures: list[Future] = []
+        self.order = 0
+        self.helpers = [_Helper(self, preload) for _ in range(count)]
+
+    def submit(self, fn: Callable | str, args, kwargs, priority: int) -> Future:
+        future: Future = Future()
+        with self.lock:
+            heapq.heappush(self.queue, (priority, self.order, fn, args, kwargs, future))
+            self.order += 1
+            self.futures.append(future)
+        self.dispatch()
+        return future
+
+    def requeue(self, call: tuple) -> None:
+        with self.lock:
+            heapq.heappush(self.queue, (0, -1, *call))
+
+    def dispatch(self) -> None:
+        """Give each idle helper the next queued call; with no helper left, the parent runs them."""
+        local = []
+        with self.lock:
+            for helper in self.helpers:
+                while helper.alive and helper.current is None and self.queue:
+                    job = heapq.heappop(self.queue)
+                    if not helper.send(*job[2:]):
+                        local.append(job)  # it does not pickle, or the helper is gone
+            if not any(helper.alive for helper in self.helpers):
+                local += [heapq.heappop(self.queue) for _ in range(len(self.queue))]
+        for job in local:
+            _run(*job[2:])
+
+    def _take(self):
+        with self.lock:
+            return heapq.heappop(self.queue) if self.queue else None
+
+    def wait(self) -> None:
+        # the parent is idle now: it runs the calls no helper has taken yet, beside the helpers
+        while (job := self._take()) is not None:
+            _run(*job[2:])
+        with self.lock:
+            futures, self.futures = self.futures, []
+        first = None
+        for future in futures:
+            error = future.exception()
+            if error is not None and first is None and not getattr(future, "awaited", False):
+                first = error
+        if first is not None:
+            raise first
+
+    def close(self, cancel: bool) -> None:
+        try:
+            if not cancel:
+                self.wait()
+        finally:
+            for helper in self.helpers:
+                helper.close(cancel)
+
+
+def _read_frame(stream) -> bytes | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(header)
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+# ----------------------------------------------------------------------------- the helper's side
+def _serve(preload: list[str]) -> None:
+    import importlib
+
+    # Ctrl-C reaches the whole process group: the parent stops the run, the helper just ends with its pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print() must not break the answers
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # the call that needs it raises, in the parent
+    while True:
+        frame = _read_frame(sys.stdin.buffer)
+        if frame is None:  # the parent is done: skip the interpreter's slow clean-up of its modules
+            answers.flush()
+            os._exit(0)
+        try:
+            fn, args, kwargs = pickle.loads(frame)
+            answer = (True, _resolve(fn)(*args, **kwargs), "")
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+            answer = (False, exc, traceback.format_exc())
+        try:
+            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an answer that does not pickle goes back as text
+            data = pickle.dumps((False, RuntimeError(repr(answer[1])), answer[2]))
+        answers.write(_HEADER.pack(len(data)) + data)
+        answers.flush()
+
+if __name__ == "__main__":
+    _serve(sys.argv[1:])

@@ -1,0 +1,120 @@
+"""Helper interpreters (vislab.core.background): the figures and scikit-learn's arithmetic of a run, off the
+model's process, with the same files, values and errors as in-process."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vislab.core import background
+from vislab.core.background import compute, draw, helpers, submit, wait
+
+
+def test_without_a_block_each_call_runs_at_once_in_this_process(tmp_path):
+    assert compute("operator:add", 2, 3) == 5
+    future = submit("operator:truediv", 1, 0)
+    assert isinstance(future.exception(), ZeroDivisionError)
+    with pytest.raises(FileNotFoundError):  # a figure's error is raised where it is drawn
+        draw("shutil:copyfile", tmp_path / "missing.png", tmp_path / "copy.png")
+
+
+def test_a_helper_returns_values_and_raises_the_callers_error_with_its_traceback():
+    with helpers(preload=()):
+        assert compute("operator:add", 2, 3) == 5
+        assert compute(np.linalg.norm, np.ones(4)) == 2.0
+        with pytest.raises(ZeroDivisionError) as info:
+            compute("operator:truediv", 1, 0)
+        assert "Traceback" in str(info.value.__cause__)
+        assert compute("os:getpid") != os.getpid()
+
+
+def test_leaving_the_block_raises_a_figures_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with helpers(preload=()):
+            assert draw("shutil:copyfile", tmp_path / "missing.png", tmp_path / "copy.png") == tmp_path / "copy.png"
+
+
+def test_torch_tensors_cross_as_numpy_and_a_helper_never_imports_torch(tmp_path):
+    with helpers():
+        value = compute("numpy:asarray", {"a": [torch.arange(3)]}["a"][0])
+        assert isinstance(value, np.ndarray) and value.tolist() == [0, 1, 2]
+        draw("vislab.viz.data:plot_samples_per_class", [[torch.zeros(1, 8, 8, dtype=torch.uint8)]], ["a"],
+             tmp_path / "samples.png")
+        metrics = compute("vislab.tasks.classification_metrics:classification_metrics", np.array([0, 1, 1]),
+                          np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), ["a", "b"])
+        assert "torch" not in compute(background.imported_packages)
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_calls_queued_when_the_parent_waits_run_beside_the_helpers():
+    with helpers(preload=(), count=1):
+        futures = [submit("os:getpid") for _ in range(8)]
+        wait()
+        pids = {f.result() for f in futures}
+    assert len(pids) >= 1 and all(f.done() for f in futures)
+
+
+def test_a_helper_that_dies_leaves_its_calls_to_the_parent():
+    with helpers(preload=(), count=1):
+        pool = background._pool
+        os.kill(pool.helpers[0].process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pool.helpers[0].alive and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert compute("os:getpid") == os.getpid()
+
+
+def test_nested_blocks_share_the_outer_helpers():
+    with helpers(preload=()):
+        outer = background._pool
+        with helpers(preload=()):
+            assert background._pool is outer
+        assert background._pool is outer
+    assert background._pool is None
+
+
+def test_helpers_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("VISLAB_HELPERS", "0")
+    with helpers(preload=()):
+        assert background._pool is None
+        assert compute("os:getpid") == os.getpid()
+
+
+def test_helper_count_leaves_two_cores_one_helper():
+    assert background.helper_count(1) == 1 and background.helper_count(2) == 1
+    assert background.helper_count(8) == background.MAX_HELPERS
+
+
+def _run_files(run: Path) -> dict:
+    return {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+
+
+def test_a_run_with_helpers_writes_what_an_in_process_run_writes(tmp_path):
+    """The same files and the same metrics, with the figures and scikit-learn calls in a helper or not."""
+    runs = {}
+    for helpers_on in ("1", "0"):
+        out = tmp_path / f"helpers{helpers_on}"
+        env = {**os.environ, "VISLAB_HELPERS": helpers_on}
+        proc = subprocess.run([sys.executable, "-m", "vislab", "train", "--data", "digits", "--model", "mlp",
+                               "--epochs", "1", "--precision", "fp32", "--out", str(out), "--no-progress"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        runs[helpers_on] = out
+    on, off = runs["1"], runs["0"]
+    assert {f for f in _run_files(on) if "tensorboard" not in f} == {f for f in _run_files(off) if "tensorboard" not in f}
+    metrics_on, metrics_off = (json.loads((r / "metrics.json").read_text()) for r in (on, off))
+    assert metrics_on["accuracy"] == metrics_off["accuracy"] and metrics_on["loss"] == pytest.approx(metrics_off["loss"])
+    for name in ("misclassified.csv", "audit.json"):
+        assert hashlib.sha256((on / name).read_bytes()).hexdigest() == hashlib.sha256((off / name).read_bytes()).hexdigest()
+    assert (on / "plots" / "confusion_matrix.png").stat().st_size > 1000
+    assert b"data:image/png;base64" in (on / "report.html").read_bytes()
