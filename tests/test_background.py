@@ -118,3 +118,26 @@ def test_a_run_with_helpers_writes_what_an_in_process_run_writes(tmp_path):
         assert hashlib.sha256((on / name).read_bytes()).hexdigest() == hashlib.sha256((off / name).read_bytes()).hexdigest()
     assert (on / "plots" / "confusion_matrix.png").stat().st_size > 1000
     assert b"data:image/png;base64" in (on / "report.html").read_bytes()
+
+
+def test_mark_and_ran_since_tell_whether_a_helper_shared_the_cores():
+    assert not background.ran_since(background.mark())  # no helpers: never
+    with helpers(preload=()):
+        since = background.mark()
+        assert not background.ran_since(since)
+        compute("os:getpid")
+        assert background.ran_since(since)
+
+
+def test_a_pause_holds_the_figures_but_not_the_waited_for_calls(tmp_path):
+    source = tmp_path / "a.txt"
+    source.write_text("x")
+    with helpers(preload=()):
+        paused = background.pause()
+        draw("shutil:copyfile", source, tmp_path / "b.txt")
+        assert compute("operator:add", 1, 2) == 3  # goes first, pause or not
+        time.sleep(0.3)
+        assert not (tmp_path / "b.txt").exists()  # held
+        paused.end()
+        wait()
+        assert (tmp_path / "b.txt").read_text() == "x"

@@ -413,6 +413,24 @@ def test_training_measures_again_when_its_first_epoch_disagrees_with_the_probe(t
     Console(quiet=True)
 
 
+def test_an_epoch_beside_a_drawing_helper_leaves_the_check_to_the_next_epoch(tmp_path, cache_dir, monkeypatch):
+    """The run's helper interpreter drew figures beside the first epoch: its steps shared the cores, so
+    they are not held against the probe; the next epoch's are."""
+    from vislab.data.sources import load_dataset
+
+    inject(monkeypatch, {"fp32/contiguous": 0.030, "bf16/contiguous": 1e-6})
+    cfg = _cfg(precision="auto", model="mlp", input_size=[8, 8], batch_size=16)
+    trainer = _trainer(cfg, tmp_path)
+    trainer.train_epoch(0, None)
+    inject(monkeypatch, {"fp32/contiguous": 0.001, "bf16/contiguous": 0.004})
+    dataset = load_dataset(cfg.data, seed=0)
+    assert trainer.check_speed_choice(dataset, helpers_ran=True) is None
+    assert trainer.step_seconds == [] and trainer.choice.precision == "bf16"
+    trainer.train_epoch(1, None)
+    note = trainer.check_speed_choice(dataset)
+    assert note is not None and trainer.choice.precision == "fp32"
+
+
 def test_a_probe_that_matches_the_real_steps_is_kept(tmp_path, cache_dir, monkeypatch):
     choice = measure.Choice("bf16", True, seconds={"bf16/channels_last": 0.010}, source="cache")
     assert not measure.disagrees(choice, 0.012) and measure.disagrees(choice, 0.020)

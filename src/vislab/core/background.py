@@ -142,6 +142,58 @@ def draw(fn: Callable | str, *args, **kwargs) -> Path:
     return Path(args[-1])
 
 
+class Pause:
+    """Queued figures wait while a pause holds (:func:`pause`); :meth:`end` lets them go (once)."""
+
+    def __init__(self, pool: "_Pool | None"):
+        self.pool = pool
+        if pool is not None:
+            pool.hold(+1)
+            pool.idle()
+
+    def end(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.hold(-1)
+
+
+def pause() -> Pause:
+    """Hold the queued figures and wait until no helper is busy (its imports done, its call answered).
+
+    For what times this process: a speed probe, and the first epoch whose steps are checked against it.
+    A helper drawing on one core would slow torch's threads and make the measurement the other
+    program's; :meth:`Pause.end` (or :func:`wait`) lets the figures go. Waited-for calls still run."""
+    return Pause(_pool)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """:func:`pause` for the ``with`` block."""
+    paused = pause()
+    try:
+        yield
+    finally:
+        paused.end()
+
+
+def mark() -> tuple:
+    """Where the helpers stand now, for :func:`ran_since`."""
+    pool = _pool
+    if pool is None:
+        return (None, 0, False)
+    with pool.lock:
+        return (pool, pool.started, any(h.current is not None for h in pool.helpers))
+
+
+def ran_since(since: tuple) -> bool:
+    """Whether a helper ran a call at any time since :func:`mark` gave ``since`` (it shared the cores)."""
+    pool, started, busy = since
+    if pool is None or pool is not _pool:
+        return False
+    with pool.lock:
+        return busy or pool.started != started or any(h.current is not None for h in pool.helpers)
+
+
 def imported_packages() -> list[str]:
     """The top-level packages imported in this interpreter (``compute(imported_packages)`` asks a helper:
     a helper that imports torch has been handed a function from a module that needs it)."""
@@ -202,6 +254,7 @@ class _Helper:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.current: tuple | None = None  # the call it is running: (fn, args, kwargs, future)
         self.alive = True
+        self.ready = False  # its imports done (its first frame says so)
         self.reader = threading.Thread(target=self._read, name="vislab-helper-reader", daemon=True)
         self.reader.start()
 
@@ -221,6 +274,10 @@ class _Helper:
         return True
 
     def _read(self) -> None:
+        if _read_frame(self.process.stdout) is not None:  # "imported": its first frame
+            with self.pool.lock:
+                self.ready = True
+                self.pool.changed.notify_all()
         while True:
             frame = _read_frame(self.process.stdout)
             if frame is None:
@@ -228,6 +285,7 @@ class _Helper:
             ok, value, text = pickle.loads(frame)
             with self.pool.lock:
                 call, self.current = self.current, None
+                self.pool.changed.notify_all()
             if call is not None:
                 future = call[3]
                 if ok:
@@ -241,6 +299,7 @@ class _Helper:
         with self.pool.lock:
             self.alive = False
             call, self.current = self.current, None
+            self.pool.changed.notify_all()
         if call is not None and not call[3].done():  # it died under this call (killed, out of memory)
             self.pool.requeue(call)
         self.pool.dispatch()
@@ -259,6 +318,9 @@ class _Helper:
 class _Pool:
     def __init__(self, count: int, preload: tuple[str, ...]):
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # a helper became ready, idle or gone
+        self.holds = 0  # pauses in force: only waited-for calls are handed out
+        self.started = 0  # calls handed to helpers so far
         self.queue: list = []  # heap of (priority, order, fn, args, kwargs, future)
         self.futures: list[Future] = []
         self.order = 0
@@ -282,14 +344,27 @@ class _Pool:
         local = []
         with self.lock:
             for helper in self.helpers:
-                while helper.alive and helper.current is None and self.queue:
+                while helper.alive and helper.current is None and self.queue and (
+                        not self.holds or self.queue[0][0] == 0):
                     job = heapq.heappop(self.queue)
-                    if not helper.send(*job[2:]):
+                    if helper.send(*job[2:]):
+                        self.started += 1
+                    else:
                         local.append(job)  # it does not pickle, or the helper is gone
             if not any(helper.alive for helper in self.helpers):
                 local += [heapq.heappop(self.queue) for _ in range(len(self.queue))]
         for job in local:
             _run(*job[2:])
+
+    def hold(self, change: int) -> None:
+        with self.lock:
+            self.holds = max(0, self.holds + change)
+        self.dispatch()
+
+    def idle(self) -> None:
+        """Wait until every live helper has imported and holds no call."""
+        with self.changed:
+            self.changed.wait_for(lambda: all(not h.alive or (h.ready and h.current is None) for h in self.helpers))
 
     def _take(self):
         with self.lock:
@@ -297,6 +372,9 @@ class _Pool:
 
     def wait(self) -> None:
         # the parent is idle now: it runs the calls no helper has taken yet, beside the helpers
+        with self.lock:
+            self.holds = 0
+        self.dispatch()
         while (job := self._take()) is not None:
             _run(*job[2:])
         with self.lock:
@@ -340,6 +418,8 @@ def _serve(preload: list[str]) -> None:
             importlib.import_module(name)
         except ImportError:
             pass  # the call that needs it raises, in the parent
+    answers.write(_HEADER.pack(0))  # "imported"
+    answers.flush()
     while True:
         frame = _read_frame(sys.stdin.buffer)
         if frame is None:  # the parent is done: skip the interpreter's slow clean-up of its modules

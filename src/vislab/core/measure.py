@@ -54,6 +54,8 @@ from pathlib import Path
 
 import torch
 
+from vislab.core.background import quiet
+
 #: reduced precision must be at least this much faster (speed-up >= 1 + MARGIN) to replace fp32
 MARGIN = 0.10
 #: probe budget per candidate: at least MIN_STEPS timed steps, more while under MIN_SECONDS
@@ -368,7 +370,9 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
     seconds: dict[Candidate, float] = {}
     lost: set[str] = set()  # precisions already GIVE_UP_FACTOR slower: their other layout is not timed
     devices = [device.index or 0] if device.type == "cuda" else []
-    with OtherLoad() as load, torch.random.fork_rng(devices=devices):
+    # a run's helper interpreters hold their figures meanwhile (vislab.core.background.quiet): a probe
+    # times this process, not this process beside a helper drawing
+    with quiet(), OtherLoad() as load, torch.random.fork_rng(devices=devices):
         for round_index in range(max(1, rounds)):
             if round_index == 0:
                 turn = options
@@ -484,7 +488,7 @@ def measure_threads(step: Callable[[], object], options: list[int], device: torc
     before = torch.get_num_threads()
     timings: dict[int, float] = {}
     try:
-        with torch.random.fork_rng(devices=[]):
+        with quiet(), torch.random.fork_rng(devices=[]):
             for round_index in range(max(1, rounds) if len(options) > 1 else 1):
                 for count in options:
                     torch.set_num_threads(count)

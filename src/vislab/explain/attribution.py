@@ -90,14 +90,15 @@ def occlusion(
     """Occlusion (Zeiler & Fergus): how much the score drops when a square is set to the mean colour.
 
     Args:
-        window: side of the occluding square in input pixels; default 1/8 of the input.
+        window: side of the occluding square in input pixels; default about 1/8 of the input, an even
+            number (28 px: 4), so that the default stride overlaps the squares by exactly half.
         stride: step between squares; default half the window.
     """
     _require("captum", "captum")
     from captum.attr import Occlusion
 
     channels, height, width = inputs.shape[1:]
-    window = window or max(2, min(height, width) // 8)
+    window = window or occlusion_window(min(height, width))
     stride = stride or max(1, window // 2)
     with torch.no_grad():
         forward = _score_function(model, score)
@@ -107,6 +108,17 @@ def occlusion(
             baselines=0.0, perturbations_per_eval=_perturbations_per_eval(inputs),
         )
     return normalise_heatmap(attributions[0].sum(0))
+
+
+def occlusion_window(side: int) -> int:
+    """The default occluding square for an input side: about 1/8 of it, even, at least 2 (Zeiler and
+    Fergus' half-overlapping squares; an odd window's half-window stride would overlap by more).
+
+    Example:
+        >>> [occlusion_window(s) for s in (8, 28, 32, 64, 224)]
+        [2, 4, 4, 8, 28]
+    """
+    return max(2, 2 * round(side / 16))
 
 
 def _perturbations_per_eval(inputs: torch.Tensor) -> int:

@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from vislab.core.config import Config, ConfigError, config_from_dict
-from vislab.core import measure
+from vislab.core import background, measure
 from vislab.core.device import (
     autocast_context, resolve_device, resolve_precision, seed_everything, warn_if_slow_precision,
 )
@@ -251,11 +251,18 @@ class Trainer:
 
         return measure.cached_measure(key, run, fresh=fresh)
 
-    def check_speed_choice(self, dataset: Dataset) -> str | None:
+    def check_speed_choice(self, dataset: Dataset, helpers_ran: bool = False) -> str | None:
         """After the first epoch: when its real steps took :data:`measure.DISAGREE_FACTOR` times
         what the probe measured for the chosen configuration, measure again (the probe ran while
         another program held the cores, or the cache answered for another machine) and switch to
-        the new choice. Returns a line for the console, or None when nothing was done."""
+        the new choice. Returns a line for the console, or None when nothing was done.
+
+        ``helpers_ran``: the run's own helper interpreter drew figures beside the epoch
+        (:mod:`vislab.core.background`), so its steps are not what the probe timed alone: the
+        check waits for the next epoch that had the cores to itself."""
+        if helpers_ran and self.step_seconds is not None:
+            self.step_seconds = []
+            return None
         seconds, self.step_seconds = self.step_seconds, None
         if not seconds or len(seconds) < 4 or self.device.type != "cpu" or self.dist.enabled:
             return None
@@ -688,12 +695,13 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         for callback in callbacks:
             callback.on_epoch_begin(epoch, {})
         start = time.perf_counter()
+        helpers = background.mark()  # whether a helper drew beside this epoch (check_speed_choice)
         lr = trainer.optimizer.param_groups[-1]["lr"]  # the epoch's first step's (the schedule moves it after)
         with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split),
                            task.metrics[0].name if task.metrics else None) as bar:
             logs = trainer.train_epoch(epoch, bar)
         checked = time.perf_counter()
-        note = trainer.check_speed_choice(dataset)
+        note = trainer.check_speed_choice(dataset, helpers_ran=background.ran_since(helpers))
         checked = time.perf_counter() - checked  # a second probe: not part of an epoch's time for --time-budget
         if note is not None:
             console.print(note)
