@@ -137,7 +137,8 @@ def timed_train(args, run_dir: Path) -> dict:
     wrap(loop, "write_model", "model_json")
     wrap(loop, "_plot_curves", "curves")
     wrap(runner, "measure_run", "test_evaluation")
-    wrap(pipelines, "write_figures", "figures_and_explain_panels")
+    wrap(pipelines, "write_figures", "figures")
+    wrap(pipelines, "write_explanations", "explanation_panels")  # inside test_evaluation: beside the metrics
     wrap(html, "build_report", "report")
     argv = train_argv(args, run_dir)
     start, start_cpu = time.perf_counter(), time.process_time()

@@ -158,7 +158,7 @@ def _check_fixed_cost(lines: list[dict]) -> None:
     (line,) = [r for r in lines if r.get("benchmark") == "fixed_cost"]
     phases = line["phases_s"]
     for phase in ("data_load", "audit", "trainer_init_and_speed_probe", "model_json", "curves", "test_evaluation",
-                  "figures_and_explain_panels", "report", "epochs"):
+                  "figures", "explanation_panels", "report", "epochs"):
         assert phase in phases, f"{phase} was not timed: the wrapped function moved"
     # the headline: the command as a user runs it, and its epochs' own seconds from history.csv
     assert line["wall_s"] > line["epochs_s"] > 0

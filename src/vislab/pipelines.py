@@ -60,8 +60,10 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
     """
     from vislab.evaluate.runner import measure_run
 
+    # the explanation panels are computed here while a helper computes the metrics, then the figures
     evaluation = measure_run(run_dir, data=data, dataset=dataset, split=split, batch_size=batch_size,
-                             device=device, console=console, task_options=task_options)
+                             device=device, console=console, task_options=task_options,
+                             meanwhile=write_explanations if figures else None)
     if figures:
         write_figures(evaluation)
     if report:
@@ -72,7 +74,7 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
 
 
 def write_figures(evaluation) -> None:
-    """The task's figures and the explanation panels for one evaluation."""
+    """The task's figures for one evaluation (its metrics computed)."""
     loaded, split, task = evaluation.loaded, evaluation.split, evaluation.loaded.task
     out_dir = evaluation.run_dir if not evaluation.name else evaluation.run_dir / "plots" / evaluation.name
     convert = evaluation.predictor.preprocessing.convert_channels
@@ -82,6 +84,12 @@ def write_figures(evaluation) -> None:
                             for i in indices])
 
     task.write_figures(evaluation.evaluator, evaluation.metrics, loaded.class_names, images_for, out_dir)
+
+
+def write_explanations(evaluation) -> None:
+    """The explanation panels of one evaluation (Grad-CAM, or occlusion for a model without feature maps):
+    the task picks the images from the predictions."""
+    loaded, split, task = evaluation.loaded, evaluation.split, evaluation.loaded.task
     samples = task.explanation_samples(evaluation.evaluator, seed=evaluation.seed)
     if samples:
         from vislab.explain import explain_samples

@@ -145,11 +145,12 @@ def draw(fn: Callable | str, *args, **kwargs) -> Path:
 class Pause:
     """Queued figures wait while a pause holds (:func:`pause`); :meth:`end` lets them go (once)."""
 
-    def __init__(self, pool: "_Pool | None"):
+    def __init__(self, pool: "_Pool | None", wait: bool = True):
         self.pool = pool
         if pool is not None:
             pool.hold(+1)
-            pool.idle()
+            if wait:
+                pool.idle()
 
     def end(self) -> None:
         pool, self.pool = self.pool, None
@@ -157,19 +158,19 @@ class Pause:
             pool.hold(-1)
 
 
-def pause() -> Pause:
+def pause(wait: bool = True) -> Pause:
     """Hold the queued figures and wait until no helper is busy (its imports done, its call answered).
 
     For what times this process: a speed probe, and the first epoch whose steps are checked against it.
     A helper drawing on one core would slow torch's threads and make the measurement the other
     program's; :meth:`Pause.end` (or :func:`wait`) lets the figures go. Waited-for calls still run."""
-    return Pause(_pool)
+    return Pause(_pool, wait)
 
 
 @contextmanager
-def quiet() -> Iterator[None]:
+def quiet(wait: bool = True) -> Iterator[None]:
     """:func:`pause` for the ``with`` block."""
-    paused = pause()
+    paused = pause(wait)
     try:
         yield
     finally:
@@ -274,14 +275,15 @@ class _Helper:
         return True
 
     def _read(self) -> None:
-        if _read_frame(self.process.stdout) is not None:  # "imported": its first frame
-            with self.pool.lock:
-                self.ready = True
-                self.pool.changed.notify_all()
         while True:
             frame = _read_frame(self.process.stdout)
             if frame is None:
                 break
+            if not frame:  # "imported": the helper's preloads are done
+                with self.pool.lock:
+                    self.ready = True
+                    self.pool.changed.notify_all()
+                continue
             ok, value, text = pickle.loads(frame)
             with self.pool.lock:
                 call, self.current = self.current, None
@@ -367,8 +369,15 @@ class _Pool:
             self.changed.wait_for(lambda: all(not h.alive or (h.ready and h.current is None) for h in self.helpers))
 
     def _take(self):
+        """The last queued call: the helpers take from the front (the figures whose libraries they
+        imported first), the parent from the back (the explanation panels and grids: matplotlib alone)."""
         with self.lock:
-            return heapq.heappop(self.queue) if self.queue else None
+            if not self.queue:
+                return None
+            job = max(self.queue)
+            self.queue.remove(job)
+            heapq.heapify(self.queue)
+            return job
 
     def wait(self) -> None:
         # the parent is idle now: it runs the calls no helper has taken yet, beside the helpers
@@ -413,14 +422,18 @@ def _serve(preload: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print() must not break the answers
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass  # the call that needs it raises, in the parent
-    answers.write(_HEADER.pack(0))  # "imported"
-    answers.flush()
+    preload, imported = list(preload), False
     while True:
+        if preload and not _call_waiting():  # idle: import what the next calls will need
+            try:
+                importlib.import_module(preload.pop(0))
+            except ImportError:
+                pass  # the call that needs it raises, in the parent
+            continue
+        if not preload and not imported:
+            answers.write(_HEADER.pack(0))  # an empty frame: "imported"
+            answers.flush()
+            imported = True
         frame = _read_frame(sys.stdin.buffer)
         if frame is None:  # the parent is done: skip the interpreter's slow clean-up of its modules
             answers.flush()
@@ -436,6 +449,16 @@ def _serve(preload: list[str]) -> None:
             data = pickle.dumps((False, RuntimeError(repr(answer[1])), answer[2]))
         answers.write(_HEADER.pack(len(data)) + data)
         answers.flush()
+
+def _call_waiting() -> bool:
+    """Whether the parent has sent a call (it waits for the split before the figures' imports are done)."""
+    try:
+        import select
+
+        return bool(select.select([sys.stdin.buffer], [], [], 0)[0])
+    except (OSError, ValueError):  # no select() on pipes (Windows): import first
+        return False
+
 
 if __name__ == "__main__":
     _serve(sys.argv[1:])

@@ -1,6 +1,7 @@
 """``vislab evaluate``'s measuring half: a run folder + data -> the task's metrics, streamed.
 
-Figures, explanation panels and the report come after it, in :func:`vislab.pipelines.evaluate`.
+The explanation panels are computed while the metrics are (``meanwhile``); the figures and the report
+come after it, in :func:`vislab.pipelines.run_evaluation`.
 The run's own test split writes ``metrics.json``; any other split, data set or ``--threshold``
 writes ``metrics_<name>.json`` beside it, so the test numbers are never overwritten.
 """
@@ -11,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vislab.core.background import quiet
 from vislab.data.sources import DataError
 from vislab.infer.predictor import Predictor
 from vislab.runs import load, read_config
@@ -51,10 +53,14 @@ def evaluation_name(split: str, data: str | None, threshold: float | None = None
 
 
 def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
-                device: str = "auto", console=None, task_options: dict | None = None) -> Evaluation:
+                device: str = "auto", console=None, task_options: dict | None = None,
+                meanwhile=None) -> Evaluation:
     """Evaluate the run's model on ``split`` of its own data (or ``data``, a source like ``--data``).
 
     ``task_options`` go to the task (``{"threshold": 0.5}``: one multi-label threshold for every label).
+    ``meanwhile(evaluation)`` runs while the metrics are computed (in a helper interpreter when the run
+    has one): work on the predictions alone, such as the explanation panels; ``evaluation.metrics`` is
+    still empty then.
 
     The metrics are written to ``metrics.json`` (own test split) or ``metrics_<name>.json``.
     """
@@ -78,17 +84,21 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     predictor = Predictor(loaded, device=device, precision=cfg.train.precision, tta_flip=cfg.train.tta_flip)
     data_split = dataset.splits[split]
     task = loaded.task
-    evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,
-                                         workers=cfg.data.workers)
-    metrics = evaluator.result()
+    with quiet(wait=False):  # the forward passes have the cores; the queued figures wait
+        evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,
+                                             workers=cfg.data.workers)
+    pending = evaluator.result_later()
+    name = evaluation_name(split, data, (task_options or {}).get("threshold"))
+    evaluation = Evaluation(run_dir, {}, evaluator, loaded, predictor, data_split, name, cfg.seed)
+    if meanwhile is not None:
+        meanwhile(evaluation)
+    metrics = evaluation.metrics = pending.result()
     metrics["split"] = split
     metrics["data"] = str(data if data is not None else cfg.data.source)
     metrics["num_images"] = len(data_split)
     threshold = (task_options or {}).get("threshold")
     if threshold is not None:
         metrics["threshold"] = threshold
-    name = evaluation_name(split, data, threshold)
-    evaluation = Evaluation(run_dir, metrics, evaluator, loaded, predictor, data_split, name, cfg.seed)
     task.save_metrics(metrics, run_dir, evaluation.metrics_path.name)
     evaluator.save(run_dir, f"_{name}" if name else "")
     if console is not None:

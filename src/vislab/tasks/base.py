@@ -89,6 +89,15 @@ class Evaluator:
     def result(self) -> dict:
         raise NotImplementedError
 
+    def result_later(self):
+        """``result()`` as a :class:`concurrent.futures.Future`: a task whose metrics are scikit-learn's
+        computes them in a helper interpreter (:mod:`vislab.core.background`) while the caller goes on."""
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_result(self.result())
+        return future
+
     def save(self, run_dir: Path, suffix: str = "") -> None:
         """Per-split files beside metrics.json (predictions, error lists); none by default."""
 

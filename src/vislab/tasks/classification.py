@@ -148,15 +148,18 @@ class ClassificationEvaluator(Evaluator):
         return self._predictions
 
     def result(self) -> dict:
-        from vislab.core.background import compute
+        return self.result_later().result()
+
+    def result_later(self):
+        from vislab.core.background import submit
 
         predictions = self.predictions
         probs = torch.from_numpy(predictions.probs).clamp_min(1e-12)
         labels = torch.from_numpy(predictions.labels)
         loss = float(F.nll_loss(probs.log(), labels))
         # scikit-learn's arithmetic, in a helper interpreter when the run has one (it imports scikit-learn there)
-        return compute("vislab.tasks.classification_metrics:classification_metrics", predictions.labels,
-                       predictions.probs, list(self.class_names), loss=loss)
+        return submit("vislab.tasks.classification_metrics:classification_metrics", predictions.labels,
+                      predictions.probs, list(self.class_names), loss=loss)
 
     def save(self, run_dir: Path, suffix: str = "") -> None:
         p = self.predictions

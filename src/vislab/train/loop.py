@@ -685,6 +685,9 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
     stopped_early = False
     for callback in callbacks:
         callback.on_train_begin({})
+    # the helpers' figures wait while the model trains: a helper drawing on one of the cores stalls every
+    # step of torch's threads for more than it draws (vislab.core.background.pause)
+    paused = background.pause(wait=False)
     for epoch in itertools.count(trainer.start_epoch):  # --time-budget may change cfg.train.epochs
         if epoch >= cfg.train.epochs:
             break
@@ -763,6 +766,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
     extra = task.model_extra(dataset, predict_split=trainer.predict_split, console=console)  # thresholds, palette
     write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task,
                 extra={**(extra or {}), "speed": trainer.choice.to_dict()})
+    paused.end()
     _plot_curves(run_dir, history, task)
     if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits)
         import gc
