@@ -104,16 +104,16 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     # above counts what the task counts
     splits = {name: _per_image_view(split, labels) for name, split in splits.items()}
     scan = _scan(splits, bad_files)
+    geometry = _geometry_summary(scan)
+    colours = _dominant_colours(splits, class_names, max_images, rng, bad_files)
+    # the figures first: a run's helper interpreter draws them while the duplicates are searched here
+    drawn = _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) if figures else []
     duplicates = _duplicates(scan, class_names, warnings)
     if near_duplicates is None:
         near_duplicates = len(scan["records"]) <= NEAR_DUPLICATE_MAX_IMAGES
     duplicates["near"] = (_near_duplicates(scan, class_names, warnings) if near_duplicates else
                           {"checked": False, "reason": f"more than {NEAR_DUPLICATE_MAX_IMAGES:,} images; "
                            "`vislab audit` runs it"})
-    geometry = _geometry_summary(scan)
-    colours = _dominant_colours(splits, class_names, max_images, rng, bad_files)
-
-    drawn = _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) if figures else []
 
     # The same broken file can fail in the scan, the colour sample and the grid: list it once.
     bad_files = list({entry["path"]: entry for entry in bad_files}.values())
