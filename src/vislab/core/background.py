@@ -1,18 +1,27 @@
 """Helper interpreters for the work of a run that needs no model: its figures and scikit-learn's arithmetic.
 
-A run's figures (matplotlib) and its scikit-learn calls import about 2 s of libraries and then draw
-for seconds, while the model's own process imports torch (another 2 s) and trains. Inside
-``with helpers():`` each :func:`submit` runs its call in one of up to two child interpreters
-(``python -m vislab.core.background``), started when the block opens, so that their imports overlap
-the parent's; outside such a block :func:`submit` runs the call at once, in the calling process.
-Either way it returns a :class:`concurrent.futures.Future`: ``.result()`` waits for a value, and
-:func:`wait` (also called when the block closes) waits for every call and raises the first error, so
-a figure that fails stops the run just as it does when drawn in-process.
+A run's figures (matplotlib) and its scikit-learn calls import about 1.3 s of libraries and then draw
+for seconds, while the model's own process imports torch (another 1.3 s) and trains. Inside
+``with helpers():`` the calls go to one or two child interpreters (``python -m vislab.core.background``),
+started when the block opens, so that their imports overlap the parent's; outside such a block every
+call runs at once, in the calling process. Each call returns a :class:`concurrent.futures.Future`.
 
-What crosses to a helper: a module-level function and plain arguments (numpy arrays, lists, dicts,
-strings, paths; torch tensors are turned into numpy arrays first, so a helper never imports torch).
-They cross by pickle over a pipe between two processes of this program; nothing is read from a file.
-``VISLAB_HELPERS=0`` keeps every call in the calling process; a helper that cannot start does too.
+- :func:`submit` / :func:`compute`: a call the parent will wait for (the split, the metrics); it goes
+  before every queued figure.
+- :func:`draw`: a figure, queued; it returns the file's path at once.
+- :func:`pause` / :func:`quiet`: the queued figures wait while torch has the cores (the epochs, the
+  test forward passes, a speed probe): a helper drawing beside torch's threads stalls them for more
+  than it draws.
+- :func:`wait` (called by ``build_report`` and when the block closes): the parent runs the calls still
+  queued itself, from the back, while the helpers take the front; then it raises the first error of a
+  call nobody waited for, so a figure that fails stops the run just as it does when drawn in-process.
+
+A helper holds one call at a time; one that dies leaves its calls to the parent. What crosses to a
+helper: a module-level function (or its ``"module:function"`` name, imported there) and plain
+arguments (numpy arrays, lists, dicts, strings, paths; torch tensors are turned into numpy arrays
+first, so a helper never imports torch). They cross by pickle over a pipe between two processes of
+this program; nothing is read from a file. ``VISLAB_HELPERS=0`` keeps every call in the calling
+process; so does a machine where no interpreter can be started.
 
 Example:
     >>> from vislab.core.background import helpers, submit, wait
@@ -84,7 +93,7 @@ def helpers(preload: Iterable[str] = RUN_PRELOAD, count: int | None = None) -> I
         if not outer and enabled():
             try:
                 _pool = _Pool(count or helper_count(), tuple(preload))
-            except OSError:  # no fork/exec here (a sandbox): draw in-process
+            except Exception:  # noqa: BLE001 - no interpreter to start here (a sandbox, an embedded one): in-process
                 _pool = None
     if outer:
         yield
@@ -245,7 +254,8 @@ class _Helper:
     def __init__(self, pool: "_Pool", preload: tuple[str, ...]):
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join([package_root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *paths])  # this vislab, wherever it was imported from
         env["MPLBACKEND"] = "Agg"
         # a helper's numpy must not start a team of threads of its own next to torch's
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -461,4 +471,7 @@ def _call_waiting() -> bool:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1:])
+    try:
+        _serve(sys.argv[1:])
+    except (BrokenPipeError, KeyboardInterrupt, OSError):
+        os._exit(0)  # the parent is gone: nothing to answer, nothing to print

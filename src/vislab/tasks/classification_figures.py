@@ -72,20 +72,24 @@ def write_evaluation_figures(
         from sklearn.metrics import confusion_matrix
 
         matrix = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
-    figure = "vislab.viz.evaluation:plot_{}".format  # drawn in a helper interpreter when the run has one
-    written.append(draw(figure("confusion_matrix"), matrix, names, plots / "confusion_matrix.png"))
-    written.append(draw(figure("confusion_matrix"), matrix, names, plots / "confusion_matrix_normalized.png",
-                        normalize=True))
+    # each drawn in a helper interpreter when the run has one (vislab.core.background.draw)
+    written.append(draw("vislab.viz.evaluation:plot_confusion_matrix", matrix, names,
+                        plots / "confusion_matrix.png"))
+    written.append(draw("vislab.viz.evaluation:plot_confusion_matrix", matrix, names,
+                        plots / "confusion_matrix_normalized.png", normalize=True))
     if curves.get("roc"):
-        written.append(draw(figure("roc_curves"), curves["roc"], plots / "roc.png", micro=curves.get("roc_micro")))
+        written.append(draw("vislab.viz.evaluation:plot_roc_curves", curves["roc"], plots / "roc.png",
+                            micro=curves.get("roc_micro")))
     if curves.get("pr"):
-        written.append(draw(figure("pr_curves"), curves["pr"], plots / "pr.png", micro=curves.get("pr_micro")))
+        written.append(draw("vislab.viz.evaluation:plot_pr_curves", curves["pr"], plots / "pr.png",
+                            micro=curves.get("pr_micro")))
     if metrics.get("calibration"):
-        written.append(draw(figure("reliability_diagram"), metrics["calibration"], plots / "reliability.png"))
+        written.append(draw("vislab.viz.evaluation:plot_reliability_diagram", metrics["calibration"],
+                            plots / "reliability.png"))
     if metrics.get("per_class"):
         rows = metrics["per_class"]
-        written.append(draw(figure("per_class_accuracy"), [r["class"] for r in rows], [r["recall"] for r in rows],
-                            plots / "per_class_accuracy.png"))
+        written.append(draw("vislab.viz.evaluation:plot_per_class_accuracy", [r["class"] for r in rows],
+                            [r["recall"] for r in rows], plots / "per_class_accuracy.png"))
 
     right = predicted == labels
     wrong_idx = np.flatnonzero(~right)
@@ -110,7 +114,7 @@ def write_evaluation_figures(
         images = images_fn(indices) if len(indices) else np.zeros((0, 1, 1, 1), np.uint8)
         written.append(
             draw(
-                figure("prediction_grid"),
+                "vislab.viz.evaluation:plot_prediction_grid",
                 images,
                 [names[labels[i]] for i in indices],
                 [names[predicted[i]] for i in indices],
