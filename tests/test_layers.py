@@ -84,12 +84,8 @@ def test_no_module_imports_a_higher_layer():
 
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     """The walker must see an import hidden in a function, or the test above could pass on a back-edge."""
-    probe = SRC / "core" / "_probe_for_test.py"
-    probe.write_text("def f():\n    from vislab.train.loop import train_run\n    return train_run\n")
-    try:
-        assert (2, "vislab.train.loop") in imports(probe)
-    finally:
-        probe.unlink()
+    assert (2, "vislab.train.loop") in _probe_imports("def f():\n    from vislab.train.loop import train_run\n"
+                                                     "    return train_run\n")
     order = layer_order()
     assert order.index("core") < order.index("tasks") < order.index("train") < order.index("cli")
 
@@ -122,9 +118,15 @@ def test_the_cli_check_catches_a_lazy_import_of_another_layer():
 
 def test_the_checker_sees_calls_handed_to_a_helper_by_name():
     """``draw("vislab.viz.data:plot_x", ...)`` imports vislab.viz.data where it runs: a layer edge too."""
+    source = 'def f(draw):\n    return draw("vislab.train.loop:train_run")\n'
+    assert (2, "vislab.train.loop") in _probe_imports(source)
+
+
+def _probe_imports(source: str) -> list[tuple[int, str]]:
+    """What the walker finds in a module of the package holding ``source`` (written, read, removed)."""
     probe = SRC / "core" / "_probe_by_name.py"
-    probe.write_text('def f(draw):\n    return draw("vislab.train.loop:train_run")\n')
+    probe.write_text(source)
     try:
-        assert (2, "vislab.train.loop") in imports(probe)
+        return imports(probe)
     finally:
         probe.unlink()
