@@ -111,16 +111,14 @@ def submit(fn: Callable | str, *args, **kwargs) -> Future:
 
     ``fn`` may be named ``"package.module:function"``: its module is then imported where it runs, so a
     parent that hands scikit-learn's work to a helper never imports scikit-learn itself. A helper runs
-    the submitted calls before the figures queued by :func:`draw`: the parent is waiting for them."""
+    the submitted calls before the figures queued by :func:`draw`: the parent is waiting for them, and
+    their errors are raised where it does (:func:`wait` raises the figures')."""
     return _submit(fn, args, kwargs, priority=0)
 
 
 def compute(fn: Callable | str, *args, **kwargs):
-    """:func:`submit` and wait: the value of ``fn(*args, **kwargs)``, computed in a helper when there is one
-    (its error is raised here, and not again by :func:`wait`)."""
-    future = submit(fn, *args, **kwargs)
-    future.awaited = True
-    return future.result()
+    """:func:`submit` and wait: the value of ``fn(*args, **kwargs)``, computed in a helper when there is one."""
+    return submit(fn, *args, **kwargs).result()
 
 
 def _submit(fn, args, kwargs, priority: int) -> Future:
@@ -168,11 +166,13 @@ class Pause:
 
 
 def pause(wait: bool = True) -> Pause:
-    """Hold the queued figures and wait until no helper is busy (its imports done, its call answered).
+    """Hold the queued figures; with ``wait``, also wait until no helper is busy (its imports done, its
+    call answered).
 
-    For what times this process: a speed probe, and the first epoch whose steps are checked against it.
-    A helper drawing on one core would slow torch's threads and make the measurement the other
-    program's; :meth:`Pause.end` (or :func:`wait`) lets the figures go. Waited-for calls still run."""
+    For the work torch spreads over the cores: the epochs and the test forward passes (``wait=False``:
+    a figure already being drawn finishes), and a speed probe (``wait=True``: it times this process
+    alone). A helper drawing on one core stalls torch's threads for more than it draws.
+    :meth:`Pause.end` (or :func:`wait`) lets the figures go. Waited-for calls still run."""
     return Pause(_pool, wait)
 
 
@@ -343,7 +343,8 @@ class _Pool:
         with self.lock:
             heapq.heappush(self.queue, (priority, self.order, fn, args, kwargs, future))
             self.order += 1
-            self.futures.append(future)
+            if priority:  # a figure: wait() answers for it (a submitted call's caller waits for its own)
+                self.futures.append(future)
         self.dispatch()
         return future
 
@@ -401,7 +402,7 @@ class _Pool:
         first = None
         for future in futures:
             error = future.exception()
-            if error is not None and first is None and not getattr(future, "awaited", False):
+            if error is not None and first is None:
                 first = error
         if first is not None:
             raise first

@@ -251,16 +251,17 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     from importlib.util import find_spec
 
     spec = find_spec("sklearn")
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / "datasets" / "data" / "digits.csv.gz").is_file():
+    roots = spec.submodule_search_locations if spec else None
+    path = Path(next(iter(roots))) / "datasets" / "data" / "digits.csv.gz" if roots else None
+    if path is None or not path.is_file():
         from sklearn.datasets import load_digits  # another layout: the package's own reader
 
         digits = load_digits()
         return digits.images, digits.target.astype(np.int64)
-    path = folder / "datasets" / "data" / "digits.csv.gz"
-    fix = "reinstall scikit-learn (pip install --force-reinstall scikit-learn), whose file this is"
-    with reading(path, "scikit-learn's digits CSV", fix):
-        data = np.loadtxt(io.StringIO(read_bytes(path, "scikit-learn's digits CSV", fix).decode()), delimiter=",")
+    kind, fix = "scikit-learn's digits CSV", "reinstall scikit-learn (pip install --force-reinstall scikit-learn)"
+    raw = read_bytes(path, kind, fix)
+    with reading(path, kind, fix):
+        data = np.loadtxt(io.StringIO(raw.decode()), delimiter=",")
     return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
 
 

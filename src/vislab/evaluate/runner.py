@@ -88,7 +88,8 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
         evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,
                                              workers=cfg.data.workers)
     pending = evaluator.result_later()
-    name = evaluation_name(split, data, (task_options or {}).get("threshold"))
+    threshold = (task_options or {}).get("threshold")
+    name = evaluation_name(split, data, threshold)
     evaluation = Evaluation(run_dir, {}, evaluator, loaded, predictor, data_split, name, cfg.seed)
     if meanwhile is not None:
         meanwhile(evaluation)
@@ -96,7 +97,6 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     metrics["split"] = split
     metrics["data"] = str(data if data is not None else cfg.data.source)
     metrics["num_images"] = len(data_split)
-    threshold = (task_options or {}).get("threshold")
     if threshold is not None:
         metrics["threshold"] = threshold
     task.save_metrics(metrics, run_dir, evaluation.metrics_path.name)

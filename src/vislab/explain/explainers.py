@@ -185,7 +185,8 @@ def explain_samples(
         labels.append(f"{titles[index]}\n{label}" if titles else label)
         shown.append(image.numpy())
         heatmaps.append(result.heatmap)
-    return draw("vislab.viz.explain:write_overlay_panel", shown, heatmaps, labels, Path(out_dir) / filename, columns=columns)
+    return draw("vislab.viz.explain:write_overlay_panel", shown, heatmaps, labels, Path(out_dir) / filename,
+                columns=columns)
 
 
 def method_filename(method: str) -> str:
