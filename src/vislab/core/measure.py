@@ -73,8 +73,8 @@ BUSY_SHARE = 0.25
 #: a real training step this many times slower than the probe's step of the same configuration
 #: means the probe did not see what training sees (a busy machine, another data path): measure again
 DISAGREE_FACTOR = 1.5
-#: a candidate whose first timed step is this many times the best so far is not timed further
-#: (fp16 on a CPU, emulated bf16): one slow step already says it loses
+#: a candidate with a step (after the kernel-building first call) this many times the best so far
+#: is not timed further (fp16 on a CPU, emulated bf16): one slow step already says it loses
 GIVE_UP_FACTOR = 2.0
 #: images an inference probe (the Predictor's, feature extraction's) times: a slice of the first batch.
 #: The ranking of the candidates is the same, and a probe of a whole 256-image batch cost minutes
@@ -166,7 +166,13 @@ class Choice:
             best[precision] = min(seconds, best.get(precision, float("inf")))
         if "fp32" not in best:
             return {}
-        return {p: best["fp32"] / s for p, s in best.items() if p != "fp32" and s > 0}
+        return {p: best["fp32"] / s for p, s in best.items() if p != "fp32" and 0 < s < float("inf")}
+
+    def failed(self) -> list[str]:
+        """The precisions none of whose steps ran (an operation without a kernel for that dtype)."""
+        precisions = {label.split("/")[0] for label in self.seconds}
+        return sorted(p for p in precisions
+                      if all(s == float("inf") for k, s in self.seconds.items() if k.split("/")[0] == p))
 
     def describe(self, cpu: str | None = None) -> str:
         """One line for the console, config.yaml and model.json, e.g.
@@ -174,6 +180,7 @@ class Choice:
         text = f"precision {self.precision}, {'channels_last' if self.channels_last else 'contiguous'}"
         where = cpu or self.device or "this device"
         measured = [f"{p} measured {s:.2f}x" for p, s in sorted(self.speedups().items())]
+        measured += [f"{p} failed to run" for p in self.failed()]
         notes = []
         if measured:
             notes.append(", ".join(measured) + f" on {where}" + (" (cached)" if self.source == "cache" else ""))
@@ -280,17 +287,18 @@ def _sync(device: torch.device) -> None:
 def time_step(step: Callable[[], object], device: torch.device = torch.device("cpu"),
               warmup: int = WARMUP_STEPS, min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS,
               min_seconds: float = MIN_SECONDS, give_up_after: float | None = None, **_) -> float:
-    """The fastest of ``step()``'s timed calls after ``warmup`` untimed ones (oneDNN builds its
-    kernels on the first ones). The minimum, not the median: another program can only add time
-    to a step. Stops after one timed step above ``give_up_after`` and returns that step's time:
-    a candidate that slow has lost already (the first warm-up call, which builds kernels, is
-    allowed twice that)."""
+    """The fastest of ``step()``'s timed calls after ``warmup`` untimed ones. The minimum, not the
+    median: another program can only add time to a step. A call after the first that takes over
+    ``give_up_after`` ends the timing and its time is returned: a candidate that slow has lost
+    already. The first call never decides that: it builds or loads kernels (oneDNN's, CUDA's
+    lazily loaded modules, cuDNN's heuristics), a one-time cost that on a GPU is many times a
+    small model's step."""
     for index in range(warmup):
         start = time.perf_counter()
         step()
         _sync(device)
         elapsed = time.perf_counter() - start
-        if give_up_after is not None and elapsed > give_up_after * (2 if index == 0 else 1):
+        if index > 0 and give_up_after is not None and elapsed > give_up_after:
             return elapsed
     times: list[float] = []
     spent = 0.0
