@@ -99,8 +99,6 @@ class Trainer:
         # hook: finetune (freeze / finetune_last / param groups) -- see vislab.models.finetune
         self.param_groups = self._configure_trainable()
         speed.pool_before_relu(self.model)  # same numbers, ReLU on 4x fewer values
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # training batches keep one shape: autotune once
         # precision, memory format and threads: forced by the flags, a resumed run's own, or measured
         # (--precision auto) on this model's step at this batch size (vislab.core.measure)
         self.choice = choice if choice is not None else self._choose_speed(dataset)
@@ -326,6 +324,17 @@ class Trainer:
         return logs
 
     def train_epoch(self, epoch: int, progress) -> dict:
+        # cuDNN autotunes each convolution's algorithm on the training steps alone, whose batches keep
+        # one shape. Not in the speed probe: autotuning its six configurations of ResNet-50 took 90 s on
+        # an H200 against 3.4 s for the epoch (bench_fixed_cost.py). Nor in evaluation's other shapes.
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = self.device.type == "cuda"
+        try:
+            return self._train_epoch(epoch, progress)
+        finally:
+            torch.backends.cudnn.benchmark = before
+
+    def _train_epoch(self, epoch: int, progress) -> dict:
         cfg = self.cfg
         if self.cached is not None:
             step = self.scheduler.step if self.scheduler is not None and self.step_per_batch else None
