@@ -144,3 +144,52 @@ print(json.dumps({"shape": list(heat.shape), "imported": [m for m in ("torchvisi
                   "pytorch_grad_cam") if m in sys.modules]}))
 """)
     assert out == {"shape": [28, 28], "imported": []}
+
+
+def test_figure_writer_skips_the_second_layout_pass_and_writes_the_same_bytes(tmp_path):
+    """``_save`` drops tight_layout's placeholder engine (else savefig lays the figure out twice):
+    the file is byte for byte what tight_layout + savefig writes, and a constrained layout, which
+    needs that pass, is kept."""
+    import matplotlib.pyplot as plt
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    from vislab.viz.evaluation import DPI, _save
+
+    def figure(layout=None):
+        fig, ax = plt.subplots(figsize=(4, 3), layout=layout)
+        ax.plot([0, 1, 2], [2, 0, 1], "o-", label="a curve")
+        ax.set_xlabel("a long x label that needs a margin")
+        ax.set_title("title")
+        ax.legend()
+        return fig
+
+    fig = figure()
+    fig.tight_layout()
+    fig.savefig(tmp_path / "reference.png", dpi=DPI)
+    plt.close(fig)
+    _save(figure(), tmp_path / "saved.png")
+    assert (tmp_path / "saved.png").read_bytes() == (tmp_path / "reference.png").read_bytes()
+
+    fig = figure("constrained")
+    fig.savefig(tmp_path / "constrained_reference.png", dpi=DPI)
+    plt.close(fig)
+    fig = figure("constrained")
+    assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    _save(fig, tmp_path / "constrained.png", tight=False)
+    assert (tmp_path / "constrained.png").read_bytes() == (tmp_path / "constrained_reference.png").read_bytes()
+
+
+def test_figure_writer_draws_the_figure_once(tmp_path, monkeypatch):
+    """One draw per saved figure: the pass tight_layout's placeholder engine would add is gone."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from vislab.viz.evaluation import _save
+
+    draws = []
+    original = Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda self, renderer: (draws.append(1), original(self, renderer))[1])
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    _save(fig, tmp_path / "once.png")
+    assert len(draws) == 1

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vislab.viz.evaluation import _save  # noqa: E402  (one figure writer)
+
 _COLOURS = {"valley": "tab:green", "steepest": "tab:red"}
 
 
@@ -38,7 +40,4 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequen
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -12,6 +12,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vislab.viz.evaluation import _save  # noqa: E402  (one figure writer)
+
 
 def _hwc(image) -> np.ndarray:
     """An image as (H, W) or (H, W, 3) for imshow: numpy/PIL/tensor, channels first or last."""
@@ -54,9 +56,4 @@ def plot_topk(images, predictions: list[list[dict]], path: str | Path, columns: 
         best = top[0]
         head = f"{titles[index]}\n" if titles else ""
         ax.set_title(f"{head}{str(best['class']).split(',')[0][:28]} ({best['probability']:.1%})", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vislab.viz.evaluation import _save  # noqa: E402  (one figure writer)
+
 _TITLES = {"loss": "Loss", "acc": "Accuracy", "miou": "mIoU", "map": "mAP", "mae": "MAE"}
 
 
@@ -29,7 +31,4 @@ def plot_history(history: list[dict], path: str | Path, metrics: Sequence[str] =
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
