@@ -89,6 +89,23 @@ def test_helpers_can_be_switched_off(monkeypatch):
         assert compute("os:getpid") == os.getpid()
 
 
+def test_torch_work_beside_the_helpers_leaves_them_a_core_each():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        with background.beside():  # no helpers: nothing changes
+            assert torch.get_num_threads() == 4
+        with helpers(preload=(), count=2):
+            with background.beside():
+                assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 4
+            torch.set_num_threads(1)
+            with background.beside():
+                assert torch.get_num_threads() == 1  # never fewer than one
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_helper_count_leaves_two_cores_one_helper():
     assert background.helper_count(1) == 1 and background.helper_count(2) == 1
     assert background.helper_count(8) == background.MAX_HELPERS

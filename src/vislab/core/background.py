@@ -186,6 +186,28 @@ def quiet(wait: bool = True) -> Iterator[None]:
         paused.end()
 
 
+@contextmanager
+def beside() -> Iterator[None]:
+    """This process's torch work of the block runs beside the helpers' (the explanation panels while a
+    helper computes the metrics and draws): torch's threads are one fewer per helper for the block, so
+    that none of them waits for a core a helper holds. Without helpers nothing changes.
+
+    Measured alternating on a 2-core Xeon (``vislab train --data digits --model mlp --epochs 2``): the
+    run's time outside the epochs 3.96-4.39 s against 4.75-5.06 s with both threads kept."""
+    pool = _pool
+    if pool is None:
+        yield
+        return
+    import torch  # the parent's own work: a helper never runs this
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before - len(pool.helpers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def mark() -> tuple:
     """Where the helpers stand now, for :func:`ran_since`."""
     pool = _pool

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vislab.core.background import quiet
+from vislab.core.background import beside, quiet
 from vislab.data.sources import DataError
 from vislab.infer.predictor import Predictor
 from vislab.runs import load, read_config
@@ -92,7 +92,8 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     name = evaluation_name(split, data, threshold)
     evaluation = Evaluation(run_dir, {}, evaluator, loaded, predictor, data_split, name, cfg.seed)
     if meanwhile is not None:
-        meanwhile(evaluation)
+        with beside():  # a helper computes the metrics meanwhile, then draws
+            meanwhile(evaluation)
     metrics = evaluation.metrics = pending.result()
     metrics["split"] = split
     metrics["data"] = str(data if data is not None else cfg.data.source)
