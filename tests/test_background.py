@@ -106,6 +106,13 @@ def test_torch_work_beside_the_helpers_leaves_them_a_core_each():
         torch.set_num_threads(before)
 
 
+def test_helpers_ask_for_huge_pages_and_keep_the_users_glibc_tunables(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")
+    with helpers(preload=()):
+        assert compute("os:getenv", "GLIBC_TUNABLES") == "glibc.malloc.check=0:glibc.malloc.hugetlb=1"
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.check=0"  # the model's process is left as it was
+
+
 def test_helper_count_leaves_two_cores_one_helper():
     assert background.helper_count(1) == 1 and background.helper_count(2) == 1
     assert background.helper_count(8) == background.MAX_HELPERS
