@@ -87,7 +87,9 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     with quiet(wait=False):  # the forward passes have the cores; the queued figures wait
         evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,
                                              workers=cfg.data.workers)
-    pending = evaluator.result_later()
+        # sent while the figures are still held, so a helper takes the metrics next instead of a figure
+        # that the pause's end would hand it first (the parent waited 1.6 s for them behind the figures)
+        pending = evaluator.result_later()
     threshold = (task_options or {}).get("threshold")
     name = evaluation_name(split, data, threshold)
     evaluation = Evaluation(run_dir, {}, evaluator, loaded, predictor, data_split, name, cfg.seed)
