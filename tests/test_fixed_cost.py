@@ -193,3 +193,27 @@ def test_figure_writer_draws_the_figure_once(tmp_path, monkeypatch):
     ax.plot([0, 1], [1, 0])
     _save(fig, tmp_path / "once.png")
     assert len(draws) == 1
+
+
+def test_confusion_matrix_is_drawn_as_sklearn_draws_it_without_importing_sklearn(tmp_path):
+    """The run's parent draws queued figures once it waits: drawing a confusion matrix must not cost it
+    scikit-learn's import (and pandas'). The picture is ConfusionMatrixDisplay's, byte for byte."""
+    out = _fresh(f"""
+import json, sys
+from vislab.viz.evaluation import plot_confusion_matrix
+plot_confusion_matrix([[5, 1, 0], [2, 7, 1], [0, 3, 9]], ["cat", "dog", "bird"], {str(tmp_path / "ours.png")!r})
+print(json.dumps({{"sklearn": "sklearn" in sys.modules, "pandas": "pandas" in sys.modules}}))
+""")
+    assert out == {"sklearn": False, "pandas": False}
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from vislab.viz.evaluation import _save
+
+    fig, ax = plt.subplots(figsize=(4 + 0.45 * 3 + 1.5, 4 + 0.45 * 3))
+    ConfusionMatrixDisplay(np.array([[5, 1, 0], [2, 7, 1], [0, 3, 9]], dtype=float),
+                           display_labels=["cat", "dog", "bird"]).plot(ax=ax, cmap="Blues", values_format=".0f",
+                                                                        xticks_rotation=45, colorbar=True)
+    ax.set_title("Confusion matrix (counts)")
+    _save(fig, tmp_path / "sklearn.png")
+    assert (tmp_path / "ours.png").read_bytes() == (tmp_path / "sklearn.png").read_bytes()

@@ -42,8 +42,6 @@ def plot_confusion_matrix(
         >>> p.exists()
         True
     """
-    from sklearn.metrics import ConfusionMatrixDisplay  # here: the audit's figures need no sklearn (1 s import)
-
     matrix = np.asarray(matrix, dtype=np.float64)
     k = len(class_names)
     if normalize:
@@ -52,15 +50,23 @@ def plot_confusion_matrix(
     labelled = k <= MAX_LABELLED_CLASSES
     side = min(4 + 0.45 * k, 16)
     fig, ax = plt.subplots(figsize=(side + 1.5, side))
-    display = ConfusionMatrixDisplay(matrix, display_labels=list(class_names) if labelled else None)
-    display.plot(
-        ax=ax,
-        cmap="Blues",
-        include_values=labelled and k <= 20,
-        values_format=".2f" if normalize else ".0f",
-        xticks_rotation=45 if labelled else "horizontal",
-        colorbar=True,
-    )
+    # drawn as scikit-learn's ConfusionMatrixDisplay draws it, without importing scikit-learn (1 s, and
+    # pandas with it) in whichever process draws: the run's parent draws figures too once it waits
+    image = ax.imshow(matrix, interpolation="nearest", cmap="Blues")
+    if labelled and k <= 20:
+        on_light, on_dark = image.cmap(1.0), image.cmap(0)  # text colours: the map's ends
+        threshold = (matrix.max() + matrix.min()) / 2.0
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, format(matrix[i, j], ".2f" if normalize else ".0f"), ha="center", va="center",
+                        color=on_light if matrix[i, j] < threshold else on_dark)
+    fig.colorbar(image, ax=ax)
+    names = list(class_names) if labelled else list(range(k))
+    ax.set(xticks=np.arange(k), yticks=np.arange(k), xticklabels=names, yticklabels=names,
+           ylabel="True label", xlabel="Predicted label")
+    ax.set_ylim((k - 0.5, -0.5))
+    if labelled:
+        plt.setp(ax.get_xticklabels(), rotation=45)
     if not labelled:
         ax.set_xticks([])
         ax.set_yticks([])
