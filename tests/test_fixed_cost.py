@@ -217,3 +217,22 @@ print(json.dumps({{"sklearn": "sklearn" in sys.modules, "pandas": "pandas" in sy
     ax.set_title("Confusion matrix (counts)")
     _save(fig, tmp_path / "sklearn.png")
     assert (tmp_path / "ours.png").read_bytes() == (tmp_path / "sklearn.png").read_bytes()
+
+
+def test_image_grids_are_queued_before_the_line_plots(tmp_path, monkeypatch):
+    """A helper takes the queue's front and the waiting parent its back: the grids, whose large pixel
+    buffers page-fault in the parent, go first; the written list keeps its order."""
+    import vislab.tasks.classification_figures as figures
+    from vislab.tasks.classification_metrics import classification_metrics
+
+    queued = []
+    monkeypatch.setattr(figures, "draw", lambda fn, *args, **kwargs: (queued.append(fn.split(":")[1]), args[-1])[1])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
+    labels = np.array([0, 1, 1, 0])
+    preds = type("P", (), {"labels": labels, "probs": probs, "sources": [f"test#{i}" for i in range(4)]})
+    written = figures.write_evaluation_figures(preds, ["cat", "dog"], classification_metrics(labels, probs, ["cat", "dog"]),
+                                               lambda idx: np.zeros((len(idx), 1, 8, 8), np.uint8), tmp_path)
+    grids = [i for i, name in enumerate(queued) if name == "plot_prediction_grid"]
+    assert grids == [0, 1, 2] and len(queued) > 3
+    assert [p.name for p in written][:2] == ["confusion_matrix.png", "confusion_matrix_normalized.png"]
+    assert written[-1].name == "misclassified.csv"

@@ -421,8 +421,9 @@ class _Pool:
             self.changed.wait_for(lambda: all(not h.alive or (h.ready and h.current is None) for h in self.helpers))
 
     def _take(self):
-        """The last queued call: the helpers take from the front (the figures whose libraries they
-        imported first), the parent from the back (the explanation panels and grids: matplotlib alone)."""
+        """The last queued call: the helpers take from the front (the explanation panels and image grids,
+        queued first: their large pixel buffers are cheap in a helper's huge pages), the parent from the
+        back (the line plots: matplotlib alone, small buffers)."""
         with self.lock:
             if not self.queue:
                 return None
