@@ -236,3 +236,20 @@ def test_image_grids_are_queued_before_the_line_plots(tmp_path, monkeypatch):
     assert grids == [0, 1, 2] and len(queued) > 3
     assert [p.name for p in written][:2] == ["confusion_matrix.png", "confusion_matrix_normalized.png"]
     assert written[-1].name == "misclassified.csv"
+
+
+def test_samples_montage_is_sized_to_its_images(tmp_path):
+    """Small images get small cells: matplotlib scales the canvas to the figure's pixels in float RGBA
+    buffers, so 28 px images in 1.5-inch cells cost a second. Large ones keep 1.5 inches."""
+    from PIL import Image
+
+    from vislab.viz.data import plot_samples_per_class
+
+    def size(side):
+        samples = [[np.zeros((1, side, side), np.uint8)] * 8 for _ in range(10)]
+        path = plot_samples_per_class(samples, [f"class {i}" for i in range(10)], tmp_path / f"s{side}.png")
+        return Image.open(path).size
+
+    small, large = size(28), size(128)
+    assert small[0] * small[1] <= 800 * 900
+    assert large == (1320, 1550)

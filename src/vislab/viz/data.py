@@ -121,7 +121,11 @@ def plot_samples_per_class(samples: Sequence[Sequence], class_names: Sequence[st
     for r, row in enumerate(images):
         for c, image in enumerate(row):
             paste(canvas, image, r * (cell_h + gap), c * (cell_w + gap), cell_h, cell_w)
-    fig, ax = plt.subplots(figsize=(1.5 * columns + 1.2, 1.5 * rows + 0.5))
+    # 1.5 in a cell for MONTAGE_CELL-pixel images, less for small ones (28 px Fashion-MNIST: 0.75 in, still
+    # 2.7 screen pixels an image pixel): matplotlib scales the canvas to the figure's pixels in float RGBA
+    # buffers, and at 1.5 in the 10 x 8 cells of 28 px images made 2 million of them, 0.4-1.3 s to draw
+    inches = 1.5 * max(cell_h, cell_w, MONTAGE_CELL // 2) / MONTAGE_CELL
+    fig, ax = plt.subplots(figsize=(inches * columns + 1.2, inches * rows + 0.5))
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([r * (cell_h + gap) + cell_h / 2 for r in range(len(class_names))],
