@@ -158,21 +158,24 @@ class Choice:
     def label(self) -> str:
         return self.candidate.label
 
-    def speedups(self) -> dict[str, float]:
-        """Each timed precision's best speed against fp32's best (1.6 = 1.6x as fast as fp32)."""
+    def _best(self) -> dict[str, float]:
+        """Each timed precision's fastest step, either layout (``inf``: none of its steps ran)."""
         best: dict[str, float] = {}
         for label, seconds in self.seconds.items():
             precision = label.split("/")[0]
             best[precision] = min(seconds, best.get(precision, float("inf")))
+        return best
+
+    def speedups(self) -> dict[str, float]:
+        """Each timed precision's best speed against fp32's best (1.6 = 1.6x as fast as fp32)."""
+        best = self._best()
         if "fp32" not in best:
             return {}
         return {p: best["fp32"] / s for p, s in best.items() if p != "fp32" and 0 < s < float("inf")}
 
     def failed(self) -> list[str]:
         """The precisions none of whose steps ran (an operation without a kernel for that dtype)."""
-        precisions = {label.split("/")[0] for label in self.seconds}
-        return sorted(p for p in precisions
-                      if all(s == float("inf") for k, s in self.seconds.items() if k.split("/")[0] == p))
+        return sorted(p for p, s in self._best().items() if s == float("inf"))
 
     def describe(self, cpu: str | None = None) -> str:
         """One line for the console, config.yaml and model.json, e.g.

@@ -67,7 +67,7 @@ def plot_confusion_matrix(
     ax.set_ylim((k - 0.5, -0.5))
     if labelled:
         plt.setp(ax.get_xticklabels(), rotation=45)
-    if not labelled:
+    else:
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_title("Confusion matrix (normalised by true class)" if normalize else "Confusion matrix (counts)")
