@@ -74,14 +74,16 @@ BUSY_SHARE = 0.25
 #: means the probe did not see what training sees (a busy machine, another data path): measure again
 DISAGREE_FACTOR = 1.5
 #: a candidate with a step (after the kernel-building first call) this many times the best so far
-#: is not timed further (fp16 on a CPU, emulated bf16): one slow step already says it loses
+#: is not timed further (fp16 on a CPU, emulated bf16); one more such step in the next round drops
+#: its precision. One slow step alone does not: a burst of another program's work made bf16 look
+#: 9x slower than fp32 once, on a CPU where it trains 1.5x faster
 GIVE_UP_FACTOR = 2.0
 #: images an inference probe (the Predictor's, feature extraction's) times: a slice of the first batch.
 #: The ranking of the candidates is the same, and a probe of a whole 256-image batch cost minutes
 #: (EfficientNet-Lite1 at 240 px, bf16 emulated at 110 s a step on a CPU without it, to evaluate
 #: 500 images that take 20 s)
 PROBE_IMAGES = 16
-CACHE_VERSION = 2  # 2: the key names the kernels' ISA, not the CPU flags
+CACHE_VERSION = 3  # 2: the key names the kernels' ISA, not the CPU flags; 3: a precision is dropped after two slow steps, not one
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -368,10 +370,12 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
     ``make_step`` is called at the start of each candidate's turn and returns the step to time
     (it builds or re-selects what the candidate needs: a model copy in its memory format, an
     optimiser). The first round warms each candidate up and times it (:func:`time_step`); a
-    precision :data:`GIVE_UP_FACTOR` slower than the best so far is dropped, both layouts. The
-    later rounds time the candidates still within 1.25x of their precision's best again, in
-    turn, and each keeps its fastest step: a burst of another program's work slows one turn,
-    not the choice. A candidate that raises (an operation without a bf16 kernel) is recorded
+    precision with a step :data:`GIVE_UP_FACTOR` slower than the best so far is suspect: its
+    other layout is skipped, and the next round times one more step of it, in its turn. Slow
+    again, the precision is dropped; otherwise the slow step was another program's burst, and
+    the precision is timed like the others (its skipped layout too). The later rounds time the
+    candidates still within 1.25x of their precision's best again, in turn, and each keeps its
+    fastest step: a burst of another program's work slows one turn, not the choice. A candidate that raises (an operation without a bf16 kernel) is recorded
     as infinitely slow. The global RNG is restored afterwards, so a probe before training leaves
     dropout's stream as it was; the share of the CPU other programs took meanwhile is recorded
     (:class:`OtherLoad`).
@@ -379,7 +383,8 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
     timer = timer or time_step  # looked up here: tests inject timings by replacing time_step
     options = list(options)
     seconds: dict[Candidate, float] = {}
-    lost: set[str] = set()  # precisions already GIVE_UP_FACTOR slower: their other layout is not timed
+    suspect: set[str] = set()  # precisions one step GIVE_UP_FACTOR slower: timed once more before dropped
+    lost: set[str] = set()  # precisions slow twice, in two rounds: not timed again
     devices = [device.index or 0] if device.type == "cuda" else []
     # a run's helper interpreters hold their figures meanwhile (vislab.core.background.quiet): a probe
     # times this process, not this process beside a helper drawing
@@ -391,25 +396,39 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
                 best_of = {}
                 for c, s in seconds.items():
                     best_of[c.precision] = min(s, best_of.get(c.precision, float("inf")))
-                turn = [c for c in options if c.precision not in lost and seconds.get(c, float("inf")) != float("inf")
-                        and seconds[c] <= 1.25 * best_of[c.precision]]
+                turn = [c for c in options if c.precision not in lost and (
+                        # a layout skipped while its precision was suspect, now cleared
+                        c not in seconds and c.precision not in suspect
+                        or c in seconds and seconds[c] != float("inf") and seconds[c] <= 1.25 * best_of[c.precision])]
                 if len(turn) < 2:
                     break  # one candidate left: nothing to compare again
             for candidate in turn:
-                if candidate.precision in lost:
-                    continue
-                best = min(seconds.values(), default=None)
-                give_up = best * GIVE_UP_FACTOR if round_index == 0 and best not in (None, float("inf")) else None
-                steps = {} if round_index == 0 else {"warmup": 1, "min_steps": ROUND_STEPS,
-                                                     "max_steps": ROUND_STEPS, "min_seconds": 0.0}
+                confirming = candidate.precision in suspect
+                if candidate.precision in lost or (confirming and round_index == 0):
+                    continue  # round 0: one slow layout stands for its precision until confirmed
+                best = min((s for c, s in seconds.items() if c.precision not in suspect), default=None)
+                give_up = (best * GIVE_UP_FACTOR if (round_index == 0 or confirming) and best not in (None, float("inf"))
+                           else None)
+                if round_index == 0:
+                    steps = {}
+                elif confirming:  # its kernels are built: one step says whether it is still that slow
+                    steps = {"warmup": 0, "min_steps": 1, "max_steps": 1, "min_seconds": 0.0}
+                else:
+                    steps = {"warmup": 1, "min_steps": ROUND_STEPS, "max_steps": ROUND_STEPS, "min_seconds": 0.0}
                 try:
                     elapsed = timer(make_step(candidate), device, give_up_after=give_up, label=candidate.label,
                                     **steps)
                 except (RuntimeError, NotImplementedError):
                     elapsed = float("inf")
                 seconds[candidate] = min(elapsed, seconds.get(candidate, float("inf")))
+                if elapsed == float("inf"):  # failed to run: never timed again, nor (after the first) its other layout
+                    if give_up is not None:
+                        lost.add(candidate.precision)
+                    continue
                 if give_up is not None and elapsed > give_up:
-                    lost.add(candidate.precision)
+                    (lost if confirming else suspect).add(candidate.precision)
+                elif confirming:
+                    suspect.discard(candidate.precision)  # the slow step was a burst of other work
     finite = {c: s for c, s in seconds.items() if s != float("inf")}
     choice = choose(finite or {Candidate("fp32", False): 0.0}, margin, kind, device_name(device))
     choice.seconds = {c.label: s for c, s in seconds.items()}
