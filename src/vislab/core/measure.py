@@ -83,7 +83,8 @@ GIVE_UP_FACTOR = 2.0
 #: (EfficientNet-Lite1 at 240 px, bf16 emulated at 110 s a step on a CPU without it, to evaluate
 #: 500 images that take 20 s)
 PROBE_IMAGES = 16
-CACHE_VERSION = 3  # 2: the key names the kernels' ISA, not the CPU flags; 3: a precision is dropped after two slow steps, not one
+#: 2: the key names the kernels' ISA, not the CPU flags; 3: a precision is dropped after two slow steps, not one
+CACHE_VERSION = 3
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -375,10 +376,10 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
     again, the precision is dropped; otherwise the slow step was another program's burst, and
     the precision is timed like the others (its skipped layout too). The later rounds time the
     candidates still within 1.25x of their precision's best again, in turn, and each keeps its
-    fastest step: a burst of another program's work slows one turn, not the choice. A candidate that raises (an operation without a bf16 kernel) is recorded
-    as infinitely slow. The global RNG is restored afterwards, so a probe before training leaves
-    dropout's stream as it was; the share of the CPU other programs took meanwhile is recorded
-    (:class:`OtherLoad`).
+    fastest step: a burst of another program's work slows one turn, not the choice. A candidate
+    that raises (an operation without a bf16 kernel) is recorded as infinitely slow. The global
+    RNG is restored afterwards, so a probe before training leaves dropout's stream as it was;
+    the share of the CPU other programs took meanwhile is recorded (:class:`OtherLoad`).
     """
     timer = timer or time_step  # looked up here: tests inject timings by replacing time_step
     options = list(options)
@@ -407,8 +408,8 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
                 if candidate.precision in lost or (confirming and round_index == 0):
                     continue  # round 0: one slow layout stands for its precision until confirmed
                 best = min((s for c, s in seconds.items() if c.precision not in suspect), default=None)
-                give_up = (best * GIVE_UP_FACTOR if (round_index == 0 or confirming) and best not in (None, float("inf"))
-                           else None)
+                timed_against_best = (round_index == 0 or confirming) and best not in (None, float("inf"))
+                give_up = best * GIVE_UP_FACTOR if timed_against_best else None
                 if round_index == 0:
                     steps = {}
                 elif confirming:  # its kernels are built: one step says whether it is still that slow
