@@ -31,15 +31,19 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def inject(monkeypatch, by_label: dict[str, float | list[float]], calls: list | None = None):
+def inject(monkeypatch, by_label: dict[str, float | list[float]], calls: list | None = None,
+           budgets: list | None = None):
     """time_step replaced: each candidate's step runs once per turn (it must work), and its time is
-    taken from ``by_label`` (a list: one time per turn, in the order of the probe's rounds)."""
+    taken from ``by_label`` (a list: one time per turn, in the order of the probe's rounds).
+    ``calls`` collects the labels timed, ``budgets`` (label, warm-up calls, most timed steps) per turn."""
     turns: dict[str, int] = {}
 
     def fake(step, device=None, give_up_after=None, label=None, **kw):
         step()
         if calls is not None:
             calls.append(label)
+        if budgets is not None:
+            budgets.append((label, kw.get("warmup", measure.WARMUP_STEPS), kw.get("max_steps", measure.MAX_STEPS)))
         times = by_label[label]
         if isinstance(times, list):
             turns[label] = turns.get(label, -1) + 1
@@ -353,15 +357,8 @@ def test_one_slow_step_from_a_burst_of_other_work_does_not_drop_a_precision(monk
     # (47 ms against fp32's 9 ms); its real step is 5 ms. The next round times it once more
     # (one step: its kernels are built), finds it fast, and times its skipped layout too
     steps = []
-
-    def fake(step, device=None, give_up_after=None, label=None, **kw):
-        steps.append((label, kw.get("warmup", measure.WARMUP_STEPS), kw.get("max_steps", measure.MAX_STEPS)))
-        first = {"fp32/channels_last": 0.0093, "fp32/contiguous": 0.0158, "bf16/channels_last": 0.047,
-                 "bf16/contiguous": 0.0105}
-        later = {**first, "bf16/channels_last": 0.0051}
-        return (later if any(s[0] == label for s in steps[:-1]) else first)[label]
-
-    monkeypatch.setattr(measure, "time_step", fake)
+    inject(monkeypatch, {"fp32/channels_last": 0.0093, "fp32/contiguous": 0.0158, "bf16/channels_last": [0.047, 0.0051],
+                         "bf16/contiguous": 0.0105}, budgets=steps)
     choice = measure.measure(lambda c: (lambda: None), [FP32_CL, FP32_C, BF16_CL, BF16_C], torch.device("cpu"))
     assert choice.label == "bf16/channels_last" and choice.seconds["bf16/channels_last"] == 0.0051
     assert ("bf16/channels_last", 0, 1) in steps  # the confirming turn: one step, no warm-up
