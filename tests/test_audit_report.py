@@ -146,6 +146,27 @@ def test_audit_in_memory_leakage_and_unreadable_file(tmp_path):
     assert {b["path"] for b in audit["bad_files"]} == {str(tmp_path / "gone.png"), str(tmp_path / "gone2.png")}
 
 
+def test_in_memory_images_hash_as_files_do(tmp_path):
+    """The whole-array hashing of in-memory splits gives each image the digest of ``pixel_digest``, so a grey
+    picture stored as RGB still matches its grey copy in a file."""
+    from conftest import write_image
+    from vislab.data.audit import _pixel_digests, pixel_digest
+
+    images = torch.randint(0, 256, (6, 3, 5, 5), dtype=torch.uint8)
+    images[2] = images[2, :1]  # grey stored as RGB
+    assert _pixel_digests(images.numpy()) == [pixel_digest(image) for image in images.numpy()]
+
+    grey = tmp_path / "files" / "a" / "grey.png"
+    write_image(grey, images[2, 0].numpy(), size=5)
+    dataset = Dataset("mixed", ["a", "b"], {
+        "train": Split(torch.tensor([0, 0, 0, 1, 1, 1]), images=images, name="train"),
+        "test": Split(torch.tensor([0]), paths=[str(grey)], name="test"),
+    })
+    audit = audit_dataset(dataset, tmp_path / "audit", figures=False)
+    assert audit["duplicates"]["across_splits"]["groups"] == 1
+    assert sorted(audit["duplicates"]["examples"][0]["sources"]) == [str(grey), "train#2"]
+
+
 def test_dominant_colour_picks_the_mode_not_the_mean():
     image = np.zeros((3, 10, 10), np.uint8)
     image[2] = 200  # blue background ...

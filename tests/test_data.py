@@ -203,6 +203,61 @@ def test_fashion_mnist_from_debian_files():
     assert ds.class_names[0] == "T-shirt/top" and ds.counts()["test"] == [1000] * 10
 
 
+def _write_idx_gz(path, array):
+    import gzip
+
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def _write_mnist_like(folder, seed):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        _write_idx_gz(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx_gz(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def test_gzipped_idx_files_are_decompressed_once(tmp_path, monkeypatch):
+    """The second load reads the cached arrays (nothing decompressed); a replaced file, or a cache file cut
+    short, is decoded again; an unwritable cache folder only costs time."""
+    import os
+
+    import vislab.data.sources as sources
+
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "mnist"
+    _write_mnist_like(data, seed=0)
+    config = DataConfig(source="mnist", data_dir=str(data), val_split=0)
+    first = load_dataset(config)
+    cached = sorted((tmp_path / "cache" / "decoded").glob("*.npy"))
+    assert len(cached) == 4 and not list((tmp_path / "cache" / "decoded").glob(".*"))
+
+    real = sources._decode_idx
+    decoded = []
+    monkeypatch.setattr(sources, "_decode_idx", lambda path: decoded.append(path.name) or real(path))
+    again = load_dataset(config)
+    assert decoded == []
+    assert torch.equal(again.splits["train"].images, first.splits["train"].images)
+    assert torch.equal(again.splits["test"].labels, first.splits["test"].labels)
+    again.splits["train"].images[0] += 1  # the arrays read back are the caller's to change
+
+    _write_mnist_like(data, seed=1)  # new files, same names and sizes
+    for file in data.iterdir():
+        os.utime(file, ns=(1, 1))  # a modification time unlike the old files'
+    replaced = load_dataset(config)
+    assert len(decoded) == 4 and not torch.equal(replaced.splits["train"].images, first.splits["train"].images)
+    assert len(sorted((tmp_path / "cache" / "decoded").glob("*.npy"))) == 4  # the old versions removed
+
+    cut = next(p for p in (tmp_path / "cache" / "decoded").glob("train-images*.npy"))
+    cut.write_bytes(cut.read_bytes()[:100])
+    assert torch.equal(load_dataset(config).splits["train"].images, replaced.splits["train"].images)
+    assert len(decoded) == 5
+
+    monkeypatch.setenv("VISLAB_CACHE", str(data / "t10k-labels-idx1-ubyte.gz"))  # a file: no folder there
+    assert torch.equal(load_dataset(config).splits["test"].labels, replaced.splits["test"].labels)
+
+
 def test_builtin_missing_files_message(tmp_path, monkeypatch):
     """MNIST absent locally: the real torchvision download runs; offline (as here) the error says
     where vislab looked and how to supply the files; online it downloads and loads."""

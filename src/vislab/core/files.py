@@ -25,11 +25,13 @@ import contextlib
 import csv
 import gzip
 import json
+import os
 import pickle
 import re
 import struct
 import zlib
 from pathlib import Path
+from typing import Any, Callable
 
 from vislab.core.errors import UserError
 
@@ -148,6 +150,54 @@ def read_csv_rows(path, kind: str, fix: str) -> list[list[str]]:
     with reading(path, kind, fix) as path:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             return list(csv.reader(handle))
+
+
+def cache_dir() -> Path:
+    """Where vislab keeps what it computed once and can compute again: downloaded data sets, decoded IDX
+    files, the speed choices, cached features. ``$VISLAB_CACHE``, else ``~/.cache/vislab``; deleting it
+    loses nothing but time."""
+    return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab"))
+
+
+def decoded_once(path: Path, decode: Callable[[Path], Any]) -> Any:
+    """``decode(path)`` (a uint8 numpy array), done once per version of the file: the array is kept in
+    ``cache_dir()/decoded`` and read back on later calls. The cache file is named by the file's absolute
+    path, size and modification time, so a replaced file is decoded anew; a cache file that cannot be read
+    (cut short, another numpy) is decoded again, and one that cannot be written only costs the next call
+    the decoding. Nothing but arrays is read back (``allow_pickle=False``).
+    """
+    import hashlib
+
+    import numpy as np
+
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return decode(path)  # the decoder names the problem
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    version = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+    cached = cache_dir() / "decoded" / f"{path.name}-{where}-{version}.npy"
+    try:
+        array = np.load(cached, allow_pickle=False)
+        if array.dtype == np.uint8:
+            return array
+    except (OSError, ValueError, EOFError):
+        pass  # not there yet, cut short by a crash, or written by another numpy
+    array = decode(path)
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(partial, cached)  # whole or not at all
+        for old in cached.parent.glob(f"{path.name}-{where}-*.npy"):  # the older versions of this file
+            if old != cached:
+                old.unlink(missing_ok=True)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+    return array
 
 
 def read_bytes(path, kind: str, fix: str) -> bytes:

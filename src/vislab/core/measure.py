@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 
 from vislab.core.background import quiet
+from vislab.core.files import cache_dir
 
 #: reduced precision must be at least this much faster (speed-up >= 1 + MARGIN) to replace fp32
 MARGIN = 0.10
@@ -596,7 +597,7 @@ def describe_isa() -> str:
 
 def cache_path() -> Path:
     """``$VISLAB_CACHE/choices.json`` (default ``~/.cache/vislab/choices.json``)."""
-    return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab")) / "choices.json"
+    return cache_dir() / "choices.json"
 
 
 def cache_key(device: torch.device, model: str, input_shape, batch_size: int, task: str, kind: str,

@@ -234,6 +234,29 @@ def pixel_digest(image) -> str:
     return hashlib.blake2b(pixels.tobytes(), digest_size=16, key=f"{c}x{h}x{w}".encode()[:64]).hexdigest()
 
 
+def _pixel_digests(images: np.ndarray) -> list[str]:
+    """:func:`pixel_digest` of each image of an (N, C, H, W) uint8 array, with the per-image work
+    (the grey test, the key) done once for the array: 70,000 Fashion-MNIST images in about half the time.
+
+    Example:
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).integers(0, 256, (3, 3, 4, 4), dtype=np.uint8)
+        >>> images[1] = images[1, :1]  # grey stored as RGB
+        >>> _pixel_digests(images) == [pixel_digest(image) for image in images]
+        True
+    """
+    images = np.ascontiguousarray(np.asarray(images, dtype=np.uint8))
+    n, c, h, w = images.shape
+    grey = np.zeros(n, dtype=bool)
+    if c == 3:
+        grey = (images[:, 0] == images[:, 1]).all(axis=(1, 2)) & (images[:, 0] == images[:, 2]).all(axis=(1, 2))
+    blake2b = hashlib.blake2b
+    key, grey_key = f"{c}x{h}x{w}".encode()[:64], f"1x{h}x{w}".encode()[:64]
+    flat, first = images.reshape(n, -1), images[:, 0].reshape(n, -1)
+    return [blake2b(first[i].tobytes(), digest_size=16, key=grey_key).hexdigest() if grey[i] else
+            blake2b(flat[i].tobytes(), digest_size=16, key=key).hexdigest() for i in range(n)]
+
+
 def _scan(splits, bad_files) -> dict:
     """Hash every image's decoded pixels and read its geometry (file header, or tensor shape)."""
     records = []  # (hash, split, index, label)
@@ -242,10 +265,9 @@ def _scan(splits, bad_files) -> dict:
     for name, split in splits.items():
         labels = np.asarray(split.labels)
         if getattr(split, "images", None) is not None:
-            images = np.ascontiguousarray(np.asarray(split.images))
+            images = np.asarray(split.images)
             n, c, h, w = images.shape
-            for i in range(n):
-                records.append((pixel_digest(images[i]), name, i, int(labels[i])))
+            records += zip(_pixel_digests(images), [name] * n, range(n), labels.tolist())
             widths += [w] * n
             heights += [h] * n
             modes["L" if c == 1 else "RGB"] += n
@@ -284,9 +306,12 @@ def _scan(splits, bad_files) -> dict:
 
 
 def _duplicates(scan, class_names, warnings) -> dict:
+    # only the digests seen more than once are grouped: most data sets have few duplicates
+    repeated = {digest for digest, count in Counter(record[0] for record in scan["records"]).items() if count > 1}
     groups: dict[str, list] = defaultdict(list)
     for digest, split, index, label in scan["records"]:
-        groups[digest].append((split, index, label))
+        if digest in repeated:
+            groups[digest].append((split, index, label))
     within: dict[str, dict] = defaultdict(lambda: {"groups": 0, "extra_copies": 0})
     across_pairs: Counter = Counter()
     across_groups = 0

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vislab.core.config import SPLITS
-from vislab.core.files import BadFileError, read_bytes, read_csv_rows, read_text, reading
+from vislab.core.files import BadFileError, cache_dir, decoded_once, read_bytes, read_csv_rows, read_text, reading
 from vislab.data.images import BadImageError, is_image_file, read_image
 from vislab.data.label_edits import apply_label_edits
 
@@ -214,7 +214,7 @@ def _check_usable(dataset: Dataset, source: str) -> None:
 
 # --------------------------------------------------------------------------- built-in sets
 def _cache_dir() -> Path:
-    return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab"))
+    return cache_dir()
 
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -304,6 +304,12 @@ def _download_mnist(name: str, data_dir, searched) -> Path:
 
 
 def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file's array. A gzipped one is decompressed once and its array kept in the cache folder
+    (the four Fashion-MNIST files took 0.33 s to decompress on each run)."""
+    return decoded_once(path, _decode_idx) if path.suffix == ".gz" else _decode_idx(path)
+
+
+def _decode_idx(path: Path) -> np.ndarray:
     fix = ("replace it with the original file (e.g. from `apt-get install dataset-fashion-mnist` or the "
            "data set's site), or point --data-dir at a folder holding the four intact files")
     data = read_bytes(path, "an IDX file", fix)

@@ -62,6 +62,7 @@ import torch
 
 from vislab.core.config import LABEL_ISSUE_FILTERS, LABEL_ISSUE_RANKINGS
 from vislab.core.errors import ConfigError, DataError
+from vislab.core.files import cache_dir
 from vislab.data.label_edits import image_key, label_text, write_label_issues
 from vislab.train.optim import Adam
 
@@ -257,7 +258,7 @@ def _largest_side(splits, peek: int = 16) -> int:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab")) / "features"
+    return cache_dir() / "features"
 
 
 def _cache_path(split, preprocessing) -> Path:
