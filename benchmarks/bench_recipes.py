@@ -66,10 +66,38 @@ def tf_python(install: bool = False) -> Path | None:
     return python
 
 
+def vislab_val_indices(data_dir: str, seed: int) -> "np.ndarray":
+    """The training file's image indices that `vislab train --data fashion-mnist --val-split 10000 --seed SEED`
+    validates on: the tf.keras side is handed them, so both sides train on the same 50,000 images (a fixed
+    "last 10,000" against vislab's seeded stratified draw was one more difference between them). Checked
+    against the split vislab itself makes."""
+    import numpy as np
+    import torch
+
+    from vislab.core.config import DataConfig
+    from vislab.data.sources import load_dataset
+    from vislab.data.stratify import stratified_indices
+
+    whole = load_dataset(DataConfig(source="fashion-mnist", data_dir=data_dir, val_split=0), seed=seed).splits["train"]
+    # vislab holds the validation images out of the training file with the run's seed + 1
+    _, held = stratified_indices(whole.labels.numpy(), 10000, seed + 1)
+    val = load_dataset(DataConfig(source="fashion-mnist", data_dir=data_dir, val_split=10000), seed=seed).splits["val"]
+    if not torch.equal(val.images, whole.images[torch.as_tensor(held)]):
+        raise RuntimeError("vislab's validation split is no longer drawn as bench_recipes.py assumes; update "
+                           "vislab_val_indices()")
+    return held
+
+
 def run_keras(python: Path, recipe: str, epochs: int, data_dir: str, seed: int, max_per_class: int | None) -> dict:
+    import numpy as np
+
     cap = ["--max-per-class", str(max_per_class)] if max_per_class else []
-    proc = subprocess.run([str(python), str(KERAS_SCRIPT), "--recipe", recipe, "--epochs", str(epochs),
-                           "--data-dir", data_dir, "--seed", str(seed), *cap], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="vislab-bench-split-") as tmp:
+        split = Path(tmp) / "val_indices.npy"
+        np.save(split, vislab_val_indices(data_dir, seed))
+        proc = subprocess.run([str(python), str(KERAS_SCRIPT), "--recipe", recipe, "--epochs", str(epochs),
+                               "--data-dir", data_dir, "--seed", str(seed), "--val-indices", str(split), *cap],
+                              capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"keras_seeds.py {recipe} failed:\n{proc.stderr[-3000:]}")
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "seed": seed}

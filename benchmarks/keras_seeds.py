@@ -15,8 +15,10 @@ and bench_recipes.py passes the *same* values to ``vislab train``:
     vgg_like         adam 1e-3        128    10      3 VGG blocks, dropout 0.25, Dense512
     model3           adam 1e-3        128    10      seed 004's model_3, dropout 0.25/0.5
 
-Data: pixels / 255 (no centring), the first 50,000 training images to train, the
-last 10,000 to validate, the 10,000 test images to test.
+Data: pixels / 255 (no centring), the 10,000 test images to test; of the 60,000
+training images, the last 10,000 validate and the rest train, or with ``--val-indices``
+the ones a file lists validate (bench_recipes.py passes vislab's own split, so both
+sides train on the same 50,000 images).
 
 Usage (inside the TF venv):
     python benchmarks/keras_seeds.py --recipe chollet_convnet --epochs 5
@@ -55,7 +57,7 @@ def read_idx(path: Path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load(data_dir: Path):
+def load(data_dir: Path, val_indices=None):
     def find(stem):
         for name in (stem + ".gz", stem):
             if (data_dir / name).exists():
@@ -66,7 +68,13 @@ def load(data_dir: Path):
     y_train = read_idx(find("train-labels-idx1-ubyte")).astype("int64")
     x_test = read_idx(find("t10k-images-idx3-ubyte")).astype("float32")[..., None] / 255.0
     y_test = read_idx(find("t10k-labels-idx1-ubyte")).astype("int64")
-    return (x_train[:50000], y_train[:50000]), (x_train[50000:], y_train[50000:]), (x_test, y_test)
+    if val_indices is None:
+        return (x_train[:50000], y_train[:50000]), (x_train[50000:], y_train[50000:]), (x_test, y_test)
+    import numpy as np
+
+    held = np.zeros(len(y_train), dtype=bool)
+    held[np.asarray(val_indices, dtype=np.int64)] = True
+    return (x_train[~held], y_train[~held]), (x_train[held], y_train[held]), (x_test, y_test)
 
 
 def cap_per_class(split, count: int | None):
@@ -131,6 +139,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-per-class", type=int, default=None,
                         help="keep at most N training and N validation images per class (as vislab's flag)")
+    parser.add_argument("--val-indices", default=None,
+                        help="a .npy file of the training file's image indices to validate on (default: the last 10,000)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -139,9 +149,20 @@ def main() -> int:
     recipe = dict(RECIPES[args.recipe])
     epochs = args.epochs or recipe["epochs"]
     keras.utils.set_random_seed(args.seed)
-    train, val, test = load(Path(args.data_dir))
+    val_indices = None
+    if args.val_indices:
+        import numpy as np
+
+        val_indices = np.load(args.val_indices, allow_pickle=False)
+    train, val, test = load(Path(args.data_dir), val_indices)
     train, val = cap_per_class(train, args.max_per_class), cap_per_class(val, args.max_per_class)
     model = build(args.recipe, recipe.get("dropout", 0.0))
+    # The seed fixes the initial weights, not the batch order. With a global TensorFlow seed, fit()'s shuffle
+    # (tf.random.shuffle inside the tf.data map, its iterator made anew each epoch) draws the same
+    # permutation every epoch: the mlp then trained on one fixed batch order, reached 92.1 % training
+    # accuracy against 91.3 % with a new order each epoch, and tested 1.1-1.5 points lower at 10 epochs.
+    # A tutorial run sets no seed, so its order changes every epoch, as vislab's does.
+    tf.random.set_seed(None)
     optimizer = (keras.optimizers.RMSprop(recipe["lr"]) if recipe["optimizer"] == "rmsprop"
                  else keras.optimizers.Adam(recipe["lr"]))
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
