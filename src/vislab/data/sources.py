@@ -213,10 +213,6 @@ def _check_usable(dataset: Dataset, source: str) -> None:
 
 
 # --------------------------------------------------------------------------- built-in sets
-def _cache_dir() -> Path:
-    return cache_dir()
-
-
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -276,7 +272,7 @@ def _find_idx_folder(name: str, data_dir) -> Path:
     candidates = []
     if data_dir:
         candidates += [Path(data_dir).expanduser() / name, Path(data_dir).expanduser()]
-    candidates += [Path(DEBIAN_DIRS[name]), _cache_dir() / name]
+    candidates += [Path(DEBIAN_DIRS[name]), cache_dir() / name]
     for folder in candidates:
         if (folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists():
             return folder
@@ -289,7 +285,7 @@ def _find_idx_folder(name: str, data_dir) -> Path:
 def _download_mnist(name: str, data_dir, searched) -> Path:
     from torchvision import datasets
 
-    root = Path(data_dir).expanduser() if data_dir else _cache_dir() / name
+    root = Path(data_dir).expanduser() if data_dir else cache_dir() / name
     cls = datasets.FashionMNIST if name == "fashion-mnist" else datasets.MNIST
     try:
         cls(str(root), train=True, download=True)
@@ -327,7 +323,7 @@ def _decode_idx(path: Path) -> np.ndarray:
 
 def _load_cifar10(data_dir) -> Dataset:
     """CIFAR-10 from its *binary* release (no pickle is ever loaded)."""
-    candidates = ([Path(data_dir).expanduser()] if data_dir else []) + [_cache_dir() / "cifar10"]
+    candidates = ([Path(data_dir).expanduser()] if data_dir else []) + [cache_dir() / "cifar10"]
     folder = next((c / "cifar-10-batches-bin" for c in candidates if (c / "cifar-10-batches-bin").exists()), None)
     if folder is None:
         from torchvision.datasets.utils import download_and_extract_archive
