@@ -3,7 +3,8 @@
 For each recipe (mlp, chollet_convnet, vgg_like + dropout, model3) the two sides run
 alternately in one invocation (keras, vislab, keras, vislab, ... with ``--repeat``;
 repeat r uses seed r (plus --first-seed) on both sides, so test accuracies are means over initialisations),
-on the same data (Fashion-MNIST, 50k train / 10k validation / 10k test), the same
+on the same data (Fashion-MNIST, 50k train / 10k validation / 10k test, the same images on both sides:
+the tf.keras side is handed the validation indices vislab draws for the seed), the same
 optimiser, learning rate, batch size and epochs (see keras_seeds.py for the table
 and where the values come from). One JSON line per run, then one ``ratio`` line per
 recipe: vislab seconds per epoch / tf.keras seconds per epoch (target <= 0.5) and

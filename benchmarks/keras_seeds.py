@@ -159,8 +159,7 @@ def main() -> int:
     model = build(args.recipe, recipe.get("dropout", 0.0))
     # The seed fixes the initial weights, not the batch order. With a global TensorFlow seed, fit()'s shuffle
     # (tf.random.shuffle inside the tf.data map, its iterator made anew each epoch) draws the same
-    # permutation every epoch: the mlp then trained on one fixed batch order, reached 92.1 % training
-    # accuracy against 91.3 % with a new order each epoch, and tested 1.1-1.5 points lower at 10 epochs.
+    # permutation every epoch, and a network trained on one fixed batch order overfits it (docs/benchmarks.md).
     # A tutorial run sets no seed, so its order changes every epoch, as vislab's does.
     tf.random.set_seed(None)
     optimizer = (keras.optimizers.RMSprop(recipe["lr"]) if recipe["optimizer"] == "rmsprop"
