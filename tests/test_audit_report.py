@@ -152,9 +152,15 @@ def test_in_memory_images_hash_as_files_do(tmp_path):
     from conftest import write_image
     from vislab.data.audit import _pixel_digests, pixel_digest
 
+    import hashlib
+
     images = torch.randint(0, 256, (6, 3, 5, 5), dtype=torch.uint8)
     images[2] = images[2, :1]  # grey stored as RGB
-    assert _pixel_digests(images.numpy()) == [pixel_digest(image) for image in images.numpy()]
+    expected = [hashlib.blake2b(image[:1].tobytes() if i == 2 else image.tobytes(), digest_size=16,
+                                key=b"1x5x5" if i == 2 else b"3x5x5").hexdigest()
+                for i, image in enumerate(images.numpy())]
+    assert _pixel_digests(images.numpy()) == expected
+    assert [pixel_digest(image) for image in images.numpy()] == expected
 
     grey = tmp_path / "files" / "a" / "grey.png"
     write_image(grey, images[2, 0].numpy(), size=5)
