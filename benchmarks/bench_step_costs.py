@@ -11,8 +11,9 @@ Several measurements, one JSON line each (alternating, ``--repeat`` times, media
 * ``dropout`` -- forward + backward of dropout (p = 0.25) on one vgg_like activation
   (128 x 32 x 14 x 14, bf16, channels_last): ``torch.nn.functional.dropout`` against
   ``vislab.models.classic.Dropout``;
-* ``rmsprop`` -- one optimiser step over the MLP's 535k parameters:
-  ``torch.optim.RMSprop`` against ``vislab.train.optim.FusedRMSprop``;
+* ``rmsprop`` -- one optimiser step over the MLP's 535k parameters and chollet_convnet's 93k:
+  ``torch.optim.RMSprop`` against ``vislab.train.optim.FusedRMSprop`` and ``KerasRMSprop``,
+  each with its per-step lists collected afresh every step and kept between steps;
 * ``pool_order`` -- a chollet_convnet training step (batch 64, bf16, channels_last) in
   the registry's layer order against ``vislab.train.speed.pool_before_relu``'s;
 * ``step_anatomy`` -- where that step's time goes (fresh process, as vislab trains): ms
@@ -26,12 +27,14 @@ Several measurements, one JSON line each (alternating, ``--repeat`` times, media
 Usage:
     python benchmarks/bench_step_costs.py [--repeat 3]
     python benchmarks/bench_step_costs.py --only step_anatomy
+    python benchmarks/bench_step_costs.py --only rmsprop --repeat 5
     python benchmarks/bench_step_costs.py --smoke --repeat 1     # seconds: checks the script runs
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -155,24 +158,44 @@ def dropout_cost(repeat: int) -> dict:
             "speedup": round(statistics.median(torch_ms) / statistics.median(vislab_ms), 2)}
 
 
-def rmsprop_cost(repeat: int) -> dict:
-    from vislab.train.optim import FusedRMSprop
+def rmsprop_cost(repeat: int) -> list[dict]:
+    """One optimiser step: torch's RMSprop, vislab's fused kernels with the per-step lists collected
+    afresh each step (as they were), and with the lists kept and the state in one buffer (as now),
+    for the MLP's 535k parameters and chollet_convnet's 93k (channels-last convolutions)."""
+    from vislab.train.optim import FusedRMSprop, KerasRMSprop
 
-    def optimizer(cls):
-        params = [torch.nn.Parameter(torch.randn(shape) * 0.05)
-                  for shape in ((512, 784), (512,), (256, 512), (256,), (10, 256), (10,))]
-        for p in params:
-            p.grad = torch.randn_like(p) * 1e-3
-        return cls(params, lr=1e-3, alpha=0.9, eps=1e-7)
+    shapes = {"mlp": ((512, 784), (512,), (256, 512), (256,), (10, 256), (10,)),
+              "chollet_convnet": ((32, 1, 3, 3), (32,), (64, 32, 3, 3), (64,), (64, 64, 3, 3), (64,), (64, 576),
+                                  (64,), (10, 64), (10,))}
+    rows = []
+    for model, model_shapes in shapes.items():
+        def optimizer(cls):
+            params = [torch.nn.Parameter((torch.randn(shape) * 0.05).contiguous(
+                memory_format=torch.channels_last if len(shape) == 4 else torch.contiguous_format))
+                for shape in model_shapes]
+            for p in params:
+                p.grad = torch.randn_like(p) * 1e-3
+            return cls(params, lr=1e-3, alpha=0.9, eps=1e-7)
 
-    torch_opt, fused_opt = optimizer(torch.optim.RMSprop), optimizer(FusedRMSprop)
-    torch_ms, fused_ms = [], []
-    for _ in range(repeat):
-        torch_ms.append(_timed_ms(torch_opt.step, 200))
-        fused_ms.append(_timed_ms(fused_opt.step, 200))
-    return {"measure": "rmsprop", "parameters": 535_818, "torch_ms": round(statistics.median(torch_ms), 3),
-            "vislab_fused_ms": round(statistics.median(fused_ms), 3),
-            "speedup": round(statistics.median(torch_ms) / statistics.median(fused_ms), 2)}
+        def collected(opt):  # the lists gathered and checked again every step
+            def step():
+                opt._packed.clear()
+                opt.step()
+            return step
+
+        fused, keras = optimizer(FusedRMSprop), optimizer(KerasRMSprop)
+        candidates = {"torch": optimizer(torch.optim.RMSprop).step, "fused_collected": collected(fused),
+                      "fused": fused.step, "keras_collected": collected(keras), "keras": keras.step}
+        ms = {name: [] for name in candidates}
+        for _ in range(repeat):
+            for name, step in candidates.items():
+                ms[name].append(_timed_ms(step, 300))
+        medians = {f"{name}_ms": round(statistics.median(values), 4) for name, values in ms.items()}
+        rows.append({"measure": "rmsprop", "model": model,
+                     "parameters": sum(math.prod(shape) for shape in model_shapes), **medians,
+                     "speedup_fused": round(medians["torch_ms"] / medians["fused_ms"], 2),
+                     "speedup_kept_lists": round(medians["keras_collected_ms"] / medians["keras_ms"], 2)})
+    return rows
 
 
 def _chollet_step(batch: int = 64):
@@ -336,7 +359,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=FMNIST_DIR)
     parser.add_argument("--allocator-worker", choices=["on", "off"], help=argparse.SUPPRESS)
     parser.add_argument("--anatomy-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["step_anatomy"], help="run just this measurement")
+    parser.add_argument("--only", choices=["step_anatomy", "rmsprop"], help="run just this measurement")
     parser.add_argument("--smoke", action="store_true",
                         help="a few calls per measurement and 20 images per class: checks the script, times mean nothing")
     args = parser.parse_args(argv)
@@ -349,11 +372,16 @@ def main(argv=None) -> int:
         _anatomy_worker()
         return 0
     info = {"benchmark": "step_costs", "machine": machine(), "versions": versions()}
+    if args.only == "rmsprop":
+        for row in rmsprop_cost(args.repeat):
+            emit({**info, **row})
+        return 0
     emit({**info, **step_anatomy(args.repeat)})
     if args.only:
         return 0
     emit({**info, **allocator_cost(args.repeat)})
-    emit({**info, **rmsprop_cost(args.repeat)})
+    for row in rmsprop_cost(args.repeat):
+        emit({**info, **row})
     emit({**info, **pool_order_cost(args.repeat)})
     emit({**info, **dropout_cost(args.repeat)})
     for row in precision_costs(args.repeat):

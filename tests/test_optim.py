@@ -126,3 +126,70 @@ def test_keras_rmsprop_puts_epsilon_inside_the_square_root(kwargs):
         # the state dict holds the plain velocity (torch's square_avg), not velocity + eps
         torch.testing.assert_close(keras_like.state[a]["square_avg"], formula.state[b]["v"], rtol=1e-9, atol=1e-15)
     assert isinstance(build_optimizer([torch.nn.Parameter(torch.ones(1))], "rmsprop", 1e-3), KerasRMSprop)
+
+
+def _conv_params(seed: int):
+    """A conv weight in channels-last memory (as the Trainer converts models), a bias, a linear layer."""
+    generator = torch.Generator().manual_seed(seed)
+    conv = torch.randn(8, 3, 3, 3, generator=generator).contiguous(memory_format=torch.channels_last)
+    return [torch.nn.Parameter(t) for t in (conv, torch.randn(8, generator=generator),
+                                            torch.randn(10, 72, generator=generator), torch.randn(10, generator=generator))]
+
+
+def _steps(opt, params, steps, seed):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = (torch.randn(p.shape, generator=generator) * 0.01).contiguous(
+                memory_format=torch.channels_last if p.dim() == 4 else torch.contiguous_format)
+        opt.step()
+
+
+def test_kept_lists_share_one_buffer_and_step_as_the_formula():
+    from vislab.train.optim import KerasRMSprop
+
+    ours, theirs = _conv_params(0), _conv_params(0)
+    opt = KerasRMSprop(ours, lr=1e-3, alpha=0.9, eps=1e-7)
+    formula = _KerasFormula(theirs, lr=1e-3, alpha=0.9, eps=1e-7)
+    _steps(opt, ours, 12, seed=3)
+    _steps(formula, theirs, 12, seed=3)
+    assert opt._packed, "the kept lists were not used"
+    velocities = [opt.state[p]["square_avg"] for p in ours]
+    assert len({v.untyped_storage().data_ptr() for v in velocities}) == 1  # one buffer, one add per step
+    assert velocities[0].is_contiguous(memory_format=torch.channels_last)  # the parameter's own layout
+    assert len({opt.state[p]["step"].untyped_storage().data_ptr() for p in ours}) == 1
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(opt.state[a]["square_avg"], formula.state[b]["v"], rtol=1e-5, atol=1e-12)
+        assert float(opt.state[a]["step"]) == 12
+
+
+def test_saved_and_loaded_state_resumes_exactly(tmp_path):
+    """Exact resume: the state dict of the kept buffers, saved and loaded (weights_only), continues
+    bit for bit as the uninterrupted optimiser does."""
+    from vislab.train.optim import KerasRMSprop
+
+    straight, resumed = _conv_params(0), _conv_params(0)
+    opt = KerasRMSprop(straight, lr=1e-3, alpha=0.9, eps=1e-7)
+    _steps(opt, straight, 6, seed=5)
+    first = KerasRMSprop(resumed, lr=1e-3, alpha=0.9, eps=1e-7)
+    _steps(first, resumed, 3, seed=5)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    second = KerasRMSprop(resumed, lr=1e-3, alpha=0.9, eps=1e-7)
+    second.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    _steps_from(second, resumed, 3, seed=5, skip=3)
+    for a, b in zip(straight, resumed):
+        assert torch.equal(a, b)
+        assert torch.equal(opt.state[a]["square_avg"], second.state[b]["square_avg"])
+
+
+def _steps_from(opt, params, steps, seed, skip):
+    """:func:`_steps`' gradients from its step ``skip`` on."""
+    generator = torch.Generator().manual_seed(seed)
+    for index in range(skip + steps):
+        grads = [(torch.randn(p.shape, generator=generator) * 0.01).contiguous(
+            memory_format=torch.channels_last if p.dim() == 4 else torch.contiguous_format) for p in params]
+        if index >= skip:
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()

@@ -134,6 +134,7 @@ class FusedRMSprop(NoDynamoImport, torch.optim.RMSprop):
         super().__init__(*args, **kwargs)
         self._scratch: dict[torch.Tensor, torch.Tensor] = {}  # the kernel's exp_avg output; not state
         self._infinite_step = torch.tensor(float("inf"))  # bias corrections 1 - beta**inf == 1
+        self._packed: dict[int, _Packed] = {}  # id(group) -> its lists between steps
 
     @staticmethod
     def _fusable(group: dict, params: list[torch.Tensor]) -> bool:
@@ -141,6 +142,10 @@ class FusedRMSprop(NoDynamoImport, torch.optim.RMSprop):
                 and all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64, torch.bfloat16)
                         and p.grad.dtype == p.dtype and not p.grad.is_sparse for p in params)
                 and len({p.dtype for p in params}) == 1)
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        self._packed.clear()  # new state tensors: packed again at the next step
 
     def step(self, closure=None):
         if any(group["differentiable"] or group["capturable"] for group in self.param_groups):
@@ -154,24 +159,50 @@ class FusedRMSprop(NoDynamoImport, torch.optim.RMSprop):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            has_complex, params, grads, square_avgs, grad_avgs, momentum_buffers, steps = _collect(self, group)
-            if not params:
-                continue
-            if has_complex or not self._fusable(group, params):
-                _torch_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, steps,
-                               lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
-                               weight_decay=group["weight_decay"], momentum=group["momentum"],
-                               centered=group["centered"], foreach=group["foreach"], maximize=group["maximize"],
-                               differentiable=group["differentiable"], capturable=group["capturable"],
-                               has_complex=has_complex)
-                continue
-            torch._foreach_add_(steps, 1)  # the step count torch's RMSprop keeps
-            scratch = [self._scratch_for(p) for p in params]
-            torch._fused_adam_(params, grads, scratch, square_avgs, [], [self._infinite_step] * len(params),
-                               lr=float(group["lr"]), beta1=0.0, beta2=float(group["alpha"]),
-                               weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
-                               amsgrad=False, maximize=bool(group["maximize"]), grad_scale=None, found_inf=None)
+            packed = self._packed.get(id(group))
+            if packed is not None and packed.fits(group):
+                grads = [p.grad for p in packed.params]
+                if not any(g is None for g in grads):
+                    packed.count_step()
+                    self._fused_step(group, packed.params, grads, packed.square_avgs, packed.scratch, packed.flat)
+                    continue
+            self._collected_step(group)
         return loss
+
+    def _collected_step(self, group: dict) -> None:
+        """One step of ``group`` from torch's per-step lists; where every parameter had a gradient and
+        the step fused, the lists are kept (:class:`_Packed`) and the next steps skip this."""
+        has_complex, params, grads, square_avgs, grad_avgs, momentum_buffers, steps = _collect(self, group)
+        if not params:
+            return
+        if has_complex or not self._fusable(group, params) or not self._fuses(group):
+            self._unfused_step(group, params, grads, square_avgs, grad_avgs, momentum_buffers, steps, has_complex)
+            return
+        torch._foreach_add_(steps, 1)  # the step count torch's RMSprop keeps
+        scratch = [self._scratch_for(p) for p in params]
+        self._fused_step(group, params, grads, square_avgs, scratch, None)
+        if len(params) == len(group["params"]):
+            self._packed[id(group)] = _Packed(self, group, params, square_avgs, steps, scratch)
+
+    def _fuses(self, group: dict) -> bool:
+        return True
+
+    def _unfused_step(self, group, params, grads, square_avgs, grad_avgs, momentum_buffers, steps, has_complex):
+        _torch_rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, steps,
+                       lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
+                       weight_decay=group["weight_decay"], momentum=group["momentum"],
+                       centered=group["centered"], foreach=group["foreach"], maximize=group["maximize"],
+                       differentiable=group["differentiable"], capturable=group["capturable"],
+                       has_complex=has_complex)
+
+    def _fused_step(self, group, params, grads, square_avgs, scratch, flat, eps=None) -> None:
+        """The kernel: ``square_avgs`` updated, ``params`` stepped. ``flat``: one tensor whose memory
+        holds every square_avg (or None)."""
+        torch._fused_adam_(params, grads, scratch, square_avgs, [], [self._infinite_step] * len(params),
+                           lr=float(group["lr"]), beta1=0.0, beta2=float(group["alpha"]),
+                           weight_decay=float(group["weight_decay"]),
+                           eps=float(group["eps"]) if eps is None else eps,
+                           amsgrad=False, maximize=bool(group["maximize"]), grad_scale=None, found_inf=None)
 
     def _scratch_for(self, param: torch.Tensor) -> torch.Tensor:
         buffer = self._scratch.get(param)
@@ -179,6 +210,69 @@ class FusedRMSprop(NoDynamoImport, torch.optim.RMSprop):
             # zeros, not empty: the kernel reads it (times beta1 = 0), and 0 * NaN would be NaN
             buffer = self._scratch[param] = torch.zeros_like(param, memory_format=torch.preserve_format)
         return buffer
+
+
+class _Packed:
+    """A fused group's lists, kept between steps, with each kind of state in one buffer.
+
+    Collecting the lists and checking them took about as long as the kernel for a small
+    network (``bench_step_costs.py``'s rmsprop row). The state tensors (``square_avg``,
+    ``step``) become views of one buffer each, with their own shapes and strides, so one
+    in-place op updates all of them; the state dict holds the same values and shapes as
+    before. Kept while the group keeps its parameter list and settings and every parameter has
+    a gradient; rebuilt after ``load_state_dict``.
+    """
+
+    __slots__ = ("group_params", "settings", "params", "square_avgs", "scratch", "steps", "flat", "flat_steps")
+
+    def __init__(self, optimizer, group, params, square_avgs, steps, scratch):
+        self.group_params, self.settings = group["params"], _settings(group)
+        self.params, self.scratch = params, scratch
+        self.flat, self.square_avgs = _one_buffer(square_avgs)
+        self.flat_steps, self.steps = _one_buffer(steps)
+        for param, square_avg, step in zip(params, self.square_avgs, self.steps):
+            optimizer.state[param]["square_avg"], optimizer.state[param]["step"] = square_avg, step
+
+    def fits(self, group: dict) -> bool:
+        return group["params"] is self.group_params and len(self.params) == len(self.group_params) \
+            and _settings(group) == self.settings
+
+    def count_step(self) -> None:
+        if self.flat_steps is not None:
+            self.flat_steps.add_(1)
+        else:
+            torch._foreach_add_(self.steps, 1)
+
+
+def _settings(group: dict) -> tuple:
+    """What decides whether a group's step fuses (its rate and decay may change between steps)."""
+    return group["momentum"], group["centered"], group["alpha"], group["differentiable"], group["capturable"]
+
+
+def _one_buffer(tensors: list[torch.Tensor]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """(buffer, views): ``tensors``' values copied into one buffer, as views with their shapes and strides
+    (each starting at a 64-byte boundary); (None, tensors) where a tensor's memory has gaps or the
+    dtypes or devices differ."""
+    if not tensors or len({(t.dtype, t.device) for t in tensors}) != 1 or not all(map(_dense, tensors)):
+        return None, tensors
+    align = max(1, 64 // tensors[0].element_size())
+    offsets, total = [], 0
+    for tensor in tensors:
+        offsets.append(total)
+        total += -(-tensor.numel() // align) * align
+    buffer = torch.zeros(total, dtype=tensors[0].dtype, device=tensors[0].device)
+    views = []
+    for tensor, offset in zip(tensors, offsets):
+        view = buffer.as_strided(tensor.shape, tensor.stride(), offset)
+        view.copy_(tensor)
+        views.append(view)
+    return buffer, views
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Its elements fill exactly ``numel`` consecutive slots (contiguous, or channels-last)."""
+    return tensor.is_contiguous() or (tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)) \
+        or (tensor.dim() == 5 and tensor.is_contiguous(memory_format=torch.channels_last_3d))
 
 
 class KerasRMSprop(FusedRMSprop):
@@ -205,28 +299,18 @@ class KerasRMSprop(FusedRMSprop):
         [0.6838, 0.9997]
     """
 
-    @torch.no_grad()
-    def _step(self, closure):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            has_complex, params, grads, square_avgs, grad_avgs, momentum_buffers, steps = _collect(self, group)
-            if not params:
-                continue
-            torch._foreach_add_(steps, 1)
-            alpha, eps, lr = float(group["alpha"]), float(group["eps"]), float(group["lr"])
-            if has_complex or not self._fusable(group, params) or alpha == 0.0:
-                self._keras_step(group, params, grads, square_avgs, grad_avgs, momentum_buffers)
-                continue
-            scratch = [self._scratch_for(p) for p in params]
-            torch._foreach_add_(square_avgs, eps / alpha)
-            torch._fused_adam_(params, grads, scratch, square_avgs, [], [self._infinite_step] * len(params),
-                               lr=lr, beta1=0.0, beta2=alpha, weight_decay=float(group["weight_decay"]), eps=0.0,
-                               amsgrad=False, maximize=bool(group["maximize"]), grad_scale=None, found_inf=None)
-            torch._foreach_add_(square_avgs, -eps)
-        return loss
+    def _fuses(self, group: dict) -> bool:
+        return float(group["alpha"]) != 0.0
+
+    def _unfused_step(self, group, params, grads, square_avgs, grad_avgs, momentum_buffers, steps, has_complex):
+        torch._foreach_add_(steps, 1)
+        self._keras_step(group, params, grads, square_avgs, grad_avgs, momentum_buffers)
+
+    def _fused_step(self, group, params, grads, square_avgs, scratch, flat, eps=None) -> None:
+        eps, alpha = float(group["eps"]), float(group["alpha"])
+        _add(flat, square_avgs, eps / alpha)
+        super()._fused_step(group, params, grads, square_avgs, scratch, flat, eps=0.0)
+        _add(flat, square_avgs, -eps)
 
     @staticmethod
     def _keras_step(group, params, grads, square_avgs, grad_avgs, momentum_buffers) -> None:
@@ -343,6 +427,14 @@ def _warmup_then(optimizer, scheduler: str, warmup: int, total: int):
     else:
         after = sched.LambdaLR(optimizer, lambda _: 1.0)
     return sched.SequentialLR(optimizer, [warm, after], milestones=[warmup])
+
+
+def _add(flat: torch.Tensor | None, tensors: list[torch.Tensor], value: float) -> None:
+    """``value`` added to every tensor: one op on their common buffer where they have one."""
+    if flat is not None:
+        flat.add_(value)
+    else:
+        torch._foreach_add_(tensors, value)
 
 
 def _collect(optimizer: torch.optim.RMSprop, group: dict):
