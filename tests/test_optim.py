@@ -193,3 +193,33 @@ def _steps_from(opt, params, steps, seed, skip):
             for p, g in zip(params, grads):
                 p.grad = g
             opt.step()
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+def test_state_follows_a_change_of_memory_format(name):
+    """The speed check may switch the model to channels-last after the first epoch: the fused kernels
+    read memory in order, so the optimiser's moments must take their weights' new layout."""
+    from vislab.train.optim import build_optimizer, follow_parameter_layout
+
+    ours, theirs = _conv_params(0), _conv_params(0)
+    for p in ours + theirs:  # start contiguous, as a model before the switch
+        p.data = p.data.contiguous()
+    opt = build_optimizer(ours, name, lr=1e-3)
+    reference = _KerasFormula(theirs, lr=1e-3, alpha=0.9, eps=1e-7) if name == "rmsprop" else \
+        torch.optim.Adam(theirs, lr=1e-3, foreach=False)
+    generator = torch.Generator().manual_seed(7)
+    for step in range(8):
+        if step == 4:
+            for p in ours:
+                if p.dim() == 4:  # what model.to(memory_format=torch.channels_last) does
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
+            follow_parameter_layout(opt)
+        for p, q in zip(ours, theirs):
+            grad = torch.randn(p.shape, generator=generator) * 0.01
+            # as autograd gives them: in the parameter's layout
+            p.grad = grad.contiguous(memory_format=torch.channels_last) if step >= 4 and p.dim() == 4 else grad.clone()
+            q.grad = grad.clone()
+        opt.step()
+        reference.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7)

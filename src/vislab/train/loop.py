@@ -49,7 +49,7 @@ from vislab.train.callbacks import (
     read_history, truncate_history,
 )
 from vislab.train.checkpoint import load_training_state, rng_state, save_training_state, set_rng_state
-from vislab.train.optim import build_optimizer, make_optimizer, make_scheduler
+from vislab.train.optim import build_optimizer, follow_parameter_layout, make_optimizer, make_scheduler
 
 # the classification task's columns (tasks.base.Task.history_columns), kept for callers of the old name
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -284,6 +284,7 @@ class Trainer:
         if choice.memory_format != self.memory_format:
             self.memory_format = choice.memory_format
             unwrap(self.model).to(memory_format=self.memory_format)
+            follow_parameter_layout(self.optimizer)  # the moments follow their weights' new layout
 
     # ---- batches
     def model_input(self, images: torch.Tensor, generator=None) -> torch.Tensor:

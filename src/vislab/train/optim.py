@@ -333,6 +333,34 @@ class KerasRMSprop(FusedRMSprop):
                 param.addcdiv_(grad, denominator, value=-lr)
 
 
+def follow_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """After the parameters changed memory format in place (``model.to(memory_format=...)``): each
+    state tensor shaped like its parameter takes the parameter's strides, values unchanged.
+
+    The fused CPU kernels (Adam, AdamW, :class:`FusedRMSprop`) walk parameter, gradient and
+    state in memory order, so a state tensor in another layout would pair each weight with
+    another weight's moments, silently.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.randn(2, 3, 2, 2))
+        >>> opt = KerasRMSprop([w]); w.grad = torch.ones_like(w); opt.step()
+        >>> w.data = w.data.contiguous(memory_format=torch.channels_last)
+        >>> follow_parameter_layout(opt)
+        >>> opt.state[w]["square_avg"].stride() == w.stride()
+        True
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            for key, value in (state or {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_strided(param.shape, param.stride(), dtype=value.dtype,
+                                                     device=value.device).copy_(value)
+    packed = getattr(optimizer, "_packed", None)
+    if packed is not None:
+        packed.clear()  # their views had the old strides
+
+
 # --------------------------------------------------------------------------- factories
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     """The optimiser ``cfg.train`` names, over ``params`` (tensors or param-group dicts)."""
