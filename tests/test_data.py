@@ -335,3 +335,14 @@ def test_the_built_in_digits_are_scikit_learns_read_without_importing_it():
     images, labels = _digits()
     reference = load_digits()
     assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
+def test_csv_column_errors_say_what_is_missing(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,kind\na.png,x\n")
+    # a file column found, no label column: the message is about labels, never "column None"
+    with pytest.raises(DataError, match=r"no column of labels found.*columns are \['file', 'kind'\].*--label-col") as error:
+        load_dataset(DataConfig(source=str(tmp_path / "labels.csv")))
+    assert "None" not in str(error.value)
+    # a named column that is not there
+    with pytest.raises(DataError, match=r"--label-col 'breed' is not a column; its columns are \['file', 'kind'\]"):
+        load_dataset(DataConfig(source=str(tmp_path / "labels.csv"), label_col="breed"))

@@ -488,9 +488,13 @@ def _resolve_file(root: Path, name: str) -> Path | None:
 def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[str, str]:
     file_col = file_col or next((c for c in ("file", "filename", "path", "Path", "image", "id") if c in columns), None)
     label_col = label_col or next((c for c in ("label", "class", "ClassId", "breed", "target") if c in columns), None)
-    for flag, col in (("--file-col", file_col), ("--label-col", label_col)):
-        if col is None or col not in columns:
-            raise DataError(f"{path}: column {col!r} not found; columns are {columns}. Set {flag}.")
+    for flag, col, what, names in (("--file-col", file_col, "image file names", "file, filename, path, image, id"),
+                                   ("--label-col", label_col, "labels", "label, class, ClassId, breed, target")):
+        if col is None:
+            raise DataError(f"{path}: no column of {what} found (looked for {names}); its columns are {columns}. "
+                            f"Name the column with {flag} COLUMN.")
+        if col not in columns:
+            raise DataError(f"{path}: {flag} {col!r} is not a column; its columns are {columns}.")
     return file_col, label_col
 
 
