@@ -278,3 +278,9 @@ def test_evaluate_threshold_override_and_refusal_for_classification(mosaic_run, 
     assert (run / "metrics.json").read_bytes() == tuned
     with pytest.raises(ConfigError, match="takes no --threshold"):
         get_task("classification").set_options(threshold=0.5)
+
+
+def test_multilabel_csv_without_a_file_column_says_so(tmp_path):
+    path = _csv(tmp_path, "picture,labels", ["a.png,cat dog"])
+    with pytest.raises(DataError, match=r"no column of image file names found .*\['picture', 'labels'\].*--file-col"):
+        load_multilabel_dataset(_cfg(path))

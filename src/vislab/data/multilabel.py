@@ -88,8 +88,11 @@ def split_cell(cell: str, sep: str) -> list[str] | None:
 def _columns(path: Path, columns: list[str], file_col, label_col, rows) -> tuple[str, str | None, list[str]]:
     """(file column, labels column or None, 0/1 class columns) of a multi-label CSV."""
     file_col = file_col or next((c for c in FILE_COLUMNS if c in columns), None)
-    if file_col is None or file_col not in columns:
-        raise DataError(f"{path}: file column {file_col!r} not found; columns are {columns}. Set --file-col.")
+    if file_col is None:
+        raise DataError(f"{path}: no column of image file names found (looked for {', '.join(FILE_COLUMNS)}); "
+                        f"its columns are {columns}. Name the column with --file-col COLUMN.")
+    if file_col not in columns:
+        raise DataError(f"{path}: --file-col {file_col!r} is not a column; its columns are {columns}.")
     if label_col is not None and label_col not in columns:
         raise DataError(f"{path}: --label-col {label_col!r} not found; columns are {columns}.")
     label_col = label_col or next((c for c in LABEL_COLUMNS if c in columns), None)
