@@ -485,14 +485,19 @@ def _resolve_file(root: Path, name: str) -> Path | None:
     return None
 
 
+# the column names a CSV's file and label columns are found by, in order, when no flag names them
+CSV_FILE_COLUMNS = ("file", "filename", "path", "Path", "image", "id")
+CSV_LABEL_COLUMNS = ("label", "class", "ClassId", "breed", "target")
+
+
 def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[str, str]:
-    file_col = file_col or next((c for c in ("file", "filename", "path", "Path", "image", "id") if c in columns), None)
-    label_col = label_col or next((c for c in ("label", "class", "ClassId", "breed", "target") if c in columns), None)
-    for flag, col, what, names in (("--file-col", file_col, "image file names", "file, filename, path, image, id"),
-                                   ("--label-col", label_col, "labels", "label, class, ClassId, breed, target")):
+    file_col = file_col or next((c for c in CSV_FILE_COLUMNS if c in columns), None)
+    label_col = label_col or next((c for c in CSV_LABEL_COLUMNS if c in columns), None)
+    for flag, col, what, names in (("--file-col", file_col, "image file names", CSV_FILE_COLUMNS),
+                                   ("--label-col", label_col, "labels", CSV_LABEL_COLUMNS)):
         if col is None:
-            raise DataError(f"{path}: no column of {what} found (looked for {names}); its columns are {columns}. "
-                            f"Name the column with {flag} COLUMN.")
+            raise DataError(f"{path}: no column of {what} found (looked for {', '.join(names)}); its columns are "
+                            f"{columns}. Name the column with {flag} COLUMN.")
         if col not in columns:
             raise DataError(f"{path}: {flag} {col!r} is not a column; its columns are {columns}.")
     return file_col, label_col

@@ -238,10 +238,7 @@ class _Packed:
             and _settings(group) == self.settings
 
     def count_step(self) -> None:
-        if self.flat_steps is not None:
-            self.flat_steps.add_(1)
-        else:
-            torch._foreach_add_(self.steps, 1)
+        _add(self.flat_steps, self.steps, 1)
 
 
 def _settings(group: dict) -> tuple:
