@@ -111,10 +111,6 @@ LEVERS = {
     "torch_init": "import vislab.models.classic as c; c.keras_init = lambda module: module",
     "torch_rmsprop": ("import torch, vislab.train.optim as o; o.KerasRMSprop = lambda params, lr, alpha, eps, momentum, "
                       "weight_decay: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)"),
-    # Keras trains on the ragged last batch of an epoch (50,000 % 64 = 16 images for chollet_convnet);
-    # vislab drops it. With a constant rate that small batch is the last step before the evaluation.
-    "keras_last_batch": ("import vislab.train.loop as loop; batches = loop.make_batches; "
-                         "loop.make_batches = lambda *a, **k: batches(*a, **{**k, 'drop_last': False})"),
 }
 
 
@@ -183,8 +179,7 @@ def main(argv=None) -> int:
                         help=f"create {TF_VENV.relative_to(REPO)} with tensorflow-cpu when no tensorflow is found")
     parser.add_argument("--lever", choices=list(LEVERS), default="keras",
                         help="vislab side: as shipped (keras), or with torch's default init or torch's RMSprop "
-                             "(alpha 0.99, eps 1e-8 outside the square root) instead, or training on each "
-                             "epoch's ragged last batch as Keras does (keras_last_batch)")
+                             "(alpha 0.99, eps 1e-8 outside the square root) instead")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[],
                         help="extra `vislab train` flags, e.g. --precision fp32 (must come last)")
     args = parser.parse_args(argv)

@@ -308,3 +308,38 @@ def test_gpu_precision_and_rng_choices_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.append((int(s[0]), i)))
     checkpoint.set_rng_state(state)
     assert restored == [(0, 0)]
+
+
+def test_an_epoch_trains_on_its_short_last_batch_unless_told_not_to(tmp_path):
+    # Keras (and torch's DataLoader) train on every image each epoch, the short last batch included
+    from rich.console import Console
+
+    from vislab.api import make_config
+    from vislab.data.sources import load_dataset
+    from vislab.train.loop import Trainer
+
+    def epoch_counts(**options):
+        cfg = make_config(data="digits", model="mlp", input_size=[8, 8], precision="fp32", seed=0, **options)
+        trainer = Trainer(cfg, tmp_path / str(len(options)), load_dataset(cfg.data, seed=0), Console(quiet=True))
+        trainer.train_batches.set_epoch(0, 0)
+        return [len(labels) for _, labels in trainer.train_batches], trainer
+
+    cfg = make_config(data="digits", model="mlp", input_size=[8, 8])
+    images = len(load_dataset(cfg.data, seed=0).splits["train"])
+    batch = next(b for b in range(100, images) if images % b >= 2)
+    sizes, trainer = epoch_counts(batch_size=batch)
+    assert sum(sizes) == images and sizes[-1] == images % batch and trainer.steps_per_epoch == len(sizes)
+    sizes, trainer = epoch_counts(batch_size=batch, drop_last=True)
+    assert sizes == [batch] * (images // batch) and trainer.steps_per_epoch == len(sizes)
+
+
+def test_a_run_written_before_the_short_batch_option_resumes_leaving_it_out(tmp_path):
+    from vislab.train.loop import resume_config
+
+    result = train(out=str(tmp_path / "run"), data="digits", model="mlp", epochs=1, batch_size=100, seed=0)
+    path = result.run_dir / "config.yaml"
+    assert resume_config(result.run_dir).train.drop_last is False
+    config = yaml.safe_load(path.read_text())
+    del config["train"]["drop_last"]  # as the earlier vislab wrote it: every epoch left its short batch out
+    path.write_text(yaml.safe_dump(config))
+    assert resume_config(result.run_dir).train.drop_last is True

@@ -234,6 +234,9 @@ def _add_train(sub) -> None:
                         "evaluation): the epochs come from the measured step and epoch times and the one-cycle "
                         "schedule fits them; instead of --epochs")
     t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
+    t.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="leave out each epoch's short last batch (default: train on it, as Keras does; "
+                        "one of fewer than 2 images is always left out)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="(default adam); lbfgs: with --cache-features, fit the head as logistic regression "

@@ -161,6 +161,9 @@ class TrainConfig:
     ema: float = 0.0  # timm ModelEmaV3 decay, e.g. 0.998 (0: off); evaluation and the saved model use it
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     eval_batch_size: int = 512
+    # an epoch's short last batch (50,000 images at batch 64 leave 16): trained on, as Keras and torch's
+    # DataLoader do, unless True; a last batch with fewer images than max(2, processes) is always left out
+    drop_last: bool = False
     # written by the run: what --precision auto measured and chose (precision, memory format, threads,
     # seconds per step); `train --resume` continues with it. A new run measures again and ignores it.
     speed: dict | None = None

@@ -36,6 +36,7 @@ from vislab.core.device import (
 )
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
 from vislab.core.errors import RunError
+from vislab.core.files import read_yaml
 from vislab.data.augment import Augment
 from vislab.data.loaders import epoch_generator, make_batches
 from vislab.data.sources import Dataset
@@ -128,7 +129,8 @@ class Trainer:
             else None
         self.train_batches = distributed.shard(dist, make_batches(
             train, self.preprocessing, cfg.train.batch_size, shuffle=True,
-            drop_last=len(train) > cfg.train.batch_size, workers=cfg.data.workers, pin_memory=pin,
+            drop_last=drop_short_batch(len(train), cfg.train.batch_size, cfg.train.drop_last, dist.world_size),
+            workers=cfg.data.workers, pin_memory=pin,
             weights=weights))
         self.val_split = dataset.splits.get("val")
         self.val_batches = (distributed.shard(dist, make_batches(
@@ -584,6 +586,23 @@ def resumed_choice(cfg: Config, state: dict) -> measure.Choice:
     return choice
 
 
+def drop_short_batch(images: int, batch_size: int, drop_last: bool = False, processes: int = 1) -> bool:
+    """Whether an epoch leaves out its short last batch: with ``--drop-last``, or when it holds fewer
+    images than max(2, processes) (batch norm cannot train on one image, and under DDP every process
+    needs a share of every batch). A split no larger than one batch is one batch, always trained on.
+
+    Example:
+        >>> drop_short_batch(50_000, 64), drop_short_batch(50_000, 64, drop_last=True)
+        (False, True)
+        >>> drop_short_batch(129, 64), drop_short_batch(100, 128, drop_last=True), drop_short_batch(70, 64, processes=8)
+        (True, False, True)
+    """
+    if images <= batch_size:
+        return False
+    short = images % batch_size
+    return drop_last or 0 < short < max(2, processes)
+
+
 def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config:
     """The config a resumed run continues with: its own config.yaml, where only ``epochs`` may change.
 
@@ -594,6 +613,9 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
         raise ConfigError(f"resume continues {run_dir} with its own config.yaml; only --epochs may change "
                           f"(got {', '.join(changed)})")
     cfg = read_config(run_dir)
+    saved = read_yaml(Path(run_dir) / "config.yaml", "a run's config (YAML)", "restore the config.yaml the run wrote")
+    if "drop_last" not in (saved.get("train") or {}):
+        cfg.train.drop_last = True  # written before the option, when every epoch left its short batch out
     if epochs is not None:
         cfg.train.epochs = epochs
         config_from_dict(cfg.to_dict())  # validate the new count
