@@ -331,6 +331,17 @@ def test_an_epoch_trains_on_its_short_last_batch_unless_told_not_to(tmp_path):
     assert sum(sizes) == images and sizes[-1] == images % batch and trainer.steps_per_epoch == len(sizes)
     sizes, trainer = epoch_counts(batch_size=batch, drop_last=True)
     assert sizes == [batch] * (images // batch) and trainer.steps_per_epoch == len(sizes)
+    # the cached-features path (a frozen backbone: only the head trains) batches by the same rule
+    from vislab.train.features import CachedTraining
+
+    for drop_last, steps in ((False, -(-images // batch)), (True, images // batch)):
+        cached = CachedTraining(trainer.model, trainer.preprocessing, trainer.train_batches.split, batch_size=batch,
+                                precision="fp32", drop_last=drop_last)
+        counted = []
+        hook = cached.head.register_forward_pre_hook(lambda module, args: counted.append(len(args[0])))
+        cached.train_epoch(torch.optim.SGD(cached.head.parameters(), lr=0.0), seed=0, epoch=0)
+        hook.remove()
+        assert cached.steps_per_epoch() == steps == len(counted) and sum(counted) == min(images, steps * batch)
 
 
 def test_a_run_written_before_the_short_batch_option_resumes_leaving_it_out(tmp_path):

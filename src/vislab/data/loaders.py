@@ -41,6 +41,23 @@ def epoch_order(size: int, shuffle: bool, seed: int, epoch: int, weights: torch.
     return torch.randperm(size, generator=epoch_generator(seed, epoch))
 
 
+def drop_short_batch(images: int, batch_size: int, drop_last: bool = False, processes: int = 1) -> bool:
+    """Whether an epoch leaves out its short last batch: with ``--drop-last``, or when it holds fewer
+    images than max(2, processes) (batch norm cannot train on one image, and under DDP every process
+    needs a share of every batch). A split no larger than one batch is one batch, always trained on.
+
+    Example:
+        >>> drop_short_batch(50_000, 64), drop_short_batch(50_000, 64, drop_last=True)
+        (False, True)
+        >>> drop_short_batch(129, 64), drop_short_batch(100, 128, drop_last=True), drop_short_batch(70, 64, processes=8)
+        (True, False, True)
+    """
+    if images <= batch_size:
+        return False
+    short = images % batch_size
+    return drop_last or 0 < short < max(2, processes)
+
+
 class TensorBatches:
     """Batches from an in-memory split, resized to the model's size on the fly when needed."""
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vislab.data.loaders import drop_short_batch, make_batches
 from vislab.data.preprocess import Preprocessing
 from vislab.tasks.classification import classification_loss, correct_count
 
@@ -132,8 +133,6 @@ def _batches(data, preprocessing: Preprocessing, batch_size: int, workers: int):
         for start in range(0, len(images), batch_size):
             yield images[start:start + batch_size], labels[start:start + batch_size]
         return
-    from vislab.data.loaders import make_batches
-
     yield from make_batches(data, preprocessing, batch_size, workers=workers)
 
 
@@ -312,7 +311,7 @@ def head_epoch(head: nn.Module, optimizer, features: torch.Tensor, labels: torch
             after_step()
         total_loss += loss.detach().double() * len(y)
         correct += correct_count(logits.detach(), y)
-    return {"train_loss": float(total_loss) / len(labels), "train_acc": int(correct) / len(labels)}
+    return {"train_loss": float(total_loss) / len(order), "train_acc": int(correct) / len(order)}
 
 
 def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet, device, label_smoothing: float,
@@ -414,8 +413,9 @@ class CachedTraining:
     """
 
     def __init__(self, model: nn.Module, preprocessing: Preprocessing, train, val=None, batch_size: int = 128,
-                 precision: str = "auto", workers: int = 0, extract_batch_size: int = 64):
+                 precision: str = "auto", workers: int = 0, extract_batch_size: int = 64, drop_last: bool = False):
         self.model, self.preprocessing = model, preprocessing
+        self.drop_last = drop_last  # --drop-last: each epoch leaves its short last batch out
         self.train_data, self.val_data = train, val
         self.batch_size, self.precision, self.workers = batch_size, precision, workers
         self.extract_batch_size = extract_batch_size
@@ -461,9 +461,15 @@ class CachedTraining:
             self.converged = state.get("n_iter", 0) - before < optimizer.param_groups[0]["max_iter"]
             return logs
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
-        order = torch.randperm(len(data), generator=generator)
+        order = torch.randperm(len(data), generator=generator)[:self.steps_per_epoch() * self.batch_size]
         return head_epoch(self.head, optimizer, data.features, data.labels, order, self.batch_size, label_smoothing,
                           after_step)
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps of an epoch (the short last batch as :func:`~vislab.data.loaders.drop_short_batch` says)."""
+        images = len(self.train_data)
+        return images // self.batch_size if drop_short_batch(images, self.batch_size, self.drop_last) \
+            else -(-images // self.batch_size)
 
     def evaluate(self) -> dict:
         """``{val_loss, val_acc}`` on the cached validation features (empty without a val split)."""

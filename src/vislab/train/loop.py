@@ -38,7 +38,7 @@ from vislab.core.weights import load_weights, parameter_counts, save_weights, un
 from vislab.core.errors import RunError
 from vislab.core.files import read_yaml
 from vislab.data.augment import Augment
-from vislab.data.loaders import epoch_generator, make_batches
+from vislab.data.loaders import drop_short_batch, epoch_generator, make_batches
 from vislab.data.sources import Dataset
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_for_task, check_model_name
@@ -160,8 +160,8 @@ class Trainer:
                               "and is ignored[/]")
             self.cached = CachedTraining(self.model, self.preprocessing, dataset.splits["train"], self.val_split,
                                          cfg.train.batch_size, precision=cfg.train.precision,
-                                         workers=cfg.data.workers)
-            self.steps_per_epoch = -(-len(dataset.splits["train"]) // cfg.train.batch_size)
+                                         workers=cfg.data.workers, drop_last=cfg.train.drop_last)
+            self.steps_per_epoch = self.cached.steps_per_epoch()
         self.scheduler, self.step_per_batch = make_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         es = cfg.train.early_stopping
         # no validation split: val_loss -> train_loss (the keys history.csv has)
@@ -584,23 +584,6 @@ def resumed_choice(cfg: Config, state: dict) -> measure.Choice:
     if choice.source in ("measured", "cache"):
         choice.source = "resumed"
     return choice
-
-
-def drop_short_batch(images: int, batch_size: int, drop_last: bool = False, processes: int = 1) -> bool:
-    """Whether an epoch leaves out its short last batch: with ``--drop-last``, or when it holds fewer
-    images than max(2, processes) (batch norm cannot train on one image, and under DDP every process
-    needs a share of every batch). A split no larger than one batch is one batch, always trained on.
-
-    Example:
-        >>> drop_short_batch(50_000, 64), drop_short_batch(50_000, 64, drop_last=True)
-        (False, True)
-        >>> drop_short_batch(129, 64), drop_short_batch(100, 128, drop_last=True), drop_short_batch(70, 64, processes=8)
-        (True, False, True)
-    """
-    if images <= batch_size:
-        return False
-    short = images % batch_size
-    return drop_last or 0 < short < max(2, processes)
 
 
 def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config:
