@@ -354,3 +354,7 @@ def test_a_run_written_before_the_short_batch_option_resumes_leaving_it_out(tmp_
     del config["train"]["drop_last"]  # as the earlier vislab wrote it: every epoch left its short batch out
     path.write_text(yaml.safe_dump(config))
     assert resume_config(result.run_dir).train.drop_last is True
+    # its cached-features path always trained on the short batch, and so resumes
+    config["model"].update(cache_features=True, freeze="backbone", allow_random_backbone=True)
+    path.write_text(yaml.safe_dump(config))
+    assert resume_config(result.run_dir).train.drop_last is False

@@ -597,8 +597,10 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
                           f"(got {', '.join(changed)})")
     cfg = read_config(run_dir)
     saved = read_yaml(Path(run_dir) / "config.yaml", "a run's config (YAML)", "restore the config.yaml the run wrote")
-    if "drop_last" not in (saved.get("train") or {}):
-        cfg.train.drop_last = True  # written before the option, when every epoch left its short batch out
+    if "drop_last" not in (saved.get("train") or {}) and not cfg.model.cache_features:
+        # written before the option, when every epoch left its short batch out (the cached-features path
+        # always trained on it)
+        cfg.train.drop_last = True
     if epochs is not None:
         cfg.train.epochs = epochs
         config_from_dict(cfg.to_dict())  # validate the new count
