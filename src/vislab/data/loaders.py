@@ -58,6 +58,16 @@ def drop_short_batch(images: int, batch_size: int, drop_last: bool = False, proc
     return drop_last or 0 < short < max(2, processes)
 
 
+def batch_count(images: int, batch_size: int, drop_last: bool) -> int:
+    """How many batches an epoch over ``images`` holds: the short last one counted unless ``drop_last``.
+
+    Example:
+        >>> batch_count(100, 32, drop_last=False), batch_count(100, 32, drop_last=True)
+        (4, 3)
+    """
+    return images // batch_size if drop_last else -(-images // batch_size)
+
+
 class TensorBatches:
     """Batches from an in-memory split, resized to the model's size on the fly when needed."""
 
@@ -76,7 +86,7 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = len(self.split)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batch_count(n, self.batch_size, self.drop_last)
 
     def __iter__(self):
         n = len(self.split)

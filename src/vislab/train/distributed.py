@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from vislab.data.loaders import epoch_generator, epoch_order  # noqa: F401  (epoch_generator re-exported)
+from vislab.data.loaders import batch_count, epoch_generator, epoch_order  # noqa: F401  (epoch_generator re-exported)
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def global_batches(size: int, batch_size: int, shuffle: bool, drop_last: bool, s
     """Index tensors of the single-process batches: the epoch-seeded permutation (or balanced draw) cut
     into batches."""
     order = epoch_order(size, shuffle, seed, epoch, weights)
-    count = size // batch_size if drop_last else -(-size // batch_size)
+    count = batch_count(size, batch_size, drop_last)
     for start in range(0, count * batch_size, batch_size):
         yield order[start : start + batch_size]
 
@@ -152,7 +152,7 @@ class _ShardSampler(torch.utils.data.Sampler):
         self.rank, self.world, self.seed, self.epoch = rank, world, 0, 0
 
     def __len__(self) -> int:
-        return self.size // self.batch_size if self.drop_last else -(-self.size // self.batch_size)
+        return batch_count(self.size, self.batch_size, self.drop_last)
 
     def __iter__(self):
         for index in global_batches(self.size, self.batch_size, self.shuffle, self.drop_last, self.seed, self.epoch,

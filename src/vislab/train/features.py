@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vislab.data.loaders import drop_short_batch, make_batches
+from vislab.data.loaders import batch_count, drop_short_batch, make_batches
 from vislab.data.preprocess import Preprocessing
 from vislab.tasks.classification import classification_loss, correct_count
 
@@ -468,8 +468,7 @@ class CachedTraining:
     def steps_per_epoch(self) -> int:
         """Optimiser steps of an epoch (the short last batch as :func:`~vislab.data.loaders.drop_short_batch` says)."""
         images = len(self.train_data)
-        return images // self.batch_size if drop_short_batch(images, self.batch_size, self.drop_last) \
-            else -(-images // self.batch_size)
+        return batch_count(images, self.batch_size, drop_short_batch(images, self.batch_size, self.drop_last))
 
     def evaluate(self) -> dict:
         """``{val_loss, val_acc}`` on the cached validation features (empty without a val split)."""
