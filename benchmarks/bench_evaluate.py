@@ -7,6 +7,7 @@ predictions, metrics, every figure, misclassified.csv and report.html.
 Usage:
     python benchmarks/bench_evaluate.py                 # train a small CNN, then time evaluate
     python benchmarks/bench_evaluate.py --run RUN_DIR   # time evaluate of an existing run
+    python benchmarks/bench_evaluate.py --metrics-only  # the metrics alone (scikit-learn's part), 10 and 100 classes
 
 Prints one JSON line: machine, versions, seconds, accuracy. Needs Debian's
 ``dataset-fashion-mnist`` files (/usr/share/datasets/fashion-mnist/).
@@ -66,6 +67,31 @@ def test_slice(run_dir: Path, per_class: int):
     return dataset
 
 
+def metrics_seconds(classes: int, images: int, repeat: int) -> dict:
+    """``classification_metrics`` (every number and curve of metrics.json) on seeded random probabilities
+    whose argmax is right about 70 % of the time: median seconds of ``repeat`` calls, in this process
+    (a run computes them in its helper interpreter, beside the explanation panels)."""
+    import statistics
+
+    import numpy as np
+
+    from vislab.tasks.classification_metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, classes, images)
+    logits = rng.normal(size=(images, classes)) + 2.5 * np.eye(classes)[y]
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    names = [f"class{i}" for i in range(classes)]
+    classification_metrics(y, probs, names)  # first call: imports, caches
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        classification_metrics(y, probs, names)
+        times.append(time.perf_counter() - start)
+    return {"benchmark": "classification_metrics", "classes": classes, "images": images, "repeat": repeat,
+            "seconds": round(statistics.median(times), 3), "machine": machine(), "versions": versions()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=None, help="existing Fashion-MNIST run folder to evaluate")
@@ -74,7 +100,14 @@ def main(argv=None) -> int:
     parser.add_argument("--train-per-class", type=int, default=300, help="training images per class of the small CNN")
     parser.add_argument("--test-per-class", type=int, default=None,
                         help="evaluate on the first N test images of each class (default: all 10,000)")
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="time the metrics alone on seeded random predictions (10 and 100 classes)")
+    parser.add_argument("--repeat", type=int, default=5, help="--metrics-only: calls per size (median)")
     args = parser.parse_args(argv)
+    if args.metrics_only:
+        for classes in (10, 100):
+            print(json.dumps(metrics_seconds(classes, 10_000, args.repeat)), flush=True)
+        return 0
     if not Path(args.data_dir).is_dir():
         print(f"bench_evaluate: {args.data_dir} not found; install Debian's dataset-fashion-mnist "
               "or pass --data-dir", file=sys.stderr)

@@ -91,6 +91,25 @@ def test_equals_sklearn_multiclass():
     assert classification_metrics(y, probs, list("abcde"), loss=0.123)["loss"] == 0.123
 
 
+def test_each_curve_is_computed_once_and_its_auc_is_sklearns_number_exactly():
+    # tied scores (rounded probabilities) and an absent class: where ROC bookkeeping can differ
+    rng = np.random.default_rng(1)
+    y = rng.choice([0, 1, 2, 4], 400)
+    probs = rng.dirichlet(np.ones(5), 400).round(2)
+    m = classification_metrics(y, probs, list("abcde"))
+    for c, row in enumerate(m["per_class"]):
+        if c == 3:
+            assert row["roc_auc"] is None and row["average_precision"] is None
+            continue
+        assert row["roc_auc"] == skm.roc_auc_score(y == c, probs[:, c])
+        assert row["average_precision"] == skm.average_precision_score(y == c, probs[:, c])
+        assert m["curves"]["roc"][row["class"]]["auc"] == row["roc_auc"]
+    onehot = np.eye(5)[y]
+    assert m["roc_auc_micro"] == skm.roc_auc_score(onehot, probs, average="micro")
+    assert m["average_precision_micro"] == skm.average_precision_score(onehot, probs, average="micro")
+    assert m["curves"]["roc_micro"]["auc"] == m["roc_auc_micro"] and m["curves"]["pr_micro"]["ap"] == m["average_precision_micro"]
+
+
 def test_binary_is_evaluated_as_binary():
     y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
     p1 = np.array([0.1, 0.4, 0.35, 0.8, 0.65, 0.3, 0.9, 0.7])

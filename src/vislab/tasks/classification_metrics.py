@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import (
+    auc,
     accuracy_score,
     balanced_accuracy_score,
     f1_score,
@@ -26,7 +27,6 @@ from sklearn.metrics import (
     log_loss,
     precision_recall_curve,
     precision_recall_fscore_support,
-    roc_auc_score,
     roc_curve,
     top_k_accuracy_score,
 )
@@ -165,12 +165,12 @@ def classification_metrics(
         curves["roc"] = {names[1]: roc_curves[1]} if roc_curves[1] else {}
         curves["pr"] = {names[1]: pr_curves[1]} if pr_curves[1] else {}
     else:
-        result.update(_multiclass_summary(y_true, probs, present, roc_auc_per_class, ap_per_class))
+        micro = _micro_curves(y_true, probs)
+        result.update(_multiclass_summary(y_true, probs, present, roc_auc_per_class, ap_per_class, micro))
         if result["roc_auc_micro"] is None:
             notes.append("ROC AUC needs at least one positive and one negative sample; none could be computed")
         curves["roc"] = {names[c]: roc_curves[c] for c in labels if roc_curves[c]}
         curves["pr"] = {names[c]: pr_curves[c] for c in labels if pr_curves[c]}
-        micro = _micro_curves(y_true, probs)
         if micro:
             curves["roc_micro"], curves["pr_micro"] = micro
 
@@ -281,13 +281,8 @@ def _one_vs_rest(y_true, probs, present, names):
         # AUC needs both positives and negatives; skip (None) rather than get NaN/warnings.
         if not present[c] or positives.all():
             continue
-        score = probs[:, c]
-        fpr, tpr, _ = roc_curve(positives, score)
-        precision, recall, _ = precision_recall_curve(positives, score)
-        aucs[c] = float(roc_auc_score(positives, score))
-        aps[c] = float(average_precision_score(positives, score))
-        rocs[c] = {"fpr": _downsample(fpr), "tpr": _downsample(tpr), "auc": aucs[c]}
-        prs[c] = {"recall": _downsample(recall), "precision": _downsample(precision), "ap": aps[c]}
+        rocs[c], prs[c] = _curves(positives, probs[:, c])
+        aucs[c], aps[c] = rocs[c]["auc"], prs[c]["ap"]
     if k == 2:
         # Also fill class 0 so per-class rows are complete (AUC of class 0 equals AUC of class 1).
         aucs[0] = aucs[1]
@@ -296,14 +291,25 @@ def _one_vs_rest(y_true, probs, present, names):
     return aucs, aps, rocs, prs
 
 
-def _multiclass_summary(y_true, probs, present, aucs, aps) -> dict:
+def _curves(positives, score) -> tuple[dict, dict]:
+    """The downsampled ROC and precision-recall curves of one binary problem, with their ROC AUC and
+    average precision. Each curve is computed once: the AUC is scikit-learn's ``auc`` of this ROC curve,
+    which is what ``roc_auc_score`` computes for a binary problem (the same number, without sorting the
+    scores a second time)."""
+    fpr, tpr, _ = roc_curve(positives, score)
+    precision, recall, _ = precision_recall_curve(positives, score)
+    area = float(auc(fpr, tpr))
+    ap = float(average_precision_score(positives, score))
+    return ({"fpr": _downsample(fpr), "tpr": _downsample(tpr), "auc": area},
+            {"recall": _downsample(recall), "precision": _downsample(precision), "ap": ap})
+
+
+def _multiclass_summary(y_true, probs, present, aucs, aps, micro) -> dict:
+    """Macro means of the per-class numbers, and the micro ones from :func:`_micro_curves` (``micro``)."""
     defined_auc = [a for a in aucs if a is not None]
     defined_ap = [a for a in aps if a is not None]
-    onehot = label_binarize(y_true, classes=np.arange(probs.shape[1]))
-    # Micro averaging pools every (sample, class) pair, so an absent class just adds negatives.
-    micro_defined = 0 < onehot.sum() < onehot.size
-    auc_micro = float(roc_auc_score(onehot, probs, average="micro")) if micro_defined else None
-    ap_micro = float(average_precision_score(onehot, probs, average="micro")) if micro_defined else None
+    auc_micro = micro[0]["auc"] if micro else None
+    ap_micro = micro[1]["ap"] if micro else None
     auc_macro = float(np.mean(defined_auc)) if defined_auc else None
     ap_macro = float(np.mean(defined_ap)) if defined_ap else None
     return {
@@ -317,20 +323,15 @@ def _multiclass_summary(y_true, probs, present, aucs, aps) -> dict:
 
 
 def _micro_curves(y_true, probs):
+    """Micro averaging pools every (sample, class) pair, as scikit-learn's ``average="micro"`` does, so an
+    absent class just adds negatives: the pooled curves and their AUC and average precision (None when
+    every pair is positive, or none is)."""
     onehot = label_binarize(y_true, classes=np.arange(probs.shape[1]))
     if not 0 < onehot.sum() < onehot.size:
         return None
-    flat_true, flat_score = onehot.ravel(), probs.ravel()
-    fpr, tpr, _ = roc_curve(flat_true, flat_score)
-    precision, recall, _ = precision_recall_curve(flat_true, flat_score)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        auc = float(roc_auc_score(flat_true, flat_score))
-        ap = float(average_precision_score(flat_true, flat_score))
-    return (
-        {"fpr": _downsample(fpr), "tpr": _downsample(tpr), "auc": auc},
-        {"recall": _downsample(recall), "precision": _downsample(precision), "ap": ap},
-    )
+        return _curves(onehot.ravel(), probs.ravel())
 
 
 def _downsample(values: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> list[float]:
