@@ -330,9 +330,9 @@ def augment_preview(data: str, out="augment_preview.png", count: int = 6, versio
     cfg = resolve_config(config, {**option_overrides({"data": data, **options}), "seed": seed})
     path = _png_path(out, "augment_preview.png")
     _check_out(path.parent, cfg.data.source)
+    dataset = load_dataset(cfg.data, seed=cfg.seed)  # a wrong --data is the one message, before any note
     if not cfg.augment.active and console is not None:
         console.print("note: no augmentation is set (e.g. --rotation 15 --hflip); the copies equal the originals")
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
     return preview_augmentation(dataset, cfg.augment, path, count=count, versions=versions, split=split,
                                 seed=cfg.seed)
 

@@ -3,12 +3,17 @@
 Example:
     >>> things = Registry("colour")
     >>> things.register("red", 1)
+    1
     >>> things.get("red")
     1
     >>> things.get("rde")
     Traceback (most recent call last):
     ...
     vislab.core.errors.ConfigError: unknown colour 'rde'; did you mean 'red'? Known: red
+    >>> things.get("blue")
+    Traceback (most recent call last):
+    ...
+    vislab.core.errors.ConfigError: unknown colour 'blue'. Known: red
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else "."
             raise ConfigError(f"unknown {self.kind} {name!r}{hint} Known: {', '.join(self.names())}")
         return self._items[name]
 
