@@ -46,7 +46,7 @@ test: setup data test-deps
 # The speed-choice tests and the examples' smoke runs under each CPU class this machine can emulate:
 # as it is, AVX-512 without BF16 (oneDNN limited), and AVX2 only (oneDNN and ATen limited). One choice
 # cache for all three, as a user who changes nothing has. Minutes; CI runs `make test`.
-CPU_TESTS := tests/test_measure.py tests/test_speed_paths.py tests/test_examples.py
+CPU_TESTS := tests/test_measure.py tests/test_speed_paths.py tests/test_examples.py src/vislab
 test-cpus: setup data test-deps
 	$(BIN)/python -m pytest -q $(CPU_TESTS)
 	ONEDNN_MAX_CPU_ISA=AVX512_CORE $(BIN)/python -m pytest -q $(CPU_TESTS)
