@@ -119,8 +119,10 @@ def overlay_panel(images, heatmaps, titles=None, columns: int = 4, alpha: float 
 
 
 def write_overlay_panel(images, heatmaps, titles, path, columns: int = 4) -> Path:
-    """:func:`overlay_panel` written to ``path`` (a function a helper interpreter can run)."""
-    return save_figure(overlay_panel(images, heatmaps, titles, columns=columns), path)
+    """:func:`overlay_panel` written to ``path`` (a function a helper interpreter can run). The grid fills
+    its figure, titles included, so it is saved as it is: a tight bounding box would draw it twice to
+    measure it."""
+    return save_figure(overlay_panel(images, heatmaps, titles, columns=columns), path, tight=False)
 
 
 def activation_grid_figure(grid: np.ndarray, title: str) -> Figure:
@@ -144,9 +146,10 @@ def filter_grid_figure(grid: np.ndarray, title: str) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path) -> Path:
-    """Write ``fig`` as PNG (parent folders made) and return the path."""
+def save_figure(fig: Figure, path, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG (parent folders made) and return the path; ``tight``: cropped to what is
+    drawn (matplotlib draws the figure once more to find it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight" if tight else None)
     return path
