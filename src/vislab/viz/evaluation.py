@@ -58,8 +58,9 @@ def plot_confusion_matrix(
         threshold = (matrix.max() + matrix.min()) / 2.0
         for i in range(k):
             for j in range(k):
+                # centred in its cell, inside the axes: left out of tight_layout's measuring (same layout)
                 ax.text(j, i, format(matrix[i, j], ".2f" if normalize else ".0f"), ha="center", va="center",
-                        color=on_light if matrix[i, j] < threshold else on_dark)
+                        color=on_light if matrix[i, j] < threshold else on_dark, in_layout=False)
     fig.colorbar(image, ax=ax)
     names = list(class_names) if labelled else list(range(k))
     ax.set(xticks=np.arange(k), yticks=np.arange(k), xticklabels=names, yticklabels=names,

@@ -42,7 +42,7 @@ def plot_cooccurrence(class_names: Sequence[str], matrix, path, title: str = "La
             for i in range(k):
                 for j in range(k):
                     ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
-                            color="white" if matrix[i, j] > top / 2 else "black")
+                            color="white" if matrix[i, j] > top / 2 else "black", in_layout=False)
     ax.set_title(title)
     return _save(fig, path)
 
