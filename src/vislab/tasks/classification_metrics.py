@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import (
-    auc,
     accuracy_score,
+    auc,
     balanced_accuracy_score,
     f1_score,
     average_precision_score,
@@ -166,7 +166,7 @@ def classification_metrics(
         curves["pr"] = {names[1]: pr_curves[1]} if pr_curves[1] else {}
     else:
         micro = _micro_curves(y_true, probs)
-        result.update(_multiclass_summary(y_true, probs, present, roc_auc_per_class, ap_per_class, micro))
+        result.update(_multiclass_summary(roc_auc_per_class, ap_per_class, micro))
         if result["roc_auc_micro"] is None:
             notes.append("ROC AUC needs at least one positive and one negative sample; none could be computed")
         curves["roc"] = {names[c]: roc_curves[c] for c in labels if roc_curves[c]}
@@ -304,7 +304,7 @@ def _curves(positives, score) -> tuple[dict, dict]:
             {"recall": _downsample(recall), "precision": _downsample(precision), "ap": ap})
 
 
-def _multiclass_summary(y_true, probs, present, aucs, aps, micro) -> dict:
+def _multiclass_summary(aucs, aps, micro) -> dict:
     """Macro means of the per-class numbers, and the micro ones from :func:`_micro_curves` (``micro``)."""
     defined_auc = [a for a in aucs if a is not None]
     defined_ap = [a for a in aps if a is not None]
