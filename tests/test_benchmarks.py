@@ -208,3 +208,12 @@ def test_script_tiny_run(name, capsys, monkeypatch, tmp_path, request):
         _check_recipes(lines, err)
     elif name in CHECKS:
         CHECKS[name](lines)
+
+
+def test_bench_evaluate_times_the_metrics_alone_without_any_data(capsys, monkeypatch, tmp_path):
+    # the script's full run is slow (it trains first); its metrics mode needs no data set and is quick
+    code, lines, err = run_script("bench_evaluate.py", ["--metrics-only", "--repeat", "1"], capsys, monkeypatch,
+                                  tmp_path)
+    assert code == 0, err[-3000:]
+    assert [(line["classes"], line["images"]) for line in lines] == [(10, 10_000), (100, 10_000)]
+    assert all(line["seconds"] > 0 and "isa" in line["machine"] for line in lines)
