@@ -115,7 +115,12 @@ def read_config(run_dir: Path):
     data = read_yaml(path, "a run's config (YAML)", "restore the config.yaml the run wrote")
     if not isinstance(data, dict):
         raise RunError(f"{path}: not a run's config (a mapping of sections); restore the config.yaml the run wrote")
-    return config_from_dict(data)
+    cfg = config_from_dict(data)
+    if "drop_last" not in (data.get("train") or {}) and not cfg.model.cache_features:
+        # written before train.drop_last existed, when every epoch left its short batch out (the
+        # cached-features path always trained on it): the config it was trained with, so resume stays exact
+        cfg.train.drop_last = True
+    return cfg
 
 
 def read_spec(run_dir: Path) -> dict:

@@ -36,7 +36,6 @@ from vislab.core.device import (
 )
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
 from vislab.core.errors import RunError
-from vislab.core.files import read_yaml
 from vislab.data.augment import Augment
 from vislab.data.loaders import drop_short_batch, epoch_generator, make_batches
 from vislab.data.sources import Dataset
@@ -596,11 +595,6 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
         raise ConfigError(f"resume continues {run_dir} with its own config.yaml; only --epochs may change "
                           f"(got {', '.join(changed)})")
     cfg = read_config(run_dir)
-    saved = read_yaml(Path(run_dir) / "config.yaml", "a run's config (YAML)", "restore the config.yaml the run wrote")
-    if "drop_last" not in (saved.get("train") or {}) and not cfg.model.cache_features:
-        # written before the option, when every epoch left its short batch out (the cached-features path
-        # always trained on it)
-        cfg.train.drop_last = True
     if epochs is not None:
         cfg.train.epochs = epochs
         config_from_dict(cfg.to_dict())  # validate the new count
