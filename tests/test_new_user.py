@@ -267,6 +267,26 @@ def test_summary_lists_the_head_and_mlp_description_is_true():
     assert not has_dropout and "dropout=P adds Dropout" in describe("mlp")
 
 
+def test_summary_of_a_run_counts_the_parameters_its_training_left_frozen(tmp_path, run_dir):
+    """`vislab summary RUN` reports what `vislab train` printed: a frozen backbone is non-trainable
+    there too, though the reloaded network's parameters all require gradients again."""
+    from vislab.core.weights import parameter_counts
+
+    result = api.train(data="digits", model="chollet_convnet", freeze="backbone", allow_random_backbone=True,
+                       epochs=1, out=str(tmp_path / "frozen"), evaluate=False, figures=False, seed=0)
+    spec = json.loads((result.run_dir / "model.json").read_text())
+    assert (spec["parameters"], spec["trainable_parameters"]) == (93_322, 37_578)  # the head alone trained
+    lines = api.summary(str(result.run_dir)).splitlines()[-3:]
+    assert lines == ["Total params: 93,322", "Trainable params: 37,578", "Non-trainable params: 55,744"]
+    assert parameter_counts(api.load_model(str(result.run_dir)).model)["trainable"] == 93_322
+    # a run trained without freezing, and one written before model.json held the count: all trainable
+    assert api.summary(str(run_dir)).splitlines()[-1] == "Non-trainable params: 0"
+    spec.pop("trainable_parameters")
+    (result.run_dir / "model.json").write_text(json.dumps(spec))
+    assert api.summary(str(result.run_dir)).splitlines()[-2:] == ["Trainable params: 93,322",
+                                                                  "Non-trainable params: 0"]
+
+
 def test_lbfgs_defaults_to_one_epoch():
     common = dict(data="digits", model="chollet_convnet", freeze="backbone", cache_features=True,
                   optimizer="lbfgs", allow_random_backbone=True)

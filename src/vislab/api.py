@@ -381,13 +381,15 @@ def summary(model: str, num_classes: int = 10, in_chans: int | None = None, inpu
             weights=None) -> str:
     """``vislab summary``: layers, output shapes and parameter counts (Keras' model.summary()) of a
     model name (built fresh; ``weights`` loads a local file into it, checking that it fits), of a run
-    folder's model, or of ``imagenet:NAME`` / ``hf:NAME``."""
+    folder's model (its trainable count is the one training left: a frozen backbone counts as
+    non-trainable), or of ``imagenet:NAME`` / ``hf:NAME``."""
     from vislab.models.summary import model_summary, summarize
 
     check_ranges(num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth)
     if Path(model).is_dir() or str(model).startswith(("imagenet:", "hf:")):
         loaded = load_model(model, weights=weights)
-        return summarize(loaded.model, loaded.preprocessing.input_size, depth)
+        return summarize(loaded.model, loaded.preprocessing.input_size, depth,
+                         trainable=loaded.spec.get("trainable_parameters") if weights is None else None)
     return model_summary(model, num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth,
                          weights=weights)
 

@@ -514,7 +514,10 @@ def _cmd_models(args) -> int:
 
 
 def _add_summary(sub) -> None:
-    p = _parser(sub, "summary", "layers, output shapes and parameter counts of a model (Keras model.summary())")
+    p = _parser(sub, "summary", "layers, output shapes and parameter counts of a model (Keras model.summary())",
+                "Each module's output shape and parameter count from one dummy forward pass, then the totals,\n"
+                "as Keras' model.summary(). For a run folder the trainable count is the one its training left:\n"
+                "a backbone trained frozen (--freeze backbone) counts as non-trainable.")
     p.add_argument("model", metavar="MODEL|RUN_DIR", help="a model name or a run folder")
     p.add_argument("--num-classes", type=int, default=10, help="classes (for a model name)")
     p.add_argument("--in-chans", type=int, default=None, help="input channels (for a model name)")

@@ -79,6 +79,7 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
 
     run_dir = Path(run_dir)
     save_weights(model, run_dir / "model.safetensors")
+    counts = parameter_counts(unwrap(model))
     spec = {
         "format": MODEL_FORMAT,
         "task": getattr(task, "name", DEFAULT_TASK),
@@ -92,7 +93,9 @@ def write_model(run_dir: Path, model: nn.Module, preprocessing: Preprocessing, c
         "in_chans": preprocessing.channels,
         "class_names": list(class_names),
         "preprocessing": preprocessing.to_dict(),
-        "parameters": parameter_counts(unwrap(model))["total"],
+        "parameters": counts["total"],
+        # those training left trainable (the rest frozen: --freeze backbone): `vislab summary RUN` reports them
+        "trainable_parameters": counts["trainable"],
         "versions": versions(),
         # what the architecture needs to be rebuilt without its source (a Hugging Face config)
         **getattr(unwrap(model), "vislab_spec", {}),

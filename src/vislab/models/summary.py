@@ -17,8 +17,12 @@ def _shape(value) -> str:
     return "?"
 
 
-def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3) -> str:
+def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3,
+              trainable: int | None = None) -> str:
     """Table of modules down to ``depth`` with output shapes from one dummy forward pass.
+
+    ``trainable``: the trainable parameter count to report instead of the parameters that now
+    require gradients (a run folder's: those its training left unfrozen).
 
     Example:
         >>> from vislab.models import create_model
@@ -59,7 +63,8 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3
         indent = "  " * name.count(".")
         rows.append((f"{indent}{name} ({type(module).__name__})", shapes[name], f"{own:,}"))
     counts = parameter_counts(model)
-    total, trainable = counts["total"], counts["trainable"]
+    total = counts["total"]
+    trainable = counts["trainable"] if trainable is None else trainable
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     line = "-" * (sum(widths) + 6)
     out = [f"Input: {'x'.join(map(str, input_size))}", line]
