@@ -176,6 +176,26 @@ def test_a_damaged_file_ends_in_one_line(case, target, argv, how, work, capsys):
     assert not (work / "out" / "model.json").exists()
 
 
+def test_a_run_config_cut_at_any_line_is_refused_by_name(world, tmp_path):
+    """Where half a config.yaml ends depends on its values (the precision this CPU chose, the paths), so
+    every cut is tried: a shorter file that still parses must not pass for the run's settings."""
+    from vislab.core.config import Config
+    from vislab.core.errors import UserError
+    from vislab.runs import LAST_CONFIG_KEY, read_config
+
+    assert list(Config().to_dict())[-1] == LAST_CONFIG_KEY  # the key that shows a file was written whole
+    lines = (world / "run" / "config.yaml").read_text().splitlines(keepends=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    for end in range(1, len(lines)):
+        (run / "config.yaml").write_text("".join(lines[:end]))
+        with pytest.raises(UserError, match="config.yaml") as caught:
+            read_config(run)
+        assert "restore the config.yaml" in str(caught.value), caught.value
+    (run / "config.yaml").write_text("".join(lines))
+    assert read_config(run).out == str(world / "run")
+
+
 @pytest.mark.parametrize("how", DAMAGES)
 def test_a_damaged_image_is_reported_and_the_others_predicted(how, work, capsys):
     """predict answers every image it can; a damaged one gets its reason, never a traceback."""

@@ -26,6 +26,8 @@ from vislab.data.preprocess import Preprocessing
 
 MODEL_FORMAT = "vislab-model/2"
 READABLE_FORMATS = ("vislab-model/1", "vislab-model/2")  # /1 files (no task field) load as classification
+# the key every version of vislab has written last in a run's config.yaml
+LAST_CONFIG_KEY = "out"
 
 
 from vislab.core.errors import RunError  # noqa: E402,F401  (re-exported: vislab.runs.RunError)
@@ -118,6 +120,11 @@ def read_config(run_dir: Path):
     data = read_yaml(path, "a run's config (YAML)", "restore the config.yaml the run wrote")
     if not isinstance(data, dict):
         raise RunError(f"{path}: not a run's config (a mapping of sections); restore the config.yaml the run wrote")
+    if LAST_CONFIG_KEY not in data:
+        # every vislab writes the whole config, `out` last: a file without it was cut short (a full disk, a
+        # copy stopped half-way), and its missing keys would silently become defaults
+        raise RunError(f"{path}: incomplete, its last key ({LAST_CONFIG_KEY}:) is missing, so the file was cut short "
+                       "or edited; restore the config.yaml the run wrote")
     cfg = config_from_dict(data)
     if "drop_last" not in (data.get("train") or {}) and not cfg.model.cache_features:
         # written before train.drop_last existed, when every epoch left its short batch out (the

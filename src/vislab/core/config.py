@@ -204,7 +204,9 @@ class Config:
     # written by the run: what --recipe auto read in the data, what it set and why, which keys the user
     # gave (theirs win), and what --time-budget planned (vislab.train.recipe, vislab.train.budget)
     recipe_choices: dict | None = None
-    out: str | None = None  # run folder; default runs/<model>-<data>-<time>
+    # run folder; default runs/<model>-<data>-<time>. Keep it the last field: a run's config.yaml without it
+    # was cut short (vislab.runs.read_config)
+    out: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
