@@ -196,6 +196,23 @@ def test_a_run_config_cut_at_any_line_is_refused_by_name(world, tmp_path):
     assert read_config(run).out == str(world / "run")
 
 
+@pytest.mark.parametrize("target", ["metrics.json", "history.csv", "model.json"])
+def test_compare_names_a_damaged_file_and_ranks_the_other_runs(target, work, capsys):
+    """One run's damaged file leaves its columns blank with the file named, never "not evaluated"."""
+    shutil.copytree(work / "run", work / "other")
+    _damage(work / "other" / target, "random", b"")
+    code = main(["compare", str(work / "run"), str(work / "other"), "--out", str(work / "cmp")])
+    out, err = capsys.readouterr()
+    text = "".join((out + err).split())  # rich wraps long lines, paths included
+    assert code == 0 and "Traceback" not in text, text
+    assert f"{work / 'other' / target}:cannotberead" in text, text
+    assert "notevaluated" not in text
+    if target == "metrics.json":  # alone, nothing to rank: the error names the file and the fix
+        assert main(["compare", str(work / "other"), "--out", str(work / "cmp")]) == 1
+        err = capsys.readouterr().err
+        assert f"{work / 'other' / target}" in err and "vislab evaluate" in err and "no metrics.json" not in err
+
+
 @pytest.mark.parametrize("how", DAMAGES)
 def test_a_damaged_image_is_reported_and_the_others_predicted(how, work, capsys):
     """predict answers every image it can; a damaged one gets its reason, never a traceback."""

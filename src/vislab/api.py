@@ -362,6 +362,9 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
 
     rows = compare_runs(runs, evaluation=evaluation)
     if not evaluated(rows):
+        unread = [r["unread"][r["metrics_file"]] for r in rows if r["metrics_file"] in r["unread"]]
+        if unread:  # evaluated, but the metrics file is damaged: say which and how to write it again
+            raise ConfigError(f"nothing to rank: {unread[0]}")
         raise ConfigError(f"none of {', '.join(r['run'] for r in rows)} has been evaluated (no "
                           f"{rows[0]['metrics_file'] if rows else 'metrics.json'}), so there is nothing to rank: "
                           "run `vislab evaluate RUN` first")

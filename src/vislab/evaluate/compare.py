@@ -122,6 +122,7 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
     """Print the evaluated runs as a rich table (``console`` defaults to a new rich Console), then the runs
     not evaluated (for ``evaluation``: no metrics_<evaluation>.json) apart, with the command that evaluates them."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -169,6 +170,10 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
     if len(datas) > 1:
         console.print(f"[yellow]these runs were measured on {len(datas)} different data sets ({', '.join(datas)}): "
                       "each is ranked on its own; numbers across data sets do not compare[/]")
+    for r in [*rows, *missing]:
+        for message in (r.get("unread") or {}).values():  # each names its file and the fix
+            console.print(f"[yellow]{escape(message)}; the leaderboard goes on without it[/]")
+    missing = [r for r in missing if (r.get("metrics_file") or "metrics.json") not in (r.get("unread") or {})]
     if missing:
         files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
         split = evaluation if evaluation in ("train", "val") else None
@@ -189,10 +194,14 @@ def _score(row: dict):
 
 
 def _row(run_dir: Path, evaluation: str | None = None) -> dict:
-    spec = _json(run_dir / "model.json") or {}
+    # a damaged file leaves its columns blank, not the whole leaderboard: file name -> the reader's message
+    unread: dict[str, str] = {}
+    spec = _json(run_dir / "model.json", "a vislab model description (JSON)", "retrain, or restore the file",
+                 unread) or {}
     metrics_file = f"metrics_{evaluation}.json" if evaluation else "metrics.json"
-    metrics = _json(run_dir / metrics_file) or {}
-    epochs, seconds = _history(run_dir / "history.csv")
+    metrics = _json(run_dir / metrics_file, "a metrics file (JSON)", "run `vislab evaluate` on the run again",
+                    unread) or {}
+    epochs, seconds = _history(run_dir / "history.csv", unread)
     parameters = spec.get("parameters")
     if parameters is None:
         parameters = _safetensors_parameters(run_dir / "model.safetensors")
@@ -201,7 +210,7 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
         "run": run_dir.resolve().name,
         "model": spec.get("name") or spec.get("architecture"),
         # older metrics.json files carry no data/split: the run's own data and test split
-        "data": metrics.get("data") or (_config_data(run_dir) if not evaluation or metrics else None),
+        "data": metrics.get("data") or (_config_data(run_dir, unread) if not evaluation or metrics else None),
         "split": metrics.get("split") or ("test" if not evaluation else evaluation.rsplit("_", 1)[-1]),
         "metrics_file": metrics_file,
         "parameters": parameters,
@@ -215,36 +224,40 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
         "task": spec.get("task") or DEFAULT_TASK,
         "miou": metrics.get("miou"),
         "map": metrics.get("map"),
+        "unread": unread,
     }
 
 
-def _config_data(run_dir: Path) -> str | None:
+def _config_data(run_dir: Path, unread: dict[str, str]) -> str | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
     try:
         config = read_yaml(path, "a run's config (YAML)", "restore the config.yaml the run wrote") or {}
-    except BadFileError:  # one damaged run leaves its data column blank, not the whole leaderboard
+    except BadFileError as exc:
+        unread[path.name] = str(exc)
         return None
     source = (config.get("data") or {}).get("source") if isinstance(config, dict) else None
     return str(source) if source is not None else None
 
 
-def _json(path: Path):
+def _json(path: Path, kind: str, fix: str, unread: dict[str, str]):
     if not path.is_file():
         return None
     try:
-        return read_json(path, "a metrics file (JSON)", "run `vislab evaluate` on the run again")
-    except BadFileError:
+        return read_json(path, kind, fix)
+    except BadFileError as exc:
+        unread[path.name] = str(exc)
         return None
 
 
-def _history(path: Path) -> tuple[int | None, float | None]:
+def _history(path: Path, unread: dict[str, str]) -> tuple[int | None, float | None]:
     if not path.is_file():
         return None, None
     try:
         lines = read_csv_rows(path, "a training history (CSV)", "restore the history.csv the run wrote")
-    except BadFileError:
+    except BadFileError as exc:
+        unread[path.name] = str(exc)
         return None, None
     lines = [line for line in lines if line]
     rows = [dict(zip(lines[0], line)) for line in lines[1:]] if lines else []
