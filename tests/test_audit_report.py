@@ -283,6 +283,7 @@ def test_report_survives_missing_and_broken_files(tmp_path):
     (broken / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "loss": 1.0}))
     page = build_report(broken).read_text()
     assert "<h2>Metrics</h2>" in page and "could not be built" in page and "not valid YAML" in page
+    assert "BadFileError" not in page  # the message names the file and the fix; a Python class name says nothing
     with pytest.raises(FileNotFoundError, match="run folder"):
         build_report(tmp_path / "nope")
 

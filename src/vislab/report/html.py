@@ -361,7 +361,11 @@ def _safely(build: Callable[[], str]) -> str:
     try:
         return build()
     except Exception as exc:  # noqa: BLE001 - one unreadable file must not cost the whole report
-        return f'<p class="warn">This section could not be built: {html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>'
+        from vislab.core.errors import UserError
+
+        # a damaged file's message names the file and the fix; only a bug's needs its type to be found
+        reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        return f'<p class="warn">This section could not be built: {html.escape(reason)}</p>'
 
 
 def _images(paths: Iterable[Path]) -> list[Path]:
