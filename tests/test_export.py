@@ -160,3 +160,50 @@ def test_a_path_object_to_an_onnx_file_is_read_as_the_file():
 
     assert model_source(Path("runs/x/model.onnx")) == "runs/x/model.onnx"
     assert model_source(Path("runs/x")) == "runs/x"
+
+
+@pytest.mark.parametrize("name", __import__("vislab.models", fromlist=["vislab_models"]).vislab_models())
+def test_every_vislab_network_exports_and_matches_pytorch(name, tmp_path):
+    """Each of vislab's own networks at its default input, through the exporter `vislab export` runs: the
+    graph must exist and give PyTorch's outputs (fastnet's 3x3 adaptive max-pool on a 7x7 map has no ONNX
+    operator of its own)."""
+    from vislab.export.onnx import _export_graph, exportable
+    from vislab.models import create_model
+    from vislab.models.registry import model_defaults
+
+    torch.manual_seed(0)
+    defaults = model_defaults(name)
+    model = create_model(name, num_classes=10, in_chans=defaults["in_chans"]).eval()
+    example = torch.rand(2, defaults["in_chans"], *model.default_input_size)
+    path = tmp_path / f"{name}.onnx"
+    used, note = _export_graph(exportable(model, example), example, path, True, None, "auto")
+    assert used == "dynamo", note
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = torch.rand(3, *example.shape[1:])
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_fast_recipes_network_exports_from_its_run_folder(tmp_path):
+    """The README's first command trains fastnet: its run folder exports, both exporters, with parity."""
+    run = tmp_path / "fast"
+    api.train(data="digits", model="fastnet", epochs=1, max_per_class=20, out=str(run), evaluate=False, seed=0)
+    for exporter in ("auto", "torchscript"):
+        result = api.export(str(run), out=str(tmp_path / f"fast-{exporter}.onnx"), exporter=exporter)
+        assert result.parity["top1_agreement"] == 1.0
+
+
+def test_a_model_onnx_cannot_express_is_one_error_naming_the_operator(tmp_path):
+    """Both exporters failing is the model's limit, not a crash: one error names the operator, no file left."""
+    from vislab.export.onnx import _export_graph
+
+    class Svd(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.svd(x.flatten(1))[0]
+
+    path = tmp_path / "svd.onnx"
+    with pytest.raises(ExportError, match="svd") as caught:
+        _export_graph(Svd(), torch.rand(2, 1, 4, 4), path, True, None, "auto")
+    assert "\x1b[" not in str(caught.value) and not path.exists()

@@ -31,8 +31,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,62 @@ class WithPreprocessing(nn.Module):
         return self.model(x * self.scale + self.offset)
 
 
+class WindowPool(nn.Module):
+    """An adaptive max or average pool at one input size, as the fixed windows PyTorch's uses there.
+
+    ONNX has no adaptive pooling whose output size does not divide its input size: both of torch's
+    exporters refuse fastnet's ``AdaptiveMaxPool2d(3)`` on its 7x7 map. A graph has one input size,
+    so each window is known: row ``i`` of ``out`` covers ``floor(i * H / out) .. ceil((i + 1) * H / out)``,
+    PyTorch's own rule, and the values are the same.
+
+    Example:
+        >>> x = torch.randn(2, 4, 7, 7)
+        >>> bool(torch.equal(WindowPool((7, 7), (3, 3), "max")(x), nn.AdaptiveMaxPool2d(3)(x)))
+        True
+    """
+
+    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int], reduce: str):
+        super().__init__()
+
+        def windows(size: int, out: int) -> list[tuple[int, int]]:
+            return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+        self.rows, self.cols = windows(in_size[0], out_size[0]), windows(in_size[1], out_size[1])
+        self.reduce = reduce
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cells = [x[..., r0:r1, c0:c1] for r0, r1 in self.rows for c0, c1 in self.cols]
+        pooled = [c.amax((-2, -1)) if self.reduce == "max" else c.mean((-2, -1)) for c in cells]
+        return torch.stack(pooled, -1).unflatten(-1, (len(self.rows), len(self.cols)))
+
+
+def exportable(module: nn.Module, example: torch.Tensor) -> nn.Module:
+    """``module``, or a copy of it in which each adaptive pool that ONNX cannot express at the example's
+    size is a :class:`WindowPool` (the model the parity report compares with stays as it was)."""
+    kinds = {nn.AdaptiveMaxPool2d: "max", nn.AdaptiveAvgPool2d: "avg"}
+    if not any(type(m) in kinds for m in module.modules()):
+        return module
+    module = copy.deepcopy(module)
+    sizes: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def record(pool, inputs, output):
+        sizes[pool] = (tuple(inputs[0].shape[-2:]), tuple(output.shape[-2:]))
+
+    hooks = [m.register_forward_hook(record) for m in module.modules() if type(m) in kinds]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            size, out = sizes.get(child, ((1, 1), (1, 1)))
+            if any(s % o for s, o in zip(size, out)):
+                setattr(parent, name, WindowPool(size, out, kinds[type(child)]))
+    return module
+
+
 def default_output(spec: str) -> Path:
     """``RUN/model.onnx`` for a run folder, ``NAME.onnx`` here for ``imagenet:NAME``."""
     text = str(spec)
@@ -116,6 +174,14 @@ def package_versions() -> dict:
     return out
 
 
+def _reason(exc: Exception) -> str:
+    """An exporter's failure in one line: its type and the line that names the operator, without colours."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    named = [line for line in lines if re.search(r"No ONNX function found|not supported|Unsupported", line)]
+    line = (named or [line for line in lines if line] or [""])[0]
+    return f"{type(exc).__name__}: {line.split('>: ', 1)[-1][:300]}"
+
+
 def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None,
                   exporter: str) -> tuple[str, str]:
     """Write the graph; returns (exporter used, why the TorchScript exporter was used or '')."""
@@ -134,14 +200,19 @@ def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, dynamic_
             return "dynamo", ""
         except Exception as exc:  # any failure of torch.export/onnxscript: say it and fall back
             if exporter == "dynamo":
-                raise ExportError(f"the dynamo ONNX exporter failed for this model ({type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0][:300]}); use --exporter torchscript") from None
-            note = f"dynamo exporter failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                raise ExportError(f"the dynamo ONNX exporter failed for this model ({_reason(exc)}); "
+                                  "use --exporter torchscript") from None
+            note = f"dynamo exporter failed: {_reason(exc)}"
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     kwargs.pop("external_data")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=dynamic_axes, **kwargs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=dynamic_axes, **kwargs)
+    except Exception as exc:  # an operator ONNX has no form for: the model, not the user's input
+        path.unlink(missing_ok=True)
+        raise ExportError(f"ONNX cannot express this model: the TorchScript exporter failed ({_reason(exc)})"
+                          + (f"; the {note}" if note else "")) from None
     return "torchscript", note or "requested with --exporter torchscript"
 
 
@@ -196,7 +267,7 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
         graph_input = {"dtype": "float32", "layout": "NCHW", "shape": ["batch" if dynamic_batch else 1,
                                                                         channels, height, width],
                        "range": "resized and normalised: (x / 255 - mean) / std"}
-    used, note = _export_graph(module, example, path, dynamic_batch, opset, exporter)
+    used, note = _export_graph(exportable(module, example), example, path, dynamic_batch, opset, exporter)
 
     proto = load_onnx(path, "the export did not finish writing it; run `vislab export` again")
     metadata = {
