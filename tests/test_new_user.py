@@ -523,3 +523,17 @@ def test_fp16_on_a_cpu_is_one_warning_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("vislab train: warning: --precision fp16 on the CPU"), \
         result.stderr
     assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--out", "{f}/run"],
+                                  ["audit", "--data", "digits", "--out", "{f}/audit"]])
+def test_an_out_path_the_system_refuses_is_one_line_naming_it(argv, tmp_path, capsys):
+    """An --out inside a file (or on a read-only disk, or a full one): the system's refusal, the path and
+    the fix in one line, never a traceback."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    code = main([a.replace("{f}", str(blocker)) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and "Traceback" not in err, err
+    assert lines[-1].startswith(f"vislab {argv[0]}: error: {blocker}/") and "not a folder" in lines[-1], err

@@ -942,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
         print(device_error, file=sys.stderr)
         return 2
     handler = globals()[f"_cmd_{args.command.replace('-', '_')}"]
-    from vislab.core.errors import USER_ERRORS, DeviceError
+    from vislab.core.errors import USER_ERRORS, DeviceError, user_message
 
     shown_before = warnings.showwarning
     warnings.showwarning = _warning_line(args.command)
@@ -952,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vislab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except USER_ERRORS as exc:
-        print(f"vislab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"vislab {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"vislab {args.command}: interrupted", file=sys.stderr)

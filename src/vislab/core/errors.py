@@ -3,6 +3,8 @@
 Each message says what happened, what was expected and how to fix it.
 """
 
+import errno
+
 
 class UserError(Exception):
     """Base of every error caused by what the user gave (a path, a flag, a file)."""
@@ -28,4 +30,35 @@ class PretrainedWeightsError(UserError, RuntimeError):
     """Pretrained weights that cannot be had (offline, unknown name); the message says how to get them."""
 
 
-USER_ERRORS = (UserError, FileExistsError, FileNotFoundError, ValueError)
+# an operating system's refusal, an OSError, is about a path or a port the user gave (or the disk): one line
+USER_ERRORS = (UserError, OSError, ValueError)
+
+_OS_FIXES = {
+    errno.EACCES: "give a path you may write to (or read)",
+    errno.EPERM: "give a path you may write to (or read)",
+    errno.EROFS: "give a path on a writable disk",
+    errno.ENOSPC: "free some disk space, or write to another disk",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: give another path",
+    errno.EEXIST: "a file is in the way: give another path, or move the file",
+    errno.EISDIR: "give a file, not a folder",
+    errno.EADDRINUSE: "another program holds the port: choose another --port",
+}
+
+
+def user_message(exc: BaseException) -> str:
+    """What the CLI prints for a user error: vislab's own message, or an OSError's path, reason and fix.
+
+    Example:
+        >>> user_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", "notes.txt/run"))
+        'notes.txt/run: not a directory; a part of the path is a file, not a folder: give another path'
+        >>> user_message(ConfigError("--lr -1: must be > 0"))
+        '--lr -1: must be > 0'
+    """
+    if isinstance(exc, UserError) or not isinstance(exc, OSError) or exc.errno is None:
+        return str(exc)
+    reason = exc.strerror or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    fix = _OS_FIXES.get(exc.errno)
+    return f"{where}{reason}" + (f"; {fix}" if fix else "")
