@@ -15,6 +15,7 @@ ort = pytest.importorskip("onnxruntime", reason="pip install 'vislab[deploy]'")
 
 from deploy_helpers import digit_files, digits_run
 from vislab import api
+from vislab.cli import main
 from vislab.export.onnx import ExportError, export_onnx
 from vislab.runs import load
 
@@ -126,7 +127,7 @@ def test_parity_failure_is_loud_and_removes_the_file(run, tmp_path):
     assert report["passed"] is False and report["max_abs_diff"] > 1e-12
 
 
-def test_export_user_errors_have_no_traceback(tmp_path):
+def test_export_user_errors_have_no_traceback(tmp_path, capsys):
     cli = subprocess.run([sys.executable, "-m", "vislab", "export", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1 and "no such run folder" in cli.stderr and "Traceback" not in cli.stderr
@@ -140,6 +141,12 @@ def test_export_user_errors_have_no_traceback(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "vislab", "predict", str(foreign), str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1 and "no vislab metadata" in cli.stderr and "Traceback" not in cli.stderr
+    # an ONNX graph (or any file) where a run folder is needed: said as such, not "no such run folder"
+    for argv in (["evaluate", str(foreign)], ["explain", str(foreign), str(foreign)],
+                 ["train", "--resume", str(foreign)]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 1 and f"{foreign}: an ONNX graph" in err and "the run folder it was exported from" in err, err
 
 
 @pytest.mark.slow

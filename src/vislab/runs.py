@@ -112,7 +112,8 @@ def read_config(run_dir: Path):
     from vislab.core.config import config_from_dict
 
     if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir}: no such run folder; give a folder written by `vislab train --out DIR`")
+        raise _a_file_here(run_dir) or RunError(f"{run_dir}: no such run folder; give a folder written by "
+                                                "`vislab train --out DIR`")
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise RunError(f"{run_dir}: config.yaml is missing, so the run's data and settings are unknown; "
@@ -133,12 +134,24 @@ def read_config(run_dir: Path):
     return cfg
 
 
+def _a_file_here(run_dir) -> RunError | None:
+    """Where a run folder was asked for and a file is: say what the file is, not that nothing is there."""
+    path = Path(run_dir)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        return RunError(f"{run_dir}: an ONNX graph, which `vislab predict` and `vislab serve` read; this command "
+                        "needs the run folder it was exported from")
+    if path.is_file():
+        return RunError(f"{run_dir}: a file, not a run folder; give a folder written by `vislab train --out DIR`")
+    return None
+
+
 def read_spec(run_dir: Path) -> dict:
     path = Path(run_dir) / "model.json"
     if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir}: no such run folder. Give a folder written by `vislab train --out DIR`, "
-                       "imagenet:MODEL for a pretrained ImageNet classifier (e.g. imagenet:efficientnet_lite0), "
-                       "or hf:ORG/NAME (or hf:FOLDER saved with save_pretrained) for a Hugging Face one")
+        raise _a_file_here(run_dir) or RunError(
+            f"{run_dir}: no such run folder. Give a folder written by `vislab train --out DIR`, "
+            "imagenet:MODEL for a pretrained ImageNet classifier (e.g. imagenet:efficientnet_lite0), "
+            "or hf:ORG/NAME (or hf:FOLDER saved with save_pretrained) for a Hugging Face one")
     if not path.is_file():
         raise RunError(f"{run_dir}: model.json is missing; is this a finished vislab run folder?")
     spec = read_json(path, "a vislab model description (JSON)", "the run did not finish writing it, or it was "
