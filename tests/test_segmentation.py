@@ -429,3 +429,26 @@ def test_a_folder_is_segmented_in_batches_without_per_image_set_up(tmp_path, mon
     assert np.array_equal(np.asarray(Image.open(alone / "a3_mask.png")),
                           np.asarray(Image.open(tmp_path / "out" / "a3_mask.png")))
     assert Image.open(tmp_path / "out" / "small_mask.png").size == (30, 20)
+
+
+def test_predict_on_a_segmentation_run_says_segment_writes_its_masks(tmp_path, capsys):
+    """`vislab predict` answers one class per image; a segmentation run (or its ONNX graph) gets the command
+    that answers per pixel, not an empty table."""
+    from vislab import api
+    from vislab.cli import main
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4:20, 6:26] = 1 + i % 2
+        pixels = (mask[..., None] * 80 + rng.integers(0, 40, (32, 32, 3))).astype(np.uint8)
+        for sub, array in (("masks", mask), ("images", pixels)):
+            (tmp_path / "seg" / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(tmp_path / "seg" / sub / f"s{i}.png")
+    run = tmp_path / "run"
+    api.train(data=str(tmp_path / "seg"), task="segmentation", model="unet", epochs=1, out=str(run),
+              evaluate=False, seed=0, model_options={"decoder_channels": [8, 8, 8, 8, 8]})
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "seg" / "images" / "s0.png")]) == 1
+    err = capsys.readouterr().err
+    assert f"`vislab segment {run} IMAGES --out DIR` writes its masks" in err and "Traceback" not in err, err

@@ -182,6 +182,14 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
         loaded = load_model(model, weights=weights)
         loaded.task.set_options(threshold=threshold)
         predictor = Predictor(loaded, device=device, precision=precision)
+    if predictor.loaded.task.per_pixel:  # a class per pixel: the answer is a mask, which `vislab segment` writes
+        from vislab.core.errors import RunError
+
+        run = "RUN" if isinstance(model, str) and model.lower().endswith(".onnx") else model
+        where = ", on the run folder it was exported from," if run == "RUN" else ""
+        raise RunError(f"{model} is a {predictor.loaded.task.name} model: `vislab predict` answers one class per "
+                       f"image; `vislab segment {run} IMAGES --out DIR`{where} writes its masks, colour masks and "
+                       "overlays")
     results = predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
     if figure:
         _draw_predictions(results, figure)
