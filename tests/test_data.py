@@ -346,3 +346,27 @@ def test_csv_column_errors_say_what_is_missing(tmp_path):
     # a named column that is not there
     with pytest.raises(DataError, match=r"--label-col 'breed' is not a column; its columns are \['file', 'kind'\]"):
         load_dataset(DataConfig(source=str(tmp_path / "labels.csv"), label_col="breed"))
+
+
+def test_a_csv_of_label_combinations_is_read_by_its_labels_column_and_says_multilabel(tmp_path):
+    """A "labels" (or "tags") column is found as the labels; cells that combine the same labels read as one
+    class per combination, with one warning naming --task multilabel."""
+    images, _ = digits_arrays(per_class=1)
+    cells = ["cat", "dog", "cat dog", "car", "car dog", "cat"] * 2
+    rows = ["file,labels"]
+    for i, cell in enumerate(cells):
+        write_image(tmp_path / f"i{i}.png", images[i % len(images)])
+        rows.append(f"i{i}.png,{cell}")
+    (tmp_path / "tags.csv").write_text("\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match=r"tags.csv: 2 of the 5 classes in column 'labels' .*--task multilabel"):
+        data = load_dataset(DataConfig(source=str(tmp_path / "tags.csv")))
+    assert data.class_names == ["car", "car dog", "cat", "cat dog", "dog"]
+    # one label per image, some of them two words: a plain classification set, no warning
+    (tmp_path / "pets.csv").write_text("file,labels\n" + "".join(
+        f"i{i}.png,{name}\n" for i, name in enumerate(["great dane", "pug", "shih tzu"] * 4)))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_dataset(DataConfig(source=str(tmp_path / "pets.csv"))).class_names == \
+            ["great dane", "pug", "shih tzu"]

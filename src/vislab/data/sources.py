@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,8 +487,8 @@ def _resolve_file(root: Path, name: str) -> Path | None:
 
 
 # the column names a CSV's file and label columns are found by, in order, when no flag names them
-CSV_FILE_COLUMNS = ("file", "filename", "path", "Path", "image", "id")
-CSV_LABEL_COLUMNS = ("label", "class", "ClassId", "breed", "target")
+CSV_FILE_COLUMNS = ("file", "filename", "path", "Path", "image", "image_name", "id")
+CSV_LABEL_COLUMNS = ("label", "labels", "class", "ClassId", "breed", "target", "tags")
 
 
 def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[str, str]:
@@ -503,6 +504,42 @@ def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[s
     return file_col, label_col
 
 
+_WARNED_SEVERAL: set[tuple[str, str]] = set()
+
+
+def _warn_if_several_labels(path: Path, label_col: str, class_names: list[str]) -> None:
+    """A classification CSV whose classes are combinations of the same labels ("cat dog", "cat"): most
+    likely a multi-label set read as one class per combination. Say so; the user decides.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter("always")
+        ...     _warn_if_several_labels(Path("tags.csv"), "tags", ["cat", "cat dog", "dog", "car dog"])
+        >>> "--task multilabel" in str(seen[0].message)
+        True
+        >>> _warn_if_several_labels(Path("pets.csv"), "label", ["great dane", "pug", "shih tzu"])  # one label each
+    """
+    from vislab.data.multilabel import detect_separator, split_cell
+
+    try:
+        sep = detect_separator(class_names)
+    except DataError:  # mixed separators: not a list of labels in any one form
+        return
+    tokens = {name: split_cell(name, sep) or [name] for name in class_names}
+    combined = [name for name, parts in tokens.items() if len(parts) > 1]
+    singles = {part for parts in tokens.values() for part in parts}
+    # several labels per cell, each of which is also used on its own or in other cells
+    if len(singles) < len(class_names) and any(
+            all(sum(part in other for other in tokens.values()) > 1 for part in tokens[name]) for name in combined):
+        if (str(path), label_col) in _WARNED_SEVERAL:  # the same file read again in one run: said once
+            return
+        _WARNED_SEVERAL.add((str(path), label_col))
+        warnings.warn(f"{path}: {len(combined)} of the {len(class_names)} classes in column {label_col!r} are "
+                      f"several labels (e.g. {combined[0]!r}), so each combination is trained as a class of its "
+                      "own; if an image can have several labels, train with --task multilabel")
+
+
 def _load_csv(path: Path, cfg) -> Dataset:
     columns, rows = _read_csv(path)
     file_col, label_col = _csv_columns(path, columns, cfg.file_col, cfg.label_col)
@@ -515,6 +552,7 @@ def _load_csv(path: Path, cfg) -> Dataset:
         if missing_labels:
             raise DataError(f"{path}: --labels names {sorted(missing_labels)} that no row of {label_col!r} has")
     class_names = sorted({r[label_col] for r in rows}, key=_natural_key)
+    _warn_if_several_labels(path, label_col, class_names)
     index = {name: i for i, name in enumerate(class_names)}
     paths, labels, missing = [], [], []
     for row in rows:
