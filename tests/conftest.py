@@ -39,6 +39,19 @@ def write_image(path: Path, array: np.ndarray, size: int = 16) -> Path:
     return path
 
 
+def write_segmentation_set(folder: Path, count: int = 8, size: int = 32) -> Path:
+    """``folder/images`` and ``folder/masks``: a bright rectangle of class 1 or 2 on class 0, with noise."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        mask = np.zeros((size, size), np.uint8)
+        mask[size // 8:size * 5 // 8, size * 3 // 16:size * 13 // 16] = 1 + i % 2
+        pixels = (mask[..., None] * 80 + rng.integers(0, 40, (size, size, 3))).astype(np.uint8)
+        for sub, array in (("masks", mask), ("images", pixels)):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(folder / sub / f"s{i}.png")
+    return folder
+
+
 @pytest.fixture
 def digits_folder(tmp_path) -> Path:
     """Class folders 0..9 of real digit images: nested sub-folders, upper-case extensions,

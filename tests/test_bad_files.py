@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import HAVE_FMNIST, digits_arrays, write_image
+from conftest import HAVE_FMNIST, digits_arrays, write_image, write_segmentation_set
 from vislab import api
 from vislab.cli import main
 
@@ -45,15 +45,7 @@ def world(tmp_path_factory):
     api.train(data="digits", model="chollet_convnet", epochs=1, seed=0, max_per_class=20, out=str(run))
     assert main(["export", str(run), "--out", str(root / "model.onnx"), "--images", str(folder / "0"),
                  "--tolerance", "1"]) == 0
-    seg = root / "seg"
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        mask = np.zeros((32, 32), np.uint8)
-        mask[4:20, 6:26] = 1 + i % 2
-        pixels = (mask[..., None] * 80 + rng.integers(0, 40, (32, 32, 3))).astype(np.uint8)
-        for sub, array in (("masks", mask), ("images", pixels)):
-            (seg / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(seg / sub / f"s{i}.png")
+    write_segmentation_set(root / "seg")
     (root / "palette.csv").write_text("name,r,g,b\nbackground,0,0,0\nshirt,255,0,0\nshoe,0,255,0\n")
     (root / "classes.txt").write_text("background\nshirt\nshoe\n")
     (root / "weights.json").write_text(json.dumps({str(c): 1.0 for c in range(10)}))

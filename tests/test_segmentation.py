@@ -437,14 +437,9 @@ def test_predict_on_a_segmentation_run_says_segment_writes_its_masks(tmp_path, c
     from vislab import api
     from vislab.cli import main
 
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        mask = np.zeros((32, 32), np.uint8)
-        mask[4:20, 6:26] = 1 + i % 2
-        pixels = (mask[..., None] * 80 + rng.integers(0, 40, (32, 32, 3))).astype(np.uint8)
-        for sub, array in (("masks", mask), ("images", pixels)):
-            (tmp_path / "seg" / sub).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(tmp_path / "seg" / sub / f"s{i}.png")
+    from conftest import write_segmentation_set
+
+    write_segmentation_set(tmp_path / "seg")
     run = tmp_path / "run"
     api.train(data=str(tmp_path / "seg"), task="segmentation", model="unet", epochs=1, out=str(run),
               evaluate=False, seed=0, model_options={"decoder_channels": [8, 8, 8, 8, 8]})
