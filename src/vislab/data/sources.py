@@ -18,6 +18,7 @@ import os
 import re
 import struct
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,10 +529,9 @@ def _warn_if_several_labels(path: Path, label_col: str, class_names: list[str]) 
         return
     tokens = {name: split_cell(name, sep) or [name] for name in class_names}
     combined = [name for name, parts in tokens.items() if len(parts) > 1]
-    singles = {part for parts in tokens.values() for part in parts}
+    uses = Counter(part for parts in tokens.values() for part in set(parts))  # class names holding each label
     # several labels per cell, each of which is also used on its own or in other cells
-    if len(singles) < len(class_names) and any(
-            all(sum(part in other for other in tokens.values()) > 1 for part in tokens[name]) for name in combined):
+    if len(uses) < len(class_names) and any(all(uses[part] > 1 for part in tokens[name]) for name in combined):
         if (str(path), label_col) in _WARNED_SEVERAL:  # the same file read again in one run: said once
             return
         _WARNED_SEVERAL.add((str(path), label_col))
