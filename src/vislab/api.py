@@ -366,11 +366,11 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
     leaderboard.csv and leaderboard.png, written into ``out`` (default ``runs/compare``);
     ``evaluation="val"`` reads metrics_val.json instead (a name no run has is refused, naming the ones
     they have). Runs never evaluated are listed apart, never ranked. ``console`` also prints the table."""
-    from vislab.evaluate.compare import compare_runs, evaluated, print_leaderboard, write_leaderboard
+    from vislab.evaluate.compare import compare_runs, evaluated, print_leaderboard, unread_metrics, write_leaderboard
 
     rows = compare_runs(runs, evaluation=evaluation)
     if not evaluated(rows):
-        unread = [r["unread"][r["metrics_file"]] for r in rows if r["metrics_file"] in r["unread"]]
+        unread = [message for message in map(unread_metrics, rows) if message]
         if unread:  # evaluated, but the metrics file is damaged: say which and how to write it again
             raise ConfigError(f"nothing to rank: {unread[0]}")
         raise ConfigError(f"none of {', '.join(r['run'] for r in rows)} has been evaluated (no "

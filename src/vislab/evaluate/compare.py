@@ -89,6 +89,11 @@ def evaluations(run_dirs: Sequence[Path]) -> list[str]:
     return sorted(names, key=lambda name: (name != "test", name))
 
 
+def unread_metrics(row: dict) -> str | None:
+    """Why the row's metrics file could not be read (it names the file and the fix), or None."""
+    return (row.get("unread") or {}).get(row.get("metrics_file") or "metrics.json")
+
+
 def evaluated(rows: Sequence[dict]) -> list[dict]:
     """The rows with a number to rank by: a run never evaluated is listed apart, never ranked."""
     return [r for r in rows if _score(r) is not None]
@@ -173,7 +178,7 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
     for r in [*rows, *missing]:
         for message in (r.get("unread") or {}).values():  # each names its file and the fix
             console.print(f"[yellow]{escape(message)}; the leaderboard goes on without it[/]")
-    missing = [r for r in missing if (r.get("metrics_file") or "metrics.json") not in (r.get("unread") or {})]
+    missing = [r for r in missing if unread_metrics(r) is None]  # a damaged one was said above
     if missing:
         files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
         split = evaluation if evaluation in ("train", "val") else None
