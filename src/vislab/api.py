@@ -178,22 +178,25 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
 
         _require_deploy("predict MODEL.onnx", "onnxruntime")
         predictor = OnnxPredictor(model)
+        _one_class_per_image(predictor.task, model, "RUN", ", on the run folder it was exported from,")
     else:
         loaded = load_model(model, weights=weights)
+        _one_class_per_image(loaded.task, model, model)  # before the predictor's precision probe
         loaded.task.set_options(threshold=threshold)
         predictor = Predictor(loaded, device=device, precision=precision)
-    if predictor.loaded.task.per_pixel:  # a class per pixel: the answer is a mask, which `vislab segment` writes
-        from vislab.core.errors import RunError
-
-        run = "RUN" if isinstance(model, str) and model.lower().endswith(".onnx") else model
-        where = ", on the run folder it was exported from," if run == "RUN" else ""
-        raise RunError(f"{model} is a {predictor.loaded.task.name} model: `vislab predict` answers one class per "
-                       f"image; `vislab segment {run} IMAGES --out DIR`{where} writes its masks, colour masks and "
-                       "overlays")
     results = predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
     if figure:
         _draw_predictions(results, figure)
     return Predictions(results, _precision_notes(predictor, results))
+
+
+def _one_class_per_image(task, model, run, where: str = "") -> None:
+    """`vislab predict` answers per image: a per-pixel model's answer is a mask, which `vislab segment` writes."""
+    if task.per_pixel:
+        from vislab.core.errors import RunError
+
+        raise RunError(f"{model} is a {task.name} model: `vislab predict` answers one class per image; "
+                       f"`vislab segment {run} IMAGES --out DIR`{where} writes its masks, colour masks and overlays")
 
 
 def _precision_notes(predictor, results) -> list[str]:
