@@ -138,9 +138,8 @@ def exportable(module: nn.Module, example: torch.Tensor) -> nn.Module:
             hook.remove()
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            size, out = sizes.get(child, ((1, 1), (1, 1)))
-            if any(s % o for s, o in zip(size, out)):
-                setattr(parent, name, WindowPool(size, out, kinds[type(child)]))
+            if child in sizes and any(s % o for s, o in zip(*sizes[child])):  # output does not divide input
+                setattr(parent, name, WindowPool(*sizes[child], kinds[type(child)]))
     return module
 
 
