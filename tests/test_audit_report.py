@@ -273,7 +273,7 @@ def test_report_survives_missing_and_broken_files(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     # not a run folder: refused, naming what is missing, and nothing written there
-    with pytest.raises(RunError, match="neither model.json nor config.yaml"):
+    with pytest.raises(RunError, match="not a vislab run folder"):
         build_report(empty)
     assert not (empty / "report.html").exists()
     broken = tmp_path / "broken"

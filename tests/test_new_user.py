@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,6 +198,18 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "not a vislab run folder" in _error(capsys)
     assert not (tmp_path / "report.html").exists()
+
+
+def test_compare_refuses_what_is_not_a_run_folder(run_dir, digit_pngs, tmp_path, capsys):
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    image = str(digit_pngs[0])
+    cases = {str(Path(image).parent): "not a vislab run folder", image: "a file, not a run folder",
+             str(tmp_path / "model.onnx"): "an ONNX graph", str(tmp_path / "typo"): "no such run folder"}
+    for path, said in cases.items():
+        assert main(["compare", str(run_dir), path, "--out", str(tmp_path / "cmp")]) == 1
+        error = _error(capsys)
+        assert said in error and path in error, error
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_model_files_get_the_umask_mode(run_dir):

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from vislab.core.config import DEFAULT_TASK
-from vislab.core.files import load_safetensors, read_json, read_yaml
+from vislab.core.files import load_safetensors, read_json, read_yaml, run_folder_error
 from vislab.core.weights import parameter_counts, save_weights, unwrap, write_text
 from vislab.data.preprocess import Preprocessing
 
@@ -136,13 +136,7 @@ def read_config(run_dir: Path):
 
 def _a_file_here(run_dir) -> RunError | None:
     """Where a run folder was asked for and a file is: say what the file is, not that nothing is there."""
-    path = Path(run_dir)
-    if path.suffix.lower() == ".onnx" and path.is_file():
-        return RunError(f"{run_dir}: an ONNX graph, which `vislab predict` and `vislab serve` read; this command "
-                        "needs the run folder it was exported from")
-    if path.is_file():
-        return RunError(f"{run_dir}: a file, not a run folder; give a folder written by `vislab train --out DIR`")
-    return None
+    return run_folder_error(run_dir) if Path(run_dir).is_file() else None
 
 
 def read_spec(run_dir: Path) -> dict:

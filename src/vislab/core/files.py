@@ -33,7 +33,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
-from vislab.core.errors import UserError
+from vislab.core.errors import RunError, UserError
 
 
 class BadFileError(UserError, ValueError):
@@ -100,6 +100,27 @@ def check_file(path, kind: str, fix: str, allow_empty: bool = False) -> Path:
     if size == 0 and not allow_empty:
         raise BadFileError(path, f"is empty (zero bytes), where {kind} was expected", fix)
     return path
+
+
+# Files only vislab writes into a run folder: a folder holding none of them is not one
+RUN_FILES = ("model.json", "config.yaml", "audit.json", "metrics.json", "history.csv")
+
+
+def run_folder_error(path) -> RunError | None:
+    """Why ``path`` is not a folder a run wrote (None when it is one): missing, a file (an ONNX graph
+    named as such), or a folder holding none of :data:`RUN_FILES` (a data folder, a typo'd parent)."""
+    path = Path(path)
+    if path.is_dir():
+        if any((path / name).is_file() for name in RUN_FILES):
+            return None
+        return RunError(f"{path} is not a vislab run folder: it holds none of model.json, config.yaml, "
+                        "metrics.json; give the folder `vislab train --out DIR` (or `vislab audit --out DIR`) wrote")
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        return RunError(f"{path}: an ONNX graph, which `vislab predict` and `vislab serve` read; this command "
+                        "needs the run folder it was exported from")
+    if path.is_file():
+        return RunError(f"{path}: a file, not a run folder; give a folder written by `vislab train --out DIR`")
+    return RunError(f"{path}: no such run folder; give a folder written by `vislab train --out DIR`")
 
 
 @contextlib.contextmanager

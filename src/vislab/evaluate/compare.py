@@ -18,7 +18,7 @@ from typing import Sequence
 
 from vislab.core.config import DEFAULT_TASK
 from vislab.core.errors import ConfigError
-from vislab.core.files import BadFileError, read_csv_rows, read_json, read_yaml, reading
+from vislab.core.files import BadFileError, read_csv_rows, read_json, read_yaml, reading, run_folder_error
 
 COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
            "loss", "run_dir", "task", "miou", "map"]
@@ -36,7 +36,7 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
     A missing file leaves its columns ``None``.
 
     Raises:
-        FileNotFoundError: a path is not a folder.
+        RunError: a path is not a run folder (missing, a file, or a folder holding no run's files).
 
     Example:
         >>> import tempfile, json, pathlib
@@ -51,9 +51,9 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
     """
     rows = []
     for run_dir in run_dirs:
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"{run_dir} is not a folder; pass run folders written by `vislab train`")
+        error = run_folder_error(run_dir)
+        if error is not None:
+            raise error
     if evaluation == "test":  # the run's own test split is metrics.json
         evaluation = None
     if evaluation is not None:

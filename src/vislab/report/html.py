@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 
 import yaml
 
-from vislab.core.errors import ConfigError, RunError
-from vislab.core.files import read_csv_rows, read_json, reading
+from vislab.core.errors import ConfigError
+from vislab.core.files import read_csv_rows, read_json, reading, run_folder_error
 from vislab.tasks import Task, get_task
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
@@ -76,11 +76,9 @@ def build_report(run_dir) -> Path:
 
     wait()  # the figures still being drawn in a helper interpreter: the page embeds them
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder {run_dir} does not exist; pass the folder written by `vislab train`")
-    if not any((run_dir / name).is_file() for name in ("model.json", "config.yaml", "audit.json")):
-        raise RunError(f"{run_dir} is not a vislab run folder: it has neither model.json nor config.yaml. "
-                       "Pass the folder `vislab train --out DIR` (or `vislab audit --out DIR`) wrote")
+    error = run_folder_error(run_dir)
+    if error is not None:
+        raise error
     report = _Report(run_dir)
     task = report.task
     sections = [
