@@ -203,6 +203,26 @@ def test_fashion_mnist_from_debian_files():
     assert ds.class_names[0] == "T-shirt/top" and ds.counts()["test"] == [1000] * 10
 
 
+def test_a_failed_download_is_one_line_naming_the_folders(tmp_path, monkeypatch):
+    """torchvision lists every mirror it tried, over several lines: the user gets one line with the fix."""
+    from torchvision import datasets
+
+    import vislab.data.sources as sources
+
+    class Offline:  # what torchvision's MNIST raises on a machine without a network
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
+                               "<urlopen error [Errno -2] Name or service not known>\n")
+
+    monkeypatch.setattr(datasets, "MNIST", Offline)
+    monkeypatch.setitem(sources.DEBIAN_DIRS, "mnist", str(tmp_path / "none"))
+    with pytest.raises(DataError) as raised:
+        load_dataset(DataConfig(source="mnist", data_dir=str(tmp_path / "here")), seed=0)
+    message = str(raised.value)
+    assert "\n" not in message and "no network connection: Name or service not known" in message
+    assert str(tmp_path / "here") in message and "--data-dir" in message
+
+
 def _write_idx_gz(path, array):
     import gzip
 

@@ -62,3 +62,24 @@ def user_message(exc: BaseException) -> str:
     where = f"{exc.filename}: " if exc.filename is not None else ""
     fix = _OS_FIXES.get(exc.errno)
     return f"{where}{reason}" + (f"; {fix}" if fix else "")
+
+
+def download_failure(exc: BaseException) -> str:
+    """One line for a failed download, whatever the downloader: no connection says so; any other
+    failure is its first line (torchvision lists every mirror it tried, over several lines).
+
+    Example:
+        >>> download_failure(RuntimeError("Error downloading x.gz:\\nTried https://a/, got:\\n"
+        ...                               "<urlopen error [Errno -2] Name or service not known>\\n"))
+        'no network connection: Name or service not known'
+        >>> download_failure(RuntimeError("File not found or corrupted."))
+        'RuntimeError: File not found or corrupted.'
+    """
+    import re
+
+    text = str(exc)
+    offline = re.search(r"<urlopen error (?:\[Errno -?\d+\] )?([^>]*)>", text)
+    if offline:
+        return f"no network connection: {offline.group(1).strip()}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__

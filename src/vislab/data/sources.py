@@ -39,7 +39,7 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": 
 DEBIAN_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 
 
-from vislab.core.errors import DataError  # noqa: E402,F401  (re-exported: vislab.data.sources.DataError)
+from vislab.core.errors import DataError, download_failure  # noqa: E402,F401  (DataError re-exported)
 
 
 @dataclass
@@ -295,7 +295,7 @@ def _download_mnist(name: str, data_dir, searched) -> Path:
     except Exception as exc:  # torchvision raises URLError/RuntimeError variants when offline
         debian = " or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist" else ""
         raise DataError(
-            f"{name}: not found in {', '.join(map(str, searched))} and the download failed ({exc}). "
+            f"{name}: not found in {', '.join(map(str, searched))} and the download failed ({download_failure(exc)}). "
             f"Put the four IDX files in one of those folders (or pass --data-dir){debian}."
         ) from None
     return root / cls.__name__ / "raw"
@@ -339,7 +339,7 @@ def _load_cifar10(data_dir) -> Dataset:
         except Exception as exc:
             raise DataError(
                 f"cifar10: cifar-10-batches-bin not found under {', '.join(map(str, candidates))} and the "
-                f"download failed ({exc}). Extract cifar-10-binary.tar.gz there or pass --data-dir."
+                f"download failed ({download_failure(exc)}). Extract cifar-10-binary.tar.gz there or pass --data-dir."
             ) from None
         folder = root / "cifar-10-batches-bin"
 

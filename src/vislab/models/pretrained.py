@@ -101,7 +101,7 @@ _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "modul
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin", "model.pth")
 
 
-from vislab.core.errors import PretrainedWeightsError  # noqa: E402,F401
+from vislab.core.errors import PretrainedWeightsError, download_failure  # noqa: E402,F401
 from vislab.core.files import BadFileError, load_safetensors, load_torch, read_json  # noqa: E402
 
 
@@ -505,7 +505,7 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
             raise ValueError(f"bad option for timm model {name!r}: {exc}") from None
         except Exception as exc:  # hub/URL errors come in many types; all mean "no weights here"
             state = "this machine is offline and the weights are not in the local cache" if offline else (
-                f"the download failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                f"the download failed ({download_failure(exc)})"
             )
             shipped = shipped_weights_for(base)
             lite0 = (
