@@ -66,3 +66,30 @@ def test_lr_find_cli_and_its_refusals(tmp_path):
                           "--start-lr", "1", "--end-lr", "0.1", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "--start-lr" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_lr_find_sweeps_what_train_would_train_for_every_task(tmp_path, digits_folder):
+    """The task's own data and targets (image/mask pairs, several labels per image), and with no recipe named
+    the model `vislab train` would pick for the data."""
+    from conftest import write_segmentation_set
+    from vislab import api
+
+    segmentation = write_segmentation_set(tmp_path / "seg", count=12)
+    result = api.lr_find(data=str(segmentation), task="segmentation", steps=12, out=str(tmp_path / "lr-seg"))
+    assert len(result.lrs) >= 3 and all(math.isfinite(loss) for loss in result.losses[:3])
+    curve = json.loads((tmp_path / "lr-seg" / "lr_find.json").read_text())
+    assert curve["steps"] == len(result.lrs)
+
+    rows = ["file,tags"] + [f"{path.relative_to(digits_folder).as_posix()},{path.parts[-2]} {'even' if int(path.parts[-2]) % 2 == 0 else 'odd'}"
+                            for path in sorted(digits_folder.glob("[0-9]/img*"))]
+    (digits_folder / "tags.csv").write_text("\n".join(rows) + "\n")
+    result = api.lr_find(data=str(digits_folder / "tags.csv"), task="multilabel", steps=12,
+                         out=str(tmp_path / "lr-ml"))
+    assert len(result.lrs) >= 3
+
+    # a class-per-folder set this small is trained as a head on cached features: nothing to sweep, and the
+    # message says how to sweep end-to-end training instead
+    with pytest.raises(Exception, match="--recipe none"):
+        api.lr_find(data=str(digits_folder), steps=12, out=str(tmp_path / "lr-small"))
+    result = api.lr_find(data=str(digits_folder), recipe="none", model="mlp", steps=12, out=str(tmp_path / "lr-mlp"))
+    assert len(result.lrs) >= 3

@@ -501,7 +501,10 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
             out=None, write_config: str | None = None, suggestion: str = "valley", console=None, **options):
     """``vislab lr-find``: sweep the LR exponentially over ``steps`` training steps, plot loss vs LR.
 
-    Options are train's (``data``, ``model``, ``pretrained``, ``freeze``, ``lr_backbone``...).
+    Options are train's (``data``, ``task``, ``model``, ``pretrained``, ``freeze``, ``lr_backbone``...), and
+    the sweep trains what ``train`` would with them: the task's data and, with no recipe named, the model
+    and settings ``recipe="auto"`` picks for the data (a logistic-regression head on cached features, which
+    has no learning rate, is refused with how to sweep end-to-end training instead).
     Writes ``lr_find.png`` and ``lr_find.json`` into ``out`` (default ``runs/lr-find-<model>``);
     ``write_config=PATH`` puts the ``suggestion`` (valley or steepest) into a YAML config as
     ``train.lr``. Returns a :class:`vislab.train.lr_find.LRFindResult`.
@@ -514,7 +517,8 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
     from vislab.train.lr_find import lr_find as sweep
 
     check_ranges(start_lr=start_lr, end_lr=end_lr, steps=steps)
-    cfg = resolve_config(config, option_overrides(options))
+    # the model and settings `vislab train` would use: with no recipe named, auto's choices for the data
+    cfg = resolve_config(config, option_overrides(options), default_recipe="auto")
     folder = out or Path("runs") / f"lr-find-{cfg.model.name.replace(':', '-').replace('/', '-')}"
     return sweep(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps, out=folder, console=console,
                  write_config=write_config, suggestion=suggestion)

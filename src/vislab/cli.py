@@ -340,9 +340,11 @@ def _add_lr_find(sub) -> None:
                        description="LR range test (fastai's lr_find): train for --steps batches while the LR grows "
                                    "exponentially, plot raw and smoothed loss against it (lr_find.png, "
                                    "lr_find.json in --out) and print the valley and steepest-descent "
-                                   "suggestions. Takes train's flags.\n\n"
+                                   "suggestions. Takes train's flags and sweeps what train would train with them: the "
+                                   "--task's data, and with no --recipe the model recipe auto picks.\n\n"
                                    "examples:\n"
                                    "  vislab lr-find --data digits --model chollet_convnet --out runs/lr\n"
+                                   "  vislab lr-find --data masks_set/ --task segmentation --out runs/lr-seg\n"
                                    "  vislab lr-find --data photos/ --model efficientnet_lite0 --pretrained "
                                    "--write-config tune.yaml")
     f = p.add_argument_group("lr-find")

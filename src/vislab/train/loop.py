@@ -642,20 +642,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             raise FileExistsError(
                 f"{run_dir} already holds a run; choose another --out, or --resume {run_dir} to continue it"
             )
-    # --recipe auto picks the model (unless the user named one) once the data is loaded
-    auto = resume is None and cfg.recipe == "auto"
-    users_model = not auto or "model.name" in cfg.user_given()
-    if users_model:
-        check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
-    task = task_for_config(cfg)  # an unknown task too
-    if users_model:
-        check_model_for_task(cfg.model.name, task)  # a classifier for segmentation, or the reverse
-    seed_everything(cfg.seed)
-    dataset = task.load_dataset(cfg.data, seed=cfg.seed)
-    if auto:
-        task, resplit = _apply_recipe(cfg, dataset, task, console)
-        if resplit:  # the recipe's split (e.g. all of a small set for training): the data is split again
-            dataset = task.load_dataset(cfg.data, seed=cfg.seed)
+    task, dataset = task_and_data(cfg, console, recipe=resume is None)
     cfg.out = str(run_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -789,6 +776,27 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
 
 
 # --------------------------------------------------------------------------- recipe auto, time budget
+def task_and_data(cfg: Config, console, recipe: bool = True) -> tuple[Task, Dataset]:
+    """The task and the data set a new run of ``cfg`` trains on (``vislab train`` and ``vislab lr-find``
+    alike): a mistyped model, or one of the wrong kind for the task, fails before the data is read;
+    ``recipe`` and ``--recipe auto``: the recipe's choices are set on ``cfg`` once the data is loaded."""
+    # --recipe auto picks the model (unless the user named one) once the data is loaded
+    auto = recipe and cfg.recipe == "auto"
+    users_model = not auto or "model.name" in cfg.user_given()
+    if users_model:
+        check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
+    task = task_for_config(cfg)  # an unknown task too
+    if users_model:
+        check_model_for_task(cfg.model.name, task)  # a classifier for segmentation, or the reverse
+    seed_everything(cfg.seed)
+    dataset = task.load_dataset(cfg.data, seed=cfg.seed)
+    if auto:
+        task, resplit = _apply_recipe(cfg, dataset, task, console)
+        if resplit:  # the recipe's split (e.g. all of a small set for training): the data is split again
+            dataset = task.load_dataset(cfg.data, seed=cfg.seed)
+    return task, dataset
+
+
 def _apply_recipe(cfg: Config, dataset: Dataset, task: Task, console) -> tuple[Task, bool]:
     """--recipe auto: the data-aware choices (vislab.train.recipe) on ``cfg``, one line saying them;
     returns the task rebuilt with the chosen loss and class weights, and whether the recipe changed

@@ -37,9 +37,8 @@ import torch
 import yaml
 
 from vislab.core.config import Config, ConfigError
-from vislab.core.device import autocast_context, seed_everything
+from vislab.core.device import autocast_context
 from vislab.core.weights import write_text
-from vislab.data.sources import load_dataset
 
 SUGGESTIONS = ("valley", "steepest")
 
@@ -153,23 +152,22 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
         raise ConfigError(f"lr-find: --steps {steps} is too few for a curve; use 100 or more (default 200)")
     if suggestion not in SUGGESTIONS:
         raise ConfigError(f"lr-find: suggestion {suggestion!r} is not one of {', '.join(SUGGESTIONS)}")
-    if cfg.train.optimizer == "lbfgs":
-        raise ConfigError("lr-find: L-BFGS picks its own steps by line search, there is no learning rate to "
-                          "find; use --optimizer adam/adamw/sgd/rmsprop")
-    if cfg.model.cache_features:
-        raise ConfigError("lr-find sweeps end-to-end training steps; drop --cache-features")
+    _check_sweepable(cfg)  # the user's own settings: refused before the data is read
     from rich.console import Console
 
     from vislab.data.loaders import epoch_generator
-    from vislab.train.loop import Trainer
+    from vislab.train.loop import Trainer, task_and_data
 
     console = console or Console(highlight=False, soft_wrap=True)
-    sweep_cfg = copy.deepcopy(cfg)
+    chosen_cfg = copy.deepcopy(cfg)
+    # the task, data, model and settings `vislab train` would use with these options (--recipe auto included)
+    task, dataset = task_and_data(chosen_cfg, console)
+    _check_sweepable(chosen_cfg, by_recipe=True)
+    sweep_cfg = copy.deepcopy(chosen_cfg)
     sweep_cfg.train.scheduler = "none"  # the sweep is the schedule
     sweep_cfg.train.warmup_epochs = 0
-    seed_everything(sweep_cfg.seed)
-    dataset = load_dataset(sweep_cfg.data, seed=sweep_cfg.seed)
-    trainer = Trainer(sweep_cfg, Path(out or "."), dataset, Console(quiet=True))
+    task.prepare(dataset, Console(quiet=True))  # e.g. class weights from the training counts
+    trainer = Trainer(sweep_cfg, Path(out or "."), dataset, Console(quiet=True), task=task)
     optimizer, task = trainer.optimizer, trainer.task
     ratios = [group["lr"] / sweep_cfg.train.lr for group in optimizer.param_groups]
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
@@ -226,9 +224,24 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
         if chosen is None:
             raise ConfigError(f"lr-find: the loss never fell, so there is no {suggestion} suggestion to write "
                               f"into {write_config}; widen the range (--start-lr/--end-lr) or check the data")
-        result.config_path = write_lr(write_config, chosen, cfg)
+        result.config_path = write_lr(write_config, chosen, chosen_cfg)
         console.print(f"lr-find: wrote train.lr={chosen:.3g} ({suggestion}) into {result.config_path}")
     return result
+
+
+def _check_sweepable(cfg: Config, by_recipe: bool = False) -> None:
+    """Refuse a config with no learning rate to sweep: the L-BFGS head, or cached features.
+    ``by_recipe``: after ``--recipe auto`` chose them for this data (say how to sweep anyway)."""
+    if cfg.train.optimizer != "lbfgs" and not cfg.model.cache_features:
+        return
+    if by_recipe:
+        raise ConfigError("lr-find: for this data `vislab train` fits a logistic-regression head on cached features "
+                          "(recipe auto), which has no learning rate to find; to sweep end-to-end training, name "
+                          "the model and optimizer (e.g. --model fastnet --optimizer adam) or pass --recipe none")
+    if cfg.train.optimizer == "lbfgs":
+        raise ConfigError("lr-find: L-BFGS picks its own steps by line search, there is no learning rate to "
+                          "find; use --optimizer adam/adamw/sgd/rmsprop")
+    raise ConfigError("lr-find sweeps end-to-end training steps; drop --cache-features")
 
 
 def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
