@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,6 +116,17 @@ def test_segmentation_export_checks_parity_on_the_test_images_not_their_masks(tm
     masks_onnx = [o.argmax(0) for o in OnnxPredictor(result.path).outputs_each(images)]
     masks_torch = [o.argmax(0) for o in Predictor(load(run), precision="fp32").outputs_each(images)]
     assert all(torch.equal(a, b) for a, b in zip(masks_onnx, masks_torch))
+    # `vislab segment` reads the graph as `vislab serve` does: the same mask PNG as the run folder in fp32, and
+    # `vislab predict` on it names that command
+    image = str(sorted((data / "test" / "images").glob("*.png"))[0])
+    assert main(["segment", str(result.path), image, "--out", str(tmp_path / "from-onnx"), "--no-panels"]) == 0
+    assert main(["segment", str(run), image, "--out", str(tmp_path / "from-run"), "--no-panels",
+                 "--precision", "fp32"]) == 0
+    stem = Path(image).stem
+    assert (tmp_path / "from-onnx" / f"{stem}_mask.png").read_bytes() == \
+        (tmp_path / "from-run" / f"{stem}_mask.png").read_bytes()
+    with pytest.raises(Exception, match=f"vislab segment {result.path} IMAGES"):
+        api.predict(str(result.path), [image])
 
 
 def test_parity_failure_is_loud_and_removes_the_file(run, tmp_path):

@@ -178,10 +178,10 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
 
         _require_deploy("predict MODEL.onnx", "onnxruntime")
         predictor = OnnxPredictor(model)
-        _one_class_per_image(predictor.task, model, "RUN", ", on the run folder it was exported from,")
+        _one_class_per_image(predictor.task, model)  # `vislab segment` reads the graph too
     else:
         loaded = load_model(model, weights=weights)
-        _one_class_per_image(loaded.task, model, model)  # before the predictor's precision probe
+        _one_class_per_image(loaded.task, model)  # before the predictor's precision probe
         loaded.task.set_options(threshold=threshold)
         predictor = Predictor(loaded, device=device, precision=precision)
     results = predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
@@ -190,13 +190,13 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
     return Predictions(results, _precision_notes(predictor, results))
 
 
-def _one_class_per_image(task, model, run, where: str = "") -> None:
+def _one_class_per_image(task, model) -> None:
     """`vislab predict` answers per image: a per-pixel model's answer is a mask, which `vislab segment` writes."""
     if task.per_pixel:
         from vislab.core.errors import RunError
 
         raise RunError(f"{model} is a {task.name} model: `vislab predict` answers one class per image; "
-                       f"`vislab segment {run} IMAGES --out DIR`{where} writes its masks, colour masks and overlays")
+                       f"`vislab segment {model} IMAGES --out DIR` writes its masks, colour masks and overlays")
 
 
 def _precision_notes(predictor, results) -> list[str]:
@@ -528,8 +528,8 @@ def segment(model: str, images, out, weights: str | None = None, palette: str | 
             beta: float = 0.6, class_maps=(), panels: bool = True, device: str = "auto", precision: str = "auto"):
     """``vislab segment``: masks, colour masks, overlays, panels, legends and pixel_shares.csv in ``out``.
 
-    ``model`` is a segmentation run folder, a torchvision name (``lraspp_mobilenet_v3_large``, ...)
-    or ``hf:NAME_OR_FOLDER``; returns a :class:`vislab.segment.SegmentResult`.
+    ``model`` is a segmentation run folder, its exported ``MODEL.onnx``, a torchvision name
+    (``lraspp_mobilenet_v3_large``, ...) or ``hf:NAME_OR_FOLDER``; returns a :class:`vislab.segment.SegmentResult`.
 
     Example:
         >>> result = segment("runs/fashion-seg", ["composite.png"], out="seg/")   # doctest: +SKIP

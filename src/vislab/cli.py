@@ -837,11 +837,13 @@ def _add_segment(sub) -> None:
                 "legend.png, pixel_shares.csv, bad_files.csv. Masks are at the input's full resolution.\n\n"
                 "examples:\n"
                 "  vislab segment runs/fashion-seg photos/ --out seg/\n"
+                "  vislab segment fashion-seg.onnx photos/ --out seg/\n"
                 "  vislab segment lraspp_mobilenet_v3_large street.jpg --weights lraspp.safetensors --out seg/\n"
                 "  vislab segment hf:nvidia/segformer-b0-finetuned-cityscapes-1024-1024 street.jpg --out seg/ "
                 "--class-maps road sky")
     p.add_argument("model", metavar="MODEL",
-                   help="a segmentation run folder, a torchvision name (deeplabv3_resnet50, deeplabv3_resnet101, "
+                   help="a segmentation run folder, its `vislab export` MODEL.onnx, a torchvision name "
+                        "(deeplabv3_resnet50, deeplabv3_resnet101, "
                         "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50) or "
                         "hf:NAME_OR_FOLDER (SegFormer)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
