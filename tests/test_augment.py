@@ -143,3 +143,45 @@ def test_unknown_and_ignored_options_are_errors():
         resolve_config(overrides={"augment.width_shift": -0.1})
     assert resolve_config(overrides={"augment.width_shift": 3}).augment.width_shift == 3  # pixels
     assert math.isclose(resolve_config(overrides={"augment.zoom": 0.2}).augment.zoom, 0.2)
+
+
+def test_augment_preview_of_a_segmentation_set_moves_each_mask_with_its_image(tmp_path, monkeypatch):
+    """`augment-preview --task segmentation`: every copy is the original pair flipped together or not at all
+    (a mask left behind would make a blend that is neither), and the class-folder reader never sees images/
+    and masks/ as two classes."""
+    import numpy as np
+    from PIL import Image
+
+    import vislab.viz.data as viz_data
+    from vislab import api
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[:, : 3 + i % 3] = 1  # a band on the left: a horizontal flip moves it to the right
+        image = (mask * 200 + rng.integers(0, 40, (16, 16))).astype(np.uint8)
+        for sub, array in (("images", image), ("masks", mask)):
+            (tmp_path / "seg" / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(tmp_path / "seg" / sub / f"p{i}.png")
+    drawn = {}
+    real = viz_data.plot_augment_preview
+
+    def keep(originals, augmented, path, title=""):
+        drawn.update(originals=originals, augmented=augmented, title=title)
+        return real(originals, augmented, path, title=title)
+
+    monkeypatch.setattr(viz_data, "plot_augment_preview", keep)
+    path = api.augment_preview(str(tmp_path / "seg"), out=str(tmp_path / "aug.png"), count=3, versions=6,
+                               task="segmentation", hflip=True, val_split=0, test_split=0)
+    assert path.is_file() and "masks over their images" in drawn["title"]
+    flipped = 0
+    for original, copies in zip(drawn["originals"], drawn["augmented"]):
+        assert original.shape[0] == 3
+        for copy in copies:
+            copy = np.asarray(copy)
+            same, mirror = np.array_equal(copy, original), np.array_equal(copy, original[:, :, ::-1])
+            assert same or mirror
+            flipped += mirror and not same
+    assert flipped  # 18 fair coin flips: some copies were flipped
+    with pytest.raises(Exception, match="--task segmentation"):  # images/ and masks/ are not two classes
+        api.augment_preview(str(tmp_path / "seg"), out=str(tmp_path / "aug2.png"), hflip=True)

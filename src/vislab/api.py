@@ -330,22 +330,26 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
 
 
 def augment_preview(data: str, out="augment_preview.png", count: int = 6, versions: int = 5, split: str = "train",
-                    seed: int | None = None, config: str | None = None, console=None, **options) -> Path:
+                    seed: int | None = None, config: str | None = None, console=None, task: str = DEFAULT_TASK,
+                    **options) -> Path:
     """``vislab augment-preview``: images beside augmented copies; options are the augmentation flags
-    (``rotation=15``, ``hflip=True``...). ``out`` is a .png file, or a folder that gets
-    augment_preview.png; returns the path written. ``console`` gets a note when no augmentation is set."""
+    (``rotation=15``, ``hflip=True``...). ``task`` reads the data as training does: ``segmentation`` draws
+    each image with its mask over it, the mask moved by the same flips, rotations, zooms and shifts.
+    ``out`` is a .png file, or a folder that gets augment_preview.png; returns the path written.
+    ``console`` gets a note when no augmentation is set."""
     from vislab.data.audit import preview_augmentation
-    from vislab.data.sources import load_dataset
+    from vislab.tasks import get_task
 
     check_ranges(count=count, versions=versions)
     cfg = resolve_config(config, {**option_overrides({"data": data, **options}), "seed": seed})
     path = _png_path(out, "augment_preview.png")
     _check_out(path.parent, cfg.data.source)
-    dataset = load_dataset(cfg.data, seed=cfg.seed)  # a wrong --data is the one message, before any note
+    task_ = get_task(task)
+    dataset = task_.load_dataset(cfg.data, seed=cfg.seed)  # a wrong --data is the one message, before any note
     if not cfg.augment.active and console is not None:
         console.print("note: no augmentation is set (e.g. --rotation 15 --hflip); the copies equal the originals")
     return preview_augmentation(dataset, cfg.augment, path, count=count, versions=versions, split=split,
-                                seed=cfg.seed)
+                                seed=cfg.seed, task=task_)
 
 
 def _png_path(out, default_name: str, flag: str = "--out") -> Path:

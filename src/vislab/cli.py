@@ -547,9 +547,8 @@ def _add_audit(sub) -> None:
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
     p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
-    p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK",
-                   help=f"how the data is read and its targets audited: {', '.join(BUILTIN_TASKS)} (multilabel: a "
-                        "CSV of file + labels, every label counted; segmentation: images/ + masks/, pixels per class)")
+    _add_task_option(p, "how the data is read and its targets audited", "every label counted",
+                     "pixels per class")
     p.add_argument("--max-images", type=int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
@@ -562,6 +561,13 @@ def _add_audit(sub) -> None:
                    help="--label-issues: folds for the out-of-fold probabilities; every class needs K images (default 5)")
     p.add_argument("--rank-by", choices=LABEL_ISSUE_RANKINGS, default="self_confidence",
                    help="--label-issues: cleanlab's label quality score that orders label_issues.csv")
+
+
+def _add_task_option(p, what: str, multilabel: str, segmentation: str) -> None:
+    """``--task`` of the commands that read a data set without training on it (audit, augment-preview)."""
+    p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK",
+                   help=f"{what}: {', '.join(BUILTIN_TASKS)} (multilabel: a CSV of file + labels, {multilabel}; "
+                        f"segmentation: images/ + masks/, {segmentation})")
 
 
 def _cmd_audit(args) -> int:
@@ -592,7 +598,8 @@ def _add_augment_preview(sub) -> None:
     p = _parser(sub, "augment-preview", "show images beside augmented versions of them",
                 "Draw a few training images, each beside N augmented copies made with the given\n"
                 "augmentation settings, to see what they do before training.\n\n"
-                "example:\n  vislab augment-preview --data fashion-mnist --rotation 15 --zoom 0.1 --hflip")
+                "examples:\n  vislab augment-preview --data fashion-mnist --rotation 15 --zoom 0.1 --hflip\n"
+                "  vislab augment-preview --task segmentation --data data/fashion-seg --rotation 20")
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with data/augment sections")
     p.add_argument("--out", default="augment_preview.png",
@@ -601,6 +608,8 @@ def _add_augment_preview(sub) -> None:
     p.add_argument("--versions", type=int, default=5, help="augmented copies of each image")
     p.add_argument("--split", default="train", choices=SPLITS, help="which split to draw from")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    _add_task_option(p, "how the data is read, as training reads it", "any images drawn",
+                     "each mask drawn over its image and moved with it")
     _add_augment_options(p)
 
 
@@ -611,7 +620,7 @@ def _cmd_augment_preview(args) -> int:
 
     path = api.augment_preview(args.data, out=args.out, count=args.count, versions=args.versions, split=args.split,
                                seed=args.seed, config=args.config, console=Console(stderr=True, highlight=False),
-                               **_data_options(args), **_augment_options(args))
+                               task=args.task, **_data_options(args), **_augment_options(args))
     print(f"wrote {path}")
     return 0
 

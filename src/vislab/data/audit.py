@@ -618,7 +618,8 @@ def _ratio_text(ratio) -> str:
     return "n/a" if ratio is None else f"{ratio:.2f}"
 
 
-def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: int = 5, split: str = "train", seed: int = 0) -> Path:
+def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: int = 5, split: str = "train", seed: int = 0,
+                         task=None) -> Path:
     """Draw ``count`` images of ``split``, each beside ``versions`` augmented copies.
 
     Uses :class:`vislab.data.augment.Augment` exactly as training does, so the
@@ -628,8 +629,11 @@ def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: i
         dataset: a :class:`vislab.data.sources.Dataset`.
         augment_cfg: a :class:`vislab.core.config.AugmentConfig`.
         path: PNG to write.
-        count: how many images (seeded random picks, one class after another).
+        count: how many images (seeded random picks, one class after another for single-label data).
         versions: augmented copies per image.
+        task: the data's task; a per-pixel one draws each mask over its image, augmented with it
+            (:func:`vislab.data.augment.augment_with_masks`, as training does; pale: pixels from outside
+            the mask, which the loss ignores).
 
     Example:
         >>> import torch, tempfile, os
@@ -649,20 +653,48 @@ def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: i
     data = dataset.splits[split]
     labels = np.asarray(data.labels)
     rng = np.random.default_rng(seed)
-    # Round-robin over classes so the preview shows several kinds of image.
-    by_class = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in range(len(dataset.class_names))]
-    picks: list[int] = []
-    while len(picks) < min(count, len(data)) and any(by_class):
-        for members in by_class:
-            if members and len(picks) < count:
-                picks.append(members.pop())
+    per_pixel = bool(getattr(task, "per_pixel", False))
+    if labels.ndim == 1:  # round-robin over classes so the preview shows several kinds of image
+        by_class = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in range(len(dataset.class_names))]
+        picks: list[int] = []
+        while len(picks) < min(count, len(data)) and any(by_class):
+            for members in by_class:
+                if members and len(picks) < count:
+                    picks.append(members.pop())
+        names = [dataset.class_names[int(labels[i])] for i in picks]
+        title = f"Augmentation preview ({', '.join(dict.fromkeys(names))})"
+    else:  # several labels per image, or a mask per image: seeded random picks
+        picks = sorted(rng.permutation(len(data))[:count].tolist())
+        title = "Augmentation preview" + (": masks over their images (pale: from outside the mask, ignored)"
+                                          if per_pixel else "")
     augment = Augment(augment_cfg)
     generator = torch.Generator().manual_seed(seed)
     originals, augmented = [], []
     for index in picks:
         image = data.load(index)
+        copies = image.unsqueeze(0).repeat(versions, 1, 1, 1)
+        if per_pixel:
+            from vislab.data.augment import augment_with_masks
+
+            mask = torch.as_tensor(labels[index]).long()
+            ignore = int(getattr(dataset, "ignore_index", 255))
+            images, masks = augment_with_masks(augment, copies, mask.unsqueeze(0).repeat(versions, 1, 1), generator,
+                                               ignore)
+            colors = dataset.palette.array(len(dataset.class_names))
+            originals.append(_mask_over(image, mask, colors, ignore))
+            augmented.append([_mask_over(i, m, colors, ignore) for i, m in zip(images, masks)])
+            continue
         originals.append(image)
         # one batch of copies: Augment draws independent parameters for every sample
-        augmented.append(list(augment(image.unsqueeze(0).repeat(versions, 1, 1, 1), generator=generator)))
-    names = [dataset.class_names[int(labels[i])] for i in picks]
-    return plot_augment_preview(originals, augmented, path, title=f"Augmentation preview ({', '.join(dict.fromkeys(names))})")
+        augmented.append(list(augment(copies, generator=generator)))
+    return plot_augment_preview(originals, augmented, path, title=title)
+
+
+def _mask_over(image, mask, colors, ignore_index: int) -> np.ndarray:
+    """A uint8 (3, H, W) image with its class-ID mask blended over it in the palette's colours."""
+    from vislab.viz.masks import colorize, overlay
+
+    pixels = np.asarray(image).transpose(1, 2, 0)
+    pixels = np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[..., :3]
+    blended = overlay(pixels, colorize(np.asarray(mask), colors, ignore_index), alpha=0.5, beta=0.5)
+    return blended.transpose(2, 0, 1)

@@ -390,6 +390,12 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def _load_folder(folder: Path, cfg) -> Dataset:
+    from vislab.data.masks import is_segmentation_folder
+
+    if is_segmentation_folder(folder):  # images/ and masks/ are not two classes
+        raise DataError(f"{folder} holds images/ and masks/: a segmentation set, not one folder per class; give "
+                        "--task segmentation (train, lr-find, audit, augment-preview), or evaluate a segmentation "
+                        "run on it")
     subdirs = {d.name.lower(): d for d in folder.iterdir() if d.is_dir()}
     given = {_SPLIT_ALIASES[k]: v for k, v in subdirs.items() if k in _SPLIT_ALIASES}
     if "train" in given:
