@@ -205,6 +205,29 @@ def _planted_segmenter(input_size=(3, 40, 60)):
     return _segmenter(_Quarters(), names, palette, input_size)
 
 
+def test_lime_on_a_segmentation_model_finds_the_region_of_the_class():
+    """LIME scores each perturbed copy by the class's mean probability over the region the image's own
+    prediction gives it, so the superpixels of that region weigh most."""
+    from vislab.data.preprocess import Preprocessing
+    from vislab.explain import explain
+    from vislab.tasks import get_task
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:20, :30] = (255, 0, 0)
+    image[:20, 30:] = (0, 255, 0)
+    image[20:, :16] = (0, 0, 255)
+    image[20:, 16:] = (90, 60, 30)
+    names = ["zero", "red", "green", "blue"]
+    result = explain(_Quarters().eval(), Preprocessing((3, 40, 60)), torch.from_numpy(image).permute(2, 0, 1),
+                     method="lime", target="red", class_names=names, task=get_task("segmentation"),
+                     num_samples=120, segmentation="slic")
+    heat = result.heatmap
+    assert result.target_name == "red" and heat.shape == (40, 60)
+    red = np.zeros(heat.shape, bool)
+    red[:20, :30] = True
+    assert heat[red].mean() > 0.5 > heat[~red].mean()
+
+
 def test_full_resolution_mask_is_the_argmax_of_upsampled_logits():
     from vislab.data.palettes import Palette
     from vislab.segment import predict_mask

@@ -107,7 +107,8 @@ def explain(
         else:
             from vislab.explain.lime import lime_explain
 
-            heat, mask = lime_explain(model, preprocessing, image, index, **opts)
+            heat, mask = lime_explain(model, preprocessing, image, index,
+                                      scores=(task or get_task()).lime_scores(logits, index), **opts)
         if method != "lime":  # lime_explain maps its own results back
             heat = heatmap_to_image(heat, preprocessing, tuple(image.shape[-2:]))
     finally:

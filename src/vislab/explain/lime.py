@@ -55,6 +55,7 @@ def lime_explain(
     hide_color: str | float = "mean",
     batch_size: int = 64,
     seed: int = 0,
+    scores=None,
     **segment_options,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Explain ``target`` for one uint8 (C, H, W) image.
@@ -68,6 +69,8 @@ def lime_explain(
             mean colour; LIME's own default, each superpixel's own mean, hides texture
             but not colour or brightness) or a 0..255 grey value.
         seed: LIME's random seed, so the same call gives the same answer.
+        scores: a batch of model outputs -> (N, K) per-image class scores (the task's
+            :meth:`~vislab.tasks.base.Task.lime_scores`); None: softmax probabilities.
 
     Returns:
         (heatmap, mask) at the image's size: heatmap float32 0..1 from the positive
@@ -97,7 +100,7 @@ def lime_explain(
             batch = batch[:, :1]
         inputs = preprocessing(batch).to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return probabilities(model(inputs)).float().cpu().numpy()
+            return (scores or probabilities)(model(inputs)).float().cpu().numpy()
 
     explainer = lime_image.LimeImageExplainer(random_state=seed)
     progress_bar = lime_image.tqdm

@@ -292,6 +292,12 @@ class Task:
         raise ConfigError(f"the {self.name} task has no class to explain; explanations need a classification "
                           "or segmentation run")
 
+    def lime_scores(self, outputs: torch.Tensor, index: int):
+        """What LIME fits its surrogate to: a function from a batch of the model's outputs (on perturbed
+        copies of the image whose ``outputs`` these are) to (N, K) per-image class scores; by default the
+        task's probabilities (softmax for classes, sigmoid for labels)."""
+        return self.postprocess
+
     # ---- evaluation, figures, report
     def evaluator(self, class_names: Sequence[str]) -> Evaluator:
         return _ScalarEvaluator(self)

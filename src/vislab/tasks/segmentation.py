@@ -364,6 +364,21 @@ class Segmentation(Task):
 
         return index, share, score
 
+    def lime_scores(self, outputs, index):
+        """Each class's mean probability over the region the image's own prediction gives class ``index``
+        (the region Grad-CAM's target sums over), so LIME finds the superpixels that make that region
+        ``index``; the whole image when no pixel is predicted as it."""
+        logits = outputs[0] if outputs.dim() == 4 else outputs
+        region = (logits.argmax(0) == index).float()
+        if not region.any():
+            region = torch.ones_like(region)
+
+        def scores(batch_outputs):
+            probabilities = self.postprocess(batch_outputs)
+            return (probabilities * region.to(probabilities.device)).sum((-2, -1)) / region.sum()
+
+        return scores
+
     # ---- evaluation, figures, report
     def evaluator(self, class_names):
         return SegmentationEvaluator(class_names, self.ignore_index)
