@@ -277,6 +277,19 @@ def test_every_vislab_network_can_be_explained(name):
     assert result.heatmap.shape == (40, 40) and result.target == 2
     if name != "mlp":
         assert len(activations(model, pre, image)) >= 3
+    else:  # the input image as one "feature map" would say nothing: the message says why and what to use
+        with pytest.raises(ValueError, match="no convolution layers.*--method occlusion"):
+            activations(model, pre, image)
+
+
+def test_activations_of_a_segmentation_network_show_its_encoder_stages_and_decoder_blocks():
+    from vislab.models.segmentation_nets import create_segmentation_model
+
+    model = create_segmentation_model("unet", num_classes=3, in_chans=3, pretrained=False).eval()
+    pre = Preprocessing(input_size=(3, 32, 32))
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    names = [grid.name for grid in activations(model, pre, image)]
+    assert len(names) == 8 and "encoder" in names[0] and any("decoder.blocks" in name for name in names)
 
 
 def test_hugging_face_models_get_a_target_layer():

@@ -116,7 +116,7 @@ def run_folder_error(path) -> RunError | None:
         return RunError(f"{path} is not a vislab run folder: it holds none of model.json, config.yaml, "
                         "metrics.json; give the folder `vislab train --out DIR` (or `vislab audit --out DIR`) wrote")
     if path.suffix.lower() == ".onnx" and path.is_file():
-        return RunError(f"{path}: an ONNX graph, which `vislab predict` and `vislab serve` read; this command "
+        return RunError(f"{path}: an ONNX graph, which `vislab predict`, `segment` and `serve` read; this command "
                         "needs the run folder it was exported from")
     if path.is_file():
         return RunError(f"{path}: a file, not a run folder; give a folder written by `vislab train --out DIR`")

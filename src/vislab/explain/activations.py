@@ -56,8 +56,13 @@ def default_layers(model: nn.Module, input_size: tuple[int, int, int], count: in
 
     vislab's own networks: the activation and pooling outputs of ``features``
     (what Keras calls its conv and pooling layers, conv outputs being post-ReLU there).
-    Other models: timm's ``feature_info`` stages, else the top-level modules with 4-D output.
+    Other models: timm's ``feature_info`` stages (a segmentation network's timm encoder too, then its
+    decoder's blocks), else the top-level modules with 4-D output (a level down under a wrapper).
     """
+    if not any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules()):
+        raise ValueError("this model has no convolution layers (an MLP sees the pixels as one vector), "
+                         "so there are no activation maps to show; `vislab explain --method occlusion` shows what it "
+                         "looks at")
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and hasattr(model, "head"):
         prefix = next(name for name, module in model.named_modules() if module is features)
@@ -72,20 +77,40 @@ def default_layers(model: nn.Module, input_size: tuple[int, int, int], count: in
         if not names:
             raise ValueError(f"{type(model).__name__} has no convolution layers, so there are no activation maps to show")
         return names[:count]
-    info = getattr(model, "feature_info", None)
-    if info is not None:
+    names = _feature_info_layers(model)
+    decoder = next((module for name, module in model.named_modules() if name.endswith("decoder.blocks")), None)
+    if decoder is not None:  # an encoder-decoder (smp): the decoder's blocks after the encoder's stages
+        prefix = next(name for name, module in model.named_modules() if module is decoder)
+        names += [f"{prefix}.{child}" for child, _ in decoder.named_children()]
+    if names:
+        return names[:count]
+    finished, _ = _record_outputs(model, input_size)
+    four_d = [name for name, shape in finished if len(shape) == 4]
+    # the top-level modules with 4-D outputs; under a wrapper (one module holding the network), a level down
+    for depth in range(4):
+        names = [name for name in four_d if name.count(".") == depth]
+        if len(names) >= 2:
+            return names[:count]
+    if not four_d:
+        raise ValueError("cannot pick activation layers automatically; give them by name (layers=[...])")
+    return four_d[:count]
+
+
+def _feature_info_layers(model: nn.Module) -> list[str]:
+    """timm's ``feature_info`` stages of the model or of the first module in it that has them (a
+    segmentation network's timm encoder), as ``model.named_modules()`` names."""
+    for prefix, module in model.named_modules():
+        info = getattr(module, "feature_info", None)
+        if info is None:
+            continue
         try:
             names = [entry["module"] for entry in info]
         except (TypeError, KeyError):
             names = list(info.module_name()) if hasattr(info, "module_name") else []
         names = [name for name in names if name]
         if names:
-            return names[:count]
-    finished, _ = _record_outputs(model, input_size)
-    names = [name for name, shape in finished if "." not in name and len(shape) == 4]
-    if not names:
-        raise ValueError("cannot pick activation layers automatically; give them by name (layers=[...])")
-    return names[:count]
+            return [f"{prefix}.{name}" if prefix else name for name in names]
+    return []
 
 
 def normalise_channels(maps: torch.Tensor) -> np.ndarray:
