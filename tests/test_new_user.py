@@ -550,3 +550,15 @@ def test_an_out_path_the_system_refuses_is_one_line_naming_it(argv, tmp_path, ca
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and "Traceback" not in err, err
     assert lines[-1].startswith(f"vislab {argv[0]}: error: {blocker}/") and "not a folder" in lines[-1], err
+
+
+def test_a_file_where_a_folder_or_model_is_wanted_is_named_as_such(digit_pngs, tmp_path, capsys):
+    image = str(digit_pngs[0])
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    assert main(["summary", str(tmp_path / "model.onnx")]) == 1
+    assert "an ONNX graph" in _error(capsys)
+    assert main(["summary", image]) == 1
+    assert "a file, not a run folder" in _error(capsys)
+    for command in (["train", "--data", "digits", "--epochs", "1"], ["audit", "--data", "digits"]):
+        assert main([*command, "--out", image]) == 1
+        assert f"--out {image} is a file" in _error(capsys)

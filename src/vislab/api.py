@@ -101,6 +101,8 @@ def _check_out(out, data, images_too: bool = False, flag: str = "--out") -> None
     from vislab.data.images import IMAGE_EXTENSIONS
 
     folder = Path(out).expanduser().resolve()
+    if folder.is_file():
+        raise ConfigError(f"{flag} {out} is a file; give {flag} a folder to write into, e.g. {flag} runs/NAME")
     source = Path(str(data)).expanduser()
     if data is not None and source.is_dir():
         root = source.resolve()
@@ -404,6 +406,10 @@ def summary(model: str, num_classes: int = 10, in_chans: int | None = None, inpu
     from vislab.models.summary import model_summary, summarize
 
     check_ranges(num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth)
+    if Path(model).is_file() or str(model).lower().endswith(".onnx"):  # an ONNX graph or another file
+        from vislab.core.files import run_folder_error
+
+        raise run_folder_error(model)
     if Path(model).is_dir() or str(model).startswith(("imagenet:", "hf:")):
         loaded = load_model(model, weights=weights)
         return summarize(loaded.model, loaded.preprocessing.input_size, depth,
