@@ -545,12 +545,32 @@ def segment(model: str, images, out, weights: str | None = None, palette: str | 
         >>> result = segment("runs/fashion-seg", ["composite.png"], out="seg/")   # doctest: +SKIP
         >>> sorted(result.shares["composite.png"])[:2]                             # doctest: +SKIP
     """
+    from vislab.export.ort import is_onnx_path
     from vislab.segment import segment_images
 
     check_ranges(alpha=alpha, beta=beta)
+    # a segmentation run's exported graph runs in onnxruntime (fp32), as `vislab serve` runs it
+    segmenter = _onnx_segmenter(model, weights, palette) if is_onnx_path(model) else None
     return segment_images(model, [images] if isinstance(images, (str, Path)) else list(images), out,
                           weights=weights, alpha=alpha, beta=beta, class_maps=class_maps, palette=palette,
-                          device=device, precision=precision, panels=panels)
+                          device=device, precision=precision, panels=panels, segmenter=segmenter)
+
+
+def _onnx_segmenter(path, weights, palette):
+    from vislab.core.errors import RunError
+    from vislab.export.ort import OnnxPredictor
+    from vislab.segment import Segmenter, model_palette
+
+    if not Path(path).is_file():
+        raise RunError(f"{path}: no such ONNX file; make one with `vislab export RUN --out {path}`")
+    if weights:
+        raise ConfigError("--weights is for the named torchvision architectures; an ONNX graph holds its own weights")
+    _require_deploy("segment MODEL.onnx", "onnxruntime")
+    predictor = OnnxPredictor(path)
+    if not predictor.task.per_pixel:
+        raise RunError(f"{path} is a {predictor.task.name} model; `vislab segment` needs a segmentation model "
+                       f"(an export of a `vislab train --task segmentation` run), or use `vislab predict {path}`")
+    return Segmenter(predictor, model_palette(predictor.loaded, palette), str(path))
 
 
 def make_segmentation_data(out, train: int = 2000, test: int = 400, size: int = 64, seed: int = 0) -> Path:

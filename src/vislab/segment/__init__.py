@@ -51,7 +51,8 @@ from vislab.models.segmentation_nets import TORCHVISION_MODELS
 
 @dataclass
 class Segmenter:
-    """A segmentation model behind a :class:`~vislab.infer.Predictor`, with its classes, palette and name."""
+    """A segmentation model behind a :class:`~vislab.infer.Predictor` (or an exported graph behind its
+    ``OnnxPredictor``), with its classes, palette and name."""
 
     predictor: Predictor
     palette: Palette
@@ -186,31 +187,13 @@ def _named_model(net, preprocessing: Preprocessing, names, text: str):
 
 def load_segmenter(model, weights: str | None = None, device: str = "auto", precision: str = "auto",
                    palette: str | None = None) -> Segmenter:
-    """A :class:`Segmenter` for a run folder, a torchvision name, ``hf:NAME_OR_FOLDER``, a segmentation
-    run's ``vislab export`` graph (``MODEL.onnx``, run by onnxruntime in fp32, as ``vislab serve`` runs it)
-    or a :class:`vislab.runs.Loaded` segmentation model."""
-    from vislab.export.ort import is_onnx_path
+    """A :class:`Segmenter` for a run folder, a torchvision name, ``hf:NAME_OR_FOLDER`` or a
+    :class:`vislab.runs.Loaded` segmentation model (an exported graph: ``vislab.api.segment``)."""
     from vislab.runs import Loaded
 
-    if not isinstance(model, Loaded) and is_onnx_path(model):
-        return _onnx_segmenter(model, weights, palette)
     loaded = model if isinstance(model, Loaded) else load_segmentation(model, weights)
     name = str(model) if not isinstance(model, Loaded) else str(loaded.spec.get("name", "model"))
     return Segmenter(Predictor(loaded, device=device, precision=precision), model_palette(loaded, palette), name)
-
-
-def _onnx_segmenter(path, weights, palette) -> Segmenter:
-    from vislab.export.ort import OnnxPredictor
-
-    if not Path(path).is_file():
-        raise RunError(f"{path}: no such ONNX file; make one with `vislab export RUN --out {path}`")
-    if weights:
-        raise ConfigError("--weights is for the named torchvision architectures; an ONNX graph holds its own weights")
-    predictor = OnnxPredictor(path)
-    if not getattr(predictor.task, "per_pixel", False):
-        raise RunError(f"{path} is a {predictor.task.name} model; `vislab segment` needs a segmentation model "
-                       f"(an export of a `vislab train --task segmentation` run), or use `vislab predict {path}`")
-    return Segmenter(predictor, model_palette(predictor.loaded, palette), str(path))
 
 
 def predict_mask(segmenter: Segmenter, image: torch.Tensor, with_probs: bool = False):
