@@ -562,3 +562,12 @@ def test_a_file_where_a_folder_or_model_is_wanted_is_named_as_such(digit_pngs, t
     for command in (["train", "--data", "digits", "--epochs", "1"], ["audit", "--data", "digits"]):
         assert main([*command, "--out", image]) == 1
         assert f"--out {image} is a file" in _error(capsys)
+
+
+def test_a_bad_model_option_is_named_with_its_value(tmp_path, capsys):
+    assert main(["train", "--data", "digits", "--model", "mlp", "--model-opt", "hidden", "--out",
+                 str(tmp_path / "a")]) == 1
+    assert "vislab train: error: --model-opt expects key=value, got 'hidden'" in _error(capsys)
+    assert main(["train", "--data", "digits", "--model", "fastnet", "--model-opt", "widths=abc", "--epochs", "1",
+                 "--out", str(tmp_path / "b")]) == 1
+    assert "bad option for model 'fastnet' (widths='abc')" in _error(capsys)

@@ -25,6 +25,7 @@ from vislab.core.config import RECIPE_NAMES
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
 from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS
+from vislab.core.errors import ConfigError
 
 # train's and lr-find's arguments that are not config options: what to do, not what to train
 _NOT_OPTIONS = {"command", "config", "resume", "no_evaluate", "no_figures", "no_progress", "model_opt",
@@ -147,15 +148,15 @@ def _parse_options(pairs) -> dict:
     options = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise SystemExit(f"vislab: error: --model-opt expects key=value, got {pair!r}")
+            raise ConfigError(f"--model-opt expects key=value, got {pair!r}; e.g. --model-opt dropout=0.5")
         key, value = pair.split("=", 1)
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise SystemExit(f"vislab: error: --model-opt {pair!r}: the value is not valid YAML "
-                             f"({str(exc).splitlines()[0]}); e.g. hidden=[512,256] or dropout=0.5") from None
+            raise ConfigError(f"--model-opt {pair!r}: the value is not valid YAML ({str(exc).splitlines()[0]}); "
+                              "e.g. hidden=[512,256] or dropout=0.5") from None
         if not key.strip():
-            raise SystemExit(f"vislab: error: --model-opt expects key=value, got {pair!r}")
+            raise ConfigError(f"--model-opt expects key=value, got {pair!r}; e.g. --model-opt dropout=0.5")
         options[key.strip().replace("-", "_")] = parsed
     return options
 

@@ -193,8 +193,12 @@ def create_model(
             )
         try:
             model = _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
-        except TypeError as exc:
-            raise ValueError(f"bad option for model {name!r}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            if not kwargs and isinstance(exc, ValueError):
+                raise
+            given = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+            raise ValueError(f"bad option for model {name!r} ({given}): {exc}; `vislab models` describes each "
+                             "network, and its options are the arguments of its function") from None
         from vislab.models.classic import materialize
 
         model.vislab_name = name
