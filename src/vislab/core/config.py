@@ -293,7 +293,7 @@ def parse_duration(value) -> float:
     except ValueError:
         seconds = None
     if seconds is None or not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise ConfigError(f"train.time_budget={value!r} (--time-budget) is not a duration; give e.g. 90s, 5m or "
+        raise ConfigError(f"train.time_budget={value!r} (--time-budget) is not a positive duration; give e.g. 90s, 5m or "
                           "1h (a bare number is seconds)")
     return seconds
 
