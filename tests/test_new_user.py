@@ -571,3 +571,23 @@ def test_a_bad_model_option_is_named_with_its_value(tmp_path, capsys):
     assert main(["train", "--data", "digits", "--model", "fastnet", "--model-opt", "widths=abc", "--epochs", "1",
                  "--out", str(tmp_path / "b")]) == 1
     assert "bad option for model 'fastnet' (widths='abc')" in _error(capsys)
+
+
+def test_an_input_size_the_network_cannot_take_is_refused_before_training(tmp_path, capsys):
+    assert main(["summary", "fastnet", "--input-size", "3", "3", "3", "3"]) == 1
+    assert "--input-size takes one number or H W, got 4 numbers" in _error(capsys)
+    for command in (["summary", "chollet_convnet", "--input-size", "8"],  # lazy layers: built by a forward
+                    ["train", "--data", "digits", "--model", "fastnet", "--input-size", "3", "--epochs", "1",
+                     "--out", str(tmp_path / "run")]):
+        assert main(command) == 1
+        error = _error(capsys)
+        assert "is too small for" in error and "--input-size" in error, error
+    assert not (tmp_path / "run" / "history.csv").exists()
+
+
+def test_models_timm_pattern_lists_names_and_says_when_none_match(capsys):
+    assert main(["models", "--timm", "resnet1*"]) == 0
+    assert "resnet18" in capsys.readouterr().out.split()
+    assert main(["models", "--timm", "zzz*"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no timm model name matches 'zzz*'" in captured.err

@@ -496,6 +496,11 @@ def _cmd_models(args) -> int:
     if args.timm:
         for row in rows:
             print(row["name"])
+        if not rows:  # as grep: nothing found is status 1, and says so
+            which = "with pretrained weights " if args.pretrained_only else ""
+            print(f"vislab models: no timm model name {which}matches {args.timm!r}; the pattern is matched as a "
+                  "shell wildcard against the whole name, e.g. 'resnet*' or '*vit*'", file=sys.stderr)
+            return 1
         return 0
     console = Console(highlight=False)
     title = "vislab models" + (f" for {args.task}" if args.task else "") + (

@@ -611,12 +611,13 @@ def option_overrides(options: dict) -> dict:
             raise ConfigError(f"unknown option {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
                               + " (options are the flags' names: --batch-size is batch_size)")
         if name == "input_size" and value is not None:
-            value = _input_size(value)
+            value = input_size_pair(value)
         overrides[keys[name]] = value
     return overrides
 
 
-def _input_size(value) -> list[int]:
+def input_size_pair(value) -> list[int]:
+    """``--input-size``: one number (a square) or H W, as [H, W]; any other count is refused."""
     sizes = [value] if isinstance(value, (int, float, str)) else list(value)
     if len(sizes) not in (1, 2):
         raise ConfigError(f"--input-size takes one number or H W, got {len(sizes)} numbers")

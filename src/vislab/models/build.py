@@ -11,7 +11,7 @@ import torch.nn as nn
 from vislab.core.errors import ConfigError
 from vislab.data.preprocess import Preprocessing
 from vislab.models.classic import FeatureHeadNet
-from vislab.models.registry import create_model, needs_rgb
+from vislab.models.registry import create_model, input_too_small, needs_rgb
 
 MIN_NATIVE_SIZE = 28  # smaller images (e.g. 8x8 digits) are upsampled to the model's default size
 
@@ -56,7 +56,28 @@ def build_model(model_cfg, num_classes: int, in_chans: int, native_size=None,
         from vislab.models.finetune import replace_head
 
         replace_head(model, num_classes, kind=model_cfg.head)
+    if size is not None and min(size) < SMALL_INPUT:
+        _check_runs_at(model, model_cfg.name, in_chans, size)
     return model, model_preprocessing(model, in_chans, size)
+
+
+SMALL_INPUT = 32  # below this many pixels a network's pooling may leave nothing: one forward checks it
+
+
+def _check_runs_at(model: nn.Module, name: str, in_chans: int, size) -> None:
+    """One forward of a blank image at ``size`` (cheap at such sizes): a network whose pooling or
+    strides leave no pixels says so now, naming --input-size, not as a shape error mid-epoch."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_chans, *size))
+    except (RuntimeError, ValueError) as exc:
+        raise input_too_small(name, size, exc) from None
+    finally:
+        model.train(was_training)
 
 
 def model_preprocessing(model: nn.Module, in_chans: int, size=None) -> Preprocessing:

@@ -202,7 +202,10 @@ def create_model(
         from vislab.models.classic import materialize
 
         model.vislab_name = name
-        return materialize(model, (in_chans, *model.default_input_size))
+        try:
+            return materialize(model, (in_chans, *model.default_input_size))  # its lazy layers' one forward
+        except RuntimeError as exc:
+            raise input_too_small(name, model.default_input_size, exc) from None
     if name in _segmentation_models():
         from vislab.models.segmentation_nets import create_segmentation_model
 
@@ -217,6 +220,15 @@ def create_model(
 
         return create_timm_model(timm_name, num_classes, in_chans, pretrained, **kwargs)
     raise ValueError(unknown_model_message(name))
+
+
+def input_too_small(name: str, size, exc: BaseException) -> ConfigError:
+    """The error for a network whose pooling or strides leave no pixels of a ``size`` input."""
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    default = model_defaults(name).get("input_size") if name in _REGISTRY else None
+    hint = f" (its default is {default[0]}x{default[1]})" if default else ""
+    return ConfigError(f"input size {size[0]}x{size[1]} is too small for {name}{hint}: {reason}; give a larger "
+                       "--input-size, e.g. --input-size 32")
 
 
 def needs_rgb(name: str, pretrained: bool = False) -> bool:

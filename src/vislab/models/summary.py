@@ -85,7 +85,9 @@ def model_summary(model: str, num_classes: int = 10, in_chans: int | None = None
     from vislab.models.build import build_model
     from vislab.models.registry import model_defaults, vislab_models
 
-    size = None if not input_size else (list(input_size) * 2)[:2]
+    from vislab.core.config import input_size_pair
+
+    size = None if not input_size else input_size_pair(input_size)
     if in_chans is None:  # the network's own default (the seeds' grey nets: 1), else RGB
         in_chans = model_defaults(model)["in_chans"] if model in vislab_models() else 3
     built, pre = build_model(ModelConfig(name=model, input_size=size, weights=weights), num_classes, in_chans)
