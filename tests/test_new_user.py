@@ -591,3 +591,16 @@ def test_models_timm_pattern_lists_names_and_says_when_none_match(capsys):
     assert main(["models", "--timm", "zzz*"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "no timm model name matches 'zzz*'" in captured.err
+
+
+def test_serve_on_a_port_in_use_says_so_before_loading_the_model(run_dir, capsys):
+    import socket
+
+    pytest.importorskip("uvicorn")
+    with socket.socket() as holder:  # another program listening on a loopback port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        assert main(["serve", str(run_dir), "--port", str(port)]) == 1
+    error = _error(capsys)
+    assert f"--port {port}: another program is listening on 127.0.0.1:{port}; choose another --port" in error

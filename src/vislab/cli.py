@@ -401,11 +401,12 @@ def _cmd_evaluate(args) -> int:
 # --------------------------------------------------------------------------- predict
 def _add_predict(sub) -> None:
     p = _parser(sub, "predict", "predict classes of image files",
-                "Top-k classes for images or folders of images, from a run folder or an ImageNet model\n"
-                "(imagenet:resnet50, imagenet:efficientnet_lite0, ...) or a file from `vislab export`\n"
+                "Top-k classes for images or folders of images, from a run folder, an ImageNet model\n"
+                "(imagenet:resnet50, imagenet:efficientnet_lite0, ...), a Hugging Face classifier\n"
+                "(hf:ORG/NAME, or hf:FOLDER saved with save_pretrained) or a file from `vislab export`\n"
                 "(MODEL.onnx, run by onnxruntime in fp32). A bad image is reported and the others are\n"
                 "still predicted.")
-    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|MODEL.onnx")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|hf:NAME|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=5, help="classes per image")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output format")
@@ -810,12 +811,12 @@ def _cmd_export(args) -> int:
 
 def _add_serve(sub) -> None:
     p = _parser(sub, "serve", "serve a model over HTTP (FastAPI) with a web page",
-                "Serve RUN_DIR, imagenet:MODEL or MODEL.onnx: POST /v1/predict (multipart `file`/`files` or a raw\n"
+                "Serve RUN_DIR, imagenet:MODEL, hf:NAME or MODEL.onnx: POST /v1/predict (multipart `file`/`files` or a raw\n"
                 "image/* body; the JSON of `vislab predict --format json`), POST /v1/explain (Grad-CAM PNG),\n"
                 "POST /v1/segment (segmentation runs), GET /health, /v1/info, /metrics (Prometheus), /docs,\n"
                 "and a web page at /. Concurrent requests are batched into one forward.\n\n"
                 "examples:\n  vislab serve runs/digits\n  vislab serve imagenet:efficientnet_lite0 --port 8080")
-    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|MODEL.onnx")
+    p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|hf:NAME|MODEL.onnx")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; anything but loopback exposes the server to the network")
     p.add_argument("--port", type=int, default=8000, help="TCP port")

@@ -39,7 +39,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vislab.core.errors import UserError
+from vislab.core.errors import ConfigError, UserError
 from vislab.serve.batching import Batcher, QueueFull
 from vislab.serve.uploads import ApiError, decode_image, request_images
 
@@ -91,7 +91,7 @@ def check_model_spec(spec) -> None:
     if is_onnx_path(text):
         if not Path(text).is_file():
             raise RunError(f"{text}: no such ONNX file; make one with `vislab export RUN --out {text}`")
-    elif not text.startswith("imagenet:"):
+    elif not text.startswith(("imagenet:", "hf:")):  # those two are checked as they load
         read_spec(Path(text))
 
 
@@ -327,6 +327,30 @@ def create_app(spec, config: ServeConfig | None = None):
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on (bound as uvicorn binds it, SO_REUSEADDR on)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror}); "
+                          "use --host 127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"--port {port}: another program is listening on {host}:{port}; choose "
+                                  f"another --port (e.g. --port {port + 1 if port < 65535 else 8000})") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"--host {host}: not an address of this machine; use --host 127.0.0.1") from None
+            raise
+
+
 def run_server(spec, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     """Serve ``spec`` with uvicorn until interrupted; a non-loopback host prints a warning."""
     import uvicorn
@@ -336,6 +360,7 @@ def run_server(spec, host: str = "127.0.0.1", port: int = 8000, **options) -> No
         print(f"vislab serve: warning: listening on {host}: anyone who can reach this machine on port {port} "
               "can use the model. Put it behind an authenticating proxy, or use --host 127.0.0.1", file=sys.stderr)
     check_model_spec(spec)
+    check_port_free(host, port)  # before the model is loaded, and as one line rather than uvicorn's log
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(spec, config), host=host, port=port, log_level="info", access_log=False,
                 timeout_graceful_shutdown=5)
