@@ -223,6 +223,14 @@ def test_a_failed_download_is_one_line_naming_the_folders(tmp_path, monkeypatch)
     assert str(tmp_path / "here") in message and "--data-dir" in message
 
 
+@pytest.mark.parametrize("typed, meant", [("Fashion-MNIST", "fashion-mnist"), ("fashion", "fashion-mnist"),
+                                           ("cifar-10", "cifar10"), ("MNIST", "mnist")])
+def test_a_built_in_name_written_otherwise_gets_the_name(typed, meant, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no file or folder of that name here
+    with pytest.raises(DataError, match=f"Did you mean {meant}\\?"):
+        load_dataset(DataConfig(source=typed), seed=0)
+
+
 def _write_idx_gz(path, array):
     import gzip
 

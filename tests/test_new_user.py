@@ -604,3 +604,24 @@ def test_serve_on_a_port_in_use_says_so_before_loading_the_model(run_dir, capsys
         assert main(["serve", str(run_dir), "--port", str(port)]) == 1
     error = _error(capsys)
     assert f"--port {port}: another program is listening on 127.0.0.1:{port}; choose another --port" in error
+
+
+def test_evaluate_reads_another_csv_by_its_own_folder_or_the_one_given(run_dir, tmp_path, capsys):
+    """A CSV's file names are relative to its own folder, not to the training data's; --image-root,
+    --file-col and --label-col say otherwise, as they do for train."""
+    images, labels = digits_arrays(per_class=3)
+    pictures = tmp_path / "pictures"
+    rows = ["path,digit"]
+    for i, (image, label) in enumerate(zip(images, labels)):
+        write_image(pictures / f"{i}.png", image)
+        rows.append(f"{i}.png,{label}")
+    table = tmp_path / "tables" / "test.csv"
+    table.parent.mkdir()
+    table.write_text("\n".join(rows) + "\n")
+    assert main(["evaluate", str(run_dir), "--data", str(table)]) == 1
+    assert "--label-col" in _error(capsys)  # 'digit' is no label column's usual name
+    assert main(["evaluate", str(run_dir), "--data", str(table), "--label-col", "digit"]) == 1
+    assert "--image-root" in _error(capsys)  # the files are not beside the CSV
+    assert main(["evaluate", str(run_dir), "--data", str(table), "--image-root", str(pictures),
+                 "--file-col", "path", "--label-col", "digit", "--no-figures"]) == 0
+    assert (run_dir / "metrics_test.csv_test.json").is_file()

@@ -118,19 +118,36 @@ def _check_out(out, data, images_too: bool = False, flag: str = "--out") -> None
 
 
 def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: int = 256, device: str = "auto",
-             console=None, threshold: float | None = None, figures: bool = True) -> dict:
+             console=None, threshold: float | None = None, figures: bool = True, **data_options) -> dict:
     """``vislab evaluate``: metrics (metrics.json for the test split, else metrics_<name>.json),
     figures and the report; returns the metrics dict. ``threshold`` (multi-label runs): one
     threshold for every label instead of the tuned ones in model.json. ``figures=False``
-    (``--no-figures``): the metrics and the report, without the figures and Grad-CAM panels."""
+    (``--no-figures``): the metrics and the report, without the figures and Grad-CAM panels.
+    ``data_options`` say how to read the data (``data_dir``, ``image_root``, ``file_col``, ``label_col``,
+    ``label_sep``): ``data``'s, whose CSV otherwise reads with its own columns and folder rather than the
+    training data's, or the run's own data when its files have moved."""
     from vislab.core.background import helpers
 
     check_ranges(batch_size=batch_size, threshold=threshold)
+    reading = _data_reading(data_options)
     with helpers():
         from vislab.pipelines import run_evaluation
 
         return run_evaluation(run_dir, data=data, split=split, batch_size=batch_size, device=device,
-                              console=console, task_options={"threshold": threshold}, figures=figures)
+                              console=console, task_options={"threshold": threshold}, figures=figures,
+                              data_options=reading)
+
+
+DATA_READING = ("data_dir", "image_root", "file_col", "label_col", "label_sep")
+
+
+def _data_reading(options: dict) -> dict:
+    """The data-reading options evaluate takes, as DataConfig fields; any other name is refused."""
+    unknown = sorted(set(options) - set(DATA_READING))
+    if unknown:
+        raise ConfigError(f"evaluate takes no option {', '.join(unknown)}; how to read the data: "
+                          f"{', '.join(DATA_READING)}")
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def load_model(model, device: str = "cpu", weights=None):

@@ -100,16 +100,11 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
     group.add_argument("--data", required=required, default=None,
                        help="built-in set (mnist, fashion-mnist, cifar10, digits), a class-per-folder "
                             "directory (optionally with train/ val/ test/), or a CSV of file,label")
-    group.add_argument("--data-dir", default=None, help="folder holding (or receiving) the built-in sets' files")
-    group.add_argument("--image-root", default=None, help="CSV: folder the file names are relative to")
-    group.add_argument("--file-col", default=None, help="CSV: column with the file name")
-    group.add_argument("--label-col", default=None, help="CSV: column with the label")
+    _add_data_reading_options(group)
     group.add_argument("--labels", nargs="+", default=None, help="CSV: keep only these labels")
     group.add_argument("--test-csv", default=None, help="CSV of test files labelled by class name or numeric ID")
     group.add_argument("--class-ids", default=None, metavar="FILE",
                        help="--test-csv: numeric ID -> class name (id,class rows, or names one per line in ID order)")
-    group.add_argument("--label-sep", choices=LABEL_SEPARATORS, default=None,
-                       help="multi-label CSV: what separates the labels in a cell (default auto: detected)")
     group.add_argument("--val-split", type=float, default=None,
                        help="fraction in (0, 1) or whole count of training images held out for validation (default 0.1)")
     group.add_argument("--test-split", type=float, default=None,
@@ -117,6 +112,16 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
                             "(default 0.2)")
     group.add_argument("--max-per-class", type=int, default=None, help="keep at most N training (and validation) images per class")
     group.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 2)")
+
+
+def _add_data_reading_options(group) -> None:
+    """Where a data set's files are and how its CSV reads (``api.DATA_READING``): evaluate takes these too."""
+    group.add_argument("--data-dir", default=None, help="folder holding (or receiving) the built-in sets' files")
+    group.add_argument("--image-root", default=None, help="CSV: folder the file names are relative to")
+    group.add_argument("--file-col", default=None, help="CSV: column with the file name")
+    group.add_argument("--label-col", default=None, help="CSV: column with the label")
+    group.add_argument("--label-sep", choices=LABEL_SEPARATORS, default=None,
+                       help="multi-label CSV: what separates the labels in a cell (default auto: detected)")
 
 
 def _add_augment_options(parser: argparse.ArgumentParser) -> None:
@@ -379,6 +384,8 @@ def _add_evaluate(sub) -> None:
                 "Evaluate RUN_DIR's model: metrics.json, figures under plots/, misclassified.csv, report.html.")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
+    _add_data_reading_options(p.add_argument_group(
+        "reading the data (--data's, else the run's own: for files that have moved)"))
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch")
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -394,7 +401,8 @@ def _cmd_evaluate(args) -> int:
     from vislab import api
 
     api.evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                 console=Console(highlight=False), threshold=args.threshold, figures=not args.no_figures)
+                 console=Console(highlight=False), threshold=args.threshold, figures=not args.no_figures,
+                 **{name: getattr(args, name) for name in api.DATA_READING if getattr(args, name) is not None})
     return 0
 
 

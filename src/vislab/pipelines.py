@@ -52,7 +52,7 @@ def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, consol
 
 def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
                    device: str = "auto", console=None, figures: bool = True, report: bool = True,
-                   task_options: dict | None = None) -> dict:
+                   task_options: dict | None = None, data_options: dict | None = None) -> dict:
     """Evaluate a run folder: the task's metrics, its figures, Grad-CAM panels and report.html.
 
     The run's own test split writes metrics.json and the figures under plots/; another split or
@@ -62,7 +62,7 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
 
     # the explanation panels are computed here while a helper computes the metrics, then the figures
     evaluation = measure_run(run_dir, data=data, dataset=dataset, split=split, batch_size=batch_size,
-                             device=device, console=console, task_options=task_options,
+                             device=device, console=console, task_options=task_options, data_options=data_options,
                              meanwhile=write_explanations if figures else None)
     if figures:
         write_figures(evaluation)

@@ -156,7 +156,8 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
         if not path.exists():
             raise DataError(
                 f"--data {source!r}: no such file or folder, and not a built-in set "
-                f"({', '.join(BUILTIN)}). Give a class-per-folder directory, a CSV file or a built-in name."
+                f"({', '.join(BUILTIN)}).{_builtin_hint(source)} Give a class-per-folder directory, a CSV file or "
+                "a built-in name."
             )
         if path.is_dir():
             dataset = _load_folder(path, cfg)
@@ -179,6 +180,19 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
             dataset.splits["val"] = _cap_per_class(dataset.splits["val"], cfg.max_per_class, seed + 2)
     _check_usable(dataset, source)
     return dataset
+
+
+def _builtin_hint(source: str) -> str:
+    """`` Did you mean fashion-mnist?`` for a built-in name written otherwise (Fashion-MNIST, cifar-10,
+    fashion); empty when nothing is close."""
+    import difflib
+
+    def plain(name: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", name.lower())
+
+    same = [name for name in BUILTIN if plain(name) == plain(source)]
+    close = same or difflib.get_close_matches(source.lower(), list(BUILTIN), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]}?" if close else ""
 
 
 def _keep_classes(dataset: Dataset, wanted, source: str) -> Dataset:

@@ -54,10 +54,12 @@ def evaluation_name(split: str, data: str | None, threshold: float | None = None
 
 def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
                 device: str = "auto", console=None, task_options: dict | None = None,
-                meanwhile=None) -> Evaluation:
+                meanwhile=None, data_options: dict | None = None) -> Evaluation:
     """Evaluate the run's model on ``split`` of its own data (or ``data``, a source like ``--data``).
 
     ``task_options`` go to the task (``{"threshold": 0.5}``: one multi-label threshold for every label).
+    ``data_options``: DataConfig fields saying how to read the data (``image_root``, ``file_col``...); another
+    ``data``'s CSV reads with its own columns and folder unless they say otherwise.
     ``meanwhile(evaluation)`` runs while the metrics are computed (in a helper interpreter when the run
     has one): work on the predictions alone, such as the explanation panels; ``evaluation.metrics`` is
     still empty then.
@@ -72,6 +74,10 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
         if data is not None:
             cfg.data.source = data
             cfg.data.test_csv = None
+            # the training CSV's columns and image folder are not another CSV's
+            cfg.data.image_root = cfg.data.file_col = cfg.data.label_col = None
+        for name, value in (data_options or {}).items():
+            setattr(cfg.data, name, value)
         dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed)
     if split not in dataset.splits:
         raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}); "
