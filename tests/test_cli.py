@@ -42,6 +42,7 @@ def test_bad_flag_exits_2_with_message(capsys):
     assert "vislab train --help" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("train", "--optimizer", "adamm")
     assert result.returncode == 2 and "invalid choice: 'adamm'" in result.stderr
+    assert "did you mean 'adam'?" in result.stderr
     with pytest.raises(SystemExit) as info:
         main(["predict", "run", "img.png", "--topk", "3"])
     assert info.value.code == 2 and "did you mean --top-k?" in capsys.readouterr().err
@@ -50,6 +51,7 @@ def test_bad_flag_exits_2_with_message(capsys):
     assert "vislab evaluate: error: unrecognized arguments: stray" in capsys.readouterr().err
     result = run_cli("trian")
     assert result.returncode == 2 and "invalid choice: 'trian'" in result.stderr
+    assert "did you mean 'train'?" in result.stderr
 
 
 def test_wrong_data_path_exits_1_naming_it(tmp_path):

@@ -48,7 +48,20 @@ class _ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         pointer = "" if "--help" in message else f" (`{self.prog} --help` lists the options)"
-        self.exit(2, f"{self.prog}: error: {message}{pointer}\n")
+        self.exit(2, f"{self.prog}: error: {_suggest_choice(message)}{pointer}\n")
+
+
+def _suggest_choice(message: str) -> str:
+    """argparse's "invalid choice: 'trian' (choose from ...)" with the closest choice first."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return message
+    choices = re.findall(r"'([^']*)'", found.group(2)) or [c.strip() for c in found.group(2).split(",")]
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+    return message + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def _ranged(name: str, base: type):
