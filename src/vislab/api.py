@@ -145,7 +145,11 @@ def _data_reading(options: dict) -> dict:
     """The data-reading options evaluate takes, as DataConfig fields; any other name is refused."""
     unknown = sorted(set(options) - set(DATA_READING))
     if unknown:
-        raise ConfigError(f"evaluate takes no option {', '.join(unknown)}; how to read the data: "
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], DATA_READING, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"evaluate takes no option {', '.join(unknown)}{hint}; how to read the data: "
                           f"{', '.join(DATA_READING)}")
     return {name: value for name, value in options.items() if value is not None}
 
