@@ -202,8 +202,10 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 def test_compare_refuses_what_is_not_a_run_folder(run_dir, digit_pngs, tmp_path, capsys):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "audit.json").write_text("{}")
     image = str(digit_pngs[0])
-    cases = {str(Path(image).parent): "not a vislab run folder", image: "a file, not a run folder",
+    cases = {str(tmp_path / "audit"): "a folder `vislab audit` wrote", str(Path(image).parent): "not a vislab run folder", image: "a file, not a run folder",
              str(tmp_path / "model.onnx"): "an ONNX graph", str(tmp_path / "typo"): "no such run folder"}
     for path, said in cases.items():
         assert main(["compare", str(run_dir), path, "--out", str(tmp_path / "cmp")]) == 1

@@ -106,13 +106,18 @@ def check_file(path, kind: str, fix: str, allow_empty: bool = False) -> Path:
 RUN_FILES = ("model.json", "config.yaml", "audit.json", "metrics.json", "history.csv")
 
 
-def run_folder_error(path) -> RunError | None:
+def run_folder_error(path, trained: bool = False) -> RunError | None:
     """Why ``path`` is not a folder a run wrote (None when it is one): missing, a file (an ONNX graph
-    named as such), or a folder holding none of :data:`RUN_FILES` (a data folder, a typo'd parent)."""
+    named as such), or a folder holding none of :data:`RUN_FILES` (a data folder, a typo'd parent);
+    ``trained``: a folder ``vislab audit`` wrote (audit.json alone) is not one either."""
     path = Path(path)
     if path.is_dir():
-        if any((path / name).is_file() for name in RUN_FILES):
+        wanted = [name for name in RUN_FILES if not (trained and name == "audit.json")]
+        if any((path / name).is_file() for name in wanted):
             return None
+        if trained and (path / "audit.json").is_file():
+            return RunError(f"{path} is a folder `vislab audit` wrote (audit.json, no model): this command needs "
+                            "a training run's folder, written by `vislab train --out DIR`")
         return RunError(f"{path} is not a vislab run folder: it holds none of model.json, config.yaml, "
                         "metrics.json; give the folder `vislab train --out DIR` (or `vislab audit --out DIR`) wrote")
     if path.suffix.lower() == ".onnx" and path.is_file():

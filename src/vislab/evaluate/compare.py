@@ -51,7 +51,7 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
     """
     rows = []
     for run_dir in run_dirs:
-        error = run_folder_error(run_dir)
+        error = run_folder_error(run_dir, trained=True)
         if error is not None:
             raise error
     if evaluation == "test":  # the run's own test split is metrics.json
