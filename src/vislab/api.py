@@ -101,8 +101,10 @@ def _check_out(out, data, images_too: bool = False, flag: str = "--out") -> None
     from vislab.data.images import IMAGE_EXTENSIONS
 
     folder = Path(out).expanduser().resolve()
-    if folder.is_file():
-        raise ConfigError(f"{flag} {out} is a file; give {flag} a folder to write into, e.g. {flag} runs/NAME")
+    in_the_way = next((path for path in (folder, *folder.parents) if path.is_file()), None)
+    if in_the_way is not None:
+        where = "is a file" if in_the_way == folder else f"is inside {in_the_way}, a file"
+        raise ConfigError(f"{flag} {out} {where}; give {flag} a folder to write into, e.g. {flag} runs/NAME")
     source = Path(str(data)).expanduser()
     if data is not None and source.is_dir():
         root = source.resolve()
