@@ -284,3 +284,23 @@ def test_multilabel_csv_without_a_file_column_says_so(tmp_path):
     path = _csv(tmp_path, "picture,labels", ["a.png,cat dog"])
     with pytest.raises(DataError, match=r"no column of image file names found .*\['picture', 'labels'\].*--file-col"):
         load_multilabel_dataset(_cfg(path))
+
+
+def test_predict_figure_titles_each_image_with_its_label_set(tmp_path, monkeypatch):
+    """`vislab predict --figure` on a multi-label run: the labels at or above their thresholds, then top-1."""
+    import vislab.viz.predictions as viz
+    from conftest import digits_arrays, write_image
+    from vislab.api import _draw_predictions
+
+    images, _ = digits_arrays(per_class=1)
+    files = [write_image(tmp_path / f"{i}.png", image) for i, image in enumerate(images[:2])]
+    results = [{"file": str(files[0]), "labels": [{"class": "cat", "probability": 0.9, "threshold": 0.5},
+                                                 {"class": "dog", "probability": 0.6, "threshold": 0.4}],
+                "top": [{"class": "cat", "probability": 0.9}]},
+               {"file": str(files[1]), "labels": [], "top": [{"class": "dog", "probability": 0.2}]}]
+    drawn = {}
+    real = viz.plot_topk
+    monkeypatch.setattr(viz, "plot_topk", lambda images, predictions, path, titles=None: drawn.update(
+        titles=titles) or real(images, predictions, path, titles=titles))
+    assert _draw_predictions(results, tmp_path / "figure.png").is_file()
+    assert drawn["titles"] == ["labels: cat, dog", "labels: no label"]

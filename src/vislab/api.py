@@ -188,7 +188,7 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
 
     A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
     or ``threshold`` for all) and the ``top`` k. ``figure=PNG`` also draws the images titled with
-    their top-1 class. A file that cannot be read gets an ``error`` entry and the others go on.
+    their top-1 class (and a multi-label run's with its labels). A file that cannot be read gets an ``error`` entry and the others go on.
 
     Example:
         >>> predict("runs/mosaics", ["a.png"], threshold=0.5)[0]["labels"]   # doctest: +SKIP
@@ -241,18 +241,24 @@ def _precision_notes(predictor, results) -> list[str]:
 
 
 def _draw_predictions(results, path) -> Path:
-    """The readable images of ``results``, each titled with its top-1 class."""
+    """The readable images of ``results``, each titled with its top-1 class; a multi-label run's also
+    with its label set (every label at or above its threshold)."""
     from vislab.data.images import BadImageError, open_image
     from vislab.viz.predictions import plot_topk
 
-    pairs = []
+    kept = []
     for result in results:
         if "top" in result:
             try:
-                pairs.append((open_image(result["file"]), result["top"]))
+                kept.append((open_image(result["file"]), result))
             except BadImageError:
                 continue
-    return plot_topk([image for image, _ in pairs], [top for _, top in pairs], path)
+    titles = None
+    if any("labels" in result for _, result in kept):
+        titles = [", ".join(str(label["class"]) for label in result.get("labels", [])) or "no label"
+                  for _, result in kept]
+        titles = [f"labels: {title}"[:40] for title in titles]
+    return plot_topk([image for image, _ in kept], [result["top"] for _, result in kept], path, titles=titles)
 
 
 def explain(model, images, method: str = "gradcam", target="top", layer: str | None = None, out=None,

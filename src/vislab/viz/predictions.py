@@ -47,7 +47,8 @@ def plot_topk(images, predictions: list[list[dict]], path: str | Path, columns: 
     count = len(predictions)
     columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.5 * rows), squeeze=False)
+    # a second title line needs its own room above each row's images
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, (3.8 if titles else 3.5) * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for index, (ax, image, top) in enumerate(zip(axes.flat, images, predictions)):
