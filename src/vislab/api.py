@@ -188,7 +188,8 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
 
     A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
     or ``threshold`` for all) and the ``top`` k. ``figure=PNG`` also draws the images titled with
-    their top-1 class (and a multi-label run's with its labels). A file that cannot be read gets an ``error`` entry and the others go on.
+    their top-1 class (and a multi-label run's with its labels). A file that cannot be read gets an
+    ``error`` entry and the others go on.
 
     Example:
         >>> predict("runs/mosaics", ["a.png"], threshold=0.5)[0]["labels"]   # doctest: +SKIP
@@ -255,9 +256,8 @@ def _draw_predictions(results, path) -> Path:
                 continue
     titles = None
     if any("labels" in result for _, result in kept):
-        titles = [", ".join(str(label["class"]) for label in result.get("labels", [])) or "no label"
+        titles = [f"labels: {', '.join(str(label['class']) for label in result.get('labels', [])) or 'no label'}"[:40]
                   for _, result in kept]
-        titles = [f"labels: {title}"[:40] for title in titles]
     return plot_topk([image for image, _ in kept], [result["top"] for _, result in kept], path, titles=titles)
 
 
@@ -590,8 +590,6 @@ def _onnx_segmenter(path, weights, palette):
     from vislab.export.ort import OnnxPredictor
     from vislab.segment import Segmenter, model_palette
 
-    if not Path(path).is_file():
-        raise RunError(f"{path}: no such ONNX file; make one with `vislab export RUN --out {path}`")
     if weights:
         raise ConfigError("--weights is for the named torchvision architectures; an ONNX graph holds its own weights")
     _require_deploy("segment MODEL.onnx", "onnxruntime")

@@ -78,10 +78,11 @@ def default_layers(model: nn.Module, input_size: tuple[int, int, int], count: in
             raise ValueError(f"{type(model).__name__} has no convolution layers, so there are no activation maps to show")
         return names[:count]
     names = _feature_info_layers(model)
-    decoder = next((module for name, module in model.named_modules() if name.endswith("decoder.blocks")), None)
+    decoder = next(((name, module) for name, module in model.named_modules() if name.endswith("decoder.blocks")),
+                   None)
     if decoder is not None:  # an encoder-decoder (smp): the decoder's blocks after the encoder's stages
-        prefix = next(name for name, module in model.named_modules() if module is decoder)
-        names += [f"{prefix}.{child}" for child, _ in decoder.named_children()]
+        prefix, blocks = decoder
+        names += [f"{prefix}.{child}" for child, _ in blocks.named_children()]
     if names:
         return names[:count]
     finished, _ = _record_outputs(model, input_size)

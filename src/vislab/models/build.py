@@ -6,6 +6,7 @@ run reads them back from ``model.json`` instead.
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from vislab.core.errors import ConfigError
@@ -67,8 +68,6 @@ SMALL_INPUT = 32  # below this many pixels a network's pooling may leave nothing
 def _check_runs_at(model: nn.Module, name: str, in_chans: int, size) -> None:
     """One forward of a blank image at ``size`` (cheap at such sizes): a network whose pooling or
     strides leave no pixels says so now, naming --input-size, not as a shape error mid-epoch."""
-    import torch
-
     was_training = model.training
     model.eval()
     try:
