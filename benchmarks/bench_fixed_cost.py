@@ -24,6 +24,12 @@ Usage:
     python benchmarks/bench_fixed_cost.py --data digits --epochs 2      # scikit-learn's 1,797 digits
     python benchmarks/bench_fixed_cost.py --recipe fast --epochs 1      # the fast recipe, 10k test images
     python benchmarks/bench_fixed_cost.py --data digits --epochs 2 --no-helpers   # all in one process
+    python benchmarks/bench_fixed_cost.py --data digits --epochs 2 --compare-bytecode --repeat 3
+
+``--compare-bytecode`` alternates the plain command without vislab's own compiled modules (the source
+tree's ``__pycache__`` folders removed, ``PYTHONDONTWRITEBYTECODE=1``: what an editable install costs where
+that variable is set, as in containers and CI) and with them (``python -m compileall src/vislab``, what
+``make setup`` does); it leaves them compiled.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,6 +161,34 @@ def timed_train(args, run_dir: Path) -> dict:
             "in_process_fixed_s": round(wall - phases["epochs"], 3), "command": " ".join(["vislab", *argv])}
 
 
+def set_bytecode(compiled: bool) -> None:
+    """vislab's own modules compiled (``compileall``) or not (every ``__pycache__`` under src/vislab removed)."""
+    source = REPO / "src" / "vislab"
+    if compiled:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(source)], check=True, stdout=subprocess.DEVNULL)
+    else:
+        for cache in source.rglob("__pycache__"):
+            shutil.rmtree(cache)
+
+
+def compare_bytecode(args, info: dict) -> int:
+    """The plain command alternately without and with vislab's modules compiled, ``--repeat`` rounds."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        for rep in range(args.repeat):
+            for compiled in (False, True):
+                set_bytecode(compiled)
+                info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
+                with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
+                    plain = plain_run(args, Path(tmp) / "plain", env)
+                emit({"benchmark": "fixed_cost_bytecode", "repeat": rep, "compiled": compiled, "data": args.data,
+                      "model": args.model, "recipe": args.recipe, "epochs": args.epochs, **plain,
+                      "command": " ".join(["vislab", *train_argv(args, Path("RUN"))]), **info})
+    finally:
+        set_bytecode(True)
+    return 0
+
+
 def main_bench(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="vislab train's --model (default: mlp, or the recipe's)")
@@ -166,6 +201,8 @@ def main_bench(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-helpers", action="store_true",
                         help="VISLAB_HELPERS=0: the figures and scikit-learn calls in the model's process")
+    parser.add_argument("--compare-bytecode", action="store_true",
+                        help="alternate the plain command without and with vislab's modules compiled (see above)")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     if args.model is None and args.recipe is None:
@@ -180,6 +217,8 @@ def main_bench(argv=None) -> int:
     info = {"machine": machine(), "versions": versions()}
     if args.no_helpers:
         os.environ["VISLAB_HELPERS"] = "0"
+    if args.compare_bytecode:
+        return compare_bytecode(args, info)
     for rep in range(args.repeat):
         info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
         with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
