@@ -235,6 +235,28 @@ def test_public_host_warns(tmp_path):
     assert "no such run folder" in cli.stderr and "Traceback" not in cli.stderr
 
 
+def test_a_model_that_cannot_load_stops_the_server_with_the_reason(run, tmp_path):
+    # the run's folder passes the cheap checks; its weights are cut short, as by a copy that did not finish
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    start = time.monotonic()
+    cli = subprocess.run([sys.executable, "-m", "vislab", "serve", str(broken), "--port", str(free_port())],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1, cli.stderr[-2000:]
+    assert f"vislab serve: error: {weights}: cannot be read as a safetensors weights file" in cli.stderr
+    assert "Traceback" not in cli.stderr and time.monotonic() - start < 60
+    # an app made in Python keeps answering, with the reason on /health
+    with TestClient(create_app(str(broken))) as client:
+        deadline = time.monotonic() + 30
+        while (health := client.get("/health")).json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert health.status_code == 503 and "safetensors" in health.json()["error"]
+
+
 def test_serving_an_exported_onnx_file(run, files, tmp_path):
     pytest.importorskip("onnxruntime")
     from vislab.export.onnx import export_onnx

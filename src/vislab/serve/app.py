@@ -2,7 +2,8 @@
 
 The model named on the command line is the only one it ever loads: no endpoint takes a
 model, a path or a URL. It loads in the background after the server starts; ``/health``
-answers 503 until the model is loaded and one warm-up forward has run, then 200.
+answers 503 until the model is loaded and one warm-up forward has run, then 200. A model that
+cannot be loaded stops ``vislab serve`` with the reason, as ``vislab predict`` fails.
 
 Endpoints: ``POST /v1/predict`` (multipart ``file`` / ``files`` or a raw ``image/*`` body:
 the JSON list of ``vislab predict --format json``), ``POST /v1/explain`` (Grad-CAM overlay
@@ -30,6 +31,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from fastapi import Query, Request
@@ -109,9 +111,12 @@ class _Metrics:
         self.queue = Gauge("vislab_queue_images", "images waiting for a forward", registry=self.registry)
 
 
-def create_app(spec, config: ServeConfig | None = None):
+def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[[Exception], None] | None = None):
     """The FastAPI app serving ``spec``: a run folder, ``imagenet:NAME``, ``MODEL.onnx``, or a
-    :class:`vislab.runs.Loaded` built in Python (it is the only model the app ever uses)."""
+    :class:`vislab.runs.Loaded` built in Python (it is the only model the app ever uses).
+
+    A model that cannot be loaded leaves the app answering 503 with the reason on /health, and logged;
+    ``on_load_error(exc)`` is called instead of the log line (``vislab serve`` stops with the error)."""
     from vislab.serve.page import PAGE
 
     config = config or ServeConfig()
@@ -130,9 +135,12 @@ def create_app(spec, config: ServeConfig | None = None):
             state["predictor"], state["loaded_at"] = predictor, time.time()
             state["ready"] = True
             log.info("model %s ready", label)
-        except Exception as exc:  # reported by /health and the log; the process stays up to say so
+        except Exception as exc:  # reported by /health, and by the log or the caller's hook
             state["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
-            log.error("cannot load %s: %s", label, state["error"])
+            if on_load_error is not None:
+                on_load_error(exc)
+            else:
+                log.error("cannot load %s: %s", label, state["error"])
 
     @asynccontextmanager
     async def lifespan(app):
@@ -362,5 +370,16 @@ def run_server(spec, host: str = "127.0.0.1", port: int = 8000, **options) -> No
     check_model_spec(spec)
     check_port_free(host, port)  # before the model is loaded, and as one line rather than uvicorn's log
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(spec, config), host=host, port=port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=5)
+    # a model that cannot be loaded (a damaged weights file, no network for imagenet:/hf:) stops the
+    # server, and the command fails with the reason as predict does: nothing would ever load it later
+    failed: list[Exception] = []
+
+    def stop(exc: Exception) -> None:
+        failed.append(exc)
+        server.should_exit = True  # polled by uvicorn's main loop
+
+    server = uvicorn.Server(uvicorn.Config(create_app(spec, config, on_load_error=stop), host=host, port=port,
+                                           log_level="info", access_log=False, timeout_graceful_shutdown=5))
+    server.run()
+    if failed:
+        raise failed[0]
