@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -67,6 +68,16 @@ def test_bad_yaml_key_names_valid_keys(tmp_path):
     result = run_cli("train", "--config", str(config))
     assert result.returncode == 1
     assert "unknown key 'epochz'" in result.stderr and "Did you mean 'epochs'" in result.stderr
+
+
+@pytest.mark.parametrize("key, value, says", [("train.epochs", "three", "is not a whole number, e.g. 10"),
+                                               ("train.lr", "fast", "is not a number, e.g. 0.001"),
+                                               ("train.tta_flip", "maybe", "is not true or false, e.g. false")])
+def test_a_wrong_type_in_a_config_says_what_it_takes(key, value, says):
+    from vislab.core.config import Config, ConfigError, set_value
+
+    with pytest.raises(ConfigError, match=rf"^run.yaml: {key}='{value}' {re.escape(says)}$"):
+        set_value(Config(), key, value, "run.yaml")
 
 
 def test_evaluate_missing_run_folder(tmp_path):

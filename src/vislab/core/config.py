@@ -469,7 +469,10 @@ def _coerce(current, value, key: str, origin: str):
         if isinstance(current, float):
             return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{origin}: {key}={value!r} is not a {type(current).__name__}") from None
+        wanted = ("true or false" if isinstance(current, bool) else "a whole number" if isinstance(current, int)
+                  else "a number")
+        example = str(current).lower() if isinstance(current, bool) else current
+        raise ConfigError(f"{origin}: {key}={value!r} is not {wanted}, e.g. {example}") from None
     return value
 
 
