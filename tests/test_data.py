@@ -60,6 +60,12 @@ def test_stratified_seeded_splits():
     assert table[0] == ["class", "train", "val", "test"] and table[-1][0] == "total"
 
 
+def test_a_split_that_leaves_fewer_images_than_classes_is_made_unstratified():
+    # scikit-learn refuses to stratify when either part has fewer images than there are classes
+    ds = load_dataset(DataConfig(source="digits", val_split=0.995, test_split=0), seed=0)
+    assert len(ds.splits["train"]) == 9 and len(ds.splits["val"]) == 1788
+
+
 def test_split_as_count():
     ds = load_dataset(DataConfig(source="digits", val_split=100, test_split=300))
     assert len(ds.splits["val"]) == 100 and len(ds.splits["test"]) == 300

@@ -34,7 +34,8 @@ def multilabel_split(labels, count: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 def stratified_indices(y, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rest, held_out) sorted indices of ``y``: ``count`` held out with the classes in proportion, seeded;
-    unstratified when a class has a single image or ``count`` is below the number of classes.
+    unstratified when a class has a single image, or either part would have fewer images than there are
+    classes (``--val-split 0.99`` leaves the training part a few images).
 
     Example:
         >>> rest, held = stratified_indices(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 2, seed=0)
@@ -46,7 +47,8 @@ def stratified_indices(y, count: int, seed: int) -> tuple[np.ndarray, np.ndarray
     y = np.asarray(y)
     indices = np.arange(len(y))
     counts = np.bincount(y)
-    can_stratify = counts[counts > 0].min() >= 2 and count >= int((counts > 0).sum())
+    classes = int((counts > 0).sum())
+    can_stratify = counts[counts > 0].min() >= 2 and count >= classes and len(y) - count >= classes
     rest, held = train_test_split(indices, test_size=count, random_state=seed,
                                   stratify=y if can_stratify else None)
     return np.sort(rest), np.sort(held)
