@@ -598,6 +598,26 @@ def test_models_timm_pattern_lists_names_and_says_when_none_match(capsys):
     assert captured.out == "" and "no timm model name matches 'zzz*'" in captured.err
 
 
+def test_evaluate_on_a_folder_of_some_classes_scores_all_its_images_by_class_name(run_dir, tmp_path, capsys):
+    """New photos of two of the model's ten digits: every image is scored (no test split carved out of
+    them), each under the model's index of its class name; a class the model lacks is named."""
+    import json
+
+    images, labels = digits_arrays(per_class=6)
+    folder = tmp_path / "new"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        if label in (3, 7):
+            write_image(folder / str(label) / f"{i}.png", image)
+    assert main(["evaluate", str(run_dir), "--data", str(folder), "--no-figures"]) == 0
+    metrics = json.loads((run_dir / "metrics_new_test.json").read_text())
+    assert metrics["num_images"] == 12
+    per_class = {row["class"]: row for row in metrics["per_class"]}
+    assert per_class["3"]["support"] == 6 and per_class["7"]["support"] == 6 and per_class["0"]["support"] == 0
+    write_image(folder / "cat" / "c.png", images[0])
+    assert main(["evaluate", str(run_dir), "--data", str(folder), "--no-figures"]) == 1
+    assert f"{folder}: 1 of its classes are not the model's (['cat']); the model knows 10: 0, 1, 2" in _error(capsys)
+
+
 def test_serve_on_a_port_in_use_says_so_before_loading_the_model(run_dir, capsys):
     import socket
 

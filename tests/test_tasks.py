@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,30 @@ def test_predict_uses_the_tasks_answer(regression_run, tmp_path):
     Image.fromarray((digit * 255 / 16).astype("uint8")).save(tmp_path / "zero.png")
     (answer,) = api.predict(regression_run.run_dir, [tmp_path / "zero.png"], device="cpu")
     assert set(answer) == {"file", "value"} and -1.5 < answer["value"] < 3.0
+
+
+def _labelled(names, labels):
+    from vislab.data.sources import Dataset, Split
+
+    return Dataset("new", list(names), {"test": Split(labels=torch.as_tensor(labels), images=torch.zeros(
+        (len(labels), 1, 4, 4), dtype=torch.uint8), name="test")})
+
+
+def test_each_task_renumbers_data_with_some_of_the_models_classes_by_name():
+    """`vislab evaluate --data` on data with some of the model's classes: the labels follow the names."""
+    from vislab.core.errors import DataError
+    from vislab.tasks import get_task
+
+    model = ["cat", "dog", "fox", "owl"]
+    single = get_task("classification").align_classes(_labelled(["fox", "cat"], [0, 1, 1]), model, "new")
+    assert single.class_names == model and single.splits["test"].labels.tolist() == [2, 0, 0]
+    sets = get_task("multilabel").align_classes(_labelled(["owl", "dog"], [[1, 0], [1, 1]]), model, "new")
+    assert sets.splits["test"].labels.tolist() == [[0, 0, 0, 1], [0, 1, 0, 1]]
+    with pytest.raises(DataError, match=r"new: 1 of its classes are not the model's \(\['bat'\]\)"):
+        get_task("classification").align_classes(_labelled(["bat", "cat"], [0, 1]), model, "new")
+    # a mask's values are class indices: the model's first classes only, never renumbered
+    masks = _labelled(["0", "1"], np.zeros((1, 4, 4), np.int64))
+    assert get_task("segmentation").align_classes(masks, ["0", "1", "2"], "new").class_names == ["0", "1", "2"]
+    with pytest.raises(DataError, match="in another order"):
+        get_task("segmentation").align_classes(_labelled(["1", "0"], np.zeros((1, 4, 4), np.int64)), ["0", "1"],
+                                               "new")

@@ -396,7 +396,8 @@ def _add_evaluate(sub) -> None:
     p = _parser(sub, "evaluate", "evaluate a run folder on test data",
                 "Evaluate RUN_DIR's model: metrics.json, figures under plots/, misclassified.csv, report.html.")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split")
+    p.add_argument("--data", default=None, help="evaluate on this data instead of the run's own test split: all of its "
+                   "images (its test/ folder if it has split folders), any of the model's classes")
     _add_data_reading_options(p.add_argument_group(
         "reading the data (--data's, else the run's own: for files that have moved)"))
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")

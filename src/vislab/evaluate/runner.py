@@ -52,10 +52,23 @@ def evaluation_name(split: str, data: str | None, threshold: float | None = None
     return "_".join(parts)
 
 
+def _same_source(data: str, source: str) -> bool:
+    """``--data`` names the data the run trained on (a built-in name, or the same file or folder)."""
+    if data == source:
+        return True
+    try:
+        return Path(data).expanduser().resolve() == Path(source).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
 def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
                 device: str = "auto", console=None, task_options: dict | None = None,
                 meanwhile=None, data_options: dict | None = None) -> Evaluation:
     """Evaluate the run's model on ``split`` of its own data (or ``data``, a source like ``--data``).
+
+    Other data than the run's is evaluated whole when it has no split folders of its own, and its classes
+    may be some of the model's: its labels are renumbered by class name (``Task.align_classes``).
 
     ``task_options`` go to the task (``{"threshold": 0.5}``: one multi-label threshold for every label).
     ``data_options``: DataConfig fields saying how to read the data (``image_root``, ``file_col``...); another
@@ -71,14 +84,23 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     loaded.task.set_options(**(task_options or {}))
     cfg = read_config(run_dir)
     if dataset is None:
+        other = data is not None and not _same_source(data, cfg.data.source)
         if data is not None:
             cfg.data.source = data
             cfg.data.test_csv = None
             # the training CSV's columns and image folder are not another CSV's
             cfg.data.image_root = cfg.data.file_col = cfg.data.label_col = None
+        if other:
+            # other data is evaluated whole, unless it has split folders of its own; the training data's
+            # splits, cap and label edits are not its
+            cfg.data.val_split = cfg.data.test_split = 0
+            cfg.data.max_per_class = cfg.data.exclude = cfg.data.relabel = None
         for name, value in (data_options or {}).items():
             setattr(cfg.data, name, value)
         dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed)
+        if other and split == "test" and list(dataset.splits) == ["train"]:
+            dataset.splits = {"test": dataset.splits["train"].subset(range(len(dataset.splits["train"])), "test")}
+        dataset = loaded.task.align_classes(dataset, loaded.class_names, str(cfg.data.source))
     if split not in dataset.splits:
         raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}); "
                         "set --test-split when training or give --data with a test/ folder")

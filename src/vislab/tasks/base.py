@@ -196,6 +196,32 @@ class Task:
 
         return load_dataset(data_cfg, seed=seed)
 
+    def align_classes(self, dataset, class_names: Sequence[str], source: str):
+        """``dataset`` labelled with a model's ``class_names`` (`vislab evaluate --data`): data with some of
+        the model's classes (a test folder of two of its ten) is renumbered by name; a class the model
+        does not know is an error naming it. The default renumbers one class index per image."""
+        names = list(class_names)
+        if list(dataset.class_names) == names:
+            return dataset
+        index = self._class_index(dataset, names, source)
+        for split in dataset.splits.values():
+            split.labels = index[split.labels]
+        dataset.class_names = names
+        return dataset
+
+    @staticmethod
+    def _class_index(dataset, names: list[str], source: str) -> torch.Tensor:
+        """The model's index of each of the data's classes; a class the model lacks is a DataError."""
+        from vislab.core.errors import DataError
+
+        unknown = [name for name in dataset.class_names if name not in names]
+        if unknown:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise DataError(f"{source}: {len(unknown)} of its classes are not the model's ({unknown[:5]}"
+                            f"{'...' if len(unknown) > 5 else ''}); the model knows {len(names)}: {shown}. "
+                            "Evaluate on images of the model's classes, named as in training")
+        return torch.tensor([names.index(name) for name in dataset.class_names], dtype=torch.int64)
+
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
               near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
         """The audit of the task's data and targets, written to ``out_dir/audit.json`` and, with

@@ -247,6 +247,19 @@ class MultiLabel(Task):
 
         return load_multilabel_dataset(data_cfg, seed=seed)
 
+    def align_classes(self, dataset, class_names, source: str):
+        """The data's label columns moved to the model's (the images' label sets, by name)."""
+        names = list(class_names)
+        if list(dataset.class_names) == names:
+            return dataset
+        index = self._class_index(dataset, names, source)
+        for split in dataset.splits.values():
+            sets = torch.zeros((split.labels.shape[0], len(names)), dtype=split.labels.dtype)
+            sets[:, index] = split.labels
+            split.labels = sets
+        dataset.class_names = names
+        return dataset
+
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
               near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
         """The audit with every label of an image counted, and the images without any label."""

@@ -226,6 +226,19 @@ class Segmentation(Task):
         self._resolve_class_weights(dataset)
         return dataset
 
+    def align_classes(self, dataset, class_names, source: str):
+        """A mask's values are the classes' indices: data whose classes are the model's first ones (masks
+        in which the last classes do not occur) takes the model's names; any other difference is refused."""
+        from vislab.core.errors import DataError
+
+        names, have = list(class_names), list(dataset.class_names)
+        if have == names[:len(have)]:
+            dataset.class_names = names
+            return dataset
+        self._class_index(dataset, names, source)  # names a class the model lacks
+        raise DataError(f"{source}: its classes {have[:8]}... are the model's in another order; a mask's values "
+                        "must mean what they meant in training (give the training data's classes.txt)")
+
     def prepare(self, dataset, console=None) -> None:
         """A task built after the data was loaded (``--recipe auto`` rebuilds it with the loss and
         class weights it chose) takes the palette and the median-frequency weights from it here."""
