@@ -280,6 +280,18 @@ def test_evaluate_threshold_override_and_refusal_for_classification(mosaic_run, 
         get_task("classification").set_options(threshold=0.5)
 
 
+def test_data_only_scored_may_carry_one_label_or_a_label_in_one_row(tmp_path):
+    """`vislab evaluate --data`: a few new images, labelled with some of the model's classes."""
+    names = _images(tmp_path, 3)
+    path = _csv(tmp_path, "file,labels", [f"{names[0]},cat", f"{names[1]},cat", f"{names[2]},cat dog"])
+    with pytest.raises(DataError, match="appears in one row only"):
+        load_multilabel_dataset(_cfg(path))
+    scored = load_multilabel_dataset(_cfg(path), scoring=True)
+    assert scored.class_names == ["cat", "dog"] and scored.splits["train"].labels.tolist() == [[1, 0], [1, 0], [1, 1]]
+    alone = _csv(tmp_path, "file,labels", [f"{names[0]},cat"], name="one.csv")
+    assert load_multilabel_dataset(_cfg(alone), scoring=True).class_names == ["cat"]
+
+
 def test_multilabel_csv_without_a_file_column_says_so(tmp_path):
     path = _csv(tmp_path, "picture,labels", ["a.png,cat dog"])
     with pytest.raises(DataError, match=r"no column of image file names found .*\['picture', 'labels'\].*--file-col"):

@@ -613,6 +613,15 @@ def test_evaluate_on_a_folder_of_some_classes_scores_all_its_images_by_class_nam
     assert metrics["num_images"] == 12
     per_class = {row["class"]: row for row in metrics["per_class"]}
     assert per_class["3"]["support"] == 6 and per_class["7"]["support"] == 6 and per_class["0"]["support"] == 0
+    # photos of a single class are enough to score, without scikit-learn's warnings
+    single = tmp_path / "sevens"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        if label == 7:
+            write_image(single / "7" / f"{i}.png", image)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--data", str(single)]) == 0
+    assert "Warning" not in capsys.readouterr().err
+    assert json.loads((run_dir / "metrics_sevens_test.json").read_text())["num_images"] == 6
     write_image(folder / "cat" / "c.png", images[0])
     assert main(["evaluate", str(run_dir), "--data", str(folder), "--no-figures"]) == 1
     assert f"{folder}: 1 of its classes are not the model's (['cat']); the model knows 10: 0, 1, 2" in _error(capsys)

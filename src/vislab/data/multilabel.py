@@ -105,7 +105,7 @@ def _columns(path: Path, columns: list[str], file_col, label_col, rows) -> tuple
                     f"per class; columns are {columns}. Set --label-col.")
 
 
-def _read_targets(path: Path, cfg, known: list[str] | None, file_col=None, label_col=None):
+def _read_targets(path: Path, cfg, known: list[str] | None, file_col=None, label_col=None, singletons: bool = True):
     """(files, class names, (N, K) float32 targets) of one CSV; ``known`` fixes the classes (a test CSV)."""
     columns, rows = _read_csv(path)
     if not rows:
@@ -152,7 +152,8 @@ def _read_targets(path: Path, cfg, known: list[str] | None, file_col=None, label
         classes = list(wanted)
     else:
         classes = sorted({t for tokens in parsed for t in tokens}, key=_natural_key)
-        _check_singletons(path, parsed, classes, files)
+        if singletons:
+            _check_singletons(path, parsed, classes, files)
     index = {name: i for i, name in enumerate(classes)}
     targets = np.zeros((len(rows), len(classes)), np.float32)
     for r, tokens in enumerate(parsed):
@@ -220,9 +221,11 @@ class LabelSetDataset(Dataset):
         return [["label"] + names] + rows
 
 
-def load_multilabel_dataset(cfg, seed: int = 0) -> Dataset:
+def load_multilabel_dataset(cfg, seed: int = 0, scoring: bool = False) -> Dataset:
     """A multi-label :class:`Dataset` from ``cfg`` (a :class:`~vislab.core.config.DataConfig`): the CSV
     ``cfg.source``, its ``--test-csv``, validation/test held out by iterative stratification.
+    ``scoring``: data only scored by a trained model (``vislab evaluate --data``), which may carry one
+    label, or a label in one row.
 
     Raises:
         DataError: not a CSV, a label typo, a missing file, a malformed cell, fewer than two classes.
@@ -234,8 +237,8 @@ def load_multilabel_dataset(cfg, seed: int = 0) -> Dataset:
     if cfg.max_per_class:
         raise DataError("--max-per-class caps single-label classes; a multi-label image belongs to several. "
                         "Drop --max-per-class with --task multilabel")
-    files, classes, targets = _read_targets(path, cfg, None, cfg.file_col, cfg.label_col)
-    if len(classes) < 2:
+    files, classes, targets = _read_targets(path, cfg, None, cfg.file_col, cfg.label_col, singletons=not scoring)
+    if len(classes) < 2 and not scoring:
         raise DataError(f"{path}: only {len(classes)} label(s) ({', '.join(classes)}) found; multi-label training "
                         "needs at least two")
     train, bad = _split(path, files, targets, cfg, "train")

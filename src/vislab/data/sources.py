@@ -140,8 +140,9 @@ def _peek_channels(split: Split) -> int:
 
 
 # --------------------------------------------------------------------------- entry point
-def load_dataset(cfg, seed: int = 0) -> Dataset:
-    """Build a :class:`Dataset` from a :class:`vislab.core.config.DataConfig`.
+def load_dataset(cfg, seed: int = 0, scoring: bool = False) -> Dataset:
+    """Build a :class:`Dataset` from a :class:`vislab.core.config.DataConfig`. ``scoring``: data only
+    scored by a trained model (``vislab evaluate --data``), which may hold a single class.
 
     Raises:
         DataError: nothing usable, a single class, missing files named by a CSV, ...
@@ -165,7 +166,7 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
             dataset = _load_csv(path, cfg)
         else:
             raise DataError(f"--data {source!r} is a file but not a .csv; give a folder of class folders or a CSV")
-    _check_usable(dataset, source)  # before splitting, so the message is about the data itself
+    _check_usable(dataset, source, scoring)  # before splitting, so the message is about the data itself
     if cfg.test_csv:
         dataset.splits["test"] = _load_test_csv(Path(cfg.test_csv), dataset, cfg)
     # label_issues.csv names images as the source gives them: edit before the seeded val/test split
@@ -178,7 +179,7 @@ def load_dataset(cfg, seed: int = 0) -> Dataset:
             # larger than what is trained on (6,000 val vs 3,000 train for Fashion-MNIST at 300 a class);
             # the test split stays whole, and the split table says so
             dataset.splits["val"] = _cap_per_class(dataset.splits["val"], cfg.max_per_class, seed + 2)
-    _check_usable(dataset, source)
+    _check_usable(dataset, source, scoring)
     return dataset
 
 
@@ -212,7 +213,7 @@ def _keep_classes(dataset: Dataset, wanted, source: str) -> Dataset:
     return Dataset(dataset.name, [dataset.class_names[i] for i in kept], splits, dataset.bad_files)
 
 
-def _check_usable(dataset: Dataset, source: str) -> None:
+def _check_usable(dataset: Dataset, source: str, scoring: bool = False) -> None:
     train = dataset.splits.get("train")
     if train is None or len(train) == 0:
         bad = f" ({len(dataset.bad_files)} bad files skipped)" if dataset.bad_files else ""
@@ -220,6 +221,8 @@ def _check_usable(dataset: Dataset, source: str) -> None:
             f"{source}: no usable training image{bad}. Put images (jpg, png, bmp, gif, webp, tif) "
             "in one folder per class, e.g. data/cat/1.jpg, data/dog/2.jpg."
         )
+    if scoring:
+        return
     present = int((torch.bincount(train.labels, minlength=dataset.num_classes) > 0).sum())
     if dataset.num_classes < 2 or present < 2:
         raise DataError(

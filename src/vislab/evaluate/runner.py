@@ -97,7 +97,7 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
             cfg.data.max_per_class = cfg.data.exclude = cfg.data.relabel = None
         for name, value in (data_options or {}).items():
             setattr(cfg.data, name, value)
-        dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed)
+        dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed, scoring=other)
         if other and split == "test" and list(dataset.splits) == ["train"]:
             dataset.splits = {"test": dataset.splits["train"].subset(range(len(dataset.splits["train"])), "test")}
         dataset = loaded.task.align_classes(dataset, loaded.class_names, str(cfg.data.source))

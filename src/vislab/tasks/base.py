@@ -190,11 +190,13 @@ class Task:
         return np.asarray(labels)
 
     # ---- data and model set-up (hooks with classification's behaviour as the default)
-    def load_dataset(self, data_cfg, seed: int = 0):
-        """The task's data set from ``--data`` (a per-pixel task reads image/mask pairs)."""
+    def load_dataset(self, data_cfg, seed: int = 0, scoring: bool = False):
+        """The task's data set from ``--data`` (a per-pixel task reads image/mask pairs). ``scoring``: data
+        a trained model only scores (``vislab evaluate --data``), held to less than training data (a
+        single class is enough)."""
         from vislab.data.sources import load_dataset
 
-        return load_dataset(data_cfg, seed=seed)
+        return load_dataset(data_cfg, seed=seed, scoring=scoring)
 
     def align_classes(self, dataset, class_names: Sequence[str], source: str):
         """``dataset`` labelled with a model's ``class_names`` (`vislab evaluate --data`): data with some of

@@ -182,11 +182,13 @@ def classification_metrics(
 
 def _balanced_accuracy(y_true, y_pred) -> float:
     """scikit-learn's balanced accuracy (mean recall over the classes in y_true); a predicted class
-    absent from y_true is expected on small test sets and its warning is noise here (notes say it)."""
+    absent from y_true is expected on small test sets and its warning is noise here (notes say it), as is
+    the one for data of a single class, all predicted right (`vislab evaluate --data` on one class folder)."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         return float(balanced_accuracy_score(y_true, y_pred))
 
 

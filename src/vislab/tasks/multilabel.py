@@ -242,10 +242,10 @@ class MultiLabel(Task):
         self.thresholds: np.ndarray | None = None  # per label, from model.json (restore) or tuning
 
     # ---- data and targets
-    def load_dataset(self, data_cfg, seed: int = 0):
+    def load_dataset(self, data_cfg, seed: int = 0, scoring: bool = False):
         from vislab.data.multilabel import load_multilabel_dataset
 
-        return load_multilabel_dataset(data_cfg, seed=seed)
+        return load_multilabel_dataset(data_cfg, seed=seed, scoring=scoring)
 
     def align_classes(self, dataset, class_names, source: str):
         """The data's label columns moved to the model's (the images' label sets, by name)."""

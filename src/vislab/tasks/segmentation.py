@@ -216,7 +216,7 @@ class Segmentation(Task):
             self.palette = Palette.from_json(palette, "model")
 
     # ---- data and model
-    def load_dataset(self, data_cfg, seed: int = 0):
+    def load_dataset(self, data_cfg, seed: int = 0, scoring: bool = False):
         from vislab.core.config import SegmentationConfig
         from vislab.data.masks import load_segmentation_dataset
 
