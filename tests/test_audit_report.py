@@ -292,6 +292,8 @@ def test_compare_runs_leaderboard(tmp_path, digits_folder, fake_run, capsys):
     weak = _fake_run(tmp_path, digits_folder, name="run_b", accuracy_boost=0.0, epochs=2, full=False)
     rows = compare_runs([weak.run, fake_run.run])
     assert [r["run"] for r in rows] == ["run_a", "run_b"]  # best accuracy first
+    # a folder named twice, in two spellings, is one row
+    assert len(compare_runs([weak.run, fake_run.run, weak.run.parent / "." / weak.run.name])) == 2
     best = rows[0]
     assert best["accuracy"] == pytest.approx(fake_run.metrics["accuracy"])
     assert best["macro_f1"] == pytest.approx(fake_run.metrics["macro"]["f1"])
@@ -381,3 +383,10 @@ def test_a_grid_of_two_images_keeps_its_whole_title(tmp_path, which):
     band = grey[: grey.shape[0] // 8]  # the title's rows
     assert band.min() < 128  # the title is drawn there
     assert band[:, :4].min() > 200 and band[:, -4:].min() > 200  # and not cut at either edge
+
+
+@pytest.mark.parametrize("issues, warned", [(0, False), (3, True)])
+def test_a_label_check_that_flags_nothing_is_no_warning(digits_folder, tmp_path, issues, warned):
+    section = {"issues": issues, "images_checked": 40, "csv": "label_issues.csv"}
+    audit = audit_dataset(digits_folder.dataset, tmp_path, max_images=20, figures=False, label_issues=section)
+    assert any("probably carry a wrong label" in w for w in audit["warnings"]) is warned

@@ -50,6 +50,11 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
         ('mlp', 2, 4.5, 0.88)
     """
     rows = []
+    # a folder named twice (runs/a and ./runs/a) is one row
+    named: dict[Path, object] = {}
+    for run_dir in run_dirs:
+        named.setdefault(Path(run_dir).resolve(), run_dir)
+    run_dirs = list(named.values())
     for run_dir in run_dirs:
         error = run_folder_error(run_dir, trained=True)
         if error is not None:

@@ -123,7 +123,7 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer:
         if not any(isinstance(m, nn.Conv2d) for m in features.modules()):
             raise ValueError(
                 f"{type(model).__name__} has no convolution layers, so there is no feature map to explain "
-                "with Grad-CAM; use method='lime', 'occlusion' or 'integrated-gradients'."
+                "with Grad-CAM; use the lime, occlusion or integrated-gradients method (`--method occlusion`)."
             )
         if isinstance(features, nn.Sequential):
             return _feature_head_target(model, features)
@@ -155,7 +155,8 @@ def _feature_head_target(model: nn.Module, features: nn.Sequential) -> TargetLay
         return TargetLayer(f"{prefix}.{index}", child)
     raise ValueError(
         f"{type(model).__name__} has no convolution layers (its `features` is empty), so there is no "
-        "feature map to explain with Grad-CAM; use method='lime', 'occlusion' or 'integrated-gradients'."
+        "feature map to explain with Grad-CAM; use the lime, occlusion or integrated-gradients method "
+        "(`--method occlusion`)."
     )
 
 
