@@ -48,8 +48,8 @@ def _child(argv: list[str]) -> int:
 
     original = sources.load_dataset  # the task's load_dataset looks it up here at call time
 
-    def test_as_val(cfg, seed=0):
-        dataset = original(cfg, seed=seed)
+    def test_as_val(cfg, seed=0, **options):
+        dataset = original(cfg, seed=seed, **options)
         dataset.splits["val"] = dataset.splits["test"]
         return dataset
 
