@@ -66,6 +66,21 @@ def test_a_split_that_leaves_fewer_images_than_classes_is_made_unstratified():
     assert len(ds.splits["train"]) == 9 and len(ds.splits["val"]) == 1788
 
 
+def test_data_only_scored_may_lack_some_of_the_labels_a_run_trained_on(tmp_path):
+    """A run trained with --labels a b c, evaluated on new images of b alone (`vislab evaluate --data`)."""
+    images, labels = digits_arrays(per_class=3)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        if label == 1:
+            write_image(tmp_path / "new" / "b" / f"{i}.png", image)
+    rows = "file,label\n" + "".join(f"b/{p.name},b\n" for p in sorted((tmp_path / "new" / "b").iterdir()))
+    (tmp_path / "new.csv").write_text(rows)
+    for source, root in ((tmp_path / "new", None), (tmp_path / "new.csv", str(tmp_path / "new"))):
+        cfg = DataConfig(source=str(source), image_root=root, labels=["a", "b", "c"], val_split=0, test_split=0)
+        with pytest.raises(DataError, match="--labels names"):
+            load_dataset(cfg)
+        assert load_dataset(cfg, scoring=True).class_names == ["b"]
+
+
 def test_split_as_count():
     ds = load_dataset(DataConfig(source="digits", val_split=100, test_split=300))
     assert len(ds.splits["val"]) == 100 and len(ds.splits["test"]) == 300

@@ -161,9 +161,9 @@ def load_dataset(cfg, seed: int = 0, scoring: bool = False) -> Dataset:
                 "a built-in name."
             )
         if path.is_dir():
-            dataset = _load_folder(path, cfg)
+            dataset = _load_folder(path, cfg, scoring)
         elif path.suffix.lower() == ".csv":
-            dataset = _load_csv(path, cfg)
+            dataset = _load_csv(path, cfg, scoring)
         else:
             raise DataError(f"--data {source!r} is a file but not a .csv; give a folder of class folders or a CSV")
     _check_usable(dataset, source, scoring)  # before splitting, so the message is about the data itself
@@ -406,7 +406,7 @@ def _class_dirs(folder: Path) -> list[Path]:
                   key=lambda d: _natural_key(d.name))
 
 
-def _load_folder(folder: Path, cfg) -> Dataset:
+def _load_folder(folder: Path, cfg, scoring: bool = False) -> Dataset:
     from vislab.data.masks import is_segmentation_folder
 
     if is_segmentation_folder(folder):  # images/ and masks/ are not two classes
@@ -429,7 +429,7 @@ def _load_folder(folder: Path, cfg) -> Dataset:
     every_class = set(class_names)
     if cfg.labels:  # --labels: only these classes, in every split (as for a CSV)
         unknown = sorted(set(cfg.labels) - every_class, key=_natural_key)
-        if unknown:
+        if unknown and not scoring:  # data only scored may lack some of the model's classes
             raise DataError(f"{folder}: --labels names {unknown} that are not class folders "
                             f"({class_names[:10]}{'...' if len(class_names) > 10 else ''})")
         class_names = [name for name in class_names if name in set(cfg.labels)]
@@ -563,7 +563,7 @@ def _warn_if_several_labels(path: Path, label_col: str, class_names: list[str]) 
                       "own; if an image can have several labels, train with --task multilabel")
 
 
-def _load_csv(path: Path, cfg) -> Dataset:
+def _load_csv(path: Path, cfg, scoring: bool = False) -> Dataset:
     columns, rows = _read_csv(path)
     file_col, label_col = _csv_columns(path, columns, cfg.file_col, cfg.label_col)
     _refuse_empty_cells(path, rows, (file_col, label_col))
@@ -572,7 +572,7 @@ def _load_csv(path: Path, cfg) -> Dataset:
         wanted = set(cfg.labels)
         rows = [r for r in rows if r[label_col] in wanted]
         missing_labels = wanted - {r[label_col] for r in rows}
-        if missing_labels:
+        if missing_labels and not scoring:  # data only scored may lack some of the model's classes
             raise DataError(f"{path}: --labels names {sorted(missing_labels)} that no row of {label_col!r} has")
     class_names = sorted({r[label_col] for r in rows}, key=_natural_key)
     _warn_if_several_labels(path, label_col, class_names)
