@@ -50,15 +50,13 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
         ('mlp', 2, 4.5, 0.88)
     """
     rows = []
-    # a folder named twice (runs/a and ./runs/a) is one row
-    named: dict[Path, object] = {}
-    for run_dir in run_dirs:
-        named.setdefault(Path(run_dir).resolve(), run_dir)
-    run_dirs = list(named.values())
+    named: dict[Path, object] = {}  # a folder named twice (runs/a and ./runs/a) is one row
     for run_dir in run_dirs:
         error = run_folder_error(run_dir, trained=True)
         if error is not None:
             raise error
+        named.setdefault(Path(run_dir).resolve(), run_dir)
+    run_dirs = list(named.values())
     if evaluation == "test":  # the run's own test split is metrics.json
         evaluation = None
     if evaluation is not None:

@@ -98,8 +98,10 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
         for name, value in (data_options or {}).items():
             setattr(cfg.data, name, value)
         dataset = loaded.task.load_dataset(cfg.data, seed=cfg.seed, scoring=other)
-        if other and split == "test" and list(dataset.splits) == ["train"]:
-            dataset.splits = {"test": dataset.splits["train"].subset(range(len(dataset.splits["train"])), "test")}
+        if other and split == "test" and list(dataset.splits) == ["train"]:  # all of it, scored as the test split
+            whole = dataset.splits["train"]
+            whole.name = "test"
+            dataset.splits = {"test": whole}
         dataset = loaded.task.align_classes(dataset, loaded.class_names, str(cfg.data.source))
     if split not in dataset.splits:
         raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}); "

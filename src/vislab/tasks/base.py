@@ -200,16 +200,21 @@ class Task:
 
     def align_classes(self, dataset, class_names: Sequence[str], source: str):
         """``dataset`` labelled with a model's ``class_names`` (`vislab evaluate --data`): data with some of
-        the model's classes (a test folder of two of its ten) is renumbered by name; a class the model
-        does not know is an error naming it. The default renumbers one class index per image."""
+        the model's classes (a test folder of two of its ten) is renumbered by name
+        (:meth:`renumber_labels`); a class the model does not know is an error naming it."""
         names = list(class_names)
         if list(dataset.class_names) == names:
             return dataset
         index = self._class_index(dataset, names, source)
         for split in dataset.splits.values():
-            split.labels = index[split.labels]
+            split.labels = self.renumber_labels(split.labels, index, len(names))
         dataset.class_names = names
         return dataset
+
+    def renumber_labels(self, labels: torch.Tensor, index: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """A split's targets with data class ``i`` as the model's class ``index[i]`` (of ``num_classes``);
+        the default: one class index per image."""
+        return index[labels]
 
     @staticmethod
     def _class_index(dataset, names: list[str], source: str) -> torch.Tensor:

@@ -247,18 +247,11 @@ class MultiLabel(Task):
 
         return load_multilabel_dataset(data_cfg, seed=seed, scoring=scoring)
 
-    def align_classes(self, dataset, class_names, source: str):
+    def renumber_labels(self, labels, index, num_classes):
         """The data's label columns moved to the model's (the images' label sets, by name)."""
-        names = list(class_names)
-        if list(dataset.class_names) == names:
-            return dataset
-        index = self._class_index(dataset, names, source)
-        for split in dataset.splits.values():
-            sets = torch.zeros((split.labels.shape[0], len(names)), dtype=split.labels.dtype)
-            sets[:, index] = split.labels
-            split.labels = sets
-        dataset.class_names = names
-        return dataset
+        sets = torch.zeros((labels.shape[0], num_classes), dtype=labels.dtype)
+        sets[:, index] = labels
+        return sets
 
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
               near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
