@@ -390,3 +390,79 @@ def test_a_label_check_that_flags_nothing_is_no_warning(digits_folder, tmp_path,
     section = {"issues": issues, "images_checked": 40, "csv": "label_issues.csv"}
     audit = audit_dataset(digits_folder.dataset, tmp_path, max_images=20, figures=False, label_issues=section)
     assert any("probably carry a wrong label" in w for w in audit["warnings"]) is warned
+
+
+def _files(folder, audit):
+    return {name: (folder / name).read_bytes() for name in ["audit.json", *audit["figures"]]}
+
+
+def test_an_audit_of_the_same_data_is_copied_from_the_cache(tmp_path, monkeypatch):
+    """Every training run audits its data: the second audit of the same data and settings copies the first
+    (audit.json and its figures, byte for byte) instead of scanning again; other pixels, labels or seed
+    audit afresh, and an audit with label issues is never kept."""
+    import vislab.data.audit as audit_module
+
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8, generator=generator)
+
+    def dataset(pixels, labels=(0, 1) * 6):
+        return Dataset("toy", ["a", "b"], {"train": Split(torch.tensor(labels), images=pixels.clone(), name="train")})
+
+    first = audit_dataset(dataset(images), tmp_path / "first")
+    assert len(list((tmp_path / "cache" / "audit").iterdir())) == 1
+    scans = []
+    real_scan = audit_module._scan
+    monkeypatch.setattr(audit_module, "_scan", lambda *a: scans.append(1) or real_scan(*a))
+
+    again = audit_dataset(dataset(images), tmp_path / "again")
+    assert scans == [] and again == first
+    assert _files(tmp_path / "again", again) == _files(tmp_path / "first", first)
+
+    duplicated = images.clone()
+    duplicated[3] = duplicated[2]  # one pixel array changed: a duplicate the first audit did not have
+    changed = audit_dataset(dataset(duplicated), tmp_path / "changed")
+    assert scans == [1] and changed["duplicates"]["within_split"]["train"]["extra_copies"] == 1
+    assert first["duplicates"]["within_split"]["train"]["extra_copies"] == 0
+    relabelled = audit_dataset(dataset(images, labels=(0,) * 11 + (1,)), tmp_path / "relabelled")
+    assert scans == [1, 1] and [row["train"] for row in relabelled["class_balance"]["table"]] == [11, 1]
+    audit_dataset(dataset(images), tmp_path / "seed1", seed=1)
+    assert len(scans) == 3
+    issues = {"issues": 0, "images_checked": 12, "csv": "label_issues.csv"}
+    audit_dataset(dataset(images), tmp_path / "issues", label_issues=issues)
+    audit_dataset(dataset(images), tmp_path / "issues2", label_issues=issues)
+    assert len(scans) == 5 and len(list((tmp_path / "cache" / "audit").iterdir())) == 4
+
+
+def test_a_kept_audit_of_files_follows_the_files(tmp_path, monkeypatch):
+    """A folder's audit is keyed by each file's path, size and modification time: a file replaced by another
+    picture is audited afresh, and a damaged kept entry is audited again rather than trusted."""
+    from conftest import write_image
+
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / "data" / f"{i}.png")
+        write_image(paths[-1], rng.integers(0, 256, (8, 8), dtype=np.uint8), size=8)
+
+    def dataset():
+        return Dataset("files", ["a", "b"], {"train": Split(torch.tensor([0, 1] * 3), paths=[str(p) for p in paths],
+                                                            name="train")})
+
+    first = audit_dataset(dataset(), tmp_path / "first")
+    assert audit_dataset(dataset(), tmp_path / "again") == first
+    shutil.copyfile(paths[0], paths[1])  # now a duplicate
+    os_stat = paths[1].stat()
+    import os
+
+    os.utime(paths[1], ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 1_000_000_000))
+    copied = audit_dataset(dataset(), tmp_path / "copied")
+    assert copied["duplicates"]["within_split"]["train"]["extra_copies"] == 1
+
+    (entry,) = [e for e in (tmp_path / "cache" / "audit").iterdir()
+                if json.loads((e / "audit.json").read_text()) == copied]
+    (entry / "audit.json").write_text("{")  # cut short
+    assert audit_dataset(dataset(), tmp_path / "damaged") == copied
+    assert json.loads((tmp_path / "damaged" / "audit.json").read_text()) == copied
+    assert json.loads((entry / "audit.json").read_text()) == copied  # kept again, whole

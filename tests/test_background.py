@@ -165,3 +165,27 @@ def test_a_pause_holds_the_figures_but_not_the_waited_for_calls(tmp_path):
         paused.end()
         wait()
         assert (tmp_path / "b.txt").read_text() == "x"
+
+
+def test_when_drawn_runs_after_the_queued_figures_and_not_after_a_failed_one(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x" * 1000)
+    seen = []
+
+    def check(path):
+        seen.append(path.read_bytes())  # the figure queued before is on disk by now
+
+    background.when_drawn(seen.append, "at once")  # no helpers: the figures are drawn already
+    assert seen == ["at once"]
+    with helpers(preload=()):
+        with background.quiet(wait=False):  # held: nothing is drawn before the call is registered
+            draw("shutil:copyfile", source, tmp_path / "copy.bin")
+            background.when_drawn(check, tmp_path / "copy.bin")
+            assert seen == ["at once"]
+    assert seen == ["at once", b"x" * 1000]
+
+    with pytest.raises(FileNotFoundError):
+        with helpers(preload=()):
+            draw("shutil:copyfile", tmp_path / "missing.bin", tmp_path / "never.bin")
+            background.when_drawn(seen.append, "after a failed figure")
+    assert seen == ["at once", b"x" * 1000]

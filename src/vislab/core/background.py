@@ -15,6 +15,8 @@ call runs at once, in the calling process. Each call returns a :class:`concurren
 - :func:`wait` (called by ``build_report`` and when the block closes): the parent runs the calls still
   queued itself, from the back, while the helpers take the front; then it raises the first error of a
   call nobody waited for, so a figure that fails stops the run just as it does when drawn in-process.
+- :func:`when_drawn`: a call of the parent's own for once the figures queued so far are on disk (a
+  cache keeping a copy of them); it runs at the end of the next :func:`wait` that raises nothing.
 
 A helper holds one call at a time; one that dies leaves its calls to the parent. What crosses to a
 helper: a module-level function (or its ``"module:function"`` name, imported there) and plain
@@ -226,6 +228,18 @@ def ran_since(since: tuple) -> bool:
         return busy or pool.started != started or any(h.current is not None for h in pool.helpers)
 
 
+def when_drawn(fn: Callable, *args) -> None:
+    """``fn(*args)`` here, once every figure queued so far is drawn: at once without helpers (a figure is
+    drawn before :func:`draw` returns), else at the end of the next :func:`wait` that raises no figure's
+    error. A block left by an error drops it, so it never sees a figure that was not drawn."""
+    pool = _pool
+    if pool is None:
+        fn(*args)
+        return
+    with pool.lock:
+        pool.finishers.append((fn, args))
+
+
 def imported_packages() -> list[str]:
     """The top-level packages imported in this interpreter (``compute(imported_packages)`` asks a helper:
     a helper that imports torch has been handed a function from a module that needs it)."""
@@ -376,6 +390,7 @@ class _Pool:
         self.started = 0  # calls handed to helpers so far
         self.queue: list = []  # heap of (priority, order, fn, args, kwargs, future)
         self.futures: list[Future] = []
+        self.finishers: list[tuple] = []  # when_drawn's calls, for the end of the next clean wait()
         self.order = 0
         self.helpers = [_Helper(self, preload) for _ in range(count)]
 
@@ -441,6 +456,7 @@ class _Pool:
             _run(*job[2:])
         with self.lock:
             futures, self.futures = self.futures, []
+            finishers, self.finishers = self.finishers, []
         first = None
         for future in futures:
             error = future.exception()
@@ -448,6 +464,8 @@ class _Pool:
                 first = error
         if first is not None:
             raise first
+        for fn, args in finishers:
+            fn(*args)
 
     def close(self, cancel: bool) -> None:
         try:

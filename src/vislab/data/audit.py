@@ -12,6 +12,12 @@ Duplicates are found twice over:
 
 Every image is hashed (duplicates must be exhaustive); only a seeded sample of
 ``max_images`` images is decoded for the colour study.
+
+The audit of the same data with the same settings is the same, and every training run starts with one: it
+is kept in ``cache_dir()/audit`` (audit.json and its figures) and copied into the next run folder that asks
+for it. The entry is named by a digest of the images (in memory: their pixels; on disk: each file's path,
+size and modification time), the labels, the class names, the settings, and the code and library versions
+that compute and draw it, so any change to the data or to vislab audits afresh.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from vislab.core.files import BadFileError, reading
+from vislab.core.files import BadFileError, cache_dir, reading
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
 MAX_LISTED_DUPLICATE_GROUPS = 50
@@ -37,6 +45,8 @@ COLOUR_LEVELS = 8
 NEAR_DUPLICATE_MAX_IMAGES = 20_000
 # dHash bits (of 64) two images may differ in and still count as near-duplicates
 NEAR_DUPLICATE_DISTANCE = 4
+# audits kept in the cache folder, the least recently used dropped first (a Fashion-MNIST one: 0.4 MB)
+CACHED_AUDITS = 32
 
 
 class SingleLabels:
@@ -99,6 +109,14 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     bad_files = [{"path": str(p), "reason": str(r)} for p, r in getattr(dataset, "bad_files", []) or []]
 
     labels = labels or SingleLabels()
+    key = None
+    if label_issues is None:  # label issues come from trained models: that audit is not kept
+        key = _cache_key(getattr(dataset, "name", ""), class_names, splits, labels, bad_files,
+                         {"max_images": max_images, "seed": seed, "samples_per_class": samples_per_class,
+                          "near_duplicates": near_duplicates, "figures": figures})
+        cached = _from_cache(key, out_dir)
+        if cached is not None:
+            return cached
     balance = _class_balance(splits, class_names, warnings, labels)
     # the per-image studies below (duplicates, colours, samples) use one label per image; the balance
     # above counts what the task counts
@@ -139,7 +157,109 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     if label_issues is not None:
         audit["label_issues"] = label_issues
     (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
+    if key is not None:
+        from vislab.core.background import when_drawn
+
+        when_drawn(_to_cache, key, out_dir, audit)
     return audit
+
+
+# ----------------------------------------------------------------------------- the cache
+def _cache_key(name: str, class_names, splits, labels, bad_files, settings: dict) -> str:
+    """A digest of everything the audit reads: the splits' labels and pixels (or each file's path, size and
+    modification time), the class names, the settings, and the code and versions that compute and draw it.
+    SHA-256: 70,000 Fashion-MNIST images in about 0.05 s where the CPU has SHA instructions."""
+    digest = hashlib.sha256()
+    about = {"name": str(name), "classes": class_names, "settings": settings, "bad_files": bad_files,
+             "labels": f"{type(labels).__module__}.{type(labels).__qualname__}", "code": _code_digest()}
+    digest.update(json.dumps(about, sort_keys=True, default=str).encode())
+    for split_name, split in splits.items():
+        targets = np.ascontiguousarray(np.asarray(split.labels))
+        digest.update(f"\0split {split_name} labels {targets.dtype} {targets.shape}\0".encode())
+        digest.update(memoryview(targets).cast("B"))
+        if getattr(split, "images", None) is not None:
+            images = np.ascontiguousarray(np.asarray(split.images))
+            digest.update(f"\0images {images.dtype} {images.shape}\0".encode())
+            digest.update(memoryview(images).cast("B"))
+            continue
+        for path in split.paths:
+            try:
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            except OSError as exc:  # the scan reports it as a bad file; a file put back changes the key
+                digest.update(f"{path}\0{type(exc).__name__}\n".encode())
+    return digest.hexdigest()
+
+
+def _code_digest() -> str:
+    """The audit's and the figures' code, with the versions of the libraries that compute and draw them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve()
+    for path in [here, *sorted((here.parents[1] / "viz").glob("*.py"))]:
+        with reading(path, "a vislab module", "reinstall vislab"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for package in ("numpy", "pillow", "matplotlib", "imagehash"):
+        try:
+            digest.update(f"{package}={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package}=none".encode())
+    return digest.hexdigest()
+
+
+def _from_cache(key: str, out_dir: Path) -> dict | None:
+    """The kept audit copied into ``out_dir`` (audit.json and its figures), or None when there is none or it
+    cannot be read whole."""
+    from vislab.core.errors import UserError
+    from vislab.core.files import read_json
+
+    entry = cache_dir() / "audit" / key
+    if not (entry / "audit.json").is_file():
+        return None
+    try:
+        audit = read_json(entry / "audit.json", "a kept audit", f"delete {entry}")
+        if not all((entry / figure).is_file() for figure in audit["figures"]):
+            raise ValueError("a figure is missing")
+    except (UserError, ValueError, KeyError, TypeError):  # damaged: audited again, and kept anew
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    for figure in audit["figures"]:
+        (out_dir / figure).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry / figure, out_dir / figure)
+    (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
+    try:
+        os.utime(entry)  # recently used: kept longest
+    except OSError:
+        pass
+    return audit
+
+
+def _to_cache(key: str, out_dir: Path, audit: dict) -> None:
+    """Keep the audit and its drawn figures under ``cache_dir()/audit/<key>``: written in a folder of its own,
+    then renamed into place, so a reader never finds half an entry. A cache that cannot be written costs
+    the next run its audit, nothing else."""
+    root = cache_dir() / "audit"
+    entry = root / key
+    if entry.exists():
+        return
+    partial = root / f".{key}.{os.getpid()}"
+    try:
+        for figure in audit["figures"]:
+            (partial / figure).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out_dir / figure, partial / figure)
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
+        os.replace(partial, entry)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        return
+    try:
+        entries = sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-CACHED_AUDITS]:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) -> list[Path]:
