@@ -217,3 +217,11 @@ def test_bench_evaluate_times_the_metrics_alone_without_any_data(capsys, monkeyp
     assert code == 0, err[-3000:]
     assert [(line["classes"], line["images"]) for line in lines] == [(10, 10_000), (100, 10_000)]
     assert all(line["seconds"] > 0 and "isa" in line["machine"] for line in lines)
+
+
+def test_bench_fixed_cost_alternates_a_fresh_and_a_cached_audit(capsys, monkeypatch, tmp_path):
+    code, lines, err = run_script("bench_fixed_cost.py", ["--data", "digits", "--epochs", "1", "--repeat", "1",
+                                                          "--compare-audit-cache"], capsys, monkeypatch, tmp_path)
+    assert code == 0, err[-3000:]
+    assert [line["audit_cached"] for line in lines] == [False, True]
+    assert all(line["wall_s"] > line["epochs_s"] > 0 and "isa" in line["machine"] for line in lines)
