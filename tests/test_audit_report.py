@@ -466,3 +466,37 @@ def test_a_kept_audit_of_files_follows_the_files(tmp_path, monkeypatch):
     assert audit_dataset(dataset(), tmp_path / "damaged") == copied
     assert json.loads((tmp_path / "damaged" / "audit.json").read_text()) == copied
     assert json.loads((entry / "audit.json").read_text()) == copied  # kept again, whole
+
+
+def test_the_audit_cache_keeps_the_most_recently_used(tmp_path, monkeypatch):
+    import vislab.data.audit as audit_module
+
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(audit_module, "CACHED_AUDITS", 2)
+    images = torch.randint(0, 256, (3, 4, 1, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+    def audit(i, out):
+        dataset = Dataset("toy", ["a", "b"], {"train": Split(torch.tensor([0, 1, 0, 1]), images=images[i], name="train")})
+        return audit_dataset(dataset, tmp_path / out, figures=False)
+
+    audit(0, "a")
+    audit(1, "b")
+    import os
+    import time
+
+    old = time.time() - 60  # the first entry read again after the second was written: the second is the oldest
+    for entry in (tmp_path / "cache" / "audit").iterdir():
+        os.utime(entry, (old, old))
+    audit(0, "a2")
+    audit(2, "c")
+    kept = sorted(json.loads((e / "audit.json").read_text())["duplicates"]["images_hashed"] for e in
+                  (tmp_path / "cache" / "audit").iterdir())
+    assert len(kept) == 2
+    assert (tmp_path / "a2" / "audit.json").read_text() == (tmp_path / "a" / "audit.json").read_text()
+    scans = []
+    real_scan = audit_module._scan
+    monkeypatch.setattr(audit_module, "_scan", lambda *a: scans.append(1) or real_scan(*a))
+    audit(0, "a3")
+    assert scans == []  # still kept
+    audit(1, "b2")
+    assert scans == [1]  # dropped

@@ -224,14 +224,14 @@ def _from_cache(key: str, out_dir: Path) -> dict | None:
     except (UserError, ValueError, KeyError, TypeError):  # damaged: audited again, and kept anew
         shutil.rmtree(entry, ignore_errors=True)
         return None
-    for figure in audit["figures"]:
-        (out_dir / figure).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(entry / figure, out_dir / figure)
-    (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
     try:
+        for figure in audit["figures"]:
+            (out_dir / figure).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(entry / figure, out_dir / figure)
         os.utime(entry)  # recently used: kept longest
-    except OSError:
-        pass
+    except OSError:  # the entry dropped meanwhile by another run, or out_dir unwritable: the audit says which
+        return None
+    (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
     return audit
 
 
