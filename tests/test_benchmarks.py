@@ -219,6 +219,7 @@ def test_bench_evaluate_times_the_metrics_alone_without_any_data(capsys, monkeyp
     assert all(line["seconds"] > 0 and "isa" in line["machine"] for line in lines)
 
 
+@pytest.mark.slow  # three short trainings (half a minute): the script's plain mode runs in test_script_tiny_run
 def test_bench_fixed_cost_alternates_a_fresh_and_a_cached_audit(capsys, monkeypatch, tmp_path):
     code, lines, err = run_script("bench_fixed_cost.py", ["--data", "digits", "--epochs", "1", "--repeat", "1",
                                                           "--compare-audit-cache"], capsys, monkeypatch, tmp_path)
