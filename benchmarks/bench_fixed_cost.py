@@ -25,10 +25,12 @@ Usage:
     python benchmarks/bench_fixed_cost.py --recipe fast --epochs 1      # the fast recipe, 10k test images
     python benchmarks/bench_fixed_cost.py --data digits --epochs 2 --no-helpers   # all in one process
     python benchmarks/bench_fixed_cost.py --data digits --epochs 2 --compare-bytecode --repeat 3
-    python benchmarks/bench_fixed_cost.py --epochs 3 --compare-audit-cache --repeat 4
+    python benchmarks/bench_fixed_cost.py --epochs 3 --compare-kept --repeat 4
+    python benchmarks/bench_fixed_cost.py --data photos/ --epochs 1 --compare-kept --repeat 3   # a folder
 
-``--compare-audit-cache`` alternates the plain command with the dataset audit computed afresh (its
-cache emptied) and copied from the cache folder, where the run before left it (the same data and seed).
+``--compare-kept`` alternates the plain command with what a run keeps in the cache folder for the next one
+computed afresh (the dataset audit and a folder's file check: their folders under ``$VISLAB_CACHE`` emptied)
+and kept from the run before (the same data and seed).
 
 ``--compare-bytecode`` alternates the plain command without vislab's own compiled modules (the source
 tree's ``__pycache__`` folders removed, ``PYTHONDONTWRITEBYTECODE=1``: what an editable install costs where
@@ -193,23 +195,24 @@ def compare_bytecode(args, info: dict) -> int:
     return 0
 
 
-def compare_audit_cache(args, info: dict) -> int:
-    """The plain command alternately with the dataset audit computed afresh (its cache folder emptied first)
-    and copied from the cache (the same data and seed audited by the run before), ``--repeat`` rounds. Both
-    sides use one cache folder of their own, so the speed choices and decoded files are warm in both."""
+def compare_kept(args, info: dict) -> int:
+    """The plain command alternately with the dataset audit and the folder's file check computed afresh (their
+    cache folders emptied first) and kept from the run before, ``--repeat`` rounds. Both sides use one cache
+    folder of their own, so the speed choices and decoded files are warm in both."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     with tempfile.TemporaryDirectory(prefix="vislab-bench-cache-") as cache:
         env["VISLAB_CACHE"] = cache
         with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:  # warm everything once
             plain_run(args, Path(tmp) / "plain", env)
         for rep in range(args.repeat):
-            for cached in (False, True):
-                if not cached:
-                    shutil.rmtree(Path(cache) / "audit", ignore_errors=True)
+            for kept in (False, True):
+                if not kept:
+                    for folder in ("audit", "checked"):
+                        shutil.rmtree(Path(cache) / folder, ignore_errors=True)
                 info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
                 with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
                     plain = plain_run(args, Path(tmp) / "plain", env)
-                emit({"benchmark": "fixed_cost_audit_cache", "repeat": rep, "audit_cached": cached, "data": args.data,
+                emit({"benchmark": "fixed_cost_kept", "repeat": rep, "kept": kept, "data": args.data,
                       "model": args.model, "recipe": args.recipe, "epochs": args.epochs, **plain,
                       "command": " ".join(["vislab", *train_argv(args, Path("RUN"))]), **info})
     return 0
@@ -229,9 +232,9 @@ def main_bench(argv=None) -> int:
                         help="VISLAB_HELPERS=0: the figures and scikit-learn calls in the model's process")
     parser.add_argument("--compare-bytecode", action="store_true",
                         help="alternate the plain command without and with vislab's modules compiled (see above)")
-    parser.add_argument("--compare-audit-cache", action="store_true",
-                        help="alternate the plain command with the dataset audit computed afresh and copied from "
-                             "the cache (see above)")
+    parser.add_argument("--compare-kept", action="store_true",
+                        help="alternate the plain command with the audit and the folder's file check computed "
+                             "afresh and kept from the run before (see above)")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     if args.model is None and args.recipe is None:
@@ -248,8 +251,8 @@ def main_bench(argv=None) -> int:
         os.environ["VISLAB_HELPERS"] = "0"
     if args.compare_bytecode:
         return compare_bytecode(args, info)
-    if args.compare_audit_cache:
-        return compare_audit_cache(args, info)
+    if args.compare_kept:
+        return compare_kept(args, info)
     for rep in range(args.repeat):
         info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
         with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:

@@ -450,13 +450,18 @@ def test_a_kept_audit_of_files_follows_the_files(tmp_path, monkeypatch):
         return Dataset("files", ["a", "b"], {"train": Split(torch.tensor([0, 1] * 3), paths=[str(p) for p in paths],
                                                             name="train")})
 
+    import os
+    import time
+
     first = audit_dataset(dataset(), tmp_path / "first")
+    assert not (tmp_path / "cache" / "audit").exists()  # files written a moment ago: not yet to be trusted
+    for path in paths:
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    first = audit_dataset(dataset(), tmp_path / "first")
+    assert len(list((tmp_path / "cache" / "audit").iterdir())) == 1
     assert audit_dataset(dataset(), tmp_path / "again") == first
     shutil.copyfile(paths[0], paths[1])  # now a duplicate
-    os_stat = paths[1].stat()
-    import os
-
-    os.utime(paths[1], ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 1_000_000_000))
+    os.utime(paths[1], (time.time() - 30, time.time() - 30))
     copied = audit_dataset(dataset(), tmp_path / "copied")
     assert copied["duplicates"]["within_split"]["train"]["extra_copies"] == 1
 

@@ -220,9 +220,9 @@ def test_bench_evaluate_times_the_metrics_alone_without_any_data(capsys, monkeyp
 
 
 @pytest.mark.slow  # three short trainings (half a minute): the script's plain mode runs in test_script_tiny_run
-def test_bench_fixed_cost_alternates_a_fresh_and_a_cached_audit(capsys, monkeypatch, tmp_path):
+def test_bench_fixed_cost_alternates_a_fresh_and_a_kept_audit(capsys, monkeypatch, tmp_path):
     code, lines, err = run_script("bench_fixed_cost.py", ["--data", "digits", "--epochs", "1", "--repeat", "1",
-                                                          "--compare-audit-cache"], capsys, monkeypatch, tmp_path)
+                                                          "--compare-kept"], capsys, monkeypatch, tmp_path)
     assert code == 0, err[-3000:]
-    assert [line["audit_cached"] for line in lines] == [False, True]
+    assert [line["kept"] for line in lines] == [False, True]
     assert all(line["wall_s"] > line["epochs_s"] > 0 and "isa" in line["machine"] for line in lines)

@@ -419,3 +419,42 @@ def test_a_csv_of_label_combinations_is_read_by_its_labels_column_and_says_multi
         warnings.simplefilter("error")
         assert load_dataset(DataConfig(source=str(tmp_path / "pets.csv"))).class_names == \
             ["great dane", "pug", "shih tzu"]
+
+
+def test_a_folder_check_is_kept_until_a_file_changes(tmp_path, monkeypatch):
+    """Every command decodes a folder's files to find the bad ones; the outcome is kept per set of files
+    (path, size, modification time), so the same files are decoded once, and a file replaced, added or just
+    written is decoded again."""
+    import os
+    import time
+
+    import vislab.data.sources as sources
+
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    paths = [write_image(tmp_path / "data" / f"{i}.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+             for i in range(5)]
+    broken = tmp_path / "data" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    paths = [str(p) for p in [*paths, broken]]
+    decoded = []
+    real_read = sources.read_image
+    monkeypatch.setattr(sources, "read_image", lambda path: decoded.append(path) or real_read(path))
+
+    def check():
+        decoded.clear()
+        good, labels, bad = sources.validate_files(paths, list(range(len(paths))))
+        return len(decoded), good, labels, [path for path, _ in bad]
+
+    assert check()[0] == 6 and check()[0] == 6  # just written: decoded every time
+    old = time.time() - 60
+    for path in paths:
+        os.utime(path, (old, old))
+    first = check()
+    assert first[0] == 6 and first[3] == [str(broken)] and first[2] == [0, 1, 2, 3, 4]
+    assert check() == (0, *first[1:])  # the same files: nothing decoded
+    with open(paths[1], "r+b") as handle:  # cut short in place, then dated a little later
+        handle.truncate(20)
+    os.utime(paths[1], (old + 1, old + 1))
+    assert check() == (6, paths[:1] + paths[2:5], [0, 2, 3, 4], [paths[1], str(broken)])
+    assert len(list((tmp_path / "cache" / "checked").glob("*.json"))) == 2

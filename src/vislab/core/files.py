@@ -185,6 +185,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VISLAB_CACHE", Path.home() / ".cache" / "vislab"))
 
 
+# A file modified this recently may change again within the file system's timestamp resolution (a few
+# milliseconds on Linux, 2 s on FAT) and keep its size and time: they do not yet name its content.
+SETTLED_SECONDS = 2.0
+
+
+def stat_digest(paths, digest) -> bool:
+    """Add each file's path, size and modification time to ``digest`` (a hashlib object), for a cache keyed by
+    the files. False when one cannot be stat'ed or was modified in the last ``SETTLED_SECONDS``: nothing
+    keyed by them may then be kept or trusted (as git re-reads a file modified as its index was written)."""
+    import time
+
+    settled = time.time_ns() - int(SETTLED_SECONDS * 1e9)
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return False
+        if stat.st_mtime_ns > settled:
+            return False
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return True
+
+
 def decoded_once(path: Path, decode: Callable[[Path], Any]) -> Any:
     """``decode(path)`` (a uint8 numpy array), done once per version of the file: the array is kept in
     ``cache_dir()/decoded`` and read back on later calls. The cache file is named by the file's absolute

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vislab.core.files import BadFileError, cache_dir, reading
+from vislab.core.files import BadFileError, cache_dir, reading, stat_digest
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
 MAX_LISTED_DUPLICATE_GROUPS = 50
@@ -114,7 +114,7 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
         key = _cache_key(getattr(dataset, "name", ""), class_names, splits, labels, bad_files,
                          {"max_images": max_images, "seed": seed, "samples_per_class": samples_per_class,
                           "near_duplicates": near_duplicates, "figures": figures})
-        cached = _from_cache(key, out_dir)
+        cached = _from_cache(key, out_dir) if key is not None else None
         if cached is not None:
             return cached
     balance = _class_balance(splits, class_names, warnings, labels)
@@ -165,10 +165,11 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
 
 
 # ----------------------------------------------------------------------------- the cache
-def _cache_key(name: str, class_names, splits, labels, bad_files, settings: dict) -> str:
+def _cache_key(name: str, class_names, splits, labels, bad_files, settings: dict) -> str | None:
     """A digest of everything the audit reads: the splits' labels and pixels (or each file's path, size and
     modification time), the class names, the settings, and the code and versions that compute and draw it.
-    SHA-256: 70,000 Fashion-MNIST images in about 0.05 s where the CPU has SHA instructions."""
+    SHA-256: 70,000 Fashion-MNIST images in about 0.05 s where the CPU has SHA instructions. None (nothing
+    kept) when a file is missing or has just been modified (:func:`~vislab.core.files.stat_digest`)."""
     digest = hashlib.sha256()
     about = {"name": str(name), "classes": class_names, "settings": settings, "bad_files": bad_files,
              "labels": f"{type(labels).__module__}.{type(labels).__qualname__}", "code": _code_digest()}
@@ -182,12 +183,8 @@ def _cache_key(name: str, class_names, splits, labels, bad_files, settings: dict
             digest.update(f"\0images {images.dtype} {images.shape}\0".encode())
             digest.update(memoryview(images).cast("B"))
             continue
-        for path in split.paths:
-            try:
-                stat = os.stat(path)
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            except OSError as exc:  # the scan reports it as a bad file; a file put back changes the key
-                digest.update(f"{path}\0{type(exc).__name__}\n".encode())
+        if not stat_digest(split.paths, digest):  # a file missing or just modified: audited every time
+            return None
     return digest.hexdigest()
 
 
