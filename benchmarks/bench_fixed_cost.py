@@ -177,19 +177,25 @@ def set_bytecode(compiled: bool) -> None:
             shutil.rmtree(cache)
 
 
+def alternate(args, info: dict, env: dict, benchmark: str, field: str, prepare) -> None:
+    """``--repeat`` rounds of the plain command, each run first with ``prepare(False)`` then ``prepare(True)``
+    done before it; one line per run, ``field`` saying which side it was."""
+    for rep in range(args.repeat):
+        for side in (False, True):
+            prepare(side)
+            info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
+            with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
+                plain = plain_run(args, Path(tmp) / "plain", env)
+            emit({"benchmark": benchmark, "repeat": rep, field: side, "data": args.data, "model": args.model,
+                  "recipe": args.recipe, "epochs": args.epochs, **plain,
+                  "command": " ".join(["vislab", *train_argv(args, Path("RUN"))]), **info})
+
+
 def compare_bytecode(args, info: dict) -> int:
     """The plain command alternately without and with vislab's modules compiled, ``--repeat`` rounds."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
     try:
-        for rep in range(args.repeat):
-            for compiled in (False, True):
-                set_bytecode(compiled)
-                info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
-                with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
-                    plain = plain_run(args, Path(tmp) / "plain", env)
-                emit({"benchmark": "fixed_cost_bytecode", "repeat": rep, "compiled": compiled, "data": args.data,
-                      "model": args.model, "recipe": args.recipe, "epochs": args.epochs, **plain,
-                      "command": " ".join(["vislab", *train_argv(args, Path("RUN"))]), **info})
+        alternate(args, info, env, "fixed_cost_bytecode", "compiled", set_bytecode)
     finally:
         set_bytecode(True)
     return 0
@@ -204,17 +210,13 @@ def compare_kept(args, info: dict) -> int:
         env["VISLAB_CACHE"] = cache
         with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:  # warm everything once
             plain_run(args, Path(tmp) / "plain", env)
-        for rep in range(args.repeat):
-            for kept in (False, True):
-                if not kept:
-                    for folder in ("audit", "checked"):
-                        shutil.rmtree(Path(cache) / folder, ignore_errors=True)
-                info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
-                with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
-                    plain = plain_run(args, Path(tmp) / "plain", env)
-                emit({"benchmark": "fixed_cost_kept", "repeat": rep, "kept": kept, "data": args.data,
-                      "model": args.model, "recipe": args.recipe, "epochs": args.epochs, **plain,
-                      "command": " ".join(["vislab", *train_argv(args, Path("RUN"))]), **info})
+
+        def forget(kept: bool) -> None:
+            if not kept:
+                for folder in ("audit", "checked"):
+                    shutil.rmtree(Path(cache) / folder, ignore_errors=True)
+
+        alternate(args, info, env, "fixed_cost_kept", "kept", forget)
     return 0
 
 
