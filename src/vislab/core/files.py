@@ -208,6 +208,41 @@ def stat_digest(paths, digest) -> bool:
     return True
 
 
+def code_digest(sources, packages=()) -> str:
+    """A digest of source files and of installed packages' versions: what a kept result was computed with,
+    so that another version of the code or a library computes it afresh."""
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+    for path in map(Path, sources):
+        with reading(path, "a vislab module", "reinstall vislab"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for package in packages:
+        try:
+            digest.update(f"{package}={version(package)}\n".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package}=none\n".encode())
+    return digest.hexdigest()
+
+
+def keep_recent(entries, count: int) -> None:
+    """Delete all but the ``count`` most recently modified of ``entries`` (cache files or folders; a reader
+    touches what it uses, so they are the most recently used); one that cannot be stat'ed is left alone."""
+    import shutil
+
+    dated = []
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            dated.append((entry.stat().st_mtime, entry))
+    dated.sort(key=lambda pair: pair[0])
+    for _, old in dated[:max(0, len(dated) - count)]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
 def decoded_once(path: Path, decode: Callable[[Path], Any]) -> Any:
     """``decode(path)`` (a uint8 numpy array), done once per version of the file: the array is kept in
     ``cache_dir()/decoded`` and read back on later calls. The cache file is named by the file's absolute

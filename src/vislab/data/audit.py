@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vislab.core.files import BadFileError, cache_dir, reading, stat_digest
+from vislab.core.files import BadFileError, cache_dir, code_digest, keep_recent, reading, stat_digest
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
 MAX_LISTED_DUPLICATE_GROUPS = 50
@@ -156,12 +156,17 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     }
     if label_issues is not None:
         audit["label_issues"] = label_issues
-    (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
+    (out_dir / "audit.json").write_text(_as_json(audit))
     if key is not None:
         from vislab.core.background import when_drawn
 
         when_drawn(_to_cache, key, out_dir, audit)
     return audit
+
+
+def _as_json(audit: dict) -> str:
+    """audit.json's text, in the run folder and in the cache alike."""
+    return json.dumps(audit, indent=2, allow_nan=False) + "\n"
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -190,19 +195,9 @@ def _cache_key(name: str, class_names, splits, labels, bad_files, settings: dict
 
 def _code_digest() -> str:
     """The audit's and the figures' code, with the versions of the libraries that compute and draw them."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    digest = hashlib.sha256()
     here = Path(__file__).resolve()
-    for path in [here, *sorted((here.parents[1] / "viz").glob("*.py"))]:
-        with reading(path, "a vislab module", "reinstall vislab"):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    for package in ("numpy", "pillow", "matplotlib", "imagehash"):
-        try:
-            digest.update(f"{package}={version(package)}".encode())
-        except PackageNotFoundError:
-            digest.update(f"{package}=none".encode())
-    return digest.hexdigest()
+    return code_digest([here, *sorted((here.parents[1] / "viz").glob("*.py"))],
+                       ("numpy", "pillow", "matplotlib", "imagehash"))
 
 
 def _from_cache(key: str, out_dir: Path) -> dict | None:
@@ -228,7 +223,7 @@ def _from_cache(key: str, out_dir: Path) -> dict | None:
         os.utime(entry)  # recently used: kept longest
     except OSError:  # the entry dropped meanwhile by another run, or out_dir unwritable: the audit says which
         return None
-    (out_dir / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
+    (out_dir / "audit.json").write_text(_as_json(audit))
     return audit
 
 
@@ -246,17 +241,11 @@ def _to_cache(key: str, out_dir: Path, audit: dict) -> None:
             (partial / figure).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out_dir / figure, partial / figure)
         partial.mkdir(parents=True, exist_ok=True)
-        (partial / "audit.json").write_text(json.dumps(audit, indent=2, allow_nan=False) + "\n")
+        (partial / "audit.json").write_text(_as_json(audit))
         os.replace(partial, entry)
+        keep_recent([p for p in root.iterdir() if not p.name.startswith(".")], CACHED_AUDITS)
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
-        return
-    try:
-        entries = sorted((p for p in root.iterdir() if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
-        for old in entries[:-CACHED_AUDITS]:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError:
-        pass
 
 
 def _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) -> list[Path]:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from vislab.core.config import SPLITS
-from vislab.core.files import (BadFileError, cache_dir, decoded_once, read_bytes, read_csv_rows, read_text, reading,
-                               stat_digest)
+from vislab.core.files import (BadFileError, cache_dir, code_digest, decoded_once, keep_recent, read_bytes,
+                               read_csv_rows, read_text, reading, stat_digest)
 from vislab.data.images import BadImageError, is_image_file, read_image
 from vislab.data.label_edits import apply_label_edits
 
@@ -489,14 +489,10 @@ def _check_key(paths) -> str | None:
     """A digest of each file's path, size and modification time, and of the decoder; None when a file
     cannot be stat'ed or has just been modified (:func:`~vislab.core.files.stat_digest`): checked every time."""
     import hashlib
-    from importlib.metadata import version
 
     import vislab.data.images as images
 
-    digest = hashlib.sha256()
-    with reading(Path(images.__file__), "a vislab module", "reinstall vislab") as source:
-        digest.update(source.read_bytes())
-    digest.update(f"pillow={version('pillow')}\n".encode())
+    digest = hashlib.sha256(code_digest([images.__file__], ("pillow",)).encode())
     return digest.hexdigest() if stat_digest(paths, digest) else None
 
 
@@ -533,9 +529,7 @@ def _keep_check(key: str, reasons: list) -> None:
         root.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(reasons))
         os.replace(partial, root / f"{key}.json")
-        kept = sorted((p for p in root.glob("*.json")), key=lambda p: p.stat().st_mtime)
-        for old in kept[:-KEPT_CHECKS]:
-            old.unlink(missing_ok=True)
+        keep_recent(list(root.glob("*.json")), KEPT_CHECKS)
     except OSError:
         partial.unlink(missing_ok=True)
 
