@@ -27,10 +27,14 @@ Usage:
     python benchmarks/bench_fixed_cost.py --data digits --epochs 2 --compare-bytecode --repeat 3
     python benchmarks/bench_fixed_cost.py --epochs 3 --compare-kept --repeat 4
     python benchmarks/bench_fixed_cost.py --data photos/ --epochs 1 --compare-kept --repeat 3   # a folder
+    python benchmarks/bench_fixed_cost.py --epochs 3 --compare-collector --repeat 6
 
 ``--compare-kept`` alternates the plain command with what a run keeps in the cache folder for the next one
 computed afresh (the dataset audit and a folder's file check: their folders under ``$VISLAB_CACHE`` emptied)
 and kept from the run before (the same data and seed).
+
+``--compare-collector`` alternates the plain command at Python's own thresholds for its cyclic garbage
+collector and at vislab's (``vislab.core.collector``: a collection every 50,000 new objects, not 700).
 
 ``--compare-bytecode`` alternates the plain command without vislab's own compiled modules (the source
 tree's ``__pycache__`` folders removed, ``PYTHONDONTWRITEBYTECODE=1``: what an editable install costs where
@@ -103,14 +107,20 @@ def epoch_seconds(run_dir: Path) -> float:
 
 
 def plain_run(args, run_dir: Path, env: dict) -> dict:
-    """The command as a user runs it: its wall time, its epochs' own seconds, the difference."""
+    """The command as a user runs it: its wall time, its epochs' own seconds, the difference, and the CPU
+    seconds of the command and its helpers (``cpu_s``: user + system, less swayed by a busy host than wall)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([*vislab_command(), *train_argv(args, run_dir)], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"vislab train failed ({proc.returncode}): {proc.stderr[-2000:]}")
     epochs = epoch_seconds(run_dir)
-    return {"wall_s": round(wall, 3), "epochs_s": epochs, "fixed_s": round(wall - epochs, 3)}
+    return {"wall_s": round(wall, 3), "epochs_s": epochs, "fixed_s": round(wall - epochs, 3), "cpu_s": round(cpu, 3)}
 
 
 def timed_train(args, run_dir: Path) -> dict:
@@ -220,6 +230,26 @@ def compare_kept(args, info: dict) -> int:
     return 0
 
 
+def compare_collector(args, info: dict) -> int:
+    """The plain command alternately at Python's own collector thresholds and with vislab's
+    (:func:`vislab.core.collector.relax`), ``--repeat`` rounds. The first side puts a ``sitecustomize`` module
+    on ``PYTHONPATH`` that makes ``gc.set_threshold`` do nothing, in the command and in its helpers alike."""
+    src = str(REPO / "src")
+    env = {**os.environ, "PYTHONPATH": src}
+    with tempfile.TemporaryDirectory(prefix="vislab-bench-gc-") as site:
+        Path(site, "sitecustomize.py").write_text("import gc\ngc.set_threshold = lambda *args: None\n")
+
+        def thresholds(relaxed: bool) -> None:
+            env["PYTHONPATH"] = src if relaxed else os.pathsep.join([site, src])
+            # what the command's processes run at on this side, checked (and written in each line)
+            check = "import gc; from vislab.core import collector; collector.relax(); print(*gc.get_threshold())"
+            seen = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+            info["gc_thresholds"] = [int(value) for value in seen.stdout.split()]
+
+        alternate(args, info, env, "fixed_cost_collector", "relaxed", thresholds)
+    return 0
+
+
 def main_bench(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="vislab train's --model (default: mlp, or the recipe's)")
@@ -237,6 +267,9 @@ def main_bench(argv=None) -> int:
     parser.add_argument("--compare-kept", action="store_true",
                         help="alternate the plain command with the audit and the folder's file check computed "
                              "afresh and kept from the run before (see above)")
+    parser.add_argument("--compare-collector", action="store_true",
+                        help="alternate the plain command at Python's garbage collector thresholds and at "
+                             "vislab's (see above)")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     if args.model is None and args.recipe is None:
@@ -255,6 +288,8 @@ def main_bench(argv=None) -> int:
         return compare_bytecode(args, info)
     if args.compare_kept:
         return compare_kept(args, info)
+    if args.compare_collector:
+        return compare_collector(args, info)
     for rep in range(args.repeat):
         info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
         with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:

@@ -189,3 +189,26 @@ def test_when_drawn_runs_after_the_queued_figures_and_not_after_a_failed_one(tmp
             draw("shutil:copyfile", tmp_path / "missing.bin", tmp_path / "never.bin")
             background.when_drawn(seen.append, "after a failed figure")
     assert seen == ["at once", b"x" * 1000]
+
+
+def test_vislab_processes_collect_garbage_less_often_and_a_library_user_keeps_their_settings(monkeypatch):
+    import gc
+
+    from vislab import cli
+    from vislab.core.collector import FIRST_THRESHOLD
+
+    before = gc.get_threshold()
+    try:
+        with helpers(preload=()):
+            assert compute(gc.get_threshold)[0] == FIRST_THRESHOLD  # a helper interpreter
+        assert gc.get_threshold() == before  # importing vislab and using its helpers changes nothing here
+        seen = []
+        monkeypatch.setattr(cli, "main", lambda: seen.append(gc.get_threshold()) or 0)
+        monkeypatch.setattr(os, "_exit", lambda code: seen.append(code))
+        cli.run()  # the `vislab` command's own process
+        assert seen == [(FIRST_THRESHOLD, 20, 20), 0]
+        gc.set_threshold(0)  # collection switched off by whoever runs the process: left off
+        cli.run()
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)

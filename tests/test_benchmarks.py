@@ -226,3 +226,13 @@ def test_bench_fixed_cost_alternates_a_fresh_and_a_kept_audit(capsys, monkeypatc
     assert code == 0, err[-3000:]
     assert [line["kept"] for line in lines] == [False, True]
     assert all(line["wall_s"] > line["epochs_s"] > 0 and "isa" in line["machine"] for line in lines)
+
+
+@pytest.mark.slow  # two short trainings
+def test_bench_fixed_cost_alternates_pythons_and_vislabs_collector_thresholds(capsys, monkeypatch, tmp_path):
+    code, lines, err = run_script("bench_fixed_cost.py", ["--data", "digits", "--epochs", "1", "--repeat", "1",
+                                                          "--compare-collector"], capsys, monkeypatch, tmp_path)
+    assert code == 0, err[-3000:]
+    assert [line["relaxed"] for line in lines] == [False, True]
+    assert [line["gc_thresholds"][0] for line in lines] == [700, 50_000]  # each side ran as it says
+    assert all(line["wall_s"] > line["epochs_s"] > 0 and line["cpu_s"] > 0 for line in lines)

@@ -1020,7 +1020,11 @@ def run() -> None:
     Everything is written and closed by then; what the teardown would do is free
     torch's and the modules' memory, which took 1.3-2 s after the last line of a
     training run on the 2-core machine. ``main`` itself returns normally for callers.
+    Python's cyclic collector runs less often in this process (:mod:`vislab.core.collector`).
     """
+    from vislab.core import collector
+
+    collector.relax()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

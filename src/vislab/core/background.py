@@ -489,6 +489,9 @@ def _read_frame(stream) -> bytes | None:
 def _serve(preload: list[str]) -> None:
     import importlib
 
+    from vislab.core import collector
+
+    collector.relax()  # its imports and figures: 0.2 s of the collector's scans at Python's thresholds
     # Ctrl-C reaches the whole process group: the parent stops the run, the helper just ends with its pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
