@@ -142,6 +142,20 @@ def test_a_run_with_helpers_writes_what_an_in_process_run_writes(tmp_path):
         assert hashlib.sha256((on / name).read_bytes()).hexdigest() == hashlib.sha256((off / name).read_bytes()).hexdigest()
     assert (on / "plots" / "confusion_matrix.png").stat().st_size > 1000
     assert b"data:image/png;base64" in (on / "report.html").read_bytes()
+    # every figure is encoded at zlib's fastest level (vislab.viz.PNG_COMPRESS_LEVEL), wherever it was drawn
+    levels = {path.name: _zlib_level(path) for run in (on, off) for path in (run / "plots").rglob("*.png")}
+    assert len(levels) > 10 and set(levels.values()) == {"fastest"}, levels
+
+
+def _zlib_level(png: Path) -> str:
+    """The compression level a PNG's first IDAT chunk says it was written at (the zlib header's FLEVEL)."""
+    data, offset = png.read_bytes(), 8
+    while offset < len(data):
+        length, kind = int.from_bytes(data[offset:offset + 4], "big"), data[offset + 4:offset + 8]
+        if kind == b"IDAT":
+            return ("fastest", "fast", "default", "maximum")[data[offset + 9] >> 6]
+        offset += 12 + length
+    raise AssertionError(f"{png}: no image data")
 
 
 def test_mark_and_ran_since_tell_whether_a_helper_shared_the_cores():

@@ -280,7 +280,7 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
         def draw():
             from vislab.explain.explainers import explain as explain_image
             from vislab.explain.targets import find_target_layer
-            from vislab.viz.explain import overlay_figure
+            from vislab.viz.explain import overlay_figure, save_figure
 
             method = "gradcam"
             try:
@@ -294,7 +294,7 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
                 raise ApiError("invalid_parameter", str(exc)) from None
             fig = overlay_figure(image.numpy(), result.heatmap, result.title)
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+            save_figure(fig, buffer)  # as `vislab explain` writes its file
             return buffer.getvalue(), result
 
         png, result = await asyncio.wait_for(batcher.call(draw), config.timeout)

@@ -16,6 +16,8 @@ matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vislab.viz import PNG_COMPRESS_LEVEL  # noqa: E402
+
 RIGHT = "#1a7f37"
 WRONG = "#cf222e"
 # Above this many classes tick labels and cell numbers become unreadable.
@@ -337,6 +339,6 @@ def _save(fig, path, tight: bool = True) -> Path:
         fig.tight_layout()
     if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
         fig.set_layout_engine(None)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     plt.close(fig)
     return path

@@ -14,11 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from vislab.viz import PNG_COMPRESS_LEVEL
 
 HEATMAP_COLORMAP = "jet"  # Chollet's Grad-CAM overlay (seed 002) uses the jet colormap
 
@@ -146,10 +149,13 @@ def filter_grid_figure(grid: np.ndarray, title: str) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path, tight: bool = True) -> Path:
-    """Write ``fig`` as PNG (parent folders made) and return the path; ``tight``: cropped to what is
-    drawn (matplotlib draws the figure once more to find it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight" if tight else None)
+def save_figure(fig: Figure, path, tight: bool = True):
+    """Write ``fig`` as PNG to ``path`` (parent folders made; a binary file object, such as the server's
+    buffer, is written as it is) and return it; ``tight``: cropped to what is drawn (matplotlib draws the
+    figure once more to find it)."""
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100, bbox_inches="tight" if tight else None,
+                pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return path

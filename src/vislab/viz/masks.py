@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from vislab.viz import PNG_COMPRESS_LEVEL  # noqa: F401  (3x faster than level 6 on a 720x960 overlay)
 from vislab.viz.montage import rgb
 
 # matplotlib is imported by the figures that need it (class maps, mask grids, IoU bars), not by the
@@ -51,7 +52,6 @@ def legend_labels(names: Sequence[str], shares: Sequence[float] | None = None) -
 
 
 PANEL_SIDE = 256  # small images are enlarged by a whole factor up to about this many pixels in a panel
-PNG_COMPRESS_LEVEL = 1  # zlib level 1: 3x faster than Pillow's default 6 on a 720x960 overlay, 16 % larger
 
 
 @functools.lru_cache(maxsize=8)
