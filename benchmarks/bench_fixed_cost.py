@@ -28,6 +28,7 @@ Usage:
     python benchmarks/bench_fixed_cost.py --epochs 3 --compare-kept --repeat 4
     python benchmarks/bench_fixed_cost.py --data photos/ --epochs 1 --compare-kept --repeat 3   # a folder
     python benchmarks/bench_fixed_cost.py --epochs 3 --compare-collector --repeat 6
+    python benchmarks/bench_fixed_cost.py --epochs 3 --compare-ref HEAD~3 --repeat 6
 
 ``--compare-kept`` alternates the plain command with what a run keeps in the cache folder for the next one
 computed afresh (the dataset audit and a folder's file check: their folders under ``$VISLAB_CACHE`` emptied)
@@ -35,6 +36,9 @@ and kept from the run before (the same data and seed).
 
 ``--compare-collector`` alternates the plain command at Python's own thresholds for its cyclic garbage
 collector and at vislab's (``vislab.core.collector``: a collection every 50,000 new objects, not 700).
+
+``--compare-ref COMMIT`` alternates the plain command from a git checkout of COMMIT (the code before a
+change) and from this working tree: what a change bought, as a whole.
 
 ``--compare-bytecode`` alternates the plain command without vislab's own compiled modules (the source
 tree's ``__pycache__`` folders removed, ``PYTHONDONTWRITEBYTECODE=1``: what an editable install costs where
@@ -250,6 +254,39 @@ def compare_collector(args, info: dict) -> int:
     return 0
 
 
+def compare_ref(args, info: dict) -> int:
+    """The plain command alternately from a git checkout of ``--compare-ref`` (a commit, tag or branch: the code
+    before a change) and from this working tree, ``--repeat`` rounds, after one run of each to warm what
+    both keep in the cache folder. Both trees compiled, as ``make setup`` does; the checkout is removed after."""
+    src = REPO / "src"
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.compare_ref], capture_output=True, text=True)
+    if commit.returncode != 0:
+        print(f"--compare-ref {args.compare_ref}: not a commit of {REPO} ({commit.stderr.strip()})", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="vislab-bench-ref-") as tmp:
+        tree = Path(tmp) / "ref"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), commit.stdout.strip()],
+                       check=True)
+        try:
+            for source in (src, tree / "src"):
+                subprocess.run([sys.executable, "-m", "compileall", "-q", str(source)], check=True,
+                               stdout=subprocess.DEVNULL)
+            env = dict(os.environ)
+
+            def checkout(current: bool) -> None:
+                env["PYTHONPATH"] = str(src if current else tree / "src")
+                info["code"] = "working tree" if current else f"{args.compare_ref} ({commit.stdout.strip()[:10]})"
+
+            for current in (False, True):
+                checkout(current)
+                with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as run:
+                    plain_run(args, Path(run) / "plain", env)
+            alternate(args, info, env, "fixed_cost_ref", "current", checkout)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+    return 0
+
+
 def main_bench(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="vislab train's --model (default: mlp, or the recipe's)")
@@ -270,6 +307,9 @@ def main_bench(argv=None) -> int:
     parser.add_argument("--compare-collector", action="store_true",
                         help="alternate the plain command at Python's garbage collector thresholds and at "
                              "vislab's (see above)")
+    parser.add_argument("--compare-ref", metavar="COMMIT", default=None,
+                        help="alternate the plain command from a git checkout of COMMIT and from this working "
+                             "tree (see above)")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     if args.model is None and args.recipe is None:
@@ -290,6 +330,8 @@ def main_bench(argv=None) -> int:
         return compare_kept(args, info)
     if args.compare_collector:
         return compare_collector(args, info)
+    if args.compare_ref:
+        return compare_ref(args, info)
     for rep in range(args.repeat):
         info["machine"]["load_1min"] = round(os.getloadavg()[0], 2)
         with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:

@@ -236,3 +236,23 @@ def test_bench_fixed_cost_alternates_pythons_and_vislabs_collector_thresholds(ca
     assert [line["relaxed"] for line in lines] == [False, True]
     assert [line["gc_thresholds"][0] for line in lines] == [700, 50_000]  # each side ran as it says
     assert all(line["wall_s"] > line["epochs_s"] > 0 and line["cpu_s"] > 0 for line in lines)
+
+
+@pytest.mark.slow  # four short trainings
+def test_bench_fixed_cost_alternates_a_commits_code_and_the_working_tree(capsys, monkeypatch, tmp_path):
+    import subprocess
+
+    if not (Path(__file__).parents[1] / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    code, lines, err = run_script("bench_fixed_cost.py", ["--data", "digits", "--epochs", "1", "--repeat", "1",
+                                                          "--compare-ref", "HEAD"], capsys, monkeypatch, tmp_path)
+    assert code == 0, err[-3000:]
+    assert [line["current"] for line in lines] == [False, True]
+    assert lines[0]["code"].startswith("HEAD (") and lines[1]["code"] == "working tree"
+    worktrees = subprocess.run(["git", "-C", str(Path(__file__).parents[1]), "worktree", "list"], capture_output=True,
+                               text=True).stdout
+    assert "vislab-bench-ref-" not in worktrees  # its checkout removed
+    code, lines, err = run_script("bench_fixed_cost.py", ["--data", "digits", "--compare-ref", "no-such-commit"],
+                                  capsys, monkeypatch, tmp_path)
+    assert code != 0 and "--compare-ref no-such-commit: not a commit" in err
