@@ -153,7 +153,10 @@ def test_figure_writer_skips_the_second_layout_pass_and_writes_the_same_bytes(tm
     import matplotlib.pyplot as plt
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
+    from vislab.viz import PNG_COMPRESS_LEVEL
     from vislab.viz.evaluation import DPI, _save
+
+    png = {"compress_level": PNG_COMPRESS_LEVEL}  # as _save encodes
 
     def figure(layout=None):
         fig, ax = plt.subplots(figsize=(4, 3), layout=layout)
@@ -165,13 +168,13 @@ def test_figure_writer_skips_the_second_layout_pass_and_writes_the_same_bytes(tm
 
     fig = figure()
     fig.tight_layout()
-    fig.savefig(tmp_path / "reference.png", dpi=DPI)
+    fig.savefig(tmp_path / "reference.png", dpi=DPI, pil_kwargs=png)
     plt.close(fig)
     _save(figure(), tmp_path / "saved.png")
     assert (tmp_path / "saved.png").read_bytes() == (tmp_path / "reference.png").read_bytes()
 
     fig = figure("constrained")
-    fig.savefig(tmp_path / "constrained_reference.png", dpi=DPI)
+    fig.savefig(tmp_path / "constrained_reference.png", dpi=DPI, pil_kwargs=png)
     plt.close(fig)
     fig = figure("constrained")
     assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
