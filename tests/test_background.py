@@ -226,3 +226,37 @@ def test_vislab_processes_collect_garbage_less_often_and_a_library_user_keeps_th
         assert gc.get_threshold()[0] == 0
     finally:
         gc.set_threshold(*before)
+
+
+def test_the_figures_are_queued_as_soon_as_the_metrics_are_in_while_the_explanations_still_run(tmp_path):
+    """A helper computing the metrics goes on to the figures at once: it does not wait for the explanation
+    panels the run's process is computing meanwhile. Without helpers the figures come after the panels."""
+    import threading
+
+    from vislab import api
+    from vislab.evaluate.runner import measure_run
+
+    run = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, out=str(tmp_path / "run"),
+                    device="cpu", evaluate=False).run_dir
+    queued, order = threading.Event(), []
+
+    def panels(evaluation):
+        order.append("panels")
+        assert queued.wait(60), "the figures waited for the explanation panels"
+
+    def figures(evaluation):
+        assert evaluation.metrics["accuracy"] > 0.1 and threading.current_thread() is not threading.main_thread()
+        order.append("figures")
+        queued.set()
+
+    with helpers(preload=()):
+        measure_run(run, meanwhile=panels, then=figures)
+    assert sorted(order) == ["figures", "panels"]
+    order.clear()
+
+    def figures_after(evaluation):
+        assert evaluation.metrics["accuracy"] > 0.1 and threading.current_thread() is threading.main_thread()
+        order.append("figures")
+
+    measure_run(run, meanwhile=lambda evaluation: order.append("panels"), then=figures_after)
+    assert order == ["panels", "figures"]

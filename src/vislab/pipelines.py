@@ -60,12 +60,10 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
     """
     from vislab.evaluate.runner import measure_run
 
-    # the explanation panels are computed here while a helper computes the metrics, then the figures
+    # the explanation panels are computed here while a helper computes the metrics, then draws the figures
     evaluation = measure_run(run_dir, data=data, dataset=dataset, split=split, batch_size=batch_size,
                              device=device, console=console, task_options=task_options, data_options=data_options,
-                             meanwhile=write_explanations if figures else None)
-    if figures:
-        write_figures(evaluation)
+                             meanwhile=write_explanations if figures else None, then=write_figures if figures else None)
     if report:
         from vislab.report.html import build_report
 

@@ -210,6 +210,13 @@ def beside() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def elsewhere() -> bool:
+    """Whether :func:`draw` and :func:`submit` hand their calls to helper interpreters now (a :func:`helpers`
+    block with a live helper), rather than running them at once in the calling thread."""
+    pool = _pool
+    return pool is not None and any(helper.alive for helper in pool.helpers)
+
+
 def mark() -> tuple:
     """Where the helpers stand now, for :func:`ran_since`."""
     pool = _pool
