@@ -458,3 +458,51 @@ def test_a_folder_check_is_kept_until_a_file_changes(tmp_path, monkeypatch):
     os.utime(paths[1], (old + 1, old + 1))
     assert check() == (6, paths[:1] + paths[2:5], [0, 2, 3, 4], [paths[1], str(broken)])
     assert len(list((tmp_path / "cache" / "checked").glob("*.json"))) == 2
+
+
+def test_what_a_killed_writer_left_in_the_cache_is_removed_after_an_hour(tmp_path, monkeypatch):
+    """Each cache entry is written under a hidden name of its writer's (core.files.partial_path), then renamed
+    into place; a writer killed in between leaves that behind. The next write to the same folder removes
+    such leftovers once they are an hour old, and never a younger one: another run may be writing it."""
+    import os
+    import time
+
+    from vislab.core.files import decoded_once
+    from vislab.core.measure import Choice, ChoiceCache
+    from vislab.data.audit import audit_dataset
+    from vislab.data.sources import Dataset, Split, validate_files
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VISLAB_CACHE", str(cache))
+    hour_ago = time.time() - 3700
+    stale, fresh = [], []
+    for folder in ("checked", "audit", "decoded", ""):
+        (cache / folder).mkdir(parents=True, exist_ok=True)
+        left = cache / folder / ".0123abcd.json.4242"
+        (left.mkdir() if folder == "audit" else left.write_text("{"))
+        os.utime(left, (hour_ago, hour_ago))
+        stale.append(left)
+        young = cache / folder / ".4567cdef.json.4343"
+        young.write_text("{")
+        fresh.append(young)
+    (cache / "audit" / ".0123abcd.json.4242" / "audit.json").write_text("{")
+    os.utime(cache / "audit" / ".0123abcd.json.4242", (hour_ago, hour_ago))
+    keep = [cache / "checked" / ".DS_Store", cache / "decoded" / "notes.4242"]  # not a writer's partial name
+    for path in keep:
+        path.write_text("x")
+        os.utime(path, (hour_ago, hour_ago))
+
+    images = [write_image(tmp_path / "data" / f"{i}.png", np.full((8, 8), 40 * i, np.uint8)) for i in range(3)]
+    for path in images:
+        os.utime(path, (hour_ago, hour_ago))
+    validate_files([str(p) for p in images], [0, 1, 0])
+    dataset = Dataset("toy", ["a", "b"], {"train": Split(torch.tensor([0, 1, 0, 1]),
+                                                          images=torch.zeros(4, 1, 6, 6, dtype=torch.uint8),
+                                                          name="train")})
+    audit_dataset(dataset, tmp_path / "audit", figures=False)
+    decoded_once(images[0], lambda path: np.zeros(3, np.uint8))
+    ChoiceCache(cache / "choices.json").put("k", Choice("fp32", False, source="measured"))
+
+    assert [path for path in stale if path.exists()] == []
+    assert all(path.exists() for path in fresh + keep)
+    assert len(list((cache / "checked").glob("*.json"))) == 1 and len(list((cache / "audit").glob("[!.]*"))) == 1

@@ -243,6 +243,42 @@ def keep_recent(entries, count: int) -> None:
             old.unlink(missing_ok=True)
 
 
+STALE_PARTIAL_SECONDS = 3600.0  # no cache entry takes this long to write
+_PARTIAL = re.compile(r"^\..+\.\d+$")
+
+
+def partial_path(target) -> Path:
+    """Where ``target`` (a cache file or folder) is written before it is renamed into place whole: a hidden
+    name of this process's, so that two runs writing at once never share one and a reader never finds half
+    an entry. A writer killed midway leaves it behind: :func:`drop_stale_partials` removes it later.
+
+    Example:
+        >>> partial_path("/cache/checked/abc.json").name == f".abc.json.{os.getpid()}"
+        True
+    """
+    target = Path(target)
+    return target.with_name(f".{target.name}.{os.getpid()}")
+
+
+def drop_stale_partials(folder) -> None:
+    """Remove from ``folder`` the partial entries (:func:`partial_path`) last modified over an hour ago, left by
+    writers that were killed; a younger one may be another run's, being written now."""
+    import shutil
+    import time
+
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    with contextlib.suppress(OSError):
+        for entry in Path(folder).iterdir():
+            if not _PARTIAL.match(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.lstat().st_mtime < cutoff:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+
+
 def decoded_once(path: Path, decode: Callable[[Path], Any]) -> Any:
     """``decode(path)`` (a uint8 numpy array), done once per version of the file: the array is kept in
     ``cache_dir()/decoded`` and read back on later calls. The cache file is named by the file's absolute
@@ -269,7 +305,7 @@ def decoded_once(path: Path, decode: Callable[[Path], Any]) -> Any:
     except (OSError, ValueError, EOFError):
         pass  # not there yet, cut short by a crash, or written by another numpy
     array = decode(path)
-    partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+    partial = partial_path(cached)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as handle:
@@ -278,6 +314,7 @@ def decoded_once(path: Path, decode: Callable[[Path], Any]) -> Any:
         for old in cached.parent.glob(f"{path.name}-{where}-*.npy"):  # the older versions of this file
             if old != cached:
                 old.unlink(missing_ok=True)
+        drop_stale_partials(cached.parent)
     except OSError:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)

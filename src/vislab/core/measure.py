@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 
 from vislab.core.background import quiet
-from vislab.core.files import cache_dir
+from vislab.core.files import cache_dir, drop_stale_partials, partial_path
 
 #: reduced precision must be at least this much faster (speed-up >= 1 + MARGIN) to replace fp32
 MARGIN = 0.10
@@ -659,9 +659,10 @@ class ChoiceCache:
                      "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp = partial_path(self.path)
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
             os.replace(tmp, self.path)  # atomic: two runs writing at once never leave half a file
+            drop_stale_partials(self.path.parent)
         except OSError:
             pass  # a read-only home: the choice is still used, only measured again next time
 

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vislab.core.files import BadFileError, cache_dir, code_digest, keep_recent, reading, stat_digest
+from vislab.core.files import (BadFileError, cache_dir, code_digest, drop_stale_partials, keep_recent, partial_path,
+                               reading, stat_digest)
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
 MAX_LISTED_DUPLICATE_GROUPS = 50
@@ -235,7 +236,7 @@ def _to_cache(key: str, out_dir: Path, audit: dict) -> None:
     entry = root / key
     if entry.exists():
         return
-    partial = root / f".{key}.{os.getpid()}"
+    partial = partial_path(entry)
     try:
         for figure in audit["figures"]:
             (partial / figure).parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +245,7 @@ def _to_cache(key: str, out_dir: Path, audit: dict) -> None:
         (partial / "audit.json").write_text(_as_json(audit))
         os.replace(partial, entry)
         keep_recent([p for p in root.iterdir() if not p.name.startswith(".")], CACHED_AUDITS)
+        drop_stale_partials(root)
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from vislab.core.config import SPLITS
-from vislab.core.files import (BadFileError, cache_dir, code_digest, decoded_once, keep_recent, read_bytes,
-                               read_csv_rows, read_text, reading, stat_digest)
+from vislab.core.files import (BadFileError, cache_dir, code_digest, decoded_once, drop_stale_partials, keep_recent,
+                               partial_path, read_bytes, read_csv_rows, read_text, reading, stat_digest)
 from vislab.data.images import BadImageError, is_image_file, read_image
 from vislab.data.label_edits import apply_label_edits
 
@@ -524,12 +524,13 @@ def _keep_check(key: str, reasons: list) -> None:
     import json
 
     root = cache_dir() / "checked"
-    partial = root / f".{key}.{os.getpid()}"
+    partial = partial_path(root / f"{key}.json")
     try:
         root.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(reasons))
         os.replace(partial, root / f"{key}.json")
         keep_recent(list(root.glob("*.json")), KEPT_CHECKS)
+        drop_stale_partials(root)
     except OSError:
         partial.unlink(missing_ok=True)
 
