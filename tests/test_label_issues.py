@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import types
 
 import numpy as np
 import pytest
@@ -77,9 +78,24 @@ def test_planted_label_errors_are_found_first_with_the_true_class_suggested(plan
 
 
 def test_larger_images_use_the_backbones_features_and_a_second_audit_reuses_them(tmp_path):
+    """The features are kept for the same files (path, size, modification time), never for files written in
+    the last seconds (core.files.stat_digest: a file rewritten within the clock's resolution keeps both)."""
+    import os
+    import time
+
+    from vislab.train.label_issues import _cache_path
+
     images, labels = digits_arrays(per_class=6)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        write_image(tmp_path / "data" / str(label) / f"{i:03d}.png", image, size=72)  # above CNN_MAX_SIDE
+    written = [write_image(tmp_path / "data" / str(label) / f"{i:03d}.png", image, size=72)  # above CNN_MAX_SIDE
+               for i, (image, label) in enumerate(zip(images, labels))]
+    split = load_dataset(api.make_config(data=str(tmp_path / "data"), val_split=0, test_split=0).data).splits["train"]
+    preprocessing = types.SimpleNamespace(input_size=(3, 72, 72), mean=(0.5,), std=(0.5,), interpolation="bilinear",
+                                          crop_pct=1.0)
+    assert _cache_path(split, preprocessing) is None  # just written: not trusted
+    hour_ago = time.time() - 3600
+    for path in written:
+        os.utime(path, (hour_ago, hour_ago))
+    assert _cache_path(split, preprocessing) is not None
     first = api.audit(str(tmp_path / "data"), out=tmp_path / "a", label_issues=True, folds=3, val_split=0,
                       test_split=0)["label_issues"]
     assert first["model"].startswith("efficientnet_lite0 features") and first["features"]["cached"] == []

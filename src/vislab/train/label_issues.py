@@ -62,7 +62,7 @@ import torch
 
 from vislab.core.config import LABEL_ISSUE_FILTERS, LABEL_ISSUE_RANKINGS
 from vislab.core.errors import ConfigError, DataError
-from vislab.core.files import cache_dir, drop_stale_partials, partial_path
+from vislab.core.files import cache_dir, drop_stale_partials, partial_path, stat_digest
 from vislab.data.label_edits import image_key, label_text, write_label_issues
 from vislab.train.optim import Adam
 
@@ -231,7 +231,7 @@ def _features(dataset, splits, largest: int, precision: str, console) -> tuple[n
                        "precision": None, "seconds": 0.0}
     for name, split in splits:
         path = _cache_path(split, preprocessing)
-        if path.is_file():
+        if path is not None and path.is_file():
             cached = FeatureSet.load(path)
             if len(cached) == len(split):
                 parts.append(cached.features)
@@ -242,8 +242,9 @@ def _features(dataset, splits, largest: int, precision: str, console) -> tuple[n
             console.print(f"label issues: {BACKBONE} features of {len(split):,} {name} images "
                           f"({'x'.join(map(str, preprocessing.input_size[1:]))} px)")
         features = extract_features(model, preprocessing, split, precision=precision, workers=min(2, os.cpu_count() or 1))
-        os.replace(features.save(partial_path(path)), path)  # whole or not at all: a killed run leaves no half file
-        drop_stale_partials(path.parent)
+        if path is not None:  # whole or not at all: a killed run leaves no half file
+            os.replace(features.save(partial_path(path)), path)
+            drop_stale_partials(path.parent)
         parts.append(features.features)
         info["precision"] = features.precision
         info["seconds"] = round(info["seconds"] + features.seconds, 2)
@@ -262,18 +263,18 @@ def _cache_root() -> Path:
     return cache_dir() / "features"
 
 
-def _cache_path(split, preprocessing) -> Path:
+def _cache_path(split, preprocessing) -> Path | None:
     """A cache file named by what the features depend on: backbone, preprocessing and the images
-    (their pixels in memory; path, size and modification time on disk), never the labels."""
+    (their pixels in memory; path, size and modification time on disk, as ``core.files.stat_digest`` keys
+    the audit and the file check), never the labels. None while a file is missing or was modified in the
+    last seconds: such features are neither read from the cache nor kept."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{BACKBONE}|{preprocessing.input_size}|{preprocessing.mean}|{preprocessing.std}|"
                   f"{preprocessing.interpolation}|{preprocessing.crop_pct}".encode())
     if split.paths is None:
         digest.update(np.ascontiguousarray(split.images.numpy()).tobytes())
-    else:
-        for path in split.paths:
-            stat = os.stat(path)
-            digest.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    elif not stat_digest([str(Path(path).resolve()) for path in split.paths], digest):
+        return None
     return _cache_root() / f"{BACKBONE}-{digest.hexdigest()}.safetensors"
 
 
