@@ -505,3 +505,18 @@ def test_the_audit_cache_keeps_the_most_recently_used(tmp_path, monkeypatch):
     assert scans == []  # still kept
     audit(1, "b2")
     assert scans == [1]  # dropped
+
+
+def test_training_curves_are_ticked_at_whole_epochs(tmp_path, monkeypatch):
+    """A short run's curves had ticks at 1.25, 1.5, ... 2.75: epochs are whole numbers."""
+    import vislab.viz.training as training
+
+    figures = []
+    real_save = training._save
+    monkeypatch.setattr(training, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": e / 4, "val_acc": e / 5} for e in (1, 2, 3)]
+    assert training.plot_history(rows, tmp_path / "curves.png").is_file()
+    (fig,) = figures
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks == [1, 2, 3], ticks
