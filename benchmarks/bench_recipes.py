@@ -117,7 +117,8 @@ LEVERS = {
 def _lever_command(lever: str) -> list[str]:
     if not LEVERS[lever]:
         return vislab_command()
-    return [sys.executable, "-c", f"import sys; {LEVERS[lever]}; from vislab.cli import main; sys.exit(main())"]
+    # vislab.cli.run, as the `vislab` command: its process settings and its exit without the interpreter's teardown
+    return [sys.executable, "-c", f"{LEVERS[lever]}; from vislab.cli import run; run()"]
 
 
 def run_vislab(recipe: str, epochs: int, data_dir: str, seed: int, extra: list[str], lever: str = "keras") -> dict:
