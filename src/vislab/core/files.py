@@ -247,10 +247,43 @@ STALE_PARTIAL_SECONDS = 3600.0  # no cache entry takes this long to write
 _PARTIAL = re.compile(r"^\..+\.\d+$")
 
 
+@contextlib.contextmanager
+def written_whole(target):
+    """Write the cache file or folder ``target`` whole or not at all: the block writes the path it is given
+    (:func:`partial_path`, in ``target``'s folder, made if missing), which is then renamed into place; on an
+    error it is removed and the error raised. After a write, what killed writers left in the folder is
+    removed (:func:`drop_stale_partials`). Every cache entry vislab keeps is written through it.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "kept" / "entry.json"
+        >>> with written_whole(target) as partial:
+        ...     _ = partial.write_text("{}")
+        >>> target.read_text(), [p.name for p in target.parent.iterdir()]
+        ('{}', ['entry.json'])
+    """
+    import shutil
+
+    target = Path(target)
+    partial = partial_path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+        os.replace(partial, target)
+    except BaseException:
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+        raise
+    drop_stale_partials(target.parent)
+
+
 def partial_path(target) -> Path:
-    """Where ``target`` (a cache file or folder) is written before it is renamed into place whole: a hidden
-    name of this process's, so that two runs writing at once never share one and a reader never finds half
-    an entry. A writer killed midway leaves it behind: :func:`drop_stale_partials` removes it later.
+    """Where :func:`written_whole` writes ``target`` before renaming it into place: a hidden name of this
+    process's, so that two runs writing at once never share one and a reader never finds half an entry. A
+    writer killed midway leaves it behind: :func:`drop_stale_partials` removes it later.
 
     Example:
         >>> partial_path("/cache/checked/abc.json").name == f".abc.json.{os.getpid()}"
@@ -305,19 +338,12 @@ def decoded_once(path: Path, decode: Callable[[Path], Any]) -> Any:
     except (OSError, ValueError, EOFError):
         pass  # not there yet, cut short by a crash, or written by another numpy
     array = decode(path)
-    partial = partial_path(cached)
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as handle:
+    with contextlib.suppress(OSError):
+        with written_whole(cached) as partial, open(partial, "wb") as handle:
             np.save(handle, array, allow_pickle=False)
-        os.replace(partial, cached)  # whole or not at all
         for old in cached.parent.glob(f"{path.name}-{where}-*.npy"):  # the older versions of this file
             if old != cached:
                 old.unlink(missing_ok=True)
-        drop_stale_partials(cached.parent)
-    except OSError:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
     return array
 
 

@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 
 from vislab.core.background import quiet
-from vislab.core.files import cache_dir, drop_stale_partials, partial_path
+from vislab.core.files import cache_dir, written_whole
 
 #: reduced precision must be at least this much faster (speed-up >= 1 + MARGIN) to replace fp32
 MARGIN = 0.10
@@ -658,11 +658,8 @@ class ChoiceCache:
         data[key] = {**choice.to_dict(), "source": "measured", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
                      "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = partial_path(self.path)
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)  # atomic: two runs writing at once never leave half a file
-            drop_stale_partials(self.path.parent)
+            with written_whole(self.path) as tmp:  # two runs writing at once never leave half a file
+                tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         except OSError:
             pass  # a read-only home: the choice is still used, only measured again next time
 

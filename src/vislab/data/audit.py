@@ -22,6 +22,7 @@ that compute and draw it, so any change to the data or to vislab audits afresh.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -33,8 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vislab.core.files import (BadFileError, cache_dir, code_digest, drop_stale_partials, keep_recent, partial_path,
-                               reading, stat_digest)
+from vislab.core.files import BadFileError, cache_dir, code_digest, keep_recent, reading, stat_digest, written_whole
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
 MAX_LISTED_DUPLICATE_GROUPS = 50
@@ -236,18 +236,14 @@ def _to_cache(key: str, out_dir: Path, audit: dict) -> None:
     entry = root / key
     if entry.exists():
         return
-    partial = partial_path(entry)
-    try:
-        for figure in audit["figures"]:
-            (partial / figure).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out_dir / figure, partial / figure)
-        partial.mkdir(parents=True, exist_ok=True)
-        (partial / "audit.json").write_text(_as_json(audit))
-        os.replace(partial, entry)
+    with contextlib.suppress(OSError):
+        with written_whole(entry) as partial:
+            for figure in audit["figures"]:
+                (partial / figure).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(out_dir / figure, partial / figure)
+            partial.mkdir(parents=True, exist_ok=True)
+            (partial / "audit.json").write_text(_as_json(audit))
         keep_recent([p for p in root.iterdir() if not p.name.startswith(".")], CACHED_AUDITS)
-        drop_stale_partials(root)
-    except OSError:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) -> list[Path]:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
@@ -28,8 +29,8 @@ import numpy as np
 import torch
 
 from vislab.core.config import SPLITS
-from vislab.core.files import (BadFileError, cache_dir, code_digest, decoded_once, drop_stale_partials, keep_recent,
-                               partial_path, read_bytes, read_csv_rows, read_text, reading, stat_digest)
+from vislab.core.files import (BadFileError, cache_dir, code_digest, decoded_once, keep_recent, read_bytes,
+                               read_csv_rows, read_text, reading, stat_digest, written_whole)
 from vislab.data.images import BadImageError, is_image_file, read_image
 from vislab.data.label_edits import apply_label_edits
 
@@ -524,15 +525,10 @@ def _keep_check(key: str, reasons: list) -> None:
     import json
 
     root = cache_dir() / "checked"
-    partial = partial_path(root / f"{key}.json")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(reasons))
-        os.replace(partial, root / f"{key}.json")
+    with contextlib.suppress(OSError):
+        with written_whole(root / f"{key}.json") as partial:
+            partial.write_text(json.dumps(reasons))
         keep_recent(list(root.glob("*.json")), KEPT_CHECKS)
-        drop_stale_partials(root)
-    except OSError:
-        partial.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- CSV

@@ -62,7 +62,7 @@ import torch
 
 from vislab.core.config import LABEL_ISSUE_FILTERS, LABEL_ISSUE_RANKINGS
 from vislab.core.errors import ConfigError, DataError
-from vislab.core.files import cache_dir, drop_stale_partials, partial_path, stat_digest
+from vislab.core.files import cache_dir, stat_digest, written_whole
 from vislab.data.label_edits import image_key, label_text, write_label_issues
 from vislab.train.optim import Adam
 
@@ -242,9 +242,9 @@ def _features(dataset, splits, largest: int, precision: str, console) -> tuple[n
             console.print(f"label issues: {BACKBONE} features of {len(split):,} {name} images "
                           f"({'x'.join(map(str, preprocessing.input_size[1:]))} px)")
         features = extract_features(model, preprocessing, split, precision=precision, workers=min(2, os.cpu_count() or 1))
-        if path is not None:  # whole or not at all: a killed run leaves no half file
-            os.replace(features.save(partial_path(path)), path)
-            drop_stale_partials(path.parent)
+        if path is not None:
+            with written_whole(path) as partial:
+                features.save(partial)
         parts.append(features.features)
         info["precision"] = features.precision
         info["seconds"] = round(info["seconds"] + features.seconds, 2)
