@@ -227,7 +227,7 @@ DECODERS = {("yaml", "safe_load"), ("yaml", "load"), ("json", "load"), ("json", 
 BARE = {"load_file", "safe_open", "InferenceSession"}
 READS = {"read_text", "read_bytes"}
 # Reads of files no user gives: the kernel's CPU description, and the fsync of a file just written.
-EXEMPT = {("core/weights.py", "atomic_write")}
+EXEMPT: set[tuple[str, str]] = set()
 
 
 def _call_name(node: ast.Call):

@@ -478,16 +478,17 @@ def test_what_a_killed_writer_left_in_the_cache_is_removed_after_an_hour(tmp_pat
     stale, fresh = [], []
     for folder in ("checked", "audit", "decoded", ""):
         (cache / folder).mkdir(parents=True, exist_ok=True)
-        left = cache / folder / ".0123abcd.json.4242"
+        left = cache / folder / ".0123abcd.json.4242.partial"
         (left.mkdir() if folder == "audit" else left.write_text("{"))
         os.utime(left, (hour_ago, hour_ago))
         stale.append(left)
-        young = cache / folder / ".4567cdef.json.4343"
+        young = cache / folder / ".4567cdef.json.4343.partial"
         young.write_text("{")
         fresh.append(young)
-    (cache / "audit" / ".0123abcd.json.4242" / "audit.json").write_text("{")
-    os.utime(cache / "audit" / ".0123abcd.json.4242", (hour_ago, hour_ago))
-    keep = [cache / "checked" / ".DS_Store", cache / "decoded" / "notes.4242"]  # not a writer's partial name
+    (cache / "audit" / ".0123abcd.json.4242.partial" / "audit.json").write_text("{")
+    os.utime(cache / "audit" / ".0123abcd.json.4242.partial", (hour_ago, hour_ago))
+    keep = [cache / "checked" / ".DS_Store", cache / "decoded" / "notes.4242",  # not a writer's partial name
+            cache / "decoded" / ".backup.4242", cache / "checked" / "x.4242.partial"]
     for path in keep:
         path.write_text("x")
         os.utime(path, (hour_ago, hour_ago))

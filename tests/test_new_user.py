@@ -221,6 +221,43 @@ def test_model_files_get_the_umask_mode(run_dir):
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o666 & ~umask, name
 
 
+def test_a_run_folder_file_is_written_whole_and_a_killed_writers_partial_goes(tmp_path, monkeypatch):
+    """Weights, checkpoints and JSON reach their name whole (a partial file, fsync, rename). A writer killed
+    midway leaves its hidden partial; the next write to that folder removes it once it is an hour old, and
+    leaves a user's own hidden files and a younger partial (another run's, being written) alone."""
+    import time
+
+    from vislab.core import weights
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    hour_ago = time.time() - 3700
+    stale = folder / f".model.safetensors.{os.getpid() + 1}.partial"
+    young = folder / f".metrics.json.{os.getpid() + 2}.partial"
+    mine = [folder / ".notes.2024", folder / ".model.safetensors.x1y2.tmp"]
+    for path in (stale, young, *mine):
+        path.write_text("half")
+    for path in (stale, *mine):
+        os.utime(path, (hour_ago, hour_ago))
+    fsynced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd))[1])
+    weights.save_weights(torch.nn.Linear(2, 1), folder / "model.safetensors")
+    assert fsynced
+    assert not stale.exists() and young.exists() and all(path.exists() for path in mine)
+    model = torch.nn.Linear(2, 1)
+    weights.load_weights(model, folder / "model.safetensors")
+
+    def killed(partial):
+        Path(partial).write_text("{\"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        weights.atomic_write(folder / "model.json", killed)
+    assert not (folder / "model.json").exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([young.name, "model.safetensors", *(p.name for p in mine)])
+
+
 def test_run_folder_weights_flag_reads_another_checkpoint(run_dir, digit_pngs, tmp_path, capsys):
     best = run_dir / "checkpoints" / "best.safetensors"
     assert best.is_file()

@@ -244,15 +244,20 @@ def keep_recent(entries, count: int) -> None:
 
 
 STALE_PARTIAL_SECONDS = 3600.0  # no cache entry takes this long to write
-_PARTIAL = re.compile(r"^\..+\.\d+$")
+_PARTIAL = re.compile(r"^\..+\.\d+\.partial$")
 
 
 @contextlib.contextmanager
-def written_whole(target):
-    """Write the cache file or folder ``target`` whole or not at all: the block writes the path it is given
+def written_whole(target, durable: bool = False):
+    """Write the file or folder ``target`` whole or not at all: the block writes the path it is given
     (:func:`partial_path`, in ``target``'s folder, made if missing), which is then renamed into place; on an
     error it is removed and the error raised. After a write, what killed writers left in the folder is
-    removed (:func:`drop_stale_partials`). Every cache entry vislab keeps is written through it.
+    removed (:func:`drop_stale_partials`). Every cache entry vislab keeps is written through it, and every
+    file of a run folder (``core.weights.atomic_write``: weights, checkpoints, JSON and YAML).
+
+    ``durable``: the written file reaches the disk (fsync) before it takes ``target``'s name, so that a
+    power cut leaves the old file or the new one, and it gets the mode any new file gets (0666 less the
+    umask) whatever its writer chose. A cache entry skips both: it can be computed again.
 
     Example:
         >>> import tempfile
@@ -269,6 +274,10 @@ def written_whole(target):
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield partial
+        if durable and partial.is_file():
+            with open(partial, "rb") as written:
+                os.fsync(written.fileno())
+            os.chmod(partial, 0o666 & ~_umask())  # safetensors writes 0600: the team could not read the weights
         os.replace(partial, target)
     except BaseException:
         if partial.is_dir() and not partial.is_symlink():
@@ -280,17 +289,23 @@ def written_whole(target):
     drop_stale_partials(target.parent)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def partial_path(target) -> Path:
     """Where :func:`written_whole` writes ``target`` before renaming it into place: a hidden name of this
     process's, so that two runs writing at once never share one and a reader never finds half an entry. A
     writer killed midway leaves it behind: :func:`drop_stale_partials` removes it later.
 
     Example:
-        >>> partial_path("/cache/checked/abc.json").name == f".abc.json.{os.getpid()}"
+        >>> partial_path("/cache/checked/abc.json").name == f".abc.json.{os.getpid()}.partial"
         True
     """
     target = Path(target)
-    return target.with_name(f".{target.name}.{os.getpid()}")
+    return target.with_name(f".{target.name}.{os.getpid()}.partial")
 
 
 def drop_stale_partials(folder) -> None:

@@ -1,8 +1,8 @@
 """Weight I/O: atomic writes, safetensors save/load, unwrapping, parameter counts.
 
-Every file vislab writes for a model goes through :func:`atomic_write`: a temporary
+Every file vislab writes for a model goes through :func:`atomic_write`: a hidden partial
 file in the same folder, fsync, then ``os.replace``, so a kill leaves the old file or
-the new one, never half of one. Weights are safetensors (no pickle).
+the new one, never half of one (a partial left by a kill is removed by a later write there). Weights are safetensors (no pickle).
 
 Example:
     >>> import tempfile, torch, pathlib
@@ -15,39 +15,20 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then os.replace: a kill leaves old or new.
+    """``write(partial)`` writes the file; it then reaches the disk and takes ``path``'s name, so a kill or a
+    power cut leaves the old file or the new one (:func:`vislab.core.files.written_whole`, ``durable``: the
+    file also gets the mode any new file gets, 0666 less the umask, readable by the rest of a team)."""
+    from vislab.core.files import written_whole
 
-    The file gets the mode any new file gets (0666 less the umask): ``mkstemp``'s 0600
-    would make a run folder's model files unreadable to the rest of a team.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with written_whole(path, durable=True) as partial:
+        write(str(partial))
 
 
 def write_text(path: Path, text: str) -> None:
