@@ -154,6 +154,13 @@ def test_each_task_renumbers_data_with_some_of_the_models_classes_by_name():
     assert sets.splits["test"].labels.tolist() == [[0, 0, 0, 1], [0, 1, 0, 1]]
     with pytest.raises(DataError, match=r"new: 1 of its classes are not the model's \(\['bat'\]\)"):
         get_task("classification").align_classes(_labelled(["bat", "cat"], [0, 1]), model, "new")
+    # a class whose name holds a slash is a folder with "-" or "_" in its place (Fashion-MNIST's "T-shirt/top")
+    fashion = ["T-shirt/top", "Trouser", "Pullover"]
+    folders = get_task("classification").align_classes(_labelled(["Pullover", "T-shirt-top"], [0, 1]), fashion, "new")
+    assert folders.splits["test"].labels.tolist() == [2, 0]
+    assert get_task("classification").align_classes(_labelled(["T-shirt_top"], [0]), fashion, "new").class_names == fashion
+    with pytest.raises(DataError, match=r"\['Tshirt'\].*a folder for 'T-shirt/top' is named 'T-shirt-top'"):
+        get_task("classification").align_classes(_labelled(["Tshirt"], [0]), fashion, "new")
     # a mask's values are class indices: the model's first classes only, never renumbered
     masks = _labelled(["0", "1"], np.zeros((1, 4, 4), np.int64))
     assert get_task("segmentation").align_classes(masks, ["0", "1", "2"], "new").class_names == ["0", "1", "2"]

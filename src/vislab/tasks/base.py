@@ -218,16 +218,33 @@ class Task:
 
     @staticmethod
     def _class_index(dataset, names: list[str], source: str) -> torch.Tensor:
-        """The model's index of each of the data's classes; a class the model lacks is a DataError."""
+        """The model's index of each of the data's classes; a class the model lacks is a DataError.
+
+        A folder cannot be named after a class whose name holds a slash (Fashion-MNIST's "T-shirt/top"):
+        a data class that is not one of the model's matches such a class by :func:`folder_key`, the name
+        with "-" (or "_", or a space) for each slash."""
         from vislab.core.errors import DataError
 
-        unknown = [name for name in dataset.class_names if name not in names]
+        slashed = [name for name in names if "/" in name or "\\" in name]
+        by_key: dict[str, list[int]] = {}
+        for name in slashed:
+            by_key.setdefault(folder_key(name), []).append(names.index(name))
+
+        def model_index(name: str) -> int | None:
+            if name in names:
+                return names.index(name)
+            matches = by_key.get(folder_key(name), [])
+            return matches[0] if len(matches) == 1 else None
+
+        index = [model_index(name) for name in dataset.class_names]
+        unknown = [name for name, i in zip(dataset.class_names, index) if i is None]
         if unknown:
             shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            hint = f" (a folder for {slashed[0]!r} is named {folder_key(slashed[0])!r})" if slashed else ""
             raise DataError(f"{source}: {len(unknown)} of its classes are not the model's ({unknown[:5]}"
                             f"{'...' if len(unknown) > 5 else ''}); the model knows {len(names)}: {shown}. "
-                            "Evaluate on images of the model's classes, named as in training")
-        return torch.tensor([names.index(name) for name in dataset.class_names], dtype=torch.int64)
+                            f"Evaluate on images of the model's classes, named as in training{hint}")
+        return torch.tensor(index, dtype=torch.int64)
 
     def audit(self, dataset, out_dir, seed: int = 0, figures: bool = True, max_images: int = 2000,
               near_duplicates: bool | None = None, label_issues: dict | None = None) -> dict:
@@ -460,3 +477,17 @@ def load_metrics(run_dir) -> dict | None:
     if curves.is_file() and isinstance(metrics, dict) and "curves" not in metrics:
         metrics["curves"] = read_json(curves, "a metrics file (JSON)", fix)
     return metrics
+
+
+
+def folder_key(class_name: str) -> str:
+    """How a folder's name is matched to a class whose name holds a slash, which no folder's name can:
+    each run of slashes, "-", "_" and spaces counts as one "-".
+
+    Example:
+        >>> folder_key("T-shirt/top"), folder_key("T-shirt_top"), folder_key("T-shirt - top")
+        ('T-shirt-top', 'T-shirt-top', 'T-shirt-top')
+    """
+    import re
+
+    return re.sub(r"[/\\_ -]+", "-", class_name)
