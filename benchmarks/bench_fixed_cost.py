@@ -215,6 +215,13 @@ def compare_bytecode(args, info: dict) -> int:
     return 0
 
 
+def warm_up(args, env: dict) -> None:
+    """One plain run, thrown away: what a run keeps in the cache folder (speed choices, decoded files, the
+    audit, compiled modules) is there before the timed rounds."""
+    with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:
+        plain_run(args, Path(tmp) / "plain", env)
+
+
 def compare_kept(args, info: dict) -> int:
     """The plain command alternately with the dataset audit and the folder's file check computed afresh (their
     cache folders emptied first) and kept from the run before, ``--repeat`` rounds. Both sides use one cache
@@ -222,8 +229,7 @@ def compare_kept(args, info: dict) -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     with tempfile.TemporaryDirectory(prefix="vislab-bench-cache-") as cache:
         env["VISLAB_CACHE"] = cache
-        with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as tmp:  # warm everything once
-            plain_run(args, Path(tmp) / "plain", env)
+        warm_up(args, env)
 
         def forget(kept: bool) -> None:
             if not kept:
@@ -279,8 +285,7 @@ def compare_ref(args, info: dict) -> int:
 
             for current in (False, True):
                 checkout(current)
-                with tempfile.TemporaryDirectory(prefix="vislab-bench-fixed-") as run:
-                    plain_run(args, Path(run) / "plain", env)
+                warm_up(args, env)
             alternate(args, info, env, "fixed_cost_ref", "current", checkout)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
