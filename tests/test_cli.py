@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from conftest import digits_arrays, write_image
 from vislab.cli import COMMANDS, build_parser, main
 
 
-def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "vislab", *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, timeout=300, env=None):
+    return subprocess.run([sys.executable, "-m", "vislab", *args], capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -114,15 +116,14 @@ def test_train_yaml_then_flags_then_predict(tmp_path):
     assert all(len(p["top"]) == 3 for p in good)
     assert sum(p["top"][0]["class"] == str(label) for p, label in zip(good, labels)) >= 5
 
-    result = run_cli("predict", str(run), str(files[0]), "--format", "csv", "--top-k", "2")
+    result = run_cli("predict", str(run), str(files[0]), "--format", "csv", "--top-k", "2",
+                     env={"VISLAB_CACHE": str(tmp_path / "empty-cache")})  # no choice an earlier job measured
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == ["file", "rank", "class", "probability", "error"] and len(rows) == 3
 
-    # auto says what it measured and chose, and reduced precision what it did, on stderr (stdout stays
-    # parseable); which precision wins depends on the CPU
-    assert "precision auto: precision " in result.stderr and " measured " in result.stderr
-    if "precision auto: precision bf16" in result.stderr:
-        assert "recomputed in fp32" in result.stderr
+    # one image is too few for auto to time the precisions (tests/test_measure.py has a job that does, and
+    # its notes): it answers in fp32, exactly, and has nothing to say on stderr (stdout stays parseable)
+    assert "precision" not in result.stderr
     result = run_cli("predict", str(run), str(files[0]), "--format", "json", "--precision", "bf16")
     assert "can differ from fp32" in result.stderr and json.loads(result.stdout)[0]["top"]
     result = run_cli("predict", str(run), str(files[0]), "--precision", "fp32")

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import digits_arrays, write_image
 from vislab.core import measure
 from vislab.core.measure import Candidate, ChoiceCache, choose
 
@@ -28,6 +29,7 @@ def cache_dir(tmp_path, monkeypatch):
     cache's reuse does not depend on what else runs beside the tests (the load check has its own test)."""
     monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(measure.OtherLoad, "_read", staticmethod(lambda: None))
+    monkeypatch.setattr(measure, "PAYS_OFF", 0)  # these runs are a few steps long: the probe is what they test
     return tmp_path / "cache"
 
 
@@ -211,6 +213,29 @@ def test_trainer_uses_the_measured_choice_and_leaves_weights_and_rng_alone(tmp_p
     assert other.memory_format == torch.contiguous_format
 
 
+def test_a_run_too_short_for_a_probe_to_pay_trains_in_fp32_unmeasured(tmp_path, cache_dir, monkeypatch):
+    """A probe times each candidate for several steps: a run with fewer than PAYS_OFF times that many (a large
+    model on a few images) trains in fp32 without it, says why, and keeps nothing in the cache; a choice a
+    longer run measured for the same model and batch is still used."""
+    monkeypatch.setattr(measure, "PAYS_OFF", 10)
+    monkeypatch.setattr(measure, "time_step", lambda *a, **k: pytest.fail("a short run must not measure"))
+    short = _trainer(_cfg(precision="auto", epochs=1), tmp_path)  # 120 images at batch 16: 8 steps
+    assert short.choice.source == "short" and short.amp_dtype is None and short.choice.seconds == {}
+    assert "not measured: a run this short" in short.choice.describe()
+    assert not (cache_dir / "choices.json").exists()
+    assert not measure.disagrees(short.choice, 10.0)  # nothing measured: the first epoch never re-measures
+    # enough epochs for the probe to pay: measured (and kept)
+    epochs = measure.PAYS_OFF * 4 * (measure.WARMUP_STEPS + measure.MIN_STEPS) // 8  # 4 candidates, 8 steps each
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.03, "bf16/channels_last": 0.01,
+                         "bf16/contiguous": 0.012})
+    long = _trainer(_cfg(precision="auto", epochs=epochs), tmp_path, "long")
+    assert long.choice.source == "measured" and long.choice.label == "bf16/channels_last"
+    # the short run again: the longer run's choice is in the cache, and free to use
+    monkeypatch.setattr(measure, "time_step", lambda *a, **k: pytest.fail("a short run must not measure"))
+    again = _trainer(_cfg(precision="auto", epochs=1), tmp_path, "again")
+    assert again.choice.source == "cache" and again.choice.label == "bf16/channels_last"
+
+
 def test_forced_fp32_measures_nothing(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setattr(measure, "time_step", lambda *a, **k: pytest.fail("--precision fp32 must not measure"))
     trainer = _trainer(_cfg(precision="fp32", channels_last=False), tmp_path)
@@ -281,6 +306,36 @@ def test_predictor_measures_on_its_first_batch(tmp_path, cache_dir, monkeypatch)
     exact = Predictor(loaded, device="cpu", precision="fp32")
     assert exact.choice.source == "forced" and not exact.recheck_ties
     assert (out.argmax(1) == exact.outputs(images).argmax(1)).all()  # near ties re-checked in fp32
+
+
+def test_a_prediction_of_a_few_images_runs_in_fp32_unmeasured(tmp_path, cache_dir, monkeypatch):
+    """`vislab predict` of a few files: timing four configurations on them would cost many times the job.
+    The files' count decides (predict_files tells the predictor); a job of enough images measures, and
+    says what it measured."""
+    from vislab import api
+    from vislab.infer.predictor import Predictor
+
+    monkeypatch.setattr(measure, "PAYS_OFF", 10)
+    run = tmp_path / "run"
+    api.train(data="digits", model="chollet_convnet", max_per_class=6, epochs=1, out=str(run), evaluate=False,
+              precision="fp32")
+    images, _ = digits_arrays(per_class=1)
+    files = [write_image(tmp_path / "few" / f"{i}.png", image) for i, image in enumerate(images[:3])]
+    monkeypatch.setattr(measure, "time_step", lambda *a, **k: pytest.fail("3 images must not be measured for"))
+    few = api.predict(str(run), [str(tmp_path / "few")])
+    assert len(few) == 3 and all(row["top"] for row in few) and not few.notes  # fp32: nothing to say
+    assert not (cache_dir / "choices.json").exists()
+    predictor = Predictor(api.load_model(str(run)), device="cpu", precision="auto")
+    predictor.expect(3)
+    predictor.outputs(torch.randint(0, 255, (3, 1, 8, 8), dtype=torch.uint8))
+    assert predictor.choice.source == "short" and predictor.dtype is None and not predictor.recheck_ties
+    # enough images for the probe to pay: measured, and the notes say what won
+    inject(monkeypatch, {"fp32/channels_last": 0.02, "fp32/contiguous": 0.01, "bf16/channels_last": 0.002,
+                         "bf16/contiguous": 0.003})
+    many = [write_image(tmp_path / "many" / f"{i}.png", images[i % len(images)]) for i in range(2 * 10 * 4 * 5)]
+    answers = api.predict(str(run), [str(tmp_path / "many")], batch_size=2)
+    assert len(answers) == len(many)
+    assert any("precision auto: precision bf16" in note and " measured " in note for note in answers.notes)
 
 
 def test_the_predictors_measured_model_still_has_gradients(cache_dir, monkeypatch):

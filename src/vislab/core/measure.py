@@ -64,6 +64,10 @@ WARMUP_STEPS = 2
 MIN_STEPS = 3
 MAX_STEPS = 8
 MIN_SECONDS = 0.25
+#: a training probe must pay for itself: a run of fewer steps than this many times the probe's least
+#: (WARMUP_STEPS + MIN_STEPS per candidate) trains in fp32 unmeasured (a cached choice is still used).
+#: ResNet-18 at 224 px on 200 images: 4 steps of 12 s each, where the probe took over 5 minutes
+PAYS_OFF = 10
 #: the candidates are timed in this many alternating rounds; each keeps its fastest step
 ROUNDS = 3
 #: later rounds time this many steps per candidate (after one untimed step)
@@ -125,7 +129,8 @@ class Choice:
         threads: the intra-op thread count to set (None: leave PyTorch's).
         seconds: seconds per step of every timed candidate, by label (``bf16/channels_last``).
         source: ``measured``, ``cache`` (measured earlier, same key), ``forced`` (a flag),
-            ``resumed`` (a checkpoint's) or ``flags`` (an old run's flag-based choice).
+            ``resumed`` (a checkpoint's), ``flags`` (an old run's flag-based choice) or ``short``
+            (a run too short for a probe to pay: :func:`probe_pays`).
         device: the CPU model or GPU name the timings come from.
         kind: ``train`` (forward, backward, optimizer) or ``infer`` (forward only).
     """
@@ -197,6 +202,8 @@ class Choice:
             notes.append("the checkpoint's")
         elif self.source == "flags":
             notes.append("chosen from the device's flags")
+        elif self.source == "short":
+            notes.append("not measured: a run this short would spend longer timing the precisions than training")
         elif self.source == "features":
             notes.append("the head trains on cached features; their extraction times its own choice")
         if self.busy:
@@ -438,9 +445,37 @@ def measure(make_step: Callable[[Candidate], Callable[[], object]], options: Ite
     return choice
 
 
+def probe_pays(work: int, options: Iterable[Candidate], per_step: int = 1) -> bool:
+    """Whether a job of ``work`` units is long enough to time ``options`` first: it has at least
+    :data:`PAYS_OFF` times the probe's least work (:data:`WARMUP_STEPS` + :data:`MIN_STEPS` steps of
+    ``per_step`` units per candidate; the later rounds add more). Training counts optimizer steps; an
+    inference job counts images, its probe's steps ``per_step`` images each. A shorter job runs in fp32:
+    the probe of a large model for a few images took longer than the job.
+
+    Example:
+        >>> probe_pays(150, [Candidate("fp32", False), Candidate("bf16", False)])
+        True
+        >>> probe_pays(150, candidates(torch.device("cpu"), has_conv=True))
+        False
+        >>> probe_pays(2, candidates(torch.device("cpu"), has_conv=True), per_step=2)
+        False
+    """
+    return work >= PAYS_OFF * len(list(options)) * (WARMUP_STEPS + MIN_STEPS) * per_step
+
+
+def unmeasured(key: str, device: torch.device, channels_last: bool, kind: str) -> Choice:
+    """The choice of a job too short for a probe to pay (:func:`probe_pays`): a choice measured earlier for
+    ``key`` (free to use), else fp32 in ``channels_last``'s memory format, kept nowhere."""
+    found = ChoiceCache().get(key)
+    if found is not None and not found.busy:
+        return found
+    return Choice("fp32", channels_last, source="short", device=device_name(device), kind=kind)
+
+
 def measure_forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
                     forward: Callable[[torch.Tensor, torch.dtype | None], object], task: str,
-                    options: Iterable[Candidate] | None = None, **key_fields) -> Choice:
+                    options: Iterable[Candidate] | None = None, images: int | None = None,
+                    **key_fields) -> Choice:
     """The inference probe: the fastest forward pass of ``model`` for batches shaped like ``x``
     (cached), timed on its first :data:`PROBE_IMAGES` images. The predictor (predict, segment,
     serve, explain, evaluate) and feature extraction use it; training times its own step with
@@ -451,6 +486,8 @@ def measure_forward(model: torch.nn.Module, x: torch.Tensor, device: torch.devic
             fp32); the probe sets the model's and the input's memory format for each candidate.
         task: the cache key's task field (``classification``, ``features``, ...).
         options: the candidates (default: :func:`candidates` for this device and model).
+        images: how many images the job will answer (None: not known, e.g. a server); a job too
+            short for the probe to pay (:func:`probe_pays`) runs in fp32, or in an earlier choice.
         key_fields: more of what the timing depends on (test-time flips, the architecture).
     """
     x = x[:PROBE_IMAGES]
@@ -463,6 +500,8 @@ def measure_forward(model: torch.nn.Module, x: torch.Tensor, device: torch.devic
         return lambda: forward(moved, candidate.dtype)
 
     chosen = list(options) if options is not None else candidates(device, has_convolutions(model))
+    if images is not None and not probe_pays(images, chosen, per_step=len(x)):
+        return unmeasured(key, device, channels_last=True, kind="infer")
     return cached_measure(key, lambda: measure(make_step, chosen, device, kind="infer"))
 
 

@@ -123,6 +123,7 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     # without timing the others; auto measures as predict does
     predictor = Predictor(loaded, device=device, precision=cfg.train.precision, tta_flip=cfg.train.tta_flip)
     data_split = dataset.splits[split]
+    predictor.expect(len(data_split))
     task = loaded.task
     with quiet(wait=False):  # the forward passes have the cores; the queued figures wait
         evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,

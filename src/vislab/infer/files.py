@@ -31,6 +31,8 @@ def file_outputs(predictor, inputs, batch_size: int = 32) -> Iterator[FileOutput
     its reason, then the images in order, a bad image in its place.
     """
     paths, bad = expand_image_paths(inputs)
+    if hasattr(predictor, "expect"):  # an onnxruntime graph measures nothing
+        predictor.expect(len(paths))
     for path, reason in bad:
         yield FileOutput(str(path), error=reason)
     pending: list[FileOutput] = []

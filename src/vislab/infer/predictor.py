@@ -56,6 +56,7 @@ class Predictor:
         self.tta_flip = tta_flip
         self.rechecked = 0  # answers recomputed in fp32 so far
         self.choice: measure.Choice | None = None  # auto: measured on the first batch
+        self.images: int | None = None  # how many images the job answers, when known (expect)
         self.dtype = None
         self.memory_format = torch.channels_last
         if precision != "auto":
@@ -68,12 +69,18 @@ class Predictor:
         self.recheck_ties = self.precision == "auto" and self.dtype is not None
         _set_memory_format(self.model, self.memory_format)
 
+    def expect(self, images: int) -> None:
+        """The job answers ``images`` images (files to predict, a split to evaluate): one too short for the
+        precision probe to pay runs in fp32 unmeasured (:func:`vislab.core.measure.probe_pays`)."""
+        self.images = images
+
     def _measure(self, x: torch.Tensor) -> measure.Choice:
         """The fastest forward pass for batches shaped like ``x``: the inference probe
         (:func:`vislab.core.measure.measure_forward`, cached)."""
         spec = self.loaded.spec
         return measure.measure_forward(self.model, x, self.device, self._forward, self.task.name,
-                                       tta_flip=self.tta_flip, arch=spec.get("arch", spec.get("name")))
+                                       images=self.images, tta_flip=self.tta_flip,
+                                       arch=spec.get("arch", spec.get("name")))
 
     def _forward(self, x: torch.Tensor, dtype, size=None) -> torch.Tensor:
         """The task's outputs for a preprocessed batch; per-pixel maps at ``size`` (the images' own)."""

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import csv
 import itertools
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -237,8 +238,9 @@ class Trainer:
             prepared[candidate] = step
             return step
 
+        options = measure.candidates(device, measure.has_convolutions(self.model))
+
         def run() -> measure.Choice:
-            options = measure.candidates(device, measure.has_convolutions(self.model))
             choice = measure.measure(make_step, options, device, kind="train")
             if loader_core and device.type == "cpu" and not measure.threads_pinned():
                 counts = measure.thread_candidates(loader_needs_core=True)
@@ -248,7 +250,9 @@ class Trainer:
             prepared.clear()  # the copies' memory back before training
             return choice
 
-        return measure.cached_measure(key, run, fresh=fresh)
+        if fresh or measure.probe_pays(t.epochs * math.ceil(len(split) / batch), options):
+            return measure.cached_measure(key, run, fresh=fresh)
+        return measure.unmeasured(key, device, t.channels_last, kind="train")
 
     def check_speed_choice(self, dataset: Dataset, helpers_ran: bool = False) -> str | None:
         """After the first epoch: when its real steps took :data:`measure.DISAGREE_FACTOR` times
