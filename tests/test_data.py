@@ -323,24 +323,129 @@ def test_builtin_missing_files_message(tmp_path, monkeypatch):
         assert len(ds.splits["test"]) == 10000
 
 
-def test_cifar10_binary_release_is_read_without_pickle(tmp_path):
-    """CIFAR-10's binary format (label byte + 3x32x32 bytes per record), written here from real
-    digit images; vislab reads it from --data-dir and never touches the pickled release."""
+def _write_cifar_like(folder, count: int = 12):
+    """CIFAR-10's binary format (label byte + 3x32x32 bytes per record) from ``count`` real digit images in
+    each of the six batches; returns their labels."""
     images, labels = digits_arrays(per_class=6)
-    folder = tmp_path / "cifar-10-batches-bin"
-    folder.mkdir()
+    folder.mkdir(parents=True)
 
     def record(image, label):
         rgb = np.asarray(Image.fromarray(image).resize((32, 32)).convert("RGB")).transpose(2, 0, 1)
         return bytes([int(label)]) + rgb.astype(np.uint8).tobytes()
 
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        (folder / name).write_bytes(b"".join(record(im, y) for im, y in zip(images[:12], labels[:12])))
+        (folder / name).write_bytes(b"".join(record(im, y) for im, y in zip(images[:count], labels[:count])))
+    return labels[:count]
+
+
+@pytest.fixture
+def system_mnist(tmp_path, monkeypatch):
+    """A 20-image MNIST-like copy where the system's would be, and an empty cache folder: what vislab reads
+    without --data-dir, and must never read when --data-dir names another folder."""
+    import vislab.data.sources as sources
+
+    system = tmp_path / "system"
+    _write_mnist_like(system, seed=0)
+    monkeypatch.setitem(sources.DEBIAN_DIRS, "mnist", str(system))
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    return system
+
+
+def test_without_data_dir_the_system_copy_is_read(system_mnist):
+    ds = load_dataset(DataConfig(source="mnist", val_split=0), seed=0)
+    assert len(ds.splits["train"]) == 20 and len(ds.splits["test"]) == 10
+
+
+@pytest.mark.parametrize("given", ["missing", "empty", "other-files"])
+def test_a_data_dir_without_the_files_is_an_error_never_the_system_copy(given, system_mnist, tmp_path):
+    """--data-dir is where the run reads the set (and what its config.yaml records): a folder without the
+    files is downloaded into, and when that fails (offline, as here) the error names the folder, the four
+    files it needs and the copy that dropping --data-dir would read. Online, the set is read from there."""
+    folder = tmp_path / "given"
+    if given != "missing":
+        folder.mkdir()
+    if given == "other-files":
+        (folder / "notes.txt").write_text("not an IDX file")
+    try:
+        ds = load_dataset(DataConfig(source="mnist", data_dir=str(folder), val_split=0), seed=0)
+    except DataError as exc:
+        message = str(exc)
+        assert "\n" not in message and f"--data-dir {folder} (" in message, message
+        assert {"missing": "no such folder", "empty": "an empty folder",
+                "other-files": "it holds other files"}[given] in message, message
+        assert "train-images-idx3-ubyte.gz" in message and "t10k-labels-idx1-ubyte.gz" in message, message
+        assert f"drop --data-dir to read the copy in {system_mnist}" in message, message
+        # the failed download leaves the folder as it was: still missing, or holding only what it held
+        left = sorted(p.name for p in folder.iterdir()) if folder.exists() else None
+        assert left == {"missing": None, "empty": [], "other-files": ["notes.txt"]}[given], left
+    else:  # a machine with a network: the set was downloaded into the folder given, and read from there
+        assert len(ds.splits["train"]) == 60000 and list(folder.rglob("train-images-idx3-ubyte*"))
+
+
+def test_a_data_dir_missing_one_of_the_files_names_it(system_mnist, tmp_path):
+    folder = tmp_path / "given" / "mnist"  # --data-dir DIR reads DIR/mnist too
+    _write_mnist_like(folder, seed=1)
+    (folder / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=f"{folder}: train-images-idx3-ubyte\\(.gz\\) is missing"):
+        load_dataset(DataConfig(source="mnist", data_dir=str(tmp_path / "given"), val_split=0), seed=0)
+
+
+def test_a_data_dir_that_is_a_file_is_an_error(system_mnist, tmp_path):
+    (tmp_path / "data.txt").write_text("a file")
+    for source in ("mnist", "cifar10"):
+        with pytest.raises(DataError, match="--data-dir .*data.txt is a file, not a folder.*drop --data-dir"):
+            load_dataset(DataConfig(source=source, data_dir=str(tmp_path / "data.txt"), val_split=0), seed=0)
+
+
+def test_cifar10_reads_only_the_data_dir_given(tmp_path, monkeypatch):
+    """The cache's copy is read without --data-dir; with one, only that folder (its cifar-10-batches-bin,
+    or the batches folder itself), and an empty one is an error that names the cache's copy."""
+    monkeypatch.setenv("VISLAB_CACHE", str(tmp_path / "cache"))
+    _write_cifar_like(tmp_path / "cache" / "cifar10" / "cifar-10-batches-bin", count=12)
+    _write_cifar_like(tmp_path / "mine" / "cifar-10-batches-bin", count=8)
+    assert len(load_dataset(DataConfig(source="cifar10", val_split=0)).splits["test"]) == 12
+    for given in (tmp_path / "mine", tmp_path / "mine" / "cifar-10-batches-bin"):
+        ds = load_dataset(DataConfig(source="cifar10", data_dir=str(given), val_split=0), seed=0)
+        assert len(ds.splits["train"]) == 40 and len(ds.splits["test"]) == 8
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    try:
+        ds = load_dataset(DataConfig(source="cifar10", data_dir=str(empty), val_split=0), seed=0)
+    except DataError as exc:
+        message = str(exc)
+        assert f"--data-dir {empty} (an empty folder)" in message and "cifar-10-binary.tar.gz" in message, message
+        assert f"drop --data-dir to read the copy in {tmp_path / 'cache' / 'cifar10'}" in message, message
+        assert not list(empty.iterdir())
+    else:  # online: downloaded into the folder given
+        assert len(ds.splits["test"]) == 10000 and (empty / "cifar-10-batches-bin").is_dir()
+
+
+def test_cli_data_dir_without_the_files_is_one_line(system_mnist, tmp_path, capsys):
+    """`vislab train --data mnist --data-dir EMPTY` stops before the run folder is made, with one line."""
+    from vislab.cli import main
+
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "--data", "mnist", "--data-dir", str(tmp_path / "empty"), "--model", "mlp",
+                 "--epochs", "1", "--max-per-class", "2", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    if code == 0:  # online: trained on the copy downloaded into the folder given
+        assert list((tmp_path / "empty").rglob("train-images-idx3-ubyte*"))
+        return
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("vislab train: error: mnist: not found in --data-dir ") and "drop --data-dir" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_cifar10_binary_release_is_read_without_pickle(tmp_path):
+    """CIFAR-10's binary format, written here from real digit images; vislab reads it from --data-dir and
+    never touches the pickled release."""
+    labels = _write_cifar_like(tmp_path / "cifar-10-batches-bin")
     ds = load_dataset(DataConfig(source="cifar10", data_dir=str(tmp_path), val_split=0), seed=0)
     assert len(ds.splits["train"]) == 60 and len(ds.splits["test"]) == 12
     assert tuple(ds.splits["train"].images.shape[1:]) == (3, 32, 32)
     assert ds.class_names[0] == "airplane"
-    assert ds.splits["test"].labels.tolist() == labels[:12].tolist()
+    assert ds.splits["test"].labels.tolist() == labels.tolist()
 
 
 def test_read_image_modes_and_no_open_files(tmp_path):

@@ -282,42 +282,115 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
 
 
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_IDX_FILES = ", ".join(f"{stem}.gz" for stem in IDX_STEMS)
+
+
+def _idx_names(stem: str) -> tuple[str, ...]:
+    """The names an IDX file goes by: plain, gzipped, or with ``.idx`` (``train-images.idx3-ubyte``)."""
+    return stem, f"{stem}.gz", stem.replace("-idx", ".idx")
+
+
 def _idx_file(folder: Path, stem: str) -> Path:
-    for candidate in (folder / stem, folder / f"{stem}.gz", folder / stem.replace("-idx", ".idx")):
+    for candidate in (folder / name for name in _idx_names(stem)):
         if candidate.exists():
             return candidate
-    raise DataError(f"{folder}: {stem}(.gz) is missing; the folder must hold the four standard IDX files")
+    raise DataError(f"{folder}: {stem}(.gz) is missing; the folder must hold the four standard IDX files "
+                    f"({_IDX_FILES}, gzipped or not)")
 
 
 def _find_idx_folder(name: str, data_dir) -> Path:
-    candidates = []
+    """The folder holding ``name``'s four IDX files.
+
+    A given ``data_dir`` (``--data-dir``) is the only place looked, and downloaded into: the run reads the
+    files its config.yaml names, never another copy. Without one: Debian's ``/usr/share/datasets/NAME``,
+    then the cache folder, else a download into the cache folder.
+    """
     if data_dir:
-        candidates += [Path(data_dir).expanduser() / name, Path(data_dir).expanduser()]
-    candidates += [Path(DEBIAN_DIRS[name]), cache_dir() / name]
+        return _given_idx_folder(name, Path(data_dir).expanduser())
+    candidates = [Path(DEBIAN_DIRS[name]), cache_dir() / name]
+    found = _idx_folder_in(name, candidates)
+    return found if found is not None else _download_mnist(name, None, candidates)
+
+
+def _idx_folder_in(name: str, candidates, partial: bool = False) -> Path | None:
+    """The first candidate (or its torchvision ``FashionMNIST/raw``, ``MNIST/raw`` folder) holding the
+    training images; with ``partial``, any of the four IDX files (so that the missing ones get named)."""
+    stems = IDX_STEMS if partial else IDX_STEMS[:1]
     for folder in candidates:
-        if (folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists():
-            return folder
         raw = folder / ("FashionMNIST" if name == "fashion-mnist" else "MNIST") / "raw"
-        if (raw / "train-images-idx3-ubyte").exists():
-            return raw
-    return _download_mnist(name, data_dir, candidates)
+        for place in (folder, raw):
+            if any((place / file).exists() for stem in stems for file in _idx_names(stem)):
+                return place
+    return None
+
+
+def _given_idx_folder(name: str, folder: Path) -> Path:
+    """``--data-dir FOLDER`` for an IDX set: FOLDER/NAME or FOLDER itself; when neither holds any of the
+    files, a download into FOLDER (an error naming FOLDER, the files and any other copy when that fails)."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{name}: --data-dir {folder} is a file, not a folder; give the folder holding the four "
+                        f"IDX files ({_IDX_FILES}), or drop --data-dir")
+    found = _idx_folder_in(name, [folder / name, folder], partial=True)
+    if found is not None:
+        return found  # _idx_file names a file missing among the four
+    return _download_mnist(name, folder, [folder])
 
 
 def _download_mnist(name: str, data_dir, searched) -> Path:
     from torchvision import datasets
 
     root = Path(data_dir).expanduser() if data_dir else cache_dir() / name
+    state = _folder_state(root) if data_dir else ""
+    kept = next(folder for folder in (root, *root.parents) if folder.exists())
     cls = datasets.FashionMNIST if name == "fashion-mnist" else datasets.MNIST
     try:
         cls(str(root), train=True, download=True)
         cls(str(root), train=False, download=True)
     except Exception as exc:  # torchvision raises URLError/RuntimeError variants when offline
+        _remove_empty_folders(root / cls.__name__ / "raw", kept)
+        if data_dir:
+            raise DataError(
+                f"{name}: not found in --data-dir {root} ({state}) and the download into it failed "
+                f"({download_failure(exc)}). Put the four IDX files there ({_IDX_FILES}, gzipped or not)"
+                f"{_other_copy(name)}."
+            ) from None
         debian = " or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist" else ""
         raise DataError(
             f"{name}: not found in {', '.join(map(str, searched))} and the download failed ({download_failure(exc)}). "
             f"Put the four IDX files in one of those folders (or pass --data-dir){debian}."
         ) from None
     return root / cls.__name__ / "raw"
+
+
+def _other_copy(name: str) -> str:
+    """For an error about ``--data-dir``: where the set is read from without it (the system's or the
+    cache's copy), or how to install it; empty when there is neither."""
+    other = _idx_folder_in(name, [Path(DEBIAN_DIRS[name]), cache_dir() / name])
+    if other is not None:
+        return f", or drop --data-dir to read the copy in {other}"
+    if name == "fashion-mnist":
+        return ", or `apt-get install dataset-fashion-mnist` and drop --data-dir"
+    return ""
+
+
+def _folder_state(folder: Path) -> str:
+    """How a folder that lacks a data set's files stands, for the error: missing, empty or holding others."""
+    if not folder.exists():
+        return "no such folder"
+    return "it holds other files" if any(folder.iterdir()) else "an empty folder"
+
+
+def _remove_empty_folders(deepest: Path, kept: Path) -> None:
+    """Remove ``deepest`` and its parents below ``kept`` while they are empty: the folders a failed download
+    made, so that the user's folder is left as it was."""
+    folder = deepest
+    while folder != kept and kept in folder.parents:
+        try:
+            folder.rmdir()  # an empty folder only
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -342,25 +415,50 @@ def _decode_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
+CIFAR10_BATCHES = "cifar-10-batches-bin"
+
+
 def _load_cifar10(data_dir) -> Dataset:
-    """CIFAR-10 from its *binary* release (no pickle is ever loaded)."""
-    candidates = ([Path(data_dir).expanduser()] if data_dir else []) + [cache_dir() / "cifar10"]
-    folder = next((c / "cifar-10-batches-bin" for c in candidates if (c / "cifar-10-batches-bin").exists()), None)
-    if folder is None:
+    """CIFAR-10 from its *binary* release (no pickle is ever loaded).
+
+    A given ``data_dir`` (``--data-dir``) is the only place looked, and downloaded into: its
+    ``cifar-10-batches-bin`` folder, or the folder itself when it holds the batches. Without one,
+    the cache folder's copy, else a download there.
+    """
+    given = Path(data_dir).expanduser() if data_dir else None
+    if given is not None and given.exists() and not given.is_dir():
+        raise DataError(f"cifar10: --data-dir {given} is a file, not a folder; give the folder holding "
+                        f"{CIFAR10_BATCHES}/ (cifar-10-binary.tar.gz extracted), or drop --data-dir")
+    root = given if given is not None else cache_dir() / "cifar10"
+    if (root / CIFAR10_BATCHES).exists():
+        folder = root / CIFAR10_BATCHES
+    elif given is not None and any((given / batch).exists() for batch in ("data_batch_1.bin", "test_batch.bin")):
+        folder = given  # --data-dir names the batches folder itself
+    else:
         from torchvision.datasets.utils import download_and_extract_archive
 
-        root = candidates[0]
+        state = _folder_state(root) if given is not None else ""
+        kept = next(place for place in (root, *root.parents) if place.exists())
         try:
             download_and_extract_archive(
                 "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", str(root),
                 md5="c32a1d4ab5d03f1284b67883e8d87530",
             )
         except Exception as exc:
+            _remove_empty_folders(root, kept)
+            if given is not None:
+                cached = cache_dir() / "cifar10" / CIFAR10_BATCHES
+                other = f", or drop --data-dir to read the copy in {cached}" if cached.exists() else ""
+                raise DataError(
+                    f"cifar10: {CIFAR10_BATCHES} not found in --data-dir {given} ({state}) and the download into "
+                    f"it failed ({download_failure(exc)}). Extract cifar-10-binary.tar.gz there (giving "
+                    f"{given / CIFAR10_BATCHES}/data_batch_1.bin ... test_batch.bin){other}."
+                ) from None
             raise DataError(
-                f"cifar10: cifar-10-batches-bin not found under {', '.join(map(str, candidates))} and the "
-                f"download failed ({download_failure(exc)}). Extract cifar-10-binary.tar.gz there or pass --data-dir."
+                f"cifar10: {CIFAR10_BATCHES} not found under {root} and the download failed "
+                f"({download_failure(exc)}). Extract cifar-10-binary.tar.gz there or pass --data-dir."
             ) from None
-        folder = root / "cifar-10-batches-bin"
+        folder = root / CIFAR10_BATCHES
 
     def read_batch(file: Path) -> np.ndarray:
         fix = "extract cifar-10-binary.tar.gz again (the binary version), or pass --data-dir"
