@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -441,7 +442,8 @@ def test_cli_explain_activations_filters(lite0, tmp_path, capsys):
     assert main(["explain", "imagenet:efficientnet_lite0", str(image), str(tmp_path / "missing.png"),
                  "--target", "tabby", "--out", str(tmp_path / "explain")]) == 0
     assert (tmp_path / "explain" / "chelsea_tabby_tabby_cat_gradcam.png").stat().st_size > 1000
-    assert "missing.png: error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "error:" in err and "no such file or folder" in err, err
     assert main(["activations", "imagenet:efficientnet_lite0", str(image), "--layers", "blocks.1",
                  "--out", str(tmp_path / "act")]) == 0
     assert [p.name for p in (tmp_path / "act").iterdir()] == ["activations_00_blocks_1.png"]
@@ -450,3 +452,85 @@ def test_cli_explain_activations_filters(lite0, tmp_path, capsys):
     assert (tmp_path / "filters" / "filters_blocks.1.png").is_file()
     assert main(["explain", "imagenet:efficientnet_lite0", str(image), "--layer", "blocks.9"]) == 1
     assert "Did you mean: blocks.6" in capsys.readouterr().err
+
+
+# ---- a model without feature maps, and bad files, from the command's path ------------------
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    """A run folder of an MLP (vislab's ``mlp``, a FeatureHeadNet without convolutions), written as
+    ``vislab train`` writes one, and a grey digit-sized PNG."""
+    from PIL import Image
+
+    from vislab.core.config import ModelConfig
+    from vislab.runs import write_model
+
+    root = tmp_path_factory.mktemp("mlp")
+    torch.manual_seed(0)
+    model = create_model("mlp", num_classes=3, in_chans=1, input_size=(16, 16)).eval()
+    write_model(root / "run", model, Preprocessing(input_size=(1, 16, 16)), ["zero", "one", "two"],
+                ModelConfig(name="mlp", input_size=[16, 16]))
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "digit.png")
+    return root / "run", root / "digit.png"
+
+
+def test_an_mlp_is_explained_with_occlusion_when_no_method_is_chosen(mlp_run, tmp_path):
+    """No method chosen (the command's default): Grad-CAM has no feature map in an MLP, so occlusion
+    explains it, as in the evaluation report, with one warning naming the model as the run does."""
+    import vislab.runs
+    from vislab import api
+    from vislab.explain import explain_files
+
+    run, image = mlp_run
+    with pytest.warns(UserWarning, match=r"^model mlp has no convolution layers.*explaining with occlusion") as seen:
+        results = api.explain(run, [image, image], method=None, out=tmp_path / "api")
+    assert len(seen) == 1 and "FeatureHeadNet" not in str(seen[0].message)
+    assert [r["method"] for r in results] == ["occlusion", "occlusion"] and "error" not in results[0]
+    assert [Path(r["png"]).name for r in results] == ["digit_occlusion.png", "digit_2_occlusion.png"]
+    assert all(Path(r["png"]).stat().st_size > 500 for r in results)
+    with pytest.warns(UserWarning, match="explaining with occlusion"):
+        default = explain_files(vislab.runs.load(run), [image], tmp_path / "files")
+    assert default[0]["method"] == "occlusion" and default[0]["class"] == results[0]["class"]
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_gradcam_asked_of_an_mlp_is_an_error_naming_the_run_model(method, mlp_run, tmp_path, capsys):
+    import pickle
+
+    from vislab import api
+    from vislab.cli import main
+    from vislab.explain import NoFeatureMapError
+
+    run, image = mlp_run
+    with pytest.raises(NoFeatureMapError, match=r"^model mlp has no convolution layers.*--method occlusion") as raised:
+        api.explain(run, [image], method=method, out=tmp_path / "x")
+    assert "FeatureHeadNet" not in str(raised.value) and not (tmp_path / "x").exists()
+    assert str(pickle.loads(pickle.dumps(raised.value))) == str(raised.value)
+    assert main(["explain", str(run), str(image), "--method", method, "--out", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vislab explain: error: model mlp has no convolution"), err
+
+
+def test_a_damaged_image_is_named_once_with_the_reason_predict_gives(mlp_run, tmp_path, capsys):
+    """A truncated JPEG: its entry is the file and the reason, as in `vislab predict`; the others are explained."""
+    from PIL import Image
+
+    from vislab import api
+    from vislab.cli import main
+
+    run, image = mlp_run
+    whole = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(whole)
+    cut = tmp_path / "trunc.jpg"
+    cut.write_bytes(whole.read_bytes()[:600])
+    results = api.explain(run, [str(cut), str(image)], method="occlusion", out=tmp_path / "x")
+    by_file = {r["file"]: r for r in results}
+    assert "png" in by_file[str(image)]
+    reason = by_file[str(cut)]["error"]
+    assert reason == api.predict(run, [str(cut)])[0]["error"] and str(cut) not in reason and "truncated" in reason
+    assert main(["explain", str(run), str(cut), str(image), "--method", "occlusion", "--out",
+                 str(tmp_path / "cli")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].count(str(cut)) == 1 and reason in lines[0], err

@@ -261,11 +261,12 @@ def _draw_predictions(results, path) -> Path:
     return plot_topk([image for image, _ in kept], [result["top"] for _, result in kept], path, titles=titles)
 
 
-def explain(model, images, method: str = "gradcam", target="top", layer: str | None = None, out=None,
+def explain(model, images, method: str | None = None, target="top", layer: str | None = None, out=None,
             weights=None, num_samples: int = 1000, segmentation: str = "quickshift", **opts) -> list[dict]:
     """``vislab explain``: one overlay PNG per image; returns one dict per image (``file``, ``png``,
-    ``class``, ``probability``; ``error`` for a file that cannot be read). ``num_samples`` and
-    ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
+    ``class``, ``probability``, ``method``; ``error`` for a file that cannot be read). ``method`` None:
+    Grad-CAM, or occlusion for a model without convolution layers (an MLP), with a warning. ``num_samples``
+    and ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
     from vislab.explain.explainers import explain_files
 
     check_ranges(num_samples=num_samples)

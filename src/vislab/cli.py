@@ -708,7 +708,8 @@ def _add_explain(sub) -> None:
                 "  vislab explain imagenet:efficientnet_lite0 cat.jpg --method lime --target 'tiger cat' --out out/")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--method", default="gradcam", choices=EXPLAIN_METHODS)
+    p.add_argument("--method", default=None, choices=EXPLAIN_METHODS,
+                   help="default: gradcam, or occlusion for a model without convolution layers (an MLP)")
     p.add_argument("--target", default="top", help="class to explain: a name, an index, or 'top' (the prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
     p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
@@ -725,7 +726,7 @@ def _cmd_explain(args) -> int:
                           segmentation=args.segmentation)
     for r in results:
         if "error" in r:
-            print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+            print(f"vislab explain: error: {r['file']}: {r['error']}", file=sys.stderr)
         else:
             print(f"{r['file']}: {r['class']} ({r['probability']:.1%}) -> {r['png']}")
     return 1 if results and all("error" in r for r in results) else 0

@@ -13,13 +13,14 @@ from vislab.explain.activations import ActivationGrid, activations, save_activat
 from vislab.explain.explainers import explain, explain_files, explain_samples, save_overlay
 from vislab.explain.base import METHODS, Explanation
 from vislab.explain.filters import FilterGrid, filter_grid, save_filter_grid
-from vislab.explain.targets import find_target_layer, layer_names
+from vislab.explain.targets import NoFeatureMapError, find_target_layer, layer_names
 
 __all__ = [
     "METHODS",
     "ActivationGrid",
     "Explanation",
     "FilterGrid",
+    "NoFeatureMapError",
     "activations",
     "explain",
     "explain_files",

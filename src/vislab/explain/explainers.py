@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch.nn as nn
 
 from vislab.explain import attribution
 from vislab.explain.base import METHODS, Explanation, as_image_tensor, heatmap_to_image, model_device
-from vislab.explain.targets import find_target_layer
+from vislab.explain.targets import NoFeatureMapError, find_target_layer
 from vislab.tasks import get_task
 
 # Options each method accepts through explain(**opts); anything else is an error.
@@ -214,31 +215,46 @@ def default_out_dir(loaded, kind: str = "explain") -> Path:
     return Path(f"{kind}-{safe_filename(name)}")
 
 
+def model_name(loaded) -> str | None:
+    """The model's name as the user gave it (``mlp``, ``imagenet:efficientnet_lite0``), from the run's
+    model.json; None when ``loaded`` does not say."""
+    name = (getattr(loaded, "spec", None) or {}).get("name")
+    return str(name) if name else None
+
+
 def explain_files(
     loaded,
     inputs: Sequence,
     out_dir=None,
-    method: str = "gradcam",
+    method: str | None = None,
     target: int | str = "top",
     layer: str | None = None,
     **opts,
 ) -> list[dict]:
     """Explain image files (or folders of them) and write one PNG each, as ``vislab explain`` does.
 
-    A file that cannot be read gets an ``error`` entry and the others go on.
+    A file that cannot be read gets an ``error`` entry (the reason, as ``vislab predict`` gives it) and
+    the others go on.
 
     Args:
         loaded: ``vislab.runs.load(...)`` result.
         inputs: image files and folders (searched recursively).
         out_dir: where the PNGs go; default :func:`default_out_dir`.
-        method, target, layer, **opts: as :func:`explain`.
+        method: as :func:`explain`; None (no method chosen) is Grad-CAM, or occlusion, with a warning
+            saying so, for a model without convolution layers (an MLP), as the evaluation report does.
+        target, layer, **opts: as :func:`explain`.
 
     Returns:
-        One dict per input: ``file``, ``class``, ``index``, ``probability``, ``png`` (or ``error``).
+        One dict per input: ``file``, ``class``, ``index``, ``probability``, ``method``, ``png`` (or ``error``).
+
+    Raises:
+        NoFeatureMapError: Grad-CAM asked of a model without convolution layers; the message names the
+            model as the run does (``mlp``).
 
     Example:
         >>> explain_files(vislab.runs.load("runs/cats"), ["cat.jpg"], method="lime")  # doctest: +SKIP
-        [{'file': 'cat.jpg', 'class': 'cat', 'index': 0, 'probability': 0.97, 'png': 'runs/cats/plots/explain/cat_lime.png'}]
+        [{'file': 'cat.jpg', 'class': 'cat', 'index': 0, 'probability': 0.97, 'method': 'lime', 'layer': None,
+          'png': 'runs/cats/plots/explain/cat_lime.png'}]
     """
     from vislab.data.images import BadImageError, read_image
     from vislab.data.sources import expand_image_paths
@@ -247,15 +263,28 @@ def explain_files(
     paths, bad = expand_image_paths(inputs)
     results: list[dict] = [{"file": path, "error": reason} for path, reason in bad]
     stems: dict[str, int] = {}
+    chosen = method is not None
+    method = method if chosen else "gradcam"
     for path in paths:
         try:
             image = read_image(path)
         except BadImageError as exc:
-            results.append({"file": path, "error": str(exc)})
+            results.append({"file": path, "error": exc.reason})  # the path is the entry's "file"
             continue
-        result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target, layer=layer,
-                         task=getattr(loaded, "task", None),
-                         class_names=loaded.class_names, **opts)
+        try:
+            result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target, layer=layer,
+                             task=getattr(loaded, "task", None), class_names=loaded.class_names, **opts)
+        except NoFeatureMapError as exc:
+            name = model_name(loaded)
+            who = f"model {name}" if name else exc.model  # as the run names it ("mlp"), not its class
+            if chosen:
+                raise NoFeatureMapError(who, exc.detail) from None
+            method = "occlusion"  # no feature maps to weight: as explain_samples does for the report
+            warnings.warn(f"{who} has no convolution layers, so Grad-CAM has no feature map to weight: explaining "
+                          "with occlusion (--method picks another: lime, integrated-gradients)", UserWarning,
+                          stacklevel=2)
+            result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target,
+                             task=getattr(loaded, "task", None), class_names=loaded.class_names, **opts)
         stem = safe_filename(Path(path).stem)
         stems[stem] = stems.get(stem, 0) + 1  # two cat.jpg in different folders must not overwrite
         suffix = f"_{stems[stem]}" if stems[stem] > 1 else ""
@@ -263,6 +292,7 @@ def explain_files(
         png = save_overlay(result, image, out / f"{stem}{suffix}{target_part}_{method_filename(method)}.png")
         results.append({
             "file": path, "class": result.target_name if result.target_name is not None else str(result.target),
-            "index": result.target, "probability": round(result.score, 6), "layer": result.layer, "png": str(png),
+            "index": result.target, "probability": round(result.score, 6), "method": result.method,
+            "layer": result.layer, "png": str(png),
         })
     return results

@@ -44,6 +44,25 @@ _SKIP = (
 )
 
 
+class NoFeatureMapError(ValueError):
+    """Grad-CAM asked of a model without convolution layers (an MLP): it has no feature map to weight.
+
+    ``model`` names the model in the message: its class here; :func:`vislab.explain.explain_files` names
+    it as the run does (``mlp``).
+    """
+
+    def __init__(self, model: str, detail: str = ""):
+        super().__init__(
+            f"{model} has no convolution layers{detail}, so there is no feature map to explain with Grad-CAM; "
+            "use the lime, occlusion or integrated-gradients method (`--method occlusion`)."
+        )
+        self.model = model
+        self.detail = detail
+
+    def __reduce__(self):  # the same error after a trip through pickle (a worker process)
+        return type(self), (self.model, self.detail)
+
+
 @dataclass
 class TargetLayer:
     """A layer chosen for explanation.
@@ -113,7 +132,8 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer:
         layer: a ``model.named_modules()`` name to use instead of the automatic choice.
 
     Raises:
-        ValueError: the name is unknown, or the model has no spatial layer (e.g. an MLP).
+        NoFeatureMapError: the model has no convolution layers (an MLP).
+        ValueError: the name is unknown, or no spatial layer is found automatically.
     """
     if layer is not None:
         module = get_layer(model, layer)
@@ -121,10 +141,7 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer:
     features = getattr(model, "features", None)
     if isinstance(features, nn.Module) and hasattr(model, "head"):
         if not any(isinstance(m, nn.Conv2d) for m in features.modules()):
-            raise ValueError(
-                f"{type(model).__name__} has no convolution layers, so there is no feature map to explain "
-                "with Grad-CAM; use the lime, occlusion or integrated-gradients method (`--method occlusion`)."
-            )
+            raise NoFeatureMapError(type(model).__name__)
         if isinstance(features, nn.Sequential):
             return _feature_head_target(model, features)
     finished, features = _record_outputs(model, input_size)
@@ -153,11 +170,7 @@ def _feature_head_target(model: nn.Module, features: nn.Sequential) -> TargetLay
         if isinstance(child, _SKIP):
             continue
         return TargetLayer(f"{prefix}.{index}", child)
-    raise ValueError(
-        f"{type(model).__name__} has no convolution layers (its `features` is empty), so there is no "
-        "feature map to explain with Grad-CAM; use the lime, occlusion or integrated-gradients method "
-        "(`--method occlusion`)."
-    )
+    raise NoFeatureMapError(type(model).__name__, " (its `features` is empty)")
 
 
 def _transformer_norm_names(model: nn.Module) -> list[str]:
