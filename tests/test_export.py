@@ -139,6 +139,66 @@ def test_parity_failure_is_loud_and_removes_the_file(run, tmp_path):
     assert report["passed"] is False and report["max_abs_diff"] > 1e-12
 
 
+def test_a_multilabel_export_predicts_the_runs_label_sets_at_its_thresholds(tmp_path, capsys):
+    """`vislab predict MODEL.onnx` on a multi-label run's export answers as `vislab predict RUN`: the labels at
+    or above the thresholds tuned in training (carried by the export), not at 0.5 for every label."""
+    from conftest import digits_arrays, write_image
+    from vislab.export.ort import OnnxPredictor
+
+    # real digits, each with its digit's labels among even, small (< 5) and loop (0, 6, 8, 9): none to three
+    images, digits = digits_arrays(per_class=30)
+    rows = ["file,labels"]
+    for i, (image, digit) in enumerate(zip(images, digits)):
+        write_image(tmp_path / "img" / f"{i}.png", image)
+        tags = [tag for tag, has in (("even", digit % 2 == 0), ("small", digit < 5), ("loop", digit in (0, 6, 8, 9)))
+                if has]
+        rows.append(f"{i}.png,{' '.join(tags)}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    api.train(task="multilabel", data=str(tmp_path / "labels.csv"), image_root=str(tmp_path / "img"),
+              model="chollet_convnet", input_size=28, epochs=1, workers=0, device="cpu", out=str(run), seed=0,
+              evaluate=False, figures=False)
+    tuned = json.loads((run / "model.json").read_text())["thresholds"]
+    assert any(t != 0.5 for t in tuned), "the check needs a threshold tuned away from 0.5"
+
+    out = tmp_path / "ml.onnx"
+    result = export_onnx(run, out=out, samples=16)
+    assert json.loads(result.sidecar.read_text())["task_data"]["thresholds"] == tuned
+    assert OnnxPredictor(out).task.current_thresholds(3).tolist() == tuned
+
+    files = [str(tmp_path / "img" / f"{i}.png") for i in range(0, 300, 25)]  # 12 images, every digit
+    capsys.readouterr()  # what training printed
+    assert main(["predict", str(out), *files, "--format", "json", "--top-k", "3"]) == 0
+    from_onnx = {r["file"]: r for r in json.loads(capsys.readouterr().out)}
+    from_run = {r["file"]: r for r in api.predict(str(run), files, top_k=3, device="cpu", precision="fp32")}
+    assert from_onnx.keys() == from_run.keys() == set(files)
+    for path in files:
+        chosen = {e["class"]: e["threshold"] for e in from_onnx[path]["labels"]}
+        assert chosen == {e["class"]: e["threshold"] for e in from_run[path]["labels"]}, path
+        for entry in from_onnx[path]["labels"]:  # each at the run's own threshold for that label
+            assert entry["threshold"] == tuned[entry["index"]]
+
+
+def test_an_out_path_the_export_cannot_write_is_named_not_blamed_on_the_model(run, tmp_path, capsys):
+    """`vislab export RUN --out PATH` where nothing can be written: one line naming --out and the fix, said
+    before the model is loaded, and nothing left behind."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    (tmp_path / "folder.onnx").mkdir()
+    cases = [(blocker / "m.onnx", "a part of the path is a file, not a folder"),
+             (blocker / "sub" / "m.onnx", "a part of the path is a file, not a folder"),
+             (tmp_path / "folder.onnx", "give a file, not a folder")]
+    if sys.platform == "linux" and Path("/proc/self").is_dir():  # the report: a folder no file can be made in
+        cases.append((Path("/proc/m.onnx"), "check the path"))
+    for out, fix in cases:
+        code = main(["export", str(run), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith(f"vislab export: error: --out {out}: ") and fix in err, err
+        assert len(err.strip().splitlines()) == 1 and "cannot express this model" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder.onnx"]
+    assert not any((tmp_path / "folder.onnx").iterdir()) and blocker.read_text() == "not a folder"
+
+
 def test_export_user_errors_have_no_traceback(tmp_path, capsys):
     cli = subprocess.run([sys.executable, "-m", "vislab", "export", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=120)

@@ -208,8 +208,8 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
     else:
         loaded = load_model(model, weights=weights)
         _one_class_per_image(loaded.task, model)  # before the predictor's precision probe
-        loaded.task.set_options(threshold=threshold)
         predictor = Predictor(loaded, device=device, precision=precision)
+    predictor.task.set_options(threshold=threshold)  # --threshold: a run folder's and an exported graph's alike
     results = predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
     if figure:
         _draw_predictions(results, figure)

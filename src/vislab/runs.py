@@ -44,12 +44,18 @@ class Loaded:
 
     def __post_init__(self):
         if self.task is None:
-            from vislab.tasks import get_task
+            self.task = task_from_spec(self.spec)
 
-            # what the task stored with the model: options (a segmentation run's ignore index, loss) and state
-            # (multi-label thresholds, a palette)
-            self.task = get_task(self.spec.get("task"), **self.spec.get("task_options", {}))
-            self.task.restore(self.spec)
+
+def task_from_spec(spec: dict):
+    """The task a model was trained for, as model.json (or an exported graph's metadata) describes it: its
+    options (a segmentation run's ignore index, loss), then the state it stored (multi-label thresholds, a
+    palette)."""
+    from vislab.tasks import get_task
+
+    task = get_task(spec.get("task"), **spec.get("task_options", {}))
+    task.restore(spec)
+    return task
 
 
 def versions() -> dict:

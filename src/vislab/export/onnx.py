@@ -44,13 +44,16 @@ import torch
 import torch.nn as nn
 
 from vislab.core.config import ONNX_EXPORTERS as EXPORTERS
-from vislab.core.errors import UserError
+from vislab.core.errors import UserError, user_message
 from vislab.core.files import load_onnx
 from vislab.core.weights import write_text
 
 SIDECAR_FORMAT = "vislab-onnx/1"
 DEFAULT_TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# model.json entries a task reads back when the model is loaded (vislab.runs.Loaded): its options, and its state
+# (a segmentation palette, multi-label thresholds); the export carries them for the onnxruntime reader
+TASK_DATA = ("task_options", "palette", "thresholds")
 
 
 class ExportError(UserError, RuntimeError):
@@ -151,6 +154,27 @@ def default_output(spec: str) -> Path:
     return Path(text) / "model.onnx"
 
 
+def check_output(path: Path) -> None:
+    """Refuse an ``--out`` the export cannot write, before the model is loaded and without making anything: a
+    file in the way, a folder named NAME.onnx, a place no file can be made in (the nearest existing folder
+    is tried with a file of its own, removed at once). One line names ``--out`` and the fix, worded as for
+    every command (:func:`vislab.core.errors.user_message`), never an exporter failure blamed on the model."""
+    import errno
+    import tempfile
+
+    if path.is_dir():
+        raise ExportError(f"--out {path}: {user_message(IsADirectoryError(errno.EISDIR, 'Is a directory'))}")
+    folder = next((folder for folder in (path.parent, *path.parent.parents) if folder.exists()), Path())
+    if not folder.is_dir():
+        refusal = NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
+        raise ExportError(f"--out {path}: {user_message(refusal)}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:  # the probe's own name says nothing: the reason and the fix
+        raise ExportError(f"--out {path}: {user_message(OSError(exc.errno, exc.strerror))}") from None
+
+
 def sidecar_path(path: Path) -> Path:
     return Path(f"{path}.json")
 
@@ -248,6 +272,7 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
     path = Path(out) if out is not None else default_output(spec)
     if path.suffix.lower() != ".onnx":
         raise ExportError(f"{path}: the output must end in .onnx (e.g. --out {path.with_suffix('.onnx')})")
+    check_output(path)
     loaded = load(spec, weights=weights)
     model = loaded.model.float().eval()
     pre = loaded.preprocessing
@@ -284,7 +309,8 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
         "exporter": used,
         "exporter_note": note,
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
-        "task_data": {k: loaded.spec[k] for k in ("palette", "thresholds") if k in loaded.spec},
+        # what the task stored in model.json: the reader makes its task from these, as a run folder's is made
+        "task_data": {k: loaded.spec[k] for k in TASK_DATA if k in loaded.spec},
         "versions": package_versions(),
     }
     del proto.metadata_props[:]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vislab.core.config import DEFAULT_TASK
 from vislab.core.errors import RunError
 from vislab.core.files import onnxruntime_errors, reading
 from vislab.data.preprocess import Preprocessing
@@ -74,14 +75,25 @@ class OnnxModel:
 
 @dataclass
 class OnnxLoaded:
-    """What :class:`vislab.runs.Loaded` offers that an ONNX file can: no PyTorch model."""
+    """What :class:`vislab.runs.Loaded` offers that an ONNX file can: no PyTorch model.
+
+    The task is made from ``spec`` as a run folder's is (:func:`vislab.runs.task_from_spec`: the task's
+    options, then what it stored, such as multi-label thresholds), so the graph answers with the run's
+    thresholds.
+    """
 
     preprocessing: Preprocessing
     class_names: list[str]
     spec: dict
-    task: object
     run_dir: Path | None = None
     model: object = None
+    task: object = None
+
+    def __post_init__(self):
+        if self.task is None:
+            from vislab.runs import task_from_spec
+
+            self.task = task_from_spec(self.spec)
 
 
 class OnnxPredictor:
@@ -95,15 +107,14 @@ class OnnxPredictor:
     rechecked = 0
 
     def __init__(self, path, threads: int | None = None):
-        from vislab.tasks import get_task
-
         self.onnx = OnnxModel(path, threads=threads)
         meta = self.onnx.metadata
         self.preprocessing = self.onnx.preprocessing
-        self.task = get_task(meta.get("task"))
+        # the model.json entries the export kept (task_data: thresholds, palette, task options) make the task
         self.loaded = OnnxLoaded(self.preprocessing, list(meta["class_names"]),
-                                 {"name": meta.get("name", str(path)), "task": self.task.name, "onnx": str(path),
-                                  **meta.get("task_data", {})}, self.task)
+                                 {"name": meta.get("name", str(path)), "task": meta.get("task") or DEFAULT_TASK,
+                                  "onnx": str(path), **meta.get("task_data", {})})
+        self.task = self.loaded.task
         self.device = torch.device("cpu")
 
     @torch.inference_mode()
