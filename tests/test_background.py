@@ -205,6 +205,25 @@ def test_when_drawn_runs_after_the_queued_figures_and_not_after_a_failed_one(tmp
     assert seen == ["at once", b"x" * 1000]
 
 
+def test_discard_drops_the_queued_figures_and_waits_for_the_one_being_drawn(tmp_path):
+    """For output thrown away (a run folder removed after its set-up failed): what is queued is never drawn,
+    what a helper is drawing is finished before discard returns, and when_drawn's calls are forgotten."""
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x" * 1000)
+    seen = []
+    with helpers(preload=()):
+        compute("time:sleep", 0)  # the helper is up
+        running = submit("time:sleep", 0.5)  # what the helper is busy with when discard is called
+        time.sleep(0.1)
+        with background.quiet(wait=False):  # held: queued, not handed out
+            queued = [draw("shutil:copyfile", source, tmp_path / f"copy{i}.bin") for i in range(3)]
+            background.when_drawn(seen.append, "drawn")
+            started = time.perf_counter()
+            background.discard()
+            assert time.perf_counter() - started > 0.2 and running.done()  # it waited for the running call
+    assert not any(path.exists() for path in queued) and seen == []
+
+
 def test_vislab_processes_collect_garbage_less_often_and_a_library_user_keeps_their_settings(monkeypatch):
     import gc
 

@@ -214,6 +214,27 @@ def test_compare_refuses_what_is_not_a_run_folder(run_dir, digit_pngs, tmp_path,
     assert not (tmp_path / "cmp").exists()
 
 
+@pytest.mark.parametrize("mistake, said", [(["--model-opt", "hidden=abc"], "hidden='abc'"),
+                                           (["--class-weights", "NOSUCH.json"], "NOSUCH.json"),
+                                           (["--monitor", "val_acuracy", "--patience", "1"], "val_acuracy")])
+def test_a_train_mistake_found_in_the_set_up_leaves_no_half_run_folder(mistake, said, tmp_path, capsys):
+    """Options checked once the data is read (the model's options, a class-weights file, the monitored
+    metric) fail after the run folder was begun: the folder this run made is removed, so `vislab compare`
+    never lists a run without a model; one the user made beforehand stays, with what it held."""
+    mistake = [str(tmp_path / part) if part == "NOSUCH.json" else part for part in mistake]
+    out = tmp_path / "runs" / "new"
+    command = ["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--max-per-class", "10", *mistake]
+    assert main([*command, "--out", str(out)]) == 1
+    error = _error(capsys)
+    assert said in error, error
+    assert not out.exists() and (tmp_path / "runs").is_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    assert main([*command, "--out", str(mine)]) == 1
+    assert (mine / "notes.txt").read_text() == "kept"
+
+
 def test_model_files_get_the_umask_mode(run_dir):
     umask = os.umask(0)
     os.umask(umask)

@@ -17,6 +17,7 @@ call runs at once, in the calling process. Each call returns a :class:`concurren
   call nobody waited for, so a figure that fails stops the run just as it does when drawn in-process.
 - :func:`when_drawn`: a call of the parent's own for once the figures queued so far are on disk (a
   cache keeping a copy of them); it runs at the end of the next :func:`wait` that raises nothing.
+- :func:`discard`: the queued figures dropped, the running ones waited for (their folder is removed next).
 
 A helper holds one call at a time; one that dies leaves its calls to the parent. What crosses to a
 helper: a module-level function (or its ``"module:function"`` name, imported there) and plain
@@ -247,6 +248,15 @@ def when_drawn(fn: Callable, *args) -> None:
         pool.finishers.append((fn, args))
 
 
+def discard() -> None:
+    """Drop the figures still queued and :func:`when_drawn`'s calls, and wait for the calls helpers are
+    running: for work whose output is thrown away (a run folder removed after its set-up failed), so that
+    no figure is written there afterwards. Without helpers every figure was drawn already."""
+    pool = _pool
+    if pool is not None:
+        pool.discard()
+
+
 def imported_packages() -> list[str]:
     """The top-level packages imported in this interpreter (``compute(imported_packages)`` asks a helper:
     a helper that imports torch has been handed a function from a module that needs it)."""
@@ -441,6 +451,17 @@ class _Pool:
         """Wait until every live helper has imported and holds no call."""
         with self.changed:
             self.changed.wait_for(lambda: all(not h.alive or (h.ready and h.current is None) for h in self.helpers))
+
+    def discard(self) -> None:
+        with self.changed:
+            figures = [job for job in self.queue if job[0]]
+            self.queue = [job for job in self.queue if not job[0]]
+            heapq.heapify(self.queue)
+            for job in figures:
+                job[-1].cancel()
+                self.futures.remove(job[-1])
+            self.finishers.clear()
+            self.changed.wait_for(lambda: all(not h.alive or h.current is None for h in self.helpers))
 
     def _take(self):
         """The last queued call: the helpers take from the front (the explanation panels and image grids,

@@ -22,6 +22,7 @@ import copy
 import csv
 import itertools
 import math
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -605,6 +606,19 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
     return cfg
 
 
+@contextlib.contextmanager
+def _removed_on_error(run_dir: Path, made: bool):
+    """``run_dir`` removed when the block raises, if this run ``made`` it: the figures still queued for it are
+    dropped and those being drawn waited for first (:func:`vislab.core.background.discard`)."""
+    try:
+        yield
+    except BaseException:
+        if made:
+            background.discard()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def train_run(cfg: Config | None, resume: str | Path | None = None, progress: bool = True, console=None,
         epochs: int | None = None, figures: bool = True) -> FitResult:
     """Train ``cfg`` into a run folder, or resume the run folder ``resume`` (its own config.yaml;
@@ -646,43 +660,47 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             raise FileExistsError(
                 f"{run_dir} already holds a run; choose another --out, or --resume {run_dir} to continue it"
             )
-    task, dataset = task_and_data(cfg, console, recipe=resume is None)
-    cfg.out = str(run_dir)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_bad_files(run_dir, dataset.bad_files)
-    _print_data_summary(console, dataset)
-    if resume is None and main:  # rank 0 only: the audit writes into the run folder
-        from vislab.data.audit import leakage_warnings
-
-        audit = task.audit(dataset, run_dir, seed=cfg.seed, figures=figures)
-        for warning in leakage_warnings(audit if isinstance(audit, dict) else {}, near=False):
-            console.print(f"[yellow]warning: {warning}[/]")
-
-    task.prepare(dataset, console)  # e.g. class weights from the training counts
-    if resume is None:
-        state = None
-    trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task,
-                      choice=resumed_choice(cfg, state) if state is not None else None)
-    cfg.train.speed = trainer.choice.to_dict()  # what was chosen and measured, for config.yaml and model.json
-    if main:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    columns = task.history_columns()
-    if resume is not None:
-        trainer.restore(state)
+    # a folder this run makes is removed when the set-up fails (a bad --model-opt, --class-weights file or
+    # --monitor): no half run folder without a model is left for `vislab compare` to list
+    made = resume is None and main and not run_dir.exists()
+    with _removed_on_error(run_dir, made):
+        task, dataset = task_and_data(cfg, console, recipe=resume is None)
+        cfg.out = str(run_dir)
         if main:
-            truncate_history(run_dir / "history.csv", trainer.start_epoch, columns)
-        console.print(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{cfg.train.epochs}")
-    counts = parameter_counts(trainer.model)
-    console.print(
-        f"model {cfg.model.name}: {counts['total']:,} parameters ({counts['trainable']:,} trainable), "
-        f"input {'x'.join(map(str, trainer.preprocessing.input_size))}, device {trainer.device}, "
-        f"{trainer.choice.describe()}"
-        + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
-    )
-    callbacks = trainer.callbacks(main)
-    budget = _time_budget(cfg, trainer, callbacks, started, console) if resume is None else None
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            write_bad_files(run_dir, dataset.bad_files)
+        _print_data_summary(console, dataset)
+        if resume is None and main:  # rank 0 only: the audit writes into the run folder
+            from vislab.data.audit import leakage_warnings
+
+            audit = task.audit(dataset, run_dir, seed=cfg.seed, figures=figures)
+            for warning in leakage_warnings(audit if isinstance(audit, dict) else {}, near=False):
+                console.print(f"[yellow]warning: {warning}[/]")
+
+        task.prepare(dataset, console)  # e.g. class weights from the training counts
+        if resume is None:
+            state = None
+        trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task,
+                          choice=resumed_choice(cfg, state) if state is not None else None)
+        cfg.train.speed = trainer.choice.to_dict()  # what was chosen and measured, for config.yaml and model.json
+        if main:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        columns = task.history_columns()
+        if resume is not None:
+            trainer.restore(state)
+            if main:
+                truncate_history(run_dir / "history.csv", trainer.start_epoch, columns)
+            console.print(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{cfg.train.epochs}")
+        counts = parameter_counts(trainer.model)
+        console.print(
+            f"model {cfg.model.name}: {counts['total']:,} parameters ({counts['trainable']:,} trainable), "
+            f"input {'x'.join(map(str, trainer.preprocessing.input_size))}, device {trainer.device}, "
+            f"{trainer.choice.describe()}"
+            + (f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
+        )
+        callbacks = trainer.callbacks(main)
+        budget = _time_budget(cfg, trainer, callbacks, started, console) if resume is None else None
     history = read_history(run_dir) if resume is not None else []
     stopped_early = False
     for callback in callbacks:
