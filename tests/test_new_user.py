@@ -216,7 +216,7 @@ def test_compare_refuses_what_is_not_a_run_folder(run_dir, digit_pngs, tmp_path,
 
 @pytest.mark.parametrize("mistake, said", [(["--model-opt", "hidden=abc"], "hidden='abc'"),
                                            (["--class-weights", "NOSUCH.json"], "NOSUCH.json"),
-                                           (["--monitor", "val_acuracy", "--patience", "1"], "val_acuracy")])
+                                           (["--monitor", "val_acuracy", "--patience", "1"], "--monitor val_acuracy (train.early_stopping.monitor) is not a metric of the classification task; did you mean val_acc?")])
 def test_a_train_mistake_found_in_the_set_up_leaves_no_half_run_folder(mistake, said, tmp_path, capsys):
     """Options checked once the data is read (the model's options, a class-weights file, the monitored
     metric) fail after the run folder was begun: the folder this run made is removed, so `vislab compare`

@@ -301,9 +301,14 @@ class Task:
         for metric in self.metrics:
             if metric.name == base:
                 return metric.mode
+        import difflib
+
         names = ["loss", *(m.name for m in self.metrics)]
-        raise ConfigError(f"train.early_stopping.monitor={monitor!r} is not a metric of the {self.name} task; "
-                          f"use val_ or train_ with one of: {', '.join(names)}")
+        logged = [f"{split}_{name}" for split in ("val", "train") for name in names]
+        close = difflib.get_close_matches(monitor, logged, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"--monitor {monitor} (train.early_stopping.monitor) is not a metric of the {self.name} "
+                          f"task; {hint}use val_ or train_ with one of: {', '.join(names)}")
 
     def history_columns(self) -> list[str]:
         names = ["loss", *(m.name for m in self.metrics)]
