@@ -212,8 +212,9 @@ class Choice:
         if self.threads is not None:
             timed = ""
             if len(self.thread_seconds) > 1:
-                timed = ": " + ", ".join(f"{n} {s * 1000:.1f} ms" for n, s in sorted(self.thread_seconds.items()))
-            notes.append(f"{self.threads} threads{timed}")
+                timed = " (" + ", ".join(f"{n}: {s * 1000:.1f} ms a step" for n, s in
+                                          sorted(self.thread_seconds.items(), key=lambda item: int(item[0]))) + ")"
+            notes.append(f"threads {self.threads}{timed}")
         return text + (f" ({'; '.join(notes)})" if notes else "")
 
     def to_dict(self) -> dict:
