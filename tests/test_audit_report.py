@@ -330,6 +330,11 @@ def test_cli_audit_augment_preview_compare_report(digits_folder, fake_run, tmp_p
 
     assert main(["compare", str(fake_run.run), "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "leaderboard.csv").is_file()
+    capsys.readouterr()
+    assert main(["compare", str(fake_run.run), "--out", str(tmp_path / "cmp" / "leaderboard.csv")]) == 1
+    said = capsys.readouterr()
+    assert "leaderboard.csv" in said.err and "Traceback" not in said.err
+    assert said.out == ""  # the error alone: no table printed before it
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

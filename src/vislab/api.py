@@ -415,9 +415,10 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
         raise ConfigError(f"none of {', '.join(r['run'] for r in rows)} has been evaluated (no "
                           f"{rows[0]['metrics_file'] if rows else 'metrics.json'}), so there is nothing to rank: "
                           "run `vislab evaluate RUN` first")
+    written = write_leaderboard(rows, COMPARE_OUT if out is None else out)  # an --out it cannot write fails first
     if console is not None:
         print_leaderboard(rows, console, evaluation=evaluation)
-    return (rows, *write_leaderboard(rows, COMPARE_OUT if out is None else out))
+    return (rows, *written)
 
 
 def report(run_dir) -> Path:
