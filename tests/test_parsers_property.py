@@ -91,5 +91,10 @@ def test_a_class_named_empty_is_refused(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("file,label\na.png,cat\nb.png,\n")
     header, rows = _read_csv(path)
-    with pytest.raises(UserError, match="row 3 has an empty 'label' cell"):
-        _refuse_empty_cells(path, rows, ("file", "label"))
+    with pytest.raises(UserError, match="row 3 has an empty 'label' cell; fill it in or delete the row$"):
+        _refuse_empty_cells(path, rows, ("file", "label"), label_col="label")
+    # other rows with several labels in a cell: a multi-label CSV read as one class per image, said so
+    path.write_text("file,labels\na.png,cat dog\nb.png,\nc.png,dog\n")
+    header, rows = _read_csv(path)
+    with pytest.raises(UserError, match="row 3 has an empty 'labels' cell.*train with --task multilabel"):
+        _refuse_empty_cells(path, rows, ("file", "labels"), label_col="labels")

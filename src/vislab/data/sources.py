@@ -650,12 +650,18 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
     return header, [dict(zip(header, row)) for _, row in body]
 
 
-def _refuse_empty_cells(path: Path, rows: list[dict], columns) -> None:
-    """An empty file or label cell is an error naming the row, never a file "" or a class named ""."""
+def _refuse_empty_cells(path: Path, rows: list[dict], columns, label_col: str | None = None) -> None:
+    """An empty file or label cell is an error naming the row, never a file "" or a class named "". Where
+    other rows' ``label_col`` cells hold several labels, a multi-label CSV (in which an image may have
+    none) is the likely mistake: the error says so."""
     for number, row in enumerate(rows, start=2):
         for column in columns:
             if not row[column].strip():
-                raise DataError(f"{path}: row {number} has an empty {column!r} cell; fill it in or delete the row")
+                several = column == label_col and any(len(re.split(r"[ ;|]+", r[column].strip())) > 1 for r in rows)
+                hint = (" (its other rows hold several labels in a cell: if an image may have several labels, or "
+                        "none, train with --task multilabel)" if several else "")
+                raise DataError(f"{path}: row {number} has an empty {column!r} cell; fill it in or delete the "
+                                f"row{hint}")
 
 
 def _resolve_file(root: Path, name: str) -> Path | None:
@@ -725,7 +731,7 @@ def _warn_if_several_labels(path: Path, label_col: str, class_names: list[str]) 
 def _load_csv(path: Path, cfg, scoring: bool = False) -> Dataset:
     columns, rows = _read_csv(path)
     file_col, label_col = _csv_columns(path, columns, cfg.file_col, cfg.label_col)
-    _refuse_empty_cells(path, rows, (file_col, label_col))
+    _refuse_empty_cells(path, rows, (file_col, label_col), label_col=label_col)
     root = Path(cfg.image_root).expanduser() if cfg.image_root else path.parent
     if cfg.labels:
         wanted = set(cfg.labels)
