@@ -259,3 +259,12 @@ def test_transfer_under_a_budget_keeps_the_better_of_the_head_and_lpft(tmp_path,
         assert len(lpft["val"]) == lpft["epochs"]
     else:
         assert lpft["kept"] == "head" and "budget" in lpft["reason"]
+
+
+def test_the_data_line_counts_images_per_class_only_where_an_image_has_one_class():
+    one = DataShape("classification", images=400, classes=10, size=(28, 28), channels=1)
+    assert one.describe() == "400 training images, 10 classes (40 per class), 28x28 grey"
+    several = DataShape("multilabel", images=2700, classes=10, size=(56, 56), channels=1)
+    assert several.describe() == "2700 training images, 10 labels, 56x56 grey"
+    masks = DataShape("segmentation", images=60, classes=6, size=(56, 56), channels=3, imbalance=40.0)
+    assert masks.describe() == "60 training images, 6 classes, 56x56 colour, classes 40:1"

@@ -98,8 +98,10 @@ class DataShape:
     def describe(self) -> str:
         size = "x".join(map(str, self.size)) if self.size else "?"
         colour = "grey" if self.channels == 1 else "colour"
-        text = (f"{self.images} training images, {self.classes} classes ({self.per_class:.0f} per class), "
-                f"{size} {colour}")
+        # "per class" is images per class where an image has one; a multi-label image has several, a mask many
+        each = f" ({self.per_class:.0f} per class)" if self.task == "classification" else ""
+        kind = {"multilabel": "labels", "segmentation": "classes"}.get(self.task, "classes")
+        text = f"{self.images} training images, {self.classes} {kind}{each}, {size} {colour}"
         if self.imbalance >= 3:
             text += f", classes {self.imbalance:.0f}:1"
         return text
