@@ -581,6 +581,15 @@ def test_a_resumed_run_counts_every_segment_of_its_training_time(tmp_path, capsy
     assert len(rows) == 2 and total > 1000
     assert f"training time: {total:.1f}s" in out
     assert compare_runs([run])[0]["train_seconds"] == pytest.approx(total, abs=1e-3)
+    # nothing left to train: one line, and the run as it was (config.yaml never takes the smaller count)
+    config = (run / "config.yaml").read_bytes()
+    for fewer in (["--epochs", "1"], ["--epochs", "2"], []):
+        assert main(["train", "--resume", str(run), *fewer, *common]) == 1
+        error = _error(capsys)
+        assert "its checkpoint has 2 epoch(s) trained" in error and "--epochs 3 or more" in error, error
+        assert (run / "config.yaml").read_bytes() == config
+    assert main(["train", "--resume", str(run), "--epochs", "3", *common]) == 0
+    assert len(list(csv.DictReader(history.open()))) == 3
 
 
 def test_fp16_on_a_cpu_is_one_warning_line(tmp_path):

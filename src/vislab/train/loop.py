@@ -653,6 +653,11 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         cfg = resume_config(run_dir, epochs)
         # read before anything in the folder is written: a damaged checkpoint leaves the run as it was
         state = load_training_state(state_path)
+        done = int(state["epoch"]) + 1
+        if cfg.train.epochs <= done:  # nothing to train: refused before config.yaml takes the new count
+            raise ConfigError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, so --epochs "
+                              f"{cfg.train.epochs} leaves nothing to train; give --epochs {done + 1} or more to "
+                              f"continue it, or `vislab evaluate {run_dir}` to evaluate it as it is")
     else:
         # the default name holds a timestamp: rank 0's is everyone's
         run_dir = distributed.broadcast_object(dist, Path(cfg.out) if cfg.out else default_run_dir(cfg))
