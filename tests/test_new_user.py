@@ -726,3 +726,14 @@ def test_evaluate_reads_another_csv_by_its_own_folder_or_the_one_given(run_dir, 
     assert main(["evaluate", str(run_dir), "--data", str(table), "--image-root", str(pictures),
                  "--file-col", "path", "--label-col", "digit", "--no-figures"]) == 0
     assert (run_dir / "metrics_test.csv_test.json").is_file()
+
+
+def test_evaluating_a_split_the_run_never_held_out_names_the_flag_that_holds_it_out(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--max-per-class", "10",
+                 "--val-split", "0", "--out", str(run), "--no-evaluate", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "val", "--no-figures"]) == 1
+    error = _error(capsys)
+    assert "has no 'val' split (has train, test) (this run's --val-split was 0: " in error, error
+    assert "train with --val-split (e.g. 0.1) or give --data with a val/ folder" in error

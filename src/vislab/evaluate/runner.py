@@ -114,8 +114,10 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
             dataset.splits = {"test": whole}
         dataset = loaded.task.align_classes(dataset, loaded.class_names, str(cfg.data.source))
     if split not in dataset.splits:
-        raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}); "
-                        "set --test-split when training or give --data with a test/ folder")
+        flag, setting = {"val": ("--val-split", cfg.data.val_split)}.get(split, ("--test-split", cfg.data.test_split))
+        held = f" (this run's {flag} was {setting:g}: config.yaml says whether a recipe chose it)"
+        raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}){held}; "
+                        f"train with {flag} (e.g. 0.1) or give --data with a {split}/ folder")
     if list(dataset.class_names) != list(loaded.class_names):
         raise DataError(f"the data's classes {dataset.class_names[:5]}... differ from the model's "
                         f"{loaded.class_names[:5]}...; evaluate on data with the same class folders")
