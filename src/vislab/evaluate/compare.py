@@ -81,6 +81,7 @@ def evaluations(run_dirs: Sequence[Path]) -> list[str]:
         >>> import tempfile, pathlib
         >>> run = pathlib.Path(tempfile.mkdtemp())
         >>> _ = (run / "metrics.json").write_text("{}"); _ = (run / "metrics_val.json").write_text("{}")
+        >>> _ = (run / "metrics_curves.json").write_text("{}"); _ = (run / "metrics_val_curves.json").write_text("{}")
         >>> evaluations([run])
         ['test', 'val']
     """
@@ -88,7 +89,11 @@ def evaluations(run_dirs: Sequence[Path]) -> list[str]:
     for run_dir in run_dirs:
         if (run_dir / "metrics.json").is_file():
             names.add("test")
-        names.update(p.stem[len("metrics_"):] for p in run_dir.glob("metrics_*.json"))
+        for path in run_dir.glob("metrics_*.json"):
+            base = path.stem[:-len("_curves")] if path.stem.endswith("_curves") else None
+            if base is not None and (run_dir / f"{base}.json").is_file():
+                continue  # an evaluation's curves (metrics_curves.json beside metrics.json), not an evaluation
+            names.add(path.stem[len("metrics_"):])
     return sorted(names, key=lambda name: (name != "test", name))
 
 
