@@ -467,10 +467,8 @@ def probe_pays(work: int, options: Iterable[Candidate], per_step: int = 1) -> bo
 def unmeasured(key: str, device: torch.device, channels_last: bool, kind: str) -> Choice:
     """The choice of a job too short for a probe to pay (:func:`probe_pays`): a choice measured earlier for
     ``key`` (free to use), else fp32 in ``channels_last``'s memory format, kept nowhere."""
-    found = ChoiceCache().get(key)
-    if found is not None and not found.busy:
-        return found
-    return Choice("fp32", channels_last, source="short", device=device_name(device), kind=kind)
+    return cached_measure(key, lambda: Choice("fp32", channels_last, source="short", device=device_name(device),
+                                              kind=kind), keep=False)
 
 
 def measure_forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
@@ -705,8 +703,9 @@ class ChoiceCache:
 
 
 def cached_measure(key: str, run: Callable[[], Choice], cache: ChoiceCache | None = None,
-                   fresh: bool = False) -> Choice:
-    """The cached choice for ``key``, or ``run()``'s (then cached).
+                   fresh: bool = False, keep: bool = True) -> Choice:
+    """The cached choice for ``key``, or ``run()``'s (then cached, unless ``keep`` is False: a choice that
+    measured nothing, :func:`unmeasured`).
 
     A choice measured on a quiet machine is reused, so the same seed gives the same run on
     this machine. One measured while other programs held more than :data:`BUSY_SHARE` of the
@@ -720,5 +719,6 @@ def cached_measure(key: str, run: Callable[[], Choice], cache: ChoiceCache | Non
     if found is not None and not found.busy:
         return found
     choice = run()
-    cache.put(key, choice)
+    if keep:
+        cache.put(key, choice)
     return choice

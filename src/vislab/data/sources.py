@@ -657,7 +657,8 @@ def _refuse_empty_cells(path: Path, rows: list[dict], columns, label_col: str | 
     for number, row in enumerate(rows, start=2):
         for column in columns:
             if not row[column].strip():
-                several = column == label_col and any(len(re.split(r"[ ;|]+", r[column].strip())) > 1 for r in rows)
+                cells = _label_lists(sorted({r[column].strip() for r in rows if r[column].strip()}))
+                several = column == label_col and cells is not None and any(len(c) > 1 for c in cells.values())
                 hint = (" (its other rows hold several labels in a cell: if an image may have several labels, or "
                         "none, train with --task multilabel)" if several else "")
                 raise DataError(f"{path}: row {number} has an empty {column!r} cell; fill it in or delete the "
@@ -696,6 +697,18 @@ def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[s
 _WARNED_SEVERAL: set[tuple[str, str]] = set()
 
 
+def _label_lists(cells) -> dict[str, list[str]] | None:
+    """Each labels cell as the labels ``--task multilabel`` reads in it (its separator detected; a cell it
+    cannot split stands for itself), or None when the cells mix separators: no list of labels in one form."""
+    from vislab.data.multilabel import detect_separator, split_cell
+
+    try:
+        sep = detect_separator(cells)
+    except DataError:
+        return None
+    return {cell: split_cell(cell, sep) or [cell] for cell in cells}
+
+
 def _warn_if_several_labels(path: Path, label_col: str, class_names: list[str]) -> None:
     """A classification CSV whose classes are combinations of the same labels ("cat dog", "cat"): most
     likely a multi-label set read as one class per combination. Say so; the user decides.
@@ -709,13 +722,9 @@ def _warn_if_several_labels(path: Path, label_col: str, class_names: list[str]) 
         True
         >>> _warn_if_several_labels(Path("pets.csv"), "label", ["great dane", "pug", "shih tzu"])  # one label each
     """
-    from vislab.data.multilabel import detect_separator, split_cell
-
-    try:
-        sep = detect_separator(class_names)
-    except DataError:  # mixed separators: not a list of labels in any one form
+    tokens = _label_lists(class_names)
+    if tokens is None:
         return
-    tokens = {name: split_cell(name, sep) or [name] for name in class_names}
     combined = [name for name, parts in tokens.items() if len(parts) > 1]
     uses = Counter(part for parts in tokens.values() for part in set(parts))  # class names holding each label
     # several labels per cell, each of which is also used on its own or in other cells

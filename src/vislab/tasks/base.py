@@ -484,7 +484,6 @@ def load_metrics(run_dir) -> dict | None:
     return metrics
 
 
-
 def folder_key(class_name: str) -> str:
     """How a folder's name is matched to a class whose name holds a slash, which no folder's name can:
     each run of slashes, "-", "_" and spaces counts as one "-".
