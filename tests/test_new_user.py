@@ -725,7 +725,7 @@ def test_evaluate_reads_another_csv_by_its_own_folder_or_the_one_given(run_dir, 
     assert "--image-root" in _error(capsys)  # the files are not beside the CSV
     assert main(["evaluate", str(run_dir), "--data", str(table), "--image-root", str(pictures),
                  "--file-col", "path", "--label-col", "digit", "--no-figures"]) == 0
-    assert (run_dir / "metrics_test.csv_test.json").is_file()
+    assert (run_dir / "metrics_test_test.json").is_file()
 
 
 def test_evaluating_a_split_the_run_never_held_out_names_the_flag_that_holds_it_out(tmp_path, capsys):

@@ -55,8 +55,11 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
                    task_options: dict | None = None, data_options: dict | None = None) -> dict:
     """Evaluate a run folder: the task's metrics, its figures, Grad-CAM panels and report.html.
 
-    The run's own test split writes metrics.json and the figures under plots/; another split or
-    data set writes metrics_<name>.json and its figures under plots/<name>/.
+    The run's own test split writes metrics.json, its figures under plots/ (misclassified.csv beside
+    metrics.json) and its panels under plots/explain/; another split or data set writes
+    metrics_<name>.json, its figures under plots/<name>/ (misclassified_<name>.csv beside
+    metrics_<name>.json) and its panels under plots/explain/<name>/. The metrics file lists the figures
+    drawn (``figures``), so that the report can name any that went missing.
     """
     from vislab.evaluate.runner import measure_run
 
@@ -72,32 +75,39 @@ def run_evaluation(run_dir, data: str | None = None, dataset=None, split: str = 
 
 
 def write_figures(evaluation) -> None:
-    """The task's figures for one evaluation (its metrics computed)."""
+    """The task's figures for one evaluation (its metrics computed), in ``plots/`` (``plots/<name>/`` for a
+    named evaluation); their paths are added to ``evaluation.figures``."""
     loaded, split, task = evaluation.loaded, evaluation.split, evaluation.loaded.task
-    out_dir = evaluation.run_dir if not evaluation.name else evaluation.run_dir / "plots" / evaluation.name
     convert = evaluation.predictor.preprocessing.convert_channels
 
     def images_for(indices):
         return torch.stack([convert(split.load(int(i))) if split.in_memory else convert(_display(split.load(int(i))))
                             for i in indices])
 
-    task.write_figures(evaluation.evaluator, evaluation.metrics, loaded.class_names, images_for, out_dir)
+    written = task.write_figures(evaluation.evaluator, evaluation.metrics, loaded.class_names, images_for,
+                                 evaluation.run_dir, name=evaluation.name)
+    evaluation.figures.extend(p for p in written or [] if _is_figure(p))
 
 
 def write_explanations(evaluation) -> None:
     """The explanation panels of one evaluation (Grad-CAM, or occlusion for a model without feature maps):
-    the task picks the images from the predictions."""
+    the task picks the images from the predictions. They go to ``plots/explain/`` (``plots/explain/<name>/``
+    for a named evaluation) and their paths are added to ``evaluation.figures``."""
     loaded, split, task = evaluation.loaded, evaluation.split, evaluation.loaded.task
     samples = task.explanation_samples(evaluation.evaluator, seed=evaluation.seed)
     if samples:
         from vislab.explain import explain_samples
 
-        explain_dir = evaluation.run_dir / "plots" / "explain"
-        if evaluation.name:
-            explain_dir = explain_dir / evaluation.name
+        explain_dir = evaluation.run_dir / "plots" / "explain" / evaluation.name
         for indices, filename, titles in samples:
-            explain_samples(loaded, [split.load(int(i)) for i in indices], explain_dir, titles=titles,
-                            filename=filename)
+            written = explain_samples(loaded, [split.load(int(i)) for i in indices], explain_dir, titles=titles,
+                                      filename=filename)
+            if _is_figure(written):
+                evaluation.figures.append(written)
+
+
+def _is_figure(path) -> bool:
+    return isinstance(path, (str, Path)) and Path(path).suffix.lower() in (".png", ".jpg", ".jpeg")
 
 
 def _display(image):

@@ -3,14 +3,18 @@
 The explanation panels are computed while the metrics are (``meanwhile``), and the figures are queued as
 soon as the metrics are in (``then``); the report comes after it, in :func:`vislab.pipelines.run_evaluation`.
 The run's own test split writes ``metrics.json``; any other split, data set or ``--threshold``
-writes ``metrics_<name>.json`` beside it, so the test numbers are never overwritten.
+writes ``metrics_<name>.json`` beside it, so the test numbers are never overwritten. A named
+evaluation's other files carry the same name: ``predictions_<name>.npz``, ``misclassified_<name>.csv``,
+its figures in ``plots/<name>/`` and its explanation panels in ``plots/explain/<name>/``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vislab.core.background import beside, elsewhere, quiet
@@ -31,6 +35,9 @@ class Evaluation:
     split: object  # the evaluated vislab.data.sources.Split
     name: str  # "" for the run's own test split, else e.g. "val" or "otherdata_test"
     seed: int
+    # the figures drawn for it (figures and explanation panels), recorded in its metrics file as "figures"
+    # so that the report can say which of them went missing
+    figures: list = field(default_factory=list)
 
     @property
     def metrics_path(self) -> Path:
@@ -42,20 +49,55 @@ def _when_measured(pending, evaluation: Evaluation, then) -> None:
     then(evaluation)
 
 
-def evaluation_name(split: str, data: str | None, threshold: float | None = None) -> str:
+def evaluation_name(split: str, data: str | None, threshold: float | None = None, distinct: bool = False) -> str:
     """'' for the run's own test split at its own thresholds; otherwise a file-name-safe name of the
     data, the split and the threshold, so no other evaluation overwrites metrics.json.
+
+    The data is named by its file's name without the extension (``more.csv``: ``more``) or by its folder's
+    name. ``distinct`` adds a short hash of the data's full path, for two data sets of the same name.
 
     Example:
         >>> evaluation_name("test", None), evaluation_name("val", None), evaluation_name("test", None, 0.5)
         ('', 'val', 'test_threshold0.5')
+        >>> evaluation_name("test", "new/more.csv"), evaluation_name("test", "photos/"), evaluation_name("val", "digits")
+        ('more_test', 'photos_test', 'digits_val')
     """
     if data is None and split == "test" and threshold is None:
         return ""
-    parts = ([re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(data).rstrip("/")).name or "data")] if data else []) + [split]
+    parts = [_data_name(str(data), distinct)] if data else []
+    parts.append(split)
     if threshold is not None:
         parts.append(f"threshold{threshold:g}")
     return "_".join(parts)
+
+
+def _data_name(data: str, distinct: bool = False) -> str:
+    path = Path(data.rstrip("/\\"))
+    # a CSV's extension says nothing about the data; a folder's name is all of it (even with a dot in it)
+    name = path.stem if path.suffix and not path.expanduser().is_dir() else path.name
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name) or "data"
+    if distinct:
+        try:
+            where = str(path.expanduser().resolve())
+        except (OSError, RuntimeError):
+            where = data
+        name += "-" + hashlib.sha1(where.encode()).hexdigest()[:6]
+    return name
+
+
+def _unused_name(run_dir: Path, split: str, data: str | None, threshold: float | None) -> str:
+    """The evaluation's name, with a hash of the data's path added when ``metrics_<name>.json`` already holds
+    another data set's numbers (``a/photos`` and ``b/photos``; ``more.csv`` and a folder ``more/``)."""
+    name = evaluation_name(split, data, threshold)
+    if not name or data is None:
+        return name
+    try:
+        recorded = json.loads((run_dir / f"metrics_{name}.json").read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return name  # none yet (or a damaged one, which this evaluation replaces)
+    if recorded is None or _same_source(str(recorded), str(data)):
+        return name
+    return evaluation_name(split, data, threshold, distinct=True)
 
 
 def _same_source(data: str, source: str) -> bool:
@@ -66,6 +108,13 @@ def _same_source(data: str, source: str) -> bool:
         return Path(data).expanduser().resolve() == Path(source).expanduser().resolve()
     except (OSError, RuntimeError):
         return False
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    try:
+        return path.relative_to(run_dir).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
@@ -87,7 +136,9 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     waiting for ``meanwhile`` (on a 2-core Xeon it idled half a second while the explanation panels imported
     captum); without one, after ``meanwhile``. This call returns once ``then`` has.
 
-    The metrics are written to ``metrics.json`` (own test split) or ``metrics_<name>.json``.
+    The metrics are written to ``metrics.json`` (own test split) or ``metrics_<name>.json``, with the
+    paths of the figures ``then`` and ``meanwhile`` put in ``evaluation.figures`` (``"figures"``, relative to
+    the run folder), which the report checks.
     """
     run_dir = Path(run_dir)
     loaded = load(run_dir, device="cpu")
@@ -134,7 +185,7 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
         # that the pause's end would hand it first (the parent waited 1.6 s for them behind the figures)
         pending = evaluator.result_later()
     threshold = (task_options or {}).get("threshold")
-    name = evaluation_name(split, data, threshold)
+    name = _unused_name(run_dir, split, data, threshold)
     evaluation = Evaluation(run_dir, {}, evaluator, loaded, predictor, data_split, name, cfg.seed)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vislab-figures") as queue:
         queued = queue.submit(_when_measured, pending, evaluation, then) if then and elsewhere() else None
@@ -151,6 +202,8 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     metrics["num_images"] = len(data_split)
     if threshold is not None:
         metrics["threshold"] = threshold
+    if evaluation.figures:
+        metrics["figures"] = sorted({_relative(Path(path), run_dir) for path in evaluation.figures})
     task.save_metrics(metrics, run_dir, evaluation.metrics_path.name)
     evaluator.save(run_dir, f"_{name}" if name else "")
     if console is not None:

@@ -3,7 +3,9 @@
 Every image is embedded as a base64 data URI and the CSS is inline, so the file
 can be mailed or opened offline; there is no JavaScript. Each section is built
 from one run-folder file; a missing file means a missing section, and a broken
-file means a short note in its place, never a crash.
+file means a short note in its place, never a crash. A figure an evaluation drew (its
+metrics file lists them under ``figures``) that has since gone missing is named in a
+warning and a note at the top of the page, with the command that draws it again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import base64
 import datetime as _dt
 import html
 import json
+import shlex
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -60,8 +64,14 @@ def build_report(run_dir) -> Path:
     Sections (each only when its files exist): summary, model (``model.json``), dataset audit
     (``audit.json``, ``plots/audit_*.png``), training (``plots/curves.png``, ``history.csv``),
     metrics (``metrics.json``), evaluation figures, misclassified examples (``misclassified.csv``
-    and grids), explanations (``plots/explain/``), other figures under ``plots/``, bad files, and
-    last the config (``config.yaml``), folded in a ``<details>`` element.
+    and grids), explanations (``plots/explain/``), other figures under ``plots/`` (another split's or
+    data set's, ``plots/<name>/``), bad files, and last the config (``config.yaml``), folded in a
+    ``<details>`` element.
+
+    A figure that ``metrics.json`` or a ``metrics_<name>.json`` lists as drawn but that is no longer
+    in the folder is named in a :class:`UserWarning` (one per evaluation; the command line prints it as
+    ``vislab report: warning: ...``) and in a "Missing figures" note, with the ``vislab evaluate``
+    command that draws it again. A figure the run never drew is not missing.
 
     Example:
         >>> import tempfile, json, pathlib
@@ -81,8 +91,13 @@ def build_report(run_dir) -> Path:
         raise error
     report = _Report(run_dir)
     task = report.task
+    for files, command in report.missing:
+        them = "it" if len(files) == 1 else "them"
+        warnings.warn(f"{', '.join(files)}: drawn by the evaluation but no longer in {run_dir}, so report.html "
+                      f"lacks {them}; `{command}` draws {them} again", UserWarning, stacklevel=2)
     sections = [
         ("summary", "Summary", report.summary),
+        ("missing", "Missing figures", report.missing_figures),
         ("model", "Model", report.model),
         ("audit", "Dataset audit", report.audit),
         ("label-issues", "Label issues", report.label_issues),
@@ -141,6 +156,7 @@ class _Report:
             self.task = get_task(spec.get("task") if isinstance(spec, dict) else None)
         except ConfigError:  # a task this process does not know: the generic sections
             self.task = Task()
+        self.missing = _missing_figures(run_dir)
 
     # helpers the tasks' sections use
     def figure(self, path: Path) -> str:
@@ -167,6 +183,13 @@ class _Report:
             for k, v in self.task.summary_cards(metrics)
         )
         return f'<div class="cards">{items}</div>'
+
+    def missing_figures(self) -> str:
+        return "\n".join(
+            f'<p class="warn">{", ".join(f"<code>{html.escape(f)}</code>" for f in files)}: drawn by the evaluation, '
+            f'no longer in the run folder. <code>{html.escape(command)}</code> draws '
+            f'{"it" if len(files) == 1 else "them"} again.</p>'
+            for files, command in self.missing)
 
     def config(self) -> str:
         path = self.run_dir / "config.yaml"
@@ -353,6 +376,47 @@ class _Report:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _missing_figures(run_dir: Path) -> list[tuple[list[str], str]]:
+    """([missing figures], the command that draws them again) for each evaluation whose metrics file
+    (``metrics.json``, ``metrics_<name>.json``) lists figures under ``figures`` that are not in the folder."""
+    found = []
+    for path in sorted(run_dir.glob("metrics*.json")):
+        stem = path.stem
+        if stem != "metrics" and not stem.startswith("metrics_"):
+            continue
+        if stem.endswith("_curves") and (run_dir / f"{stem[:-len('_curves')]}.json").is_file():
+            continue  # an evaluation's curve points, not an evaluation
+        try:
+            metrics = _read_json(path)
+        except Exception:  # noqa: BLE001 - a damaged metrics file is the metrics section's note, not this one's
+            continue
+        figures = metrics.get("figures") if isinstance(metrics, dict) else None
+        if not isinstance(figures, list):
+            continue
+        missing = [f for f in figures if isinstance(f, str) and f and not (run_dir / f).is_file()]
+        if missing:
+            found.append((missing, _evaluate_command(run_dir, stem[len("metrics_"):], metrics)))
+    return found
+
+
+def _evaluate_command(run_dir: Path, name: str, metrics: dict) -> str:
+    """The ``vislab evaluate`` command that writes ``metrics_<name>.json`` (``metrics.json`` for ``""``) again."""
+    words = ["vislab", "evaluate", str(run_dir)]
+    if name:
+        from vislab.evaluate.runner import evaluation_name
+
+        split = str(metrics.get("split") or "test")
+        threshold = metrics.get("threshold")
+        threshold = threshold if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) else None
+        if name != evaluation_name(split, None, threshold) and metrics.get("data"):
+            words += ["--data", str(metrics["data"])]
+        if split != "test":
+            words += ["--split", split]
+        if threshold is not None:
+            words += ["--threshold", f"{threshold:g}"]
+    return shlex.join(words)
 
 
 def _safely(build: Callable[[], str]) -> str:

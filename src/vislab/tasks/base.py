@@ -363,8 +363,12 @@ class Task:
         its ``curves`` (ROC/PR points, a confusion matrix), which go to ``<stem>_curves.json`` beside it."""
         return write_metrics(metrics, run_dir, filename)
 
-    def write_figures(self, evaluator: Evaluator, metrics: dict, class_names, images_for, run_dir: Path) -> list:
-        """Figures under ``run_dir/plots`` from a finished evaluation; none by default."""
+    def write_figures(self, evaluator: Evaluator, metrics: dict, class_names, images_for, run_dir: Path,
+                      name: str = "") -> list:
+        """Figures under ``run_dir/plots`` from a finished evaluation (``run_dir/plots/<name>/`` for a named
+        evaluation, e.g. ``val``; any other file it writes is named ``..._<name>``, as ``metrics_<name>.json``
+        is), returning their paths: the metrics file records them, and the report names any that go missing.
+        None by default."""
         return []
 
     def explanation_samples(self, evaluator: Evaluator, seed: int, count: int = 8) -> list:

@@ -265,10 +265,10 @@ class Classification(Task):
     def evaluator(self, class_names):
         return ClassificationEvaluator(class_names)
 
-    def write_figures(self, evaluator, metrics, class_names, images_for, run_dir):
+    def write_figures(self, evaluator, metrics, class_names, images_for, run_dir, name=""):
         from vislab.tasks.classification_figures import write_evaluation_figures
 
-        return write_evaluation_figures(evaluator.predictions, class_names, metrics, images_for, run_dir)
+        return write_evaluation_figures(evaluator.predictions, class_names, metrics, images_for, run_dir, name=name)
 
     def explanation_samples(self, evaluator, seed, count=8):
         """A seeded sample of test images and the most confidently wrong ones."""

@@ -21,8 +21,11 @@ def write_evaluation_figures(
     out_dir,
     grid_size: int = GRID_SIZE,
     seed: int = 0,
+    name: str = "",
 ) -> list[Path]:
-    """Write the evaluation figures to ``out_dir/plots/`` and ``out_dir/misclassified.csv``.
+    """Write the evaluation figures to ``out_dir/plots/`` and ``out_dir/misclassified.csv``; for a named
+    evaluation (``name``, e.g. ``val``) to ``out_dir/plots/<name>/`` and ``out_dir/misclassified_<name>.csv``,
+    beside its ``metrics_<name>.json``.
 
     Figures: ``confusion_matrix.png``, ``confusion_matrix_normalized.png``,
     ``roc.png``, ``pr.png``, ``reliability.png``, ``per_class_accuracy.png``,
@@ -40,6 +43,7 @@ def write_evaluation_figures(
         out_dir: the run folder (or any folder).
         grid_size: images per grid.
         seed: which random images the sample grid shows.
+        name: the evaluation's name ("" for the run's own test split).
 
     Returns:
         The paths written (figures and the CSV).
@@ -56,7 +60,7 @@ def write_evaluation_figures(
         ['confusion_matrix.png', 'confusion_matrix_normalized.png']
     """
     out_dir = Path(out_dir)
-    plots = out_dir / "plots"
+    plots = out_dir / "plots" / name
     plots.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(predictions.labels).astype(np.int64).reshape(-1)
     probs = np.asarray(predictions.probs, dtype=np.float64)
@@ -128,7 +132,8 @@ def write_evaluation_figures(
                             [r["recall"] for r in rows], plots / "per_class_accuracy.png"))
     written += grid_paths
 
-    written.append(write_misclassified(labels, probs, sources, names, out_dir / "misclassified.csv"))
+    csv_name = f"misclassified_{name}.csv" if name else "misclassified.csv"
+    written.append(write_misclassified(labels, probs, sources, names, out_dir / csv_name))
     return written
 
 

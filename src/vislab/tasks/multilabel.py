@@ -376,10 +376,11 @@ class MultiLabel(Task):
     def evaluator(self, class_names):
         return MultiLabelEvaluator(class_names, self.current_thresholds(len(class_names)))
 
-    def write_figures(self, evaluator, metrics, class_names, images_for, run_dir):
+    def write_figures(self, evaluator, metrics, class_names, images_for, run_dir, name=""):
         from vislab.viz.multilabel import plot_cooccurrence, plot_label_sets, plot_per_class_ap, plot_threshold_curves
 
-        plots = Path(run_dir) / "plots"
+        plots = Path(run_dir) / "plots" / name
+        plots.mkdir(parents=True, exist_ok=True)
         names = [str(n) for n in class_names]
         written = [plot_per_class_ap(names, [c["average_precision"] for c in metrics["per_class"]],
                                      plots / "per_class_ap.png", metrics.get("map"))]

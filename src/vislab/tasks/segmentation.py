@@ -396,11 +396,11 @@ class Segmentation(Task):
     def evaluator(self, class_names):
         return SegmentationEvaluator(class_names, self.ignore_index)
 
-    def write_figures(self, evaluator, metrics, class_names, images_for, run_dir):
+    def write_figures(self, evaluator, metrics, class_names, images_for, run_dir, name=""):
         from vislab.viz.evaluation import plot_confusion_matrix
         from vislab.viz.masks import colorize, plot_class_iou, plot_mask_grid
 
-        plots = Path(run_dir) / "plots"
+        plots = Path(run_dir) / "plots" / name
         plots.mkdir(parents=True, exist_ok=True)
         written = [plot_confusion_matrix(evaluator.matrix, class_names, plots / "seg_confusion_matrix.png",
                                          normalize=True),
