@@ -13,7 +13,8 @@ Per image, in DIR:
     STEM_legend.png    every class's colour and name with its % of this image's pixels
     STEM_prob_CLASS.png  with --class-maps: that class's probability map
 and for the whole run: ``legend.png`` (shares over all pixels), ``pixel_shares.csv``
-(image, class, pixels, share; ``(all)`` rows for the total) and ``bad_files.csv``.
+(image, class, pixels, share; ``(all)`` rows for the total) and, when some inputs could not be
+read, ``bad_files.csv`` (path, reason; an older one in DIR is removed by a run without bad files).
 
 Every model runs through :class:`vislab.infer.Predictor`, as ``predict`` and ``serve`` do: the
 preprocessing comes from the model (model.json for a run; the weights' own transforms for a
@@ -311,10 +312,15 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
         writer = csv.writer(handle)
         writer.writerow(["image", "class", "pixels", "share"])
         writer.writerows(rows)
-    with open(out / "bad_files.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
-        writer.writerows(result.bad_files)
+    # only a run with bad files has the list: an older one left in --out would claim bad files this run lacks
+    bad_list = out / "bad_files.csv"
+    if result.bad_files:
+        with open(bad_list, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "reason"])
+            writer.writerows(result.bad_files)
+    else:
+        bad_list.unlink(missing_ok=True)
     plot_legend(names, colors, out / "legend.png", overall if result.files else None,
                 title=f"{segmenter.name}: % of pixels over {len(result.files)} image(s)")
     return result
