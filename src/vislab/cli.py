@@ -509,9 +509,6 @@ def _add_models(sub) -> None:
 
 
 def _cmd_models(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from vislab import api
 
     rows = api.models(task=args.task, parameters=args.parameters, num_classes=args.num_classes, timm=args.timm,
@@ -525,23 +522,43 @@ def _cmd_models(args) -> int:
                   "shell wildcard against the whole name, e.g. 'resnet*' or '*vit*'", file=sys.stderr)
             return 1
         return 0
-    console = Console(highlight=False)
     title = "vislab models" + (f" for {args.task}" if args.task else "") + (
         f" (parameters for {args.num_classes} classes)" if args.parameters else "")
-    table = Table(title=title)
-    columns = ["name", "tasks", *(["parameters"] if args.parameters else []), "default input", "weights"]
-    for col in columns:
-        table.add_column(col, justify="right" if col == "parameters" else "left", no_wrap=col == "name")
-    table.add_column("description", overflow="fold")
+    print(_models_text(rows, title, args.parameters))
+    return 0
+
+
+def _models_text(rows: list[dict], title: str, parameters: bool, width: int | None = None) -> str:
+    """The models grouped by the tasks they can learn, one line each (name, default input, weights,
+    parameters), the description wrapped below it: fits the terminal, 80 columns when it is unknown."""
+    import shutil
+    import textwrap
+
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    header = ["name", "default input", "weights", *(["parameters"] if parameters else [])]
+    table = []
     for row in rows:
         size = "the data's" if row["input_size"] is None else "x".join(map(str, (row["in_chans"], *row["input_size"])))
-        cells = [row["name"], ", ".join(row["tasks"])]
-        if args.parameters:
-            cells.append("" if row["parameters"] is None else f"{row['parameters']:,}")
-        table.add_row(*cells, size, row["weights"], row["description"])
-    console.print(table)
-    console.print("Any timm model name also works for the per-image tasks (`vislab models --timm 'resnet*'`).")
-    return 0
+        cells = [row["name"], size, row["weights"]]
+        if parameters:
+            cells.append("" if row.get("parameters") is None else f"{row['parameters']:,}")
+        table.append((", ".join(row["tasks"]), cells, row["description"]))
+    widths = [max(len(cells[i]) for cells in [header, *(cells for _, cells, _ in table)]) for i in range(len(header))]
+
+    def line(cells):
+        parts = [cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths))]
+        return "  ".join(parts).rstrip()
+
+    wrap = textwrap.TextWrapper(width=max(width, 40), initial_indent="    ", subsequent_indent="    ",
+                                break_long_words=False, break_on_hyphens=False)
+    lines = [title]
+    for tasks in dict.fromkeys(tasks for tasks, _, _ in table):  # first-seen order
+        lines += ["", f"tasks: {tasks}", line(header)]
+        for _, cells, description in (entry for entry in table if entry[0] == tasks):
+            lines += [line(cells), *wrap.wrap(description)]
+    lines += ["", "Any timm model name also works for the per-image tasks:",
+              "vislab models --timm 'resnet*' lists them."]
+    return "\n".join(lines)
 
 
 def _add_summary(sub) -> None:
@@ -873,7 +890,8 @@ def _add_segment(sub) -> None:
     p = _parser(sub, "segment", "segment images: masks, colour masks, overlays, legends, pixel shares",
                 "Segment images with a segmentation model. Per image, in --out: STEM_mask.png (class IDs,\n"
                 "palette embedded), STEM_color.png, STEM_overlay.png, STEM_panel.png, STEM_legend.png; for all:\n"
-                "legend.png, pixel_shares.csv, bad_files.csv. Masks are at the input's full resolution.\n\n"
+                "legend.png, pixel_shares.csv, and bad_files.csv when some inputs could not be read.\n"
+                "Masks are at the input's full resolution.\n\n"
                 "examples:\n"
                 "  vislab segment runs/fashion-seg photos/ --out seg/\n"
                 "  vislab segment fashion-seg.onnx photos/ --out seg/\n"
@@ -907,8 +925,8 @@ def _cmd_segment(args) -> int:
                          device=args.device, precision=args.precision)
     for path, reason in result.bad_files:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"segmented {len(result.files)} image(s) in {result.seconds:.1f}s -> {result.out_dir} "
-          f"(pixel_shares.csv, legend.png)")
+    listed = "pixel_shares.csv, legend.png" + (", bad_files.csv" if result.bad_files else "")
+    print(f"segmented {len(result.files)} image(s) in {result.seconds:.1f}s -> {result.out_dir} ({listed})")
     return 0 if result.files else 1
 
 

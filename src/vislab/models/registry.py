@@ -93,8 +93,8 @@ def model_table() -> list[dict]:
     for name in SMP_ARCHS:
         rows.append({"name": name, "family": "segmentation", "outputs": PIXEL, "in_chans": 3, "input_size": None,
                      "weights": "shipped encoder",
-                     "description": f"smp {SMP_ARCHS[name]} decoder on a timm encoder (--model-opt encoder=NAME, "
-                                    "default efficientnet_lite0: --pretrained loads its shipped weights)"})
+                     "description": f"smp {SMP_ARCHS[name]} decoder on a timm encoder (--model-opt encoder=NAME; "
+                                    "by default the shipped EfficientNet-Lite0, whose weights --pretrained loads)"})
     for name in TORCHVISION_MODELS:
         rows.append({"name": name, "family": "torchvision", "outputs": PIXEL, "in_chans": 3, "input_size": None,
                      "weights": "download",

@@ -37,6 +37,14 @@ def epochs_that_fit(left: float, epoch_seconds: float) -> int:
     return max(0, math.floor(left / epoch_seconds)) if epoch_seconds > 0 and left > 0 else 0
 
 
+def budget_scheduler(cfg, user=()) -> str:
+    """The schedule a budgeted run trains with: one-cycle, fitted to the planned epochs, unless the user
+    chose one (``user`` holds the keys they gave). ``--recipe auto``'s line says this one."""
+    if cfg.train.scheduler == "none" and "train.scheduler" not in user:
+        return "onecycle"
+    return cfg.train.scheduler
+
+
 def plan_epochs(budget: float, elapsed: float, epoch_seconds: float, reserve: float, done: int = 0) -> int:
     """Total epochs: those ``done`` plus the whole epochs of ``epoch_seconds`` that fit in what is left
     of ``budget`` after ``elapsed`` and the ``reserve`` for after training (at least 1 in all)."""
@@ -68,9 +76,10 @@ class TimeBudget:
         """Before the first epoch: the epochs from the probe, the schedule built for them (one-cycle
         unless the user chose a schedule: ``user`` holds the keys they gave)."""
         cfg = trainer.cfg
-        if cfg.train.scheduler == "none" and "train.scheduler" not in user:
-            cfg.train.scheduler = "onecycle"
-            self.record["scheduler"] = "onecycle (fitted to the budget)"
+        scheduler = budget_scheduler(cfg, user)
+        if scheduler != cfg.train.scheduler:
+            cfg.train.scheduler = scheduler
+            self.record["scheduler"] = f"{scheduler} (fitted to the budget)"
         self.setup = self.elapsed()
         steps = trainer.steps_per_epoch
         step_seconds = trainer.choice.seconds.get(trainer.choice.label) if trainer.choice.seconds else None
@@ -84,7 +93,7 @@ class TimeBudget:
             self.record.update(probe_step_seconds=None)
         self._set_epochs(trainer, epochs, done=0)
         self.record.update(setup_seconds=round(self.setup, 3), planned_epochs=epochs)
-        console.print(f"time budget {_words(self.seconds)}: {epochs} epoch(s) planned"
+        console.print(f"time budget {duration_words(self.seconds)}: {epochs} epoch(s) planned"
                       + (f" from the probe's {step_seconds * 1000:.1f} ms a step x {steps} steps" if step_seconds
                          else "; the first epoch's time sets the count")
                       + f", {self.setup:.0f}s spent before training")
@@ -128,7 +137,7 @@ class TimeBudget:
         refit_schedule(trainer, done * trainer.steps_per_epoch)
 
     def describe(self) -> str:
-        return _words(self.seconds)
+        return duration_words(self.seconds)
 
 
 def refit_schedule(trainer, done_steps: int) -> None:
@@ -149,7 +158,7 @@ def refit_schedule(trainer, done_steps: int) -> None:
     trainer.scheduler, trainer.step_per_batch = scheduler, per_batch
 
 
-def _words(seconds: float) -> str:
+def duration_words(seconds: float) -> str:
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{seconds / 3600:g}h"
     if seconds >= 60 and seconds % 60 == 0:

@@ -50,3 +50,16 @@ def load_training_state(path: Path) -> dict:
         raise BadFileError(path, "is not a vislab training checkpoint (no model state in it)",
                            "give the checkpoints/last.pt a vislab run wrote")
     return state
+
+
+def head_converged(state: dict) -> bool:
+    """Whether the checkpoint's L-BFGS head had converged: its last epoch stopped short of the iterations
+    an epoch allows. A checkpoint written before the flag was kept is read from the optimiser's count."""
+    if "converged" in state:
+        return bool(state["converged"])
+    optimizer = state.get("optimizer") or {}
+    groups = optimizer.get("param_groups") or [{}]
+    if "max_iter" not in groups[0] or "line_search_fn" not in groups[0]:  # not torch.optim.LBFGS
+        return False
+    iterations = next(iter((optimizer.get("state") or {}).values()), {}).get("n_iter", 0)
+    return int(iterations) < (int(state["epoch"]) + 1) * int(groups[0]["max_iter"])

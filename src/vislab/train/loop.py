@@ -50,7 +50,7 @@ from vislab.train.callbacks import (
     BestCheckpoint, Callback, CSVHistory, EarlyStopping, EpochPrinter, GradualUnfreeze, LastCheckpoint, TensorBoard,
     read_history, truncate_history,
 )
-from vislab.train.checkpoint import load_training_state, rng_state, save_training_state, set_rng_state
+from vislab.train.checkpoint import head_converged, load_training_state, rng_state, save_training_state, set_rng_state
 from vislab.train.optim import build_optimizer, follow_parameter_layout, make_optimizer, make_scheduler
 
 # the classification task's columns (tasks.base.Task.history_columns), kept for callers of the old name
@@ -479,6 +479,7 @@ class Trainer:
             **({"ema": {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()},
                 "global_step": self.global_step} if self.ema is not None else {}),
             "speed": self.choice.to_dict(),  # a resumed run keeps this precision: exact resume stays exact
+            "converged": bool(self.cached is not None and self.cached.converged),  # --resume refuses to repeat it
         }
 
     def restore(self, state: dict) -> None:
@@ -654,6 +655,10 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         # read before anything in the folder is written: a damaged checkpoint leaves the run as it was
         state = load_training_state(state_path)
         done = int(state["epoch"]) + 1
+        if head_converged(state):  # any --epochs: another L-BFGS epoch starts at the optimum and changes nothing
+            raise ConfigError(f"--resume {run_dir}: its L-BFGS logistic-regression head converged in epoch {done}, "
+                              f"so another epoch would repeat it and nothing is left to train; "
+                              f"`vislab evaluate {run_dir}` evaluates it as it is")
         if cfg.train.epochs <= done:  # nothing to train: refused before config.yaml takes the new count
             raise ConfigError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, so --epochs "
                               f"{cfg.train.epochs} leaves nothing to train; give --epochs {done + 1} or more to "

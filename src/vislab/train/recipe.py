@@ -312,10 +312,14 @@ def apply(cfg: Config, dataset, task) -> Applied:
     if cfg.train.optimizer == "lbfgs" and "train.scheduler" not in user:
         cfg.train.scheduler = "none"  # the L-BFGS head takes no schedule (a user's --optimizer lbfgs too)
     parts = [_model_words(cfg)]
-    if cfg.train.optimizer != "lbfgs":
-        epochs = (f"epochs from the {cfg.train.time_budget:g}s budget" if cfg.train.time_budget
-                  else f"{cfg.train.epochs} epochs")
-        parts.append(f"{cfg.train.optimizer} {cfg.train.scheduler} lr {cfg.train.lr:g}, {epochs}")
+    if cfg.train.optimizer != "lbfgs" and cfg.train.time_budget:
+        # the budget sets the epochs and the schedule once training starts: the line says what it will train with
+        from vislab.train.budget import budget_scheduler, duration_words
+
+        parts.append(f"{cfg.train.optimizer} {budget_scheduler(cfg, user)} lr {cfg.train.lr:g}, "
+                     f"epochs from the {duration_words(cfg.train.time_budget)} budget")
+    elif cfg.train.optimizer != "lbfgs":
+        parts.append(f"{cfg.train.optimizer} {cfg.train.scheduler} lr {cfg.train.lr:g}, {cfg.train.epochs} epochs")
     if cfg.train.class_weights != "none" and not cfg.model.cache_features:
         parts.append(f"class weights {cfg.train.class_weights}")
     if task.name == "segmentation":
