@@ -1,6 +1,8 @@
 """The Python API, one function per CLI command, with the same checks as the CLI.
 
-Keyword names are the CLI flags' names (``--batch-size`` is ``batch_size``).
+Keyword names are the CLI flags' names (``--batch-size`` is ``batch_size``). Where a command takes
+several files, folders or runs (``images``, ``runs``), one path (a string or a Path) or a list of them
+is accepted.
 
 Example:
     >>> import vislab.api as api
@@ -22,6 +24,21 @@ from vislab.core.config import DEFAULT_TASK, ConfigError, check_ranges, option_o
 
 # Where `compare` writes when no out= is given: a folder of its own, never the current one.
 COMPARE_OUT = Path("runs") / "compare"
+
+
+def _paths(value, name: str) -> list:
+    """``images=`` / ``runs=`` as a list: one path (a string or a Path) is one item, never its characters
+    (``predict(run, "a.png")`` read "a", ".", ... and then every image under the current folder)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise ConfigError(f"{name}={value!r}: give a path or a list of paths") from None
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise ConfigError(f"{name}: {item!r} is not a path; give a path or a list of paths")
+    return items
 
 
 def model_source(model):
@@ -197,6 +214,7 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
     """
     from vislab.infer import Predictor, predict_files
 
+    images = _paths(images, "images")
     check_ranges(top_k=top_k, batch_size=batch_size, threshold=threshold)
     model = model_source(model)
     if isinstance(model, str) and model.lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
@@ -269,6 +287,7 @@ def explain(model, images, method: str | None = None, target="top", layer: str |
     and ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
     from vislab.explain.explainers import explain_files
 
+    images = _paths(images, "images")
     check_ranges(num_samples=num_samples)
     if method == "lime":
         opts = {"num_samples": num_samples, "segmentation": segmentation, **opts}
@@ -407,7 +426,7 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
     they have). Runs never evaluated are listed apart, never ranked. ``console`` also prints the table."""
     from vislab.evaluate.compare import compare_runs, evaluated, print_leaderboard, unread_metrics, write_leaderboard
 
-    rows = compare_runs(runs, evaluation=evaluation)
+    rows = compare_runs(_paths(runs, "runs"), evaluation=evaluation)
     if not evaluated(rows):
         unread = [message for message in map(unread_metrics, rows) if message]
         if unread:  # evaluated, but the metrics file is damaged: say which and how to write it again
@@ -513,7 +532,8 @@ def export(model, format: str = "onnx", out=None, dynamic_batch: bool = True, op
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"export format {format!r} is not supported; use one of {', '.join(EXPORT_FORMATS)}")
     return export_onnx(model_source(model), out=out, dynamic_batch=dynamic_batch, opset=opset,
-                       include_preprocessing=include_preprocessing, images=images, samples=samples,
+                       include_preprocessing=include_preprocessing,
+                       images=None if images is None else _paths(images, "images"), samples=samples,
                        tolerance=tolerance, exporter=exporter, seed=seed, weights=weights)
 
 
@@ -582,7 +602,7 @@ def segment(model: str, images, out, weights: str | None = None, palette: str | 
     check_ranges(alpha=alpha, beta=beta)
     # a segmentation run's exported graph runs in onnxruntime (fp32), as `vislab serve` runs it
     segmenter = _onnx_segmenter(model, weights, palette) if is_onnx_path(model) else None
-    return segment_images(model, [images] if isinstance(images, (str, Path)) else list(images), out,
+    return segment_images(model, _paths(images, "images"), out,
                           weights=weights, alpha=alpha, beta=beta, class_maps=class_maps, palette=palette,
                           device=device, precision=precision, panels=panels, segmenter=segmenter)
 
