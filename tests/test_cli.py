@@ -367,3 +367,35 @@ def test_compare_lists_unevaluated_runs_apart_and_refuses_an_unknown_evaluation(
 
     assert main(["compare", str(fresh), "--out", str(out)]) == 1
     assert "has been evaluated" in capsys.readouterr().err
+
+
+def _option_help(command: str, flag: str):
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return next((a for a in sub._actions if flag in a.option_strings), None)
+
+
+def test_device_is_worded_alike_in_every_command_that_has_it():
+    helps = {command: _option_help(command, "--device") for command in COMMANDS}
+    helps = {command: action.help for command, action in helps.items() if action is not None}
+    assert {"train", "evaluate", "predict", "segment", "serve"} <= set(helps)
+    assert all(text and text.startswith("where the model runs") for text in helps.values()), helps
+    assert len({text.replace(" (default: auto)", "") for text in helps.values()}) == 1
+
+
+def test_help_texts_write_defaults_one_way(capsys):
+    for command in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = re.sub(r"\s+", " ", capsys.readouterr().out)
+        assert not re.search(r"\(default [^:]", text), (command, re.findall(r"\(default [^:][^)]*\)", text))
+
+
+@pytest.mark.parametrize("typo", [["train", "--bach-size", "3"], ["train", "--foo"], ["trian"]])
+def test_a_usage_error_points_to_help_one_way(typo, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(typo)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("--help` lists the options)"), err

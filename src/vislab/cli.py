@@ -42,6 +42,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def _add_device(parser, default: str | None = "auto") -> None:
+    """--device, worded alike in every command that runs a model (train's default None: a YAML config may set it)."""
+    parser.add_argument("--device", choices=DEVICES, default=default,
+                        help="where the model runs: auto takes a CUDA GPU when PyTorch sees one, else the CPU "
+                             "(mps: an Apple-silicon GPU)" + (" (default: auto)" if default is None else ""))
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """A usage error is one line: what was wrong and where the options are listed, not the usage
     (train's would be about 50 lines above the one that matters)."""
@@ -119,12 +126,12 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
     group.add_argument("--class-ids", default=None, metavar="FILE",
                        help="--test-csv: numeric ID -> class name (id,class rows, or names one per line in ID order)")
     group.add_argument("--val-split", type=float, default=None,
-                       help="fraction in (0, 1) or whole count of training images held out for validation (default 0.1)")
+                       help="fraction in (0, 1) or whole count of training images held out for validation (default: 0.1)")
     group.add_argument("--test-split", type=float, default=None,
                        help="fraction in (0, 1) or whole count held out for test when the data has no test split "
-                            "(default 0.2)")
+                            "(default: 0.2)")
     group.add_argument("--max-per-class", type=int, default=None, help="keep at most N training (and validation) images per class")
-    group.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default 2)")
+    group.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: 2)")
 
 
 def _add_data_reading_options(group) -> None:
@@ -134,7 +141,7 @@ def _add_data_reading_options(group) -> None:
     group.add_argument("--file-col", default=None, help="CSV: column with the file name")
     group.add_argument("--label-col", default=None, help="CSV: column with the label")
     group.add_argument("--label-sep", choices=LABEL_SEPARATORS, default=None,
-                       help="multi-label CSV: what separates the labels in a cell (default auto: detected)")
+                       help="multi-label CSV: what separates the labels in a cell (default: auto, detected)")
 
 
 def _add_augment_options(parser: argparse.ArgumentParser) -> None:
@@ -152,11 +159,11 @@ def _add_augment_options(parser: argparse.ArgumentParser) -> None:
                        help="fraction of the height (< 1) or pixels (>= 1), as --width-shift")
     group.add_argument("--shear", "--shear-range", type=float, default=None, help="shear angle in degrees")
     group.add_argument("--fill-mode", choices=FILL_MODES, default=None,
-                       help="how pixels outside the image are filled (default nearest)")
+                       help="how pixels outside the image are filled (default: nearest)")
     group.add_argument("--fill-value", type=float, default=None, help="0..255, with --fill-mode constant")
     group.add_argument("--augment-policy", choices=AUGMENT_POLICIES, default=None,
                        help="torchvision v2 policy per image on the uint8 images: trivialaugment "
-                            "(TrivialAugmentWide) or randaugment (default none)")
+                            "(TrivialAugmentWide) or randaugment (default: none)")
 
 
 def _parse_options(pairs) -> dict:
@@ -193,7 +200,7 @@ def _add_train(sub) -> None:
                 "  vislab train --resume runs/fmnist --epochs 20")
     p.add_argument("--config", default=None, help="YAML file with data/augment/model/train sections")
     p.add_argument("--task", default=None, metavar="TASK",
-                   help=f"what is learned: {', '.join(BUILTIN_TASKS)} (default classification)")
+                   help=f"what is learned: {', '.join(BUILTIN_TASKS)} (default: classification)")
     p.add_argument("--recipe", default=None, choices=RECIPE_NAMES,
                    help="auto (the default): read the data (task, images, classes, size, channels, imbalance) and "
                         "pick the model, input size, optimizer, schedule, epochs, augmentation, loss and class "
@@ -203,9 +210,9 @@ def _add_train(sub) -> None:
                         "transfer: frozen EfficientNet-Lite0 features + logistic regression, what measured best at "
                         "40 images per class; none: the code defaults alone. Any other flag overrides its piece")
     p.add_argument("--out", default=None,
-                   help="run folder, not inside --data nor a folder of images (default runs/<model>-<data>-<time>)")
+                   help="run folder, not inside --data nor a folder of images (default: runs/<model>-<data>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation at the end")
     p.add_argument("--no-figures", action="store_true",
                    help="no figures but the training curves: audit.json and metrics.json without the audit's and "
@@ -222,7 +229,7 @@ def _add_train(sub) -> None:
     m.add_argument("--input-size", type=int, nargs="+", default=None, metavar="PX",
                    help="model input size: one number or H W")
     m.add_argument("--pretrained", action="store_true", default=None, help="start from pretrained weights")
-    m.add_argument("--weights", default=None, help="local pretrained weights file or folder")
+    m.add_argument("--weights", default=None, metavar="PATH", help="local pretrained weights file or folder")
     m.add_argument("--head", choices=HEADS, default=None,
                    help="classifier head: linear, or mlp (GAP -> Dense -> Dropout -> Dense)")
     m.add_argument("--freeze", choices=FREEZE_MODES, default=None, help="freeze the backbone")
@@ -239,10 +246,10 @@ def _add_train(sub) -> None:
                         "epoch 1 the top 2 blocks, at 3 the top 4, at 5 everything)")
     m.add_argument("--lr-decay", type=float, default=None,
                    help="discriminative LRs per block: each block below the top gets the one above's LR times "
-                        "this (default 1: one backbone LR)")
+                        "this (default: 1, one backbone LR)")
     m.add_argument("--bn", choices=BN_MODES, default=None,
                    help="BatchNorm statistics while training: train (batch statistics), frozen (the pretrained "
-                        "ones), reestimate (recomputed once on the training images, then kept) (default train)")
+                        "ones), reestimate (recomputed once on the training images, then kept) (default: train)")
     m.add_argument("--cache-features", action="store_true", default=None,
                    help="with --freeze backbone: extract features once, train the head on them")
     t = p.add_argument_group("training")
@@ -252,61 +259,61 @@ def _add_train(sub) -> None:
                    help="train for about this long, e.g. 90s, 5m, 1h (data loading to the end of the test "
                         "evaluation): the epochs come from the measured step and epoch times and the one-cycle "
                         "schedule fits them; instead of --epochs")
-    t.add_argument("--batch-size", type=int, default=None, help="images per batch (default 128)")
+    t.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 128)")
     t.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=None,
                    help="leave out each epoch's short last batch (default: train on it, as Keras does; "
                         "one of fewer than 2 images is always left out)")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                   help="(default adam); lbfgs: with --cache-features, fit the head as logistic regression "
+                   help="(default: adam); lbfgs: with --cache-features, fit the head as logistic regression "
                         "(full batch, so --lr and --batch-size do not apply; --weight-decay = L2 penalty, "
                         "default 1/N as scikit-learn's C=1)")
-    t.add_argument("--momentum", type=float, default=None, help="sgd/rmsprop momentum (default 0.9)")
+    t.add_argument("--momentum", type=float, default=None, help="sgd/rmsprop momentum (default: 0.9)")
     t.add_argument("--scheduler", choices=SCHEDULERS, default=None,
-                   help="learning-rate schedule (default none)")
-    t.add_argument("--label-smoothing", type=float, default=None, help="(default 0)")
-    t.add_argument("--weight-decay", type=float, default=None, help="(default 0)")
-    t.add_argument("--device", choices=DEVICES, default=None, help="(default auto)")
+                   help="learning-rate schedule (default: none)")
+    t.add_argument("--label-smoothing", type=float, default=None, help="(default: 0)")
+    t.add_argument("--weight-decay", type=float, default=None, help="(default: 0)")
+    _add_device(t, default=None)
     t.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="autocast dtype; auto times a few steps of this model at this batch size in fp32 "
                         "and bf16 (fp16 too on GPUs), channels_last and contiguous, and keeps the fastest "
                         "(reduced precision must win by 10%%; cached in ~/.cache/vislab/choices.json); "
-                        "fp16 trains with loss scaling, and is slow on a CPU (default auto)")
+                        "fp16 trains with loss scaling, and is slow on a CPU (default: auto)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     t.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="evaluate on image + mirror (--no-tta-flip: not, where a recipe would)")
     t.add_argument("--warmup-epochs", type=float, default=None,
-                   help="linear LR warm-up from lr/100 before --scheduler cosine/onecycle/none (default 0)")
+                   help="linear LR warm-up from lr/100 before --scheduler cosine/onecycle/none (default: 0)")
     t.add_argument("--no-decay-norm-bias", action="store_true", default=None,
                    help="no weight decay on biases and norm scales (fine-tuning options imply it)")
-    t.add_argument("--mixup", type=float, default=None, help="timm Mixup alpha, e.g. 0.2 (default 0: off)")
-    t.add_argument("--cutmix", type=float, default=None, help="timm CutMix alpha, e.g. 1.0 (default 0: off)")
+    t.add_argument("--mixup", type=float, default=None, help="timm Mixup alpha, e.g. 0.2 (default: 0, off)")
+    t.add_argument("--cutmix", type=float, default=None, help="timm CutMix alpha, e.g. 1.0 (default: 0, off)")
     t.add_argument("--ema", type=float, default=None,
                    help="EMA of the weights (timm ModelEmaV3) with this decay, e.g. 0.998; validation and the "
-                        "saved model use it (default 0: off)")
+                        "saved model use it (default: 0, off)")
     t.add_argument("--class-weights", default=None, metavar="none|auto|FILE",
                    help="weigh the loss per class: auto = inverse class frequency, normalised (multi-label: BCE "
                         "pos_weight = negatives/positives per label); FILE = JSON {class: weight} or CSV "
-                        "class,weight (default none)")
+                        "class,weight (default: none)")
     t.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="balanced: draw every class equally often (multi-label: each image weighted by its "
-                        "rarest label), seeded per epoch (default none)")
+                        "rarest label), seeded per epoch (default: none)")
     t.add_argument("--loss", choices=LOSSES, default=None,
                    help="auto: cross-entropy / BCE; focal: focal loss (softmax, or torchvision's sigmoid focal "
-                        "loss for multi-label); asymmetric: timm's ASL (multi-label) (default auto)")
-    t.add_argument("--focal-gamma", type=float, default=None, help="focal loss gamma (default 2)")
+                        "loss for multi-label); asymmetric: timm's ASL (multi-label) (default: auto)")
+    t.add_argument("--focal-gamma", type=float, default=None, help="focal loss gamma (default: 2)")
     t.add_argument("--threshold", type=float, default=None,
                    help="multi-label: one decision threshold for every label instead of thresholds tuned on "
                         "the validation split")
     t.add_argument("--threshold-metric", choices=THRESHOLD_METRICS, default=None,
-                   help="multi-label: what each label's threshold maximises on the validation split (default f1)")
+                   help="multi-label: what each label's threshold maximises on the validation split (default: f1)")
     t.add_argument("--patience", type=int, default=None,
                    help="early stopping: stop after N epochs without improvement of --monitor, as in Keras "
                         "(0 stops at the first one; default: no early stopping)")
     t.add_argument("--monitor", default=None,
                    help="early stopping metric, a history.csv column (val_loss, val_acc, train_loss...); Keras' "
-                        "names work too (val_accuracy, accuracy, loss) (default val_loss)")
-    t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement")
+                        "names work too (val_accuracy, accuracy, loss) (default: val_loss)")
+    t.add_argument("--min-delta", type=float, default=None, help="smallest change that counts as improvement (default: 0)")
     t.add_argument("--no-restore-best", action="store_true", help="keep the last weights, not the best")
     t.add_argument("--exclude", default=None, metavar="FILE",
                    help="label_issues.csv (`vislab audit --label-issues`): train without the images it lists "
@@ -323,8 +330,8 @@ def _add_segmentation_options(parser: argparse.ArgumentParser) -> None:
                    help=f"class colours and names: {', '.join(PALETTES)}, or a JSON/CSV of name, r, g, b; "
                         "RGB masks are mapped to class IDs through it")
     g.add_argument("--classes", default=None, metavar="FILE",
-                   help="class names, line i names ID i (default DIR/classes.txt, the palette, or the IDs found)")
-    g.add_argument("--ignore-index", type=int, default=None, help="void mask value, never scored (default 255)")
+                   help="class names, line i names ID i (default: DIR/classes.txt, the palette, or the IDs found)")
+    g.add_argument("--ignore-index", type=int, default=None, help="void mask value, never scored (default: 255)")
     # --class-weights auto (median pixel frequency) and --loss auto|dice|ce+dice are training's own flags
 
 
@@ -367,7 +374,7 @@ def _add_lr_find(sub) -> None:
                                    "  vislab lr-find --data photos/ --model efficientnet_lite0 --pretrained "
                                    "--write-config tune.yaml")
     f = p.add_argument_group("lr-find")
-    f.add_argument("--out", default=None, help="folder for lr_find.png and lr_find.json (default runs/lr-find-<model>)")
+    f.add_argument("--out", default=None, help="folder for lr_find.png and lr_find.json (default: runs/lr-find-<model>)")
     f.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate")
     f.add_argument("--end-lr", type=float, default=10.0, help="last learning rate")
     f.add_argument("--steps", type=int, default=200, help="training steps (batches) in the sweep")
@@ -402,7 +409,7 @@ def _add_evaluate(sub) -> None:
         "reading the data (--data's, else the run's own: for files that have moved)"))
     p.add_argument("--split", default="test", choices=SPLITS, help="which split")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    _add_device(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
     p.add_argument("--no-figures", action="store_true",
@@ -433,7 +440,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--top-k", type=int, default=5, help="classes per image")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="table", help="output format")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    _add_device(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast dtype for inference. auto: fp32 or bf16, channels_last or not, whichever "
                         "the first batch measures fastest (bf16 must win by 10%%; cached per CPU/GPU and "
@@ -592,19 +599,19 @@ def _add_audit(sub) -> None:
                 "example:\n  vislab audit --data photos/ --out audits/photos")
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
-    p.add_argument("--out", default=None, help="output folder (default audit-<data name>)")
+    p.add_argument("--out", default=None, help="output folder (default: audit-<data name>)")
     _add_task_option(p, "how the data is read and its targets audited", "every label counted",
                      "pixels per class")
     p.add_argument("--max-images", type=int, default=2000,
                    help="images decoded for the colour study (duplicates always check every image)")
-    p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for the samples (default: 0)")
     p.add_argument("--label-issues", action="store_true",
                    help="find images whose label is probably wrong: out-of-fold probabilities over K folds (single-label "
                         "images up to 64 px: the mean of a small CNN's and a logistic regression's on the shipped "
                         "EfficientNet-Lite0's features; else the logistic regression's) + cleanlab; writes "
                         "label_issues.csv, plots/label_issues.png and report.html")
     p.add_argument("--folds", type=int, default=None, metavar="K",
-                   help="--label-issues: folds for the out-of-fold probabilities; every class needs K images (default 5)")
+                   help="--label-issues: folds for the out-of-fold probabilities; every class needs K images (default: 5)")
     p.add_argument("--rank-by", choices=LABEL_ISSUE_RANKINGS, default="self_confidence",
                    help="--label-issues: cleanlab's label quality score that orders label_issues.csv")
 
@@ -653,7 +660,7 @@ def _add_augment_preview(sub) -> None:
     p.add_argument("--count", type=int, default=6, help="how many images")
     p.add_argument("--versions", type=int, default=5, help="augmented copies of each image")
     p.add_argument("--split", default="train", choices=SPLITS, help="which split to draw from")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     _add_task_option(p, "how the data is read, as training reads it", "any images drawn",
                      "each mask drawn over its image and moved with it")
     _add_augment_options(p)
@@ -682,7 +689,7 @@ def _add_compare(sub) -> None:
                 "example:\n  vislab compare runs/cnn runs/resnet runs/vit --out runs\n"
                 "  vislab compare runs/cnn runs/vit --evaluation val   # after vislab evaluate RUN --split val")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default=None, help="folder for leaderboard.csv and leaderboard.png (default runs/compare)")
+    p.add_argument("--out", default=None, help="folder for leaderboard.csv and leaderboard.png (default: runs/compare)")
     p.add_argument("--evaluation", default=None, metavar="NAME",
                    help="compare metrics_NAME.json (e.g. val, or otherdata_test after `evaluate --data otherdata`) "
                         "instead of the test split's metrics.json (test); a name none of the runs has is refused, "
@@ -731,7 +738,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
     p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
     p.add_argument("--segmentation", default="quickshift", choices=LIME_SEGMENTATIONS, help="LIME superpixels")
-    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/explain or explain-MODEL)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/explain or explain-MODEL)")
     _add_weights_option(p)
 
 
@@ -759,7 +766,7 @@ def _add_activations(sub) -> None:
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="model.named_modules() names")
-    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/activations)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/activations)")
     _add_weights_option(p)
 
 
@@ -780,7 +787,7 @@ def _add_filters(sub) -> None:
     p.add_argument("--layer", required=True, help="a model.named_modules() name (a wrong name lists them)")
     p.add_argument("--n", type=int, default=64, help="filters to draw")
     p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
-    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots/filters)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/filters)")
     _add_weights_option(p)
 
 
@@ -811,7 +818,7 @@ def _add_export(sub) -> None:
                 "  vislab export imagenet:efficientnet_lite0 --out lite0.onnx --include-preprocessing")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS, help="export format")
-    p.add_argument("--out", default=None, help="the .onnx file (default RUN_DIR/model.onnx or MODEL.onnx here)")
+    p.add_argument("--out", default=None, help="the .onnx file (default: RUN_DIR/model.onnx or MODEL.onnx here)")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
                    help="a free batch dimension (the default); --no-dynamic-batch fixes the batch at 1")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
@@ -860,7 +867,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; anything but loopback exposes the server to the network")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    _add_device(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as `vislab predict --precision`")
     p.add_argument("--top-k", type=int, default=5, help="classes per image unless the request asks (?top_k=N)")
     p.add_argument("--batch-size", type=int, default=32, help="dynamic batching: most images per forward")
@@ -905,14 +912,14 @@ def _add_segment(sub) -> None:
                         "hf:NAME_OR_FOLDER (SegFormer)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", required=True, help="folder for the outputs")
-    p.add_argument("--weights", default=None, help="local weights for a named torchvision architecture")
+    p.add_argument("--weights", default=None, metavar="PATH", help="local weights for a named torchvision architecture")
     p.add_argument("--palette", default=None, metavar="NAME_OR_FILE",
                    help=f"colours: {', '.join(PALETTES)} or a JSON/CSV of name, r, g, b (default: the model's)")
     p.add_argument("--alpha", type=float, default=1.0, help="overlay weight of the image (cv2.addWeighted)")
     p.add_argument("--beta", type=float, default=0.6, help="overlay weight of the colour mask")
     p.add_argument("--class-maps", nargs="+", default=(), metavar="CLASS", help="probability maps of these classes")
     p.add_argument("--no-panels", action="store_true", help="skip the 3-panel figures and per-image legends")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    _add_device(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="autocast dtype; auto: measured once on this machine and cached, as predict chooses")
 
@@ -958,8 +965,8 @@ def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list
         if token.startswith("-"):
             close = closest_flag(token.split("=", 1)[0], flags)
             if close:
-                sub.error(f"unrecognized argument {token}: did you mean {close}? (vislab {command} --help)")
-    sub.error(f"unrecognized arguments: {' '.join(unknown)} (vislab {command} --help lists the options)")
+                sub.error(f"unrecognized argument {token}: did you mean {close}?")
+    sub.error(f"unrecognized arguments: {' '.join(unknown)}")
 
 
 def closest_flag(typed: str, flags: list[str]) -> str | None:
