@@ -1,4 +1,5 @@
-"""``vislab.api`` takes one path where it takes several: a string is one file or folder, never its characters."""
+"""``vislab.api``'s inputs and errors: one path where it takes several (a string is one file or folder, never
+its characters), and a mistake is a :class:`vislab.core.errors.UserError` worded for the flags."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 from conftest import digits_arrays, write_image
 
 from vislab import api
+from vislab.cli import main
 from vislab.core.config import ConfigError
+from vislab.core.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +60,39 @@ def test_something_that_is_not_a_path_is_one_clear_error(run_and_images, images)
     run, _, _ = run_and_images
     with pytest.raises(ConfigError, match="give a path or a list of paths"):
         api.predict(run, images, device="cpu")
+
+
+@pytest.mark.parametrize("call", [
+    lambda run: api.summary("chollet_convnt"),
+    lambda run: api.explain(run[0], run[2][0], method="gradcm"),
+    lambda run: api.filters(run[0], "featurs.0"),
+    lambda run: api.compare([]),
+])
+def test_a_mistake_in_python_is_a_user_error(run_and_images, call):
+    with pytest.raises(UserError):
+        call(run_and_images)
+
+
+def test_train_options_from_python_are_not_called_the_command_line(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        api.train(data="digits", epochs="two", out=str(tmp_path / "run"))
+    assert "command line" not in str(raised.value) and "train.epochs" in str(raised.value)
+
+
+@pytest.fixture(scope="module")
+def conv_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv") / "run"
+    return api.train(data="digits", model="chollet_convnet", epochs=1, max_per_class=10, out=str(out),
+                     device="cpu", figures=False).run_dir
+
+
+def test_filters_without_a_layer_lists_the_layers(conv_run, capsys):
+    assert main(["filters", str(conv_run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--layer NAME" in err and "features.0" in err
+
+
+def test_a_layer_without_a_feature_map_is_worded_for_the_flag(conv_run, capsys):
+    assert main(["filters", str(conv_run), "--layer", "head.3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--layer NAME" in err and "layer=NAME" not in err and "explanations" not in err

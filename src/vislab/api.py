@@ -309,13 +309,19 @@ def activations(model, image, layers=None, out=None, weights=None) -> list:
     return list(zip(grids, save_activations(grids, out or default_out_dir(loaded, "activations"))))
 
 
-def filters(model, layer: str, n: int = 64, steps: int = 40, out=None, weights=None) -> Path:
-    """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid; returns the PNG."""
+def filters(model, layer: str | None, n: int = 64, steps: int = 40, out=None, weights=None) -> Path:
+    """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid; returns the PNG.
+    Without a ``layer`` the error lists the model's layers."""
     from vislab.explain.explainers import default_out_dir, safe_filename
     from vislab.explain.filters import filter_grid, save_filter_grid
 
     check_ranges(n=n, steps=steps)
     loaded = load_model(model_source(model), weights=weights)
+    if not layer:
+        from vislab.explain.targets import layer_listing
+
+        raise ConfigError(f"filters needs --layer NAME, the layer whose filters to draw, e.g. a convolution. "
+                          f"{layer_listing(loaded.model)}")
     result = filter_grid(loaded.model, loaded.preprocessing, layer, n=n, steps=steps)
     folder = Path(out) if out else default_out_dir(loaded, "filters")
     return save_filter_grid(result, folder / f"filters_{safe_filename(layer)}.png")
@@ -426,7 +432,10 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
     they have). Runs never evaluated are listed apart, never ranked. ``console`` also prints the table."""
     from vislab.evaluate.compare import compare_runs, evaluated, print_leaderboard, unread_metrics, write_leaderboard
 
-    rows = compare_runs(_paths(runs, "runs"), evaluation=evaluation)
+    runs = _paths(runs, "runs")
+    if not runs:
+        raise ConfigError("compare needs one or more run folders, e.g. compare(['runs/a', 'runs/b'])")
+    rows = compare_runs(runs, evaluation=evaluation)
     if not evaluated(rows):
         unread = [message for message in map(unread_metrics, rows) if message]
         if unread:  # evaluated, but the metrics file is damaged: say which and how to write it again

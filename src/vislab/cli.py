@@ -784,7 +784,9 @@ def _add_filters(sub) -> None:
                 "draw the first N patterns in an 8x8 grid.\n\n"
                 "example:\n  vislab filters imagenet:vgg16 --layer features.10 --n 64 --out filters/")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
-    p.add_argument("--layer", required=True, help="a model.named_modules() name (a wrong name lists them)")
+    p.add_argument("--layer", default=None,
+                   help="a model.named_modules() name, e.g. a convolution (without it, or with a wrong name, "
+                        "the error lists them)")
     p.add_argument("--n", type=int, default=64, help="filters to draw")
     p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/filters)")

@@ -512,7 +512,7 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
     for key, value in file_values.items():
         _set(cfg, key, value, str(yaml_path))
     for key, value in overrides.items():
-        _set(cfg, key, value, "command line")
+        _set(cfg, key, value, "the options given")
     given = set(overrides) | set(user_keys(file_values))  # the dotted keys the user set
     if cfg.train.optimizer == "lbfgs" and "train.epochs" not in given | set(RECIPES.get(recipe, {})):
         # the L-BFGS head is fitted to convergence in one epoch: 10 would refit the same optimum

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from vislab.core.errors import ConfigError
+
 POLICIES = ("trivialaugment", "randaugment")
 
 
@@ -31,7 +33,7 @@ class AugmentPolicy:
         from torchvision.transforms import v2
 
         if name not in POLICIES:
-            raise ValueError(f"unknown augmentation policy {name!r}; choose one of {', '.join(POLICIES)}")
+            raise ConfigError(f"unknown augmentation policy {name!r}; choose one of {', '.join(POLICIES)}")
         self.name = name
         self.transform = v2.TrivialAugmentWide() if name == "trivialaugment" else v2.RandAugment()
 

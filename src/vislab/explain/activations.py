@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
 from vislab.explain.base import as_image_tensor, model_device, no_inplace
 from vislab.explain.targets import _ACTIVATIONS, _SKIP, TargetLayer, _record_outputs, _with_token_layout, get_layer
 
@@ -60,7 +61,7 @@ def default_layers(model: nn.Module, input_size: tuple[int, int, int], count: in
     decoder's blocks), else the top-level modules with 4-D output (a level down under a wrapper).
     """
     if not any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules()):
-        raise ValueError("this model has no convolution layers (an MLP sees the pixels as one vector), "
+        raise ConfigError("this model has no convolution layers (an MLP sees the pixels as one vector), "
                          "so there are no activation maps to show; `vislab explain --method occlusion` shows what it "
                          "looks at")
     features = getattr(model, "features", None)
@@ -75,7 +76,7 @@ def default_layers(model: nn.Module, input_size: tuple[int, int, int], count: in
             if is_output:
                 names.append(f"{prefix}.{index}")
         if not names:
-            raise ValueError(f"{type(model).__name__} has no convolution layers, so there are no activation maps to show")
+            raise ConfigError(f"{type(model).__name__} has no convolution layers, so there are no activation maps to show")
         return names[:count]
     names = _feature_info_layers(model)
     decoder = next(((name, module) for name, module in model.named_modules() if name.endswith("decoder.blocks")),
@@ -93,7 +94,7 @@ def default_layers(model: nn.Module, input_size: tuple[int, int, int], count: in
         if len(names) >= 2:
             return names[:count]
     if not four_d:
-        raise ValueError("cannot pick activation layers automatically; give them by name (layers=[...])")
+        raise ConfigError("cannot pick activation layers automatically; give them by name (layers=[...])")
     return four_d[:count]
 
 
@@ -177,7 +178,7 @@ def activations(
     grids = []
     for target in targets:
         if target.name not in outputs:
-            raise ValueError(f"layer {target.name!r} did not run in the forward pass (or gave no tensor); pick another")
+            raise ConfigError(f"layer {target.name!r} did not run in the forward pass (or gave no tensor); pick another")
         maps = outputs[target.name][0]
         grids.append(ActivationGrid(target.name, maps.shape[0], tuple(maps.shape[1:]), tile(normalise_channels(maps), per_row)))
     return grids

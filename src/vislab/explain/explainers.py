@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
 from vislab.explain import attribution
 from vislab.explain.base import METHODS, Explanation, as_image_tensor, heatmap_to_image, model_device
 from vislab.explain.targets import NoFeatureMapError, find_target_layer
@@ -81,13 +82,13 @@ def explain(
     """
     method = method.lower()
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     unknown = set(opts) - METHOD_OPTIONS[method]
     if unknown:
         valid = ", ".join(sorted(METHOD_OPTIONS[method])) or "none"
-        raise ValueError(f"option(s) {', '.join(sorted(unknown))} do not apply to {method}; its options: {valid}")
+        raise ConfigError(f"option(s) {', '.join(sorted(unknown))} do not apply to {method}; its options: {valid}")
     if layer is not None and not method.startswith("gradcam"):
-        raise ValueError(f"layer= picks the Grad-CAM layer; {method} works on the input pixels, so drop layer")
+        raise ConfigError(f"layer= picks the Grad-CAM layer; {method} works on the input pixels, so drop layer")
     image = as_image_tensor(image)
     was_training = model.training
     model.eval()

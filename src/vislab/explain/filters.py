@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
 from vislab.explain.base import model_device, no_inplace
 from vislab.explain.targets import TargetLayer, _with_token_layout, get_layer
 
@@ -112,7 +113,7 @@ def filter_grid(
         except _Stop:
             pass
         if not captured:
-            raise ValueError(f"layer {layer!r} did not run in the forward pass; pick another")
+            raise ConfigError(f"layer {layer!r} did not run in the forward pass; pick another")
         return captured[0]
 
     generator = torch.Generator().manual_seed(seed)

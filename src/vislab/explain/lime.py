@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
 from vislab.explain.base import heatmap_to_image, model_device, probabilities
 
 SEGMENTATIONS = ("quickshift", "slic")
@@ -41,7 +42,7 @@ def superpixels(image_hwc: np.ndarray, segmentation: str = "quickshift", **optio
     if segmentation == "slic":
         settings = {"n_segments": 50, "compactness": 10.0, "start_label": 0} | options
         return slic(image_hwc, **settings)
-    raise ValueError(f"unknown segmentation {segmentation!r}; use one of {', '.join(SEGMENTATIONS)}")
+    raise ConfigError(f"unknown segmentation {segmentation!r}; use one of {', '.join(SEGMENTATIONS)}")
 
 
 def lime_explain(

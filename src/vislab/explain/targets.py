@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from vislab.core.device import model_device
+from vislab.core.errors import ConfigError
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
@@ -88,10 +89,10 @@ class TargetLayer:
             tokens = output[:, self.prefix_tokens :, :]
             height, width = self.grid or _square_grid(tokens.shape[1])
             return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
-        raise ValueError(
+        raise ConfigError(
             f"layer {self.name!r} gives a {output.dim()}-D output {tuple(output.shape)}; "
-            "explanations need a 4-D feature map (N, C, H, W) or 3-D tokens (N, T, D). "
-            "Pick a convolution/block layer with layer=NAME."
+            "this needs a 4-D feature map (N, C, H, W) or 3-D tokens (N, T, D). "
+            "Pick a convolution or block layer with --layer NAME (`vislab summary MODEL` lists them)."
         )
 
 
@@ -112,15 +113,17 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     names = layer_names(model)
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError(f"the model has no layer {name!r}.{hint} {layer_listing(model)}")
+
+
+def layer_listing(model: nn.Module) -> str:
+    """"Valid layer names: ..." for an error message; a timm model's hundreds of leaves as its blocks."""
+    names = layer_names(model)
     if len(names) <= 60:
-        listing = f"Valid layer names: {', '.join(names)}"
-    else:  # hundreds of leaves in a timm model: show the block structure, say where the rest are
-        shallow = [n for n in names if n.count(".") <= 1]
-        listing = (
-            f"Valid layer names include: {', '.join(shallow[:80])}{' ...' if len(shallow) > 80 else ''} "
-            f"(all {len(names)}: `vislab summary MODEL` or vislab.explain.layer_names(model))"
-        )
-    raise ValueError(f"the model has no layer {name!r}.{hint} {listing}")
+        return f"Valid layer names: {', '.join(names)}"
+    shallow = [n for n in names if n.count(".") <= 1]
+    return (f"Valid layer names include: {', '.join(shallow[:80])}{' ...' if len(shallow) > 80 else ''} "
+            f"(all {len(names)}: `vislab summary MODEL` or vislab.explain.layer_names(model))")
 
 
 def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer: str | None = None) -> TargetLayer:
@@ -157,9 +160,9 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer:
         if len(shape) == 4 and shape[2] * shape[3] > 1:
             return TargetLayer(name, get_layer(model, name))
     shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-    raise ValueError(
+    raise ConfigError(
         f"cannot find a spatial layer automatically: forward_features gives {shape} and no layer "
-        "gives a feature map. Name one with layer=NAME (vislab.explain.layer_names(model) lists them)."
+        "gives a feature map. Name one with --layer NAME (`vislab summary MODEL` lists them)."
     )
 
 
@@ -214,7 +217,7 @@ def _forward_features_target(model: nn.Module, finished, features: torch.Tensor)
     for name, shape in reversed(finished):
         if shape == tuple(features.shape):
             return TargetLayer(name, get_layer(model, name))
-    raise ValueError("no module produces the forward_features output; name one with layer=NAME")
+    raise ConfigError("no module produces the forward_features output; name one with --layer NAME")
 
 
 def _with_token_layout(model: nn.Module, target: TargetLayer, input_size) -> TargetLayer:

@@ -29,6 +29,7 @@ import re
 import torch
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
 from vislab.core.weights import parameter_counts
 from vislab.models.classic import Dropout
 
@@ -68,7 +69,7 @@ def make_head(in_features: int, num_classes: int, kind: str = "linear", hidden: 
         return nn.Sequential(
             nn.Linear(in_features, hidden), nn.ReLU(inplace=True), Dropout(dropout), nn.Linear(hidden, num_classes)
         )
-    raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
+    raise ConfigError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
 
 
 def classifier_path(model: nn.Module) -> str:
@@ -227,7 +228,7 @@ def freeze(model: nn.Module, mode: str = "backbone") -> nn.Module:
         1539
     """
     if mode not in FREEZE_MODES:
-        raise ValueError(f"unknown freeze mode {mode!r}; choose one of {', '.join(FREEZE_MODES)}")
+        raise ConfigError(f"unknown freeze mode {mode!r}; choose one of {', '.join(FREEZE_MODES)}")
     if mode == "none":
         return unfreeze(model)
     for param in model.parameters():

@@ -101,7 +101,7 @@ _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "modul
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin", "model.pth")
 
 
-from vislab.core.errors import PretrainedWeightsError, download_failure  # noqa: E402,F401
+from vislab.core.errors import ConfigError, PretrainedWeightsError, download_failure  # noqa: E402,F401
 from vislab.core.files import BadFileError, load_safetensors, load_torch, read_json  # noqa: E402
 
 
@@ -502,7 +502,7 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
                 model = timm_create(timm, name, input_size, pretrained=True, num_classes=num_classes,
                                     in_chans=in_chans, **kwargs)
         except TypeError as exc:
-            raise ValueError(f"bad option for timm model {name!r}: {exc}") from None
+            raise ConfigError(f"bad option for timm model {name!r}: {exc}") from None
         except Exception as exc:  # hub/URL errors come in many types; all mean "no weights here"
             state = "this machine is offline and the weights are not in the local cache" if offline else (
                 f"the download failed ({download_failure(exc)})"
@@ -558,7 +558,7 @@ def _timm_create(timm, name: str, num_classes: int, in_chans: int, input_size=No
         return timm_create(timm, name, input_size, pretrained=False, num_classes=num_classes, in_chans=in_chans,
                            **kwargs)
     except TypeError as exc:
-        raise ValueError(f"bad option for timm model {name!r}: {exc}") from None
+        raise ConfigError(f"bad option for timm model {name!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -626,7 +626,7 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
                 hf = transformers.AutoModelForImageClassification.from_config(config)
             processor = _read_hf_preprocessor(source)
     except TypeError as exc:
-        raise ValueError(f"bad option for Hugging Face model {source!r}: {exc}") from None
+        raise ConfigError(f"bad option for Hugging Face model {source!r}: {exc}") from None
     except (OSError, ValueError) as exc:
         state = "this machine is offline and it is not in the local cache" if offline else (
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

@@ -187,7 +187,7 @@ def create_model(
     _import_builtin()
     if name in _REGISTRY:
         if pretrained:
-            raise ValueError(
+            raise ConfigError(
                 f"{name!r} is one of vislab's from-scratch networks and has no pretrained weights; "
                 "use a timm name (e.g. resnet50, vgg16, efficientnet_lite0) with --pretrained"
             )
@@ -197,7 +197,7 @@ def create_model(
             if not kwargs and isinstance(exc, ValueError):
                 raise
             given = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
-            raise ValueError(f"bad option for model {name!r} ({given}): {exc}; `vislab models` describes each "
+            raise ConfigError(f"bad option for model {name!r} ({given}): {exc}; `vislab models` describes each "
                              "network, and its options are the arguments of its function") from None
         from vislab.models.classic import materialize
 
@@ -219,7 +219,7 @@ def create_model(
         from vislab.models.timm_models import create_timm_model
 
         return create_timm_model(timm_name, num_classes, in_chans, pretrained, **kwargs)
-    raise ValueError(unknown_model_message(name))
+    raise ConfigError(unknown_model_message(name))
 
 
 def input_too_small(name: str, size, exc: BaseException) -> ConfigError:
@@ -251,7 +251,7 @@ def check_model_name(name: str) -> None:
     if name in _REGISTRY or name.startswith("hf:") or name in _segmentation_models():
         return
     if not is_timm_name(name[5:] if name.startswith("timm:") else name):
-        raise ValueError(unknown_model_message(name))
+        raise ConfigError(unknown_model_message(name))
 
 
 def unknown_model_message(name: str) -> str:

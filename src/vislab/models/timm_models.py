@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from vislab.core.errors import ConfigError
+
 
 def create_timm_model(name: str, num_classes: int, in_chans: int, pretrained: bool, **kwargs) -> nn.Module:
     """``timm.create_model`` with vislab's error messages.
@@ -26,7 +28,7 @@ def create_timm_model(name: str, num_classes: int, in_chans: int, pretrained: bo
         model = timm_create(timm, name, input_size, pretrained=False, num_classes=num_classes, in_chans=in_chans,
                             **kwargs)
     except TypeError as exc:
-        raise ValueError(f"bad option for timm model {name!r}: {exc}") from None
+        raise ConfigError(f"bad option for timm model {name!r}: {exc}") from None
     if input_size is not None:
         model.vislab_input_size = tuple(input_size)
     model.vislab_name = name

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vislab.core.errors import ConfigError
 from vislab.tasks.base import Evaluator, Metric, Task, number_text, percent_text, register_task, scalar_rows
 
 
@@ -93,11 +94,11 @@ def resolve_target(target, logits: torch.Tensor, class_names: list[str] | None) 
         target = int(target)
     if isinstance(target, (int, np.integer)):
         if not 0 <= int(target) < num_classes:
-            raise ValueError(f"target class {target} is out of range: the model has {num_classes} classes "
+            raise ConfigError(f"target class {target} is out of range: the model has {num_classes} classes "
                              f"(0..{num_classes - 1})")
         return int(target)
     if not class_names:
-        raise ValueError(f"target {target!r} is a name but the model has no class names; give an index "
+        raise ConfigError(f"target {target!r} is a name but the model has no class names; give an index "
                          f"0..{num_classes - 1} or 'top'")
     wanted = str(target).strip().lower()
     for index, name in enumerate(class_names):
@@ -107,7 +108,7 @@ def resolve_target(target, logits: torch.Tensor, class_names: list[str] | None) 
     close = difflib.get_close_matches(str(target), [str(n) for n in class_names], n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     shown = ", ".join(map(str, class_names[:20])) + (" ..." if len(class_names) > 20 else "")
-    raise ValueError(f"unknown target class {target!r}.{hint} Classes: {shown}; or give an index or 'top'")
+    raise ConfigError(f"unknown target class {target!r}.{hint} Classes: {shown}; or give an index or 'top'")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -189,8 +190,6 @@ class Classification(Task):
         super().__init__(**options)
         self.label_smoothing = label_smoothing
         if loss not in ("auto", "focal"):
-            from vislab.core.errors import ConfigError
-
             raise ConfigError(f"--loss {loss} is a multi-label loss; single-label classification takes auto "
                               "(cross-entropy) or focal")
         self.loss_kind, self.focal_gamma = loss, focal_gamma
@@ -214,8 +213,6 @@ class Classification(Task):
             from vislab.tasks.losses import softmax_focal_loss
 
             if outputs.shape[1] == 1:
-                from vislab.core.errors import ConfigError
-
                 raise ConfigError("--loss focal / --class-weights need a softmax head; drop binary=true")
             if self.loss_kind == "focal":
                 return softmax_focal_loss(outputs, targets, self.focal_gamma, self.class_weights)
