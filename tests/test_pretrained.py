@@ -196,6 +196,17 @@ def test_offline_download_error_says_how_to_pass_weights(monkeypatch):
     assert "--weights PATH" in message and "offline" in message
 
 
+@pytest.mark.parametrize("installed", [True, False])
+def test_offline_error_offers_installed_weights_without_asking_to_install_them(monkeypatch, installed):
+    monkeypatch.setattr(pretrained, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(pretrained, "_installed", lambda module: installed)
+    with pytest.raises(pretrained.PretrainedWeightsError) as info:
+        create_model("resnet18", num_classes=3, pretrained=True)
+    message = str(info.value)
+    assert ("pip install" not in message) == installed, message
+    assert "efficientnet_lite0" in message
+
+
 def test_hf_model_from_a_local_folder(tmp_path):
     transformers = pytest.importorskip("transformers")
     config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3,

