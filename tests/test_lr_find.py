@@ -39,6 +39,25 @@ def test_lr_find_on_digits_plots_and_suggests(tmp_path):
     written = yaml.safe_load(config.read_text())
     assert written["train"]["lr"] == pytest.approx(float(f"{valley:.3g}"))
     assert written["model"]["name"] == "mlp" and written["data"]["source"] == "digits"
+    # what the sweep set beyond the defaults, and what the LR belongs to; not every default as the user's own
+    assert "recipe_choices" not in written and "out" not in written
+    assert {"optimizer", "batch_size", "lr"} <= set(written["train"]) and len(written["train"]) < 8
+    assert written["data"]["val_split"] == 0
+
+
+def test_training_from_a_written_config_names_only_what_it_sets(tmp_path):
+    from vislab.cli import main
+
+    config = tmp_path / "tune.yaml"
+    assert main(["lr-find", "--data", "digits", "--model", "mlp", "--steps", "30", "--out", str(tmp_path / "lr"),
+                 "--write-config", str(config)]) == 0
+    done = subprocess.run([sys.executable, "-m", "vislab", "train", "--config", str(config), "--epochs", "1",
+                           "--out", str(tmp_path / "run"), "--no-figures", "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("recipe auto"))
+    yours = line.split("yours: ", 1)[1].split(", ")
+    assert "train.lr" in yours and len(yours) < 10 and "()" not in line, line  # of about 60 keys
 
 
 def test_suggestion_rules_on_known_curves():

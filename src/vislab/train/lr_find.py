@@ -247,7 +247,7 @@ def _check_sweepable(cfg: Config, by_recipe: bool = False) -> None:
 def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
     """Put ``lr`` into a config YAML as ``train.lr`` (``model.lr_backbone`` kept at its ratio to it).
 
-    An existing file keeps everything else as it is; a new one gets ``cfg`` in full.
+    An existing file keeps everything else as it is; a new one gets what ``cfg`` sets beyond the defaults.
     """
     path = Path(path)
     lr = float(f"{lr:.3g}")
@@ -258,8 +258,14 @@ def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections; pass a new file instead")
     else:
-        data = cfg.to_dict()
-        data.pop("out", None)
+        # what differs from the code's defaults: every default written down would count as the user's own
+        # setting when training from the file, which --recipe auto then leaves alone
+        data = _changed(cfg.to_dict(), Config().to_dict())
+        for key in ("out", "recipe_choices"):
+            data.pop(key, None)
+        # the learning rate belongs to the model, optimiser and batch it was swept with: those are pinned
+        data.setdefault("model", {})["name"] = cfg.model.name
+        data.setdefault("train", {}).update(optimizer=cfg.train.optimizer, batch_size=cfg.train.batch_size)
     train = data.setdefault("train", {})
     model = data.get("model") or {}
     if model.get("lr_backbone"):
@@ -268,3 +274,17 @@ def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _changed(values: dict, defaults: dict) -> dict:
+    """The entries of ``values`` that differ from ``defaults``, section by section."""
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            inner = _changed(value, default)
+            if inner:
+                out[key] = inner
+        elif value != default:
+            out[key] = value
+    return out

@@ -325,7 +325,8 @@ def apply(cfg: Config, dataset, task) -> Applied:
     if task.name == "segmentation":
         parts.append(f"loss {cfg.train.loss}")
     bench = sorted({name for reason in reasons.values() for name in re.findall(r"bench_\w+\.py", reason)})
-    line = (f"recipe auto: {', '.join(parts)} -- {rule}, for {shape.describe()} ({', '.join(bench)})"
+    line = (f"recipe auto: {', '.join(parts)} -- {rule}, for {shape.describe()}"
+            + (f" ({', '.join(bench)})" if bench else "")
             + (f"; yours: {', '.join(sorted(kept))}" if kept else ""))
     applied = Applied(rule, shape, chosen, kept, reasons, line)
     cfg.recipe_choices = {**record, **applied.record(user)}
