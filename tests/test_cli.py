@@ -399,3 +399,15 @@ def test_a_usage_error_points_to_help_one_way(typo, capsys):
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.endswith("--help` lists the options)"), err
+
+
+def test_predict_table_keeps_long_paths_whole(monkeypatch, capsys):
+    from vislab.cli import _print_predictions
+
+    monkeypatch.setenv("COLUMNS", "80")
+    files = [f"photos/cat/nested/deeper/and/deeper/still/{name}.png" for name in ("first_picture", "second_picture")]
+    _print_predictions([{"file": f, "top": [{"class": "cat", "probability": 0.9}]} for f in files], "table")
+    text = capsys.readouterr().out
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2)
+    assert all(f in cells for f in files), cells

@@ -488,7 +488,9 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
 
     table = Table(show_lines=False)
     for col in ("file", "rank", "class", "probability"):
-        table.add_column(col, justify="right" if col in ("rank", "probability") else "left")
+        # a long path wraps rather than ending in "...": nested files must stay told apart
+        table.add_column(col, justify="right" if col in ("rank", "probability") else "left",
+                         overflow="fold" if col in ("file", "class") else "ellipsis")
     for r in results:
         if "error" in r:
             table.add_row(r["file"], "", f"[red]error: {r['error']}[/]", "")
