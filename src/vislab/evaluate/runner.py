@@ -11,13 +11,13 @@ its figures in ``plots/<name>/`` and its explanation panels in ``plots/explain/<
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vislab.core.background import beside, elsewhere, quiet
+from vislab.core.files import BadFileError, read_json
 from vislab.data.sources import DataError
 from vislab.infer.predictor import Predictor
 from vislab.runs import load, read_config
@@ -91,10 +91,13 @@ def _unused_name(run_dir: Path, split: str, data: str | None, threshold: float |
     name = evaluation_name(split, data, threshold)
     if not name or data is None:
         return name
+    path = run_dir / f"metrics_{name}.json"
+    if not path.is_file():
+        return name
     try:
-        recorded = json.loads((run_dir / f"metrics_{name}.json").read_text()).get("data")
-    except (OSError, ValueError, AttributeError):
-        return name  # none yet (or a damaged one, which this evaluation replaces)
+        recorded = read_json(path, "an evaluation's metrics", "this evaluation replaces it").get("data")
+    except (BadFileError, AttributeError):
+        return name  # a damaged one, which this evaluation replaces
     if recorded is None or _same_source(str(recorded), str(data)):
         return name
     return evaluation_name(split, data, threshold, distinct=True)
