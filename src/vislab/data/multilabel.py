@@ -41,7 +41,8 @@ import torch
 from vislab.core.background import compute
 from vislab.core.errors import DataError
 from vislab.data.sources import (
-    SPLIT_NAMES, Dataset, Split, _count, _natural_key, _read_csv, _resolve_file, validate_files,
+    SPLIT_NAMES, Dataset, Split, _count, _natural_key, _read_csv, _resolve_file, drop_repeated_rows,
+    missing_files_hint, validate_files,
 )
 from vislab.data.label_edits import apply_label_edits
 
@@ -107,9 +108,7 @@ def _columns(path: Path, columns: list[str], file_col, label_col, rows) -> tuple
 
 def _read_targets(path: Path, cfg, known: list[str] | None, file_col=None, label_col=None, singletons: bool = True):
     """(files, class names, (N, K) float32 targets) of one CSV; ``known`` fixes the classes (a test CSV)."""
-    columns, rows = _read_csv(path)
-    if not rows:
-        raise DataError(f"{path}: has a header but no rows; add one row per image")
+    columns, rows = _read_csv(path, example=("1.jpg", "cat dog"))
     file_col, label_col, class_cols = _columns(path, columns, file_col, label_col, rows)
     files = [(row.get(file_col) or "").strip() for row in rows]
     if label_col is None:  # one 0/1 column per class
@@ -191,14 +190,18 @@ def _paths(path: Path, files: list[str], root: Path) -> list[str]:
             resolved.append(str(found))
     if missing:
         raise DataError(f"{path}: {len(missing)} of {len(files)} rows name files that are missing under {root} "
-                        f"(first: {', '.join(missing[:3])}). Fix the paths, or set --image-root to the folder "
-                        "holding them")
+                        f"(first: {', '.join(missing[:3])}){missing_files_hint(missing)}. Fix the paths, or set "
+                        "--image-root to the folder holding them")
     return resolved
 
 
-def _split(path: Path, files, targets, cfg, name: str) -> tuple[Split, list]:
+def _split(path: Path, files, targets, cfg, name: str, classes: list[str]) -> tuple[Split, list]:
     root = Path(cfg.image_root).expanduser() if cfg.image_root else path.parent
     paths = _paths(path, files, root)
+    kept = drop_repeated_rows(path, [(file, resolved, tuple(np.flatnonzero(row).tolist()),
+                                      " ".join(classes[i] for i in np.flatnonzero(row)) or "(no label)")
+                                     for file, resolved, row in zip(files, paths, targets)])
+    paths, targets = [paths[i] for i in kept], targets[np.asarray(kept, dtype=np.int64)]
     good, good_rows, bad = validate_files(paths, list(range(len(paths))), cfg.workers)
     labels = torch.from_numpy(targets[np.asarray(good_rows, dtype=np.int64)] if good_rows
                               else np.zeros((0, targets.shape[1]), np.float32))
@@ -241,7 +244,7 @@ def load_multilabel_dataset(cfg, seed: int = 0, scoring: bool = False) -> Datase
     if len(classes) < 2 and not scoring:
         raise DataError(f"{path}: only {len(classes)} label(s) ({', '.join(classes)}) found; multi-label training "
                         "needs at least two")
-    train, bad = _split(path, files, targets, cfg, "train")
+    train, bad = _split(path, files, targets, cfg, "train", classes)
     splits = {"train": train}
     if cfg.test_csv:
         test_path = Path(cfg.test_csv).expanduser()
@@ -250,7 +253,7 @@ def load_multilabel_dataset(cfg, seed: int = 0, scoring: bool = False) -> Datase
         test_files, _, test_targets = _read_targets(test_path, cfg, classes, cfg.test_file_col or cfg.file_col,
                                                     cfg.test_label_col or cfg.label_col)
         test_cfg = type(cfg)(**{**cfg.__dict__, "image_root": None}) if cfg.image_root is None else cfg
-        splits["test"], test_bad = _split(test_path, test_files, test_targets, test_cfg, "test")
+        splits["test"], test_bad = _split(test_path, test_files, test_targets, test_cfg, "test", classes)
         bad += test_bad
     # label_issues.csv names images as the CSVs give them: edit before the stratified val/test split
     edited = apply_label_edits(Dataset(path.stem, classes, splits), getattr(cfg, "exclude", None),

@@ -15,6 +15,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import re
 import struct
@@ -30,7 +32,7 @@ import torch
 
 from vislab.core.config import SPLITS
 from vislab.core.files import (BadFileError, cache_dir, code_digest, decoded_once, keep_recent, read_bytes,
-                               read_csv_rows, read_text, reading, stat_digest, written_whole)
+                               read_text, reading, stat_digest, written_whole)
 from vislab.data.images import BadImageError, is_image_file, read_image
 from vislab.data.label_edits import apply_label_edits
 
@@ -219,6 +221,9 @@ def _check_usable(dataset: Dataset, source: str, scoring: bool = False) -> None:
     train = dataset.splits.get("train")
     if train is None or len(train) == 0:
         bad = f" ({len(dataset.bad_files)} bad files skipped)" if dataset.bad_files else ""
+        if Path(source).suffix.lower() == ".csv":
+            raise DataError(f"{source}: no usable training image{bad}; its rows must name readable images (jpg, "
+                            "png, bmp, gif, webp, tif), one row per image, e.g. cat/1.jpg,cat")
         raise DataError(
             f"{source}: no usable training image{bad}. Put images (jpg, png, bmp, gif, webp, tif) "
             "in one folder per class, e.g. data/cat/1.jpg, data/dog/2.jpg."
@@ -534,7 +539,7 @@ def _load_folder(folder: Path, cfg, scoring: bool = False) -> Dataset:
                             f"({class_names[:10]}{'...' if len(class_names) > 10 else ''})")
         class_names = [name for name in class_names if name in set(cfg.labels)]
     index = {name: i for i, name in enumerate(class_names)}
-    splits, bad = {}, []
+    splits, bad, listed = {}, [], {}
     for split, root in roots.items():
         paths, labels = [], []
         for class_dir in _class_dirs(root):
@@ -548,10 +553,65 @@ def _load_folder(folder: Path, cfg, scoring: bool = False) -> Dataset:
             files = list_images(class_dir)
             paths += files
             labels += [index[class_dir.name]] * len(files)
+            listed[split, class_dir.name] = (class_dir, files)
         good, good_labels, split_bad = validate_files(paths, labels, cfg.workers)
         bad += split_bad
         splits[split] = Split(torch.tensor(good_labels, dtype=torch.int64), paths=good, name=split)
+    _refuse_classes_without_images(class_names, splits, listed, bad, scoring)
     return Dataset(folder.name, class_names, splits, bad)
+
+
+def _refuse_classes_without_images(class_names, splits, listed, bad, scoring: bool) -> None:
+    """A class folder without a readable image (empty, or its files all bad) cannot be learned, and a model
+    would still get an output for it: an error naming the folder and the fix, as torchvision's ImageFolder
+    refuses one. For training that is a class without a readable image in train/ (a class missing from test/
+    only is the audit's per-split warning); data only scored needs one in some split. When no class has a
+    training image, :func:`_check_usable` says so instead."""
+    counts = {name: torch.bincount(split.labels, minlength=len(class_names)).tolist() for name, split in splits.items()}
+    if not sum(counts.get("train", [])):
+        return
+    reasons = dict(bad)
+    problems = []
+    for label, name in enumerate(class_names):
+        if scoring and any(counts[split][label] for split in counts):
+            continue
+        if not scoring and counts["train"][label]:
+            continue
+        class_dir, files = listed.get(("train", name), (None, []))
+        if class_dir is None:
+            continue
+        elsewhere = [f"{split}/{name} holds {counts[split][label]}" for split in counts
+                     if split != "train" and counts[split][label]]
+        if files:
+            problem = (f"{class_dir}: none of its {len(files)} image file(s) can be read (first: "
+                       f"{Path(files[0]).name}: {reasons.get(files[0], 'unreadable')})")
+            fix = "replace them with readable images or remove the folder"
+        else:
+            problem = f"{class_dir} holds no images{_other_files(class_dir)}"
+            fix = "add images (jpg, png, bmp, gif, webp, tif) to it or remove the folder"
+        if elsewhere:
+            problem += f" while {', '.join(elsewhere)}"
+            fix = "move some into it, or remove the class from every split"
+        problems.append((problem, fix))
+    if len(problems) == 1:
+        problem, fix = problems[0]
+        raise DataError(f"{problem}, so it cannot be a class of this run; {fix}")
+    if problems:
+        shown = "; ".join(problem for problem, _ in problems[:5]) + ("; ..." if len(problems) > 5 else "")
+        raise DataError(f"{len(problems)} class folders have no readable image, so they cannot be classes of this "
+                        f"run ({shown}); add images to them or remove the folders")
+
+
+def _other_files(folder: Path) -> str:
+    """`` (its 3 file(s), e.g. 'a.heic', are not ... images)`` for a class folder holding visible files of a
+    format vislab does not read, else nothing."""
+    others = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        others += [str(Path(root, name).relative_to(folder)) for name in sorted(names) if not name.startswith(".")]
+    if not others:
+        return ""
+    return f" (its {len(others)} file(s), e.g. {others[0]!r}, are not jpg, png, bmp, gif, webp or tif images)"
 
 
 # file lists whose check is kept in the cache folder, the least recently used dropped first
@@ -631,22 +691,64 @@ def _keep_check(key: str, reasons: list) -> None:
 
 # --------------------------------------------------------------------------- CSV
 _CSV_FIX = "give a CSV (UTF-8 text) with a header row, then one row per image, e.g. file,label"
+# the cell separators a labels CSV may use: spreadsheets in many locales write ; and exports often use tabs
+CSV_SEPARATORS = (",", ";", "\t", "|")
+_SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
-    """A CSV's header and its rows as dicts; a row with more or fewer cells than the header is refused."""
-    rows = read_csv_rows(path, "a labels CSV", _CSV_FIX)
-    lines = [(number, row) for number, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
+def _csv_separator(path: Path, text: str) -> str:
+    """The separator of a CSV's cells: of :data:`CSV_SEPARATORS`, the one that splits the header into two
+    or more cells and the most of the first rows into as many (a comma on a tie); a comma when none does.
+
+    Example:
+        >>> import tempfile
+        >>> table = Path(tempfile.mkdtemp()) / "labels.csv"
+        >>> _ = table.write_text("file;label\\na.png;cat\\n")
+        >>> _csv_separator(table, table.read_text()), _csv_separator(table, "file,labels\\na.png,cat;dog\\n")
+        (';', ',')
+    """
+    lines = [line for line in text.splitlines() if line.strip()][:50]
+    best, best_fit = ",", -1
+    with reading(path, "a labels CSV", _CSV_FIX):
+        for sep in CSV_SEPARATORS:
+            rows = list(csv.reader(lines, delimiter=sep, skipinitialspace=True))
+            if not rows or len(rows[0]) < 2:
+                continue
+            fit = sum(len(row) == len(rows[0]) for row in rows[1:])
+            if fit > best_fit:
+                best, best_fit = sep, fit
+    return best
+
+
+def _read_csv(path: Path, example: tuple[str, str] = ("cat/1.jpg", "cat")) -> tuple[list[str], list[dict]]:
+    """A CSV's header and its rows as dicts, each cell stripped of surrounding spaces; the separator is
+    detected (:func:`_csv_separator`). A row with more or fewer cells than the header is refused, and so are
+    a header of one column (a separator that is none of these) and a header without rows (``example``: the
+    file and label cells such a row would hold)."""
+    text = read_text(path, "a labels CSV", _CSV_FIX)
+    sep = _csv_separator(path, text)
+    with reading(path, "a labels CSV", _CSV_FIX):
+        # skipinitialspace: "x.png, cat" is the label "cat", and a quoted cell after a space is still quoted
+        rows = list(csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True))
+    lines = [(number, [cell.strip() for cell in row]) for number, row in enumerate(rows, start=1)
+             if any(cell.strip() for cell in row)]
     if not lines:
         raise BadFileError(path, "holds no rows", _CSV_FIX)
     (_, header), body = lines[0], lines[1:]
-    header = [cell.strip() for cell in header]
+    if len(header) == 1:
+        raise DataError(f"{path}: its header row {header[0]!r} is a single column, so its separator looks wrong "
+                        "(or it has no label column); separate the cells with a comma, semicolon, tab or |, "
+                        "e.g. file,label")
     if len(set(header)) != len(header) or not all(header):
         raise BadFileError(path, f"its header row {header[:8]} has an empty or repeated column name", _CSV_FIX)
+    if not body:
+        raise DataError(f"{path}: has a header row ({sep.join(header)}) but no rows; add one row per image below "
+                        f"it, e.g. {sep.join(example)}")
     for number, row in body:
         if len(row) != len(header):
             raise BadFileError(path, f"row {number} has {len(row)} cells where the header has {len(header)} "
-                                     f"({row[:4]})", "fix that row (a comma inside a name needs quotes)")
+                                     f"({row[:4]})",
+                               f"fix that row (a {_SEPARATOR_NAMES[sep]} inside a name needs quotes)")
     return header, [dict(zip(header, row)) for _, row in body]
 
 
@@ -666,6 +768,15 @@ def _refuse_empty_cells(path: Path, rows: list[dict], columns, label_col: str | 
 
 
 def _resolve_file(root: Path, name: str) -> Path | None:
+    """The file a CSV cell names under ``root``; a name without an extension may omit it, and a Windows
+    path (``imgs\\cat 0.png``) is also tried with ``/``, where ``\\`` is a character of a name, not a separator."""
+    found = _resolve_name(root, name)
+    if found is None and "\\" in name and os.sep == "/":
+        found = _resolve_name(root, name.replace("\\", "/"))
+    return found
+
+
+def _resolve_name(root: Path, name: str) -> Path | None:
     candidate = root / name
     if candidate.is_file():
         return candidate
@@ -674,6 +785,53 @@ def _resolve_file(root: Path, name: str) -> Path | None:
             if (root / f"{name}{ext}").is_file():
                 return root / f"{name}{ext}"
     return None
+
+
+def missing_files_hint(names) -> str:
+    """What a list of missing file names suggests beyond a wrong folder: Windows paths, read with / too."""
+    if any("\\" in name for name in names):
+        return (" (the names use \\ as a folder separator, as Windows writes paths; read with / instead, they are "
+                "missing too)")
+    return ""
+
+
+def drop_repeated_rows(path: Path, rows: list[tuple[str, str, object, str]]) -> list[int]:
+    """The rows to keep of a CSV's (file name, resolved path, label, label as shown) rows: a row that repeats
+    an earlier one's file and label is dropped, so that no image counts twice or lands in both the training
+    and the test split; a file given different labels is kept under each. One warning says each."""
+    kept, repeated, labels_of, seen = [], [], {}, set()
+    for number, (name, resolved, label, shown) in enumerate(rows):
+        same_file = os.path.normpath(resolved)
+        if (same_file, label) in seen:
+            repeated.append(name)
+            continue
+        seen.add((same_file, label))
+        labels_of.setdefault(same_file, (name, []))[1].append(shown)
+        kept.append(number)
+    conflicting = [(name, shown) for name, shown in labels_of.values() if len(shown) > 1]
+    version = (str(path), _modified(path))
+    if (repeated or conflicting) and version not in _WARNED_ROWS:  # the same file read again in one run: said once
+        _WARNED_ROWS.add(version)
+        if repeated:
+            warnings.warn(f"{path}: {len(repeated)} row(s) repeat an earlier row's file and label (first: "
+                          f"{repeated[0]!r}) and were dropped, so that no image counts twice or lands in both "
+                          "training and test")
+        if conflicting:
+            name, shown = conflicting[0]
+            warnings.warn(f"{path}: {len(conflicting)} file(s) are listed with different labels (first: {name!r} as "
+                          f"{' and '.join(repr(s) for s in shown)}); each row is kept, so the image is trained "
+                          "under each; keep the right row and delete the others")
+    return kept
+
+
+_WARNED_ROWS: set[tuple[str, int]] = set()
+
+
+def _modified(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 # the column names a CSV's file and label columns are found by, in order, when no flag names them
@@ -751,7 +909,7 @@ def _load_csv(path: Path, cfg, scoring: bool = False) -> Dataset:
     class_names = sorted({r[label_col] for r in rows}, key=_natural_key)
     _warn_if_several_labels(path, label_col, class_names)
     index = {name: i for i, name in enumerate(class_names)}
-    paths, labels, missing = [], [], []
+    paths, labels, names, missing = [], [], [], []
     for row in rows:
         resolved = _resolve_file(root, row[file_col])
         if resolved is None:
@@ -759,13 +917,35 @@ def _load_csv(path: Path, cfg, scoring: bool = False) -> Dataset:
         else:
             paths.append(str(resolved))
             labels.append(index[row[label_col]])
+            names.append(row[file_col])
     if missing:
         raise DataError(
             f"{path}: {len(missing)} of {len(rows)} files named in column {file_col!r} are missing under "
-            f"{root} (first: {missing[:3]}). Fix the paths or set --image-root to the folder holding them."
+            f"{root} (first: {missing[:3]}){missing_files_hint(missing)}. Fix the paths or set --image-root to the "
+            "folder holding them."
         )
+    kept = drop_repeated_rows(path, [(name, file, label, class_names[label])
+                                     for name, file, label in zip(names, paths, labels)])
+    paths, labels = [paths[i] for i in kept], [labels[i] for i in kept]
     good, good_labels, bad = validate_files(paths, labels, cfg.workers)
+    _refuse_unreadable_classes(path, label_col, class_names, paths, labels, good_labels, bad)
     return Dataset(path.stem, class_names, {"train": Split(torch.tensor(good_labels, dtype=torch.int64), paths=good)}, bad)
+
+
+def _refuse_unreadable_classes(path: Path, label_col: str, class_names, paths, labels, good_labels, bad) -> None:
+    """A CSV class whose every file is unreadable cannot be learned, nor scored: an error naming it and the
+    first file, as for a class folder of bad files (when no class has a readable file, the error says that)."""
+    if not good_labels:
+        return
+    readable = set(good_labels)
+    reasons = dict(bad)
+    for label, name in enumerate(class_names):
+        if label in readable:
+            continue
+        files = [file for file, y in zip(paths, labels) if y == label]
+        raise DataError(f"{path}: none of the {len(files)} file(s) of class {name!r} (column {label_col!r}) can be "
+                        f"read (first: {files[0]}: {reasons.get(files[0], 'unreadable')}), so it cannot be a class; "
+                        "replace them with readable images or delete those rows")
 
 
 def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
@@ -784,7 +964,7 @@ def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
     ids = read_class_ids(Path(cfg.class_ids), dataset.class_names) if getattr(cfg, "class_ids", None) else {}
     wanted = set(cfg.labels) if cfg.labels else None
     root = path.parent
-    paths, labels, missing = [], [], []
+    paths, labels, names, missing = [], [], [], []
     for row in rows:
         label = row[label_col].strip()
         if label in ids:
@@ -804,11 +984,16 @@ def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
             continue
         paths.append(str(resolved))
         labels.append(index[label])
+        names.append(row[file_col])
     if missing:
-        raise DataError(f"{path}: {len(missing)} listed files are missing under {root} (first: {missing[:3]})")
+        raise DataError(f"{path}: {len(missing)} listed files are missing under {root} (first: {missing[:3]})"
+                        f"{missing_files_hint(missing)}")
     if not paths:
         raise DataError(f"{path}: no row of column {label_col!r} names one of the training classes "
                         f"{dataset.class_names[:10]}; check --labels and the CSV's label column")
+    kept = drop_repeated_rows(path, [(name, file, label, dataset.class_names[label])
+                                     for name, file, label in zip(names, paths, labels)])
+    paths, labels = [paths[i] for i in kept], [labels[i] for i in kept]
     good, good_labels, bad = validate_files(paths, labels, cfg.workers)
     dataset.bad_files.extend(bad)
     return Split(torch.tensor(good_labels, dtype=torch.int64), paths=good, name="test")
