@@ -136,8 +136,13 @@ def _print_final_summary(console, result) -> None:
     lines = [f"run folder: {result.run_dir}",
              f"epochs: {len(history)}{' (stopped early)' if result.stopped_early else ''}"
              f"  training time: {seconds:.1f}s" + (f"  parameters: {params:,}" if params is not None else "")]
-    val = [f"val_{m.name}: {last[f'val_{m.name}']:.4f}" for m in task.metrics if last.get(f"val_{m.name}") is not None]
-    if val:
+    # the numbers of the epoch whose weights the model holds: the best one when early stopping restored it
+    kept = _model_row(history, result)
+    val = [f"val_{m.name}: {kept[f'val_{m.name}']:.4f}" for m in task.metrics if kept.get(f"val_{m.name}") is not None]
+    if kept is not last:
+        lines.append(f"best epoch {int(kept['epoch'])} (restored: the model holds its weights)"
+                     + ("  " + "  ".join(val) + f"  val_loss: {kept['val_loss']:.4f}" if val else ""))
+    elif val:
         lines.append("last " + "  ".join(val) + f"  val_loss: {last['val_loss']:.4f}")
     if metrics:
         lines.append(task.end_of_run_line(metrics))
@@ -147,3 +152,12 @@ def _print_final_summary(console, result) -> None:
     for line in lines:
         console.print(line)
     sys.stdout.flush()
+
+
+def _model_row(history: list[dict], result) -> dict:
+    """The history row of the epoch the saved model holds: the restored best epoch's, else the last."""
+    last = history[-1] if history else {}
+    epoch = getattr(result, "model_epoch", None)
+    if not getattr(result, "restored_best", False) or epoch is None or last.get("epoch") == epoch:
+        return last
+    return next((row for row in history if row.get("epoch") is not None and int(row["epoch"]) == epoch), last)

@@ -153,7 +153,8 @@ def read_spec(run_dir: Path) -> dict:
             "imagenet:MODEL for a pretrained ImageNet classifier (e.g. imagenet:efficientnet_lite0), "
             "or hf:ORG/NAME (or hf:FOLDER saved with save_pretrained) for a Hugging Face one")
     if not path.is_file():
-        raise RunError(f"{run_dir}: model.json is missing; is this a finished vislab run folder?")
+        raise RunError(unfinished_run(run_dir) or f"{run_dir}: model.json is missing; is this a finished vislab run "
+                       "folder?")
     spec = read_json(path, "a vislab model description (JSON)", "the run did not finish writing it, or it was "
                      "edited: retrain, or restore the file")
     if not isinstance(spec, dict):
@@ -163,6 +164,51 @@ def read_spec(run_dir: Path) -> dict:
                        f"({', '.join(READABLE_FORMATS)}); retrain it, or load it with the vislab that wrote it")
     spec.setdefault("task", DEFAULT_TASK)  # written before tasks were recorded
     return spec
+
+
+def unfinished_run(run_dir) -> str | None:
+    """Why a run folder has no model yet, when training began there and never finished (it was stopped, or
+    is still running): its checkpoints/last.pt and no model.json. The message names the epochs trained and the
+    command that continues it; None for any other folder."""
+    run_dir = Path(run_dir)
+    if (run_dir / "model.json").exists() or not (run_dir / "checkpoints" / "last.pt").is_file():
+        return None
+    done, planned = _epochs_trained(run_dir), _epochs_planned(run_dir)
+    if done is None:
+        trained = "training stopped"
+    elif planned is not None:
+        trained = f"training stopped after epoch {done} of {planned}"
+    else:
+        trained = f"training stopped after epoch {done}"
+    return (f"{run_dir}: an unfinished run ({trained}, no model.json yet); continue it with "
+            f"`vislab train --resume {run_dir}` (add --epochs N to end at epoch N), or wait if it is still training")
+
+
+def _epochs_trained(run_dir: Path) -> int | None:
+    """The last epoch history.csv records (the checkpoint may be one behind; resume trims the file to it)."""
+    from vislab.core.files import BadFileError, read_csv_rows
+
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return 0
+    try:
+        lines = [line for line in read_csv_rows(path, "a training history (CSV)", "") if line]
+        column = lines[0].index("epoch")
+        return max((int(float(line[column])) for line in lines[1:] if len(line) > column and line[column]), default=0)
+    except (BadFileError, ValueError, OverflowError, IndexError):  # a damaged history only leaves the count out
+        return None
+
+
+def _epochs_planned(run_dir: Path) -> int | None:
+    from vislab.core.files import BadFileError
+
+    try:
+        data = read_yaml(run_dir / "config.yaml", "a run's config (YAML)", "")
+    except BadFileError:
+        return None
+    train = data.get("train") if isinstance(data, dict) else None
+    epochs = train.get("epochs") if isinstance(train, dict) else None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def load(spec: str | Path, device: str = "cpu", weights: str | Path | None = None) -> Loaded:

@@ -98,8 +98,10 @@ def evaluations(run_dirs: Sequence[Path]) -> list[str]:
 
 
 def unread_metrics(row: dict) -> str | None:
-    """Why the row's metrics file could not be read (it names the file and the fix), or None."""
-    return (row.get("unread") or {}).get(row.get("metrics_file") or "metrics.json")
+    """Why the row has no metrics to rank although the run is not simply unevaluated, or None: its metrics
+    file is damaged or malformed, or its training never finished. The message names the file (or folder)
+    and the command that fixes it."""
+    return row.get("unfinished") or (row.get("unread") or {}).get(row.get("metrics_file") or "metrics.json")
 
 
 def evaluated(rows: Sequence[dict]) -> list[dict]:
@@ -186,7 +188,10 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
     for r in [*rows, *missing]:
         for message in (r.get("unread") or {}).values():  # each names its file and the fix
             console.print(f"[yellow]{escape(message)}; the leaderboard goes on without it[/]")
-    missing = [r for r in missing if unread_metrics(r) is None]  # a damaged one was said above
+    for r in missing:
+        if r.get("unfinished"):  # `vislab evaluate` would fail on it: the message gives the resume command
+            console.print(f"[yellow]not ranked: {escape(r['unfinished'])}[/]")
+    missing = [r for r in missing if unread_metrics(r) is None]  # a damaged or unfinished one was said above
     if missing:
         files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
         split = evaluation if evaluation in ("train", "val") else None
@@ -201,19 +206,22 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
 def _score(row: dict):
     """The number a run ranks by: test accuracy, else mIoU (segmentation), else mAP (multi-label)."""
     for key in ("accuracy", "miou", "map"):
-        if row.get(key) is not None:
+        if row.get(key) is not None and math.isfinite(row[key]):
             return row[key]
     return None
 
 
 def _row(run_dir: Path, evaluation: str | None = None) -> dict:
+    from vislab.runs import unfinished_run
+
     # a damaged file leaves its columns blank, not the whole leaderboard: file name -> the reader's message
     unread: dict[str, str] = {}
-    spec = _json(run_dir / "model.json", "a vislab model description (JSON)", "retrain, or restore the file",
-                 unread) or {}
+    spec = _checked(run_dir / "model.json", _json(run_dir / "model.json", "a vislab model description (JSON)",
+                                                  _MODEL_FIX, unread), _spec_problem, _MODEL_FIX, unread)
     metrics_file = f"metrics_{evaluation}.json" if evaluation else "metrics.json"
-    metrics = _json(run_dir / metrics_file, "a metrics file (JSON)", "run `vislab evaluate` on the run again",
-                    unread) or {}
+    fix = _evaluate_fix(run_dir, evaluation)
+    metrics = _checked(run_dir / metrics_file, _json(run_dir / metrics_file, "a metrics file (JSON)", fix, unread),
+                       _metrics_problem, fix, unread)
     epochs, seconds = _history(run_dir / "history.csv", unread)
     parameters = spec.get("parameters")
     if parameters is None:
@@ -238,7 +246,74 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
         "miou": metrics.get("miou"),
         "map": metrics.get("map"),
         "unread": unread,
+        "unfinished": unfinished_run(run_dir),
     }
+
+
+_MODEL_FIX = "retrain, or restore the file"
+# what a row shows of metrics.json: each a number or null (JSON's), else the file is not one evaluate wrote
+_METRIC_KEYS = ("accuracy", "miou", "map", "loss", "roc_auc")
+_SCORE_KEYS = ("accuracy", "miou", "map")
+
+
+def _evaluate_fix(run_dir: Path, evaluation: str | None) -> str:
+    if evaluation in ("train", "val"):
+        return f"`vislab evaluate {run_dir} --split {evaluation}` writes it again"
+    if evaluation:
+        return f"`vislab evaluate {run_dir}` with the --data and --split that wrote it writes it again"
+    return f"`vislab evaluate {run_dir}` writes it again"
+
+
+def _checked(path: Path, value, problem, fix: str, unread: dict[str, str]) -> dict:
+    """``value`` read from ``path`` when it has the shape the row needs, else ``{}`` with the reason recorded
+    (a file that could not be read at all is already recorded, and is ``None`` here)."""
+    if value is None and path.name in unread or not path.is_file():
+        return {}
+    reason = problem(value)
+    if reason is not None:
+        unread[path.name] = f"{path}: {reason}; {fix}"
+        return {}
+    return value
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metrics_problem(metrics) -> str | None:
+    if not isinstance(metrics, dict):
+        return f"not a metrics file (a JSON object of metrics), it holds {_json_kind(metrics)}"
+    for key in _METRIC_KEYS:
+        value = metrics.get(key)
+        if value is not None and not _number(value):
+            return f"its {key} is {json.dumps(value)[:40]}, not a number"
+    for key in ("data", "split"):
+        if metrics.get(key) is not None and not isinstance(metrics[key], str):
+            return f"its {key} is {json.dumps(metrics[key])[:40]}, not a name"
+    macro = metrics.get("macro")
+    if isinstance(macro, dict) and macro.get("f1") is not None and not _number(macro["f1"]):
+        return f"its macro f1 is {json.dumps(macro['f1'])[:40]}, not a number"
+    if not any(key in metrics for key in _SCORE_KEYS):
+        return "holds no accuracy, miou or map (not a metrics file `vislab evaluate` wrote)"
+    if not any(_number(metrics.get(key)) and math.isfinite(metrics[key]) for key in _SCORE_KEYS):
+        return "holds no accuracy, miou or map to rank by (each is null or not finite)"
+    return None
+
+
+def _spec_problem(spec) -> str | None:
+    if not isinstance(spec, dict):
+        return f"not a vislab model description (a JSON object), it holds {_json_kind(spec)}"
+    count = spec.get("parameters")
+    if count is not None and not (_number(count) and math.isfinite(count) and count >= 0):
+        return f"its parameters is {json.dumps(count)[:40]}, not a count"
+    return None
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    return {list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number",
+            dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _config_data(run_dir: Path, unread: dict[str, str]) -> str | None:
@@ -250,7 +325,8 @@ def _config_data(run_dir: Path, unread: dict[str, str]) -> str | None:
     except BadFileError as exc:
         unread[path.name] = str(exc)
         return None
-    source = (config.get("data") or {}).get("source") if isinstance(config, dict) else None
+    data = config.get("data") if isinstance(config, dict) else None
+    source = data.get("source") if isinstance(data, dict) else None
     return str(source) if source is not None else None
 
 
@@ -281,7 +357,7 @@ def _history(path: Path, unread: dict[str, str]) -> tuple[int | None, float | No
         # a resumed run may repeat an epoch row; the highest epoch number is what was trained
         try:
             epochs = max(int(float(r["epoch"])) for r in rows if r.get("epoch"))
-        except ValueError:
+        except (ValueError, OverflowError):  # "inf" is a float int() refuses
             pass
     seconds = None
     if "seconds" in rows[0]:

@@ -24,6 +24,7 @@ import itertools
 import math
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,10 @@ class FitResult:
     stopped_early: bool
     parameters: dict | None = None  # total / trainable / non_trainable
     dataset: Dataset | None = field(default=None, repr=False)  # what was trained on (for the evaluation)
+    # the epoch (1-based) whose weights model.safetensors holds, and whether early stopping restored them
+    # (the best epoch's, which may be earlier than the last one trained)
+    model_epoch: int | None = None
+    restored_best: bool = False
 
 
 # --------------------------------------------------------------------------- run folder helpers
@@ -644,6 +649,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
     console = console or Console(highlight=False, soft_wrap=True)
     if not main:
         console = Console(quiet=True)
+    unfinished = False
     if resume is not None:
         run_dir = Path(resume)
         if not run_dir.is_dir():
@@ -655,11 +661,16 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         # read before anything in the folder is written: a damaged checkpoint leaves the run as it was
         state = load_training_state(state_path)
         done = int(state["epoch"]) + 1
-        if head_converged(state):  # any --epochs: another L-BFGS epoch starts at the optimum and changes nothing
+        # stopped before model.json was written (interrupted): resuming finishes it, even with nothing to train
+        unfinished = not (run_dir / "model.json").exists()
+        if head_converged(state) and not unfinished:  # another L-BFGS epoch starts at the optimum: no change
             raise ConfigError(f"--resume {run_dir}: its L-BFGS logistic-regression head converged in epoch {done}, "
                               f"so another epoch would repeat it and nothing is left to train; "
                               f"`vislab evaluate {run_dir}` evaluates it as it is")
-        if cfg.train.epochs <= done:  # nothing to train: refused before config.yaml takes the new count
+        if unfinished and cfg.train.epochs < done:
+            raise ConfigError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, more than --epochs "
+                              f"{cfg.train.epochs}; give --epochs {done} to finish it as it is, or more to train on")
+        if not unfinished and cfg.train.epochs <= done:  # refused before config.yaml takes the new count
             raise ConfigError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, so --epochs "
                               f"{cfg.train.epochs} leaves nothing to train; give --epochs {done + 1} or more to "
                               f"continue it, or `vislab evaluate {run_dir}` to evaluate it as it is")
@@ -675,6 +686,8 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
     made = resume is None and main and not run_dir.exists()
     with _removed_on_error(run_dir, made):
         task, dataset = task_and_data(cfg, console, recipe=resume is None)
+        if resume is None:
+            _check_validation_monitor(cfg, dataset, console)
         cfg.out = str(run_dir)
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -712,91 +725,106 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         callbacks = trainer.callbacks(main)
         budget = _time_budget(cfg, trainer, callbacks, started, console) if resume is None else None
     history = read_history(run_dir) if resume is not None else []
-    stopped_early = False
-    for callback in callbacks:
-        callback.on_train_begin({})
-    # the helpers' figures wait while the model trains: a helper drawing on one of the cores stalls every
-    # step of torch's threads for more than it draws (vislab.core.background.pause)
-    paused = background.pause(wait=False)
-    for epoch in itertools.count(trainer.start_epoch):  # --time-budget may change cfg.train.epochs
-        if epoch >= cfg.train.epochs:
-            break
-        if budget is not None and history and budget.out_of_time():
-            console.print(f"time budget {budget.describe()}: another epoch would end past it; stopping after "
-                          f"epoch {epoch}")
-            break
+    # a resumed run whose training had ended (early stopping, a converged L-BFGS head) before its model was written
+    converged = unfinished and head_converged(state)
+    stopped_early = unfinished and trainer.stopper.patience is not None \
+        and trainer.stopper.wait >= trainer.stopper.patience
+    saved = trainer.start_epoch  # the epochs checkpoints/last.pt holds, for the line an interruption prints
+    try:
         for callback in callbacks:
-            callback.on_epoch_begin(epoch, {})
-        start = time.perf_counter()
-        helpers = background.mark()  # whether a helper drew beside this epoch (check_speed_choice)
-        lr = trainer.optimizer.param_groups[-1]["lr"]  # the epoch's first step's (the schedule moves it after)
-        with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split),
-                           task.metrics[0].name if task.metrics else None) as bar:
-            logs = trainer.train_epoch(epoch, bar)
-        checked = time.perf_counter()
-        note = trainer.check_speed_choice(dataset, helpers_ran=background.ran_since(helpers))
-        checked = time.perf_counter() - checked  # a second probe: not part of an epoch's time for --time-budget
-        if note is not None:
-            console.print(note)
-            cfg.train.speed = trainer.choice.to_dict()
+            callback.on_train_begin({})
+        # the helpers' figures wait while the model trains: a helper drawing on one of the cores stalls every
+        # step of torch's threads for more than it draws (vislab.core.background.pause)
+        paused = background.pause(wait=False)
+        for epoch in itertools.count(trainer.start_epoch):  # --time-budget may change cfg.train.epochs
+            if epoch >= cfg.train.epochs or converged or stopped_early:
+                break
+            if budget is not None and history and budget.out_of_time():
+                console.print(f"time budget {budget.describe()}: another epoch would end past it; stopping after "
+                              f"epoch {epoch}")
+                break
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch, {})
+            start = time.perf_counter()
+            helpers = background.mark()  # whether a helper drew beside this epoch (check_speed_choice)
+            lr = trainer.optimizer.param_groups[-1]["lr"]  # the epoch's first step's (the schedule moves it after)
+            with _progress_bar(console, progress, epoch, cfg.train.epochs, len(trainer.train_batches.split),
+                               task.metrics[0].name if task.metrics else None) as bar:
+                logs = trainer.train_epoch(epoch, bar)
+            checked = time.perf_counter()
+            note = trainer.check_speed_choice(dataset, helpers_ran=background.ran_since(helpers))
+            checked = time.perf_counter() - checked  # a second probe: not part of an epoch's time for --time-budget
+            if note is not None:
+                console.print(note)
+                cfg.train.speed = trainer.choice.to_dict()
+                if main:
+                    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if trainer.cached is not None:
+                logs.update(trainer.cached.evaluate())
+            elif trainer.val_batches is not None:
+                val = trainer.evaluate_batches(trainer.val_batches)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            if trainer.scheduler is not None and not trainer.step_per_batch:
+                if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    trainer.scheduler.step(logs.get("val_loss", logs["train_loss"]))
+                else:
+                    trainer.scheduler.step()
+            logs.update(epoch=epoch + 1, lr=lr,
+                        seconds=round(time.perf_counter() - start, 3))
+            history.append(logs)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, logs)
+            saved = epoch + 1
+            note = budget.after_epoch(trainer, epoch + 1, logs["seconds"] - checked) if budget is not None else None
+            if note:
+                console.print(note)
+            if any(callback.stop_training for callback in callbacks):
+                stopped_early = True
+                console.print(f"early stopping: {trainer.stopper.monitor} has not improved for "
+                              f"{trainer.stopper.wait} epoch(s) (patience {trainer.stopper.patience}; "
+                              f"best epoch {trainer.stopper.best_epoch + 1})")
+                break
+            if trainer.cached is not None and trainer.cached.converged and epoch + 1 < cfg.train.epochs:
+                console.print(f"lbfgs: the logistic-regression head converged in epoch {epoch + 1}; the other "
+                              f"{cfg.train.epochs - epoch - 1} epoch(s) would repeat it, so training stops here")
+                break
+        for callback in callbacks:
+            callback.on_train_end({})
+        if (resume is None and trainer.cached is not None and cfg.train.optimizer == "lbfgs" and cfg.train.time_budget
+                and cfg.recipe in ("transfer", "auto") and not dist.enabled):
+            from vislab.train.lpft import after_head  # LP-FT where the budget allows: the better on validation stays
+
+            record = after_head(trainer, cfg, dataset, task, console, started, history[-1] if history else {})
+            cfg.recipe_choices = {**(cfg.recipe_choices or {}), "lpft": record}
+            if record["kept"] == "lpft" and main:  # the best checkpoint is the kept model
+                save_weights(trainer.model, run_dir / "checkpoints" / "best.safetensors")
+        if resume is None and cfg.train.time_budget:  # the budget, its estimates and the epochs, in config.yaml
+            if budget is not None:
+                cfg.train.epochs = len(history)
+                cfg.recipe_choices = {**(cfg.recipe_choices or {}), "time_budget": budget.finish(len(history))}
             if main:
                 (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if trainer.cached is not None:
-            logs.update(trainer.cached.evaluate())
-        elif trainer.val_batches is not None:
-            val = trainer.evaluate_batches(trainer.val_batches)
-            logs.update({f"val_{k}": v for k, v in val.items()})
-        if trainer.scheduler is not None and not trainer.step_per_batch:
-            if isinstance(trainer.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                trainer.scheduler.step(logs.get("val_loss", logs["train_loss"]))
-            else:
-                trainer.scheduler.step()
-        logs.update(epoch=epoch + 1, lr=lr,
-                    seconds=round(time.perf_counter() - start, 3))
-        history.append(logs)
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, logs)
-        note = budget.after_epoch(trainer, epoch + 1, logs["seconds"] - checked) if budget is not None else None
-        if note:
-            console.print(note)
-        if any(callback.stop_training for callback in callbacks):
-            stopped_early = True
-            console.print(f"early stopping: {trainer.stopper.monitor} has not improved for "
-                          f"{trainer.stopper.wait} epoch(s) (patience {trainer.stopper.patience}; "
-                          f"best epoch {trainer.stopper.best_epoch + 1})")
-            break
-        if trainer.cached is not None and trainer.cached.converged and epoch + 1 < cfg.train.epochs:
-            console.print(f"lbfgs: the logistic-regression head converged in epoch {epoch + 1}; the other "
-                          f"{cfg.train.epochs - epoch - 1} epoch(s) would repeat it, so training stops here")
-            break
-    for callback in callbacks:
-        callback.on_train_end({})
-    if (resume is None and trainer.cached is not None and cfg.train.optimizer == "lbfgs" and cfg.train.time_budget
-            and cfg.recipe in ("transfer", "auto") and not dist.enabled):
-        from vislab.train.lpft import after_head  # LP-FT where the budget allows: the better on validation stays
-
-        record = after_head(trainer, cfg, dataset, task, console, started, history[-1] if history else {})
-        cfg.recipe_choices = {**(cfg.recipe_choices or {}), "lpft": record}
-        if record["kept"] == "lpft" and main:  # the best checkpoint is the kept model
-            save_weights(trainer.model, run_dir / "checkpoints" / "best.safetensors")
-    if resume is None and cfg.train.time_budget:  # the budget, its estimates and the epochs, in config.yaml
-        if budget is not None:
-            cfg.train.epochs = len(history)
-            cfg.recipe_choices = {**(cfg.recipe_choices or {}), "time_budget": budget.finish(len(history))}
+        if not main:  # the other ranks' work ends with training; rank 0 writes the model
+            return FitResult(run_dir, history, None, stopped_early, counts)
+        best_path = run_dir / "checkpoints" / "best.safetensors"
+        es = cfg.train.early_stopping
+        if trainer.ema is not None:  # the averaged weights are the model
+            trainer.model.load_state_dict(trainer.ema.module.state_dict())
+        # LP-FT's kept model overwrote the best checkpoint: it is no epoch's weights
+        lpft = ((cfg.recipe_choices or {}).get("lpft") or {}).get("kept") == "lpft"
+        restored = es.restore_best and es.patience is not None and best_path.exists()
+        if restored:
+            load_weights(trainer.model, best_path)
+        model_epoch = (trainer.stopper.best_epoch + 1 if restored and not lpft
+                       else int(history[-1]["epoch"]) if history and not lpft else None)
+        extra = task.model_extra(dataset, predict_split=trainer.predict_split, console=console)  # thresholds, palette
+        write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task,
+                    extra={**(extra or {}), "speed": trainer.choice.to_dict()})
+        paused.end()
+    except KeyboardInterrupt:
         if main:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    if not main:  # the other ranks' work ends with training; rank 0 writes the model
-        return FitResult(run_dir, history, None, stopped_early, counts)
-    best_path = run_dir / "checkpoints" / "best.safetensors"
-    es = cfg.train.early_stopping
-    if trainer.ema is not None:  # the averaged weights are the model
-        trainer.model.load_state_dict(trainer.ema.module.state_dict())
-    if es.restore_best and es.patience is not None and best_path.exists():
-        load_weights(trainer.model, best_path)
-    extra = task.model_extra(dataset, predict_split=trainer.predict_split, console=console)  # thresholds, palette
-    write_model(run_dir, trainer.model, trainer.preprocessing, dataset.class_names, cfg.model, task=task,
-                extra={**(extra or {}), "speed": trainer.choice.to_dict()})
-    paused.end()
+            _interrupted(run_dir, saved, cfg.train.epochs, made)
+        raise
     _plot_curves(run_dir, history, task)
     if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits)
         import gc
@@ -804,7 +832,48 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         del trainer
         gc.collect()
         torch.cuda.empty_cache()
-    return FitResult(run_dir, history, None, stopped_early, counts, dataset)
+    return FitResult(run_dir, history, None, stopped_early, counts, dataset, model_epoch=model_epoch,
+                     restored_best=bool(restored and not lpft))
+
+
+def _interrupted(run_dir: Path, saved: int, epochs: int, made: bool) -> None:
+    """What an interrupted run leaves: before its first checkpoint, nothing (a folder this run made is removed,
+    as when its set-up fails); after it, a line with the command that continues it."""
+    if saved == 0:
+        if made:
+            background.discard()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    print(f"vislab train: {run_dir} keeps {saved} of {epochs} epochs in checkpoints/last.pt: continue it with "
+          f"`vislab train --resume {run_dir}` (add --epochs N to end at epoch N instead, N >= {saved})",
+          file=sys.stderr, flush=True)
+
+
+def _check_validation_monitor(cfg: Config, dataset: Dataset, console) -> None:
+    """Early stopping or a best checkpoint on a val_ metric, in a run with no validation split: the loop
+    monitors the training metric instead (history.csv has no val_ columns). When the user asked for it
+    (--patience, --monitor val_...) and held out no validation data themselves (--val-split 0), that is
+    refused before the run folder is written; when the recipe chose either, one line says what is monitored."""
+    es = cfg.train.early_stopping
+    if dataset.splits.get("val") is not None or not es.monitor.startswith("val_"):
+        return
+    user = cfg.user_given()
+    asked = "train.early_stopping.patience" in user and es.patience is not None \
+        or "train.early_stopping.monitor" in user
+    if not asked and es.patience is None:  # only the best checkpoint follows the monitor: nothing to stop
+        return
+    train_metric = "train_" + es.monitor[4:]
+    flag = f"--patience {es.patience}" if es.patience is not None else f"--monitor {es.monitor}"
+    if asked and "data.val_split" in user and not cfg.data.val_split:
+        what = f"{flag} stops on {es.monitor}" if es.patience is not None else f"--monitor {es.monitor} is"
+        raise ConfigError(f"{what}, a validation metric, but --val-split "
+                          f"{cfg.data.val_split:g} (data.val_split) holds out no validation data: give e.g. "
+                          f"--val-split 0.1 (a tenth of the training images), or --monitor {train_metric} to "
+                          "stop on the training metric")
+    console.print(f"[yellow]warning: {flag}: this run has no validation split (data.val_split "
+                  f"{cfg.data.val_split:g}, no val/ folder), so {train_metric} is monitored instead of "
+                  f"{es.monitor}; give --val-split 0.1 to monitor validation data[/]")
+    es.monitor = train_metric  # what the loop monitors, in config.yaml too
 
 
 # --------------------------------------------------------------------------- recipe auto, time budget
