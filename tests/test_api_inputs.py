@@ -96,3 +96,10 @@ def test_a_layer_without_a_feature_map_is_worded_for_the_flag(conv_run, capsys):
     assert main(["filters", str(conv_run), "--layer", "head.3"]) == 1
     err = capsys.readouterr().err.strip()
     assert "--layer NAME" in err and "layer=NAME" not in err and "explanations" not in err
+
+
+def test_a_training_result_prints_short(tmp_path):
+    result = api.train(data="digits", model="mlp", input_size=[8, 8], epochs=1, max_per_class=10,
+                       out=str(tmp_path / "run"), device="cpu", figures=False)
+    text = repr(result)
+    assert len(text) < 300 and "accuracy=" in text and str(result.run_dir) in text

@@ -71,6 +71,13 @@ class FitResult:
     model_epoch: int | None = None
     restored_best: bool = False
 
+    def __repr__(self) -> str:
+        # short: the metrics hold every ROC/PR point and the history every epoch (tens of KB in a notebook)
+        scalars = {k: v for k, v in (self.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(scalars.items())[:4])
+        return (f"FitResult(run_dir={str(self.run_dir)!r}, epochs={len(self.history)}, "
+                f"stopped_early={self.stopped_early}" + (f", {shown}" if shown else "") + ")")
+
 
 # --------------------------------------------------------------------------- run folder helpers
 def default_run_dir(cfg: Config) -> Path:
