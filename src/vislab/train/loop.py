@@ -736,7 +736,6 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
     converged = unfinished and head_converged(state)
     stopped_early = unfinished and trainer.stopper.patience is not None \
         and trainer.stopper.wait >= trainer.stopper.patience
-    saved = trainer.start_epoch  # the epochs checkpoints/last.pt holds, for the line an interruption prints
     try:
         for callback in callbacks:
             callback.on_train_begin({})
@@ -781,7 +780,6 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             history.append(logs)
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
-            saved = epoch + 1
             note = budget.after_epoch(trainer, epoch + 1, logs["seconds"] - checked) if budget is not None else None
             if note:
                 console.print(note)
@@ -830,7 +828,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         paused.end()
     except KeyboardInterrupt:
         if main:
-            _interrupted(run_dir, saved, cfg.train.epochs, made)
+            _interrupted(run_dir, cfg.train.epochs, made)
         raise
     _plot_curves(run_dir, history, task)
     if trainer.device.type == "cuda":  # free its GPU copies (model, optimiser state, resident splits)
@@ -843,13 +841,19 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
                      restored_best=bool(restored and not lpft))
 
 
-def _interrupted(run_dir: Path, saved: int, epochs: int, made: bool) -> None:
+def _interrupted(run_dir: Path, epochs: int, made: bool) -> None:
     """What an interrupted run leaves: before its first checkpoint, nothing (a folder this run made is removed,
-    as when its set-up fails); after it, a line with the command that continues it."""
-    if saved == 0:
+    as when its set-up fails); after it, a line with the command that continues it. The epochs are read from
+    the checkpoint itself: the interruption may land anywhere in an epoch's end, history.csv one row ahead."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
         if made:
             background.discard()
             shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    try:
+        saved = int(load_training_state(path)["epoch"]) + 1
+    except Exception:  # noqa: BLE001 - the line is advice; --resume itself says what is wrong with the file
         return
     print(f"vislab train: {run_dir} keeps {saved} of {epochs} epochs in checkpoints/last.pt: continue it with "
           f"`vislab train --resume {run_dir}` (add --epochs N to end at epoch N instead, N >= {saved})",
