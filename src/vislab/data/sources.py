@@ -810,21 +810,30 @@ def drop_repeated_rows(path: Path, rows: list[tuple[str, str, object, str]]) -> 
         kept.append(number)
     conflicting = [(name, shown) for name, shown in labels_of.values() if len(shown) > 1]
     version = (str(path), _modified(path))
-    if (repeated or conflicting) and version not in _WARNED_ROWS:  # the same file read again in one run: said once
-        _WARNED_ROWS.add(version)
-        if repeated:
-            warnings.warn(f"{path}: {len(repeated)} row(s) repeat an earlier row's file and label (first: "
-                          f"{repeated[0]!r}) and were dropped, so that no image counts twice or lands in both "
-                          "training and test")
-        if conflicting:
-            name, shown = conflicting[0]
-            warnings.warn(f"{path}: {len(conflicting)} file(s) are listed with different labels (first: {name!r} as "
-                          f"{' and '.join(repr(s) for s in shown)}); each row is kept, so the image is trained "
-                          "under each; keep the right row and delete the others")
+    if repeated:
+        _warn_once(("repeated rows", *version),
+                   f"{path}: {len(repeated)} row(s) repeat an earlier row's file and label (first: "
+                   f"{repeated[0]!r}) and were dropped, so that no image counts twice or lands in both "
+                   "training and test")
+    if conflicting:
+        name, shown = conflicting[0]
+        _warn_once(("conflicting labels", *version),
+                   f"{path}: {len(conflicting)} file(s) are listed with different labels (first: {name!r} as "
+                   f"{' and '.join(repr(s) for s in shown)}); each row is kept, so the image is trained "
+                   "under each; keep the right row and delete the others")
     return kept
 
 
-_WARNED_ROWS: set[tuple[str, int]] = set()
+# what _warn_once said in this process
+_WARNED: set[tuple] = set()
+
+
+def _warn_once(key: tuple, message: str) -> None:
+    """``warnings.warn(message)`` the first time ``key`` comes: a run reads its CSV more than once (the
+    data, the audit, the test split), and the user is told a thing about it once."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message)
 
 
 def _modified(path: Path) -> int:
@@ -851,8 +860,6 @@ def _csv_columns(path: Path, columns: list[str], file_col, label_col) -> tuple[s
             raise DataError(f"{path}: {flag} {col!r} is not a column; its columns are {columns}.")
     return file_col, label_col
 
-
-_WARNED_SEVERAL: set[tuple[str, str]] = set()
 
 
 def _label_lists(cells) -> dict[str, list[str]] | None:
@@ -887,12 +894,10 @@ def _warn_if_several_labels(path: Path, label_col: str, class_names: list[str]) 
     uses = Counter(part for parts in tokens.values() for part in set(parts))  # class names holding each label
     # several labels per cell, each of which is also used on its own or in other cells
     if len(uses) < len(class_names) and any(all(uses[part] > 1 for part in tokens[name]) for name in combined):
-        if (str(path), label_col) in _WARNED_SEVERAL:  # the same file read again in one run: said once
-            return
-        _WARNED_SEVERAL.add((str(path), label_col))
-        warnings.warn(f"{path}: {len(combined)} of the {len(class_names)} classes in column {label_col!r} are "
-                      f"several labels (e.g. {combined[0]!r}), so each combination is trained as a class of its "
-                      "own; if an image can have several labels, train with --task multilabel")
+        _warn_once(("several labels", str(path), label_col),
+                   f"{path}: {len(combined)} of the {len(class_names)} classes in column {label_col!r} are "
+                   f"several labels (e.g. {combined[0]!r}), so each combination is trained as a class of its "
+                   "own; if an image can have several labels, train with --task multilabel")
 
 
 def _load_csv(path: Path, cfg, scoring: bool = False) -> Dataset:
