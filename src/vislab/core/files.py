@@ -128,6 +128,29 @@ def run_folder_error(path, trained: bool = False) -> RunError | None:
     return RunError(f"{path}: no such run folder; give a folder written by `vislab train --out DIR`")
 
 
+def evaluation_files(run_dir) -> dict[str, Path]:
+    """The evaluations a run folder holds, by name: ``""`` for ``metrics.json`` (the run's own test split),
+    ``NAME`` for ``metrics_NAME.json``. An evaluation's curve points (``<stem>_curves.json`` beside
+    ``<stem>.json``, :func:`vislab.tasks.base.write_metrics`) are not an evaluation.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for name in ("metrics", "metrics_curves", "metrics_val", "metrics_val_curves"):
+        ...     _ = (run / f"{name}.json").write_text("{}")
+        >>> sorted(evaluation_files(run))
+        ['', 'val']
+    """
+    run_dir = Path(run_dir)
+    found = {"": run_dir / "metrics.json"} if (run_dir / "metrics.json").is_file() else {}
+    for path in sorted(run_dir.glob("metrics_*.json")):
+        base = path.stem[:-len("_curves")] if path.stem.endswith("_curves") else None
+        if base is not None and (run_dir / f"{base}.json").is_file():
+            continue
+        found[path.stem[len("metrics_"):]] = path
+    return found
+
+
 @contextlib.contextmanager
 def reading(path, kind: str, fix: str, errors: tuple[type[BaseException], ...] = (), allow_empty: bool = False):
     """Decode ``path`` in the ``with`` block; any decoder's error becomes one :class:`BadFileError`.

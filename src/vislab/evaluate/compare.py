@@ -18,7 +18,8 @@ from typing import Sequence
 
 from vislab.core.config import DEFAULT_TASK
 from vislab.core.errors import ConfigError
-from vislab.core.files import BadFileError, read_csv_rows, read_json, read_yaml, reading, run_folder_error
+from vislab.core.files import (BadFileError, evaluation_files, read_csv_rows, read_json, read_yaml, reading,
+                               run_folder_error)
 
 COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
            "loss", "run_dir", "task", "miou", "map"]
@@ -85,15 +86,7 @@ def evaluations(run_dirs: Sequence[Path]) -> list[str]:
         >>> evaluations([run])
         ['test', 'val']
     """
-    names = set()
-    for run_dir in run_dirs:
-        if (run_dir / "metrics.json").is_file():
-            names.add("test")
-        for path in run_dir.glob("metrics_*.json"):
-            base = path.stem[:-len("_curves")] if path.stem.endswith("_curves") else None
-            if base is not None and (run_dir / f"{base}.json").is_file():
-                continue  # an evaluation's curves (metrics_curves.json beside metrics.json), not an evaluation
-            names.add(path.stem[len("metrics_"):])
+    names = {name or "test" for run_dir in run_dirs for name in evaluation_files(run_dir)}
     return sorted(names, key=lambda name: (name != "test", name))
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import yaml
 
 from vislab.core.errors import ConfigError
-from vislab.core.files import read_csv_rows, read_json, reading, run_folder_error
+from vislab.core.files import evaluation_files, read_csv_rows, read_json, reading, run_folder_error
 from vislab.tasks import Task, get_task
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
@@ -382,12 +382,7 @@ def _missing_figures(run_dir: Path) -> list[tuple[list[str], str]]:
     """([missing figures], the command that draws them again) for each evaluation whose metrics file
     (``metrics.json``, ``metrics_<name>.json``) lists figures under ``figures`` that are not in the folder."""
     found = []
-    for path in sorted(run_dir.glob("metrics*.json")):
-        stem = path.stem
-        if stem != "metrics" and not stem.startswith("metrics_"):
-            continue
-        if stem.endswith("_curves") and (run_dir / f"{stem[:-len('_curves')]}.json").is_file():
-            continue  # an evaluation's curve points, not an evaluation
+    for name, path in evaluation_files(run_dir).items():
         try:
             metrics = _read_json(path)
         except Exception:  # noqa: BLE001 - a damaged metrics file is the metrics section's note, not this one's
@@ -397,7 +392,7 @@ def _missing_figures(run_dir: Path) -> list[tuple[list[str], str]]:
             continue
         missing = [f for f in figures if isinstance(f, str) and f and not (run_dir / f).is_file()]
         if missing:
-            found.append((missing, _evaluate_command(run_dir, stem[len("metrics_"):], metrics)))
+            found.append((missing, _evaluate_command(run_dir, name, metrics)))
     return found
 
 
