@@ -88,6 +88,11 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{model}-{source}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _write_config(run_dir: Path, cfg: Config) -> None:
+    """config.yaml: the whole config, rewritten as the run learns more (the speed choice, the budget)."""
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
 def write_bad_files(run_dir: Path, bad_files) -> None:
     with open(run_dir / "bad_files.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -698,7 +703,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         cfg.out = str(run_dir)
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            _write_config(run_dir, cfg)
             write_bad_files(run_dir, dataset.bad_files)
         _print_data_summary(console, dataset)
         if resume is None and main:  # rank 0 only: the audit writes into the run folder
@@ -715,7 +720,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
                           choice=resumed_choice(cfg, state) if state is not None else None)
         cfg.train.speed = trainer.choice.to_dict()  # what was chosen and measured, for config.yaml and model.json
         if main:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            _write_config(run_dir, cfg)
         columns = task.history_columns()
         if resume is not None:
             trainer.restore(state)
@@ -764,7 +769,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
                 console.print(note)
                 cfg.train.speed = trainer.choice.to_dict()
                 if main:
-                    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                    _write_config(run_dir, cfg)
             if trainer.cached is not None:
                 logs.update(trainer.cached.evaluate())
             elif trainer.val_batches is not None:
@@ -808,7 +813,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
                 cfg.train.epochs = len(history)
                 cfg.recipe_choices = {**(cfg.recipe_choices or {}), "time_budget": budget.finish(len(history))}
             if main:
-                (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                _write_config(run_dir, cfg)
         if not main:  # the other ranks' work ends with training; rank 0 writes the model
             return FitResult(run_dir, history, None, stopped_early, counts)
         best_path = run_dir / "checkpoints" / "best.safetensors"
