@@ -280,43 +280,57 @@ def _draw_predictions(results, path) -> Path:
 
 
 def explain(model, images, method: str | None = None, target="top", layer: str | None = None, out=None,
-            weights=None, num_samples: int = 1000, segmentation: str = "quickshift", **opts) -> list[dict]:
+            weights=None, num_samples: int = 1000, segmentation: str = "quickshift", device: str = "auto",
+            **opts) -> list[dict]:
     """``vislab explain``: one overlay PNG per image; returns one dict per image (``file``, ``png``,
     ``class``, ``probability``, ``method``; ``error`` for a file that cannot be read). ``method`` None:
     Grad-CAM, or occlusion for a model without convolution layers (an MLP), with a warning. ``num_samples``
-    and ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only."""
+    and ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only. ``device``
+    (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model and the explanation run, as :func:`predict` picks it."""
+    from vislab.core.device import resolve_device
     from vislab.explain.explainers import explain_files
 
     images = _paths(images, "images")
     check_ranges(num_samples=num_samples)
     if method == "lime":
         opts = {"num_samples": num_samples, "segmentation": segmentation, **opts}
+    where = resolve_device(device)  # a device that is not here is refused before the model loads
     loaded = load_model(model_source(model), weights=weights)
+    loaded.model.to(where)
     return explain_files(loaded, images, out, method=method, target=target, layer=layer, **opts)
 
 
-def activations(model, image, layers=None, out=None, weights=None) -> list:
+def activations(model, image, layers=None, out=None, weights=None, device: str = "auto") -> list:
     """``vislab activations``: every channel of each layer's output for one image, a PNG per layer.
 
     Returns ``(grid, path)`` pairs: ``grid.name``, ``grid.channels``, ``grid.map_size`` and the PNG.
-    The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``."""
+    The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``.
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model runs, as :func:`predict` picks it."""
+    from vislab.core.device import resolve_device
     from vislab.data.images import read_image
     from vislab.explain.activations import activations as compute, save_activations
     from vislab.explain.explainers import default_out_dir
 
+    where = resolve_device(device)  # a device that is not here is refused before the model loads
     loaded = load_model(model_source(model), weights=weights)
+    loaded.model.to(where)
     grids = compute(loaded.model, loaded.preprocessing, read_image(image), layers=layers)
     return list(zip(grids, save_activations(grids, out or default_out_dir(loaded, "activations"))))
 
 
-def filters(model, layer: str | None, n: int = 64, steps: int = 40, out=None, weights=None) -> Path:
+def filters(model, layer: str | None, n: int = 64, steps: int = 40, out=None, weights=None,
+            device: str = "auto") -> Path:
     """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid; returns the PNG.
-    Without a ``layer`` the error lists the model's layers."""
+    Without a ``layer`` the error lists the model's layers. ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``)
+    is where the gradient ascent runs, as :func:`predict` picks it."""
+    from vislab.core.device import resolve_device
     from vislab.explain.explainers import default_out_dir, safe_filename
     from vislab.explain.filters import filter_grid, save_filter_grid
 
     check_ranges(n=n, steps=steps)
+    where = resolve_device(device)  # a device that is not here is refused before the model loads
     loaded = load_model(model_source(model), weights=weights)
+    loaded.model.to(where)
     if not layer:
         from vislab.explain.targets import layer_listing
 

@@ -741,6 +741,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
     p.add_argument("--segmentation", default="quickshift", choices=LIME_SEGMENTATIONS, help="LIME superpixels")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/explain or explain-MODEL)")
+    _add_device(p)
     _add_weights_option(p)
 
 
@@ -749,7 +750,7 @@ def _cmd_explain(args) -> int:
 
     results = api.explain(args.model, args.images, method=args.method, target=args.target, layer=args.layer,
                           out=args.out, weights=args.weights, num_samples=args.num_samples,
-                          segmentation=args.segmentation)
+                          segmentation=args.segmentation, device=args.device)
     for r in results:
         if "error" in r:
             print(f"vislab explain: error: {r['file']}: {r['error']}", file=sys.stderr)
@@ -769,13 +770,15 @@ def _add_activations(sub) -> None:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="model.named_modules() names")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/activations)")
+    _add_device(p)
     _add_weights_option(p)
 
 
 def _cmd_activations(args) -> int:
     from vislab import api
 
-    for grid, path in api.activations(args.model, args.image, layers=args.layers, out=args.out, weights=args.weights):
+    for grid, path in api.activations(args.model, args.image, layers=args.layers, out=args.out, weights=args.weights,
+                                      device=args.device):
         print(f"{grid.name}: {grid.channels} channels of {grid.map_size[0]}x{grid.map_size[1]} -> {path}")
     return 0
 
@@ -792,13 +795,15 @@ def _add_filters(sub) -> None:
     p.add_argument("--n", type=int, default=64, help="filters to draw")
     p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/filters)")
+    _add_device(p)
     _add_weights_option(p)
 
 
 def _cmd_filters(args) -> int:
     from vislab import api
 
-    path = api.filters(args.model, args.layer, n=args.n, steps=args.steps, out=args.out, weights=args.weights)
+    path = api.filters(args.model, args.layer, n=args.n, steps=args.steps, out=args.out, weights=args.weights,
+                       device=args.device)
     print(f"wrote {path}")
     return 0
 
