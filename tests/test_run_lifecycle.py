@@ -2,7 +2,10 @@
 
 - an interrupted run says how to continue it; evaluate, summary and compare on it say it is unfinished
   and give the resume command; resuming with ``--epochs`` equal to what it trained finishes it as it is;
-- interrupted before its first checkpoint, a new run leaves no folder;
+- interrupted before its first checkpoint, a new run leaves no folder; killed then (SIGKILL, power loss), its
+  folder is an unfinished run that every command names, with the command that starts it again;
+- interrupted in the evaluation after training, the run says its model is saved and gives the command
+  that evaluates it; history.csv's epochs are read one way for the unfinished run's line and compare;
 - early stopping on a val_ metric with no validation split is refused (the user's own --val-split 0)
   or warned about, monitoring the training metric (a recipe's split); --monitor loss needs no validation;
 - after early stopping restored the best weights, the summary gives that epoch and its numbers;
@@ -14,6 +17,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +127,117 @@ def test_interrupted_before_the_first_checkpoint_leaves_no_folder(tmp_path, monk
                  "--out", str(run)]) == 130
     assert not run.exists()
     assert "--resume" not in capsys.readouterr().err
+
+
+def test_ctrl_c_in_the_evaluation_after_training_says_the_model_is_saved_and_how_to_evaluate(tmp_path):
+    run = tmp_path / "run"
+    proc = _vislab("train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--no-progress",
+                   "--precision", "fp32", "--out", str(run))
+    deadline = time.time() + 300
+    # a helper draws plots/curves.png once model.json is written, while the test split is evaluated; the
+    # report waits for it: the signal lands in the evaluation
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "model.json").exists() and (run / "plots" / "curves.png").exists():
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    command = f"vislab evaluate {run}"
+    assert err.strip().splitlines()[-2:] == [
+        f"vislab train: the model is saved in {run}; its evaluation on the test split was interrupted: finish it "
+        f"and the report with `{command}`", "vislab train: interrupted"], err
+    assert not (run / "report.html").exists()
+    assert main(shlex.split(command)[1:]) == 0
+    assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def killed_early(tmp_path_factory):
+    """A real digits run killed (SIGKILL) before its first epoch ended: its folder, config.yaml and no checkpoint."""
+    run = tmp_path_factory.mktemp("killed") / "run"
+    proc = _vislab("train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--batch-size", "8",
+                   "--no-progress", "--precision", "fp32", "--out", str(run))
+    config = run / "config.yaml"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # config.yaml holds the speed choice: epoch 1 begins
+        if config.exists() and "summary:" in config.read_text():
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert config.is_file() and not (run / "checkpoints" / "last.pt").exists(), "killed too late: epoch 1 ended"
+    assert not (run / "model.json").exists()
+    return run
+
+
+def _start_again(run) -> str:
+    return f"`vislab train --config {run / 'config.yaml'} --out {run}`"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "summary", "export"])
+def test_commands_on_a_run_killed_in_its_first_epoch_say_so_and_give_the_command_to_start_it(killed_early, command,
+                                                                                             tmp_path, capsys):
+    run = killed_early
+    assert main([command, str(run)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "unfinished run (training stopped before its first epoch ended" in err, err
+    assert _start_again(run) in err and "or wait if it is still training" in err, err
+    assert "model.json is missing" not in err and "--resume" not in err
+    # its config.yaml elsewhere is not a run that started there
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(run / "config.yaml", other / "config.yaml")
+    assert main([command, str(other)]) == 1
+    assert "unfinished" not in capsys.readouterr().err
+
+
+def test_compare_lists_a_run_killed_in_its_first_epoch_with_the_command_to_start_it(killed_early, tmp_path, capsys):
+    run = killed_early
+    good = _evaluated_run(tmp_path / "good", 0.9)
+    assert main(["compare", str(good), str(run), "--out", str(tmp_path / "cmp")]) == 0
+    out = _joined(capsys.readouterr().out)
+    assert "not ranked:" in out and _start_again(run) in out, out
+    assert "not evaluated" not in out and "vislab evaluate" not in out
+    assert main(["compare", str(run), "--out", str(tmp_path / "cmp")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and _start_again(run) in err and "vislab evaluate" not in err, err
+
+
+def test_the_command_given_for_a_run_killed_in_its_first_epoch_trains_it(killed_early, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(killed_early, run)
+    assert main(["summary", str(run)]) == 1
+    command = re.search(r"`(vislab train [^`]*)`", capsys.readouterr().err).group(1)
+    result = subprocess.run([sys.executable, "-m", *shlex.split(command), "--no-evaluate", "--no-figures",
+                             "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (run / "model.json").is_file() and _epochs(run) == [1]
+    assert main(["summary", str(run)]) == 0
+
+
+def test_the_epochs_of_a_history_are_read_one_way_for_compare_and_the_unfinished_run(interrupted, tmp_path, capsys):
+    from vislab.evaluate.compare import compare_runs
+    from vislab.runs import history_totals, unfinished_run
+
+    run = tmp_path / "run"
+    shutil.copytree(interrupted[0], run)
+    first = (run / "history.csv").read_text().splitlines()[1]
+    with open(run / "history.csv", "a") as handle:  # resumed from an earlier checkpoint: an epoch repeated
+        handle.write(first + "\n")
+    totals = history_totals(run / "history.csv")
+    assert totals.rows == len(_epochs(run)) and totals.epochs == max(_epochs(run)) < totals.rows
+    with open(run / "history.csv") as handle:
+        assert totals.seconds == round(sum(float(row["seconds"]) for row in csv.DictReader(handle)), 3)
+    row = compare_runs([run])[0]
+    assert (row["epochs"], row["train_seconds"]) == (totals.epochs, totals.seconds)
+    assert f"training stopped after epoch {totals.epochs} of 500" in unfinished_run(run)
+    (run / "history.csv").write_bytes(b"\x00\xff" * 20)  # damaged: compare notes it, the line leaves the count out
+    row = compare_runs([run])[0]
+    assert row["epochs"] is None and row["unread"]["history.csv"].startswith(f"{run / 'history.csv'}: ")
+    assert "restore the history.csv the run wrote" in row["unread"]["history.csv"]
+    assert "(training stopped, no model.json yet)" in unfinished_run(run)
 
 
 # --------------------------------------------------------------------------- early stopping without validation

@@ -39,9 +39,13 @@ def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, consol
     if result.dataset is None:  # not rank 0 under torchrun: nothing more to do here
         return result
     if evaluate and "test" in result.dataset.splits:
-        device = _config_device(result.run_dir)
-        result.metrics = run_evaluation(result.run_dir, dataset=result.dataset, console=console, device=device,
-                                        figures=figures)
+        try:
+            device = _config_device(result.run_dir)
+            result.metrics = run_evaluation(result.run_dir, dataset=result.dataset, console=console, device=device,
+                                            figures=figures)
+        except KeyboardInterrupt:
+            _evaluation_interrupted(result.run_dir, figures)
+            raise
     else:
         from vislab.report.html import build_report
 
@@ -122,6 +126,18 @@ def _config_device(run_dir: Path) -> str:
     from vislab.runs import read_config
 
     return read_config(run_dir).train.device
+
+
+def _evaluation_interrupted(run_dir: Path, figures: bool) -> None:
+    """Interrupted while evaluating after training: the model is saved, so a line with the command that does
+    the same evaluation (its device, figures or not) and writes the report."""
+    try:
+        device = _config_device(run_dir)
+    except Exception:  # noqa: BLE001 - the line is advice; `vislab evaluate` itself says what is wrong
+        device = "auto"
+    flags = (f" --device {device}" if device != "auto" else "") + ("" if figures else " --no-figures")
+    print(f"vislab train: the model is saved in {run_dir}; its evaluation on the test split was interrupted: "
+          f"finish it and the report with `vislab evaluate {run_dir}{flags}`", file=sys.stderr, flush=True)
 
 
 def _print_final_summary(console, result) -> None:

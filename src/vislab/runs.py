@@ -15,6 +15,7 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -168,11 +169,14 @@ def read_spec(run_dir: Path) -> dict:
 
 def unfinished_run(run_dir) -> str | None:
     """Why a run folder has no model yet, when training began there and never finished (it was stopped, or
-    is still running): its checkpoints/last.pt and no model.json. The message names the epochs trained and the
-    command that continues it; None for any other folder."""
+    is still running): no model.json, and its checkpoints/last.pt (the message names the epochs trained and the
+    command that continues it) or, stopped before the first epoch ended, only the config.yaml `vislab train`
+    writes before training (the command that starts it again). None for any other folder."""
     run_dir = Path(run_dir)
-    if (run_dir / "model.json").exists() or not (run_dir / "checkpoints" / "last.pt").is_file():
+    if (run_dir / "model.json").exists():
         return None
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        return _first_epoch_unfinished(run_dir)
     done, planned = _epochs_trained(run_dir), _epochs_planned(run_dir)
     if done is None:
         trained = "training stopped"
@@ -184,18 +188,112 @@ def unfinished_run(run_dir) -> str | None:
             f"`vislab train --resume {run_dir}` (add --epochs N to end at epoch N), or wait if it is still training")
 
 
+def _first_epoch_unfinished(run_dir: Path) -> str | None:
+    """A run stopped before its first epoch ended (killed, or the power went): `vislab train` had written its
+    config.yaml, whole and naming this folder as ``out``, but no checkpoint yet."""
+    if not _started_here(run_dir):
+        return None
+    return (f"{run_dir}: an unfinished run (training stopped before its first epoch ended, no checkpoint or "
+            f"model.json yet); start it again with {_train_again(run_dir)}, or delete the folder; or wait if it "
+            "is still training")
+
+
+def _started_here(run_dir: Path) -> bool:
+    """Whether ``run_dir/config.yaml`` is the one `vislab train` wrote for a run in this folder: a whole config
+    (its sections, ``out`` last) whose ``out`` is this folder, not a config file kept or copied there."""
+    from vislab.core.files import BadFileError
+
+    if not (run_dir / "config.yaml").is_file():
+        return False
+    try:
+        data = read_yaml(run_dir / "config.yaml", "a run's config (YAML)", "")
+    except BadFileError:
+        return False
+    if not isinstance(data, dict) or list(data)[-1:] != [LAST_CONFIG_KEY]:
+        return False
+    if not all(isinstance(data.get(section), dict) for section in ("data", "model", "train")):
+        return False
+    out = data[LAST_CONFIG_KEY]
+    if not isinstance(out, str) or not out:
+        return False
+    here = run_dir.resolve()
+    # the name alone where `out` was relative to another working folder
+    return Path(out).expanduser().resolve() == here or Path(out).name == here.name
+
+
+def _train_again(run_dir: Path) -> str:
+    """The command that trains the run from its start in its own folder: its config.yaml as the config where
+    `vislab train --config` takes it as it is (a --time-budget run's, which also names its epochs, it refuses)."""
+    from vislab.core.config import resolve_config
+    from vislab.core.errors import UserError
+
+    config = run_dir / "config.yaml"
+    try:
+        resolve_config(config, {"out": str(run_dir)}, default_recipe="auto")
+    except UserError:
+        return f"`vislab train ... --out {run_dir}` (with the options it was started with)"
+    return f"`vislab train --config {config} --out {run_dir}`"
+
+
+class HistoryTotals(NamedTuple):
+    """What :func:`history_totals` reads from a history.csv."""
+
+    rows: int
+    epochs: int | None
+    seconds: float | None
+
+
+def history_totals(path: Path) -> HistoryTotals:
+    """What a run's history.csv records: its epoch rows, the highest ``epoch`` (a resumed run may repeat a
+    row; None when a row's epoch is not a whole number or no row has one) and the summed ``seconds`` (None
+    without that column, or when a row's is not a number). A file without rows has 0 epochs in 0 seconds.
+
+    Raises:
+        BadFileError: the file cannot be read as a CSV.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "history.csv"
+        >>> _ = path.write_text("epoch,seconds\\n1,2.5\\n2,2.0\\n2,2.25\\n")
+        >>> history_totals(path)
+        HistoryTotals(rows=3, epochs=2, seconds=6.75)
+    """
+    from vislab.core.files import read_csv_rows
+
+    lines = [line for line in read_csv_rows(path, "a training history (CSV)", "restore the history.csv the run "
+                                            "wrote") if line]
+    rows = [dict(zip(lines[0], line)) for line in lines[1:]] if lines else []
+    if not rows:
+        return HistoryTotals(0, 0, 0.0)
+    return HistoryTotals(len(rows), _highest_epoch(rows), _summed_seconds(rows))
+
+
+def _highest_epoch(rows: list[dict]) -> int | None:
+    try:
+        return max(int(float(row["epoch"])) for row in rows if row.get("epoch"))
+    except (ValueError, OverflowError):  # no epoch, a word, or "inf" (a float int() refuses)
+        return None
+
+
+def _summed_seconds(rows: list[dict]) -> float | None:
+    if "seconds" not in rows[0]:
+        return None
+    try:
+        return round(sum(float(row["seconds"]) for row in rows if row.get("seconds")), 3)
+    except ValueError:
+        return None
+
+
 def _epochs_trained(run_dir: Path) -> int | None:
     """The last epoch history.csv records (the checkpoint may be one behind; resume trims the file to it)."""
-    from vislab.core.files import BadFileError, read_csv_rows
+    from vislab.core.files import BadFileError
 
     path = run_dir / "history.csv"
     if not path.is_file():
         return 0
     try:
-        lines = [line for line in read_csv_rows(path, "a training history (CSV)", "") if line]
-        column = lines[0].index("epoch")
-        return max((int(float(line[column])) for line in lines[1:] if len(line) > column and line[column]), default=0)
-    except (BadFileError, ValueError, OverflowError, IndexError):  # a damaged history only leaves the count out
+        return history_totals(path).epochs  # a damaged history only leaves the count out
+    except BadFileError:
         return None
 
 

@@ -18,8 +18,7 @@ from typing import Sequence
 
 from vislab.core.config import DEFAULT_TASK
 from vislab.core.errors import ConfigError
-from vislab.core.files import (BadFileError, evaluation_files, read_csv_rows, read_json, read_yaml, reading,
-                               run_folder_error)
+from vislab.core.files import BadFileError, evaluation_files, read_json, read_yaml, reading, run_folder_error
 
 COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
            "loss", "run_dir", "task", "miou", "map"]
@@ -334,31 +333,17 @@ def _json(path: Path, kind: str, fix: str, unread: dict[str, str]):
 
 
 def _history(path: Path, unread: dict[str, str]) -> tuple[int | None, float | None]:
+    """The row's epochs (the highest trained, else the count of rows) and training seconds."""
+    from vislab.runs import history_totals
+
     if not path.is_file():
         return None, None
     try:
-        lines = read_csv_rows(path, "a training history (CSV)", "restore the history.csv the run wrote")
+        totals = history_totals(path)
     except BadFileError as exc:
         unread[path.name] = str(exc)
         return None, None
-    lines = [line for line in lines if line]
-    rows = [dict(zip(lines[0], line)) for line in lines[1:]] if lines else []
-    if not rows:
-        return 0, 0.0
-    epochs = len(rows)
-    if "epoch" in rows[0]:
-        # a resumed run may repeat an epoch row; the highest epoch number is what was trained
-        try:
-            epochs = max(int(float(r["epoch"])) for r in rows if r.get("epoch"))
-        except (ValueError, OverflowError):  # "inf" is a float int() refuses
-            pass
-    seconds = None
-    if "seconds" in rows[0]:
-        try:
-            seconds = round(sum(float(r["seconds"]) for r in rows if r.get("seconds")), 3)
-        except ValueError:
-            seconds = None
-    return epochs, seconds
+    return (totals.rows if totals.epochs is None else totals.epochs), totals.seconds
 
 
 def _safetensors_parameters(path: Path) -> int | None:
