@@ -193,6 +193,15 @@ def test_commands_on_a_run_killed_in_its_first_epoch_say_so_and_give_the_command
     assert "unfinished" not in capsys.readouterr().err
 
 
+def test_resume_of_a_run_killed_in_its_first_epoch_gives_the_command_to_start_it(killed_early, capsys):
+    assert main(["train", "--resume", str(killed_early)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "before its first epoch ended" in err and _start_again(killed_early) in err, err
+    assert "nothing to resume" not in err
+    assert not (killed_early / "checkpoints").exists() and not (killed_early / "model.json").exists()
+
+
 def test_compare_lists_a_run_killed_in_its_first_epoch_with_the_command_to_start_it(killed_early, tmp_path, capsys):
     run = killed_early
     good = _evaluated_run(tmp_path / "good", 0.9)

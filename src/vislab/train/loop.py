@@ -668,7 +668,11 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             raise RunError(f"--resume {run_dir}: no such run folder; give a folder written by `vislab train --out DIR`")
         state_path = run_dir / "checkpoints" / "last.pt"
         if not state_path.exists():
-            raise RunError(f"--resume {run_dir}: no checkpoints/last.pt there; nothing to resume")
+            from vislab.runs import unfinished_run
+
+            stopped = unfinished_run(run_dir)  # killed before its first checkpoint: the command that starts it again
+            raise RunError(f"--resume {stopped}" if stopped else
+                           f"--resume {run_dir}: no checkpoints/last.pt there; nothing to resume")
         cfg = resume_config(run_dir, epochs)
         # read before anything in the folder is written: a damaged checkpoint leaves the run as it was
         state = load_training_state(state_path)
