@@ -104,11 +104,39 @@ def check_file(path, kind: str, fix: str, allow_empty: bool = False) -> Path:
 
 # Files only vislab writes into a run folder: a folder holding none of them is not one
 RUN_FILES = ("model.json", "config.yaml", "audit.json", "metrics.json", "history.csv")
+# What the commands that write a folder other than a run's write into it, and what such a folder is
+OUTPUT_FILES = ((("leaderboard.csv", "leaderboard.png"), "compare's own output"),
+                (("lr_find.json", "lr_find.png"), "lr-find's output"))
+
+
+def vislab_output(path) -> str | None:
+    """What vislab output the folder ``path`` is when it is not a run's (``"compare's own output"``: it holds
+    ``vislab compare``'s leaderboard; ``"lr-find's output"``), else None: a run folder (one of :data:`RUN_FILES`),
+    a folder vislab did not write, or no folder.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "leaderboard.csv").write_text("run\\n")
+        >>> vislab_output(folder)
+        "compare's own output"
+        >>> _ = (folder / "model.json").write_text("{}")
+        >>> vislab_output(folder) is None
+        True
+    """
+    path = Path(path)
+    if not path.is_dir() or any((path / name).is_file() for name in RUN_FILES):
+        return None
+    for names, what in OUTPUT_FILES:
+        if any((path / name).is_file() for name in names):
+            return what
+    return None
 
 
 def run_folder_error(path, trained: bool = False) -> RunError | None:
     """Why ``path`` is not a folder a run wrote (None when it is one): missing, a file (an ONNX graph
-    named as such), or a folder holding none of :data:`RUN_FILES` (a data folder, a typo'd parent);
+    named as such), another command's output (:func:`vislab_output`), or a folder holding none of
+    :data:`RUN_FILES` (a data folder, a typo'd parent);
     ``trained``: a folder ``vislab audit`` wrote (audit.json alone) is not one either."""
     path = Path(path)
     if path.is_dir():
@@ -118,6 +146,10 @@ def run_folder_error(path, trained: bool = False) -> RunError | None:
         if trained and (path / "audit.json").is_file():
             return RunError(f"{path} is a folder `vislab audit` wrote (audit.json, no model): this command needs "
                             "a training run's folder, written by `vislab train --out DIR`")
+        output = vislab_output(path)
+        if output is not None:
+            return RunError(f"{path} is {output}, not a vislab run folder; give the folder `vislab train --out DIR` "
+                            "wrote")
         return RunError(f"{path} is not a vislab run folder: it holds none of model.json, config.yaml, "
                         "metrics.json; give the folder `vislab train --out DIR` (or `vislab audit --out DIR`) wrote")
     if path.suffix.lower() == ".onnx" and path.is_file():
@@ -429,5 +461,6 @@ def onnxruntime_errors() -> tuple[type[BaseException], ...]:
                  if hasattr(state, name))
 
 
-__all__ = ["BadFileError", "MissingFileError", "check_file", "reading", "read_text", "read_json", "read_yaml",
-           "read_csv_rows", "read_bytes", "load_safetensors", "load_torch", "load_onnx", "onnxruntime_errors"]
+__all__ = ["BadFileError", "MissingFileError", "check_file", "vislab_output", "reading", "read_text", "read_json",
+           "read_yaml", "read_csv_rows", "read_bytes", "load_safetensors", "load_torch", "load_onnx",
+           "onnxruntime_errors"]

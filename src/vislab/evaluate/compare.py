@@ -17,17 +17,28 @@ from pathlib import Path
 from typing import Sequence
 
 from vislab.core.config import DEFAULT_TASK
-from vislab.core.errors import ConfigError
-from vislab.core.files import BadFileError, evaluation_files, read_json, read_yaml, reading, run_folder_error
+from vislab.core.errors import ConfigError, RunError
+from vislab.core.files import (BadFileError, evaluation_files, read_json, read_yaml, reading, run_folder_error,
+                               vislab_output)
 
 COLUMNS = ["run", "model", "data", "split", "parameters", "epochs", "train_seconds", "accuracy", "macro_f1", "auc",
            "loss", "run_dir", "task", "miou", "map"]
 UNKNOWN = "—"  # a cell the run folder does not say (no model.json, no history.csv)
 
 
-def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict]:
+class Leaderboard(list):
+    """:func:`compare_runs`' rows, and ``skipped``: (folder, what it is) for each folder given that another
+    vislab command wrote (``runs/*`` holds compare's own ``runs/compare``), left out."""
+
+    def __init__(self, rows=(), skipped=()):
+        super().__init__(rows)
+        self.skipped = list(skipped)
+
+
+def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> Leaderboard:
     """One row per run folder, grouped by the data measured on, best accuracy first within each
-    (runs not yet evaluated last).
+    (runs not yet evaluated last). A folder another vislab command wrote (compare's leaderboard, lr-find's
+    plot: :func:`vislab.core.files.vislab_output`) is left out, and listed in the rows' ``skipped``.
 
     Reads ``model.json`` (name, parameter count; the count falls back to the
     tensor shapes in ``model.safetensors``), ``history.csv`` (epochs, summed
@@ -36,7 +47,8 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
     A missing file leaves its columns ``None``.
 
     Raises:
-        RunError: a path is not a run folder (missing, a file, or a folder holding no run's files).
+        RunError: a path is not a run folder (missing, a file, or a folder holding no run's files), or
+            every folder given is another command's output.
 
     Example:
         >>> import tempfile, json, pathlib
@@ -51,11 +63,19 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
     """
     rows = []
     named: dict[Path, object] = {}  # a folder named twice (runs/a and ./runs/a) is one row
+    skipped: dict[Path, tuple[str, str]] = {}
     for run_dir in run_dirs:
         error = run_folder_error(run_dir, trained=True)
-        if error is not None:
+        output = vislab_output(run_dir) if error is not None else None
+        if output is not None:
+            skipped.setdefault(Path(run_dir).resolve(), (str(run_dir), output))
+        elif error is not None:
             raise error
-        named.setdefault(Path(run_dir).resolve(), run_dir)
+        else:
+            named.setdefault(Path(run_dir).resolve(), run_dir)
+    if not named:
+        listed = ", ".join(f"{folder} is {what}" for folder, what in skipped.values())
+        raise RunError(f"no run folder to compare: {listed}; give the folders `vislab train --out DIR` wrote")
     run_dirs = list(named.values())
     if evaluation == "test":  # the run's own test split is metrics.json
         evaluation = None
@@ -71,7 +91,7 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> list[dict
     # a segmentation run ranks by mIoU and a multi-label one by mAP (they have no accuracy)
     rows.sort(key=lambda r: (_score(r) is None, str(r.get("data") or ""),
                              -_score(r) if _score(r) is not None else math.inf))
-    return rows
+    return Leaderboard(rows, skipped.values())
 
 
 def evaluations(run_dirs: Sequence[Path]) -> list[str]:
@@ -133,6 +153,8 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
     from rich.table import Table
 
     console = console or Console()
+    for folder, what in getattr(rows, "skipped", ()):
+        console.print(f"skipped {escape(folder)}: {what}, not a run", soft_wrap=True)
     missing = [r for r in rows if _score(r) is None]
     rows = evaluated(rows)
     splits = sorted({str(r.get("split")) for r in rows if r.get("split")})
@@ -184,6 +206,13 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
         if r.get("unfinished"):  # `vislab evaluate` would fail on it: the message gives the resume command
             console.print(f"[yellow]not ranked: {escape(r['unfinished'])}[/]")
     missing = [r for r in missing if unread_metrics(r) is None]  # a damaged or unfinished one was said above
+    untested = [r for r in missing if r.get("own_test_split") is False]
+    if untested:  # `vislab evaluate RUN` would find no test split
+        console.print(f"[yellow]not evaluated (no metrics.json), so not ranked: {', '.join(r['run'] for r in untested)}"
+                      ": trained with --test-split 0 on data with no test split of its own; run `vislab evaluate "
+                      "RUN --data DATA` on other data with its classes, then compare with --evaluation DATA_test[/]",
+                      soft_wrap=True)
+        missing = [r for r in missing if r not in untested]
     if missing:
         files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
         split = evaluation if evaluation in ("train", "val") else None
@@ -204,6 +233,7 @@ def _score(row: dict):
 
 
 def _row(run_dir: Path, evaluation: str | None = None) -> dict:
+    from vislab.evaluate.runner import has_test_split
     from vislab.runs import unfinished_run
 
     # a damaged file leaves its columns blank, not the whole leaderboard: file name -> the reader's message
@@ -215,6 +245,8 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
     metrics = _checked(run_dir / metrics_file, _json(run_dir / metrics_file, "a metrics file (JSON)", fix, unread),
                        _metrics_problem, fix, unread)
     epochs, seconds = _history(run_dir / "history.csv", unread)
+    # older metrics.json files carry no data/split: the run's own data and test split
+    data = _data_section(run_dir, unread) if not metrics.get("data") and (not evaluation or metrics) else {}
     parameters = spec.get("parameters")
     if parameters is None:
         parameters = _safetensors_parameters(run_dir / "model.safetensors")
@@ -222,8 +254,7 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
     return {
         "run": run_dir.resolve().name,
         "model": spec.get("name") or spec.get("architecture"),
-        # older metrics.json files carry no data/split: the run's own data and test split
-        "data": metrics.get("data") or (_config_data(run_dir, unread) if not evaluation or metrics else None),
+        "data": metrics.get("data") or _config_data(data),
         "split": metrics.get("split") or ("test" if not evaluation else evaluation.rsplit("_", 1)[-1]),
         "metrics_file": metrics_file,
         "parameters": parameters,
@@ -239,6 +270,8 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
         "map": metrics.get("map"),
         "unread": unread,
         "unfinished": unfinished_run(run_dir),
+        # False: the run's own data has no test split, so `vislab evaluate RUN` cannot write metrics.json
+        "own_test_split": None if evaluation or metrics else has_test_split(data),
     }
 
 
@@ -308,17 +341,22 @@ def _json_kind(value) -> str:
             dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _config_data(run_dir: Path, unread: dict[str, str]) -> str | None:
+def _data_section(run_dir: Path, unread: dict[str, str]) -> dict:
+    """The ``data`` mapping of the run's config.yaml (``{}`` when it has none or cannot be read)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
-        return None
+        return {}
     try:
         config = read_yaml(path, "a run's config (YAML)", "restore the config.yaml the run wrote") or {}
     except BadFileError as exc:
         unread[path.name] = str(exc)
-        return None
+        return {}
     data = config.get("data") if isinstance(config, dict) else None
-    source = data.get("source") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _config_data(data: dict) -> str | None:
+    source = data.get("source")
     return str(source) if source is not None else None
 
 

@@ -113,6 +113,63 @@ def _same_source(data: str, source: str) -> bool:
         return False
 
 
+def has_test_split(data: dict) -> bool | None:
+    """Whether ``vislab evaluate RUN`` finds a test split in the run's own data, read from its config.yaml's
+    ``data`` (a mapping): a ``test_split`` above 0, a ``test_csv``, a built-in set with a test set of its own
+    (all but digits) or a folder with a test/ folder beside train/ (images/ in it: a segmentation set);
+    None when the config does not say (no source, or a folder not found from here).
+
+    Example:
+        >>> has_test_split({"source": "digits", "test_split": 0.0}), has_test_split({"source": "mnist", "test_split": 0})
+        (False, True)
+        >>> has_test_split({"source": "photos.csv", "test_split": 0.2})
+        True
+    """
+    from vislab.core.config import DataConfig
+    from vislab.data.sources import _SPLIT_ALIASES, BUILTIN
+
+    test_split = data.get("test_split", DataConfig.test_split)
+    if isinstance(test_split, (int, float)) and test_split > 0 or data.get("test_csv"):
+        return True
+    source = data.get("source")
+    if source is None:
+        return None
+    if str(source) in BUILTIN:
+        return str(source) != "digits"
+    path = Path(str(source)).expanduser()
+    if not path.is_dir():
+        return False if path.is_file() else None
+    try:
+        splits = {_SPLIT_ALIASES.get(entry.name.lower()): entry for entry in path.iterdir() if entry.is_dir()}
+    except OSError:
+        return None
+    test = splits.get("test")
+    return test is not None and ("train" in splits or (test / "images").is_dir())
+
+
+def _no_split(split: str, dataset, cfg, other: bool) -> DataError:
+    """The error for a ``split`` the data lacks: the run's own data was trained with that split set to 0;
+    other data is split only by its own train/ val/ test/ folders, else evaluated whole as the test split."""
+    source, have = cfg.data.source, list(dataset.splits)
+    if not other:
+        flag, setting = {"val": ("--val-split", cfg.data.val_split)}.get(split, ("--test-split", cfg.data.test_split))
+        held = f" (this run's {flag} was {setting:g}: config.yaml says whether a recipe chose it)"
+        return DataError(f"{source}: has no {split!r} split (has {', '.join(have)}){held}; "
+                         f"train with {flag} (e.g. 0.1) or give --data with a {split}/ folder")
+    if not Path(str(source)).expanduser().is_dir():  # a CSV or a built-in set: no folders to add
+        if have == ["train"]:
+            return DataError(f"{source}: has no {split!r} split; data other than the run's is evaluated whole, "
+                             "as the test split: give --split test")
+        return DataError(f"{source}: has no {split!r} split (has {', '.join(have)}); data other than the run's "
+                         f"is split only as it comes: give --split {' or --split '.join(have)}")
+    if have == ["train"]:
+        return DataError(f"{source}: has no {split}/ folder; data other than the run's is evaluated whole, as the "
+                         f"test split: give --split test, or split {source} into train/ and {split}/ folders")
+    return DataError(f"{source}: has no {split}/ folder (has {', '.join(name + '/' for name in have)}); data other "
+                     f"than the run's is split only by its own folders: give --split {' or --split '.join(have)}, "
+                     f"or add a {split}/ folder beside its train/")
+
+
 def _relative(path: Path, run_dir: Path) -> str:
     try:
         return path.relative_to(run_dir).as_posix()
@@ -147,8 +204,8 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     loaded = load(run_dir, device="cpu")
     loaded.task.set_options(**(task_options or {}))
     cfg = read_config(run_dir)
+    other = data is not None and not _same_source(data, cfg.data.source)
     if dataset is None:
-        other = data is not None and not _same_source(data, cfg.data.source)
         if data is not None:
             cfg.data.source = data
             cfg.data.test_csv = None
@@ -168,10 +225,7 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
             dataset.splits = {"test": whole}
         dataset = loaded.task.align_classes(dataset, loaded.class_names, str(cfg.data.source))
     if split not in dataset.splits:
-        flag, setting = {"val": ("--val-split", cfg.data.val_split)}.get(split, ("--test-split", cfg.data.test_split))
-        held = f" (this run's {flag} was {setting:g}: config.yaml says whether a recipe chose it)"
-        raise DataError(f"{cfg.data.source}: has no {split!r} split (has {', '.join(dataset.splits)}){held}; "
-                        f"train with {flag} (e.g. 0.1) or give --data with a {split}/ folder")
+        raise _no_split(split, dataset, cfg, other)
     if list(dataset.class_names) != list(loaded.class_names):
         raise DataError(f"the data's classes {dataset.class_names[:5]}... differ from the model's "
                         f"{loaded.class_names[:5]}...; evaluate on data with the same class folders")
