@@ -80,7 +80,9 @@ def train(config: str | None = None, resume: str | None = None, progress: bool =
     ``epochs`` may change (anything else is refused, as the CLI refuses it). ``figures=False``
     (``--no-figures``): no figures but the training curves (no audit or evaluation figures, no Grad-CAM
     panels; audit.json, metrics.json and the report are written), for the runs of a sweep.
-    An ``out`` inside the ``data`` folder, or one already holding images, is refused.
+    An ``out`` inside the ``data`` folder (or the ``image_root`` folder), or one already holding images, is
+    refused; with no ``out`` the run gets a folder of its own, ``runs/MODEL-DATA-TIME`` (``-2``, ``-3``... when
+    another run took that name).
     With no ``recipe`` (option or YAML) the recipe is ``auto``: once the data is loaded it picks the model
     and the settings the options leave open (:mod:`vislab.train.recipe`); ``recipe="none"`` keeps the code
     defaults. ``time_budget="5m"`` trains for about that long (:mod:`vislab.train.budget`).
@@ -108,13 +110,15 @@ def _train(config, resume, progress, evaluate, figures, options):
     # no recipe named: "auto", which reads the data when the run starts and picks what the options leave open
     cfg = resolve_config(config, option_overrides(options), default_recipe="auto")
     _check_out(cfg.out or "runs", cfg.data.source, images_too=True)
+    if cfg.data.image_root:  # a CSV's images: a run folder beside the CSV is fine, one among the images is not
+        _check_out(cfg.out or "runs", cfg.data.image_root, what="the --image-root folder")
     return train_pipeline(cfg, progress=progress, evaluate=evaluate, figures=figures)
 
 
-def _check_out(out, data, images_too: bool = False, flag: str = "--out") -> None:
+def _check_out(out, data, images_too: bool = False, flag: str = "--out", what: str = "the data folder") -> None:
     """Refuse an output folder inside the ``--data`` folder (the run's PNGs would join the data set,
     and a class-per-folder reader would even take ``plots/`` for a class); ``images_too``: also one
-    that already holds images, a data folder of its own."""
+    that already holds images, a data folder of its own. ``what`` names the folder ``data`` is."""
     from vislab.data.images import IMAGE_EXTENSIONS
 
     folder = Path(out).expanduser().resolve()
@@ -123,17 +127,43 @@ def _check_out(out, data, images_too: bool = False, flag: str = "--out") -> None
         where = "is a file" if in_the_way == folder else f"is inside {in_the_way}, a file"
         raise ConfigError(f"{flag} {out} {where}; give {flag} a folder to write into, e.g. {flag} runs/NAME")
     source = Path(str(data)).expanduser()
-    if data is not None and source.is_dir():
-        root = source.resolve()
-        if folder == root or root in folder.parents:
-            raise ConfigError(f"{flag} {out} is inside the data folder {data}: the files written there would become "
-                              f"part of the data set; give {flag} a folder outside it, e.g. {flag} runs/NAME")
+    if data is not None and source.is_dir() and _within(folder, source):
+        raise ConfigError(f"{flag} {out} is inside {what} {data}: the files written there would become "
+                          f"part of the data set; give {flag} a folder outside it, e.g. {flag} runs/NAME")
     if images_too and folder.is_dir():
         images = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if images and not (folder / "model.json").is_file() and not (folder / "config.yaml").is_file():
             raise ConfigError(f"{flag} {out} holds images ({images[0]}, ...): it looks like a data folder, and the "
                               f"run's files would be written among them; give {flag} a new folder, e.g. "
                               f"{flag} runs/NAME")
+
+
+def _within(folder: Path, root: Path, strict: bool = False) -> bool:
+    """``folder`` (resolved) is ``root`` or, unless ``strict``, inside it."""
+    root = root.expanduser().resolve()
+    return folder == root or (not strict and root in folder.parents)
+
+
+def _check_out_of_inputs(out, inputs, command: str, default: bool = False, flag: str = "--out") -> None:
+    """:func:`_check_out`'s rule for the images a command reads: ``out`` may not be an input folder or
+    inside it (folders are read with their sub-folders), nor the folder of an input file; either way the
+    next run over those images would read this one's PNGs as images. ``default``: ``out`` is the
+    command's own choice, not the user's."""
+    folder = Path(out).expanduser().resolve()
+    named = f"the output folder {out} (the default; choose another with {flag})" if default else f"{flag} {out}"
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir() and _within(folder, path):
+            where, given = f"is inside the input folder {item}", Path(item)
+        elif path.is_file() and _within(folder, path.parent, strict=True):
+            where, given = f"is the folder of the input image {item}", Path(item).parent
+        else:
+            continue
+        if given.name in ("", ".."):  # `.` or `..`: a sibling named from the full path
+            given = given.expanduser().resolve()
+        example = given.with_name(f"{given.name}-{command}")
+        raise ConfigError(f"{named} {where}: the files `vislab {command}` writes there would be read as images "
+                          f"the next time; give {flag} a folder outside it, e.g. {flag} {example}")
 
 
 def evaluate(run_dir, data: str | None = None, split: str = "test", batch_size: int = 256, device: str = "auto",
@@ -286,16 +316,22 @@ def explain(model, images, method: str | None = None, target="top", layer: str |
     ``class``, ``probability``, ``method``; ``error`` for a file that cannot be read). ``method`` None:
     Grad-CAM, or occlusion for a model without convolution layers (an MLP), with a warning. ``num_samples``
     and ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only. ``device``
-    (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model and the explanation run, as :func:`predict` picks it."""
+    (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model and the explanation run, as :func:`predict` picks it.
+    ``out`` (default ``RUN/plots/explain``) may not be an input folder, inside one, or an input image's folder."""
     from vislab.core.device import resolve_device
-    from vislab.explain.explainers import explain_files
+    from vislab.explain.explainers import default_out_dir, explain_files
 
     images = _paths(images, "images")
     check_ranges(num_samples=num_samples)
     if method == "lime":
         opts = {"num_samples": num_samples, "segmentation": segmentation, **opts}
+    if out is not None:
+        _check_out_of_inputs(out, images, "explain")
     where = resolve_device(device)  # a device that is not here is refused before the model loads
     loaded = load_model(model_source(model), weights=weights)
+    if out is None:
+        out = default_out_dir(loaded, "explain")
+        _check_out_of_inputs(out, images, "explain", default=True)
     loaded.model.to(where)
     return explain_files(loaded, images, out, method=method, target=target, layer=layer, **opts)
 
@@ -304,18 +340,24 @@ def activations(model, image, layers=None, out=None, weights=None, device: str =
     """``vislab activations``: every channel of each layer's output for one image, a PNG per layer.
 
     Returns ``(grid, path)`` pairs: ``grid.name``, ``grid.channels``, ``grid.map_size`` and the PNG.
-    The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``.
+    The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``; the image's
+    own folder is refused.
     ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model runs, as :func:`predict` picks it."""
     from vislab.core.device import resolve_device
     from vislab.data.images import read_image
     from vislab.explain.activations import activations as compute, save_activations
     from vislab.explain.explainers import default_out_dir
 
+    if out is not None:
+        _check_out_of_inputs(out, [image], "activations")
     where = resolve_device(device)  # a device that is not here is refused before the model loads
     loaded = load_model(model_source(model), weights=weights)
+    if out is None:
+        out = default_out_dir(loaded, "activations")
+        _check_out_of_inputs(out, [image], "activations", default=True)
     loaded.model.to(where)
     grids = compute(loaded.model, loaded.preprocessing, read_image(image), layers=layers)
-    return list(zip(grids, save_activations(grids, out or default_out_dir(loaded, "activations"))))
+    return list(zip(grids, save_activations(grids, out)))
 
 
 def filters(model, layer: str | None, n: int = 64, steps: int = 40, out=None, weights=None,
@@ -470,12 +512,13 @@ def report(run_dir) -> Path:
     return build_report(run_dir)
 
 
-def summary(model: str, num_classes: int = 10, in_chans: int | None = None, input_size=None, depth: int = 3,
+def summary(model: str, num_classes: int | None = None, in_chans: int | None = None, input_size=None, depth: int = 3,
             weights=None) -> str:
     """``vislab summary``: layers, output shapes and parameter counts (Keras' model.summary()) of a
     model name (built fresh; ``weights`` loads a local file into it, checking that it fits), of a run
     folder's model (its trainable count is the one training left: a frozen backbone counts as
-    non-trainable), or of ``imagenet:NAME`` / ``hf:NAME``."""
+    non-trainable), or of ``imagenet:NAME`` / ``hf:NAME``. ``num_classes`` (10 when not given), ``in_chans``
+    and ``input_size`` build a model name; a run folder's or a pretrained model is read as it is, and refuses them."""
     from vislab.models.summary import model_summary, summarize
 
     check_ranges(num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth)
@@ -483,12 +526,38 @@ def summary(model: str, num_classes: int = 10, in_chans: int | None = None, inpu
         from vislab.core.files import run_folder_error
 
         raise run_folder_error(model)
-    if Path(model).is_dir() or str(model).startswith(("imagenet:", "hf:")):
+    if _summary_of_run(model) or str(model).startswith(("imagenet:", "hf:")):
+        given = [flag for flag, value in (("--num-classes", num_classes), ("--in-chans", in_chans),
+                                           ("--input-size", input_size)) if value is not None]
+        if given:  # the model is read as it is: options for building one would be silently ignored
+            verb, them = ("does", "it") if len(given) == 1 else ("do", "them")
+            what = f"the run folder {model}, whose model" if Path(model).is_dir() else f"{model}, which"
+            raise ConfigError(f"{', '.join(given)} {verb} not apply to {what} is summarized as it was trained; "
+                              f"drop {them}, or give a model name to build one with {them}")
         loaded = load_model(model, weights=weights)
         return summarize(loaded.model, loaded.preprocessing.input_size, depth,
                          trainable=loaded.spec.get("trainable_parameters") if weights is None else None)
-    return model_summary(model, num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth,
-                         weights=weights)
+    return model_summary(model, num_classes=10 if num_classes is None else num_classes, in_chans=in_chans,
+                         input_size=input_size, depth=depth, weights=weights)
+
+
+def _summary_of_run(model) -> bool:
+    """``vislab summary MODEL``: a run folder (finished or not), never a folder merely named like a model
+    (``mkdir fastnet``): such a folder falls through to the model name, and any other to the run folder error."""
+    path = Path(model)
+    if not path.is_dir():
+        return False
+    from vislab.runs import unfinished_run
+
+    if (path / "model.json").is_file() or (path / "config.yaml").is_file() or unfinished_run(path):
+        return True
+    from vislab.models.registry import check_model_name
+
+    try:
+        check_model_name(str(model))
+    except ConfigError:
+        return True
+    return False
 
 
 def models(task: str | None = None, parameters: bool = False, num_classes: int = 10, timm: str | None = None,
@@ -610,7 +679,8 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
 
 def segment(model: str, images, out, weights: str | None = None, palette: str | None = None, alpha: float = 1.0,
             beta: float = 0.6, class_maps=(), panels: bool = True, device: str = "auto", precision: str = "auto"):
-    """``vislab segment``: masks, colour masks, overlays, panels, legends and pixel_shares.csv in ``out``.
+    """``vislab segment``: masks, colour masks, overlays, panels, legends and pixel_shares.csv in ``out``, which
+    may not be an input folder, inside one, or an input image's folder (the next run would segment them).
 
     ``model`` is a segmentation run folder, its exported ``MODEL.onnx``, a torchvision name
     (``lraspp_mobilenet_v3_large``, ...) or ``hf:NAME_OR_FOLDER``; returns a :class:`vislab.segment.SegmentResult`.
@@ -623,9 +693,11 @@ def segment(model: str, images, out, weights: str | None = None, palette: str | 
     from vislab.segment import segment_images
 
     check_ranges(alpha=alpha, beta=beta)
+    images = _paths(images, "images")
+    _check_out_of_inputs(out, images, "segment")
     # a segmentation run's exported graph runs in onnxruntime (fp32), as `vislab serve` runs it
     segmenter = _onnx_segmenter(model, weights, palette) if is_onnx_path(model) else None
-    return segment_images(model, _paths(images, "images"), out,
+    return segment_images(model, images, out,
                           weights=weights, alpha=alpha, beta=beta, class_maps=class_maps, palette=palette,
                           device=device, precision=precision, panels=panels, segmenter=segmenter)
 

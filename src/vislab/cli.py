@@ -576,7 +576,7 @@ def _add_summary(sub) -> None:
                 "as Keras' model.summary(). For a run folder the trainable count is the one its training left:\n"
                 "a backbone trained frozen (--freeze backbone) counts as non-trainable.")
     p.add_argument("model", metavar="MODEL|RUN_DIR", help="a model name or a run folder")
-    p.add_argument("--num-classes", type=int, default=10, help="classes (for a model name)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes (for a model name; default: 10)")
     p.add_argument("--in-chans", type=int, default=None, help="input channels (for a model name)")
     p.add_argument("--input-size", type=int, nargs="+", default=None, metavar="PX", help="one number or H W")
     p.add_argument("--depth", type=int, default=3, help="how deep to list nested modules")

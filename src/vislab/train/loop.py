@@ -38,7 +38,7 @@ from vislab.core.device import (
     autocast_context, resolve_device, resolve_precision, seed_everything, warn_if_slow_precision,
 )
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
-from vislab.core.errors import RunError
+from vislab.core.errors import RunError, UserError
 from vislab.data.augment import Augment
 from vislab.data.loaders import drop_short_batch, epoch_generator, make_batches
 from vislab.data.sources import Dataset
@@ -86,6 +86,25 @@ def default_run_dir(cfg: Config) -> Path:
     if cfg.recipe == "auto" and "model.name" not in cfg.user_given():
         model = "auto"  # the recipe picks the model once the data is loaded
     return Path("runs") / f"{model}-{source}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def make_default_run_dir(cfg: Config) -> Path:
+    """:func:`default_run_dir`, made here and now; a name already taken (two runs started in one second, in a
+    loop or in two processes) gets ``-2``, ``-3``, ...: the folder is created with ``exist_ok=False``, so
+    two processes never take one name."""
+    base = default_run_dir(cfg)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        run_dir = base if number == 1 else base.with_name(f"{base.name}-{number}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+
+
+class RunExistsError(UserError, FileExistsError):
+    """``--out`` names a folder that already holds a run."""
 
 
 def _write_config(run_dir: Path, cfg: Config) -> None:
@@ -691,15 +710,17 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
                               f"{cfg.train.epochs} leaves nothing to train; give --epochs {done + 1} or more to "
                               f"continue it, or `vislab evaluate {run_dir}` to evaluate it as it is")
     else:
-        # the default name holds a timestamp: rank 0's is everyone's
-        run_dir = distributed.broadcast_object(dist, Path(cfg.out) if cfg.out else default_run_dir(cfg))
+        # the default name holds a timestamp, and rank 0 makes the folder so that no other run takes it:
+        # rank 0's is everyone's
+        run_dir = distributed.broadcast_object(
+            dist, Path(cfg.out) if cfg.out else make_default_run_dir(cfg) if main else None)
         if (run_dir / "model.json").exists() or (run_dir / "checkpoints" / "last.pt").exists():
-            raise FileExistsError(
+            raise RunExistsError(
                 f"{run_dir} already holds a run; choose another --out, or --resume {run_dir} to continue it"
             )
     # a folder this run makes is removed when the set-up fails (a bad --model-opt, --class-weights file or
     # --monitor): no half run folder without a model is left for `vislab compare` to list
-    made = resume is None and main and not run_dir.exists()
+    made = resume is None and main and (not cfg.out or not run_dir.exists())
     with _removed_on_error(run_dir, made):
         task, dataset = task_and_data(cfg, console, recipe=resume is None)
         if resume is None:
