@@ -87,7 +87,9 @@ def conv_run(tmp_path_factory):
 
 
 def test_filters_without_a_layer_lists_the_layers(conv_run, capsys):
-    assert main(["filters", str(conv_run)]) == 1
+    with pytest.raises(SystemExit) as info:  # a missing flag: a usage error, exit 2 as argparse's
+        main(["filters", str(conv_run)])
+    assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--layer NAME" in err and "features.0" in err
 

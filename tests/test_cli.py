@@ -268,7 +268,7 @@ def test_each_numeric_flag_out_of_range_is_one_line_naming_flag_and_range(comman
 
     sub = _commands()[command]
     action = next(a for a in sub._actions if flag in a.option_strings)
-    spec = RANGES[action.dest]
+    spec = getattr(action.type, "spec", None) or RANGES[action.dest]  # a command's own range, e.g. lr-find's --steps
     for value in _outside(spec):
         with pytest.raises(SystemExit) as info:
             main([command, *_required_arguments(sub), flag, value])

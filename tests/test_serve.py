@@ -371,3 +371,55 @@ def test_served_segmentation_mask_equals_vislab_segment(unet_run, tmp_path):
                 ids, counts = np.unique(np.asarray(expected), return_counts=True)
                 shares = {palette[i]["name"]: c / np.asarray(expected).size for i, c in zip(ids, counts)}
                 assert {k: v for k, v in body["shares"].items() if v} == pytest.approx(shares)
+
+
+def test_unknown_query_parameters_are_refused_naming_the_closest(run, files):
+    """A typo of ?top_k, or `vislab predict`'s --threshold, is a 422 naming the parameter, not ignored."""
+    body = files[0].read_bytes()
+    png = {"content-type": "image/png"}
+    with serving(run) as client:
+        wait_ready(client)
+        for query, says in (("topk=1", "unknown query parameter 'topk' (did you mean 'top_k'?)"),
+                            ("threshold=0.5", "unknown query parameter 'threshold'; it takes: top_k")):
+            response = client.post(f"/v1/predict?{query}", content=body, headers=png)
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert error["code"] == "invalid_parameter" and says in error["message"], error
+        cam = client.post("/v1/explain?traget=3", content=body, headers=png)
+        assert cam.status_code == 422 and "did you mean 'target'?" in cam.json()["error"]["message"]
+        assert client.post("/v1/predict?top_k=1", content=body, headers=png).status_code == 200
+
+
+def test_one_image_endpoints_say_why_the_limit_is_one():
+    """/v1/segment answers for one image: two in a request are refused with that reason, not --max-images'."""
+    import torch
+
+    from vislab.data.preprocess import Preprocessing
+    from vislab.runs import Loaded
+    from vislab.tasks.base import TASKS, Task, register_task
+
+    class Pixels(Task):
+        name = "test-one-image-pixels"
+        per_pixel = True
+
+        def postprocess(self, outputs):
+            return outputs.float().softmax(1)
+
+        def describe(self, output, class_names, top_k=5):
+            return {}
+
+    if Pixels.name not in TASKS.names():
+        register_task(Pixels)
+    loaded = Loaded(torch.nn.Conv2d(1, 2, 1).eval(), Preprocessing((1, 8, 8), mean=(0.5,), std=(0.5,)), ["a", "b"],
+                    {"name": "pixels", "task": Pixels.name}, None, task=Pixels())
+    image = png_bytes(np.zeros((8, 8), np.uint8))
+    with TestClient(create_app(loaded, ServeConfig(max_images=16))) as client:
+        wait_ready(client)
+        for count in (2, 3):
+            response = client.post("/v1/segment", files=[("files", (f"{i}.png", image, "image/png"))
+                                                         for i in range(count)])
+            assert response.status_code == 413, response.text
+            message = response.json()["error"]["message"]
+            assert "/v1/segment answers for one image" in message and "--max-images" not in message, message
+            assert client.post("/v1/segment?x=1", files={"file": ("a.png", image, "image/png")}).status_code == 422
+        assert client.post("/v1/segment", files={"file": ("a.png", image, "image/png")}).status_code == 200

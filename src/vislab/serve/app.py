@@ -195,8 +195,11 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
             raise ApiError("not_ready", "the model is still loading; retry shortly", retry_after=1)
         return state["predictor"]
 
-    async def decoded(request: Request, max_images: int | None = None):
-        pairs = await request_images(request, config.max_body, max_images or config.max_images)
+    async def decoded(request: Request, one: bool = False):
+        """The request's images; ``one``: an endpoint that answers for one image (explain, segment)."""
+        limit = (f"{request.url.path} answers for one image; send each image in its own request" if one else
+                 "vislab serve --max-images")
+        pairs = await request_images(request, config.max_body, 1 if one else config.max_images, limit)
         out = []
         for name, data in pairs:
             try:
@@ -222,6 +225,22 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
                 from None
         except (TimeoutError, asyncio.TimeoutError):
             raise ApiError("timeout", f"no answer within {config.timeout:g} s (vislab serve --timeout)") from None
+
+    def known_query(request: Request, *names: str) -> None:
+        """An unknown query parameter (a typo, or one of `vislab predict`'s flags the server does not take)
+        is refused naming it and the closest known one, not ignored."""
+        import difflib
+
+        for given in request.query_params:
+            if given in names:
+                continue
+            close = difflib.get_close_matches(given.replace("-", "_"), names, n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            takes = ", ".join(names) if names else "none"
+            note = (" (the served model's decision thresholds are its own: a multi-label run's tuned ones in "
+                    "model.json)" if given == "threshold" else "")
+            raise ApiError("invalid_parameter", f"{request.method} {request.url.path}: unknown query parameter "
+                                                f"{given!r}{hint}; it takes: {takes}{note}")
 
     def top_k_of(value):
         return value if value is not None else config.top_k
@@ -254,6 +273,7 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
 
     @app.post("/v1/predict", summary="top-k for each image (the JSON of `vislab predict --format json`)")
     async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000)):
+        known_query(request, "top_k")
         p = predictor()
         items = await decoded(request)
         good = [(name, image) for name, image, error in items if error is None]
@@ -271,11 +291,12 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
     @app.post("/v1/explain", summary="a Grad-CAM overlay PNG of one image", response_class=Response,
               responses={200: {"content": {"image/png": {}}}})
     async def explain(request: Request, target: str = Query("top", max_length=200)):
+        known_query(request, "target")
         p = predictor()
         loaded = p.loaded
         if getattr(loaded, "model", None) is None:
             raise ApiError("not_supported", "Grad-CAM needs the PyTorch model; serve the run folder, not the .onnx")
-        name, image, _ = (await decoded(request, max_images=1))[0]
+        name, image, _ = (await decoded(request, one=True))[0]
 
         def draw():
             from vislab.explain.explainers import explain as explain_image
@@ -304,11 +325,12 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
 
     @app.post("/v1/segment", summary="segmentation models: the mask PNG (base64) and the class shares")
     async def segment(request: Request):
+        known_query(request)
         p = predictor()
         if not getattr(p.task, "per_pixel", False):
             raise ApiError("not_segmentation", f"this model's task is {p.task.name}; /v1/segment serves "
                                                "segmentation models (use /v1/predict)")
-        name, image, _ = (await decoded(request, max_images=1))[0]
+        name, image, _ = (await decoded(request, one=True))[0]
         # the predictor's per-pixel outputs at the image's own size, as `vislab segment` gets them
         output = (await outputs_for([image]))[0]
         from vislab.segment import mask_answer, mask_png, model_palette

@@ -94,8 +94,10 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> torch.Tensor:
     return pil_to_tensor(converted)
 
 
-async def request_images(request, max_body: int, max_images: int) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each image in a multipart (``file`` / ``files``) or raw ``image/*`` request."""
+async def request_images(request, max_body: int, max_images: int,
+                         limit: str = "vislab serve --max-images") -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image in a multipart (``file`` / ``files``) or raw ``image/*`` request;
+    ``limit`` says where ``max_images`` comes from (the flag, or an endpoint that takes one image)."""
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     content_type = request.headers.get("content-type", "")
@@ -116,16 +118,18 @@ async def request_images(request, max_body: int, max_images: int) -> list[tuple[
     try:
         form = await MultiPartParser(request.headers, once(), max_files=max_images + 1, max_fields=16).parse()
     except MultiPartException as exc:
-        code = "too_many_images" if "files" in str(exc).lower() else "bad_multipart"
-        raise ApiError(code, f"cannot read the multipart body ({exc}); send at most {max_images} images as "
-                             "`file` or `files` fields") from None
+        if "files" in str(exc).lower():
+            raise ApiError("too_many_images", f"more than {max_images} images in one request; the limit is "
+                                              f"{max_images} ({limit})") from None
+        raise ApiError("bad_multipart", f"cannot read the multipart body ({exc}); send at most {max_images} "
+                                        "images as `file` or `files` fields") from None
     uploads = [value for key, value in form.multi_items() if key in ("file", "files") and not isinstance(value, str)]
     if not uploads:
         raise ApiError("missing_file", "no `file` or `files` field with an image in the multipart body "
                                        "(e.g. curl -F file=@cat.jpg)")
     if len(uploads) > max_images:
         raise ApiError("too_many_images", f"{len(uploads)} images in one request; the limit is {max_images} "
-                                          "(vislab serve --max-images)")
+                                          f"({limit})")
     images = [(upload.filename or f"file{i}", await upload.read()) for i, upload in enumerate(uploads)]
     await form.close()
     return images

@@ -41,6 +41,7 @@ from vislab.core.device import autocast_context
 from vislab.core.weights import write_text
 
 SUGGESTIONS = ("valley", "steepest")
+MIN_STEPS = 10  # fewer give no curve to read (`vislab lr-find --steps` refuses them while parsing)
 
 
 @dataclass
@@ -148,8 +149,9 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
     """
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr (got {start_lr:g} and {end_lr:g})")
-    if steps < 10:
-        raise ConfigError(f"lr-find: --steps {steps} is too few for a curve; use 100 or more (default 200)")
+    if steps < MIN_STEPS:
+        raise ConfigError(f"lr-find: --steps {steps} is too few for a curve; it must be >= {MIN_STEPS} "
+                          "(default 200, which gives a smoother one)")
     if suggestion not in SUGGESTIONS:
         raise ConfigError(f"lr-find: suggestion {suggestion!r} is not one of {', '.join(SUGGESTIONS)}")
     _check_sweepable(cfg)  # the user's own settings: refused before the data is read
