@@ -51,6 +51,10 @@ LABEL_SEPARATORS = {"space": " ", "comma": ",", "semicolon": ";", "pipe": "|"}
 FILE_COLUMNS = ("file", "filename", "file_name", "image", "image_name", "image_id", "path", "Path", "id", "Id")
 LABEL_COLUMNS = ("labels", "label", "tags", "classes", "class", "target", "targets")
 _BAD_TOKEN = re.compile(r"[\[\]{}()'\"]")  # a Python/JSON list written into a cell: "['cat', 'dog']"
+# what --data must be for --task multilabel, in the errors that say it is not
+CSV_FORMAT = ("a CSV file: an image file column and a labels column (file,labels / a.png,cat;dog: labels separated "
+              "by spaces, commas, semicolons or pipes), or one 0/1 column per class (file,cat,dog / a.png,1,1); "
+              "see docs/tasks/multilabel.md")
 
 
 def separator(name: str | None) -> str | None:
@@ -235,8 +239,7 @@ def load_multilabel_dataset(cfg, seed: int = 0, scoring: bool = False) -> Datase
     """
     path = Path(str(cfg.source)).expanduser()
     if path.suffix.lower() != ".csv" or not path.is_file():
-        raise DataError(f"--data {cfg.source!r}: the multilabel task reads a CSV file (file column + labels "
-                        "column, or one 0/1 column per class); no such CSV file")
+        raise DataError(_not_a_csv(path, str(cfg.source)))
     if cfg.max_per_class:
         raise DataError("--max-per-class caps single-label classes; a multi-label image belongs to several. "
                         "Drop --max-per-class with --task multilabel")
@@ -271,5 +274,22 @@ def load_multilabel_dataset(cfg, seed: int = 0, scoring: bool = False) -> Datase
     splits["train"] = train
     if len(train) == 0:
         raise DataError(f"{path}: no usable training image ({len(bad)} bad files skipped)")
+    own = {"test": f"--test-csv {cfg.test_csv} is the test split"} if cfg.test_csv else {}
     return LabelSetDataset(path.stem, classes, {k: splits[k] for k in SPLIT_NAMES if k in splits}, bad,
-                           edited.label_edits)
+                           edited.label_edits, own)
+
+
+def _not_a_csv(path: Path, source: str) -> str:
+    """Why ``--data`` is not a multi-label CSV: a folder (naming the CSVs it holds), another file, or nothing."""
+    if path.is_dir():
+        csvs = sorted(p.name for p in path.glob("*.csv") if p.is_file())
+        hint = ""
+        if csvs:
+            hint = (f". It holds {', '.join(csvs[:3])}{' ...' if len(csvs) > 3 else ''}: give --data "
+                    f"{Path(source) / csvs[0]}")
+        elif any(d.is_dir() for d in path.iterdir()):
+            hint = ". A folder of class folders is single-label data: drop --task multilabel to train on it"
+        return f"--data {source!r} is a folder; --task multilabel reads {CSV_FORMAT}{hint}"
+    if path.exists():
+        return f"--data {source!r} is not a .csv file; --task multilabel reads {CSV_FORMAT}"
+    return f"--data {source!r}: no such CSV file; --task multilabel reads {CSV_FORMAT}"

@@ -98,6 +98,9 @@ class Dataset:
     splits: dict[str, Split]
     bad_files: list[tuple[str, str]] = field(default_factory=list)
     label_edits: dict[str, int] = field(default_factory=dict)  # --exclude/--relabel: images each one changed
+    # the val/test splits the source gives itself, each with what gives it ("DIR has its own valid/ folder"):
+    # --val-split / --test-split hold out nothing for these (:func:`unused_split_options`)
+    own_splits: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -173,9 +176,11 @@ def load_dataset(cfg, seed: int = 0, scoring: bool = False) -> Dataset:
     _check_usable(dataset, source, scoring)  # before splitting, so the message is about the data itself
     if cfg.test_csv:
         dataset.splits["test"] = _load_test_csv(Path(cfg.test_csv), dataset, cfg)
+    own = _own_splits(source, dataset, cfg)
     # label_issues.csv names images as the source gives them: edit before the seeded val/test split
     dataset = apply_label_edits(dataset, getattr(cfg, "exclude", None), getattr(cfg, "relabel", None))
     dataset = _make_splits(dataset, cfg, seed)
+    dataset.own_splits = own
     if cfg.max_per_class:
         dataset.splits["train"] = _cap_per_class(dataset.splits["train"], cfg.max_per_class, seed)
         if "val" in dataset.splits:
@@ -511,6 +516,60 @@ def _class_dirs(folder: Path) -> list[Path]:
                   key=lambda d: _natural_key(d.name))
 
 
+def _split_folders(folder: Path) -> dict[str, Path]:
+    """A folder's own split folders by split name (``valid/`` and ``validation/`` are ``val``)."""
+    subdirs = {d.name.lower(): d for d in folder.iterdir() if d.is_dir()}
+    return {_SPLIT_ALIASES[k]: v for k, v in subdirs.items() if k in _SPLIT_ALIASES}
+
+
+def _own_splits(source: str, dataset: Dataset, cfg) -> dict[str, str]:
+    """What gives each val/test split the source has before any is held out (``Dataset.own_splits``)."""
+    path = Path(source).expanduser()
+    folders = _split_folders(path) if source not in BUILTIN and path.is_dir() else {}
+    own = {}
+    for name in ("val", "test"):
+        if name not in dataset.splits:
+            continue
+        if name == "test" and cfg.test_csv:
+            own[name] = f"--test-csv {cfg.test_csv} is the test split"
+        elif name in folders:
+            own[name] = f"{source} has its own {folders[name].name}/ folder"
+        else:
+            own[name] = f"{source} has its own {name} split"
+    return own
+
+
+SPLIT_OPTIONS = {"val": ("data.val_split", "--val-split"), "test": ("data.test_split", "--test-split")}
+
+
+def unused_split_options(dataset: Dataset, data_cfg, given) -> dict[str, str]:
+    """{dotted key: one-line warning} for each split option among ``given`` (the keys the user set) that
+    holds out nothing because the data has that split of its own (a ``valid/`` or ``test/`` folder, a
+    built-in test split, ``--test-csv``): the data's own split is always the one used, ``0`` included.
+    The default value is not warned about: it means "when the data has no such split" (a run's
+    config.yaml, given back with ``--config``, holds it).
+
+    Example:
+        >>> ds = Dataset("toy", ["a", "b"], {"train": Split(torch.tensor([0, 1]), images=torch.zeros(2, 1, 4, 4,
+        ...              dtype=torch.uint8))}, own_splits={"test": "toy has its own test split"})
+        >>> from vislab.core.config import DataConfig
+        >>> unused_split_options(ds, DataConfig(test_split=0.3), {"data.test_split"})
+        {'data.test_split': '--test-split 0.3 is not used: toy has its own test split'}
+    """
+    unused = {}
+    defaults = type(data_cfg)()
+    for name, why in dataset.own_splits.items():
+        key, flag = SPLIT_OPTIONS[name]
+        value = getattr(data_cfg, key.split(".")[1])
+        if key not in given or value is None or value == getattr(defaults, key.split(".")[1]):
+            continue
+        note = "" if value else (" (a split of the data's own is always used, 0 included"
+                                 + ("; to train without validation, move that folder out of the data)"
+                                    if name == "val" else ")"))
+        unused[key] = f"{flag} {float(value):g} is not used: {why}{note}"
+    return unused
+
+
 def _load_folder(folder: Path, cfg, scoring: bool = False) -> Dataset:
     from vislab.data.masks import is_segmentation_folder
 
@@ -518,8 +577,7 @@ def _load_folder(folder: Path, cfg, scoring: bool = False) -> Dataset:
         raise DataError(f"{folder} holds images/ and masks/: a segmentation set, not one folder per class; give "
                         "--task segmentation (train, lr-find, audit, augment-preview), or evaluate a segmentation "
                         "run on it")
-    subdirs = {d.name.lower(): d for d in folder.iterdir() if d.is_dir()}
-    given = {_SPLIT_ALIASES[k]: v for k, v in subdirs.items() if k in _SPLIT_ALIASES}
+    given = _split_folders(folder)
     if "train" in given:
         class_names = [d.name for d in _class_dirs(given["train"])]
         roots = given

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from vislab.core.config import RECIPES, Config, set_value
 from vislab.data.images import BadImageError
@@ -201,15 +201,18 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
 
     if shape.task == "multilabel":
         name = model or "fastnet"
-        rule = f"multi-label: {name} at the images' own size"
+        sized = shape.size and "model.input_size" not in user
+        size, why = input_size_for(name, shape.size, shape.channels) if sized else (None, None)
+        rule = f"multi-label: {name} at the images' own size" if why is None else \
+            f"multi-label: {name} at its default {'x'.join(map(str, size))} ({why})"
         if model is None:
             pick("model.name", "fastnet", BENCH_MULTILABEL)
             pick("model.options", dict(RECIPES["fast"]["model.options"]), BENCH_FAST)
             # bench_auto_recipe.py's mosaics row: 20 epochs without flips mAP 0.884 (validation flat from epoch
             # 16, training mAP near 1); with flips and 40 epochs 0.907 in 151 s on 2 cores
             pick("augment.hflip", True, BENCH_MOSAICS)
-        if shape.size and _family(name) == "small":
-            pick("model.input_size", list(shape.size), BENCH_MULTILABEL)
+        if size is not None:
+            pick("model.input_size", size, BENCH_MULTILABEL if why is None else _default_size_reason(name, why))
         _small_net_training(pick, shape, name, passes=110_000, low=8, high=40)
         return rule, values, reasons
 
@@ -241,6 +244,10 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
         return rule, values, reasons
     name = name or "fastnet"
     rule = f"enough small images: {name}" + (" (the fast recipe)" if name == "fastnet" else "")
+    sized = model and shape.size and "model.input_size" not in user
+    size, why = input_size_for(name, shape.size, shape.channels) if sized else (None, None)
+    if why is not None:  # the images' own size would not run: the model's default, said in config.yaml
+        pick("model.input_size", size, _default_size_reason(name, why))
     if model is None:
         # the fast recipe's net with its regularisers: measured together, so chosen together
         pick("model.name", "fastnet", BENCH_FAST)
@@ -254,6 +261,38 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
         pick("train.class_weights", "auto", f"classes {shape.imbalance:.0f}:1 (>= {IMBALANCE_RATIO:.0f}); "
              + BENCH_IMBALANCE)
     return rule, values, reasons
+
+
+def input_size_for(name: str, size, channels: int = 1) -> tuple[list[int] | None, str | None]:
+    """(input size, why it is not the images' own) for model ``name`` on images of ``size`` (H, W); the one
+    rule of every task: the size :func:`vislab.models.build.resolve_input_size` keeps for in-memory data
+    (the images' own, both sides at least ``MIN_NATIVE_SIZE``) where the network runs at it, else the
+    network's default size (8x8 digits train at 28x28). ``(None, None)`` for a model that is not one of
+    vislab's networks (its own configuration sizes it)."""
+    from vislab.core.config import ModelConfig
+    from vislab.core.errors import ConfigError
+    from vislab.models.build import MIN_NATIVE_SIZE, build_model, resolve_input_size
+    from vislab.models.registry import model_defaults
+
+    if _family(name) != "small":
+        return None, None
+    default = list(model_defaults(name)["input_size"])
+    own = resolve_input_size(ModelConfig(name=name), tuple(size))
+    shown = "x".join(map(str, size))
+    if own is None:
+        return default, f"the images' {shown} is below {MIN_NATIVE_SIZE} px"
+    try:
+        build_model(ModelConfig(name=name, input_size=list(own)), num_classes=2, in_chans=channels)
+    except ConfigError:
+        return default, f"{name}'s pooling leaves no pixels of the images' {shown}"
+    return list(own), None
+
+
+def _default_size_reason(name: str, why: str) -> str:
+    from vislab.models.build import MIN_NATIVE_SIZE
+
+    return (f"{why}: {name}'s default size, as for every task (vislab.models.build.resolve_input_size scales "
+            f"images below {MIN_NATIVE_SIZE} px up to it: 8x8 digits train at 28x28)")
 
 
 def _small_net_training(pick, shape: DataShape, name: str, passes: int, low: int, high: int) -> None:
@@ -292,8 +331,17 @@ class Applied:
 def apply(cfg: Config, dataset, task) -> Applied:
     """Set on ``cfg`` what the data calls for and the user did not give; record it in
     ``cfg.recipe_choices`` (written into config.yaml). Returns what was done."""
+    import warnings
+
+    from vislab.data.sources import unused_split_options
+
     record = cfg.recipe_choices or {}
     user = cfg.user_given()
+    unused = unused_split_options(dataset, cfg.data, user)
+    for key, message in unused.items():  # the data's own split is used: config.yaml says the default
+        warnings.warn(message, UserWarning)
+        set_value(cfg, key, _get(Config(), key), "the data's own split")
+        user.discard(key)
     shape = describe_data(dataset, task)
     model = cfg.model.name if "model.name" in user else None
     rule, values, reasons = choose(shape, user, model=model)
@@ -304,6 +352,8 @@ def apply(cfg: Config, dataset, task) -> Applied:
             continue
         if key == "data.val_split" and cfg.train.time_budget:
             continue  # with a budget the head may be fine-tuned (vislab.train.lpft): validation chooses
+        if key == "data.val_split" and "val" in getattr(dataset, "own_splits", {}):
+            continue  # the data's own validation split is used whatever the value
         set_value(cfg, key, value, f"recipe auto ({rule})")
         chosen[key] = value
     # the user's settings (what to train on and where to write are not settings the recipe could pick)
@@ -324,13 +374,35 @@ def apply(cfg: Config, dataset, task) -> Applied:
         parts.append(f"class weights {cfg.train.class_weights}")
     if task.name == "segmentation":
         parts.append(f"loss {cfg.train.loss}")
+    shape = _trained_shape(shape, dataset, cfg, chosen)
     bench = sorted({name for reason in reasons.values() for name in re.findall(r"bench_\w+\.py", reason)})
     line = (f"recipe auto: {', '.join(parts)} -- {rule}, for {shape.describe()}"
             + (f" ({', '.join(bench)})" if bench else "")
             + (f"; yours: {', '.join(sorted(kept))}" if kept else ""))
     applied = Applied(rule, shape, chosen, kept, reasons, line)
     cfg.recipe_choices = {**record, **applied.record(user)}
+    if unused:
+        cfg.recipe_choices["not_used"] = unused
     return applied
+
+
+def _trained_shape(shape: DataShape, dataset, cfg: Config, chosen: dict) -> DataShape:
+    """``shape`` as the run trains: when the recipe holds out no validation split (the transfer rule's
+    ``data.val_split 0``), the data is split again and the held-out validation images are trained on too."""
+    val = dataset.splits.get("val")
+    if chosen.get("data.val_split", 1) != 0 or val is None or "val" in getattr(dataset, "own_splits", {}):
+        return shape
+    counts = dataset.counts()
+    merged = [t + v for t, v in zip(counts["train"], counts["val"])]
+    if dataset.counted == "images":  # one class per image (--max-per-class caps each class again)
+        cap = cfg.data.max_per_class
+        merged = [min(c, cap) for c in merged] if cap else merged
+        images = sum(merged)
+    else:
+        images = len(dataset.splits["train"]) + len(val)
+    present = [c for c in merged if c > 0]
+    imbalance = max(present) / min(present) if present else 1.0
+    return replace(shape, images=images, imbalance=float(imbalance))
 
 
 def _get(cfg, dotted: str):
