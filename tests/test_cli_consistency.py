@@ -130,3 +130,14 @@ def test_segment_takes_a_checkpoint_of_a_run_folder(tmp_path, capsys):
     mask = f"{image.stem}_mask.png"
     # one epoch: the best checkpoint is the final model, so the masks are the same
     assert (tmp_path / "out" / mask).read_bytes() == (tmp_path / "plain" / mask).read_bytes()
+
+
+def test_the_api_refuses_what_the_command_line_refuses():
+    from vislab import api
+    from vislab.core.errors import ConfigError
+
+    for options in ({"epochs": 3}, {"scheduler": "cosine"}, {"patience": 2}, {"threshold": 0.5}):
+        with pytest.raises(ConfigError, match=f"^{next(iter(options))} is a train option; "):
+            api.lr_find(data="digits", model="mlp", steps=10, **options)
+    with pytest.raises(ConfigError, match="--pretrained-only filters the names --timm PATTERN lists"):
+        api.models(pretrained_only=True)

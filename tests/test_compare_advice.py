@@ -129,3 +129,10 @@ def test_has_test_split_reads_what_evaluate_would_find(tmp_path):
                            "test_csv": "test.csv"}) is True
     (whole / "Test" / "images").mkdir(parents=True)  # a segmentation set's test/images
     assert has_test_split({"source": str(whole), "test_split": 0}) is True
+
+
+def test_compare_of_runs_without_a_test_split_alone_names_other_data(runs, tmp_path, capsys):
+    assert main(["compare", str(runs / "p2"), "--out", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "`vislab evaluate RUN --data DATA`" in err, err
+    assert "run `vislab evaluate RUN` first" not in err

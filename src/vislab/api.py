@@ -496,9 +496,11 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
         unread = [message for message in map(unread_metrics, rows) if message]
         if unread:  # evaluated, but the metrics file is damaged: say which and how to write it again
             raise ConfigError(f"nothing to rank: {unread[0]}")
+        untested = all(r.get("own_test_split") is False for r in rows)  # `vislab evaluate RUN` finds no test split
+        fix = ("trained with --test-split 0 on data with no test split of its own: run `vislab evaluate RUN --data "
+               "DATA` on other data with its classes first" if untested else "run `vislab evaluate RUN` first")
         raise ConfigError(f"none of {', '.join(r['run'] for r in rows)} has been evaluated (no "
-                          f"{rows[0]['metrics_file'] if rows else 'metrics.json'}), so there is nothing to rank: "
-                          "run `vislab evaluate RUN` first")
+                          f"{rows[0]['metrics_file'] if rows else 'metrics.json'}), so there is nothing to rank: {fix}")
     written = write_leaderboard(rows, COMPARE_OUT if out is None else out)  # an --out it cannot write fails first
     if console is not None:
         print_leaderboard(rows, console, evaluation=evaluation)
@@ -576,6 +578,11 @@ def models(task: str | None = None, parameters: bool = False, num_classes: int =
     """
     from vislab.models.registry import model_table
     from vislab.tasks import get_task, task_names
+
+    if pretrained_only and not timm:
+        raise ConfigError("--pretrained-only filters the names --timm PATTERN lists; give --timm too, "
+                          "e.g. --timm 'vit_*' --pretrained-only (the weights column says which models ship "
+                          "pretrained weights)")
 
     check_ranges(num_classes=num_classes)
     if timm is not None:
@@ -667,9 +674,13 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
         >>> result.suggestions                                                   # doctest: +SKIP
         {'valley': 0.0021, 'steepest': 0.0063}
     """
+    from vislab.core.config import LR_FIND_UNUSED
     from vislab.train.lr_find import lr_find as sweep
 
     check_ranges(start_lr=start_lr, end_lr=end_lr, steps=steps)
+    unused = [name for name, value in options.items() if name in LR_FIND_UNUSED and value is not None]
+    if unused:  # train's options that a sweep has no use for: refused, as the command line refuses them
+        raise ConfigError(f"{unused[0]} is a train option; {LR_FIND_UNUSED[unused[0]]}")
     # the model and settings `vislab train` would use: with no recipe named, auto's choices for the data
     cfg = resolve_config(config, option_overrides(options), default_recipe="auto")
     folder = out or Path("runs") / f"lr-find-{cfg.model.name.replace(':', '-').replace('/', '-')}"

@@ -24,7 +24,7 @@ from vislab.core.config import (
 from vislab.core.config import RECIPE_NAMES
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
-from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS
+from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS, LR_FIND_UNUSED
 from vislab.core.config import Range
 from vislab.core.errors import ConfigError
 
@@ -368,14 +368,8 @@ def _cmd_train(args) -> int:
 _TRAIN_ONLY = {
     "--resume": "lr-find writes no run folder", "--no-evaluate": "lr-find evaluates nothing",
     "--no-figures": "lr-find draws one figure, lr_find.png", "--no-progress": "lr-find shows no progress bar",
-    "--epochs": "lr-find trains for --steps batches", "--time-budget": "lr-find trains for --steps batches",
-    "--patience": "lr-find stops when the loss diverges", "--monitor": "lr-find stops when the loss diverges",
-    "--min-delta": "lr-find stops when the loss diverges", "--no-restore-best": "lr-find keeps no weights",
-    "--ema": "lr-find keeps no weights", "--tta-flip": "lr-find evaluates nothing",
-    "--no-tta-flip": "lr-find evaluates nothing", "--threshold": "lr-find evaluates nothing",
-    "--threshold-metric": "lr-find evaluates nothing",
-    "--scheduler": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
-    "--warmup-epochs": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
+    "--no-restore-best": LR_FIND_UNUSED["restore_best"], "--no-tta-flip": LR_FIND_UNUSED["tta_flip"],
+    **{"--" + name.replace("_", "-"): why for name, why in LR_FIND_UNUSED.items() if name != "restore_best"},
 }
 # the fewest steps that make a curve (vislab.train.lr_find.MIN_STEPS; the table's "steps" is filters' too)
 _COMMAND_RANGES = {("lr-find", "steps"): Range(10, integer=True)}
@@ -554,12 +548,13 @@ def _add_models(sub) -> None:
 def _cmd_models(args) -> int:
     from vislab import api
 
-    if args.pretrained_only and not args.timm:
-        raise _UsageError("--pretrained-only filters the names --timm PATTERN lists; give --timm too, "
-                          "e.g. --timm 'vit_*' --pretrained-only (the weights column says which models ship "
-                          "pretrained weights)")
-    rows = api.models(task=args.task, parameters=args.parameters, num_classes=args.num_classes, timm=args.timm,
-                      pretrained_only=args.pretrained_only)
+    try:
+        rows = api.models(task=args.task, parameters=args.parameters, num_classes=args.num_classes, timm=args.timm,
+                          pretrained_only=args.pretrained_only)
+    except ConfigError as exc:
+        if args.pretrained_only and not args.timm:  # a flag missing: a usage error
+            raise _UsageError(str(exc)) from None
+        raise
     if args.timm:
         for row in rows:
             print(row["name"])

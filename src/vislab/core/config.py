@@ -275,6 +275,17 @@ RECIPES["transfer"] = {
 
 # the --recipe choices: the bundles above, "auto" (chosen from the data when the run starts) and "none"
 RECIPE_NAMES = (*RECIPES, "auto", "none")
+
+# train's options that mean nothing for an LR sweep, and why: `vislab lr-find` and api.lr_find refuse them
+LR_FIND_UNUSED = {
+    "epochs": "lr-find trains for --steps batches", "time_budget": "lr-find trains for --steps batches",
+    "patience": "lr-find stops when the loss diverges", "monitor": "lr-find stops when the loss diverges",
+    "min_delta": "lr-find stops when the loss diverges", "restore_best": "lr-find keeps no weights",
+    "ema": "lr-find keeps no weights", "tta_flip": "lr-find evaluates nothing",
+    "threshold": "lr-find evaluates nothing", "threshold_metric": "lr-find evaluates nothing",
+    "scheduler": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
+    "warmup_epochs": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
+}
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
