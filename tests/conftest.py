@@ -52,6 +52,25 @@ def write_segmentation_set(folder: Path, count: int = 8, size: int = 32) -> Path
     return folder
 
 
+def written_run(root: Path, model_name: str) -> tuple[Path, Path]:
+    """``root/run``: vislab's ``model_name`` (grey 16x16, 3 classes, seeded weights) written as ``vislab train``
+    writes a finished run, and ``root/digit.png``, a grey 20x20 image to explain."""
+    import torch
+
+    from vislab.core.config import ModelConfig
+    from vislab.data.preprocess import Preprocessing
+    from vislab.models import create_model
+    from vislab.runs import write_model
+
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=3, in_chans=1, input_size=(16, 16)).eval()
+    write_model(root / "run", model, Preprocessing(input_size=(1, 16, 16)), ["zero", "one", "two"],
+                ModelConfig(name=model_name, input_size=[16, 16]))
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "digit.png")
+    return root / "run", root / "digit.png"
+
+
 @pytest.fixture
 def digits_folder(tmp_path) -> Path:
     """Class folders 0..9 of real digit images: nested sub-folders, upper-case extensions,

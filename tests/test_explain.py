@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import written_run
 from vislab.data.preprocess import Preprocessing
 from vislab.explain import (
     activations,
@@ -457,21 +458,9 @@ def test_cli_explain_activations_filters(lite0, tmp_path, capsys):
 # ---- a model without feature maps, and bad files, from the command's path ------------------
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory):
-    """A run folder of an MLP (vislab's ``mlp``, a FeatureHeadNet without convolutions), written as
-    ``vislab train`` writes one, and a grey digit-sized PNG."""
-    from PIL import Image
-
-    from vislab.core.config import ModelConfig
-    from vislab.runs import write_model
-
-    root = tmp_path_factory.mktemp("mlp")
-    torch.manual_seed(0)
-    model = create_model("mlp", num_classes=3, in_chans=1, input_size=(16, 16)).eval()
-    write_model(root / "run", model, Preprocessing(input_size=(1, 16, 16)), ["zero", "one", "two"],
-                ModelConfig(name="mlp", input_size=[16, 16]))
-    pixels = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
-    Image.fromarray(pixels).save(root / "digit.png")
-    return root / "run", root / "digit.png"
+    """A run folder of an MLP (vislab's ``mlp``, a FeatureHeadNet without convolutions) and a grey
+    digit-sized PNG."""
+    return written_run(tmp_path_factory.mktemp("mlp"), "mlp")
 
 
 def test_an_mlp_is_explained_with_occlusion_when_no_method_is_chosen(mlp_run, tmp_path):

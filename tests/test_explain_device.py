@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import written_run
 from vislab.cli import build_parser, main
 
 COMMANDS = ("explain", "activations", "filters")
@@ -29,23 +29,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def conv_run(tmp_path_factory):
-    """A run folder of a small convolutional net (``seed_cnn2``, grey 16x16, 3 classes), written as
-    ``vislab train`` writes one, and a grey digit-sized PNG."""
-    from PIL import Image
-
-    from vislab.core.config import ModelConfig
-    from vislab.data.preprocess import Preprocessing
-    from vislab.models import create_model
-    from vislab.runs import write_model
-
-    root = tmp_path_factory.mktemp("conv")
-    torch.manual_seed(0)
-    model = create_model("seed_cnn2", num_classes=3, in_chans=1, input_size=(16, 16)).eval()
-    write_model(root / "run", model, Preprocessing(input_size=(1, 16, 16)), ["zero", "one", "two"],
-                ModelConfig(name="seed_cnn2", input_size=[16, 16]))
-    pixels = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
-    Image.fromarray(pixels).save(root / "digit.png")
-    return root / "run", root / "digit.png"
+    """A run folder of a small convolutional net (``seed_cnn2``) and a grey digit-sized PNG."""
+    return written_run(tmp_path_factory.mktemp("conv"), "seed_cnn2")
 
 
 def _argv(command: str, run: Path, image: Path, out: Path) -> list[str]:
