@@ -71,6 +71,18 @@ def written_run(root: Path, model_name: str) -> tuple[Path, Path]:
     return root / "run", root / "digit.png"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    on a shared 2-core machine a second thread mostly spins waiting for the first (5x slower in wall time)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def digits_folder(tmp_path) -> Path:
     """Class folders 0..9 of real digit images: nested sub-folders, upper-case extensions,

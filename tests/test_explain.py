@@ -99,14 +99,7 @@ def train(binary: bool = False, seed: int = 0):
     return model.eval(), preprocessing
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The models here are tiny: on a shared 2-core machine a second torch thread mostly
-    # spins waiting for the first (5x slower in wall time), so use one and put it back after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # a tiny model: a second torch thread on a shared 2-core machine mostly waits for the first
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
 
 @pytest.fixture(scope="module")
