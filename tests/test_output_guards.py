@@ -138,7 +138,8 @@ def test_activations_refuse_the_folder_of_their_image(seg_run, capsys, tmp_path)
     err = _error_line(capsys, "activations")
     assert f"--out {images} is the folder of the input image {image}" in err and "images-activations" in err
     assert _files(images) == before
-    assert main(["activations", str(run), str(image), "--out", str(tmp_path / "acts")]) == 0
+    assert main(["activations", str(run), str(image), "--layers", "net.segmentation_head.0",
+                 "--out", str(tmp_path / "acts")]) == 0
     assert list((tmp_path / "acts").glob("*.png"))
     capsys.readouterr()
 
