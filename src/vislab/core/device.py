@@ -78,11 +78,13 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 def warn_if_slow_precision(precision: str, device: torch.device) -> None:
-    """fp16 on a CPU is allowed (tests of loss scaling use it) but said to be slow, with the reason."""
+    """fp16 on a CPU is allowed (tests of loss scaling use it) but said to be slow, with the reason: once a
+    process, since a run warns from this line (Python's default filter) when it trains and again when it
+    evaluates."""
     if precision == "fp16" and device.type == "cpu":
         from vislab.core.measure import fp16_on_cpu_reason
 
-        warnings.warn(f"--precision fp16 on the CPU: {fp16_on_cpu_reason()}", UserWarning, stacklevel=3)
+        warnings.warn(f"--precision fp16 on the CPU: {fp16_on_cpu_reason()}", UserWarning, stacklevel=1)
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
