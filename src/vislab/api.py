@@ -437,8 +437,9 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
         from vislab.data.audit import print_audit
 
         print_audit(result, console)
-        console.print(f"wrote {folder / 'audit.json'} and {len(result.get('figures', []))} figures under "
-                      f"{folder / 'plots'}")
+        drawn = len(result.get("figures", []))
+        console.print(f"wrote {folder / 'audit.json'} and {drawn} "
+                      f"figure{'' if drawn == 1 else 's'} under {folder / 'plots'}")
     return result
 
 
