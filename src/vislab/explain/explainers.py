@@ -151,7 +151,8 @@ def explain_samples(
     """One panel of explanations for several images, for the evaluation report.
 
     Models without feature maps (an MLP) fall back to occlusion, so the panel is
-    always there.
+    always there; its file is then named for it (``gradcam_samples.png`` becomes
+    ``occlusion_samples.png``).
 
     Args:
         loaded: ``vislab.runs.load(...)`` result (``.model``, ``.preprocessing``, ``.class_names``).
@@ -177,7 +178,9 @@ def explain_samples(
         try:
             find_target_layer(loaded.model, loaded.preprocessing.input_size)
         except ValueError:
-            method = "occlusion"  # no feature maps to weight (e.g. an MLP)
+            # no feature maps to weight (e.g. an MLP): the panel is named for what it shows
+            filename = filename.replace(method_filename(method), "occlusion", 1)
+            method = "occlusion"
     shown, heatmaps, labels = [], [], []
     for index, image in enumerate(images):
         image = as_image_tensor(image)
