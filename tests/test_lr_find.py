@@ -112,3 +112,22 @@ def test_lr_find_sweeps_what_train_would_train_for_every_task(tmp_path, digits_f
         api.lr_find(data=str(digits_folder), steps=12, out=str(tmp_path / "lr-small"))
     result = api.lr_find(data=str(digits_folder), recipe="none", model="mlp", steps=12, out=str(tmp_path / "lr-mlp"))
     assert len(result.lrs) >= 3
+
+
+def test_a_long_sweep_says_how_long_it_will_take_once():
+    import io
+
+    from rich.console import Console
+
+    from vislab.train.lr_find import _sweep_progress
+
+    out = io.StringIO()
+    with _sweep_progress(Console(file=out, width=200), steps=200) as shown:
+        for step in range(1, 6):
+            shown(step, 1e-4 * step, 2.3, seconds=2.0 * step)  # 2 s a step
+    assert out.getvalue().strip() == "lr-find: about 394 s more for 200 steps (2.00 s a step)"
+    quick = io.StringIO()
+    with _sweep_progress(Console(file=quick, width=200), steps=200) as shown:
+        for step in range(1, 6):
+            shown(step, 1e-4, 2.3, seconds=0.01 * step)
+    assert quick.getvalue() == ""

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -42,6 +43,36 @@ from vislab.core.weights import write_text
 
 SUGGESTIONS = ("valley", "steepest")
 MIN_STEPS = 10  # fewer give no curve to read (`vislab lr-find --steps` refuses them while parsing)
+
+
+
+@contextlib.contextmanager
+def _sweep_progress(console, steps: int):
+    """``shown(step, lr, smoothed loss, seconds)`` after each step: a bar on a terminal, and one line with the
+    time left after the first steps when the sweep takes longer than a few seconds (a silent minute is no use)."""
+    said = False
+
+    def line(step, lr, loss, seconds):
+        nonlocal said
+        left = seconds / step * (steps - step)
+        if not said and step >= 3 and left > 10:
+            console.print(f"lr-find: about {left:.0f} s more for {steps} steps ({seconds / step:.2f} s a step)")
+        said = said or step >= 3
+
+    if not console.is_terminal:
+        yield line
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("lr-find"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("sweep", total=steps, stats="")
+
+        def update(step, lr, loss, seconds):
+            line(step, lr, loss, seconds)
+            bar.update(task, completed=step, stats=f"lr {lr:.2g} loss {loss:.4f}")
+
+        yield update
 
 
 @dataclass
@@ -177,34 +208,36 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
     best, stopped_early, epoch, step = math.inf, False, 0, 0
     start = time.perf_counter()
     trainer.model.train()
-    while step < steps and not stopped_early:
-        trainer.prepare_train_epoch(epoch)
-        generator = epoch_generator(sweep_cfg.seed, epoch, stream=1)
-        for images, labels in trainer.train_batches:
-            lr = start_lr * factor ** step
-            for group, ratio in zip(optimizer.param_groups, ratios):
-                group["lr"] = lr * ratio
-            x = trainer.model_input(images, generator)
-            y = task.targets(labels.to(trainer.device))
-            with autocast_context(trainer.device, trainer.amp_dtype):
-                outputs = trainer.forward_model(x)
-            loss = trainer.training_loss(outputs, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            trainer.after_step()
-            value = float(loss.detach())
-            lrs.append(lr)
-            losses.append(value)
-            current = smooth(losses, beta)[-1]
-            best = min(best, current)
-            step += 1
-            if not math.isfinite(current) or current > diverge * best:
-                stopped_early = True
-                break
-            if step >= steps:
-                break
-        epoch += 1
+    with _sweep_progress(console, steps) as shown:
+        while step < steps and not stopped_early:
+            trainer.prepare_train_epoch(epoch)
+            generator = epoch_generator(sweep_cfg.seed, epoch, stream=1)
+            for images, labels in trainer.train_batches:
+                lr = start_lr * factor ** step
+                for group, ratio in zip(optimizer.param_groups, ratios):
+                    group["lr"] = lr * ratio
+                x = trainer.model_input(images, generator)
+                y = task.targets(labels.to(trainer.device))
+                with autocast_context(trainer.device, trainer.amp_dtype):
+                    outputs = trainer.forward_model(x)
+                loss = trainer.training_loss(outputs, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                trainer.after_step()
+                value = float(loss.detach())
+                lrs.append(lr)
+                losses.append(value)
+                current = smooth(losses, beta)[-1]
+                best = min(best, current)
+                step += 1
+                shown(step, lr, current, time.perf_counter() - start)
+                if not math.isfinite(current) or current > diverge * best:
+                    stopped_early = True
+                    break
+                if step >= steps:
+                    break
+            epoch += 1
     smoothed = smooth(losses, beta)
     suggestions = {"valley": valley_lr(lrs, smoothed), "steepest": steepest_lr(lrs, smoothed)}
     result = LRFindResult(lrs, losses, smoothed, suggestions, stopped_early, time.perf_counter() - start)
