@@ -32,8 +32,11 @@ from vislab.cli import main
 
 
 def _vislab(*args):
+    # Ctrl-C's default action in the child, as at a terminal: a shell without job control starts a background
+    # job (`make test &`) with SIGINT ignored, which the child would inherit and never be interrupted
     return subprocess.Popen([sys.executable, "-m", "vislab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _joined(text: str) -> str:
