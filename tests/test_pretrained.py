@@ -315,3 +315,18 @@ def test_mlp_head_and_seed_network_blocks():
     finetune.finetune_last(seed, 1)
     conv_layers = [m for m in seed.features if isinstance(m, nn.Conv2d)]
     assert [c.weight.requires_grad for c in conv_layers] == [False, False, False, False, True]
+
+
+def test_an_imagenet_name_without_weights_is_refused_and_only_names_with_weights_are_offered():
+    """timm builds efficientnet_lite4 but has no weights for it: that is said at once, not as a failed download,
+    and a near name is matched against the architectures that have weights."""
+    from vislab.core.errors import ConfigError
+    from vislab.models.imagenet import load_imagenet_model
+
+    with pytest.raises(ConfigError, match="timm has no pretrained weights for efficientnet_lite4") as info:
+        load_imagenet_model("efficientnet_lite4")
+    offered = str(info.value).split("Did you mean: ")[1].split("?")[0].split(", ")
+    assert "imagenet:efficientnet_lite0" in offered and "imagenet:efficientnet_lite4" not in offered
+    with pytest.raises(ConfigError, match="unknown model 'efficientnet_lite'") as info:
+        load_imagenet_model("efficientnet_lite")
+    assert "imagenet:efficientnet_lite3," not in str(info.value) and "imagenet:efficientnet_lite0" in str(info.value)

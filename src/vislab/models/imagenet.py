@@ -74,16 +74,23 @@ def load_imagenet_model(name: str, weights=None) -> tuple[nn.Module, Preprocessi
     from vislab.models.pretrained import create_pretrained_timm
     from vislab.models.registry import is_timm_name
 
-    if not is_timm_name(name):  # a typo is an unknown model, not missing weights
+    known = is_timm_name(name)
+    if not known or weights is None:
         import difflib
 
         import timm
 
-        close = difflib.get_close_matches(name.split(".", 1)[0], timm.list_models(pretrained=False), n=5, cutoff=0.6)
+        arch = name.split(".", 1)[0]
+        with_weights = sorted({tagged.split(".", 1)[0] for tagged in timm.list_pretrained()})
+        close = difflib.get_close_matches(arch, with_weights, n=5, cutoff=0.6)  # only names that have weights
         hint = f" Did you mean: {', '.join(f'imagenet:{c}' for c in close)}?" if close else ""
-        raise ConfigError(f"imagenet:{name}: unknown model {name!r}.{hint} Any timm architecture with ImageNet "
-                          "weights works (`vislab models --timm 'resnet*' --pretrained-only` lists them); "
-                          "imagenet:efficientnet_lite0 works offline")
+        what = (f"unknown model {name!r}" if not known else  # a typo is an unknown model, not missing weights
+                f"timm has no pretrained weights for {arch}, only its architecture" if arch not in with_weights
+                else None)
+        if what is not None:
+            raise ConfigError(f"imagenet:{name}: {what}.{hint} Any timm architecture with ImageNet weights works "
+                              "(`vislab models --timm 'resnet*' --pretrained-only` lists them); "
+                              "imagenet:efficientnet_lite0 works offline")
     cfg = None
     try:
         cfg = get_pretrained_cfg(name)
