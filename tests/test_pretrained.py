@@ -330,3 +330,6 @@ def test_an_imagenet_name_without_weights_is_refused_and_only_names_with_weights
     with pytest.raises(ConfigError, match="unknown model 'efficientnet_lite'") as info:
         load_imagenet_model("efficientnet_lite")
     assert "imagenet:efficientnet_lite3," not in str(info.value) and "imagenet:efficientnet_lite0" in str(info.value)
+    # timm has no weights for efficientnet_lite1, but vislab ships them: never refused (tests/test_shipped_backbones.py)
+    with pytest.raises(ConfigError, match="Did you mean: imagenet:efficientnet_lite1") as info:
+        load_imagenet_model("efficientnet_lite1x")

@@ -71,7 +71,7 @@ def load_imagenet_model(name: str, weights=None) -> tuple[nn.Module, Preprocessi
     from timm.models import get_pretrained_cfg
 
     from vislab.core.errors import ConfigError
-    from vislab.models.pretrained import create_pretrained_timm
+    from vislab.models.pretrained import SHIPPED_WEIGHTS, create_pretrained_timm
     from vislab.models.registry import is_timm_name
 
     known = is_timm_name(name)
@@ -81,7 +81,9 @@ def load_imagenet_model(name: str, weights=None) -> tuple[nn.Module, Preprocessi
         import timm
 
         arch = name.split(".", 1)[0]
-        with_weights = sorted({tagged.split(".", 1)[0] for tagged in timm.list_pretrained()})
+        # timm's downloadable weights and the shipped EfficientNet-Lite0/1/2 (both spellings of each)
+        shipped = {spelling for shipped_arch in SHIPPED_WEIGHTS for spelling in (shipped_arch, shipped_arch[3:])}
+        with_weights = sorted({tagged.split(".", 1)[0] for tagged in timm.list_pretrained()} | shipped)
         close = difflib.get_close_matches(arch, with_weights, n=5, cutoff=0.6)  # only names that have weights
         hint = f" Did you mean: {', '.join(f'imagenet:{c}' for c in close)}?" if close else ""
         what = (f"unknown model {name!r}" if not known else  # a typo is an unknown model, not missing weights
