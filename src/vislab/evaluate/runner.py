@@ -126,7 +126,7 @@ def has_test_split(data: dict) -> bool | None:
         True
     """
     from vislab.core.config import DataConfig
-    from vislab.data.sources import _SPLIT_ALIASES, BUILTIN
+    from vislab.data.sources import BUILTIN, _split_folders
 
     test_split = data.get("test_split", DataConfig.test_split)
     if isinstance(test_split, (int, float)) and test_split > 0 or data.get("test_csv"):
@@ -140,7 +140,7 @@ def has_test_split(data: dict) -> bool | None:
     if not path.is_dir():
         return False if path.is_file() else None
     try:
-        splits = {_SPLIT_ALIASES.get(entry.name.lower()): entry for entry in path.iterdir() if entry.is_dir()}
+        splits = _split_folders(path)  # the folders the data reader takes as splits
     except OSError:
         return None
     test = splits.get("test")
