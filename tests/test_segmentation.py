@@ -333,6 +333,23 @@ def test_segment_errors_are_clear(tmp_path, lraspp_weights):
                  "--weights", str(lraspp_weights[0]), "--class-maps", "roadd"]) == 1
 
 
+def test_segment_torchvision_offline_fails_before_a_download_starts(tmp_path, monkeypatch, capfd):
+    """Offline with nothing in torch's cache: one error naming the URL and --weights, no "Downloading:" line."""
+    import vislab.models.pretrained as pretrained
+    from vislab.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    hosts = []
+    monkeypatch.setattr(pretrained, "_hub_reachable", lambda host="", timeout=3.0: hosts.append(host) or False)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    assert main(["segment", "lraspp_mobilenet_v3_large", str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 1
+    err = capfd.readouterr().err
+    assert hosts == ["download.pytorch.org"]
+    assert "Downloading" not in err and "Traceback" not in err
+    assert "cannot reach download.pytorch.org" in err and "--weights FILE" in err
+    assert "lraspp_mobilenet_v3_large-d234d4ea.pth" in err
+
+
 # --------------------------------------------------------------------------- SegFormer from a local folder
 def test_segformer_local_folder_and_offline_hub_error(tmp_path):
     from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor

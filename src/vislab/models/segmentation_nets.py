@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -80,6 +81,20 @@ def _first_conv_to(model: nn.Module, in_chans: int) -> None:
                 return
 
 
+def _check_downloadable(name: str, url: str) -> None:
+    """Fail at once, before torch.hub prints "Downloading:", when the file is not cached and its host is unreachable."""
+    from urllib.parse import urlparse
+
+    from vislab.models.pretrained import _hub_reachable
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    host = urlparse(url).hostname or ""
+    if not cached.is_file() and host and not _hub_reachable(host):
+        raise PretrainedWeightsError(
+            f"torchvision's weights for {name!r} are not in torch's cache ({cached.parent}) and this machine "
+            f"cannot reach {host}.{torchvision_download_help(name)}")
+
+
 def torchvision_download_help(name: str) -> str:
     import torchvision
 
@@ -124,8 +139,9 @@ def create_torchvision_segmentation(name: str, num_classes: int = 21, in_chans: 
         state_dict = read_segmentation_weights(weights)
         source = str(weights)
     elif pretrained:
+        enum = torchvision.models.get_model_weights(name).DEFAULT
+        _check_downloadable(name, enum.url)
         try:
-            enum = torchvision.models.get_model_weights(name).DEFAULT
             state_dict = enum.get_state_dict(progress=False)
             mean, std = tuple(enum.transforms().mean), tuple(enum.transforms().std)
         except Exception as exc:  # URL/offline errors come in many types; all mean "no weights here"
