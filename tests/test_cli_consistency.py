@@ -72,12 +72,13 @@ def test_explain_lime_options_keep_their_defaults_in_the_help_and_apply_to_lime(
 
 
 @pytest.mark.parametrize("flag", ["--resume", "--no-evaluate", "--no-figures", "--epochs", "--patience",
-                                  "--time-budget", "--scheduler", "--no-restore-best"])
+                                  "--time-budget", "--scheduler", "--no-restore-best", "--freeze-epochs",
+                                  "--unfreeze-at"])
 def test_lr_find_offers_only_what_it_uses(flag, capsys):
     help_text = _commands()["lr-find"].format_help()
     assert flag not in help_text.split(), flag
     value = {"--resume": ["runs/x"], "--epochs": ["3"], "--patience": ["2"], "--time-budget": ["5m"],
-             "--scheduler": ["cosine"]}.get(flag, [])
+             "--scheduler": ["cosine"], "--freeze-epochs": ["2"], "--unfreeze-at": ["3:1"]}.get(flag, [])
     err = usage_error(["lr-find", "--data", "/nonexistent-data-folder", flag, *value], capsys)
     assert err.startswith(f"vislab lr-find: error: {flag} is a train option; "), err
 
@@ -136,7 +137,8 @@ def test_the_api_refuses_what_the_command_line_refuses():
     from vislab import api
     from vislab.core.errors import ConfigError
 
-    for options in ({"epochs": 3}, {"scheduler": "cosine"}, {"patience": 2}, {"threshold": 0.5}):
+    for options in ({"epochs": 3}, {"scheduler": "cosine"}, {"patience": 2}, {"threshold": 0.5},
+                    {"freeze_epochs": 2}):
         with pytest.raises(ConfigError, match=f"^{next(iter(options))} is a train option; "):
             api.lr_find(data="digits", model="mlp", steps=10, **options)
     with pytest.raises(ConfigError, match="--pretrained-only filters the names --timm PATTERN lists"):

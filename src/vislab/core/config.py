@@ -285,6 +285,8 @@ LR_FIND_UNUSED = {
     "threshold": "lr-find evaluates nothing", "threshold_metric": "lr-find evaluates nothing",
     "scheduler": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
     "warmup_epochs": "the sweep is the schedule: the LR grows from --start-lr to --end-lr",
+    "freeze_epochs": "lr-find sweeps the model as --freeze leaves it (the unfreezing is scheduled in epochs)",
+    "unfreeze_at": "lr-find sweeps the model as --freeze leaves it (the unfreezing is scheduled in epochs)",
 }
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
