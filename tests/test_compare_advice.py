@@ -19,12 +19,13 @@ TINY = ["--data", "digits", "--model", "mlp", "--epochs", "1", "--max-per-class"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """``runs/mlp`` (evaluated: metrics.json), ``runs/p2`` (trained with --val-split 0 --test-split 0) and
-    ``runs/lr-find-mlp`` (what `vislab lr-find` writes by default)."""
+    ``runs/lr-find-mlp`` (what `vislab lr-find` writes by default) and ``runs/audit-digits`` (an audit)."""
     runs = tmp_path_factory.mktemp("work") / "runs"
     assert main(["train", *TINY, "--out", str(runs / "mlp")]) == 0
     assert main(["train", *TINY, "--val-split", "0", "--test-split", "0", "--out", str(runs / "p2")]) == 0
     assert main(["lr-find", "--data", "digits", "--model", "mlp", "--max-per-class", "20", "--steps", "10",
                  "--out", str(runs / "lr-find-mlp")]) == 0
+    assert main(["audit", "--data", "digits", "--max-per-class", "20", "--out", str(runs / "audit-digits")]) == 0
     return runs
 
 
@@ -41,13 +42,14 @@ def _other_digits(folder: Path, split_folders: bool = False) -> Path:
     return folder
 
 
-def test_compare_over_a_runs_glob_skips_its_own_output_and_lr_finds(runs, monkeypatch, capsys):
+def test_compare_over_a_runs_glob_skips_its_own_output_lr_finds_and_audits(runs, monkeypatch, capsys):
     monkeypatch.chdir(runs.parent)
     for attempt in range(2):  # the first writes runs/compare, which the second one's glob holds
         given = sorted(str(path.relative_to(runs.parent)) for path in runs.iterdir())
         assert main(["compare", *given]) == 0, capsys.readouterr().err
         out = capsys.readouterr().out
         assert "skipped runs/lr-find-mlp: lr-find's output, not a run" in _lines(out)
+        assert "skipped runs/audit-digits: `vislab audit`'s output (no model), not a run" in _lines(out)
         assert ("skipped runs/compare: compare's own output, not a run" in _lines(out)) == (attempt == 1)
     ranked = [row["run"] for row in csv.DictReader(open(runs / "compare" / "leaderboard.csv"))]
     assert ranked == ["mlp"]

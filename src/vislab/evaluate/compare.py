@@ -38,7 +38,7 @@ class Leaderboard(list):
 def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> Leaderboard:
     """One row per run folder, grouped by the data measured on, best accuracy first within each
     (runs not yet evaluated last). A folder another vislab command wrote (compare's leaderboard, lr-find's
-    plot: :func:`vislab.core.files.vislab_output`) is left out, and listed in the rows' ``skipped``.
+    plot: :func:`vislab.core.files.vislab_output`; an audit) is left out, and listed in the rows' ``skipped``.
 
     Reads ``model.json`` (name, parameter count; the count falls back to the
     tensor shapes in ``model.safetensors``), ``history.csv`` (epochs, summed
@@ -66,7 +66,10 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> Leaderboa
     skipped: dict[Path, tuple[str, str]] = {}
     for run_dir in run_dirs:
         error = run_folder_error(run_dir, trained=True)
-        output = vislab_output(run_dir) if error is not None else None
+        output = None
+        if error is not None:
+            output = vislab_output(run_dir) or ("`vislab audit`'s output (no model)"
+                                                if (Path(run_dir) / "audit.json").is_file() else None)
         if output is not None:
             skipped.setdefault(Path(run_dir).resolve(), (str(run_dir), output))
         elif error is not None:
