@@ -205,13 +205,16 @@ def test_compare_refuses_what_is_not_a_run_folder(run_dir, digit_pngs, tmp_path,
     (tmp_path / "audit").mkdir()
     (tmp_path / "audit" / "audit.json").write_text("{}")
     image = str(digit_pngs[0])
-    cases = {str(tmp_path / "audit"): "a folder `vislab audit` wrote", str(Path(image).parent): "not a vislab run folder", image: "a file, not a run folder",
+    cases = {str(Path(image).parent): "not a vislab run folder", image: "a file, not a run folder",
              str(tmp_path / "model.onnx"): "an ONNX graph", str(tmp_path / "typo"): "no such run folder"}
     for path, said in cases.items():
         assert main(["compare", str(run_dir), path, "--out", str(tmp_path / "cmp")]) == 1
         error = _error(capsys)
         assert said in error and path in error, error
     assert not (tmp_path / "cmp").exists()
+    # an audit's folder beside a run is skipped (`compare runs/*`); alone, there is nothing to compare
+    assert main(["compare", str(tmp_path / "audit"), "--out", str(tmp_path / "cmp")]) == 1
+    assert "`vislab audit`'s output (no model)" in _error(capsys)
 
 
 @pytest.mark.parametrize("mistake, said", [(["--model-opt", "hidden=abc"], "hidden='abc'"),
