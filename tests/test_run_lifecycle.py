@@ -338,6 +338,17 @@ def test_compare_names_a_malformed_metrics_file_and_ranks_the_others(content, tm
     assert "no metrics.json" not in err
 
 
+def test_compare_prints_a_long_path_on_one_line(tmp_path, capsys):
+    """Piped output is 80 columns wide to rich: a message naming a file must not break inside its path."""
+    good = _evaluated_run(tmp_path / "good", 0.9)
+    bad = _evaluated_run(tmp_path / ("a-run-folder-with-a-long-name-" * 3), 0.5)
+    (bad / "metrics.json").write_text("[1, 2, 3]")
+    assert main(["compare", str(good), str(bad), "--out", str(tmp_path / "cmp")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"{bad / 'metrics.json'}: not a metrics file") for line in lines), lines
+    assert f"wrote {tmp_path / 'cmp' / 'leaderboard.csv'} and " in "\n".join(lines)
+
+
 @pytest.mark.parametrize("name, content", [("model.json", "[1, 2]"), ("model.json", '{"parameters": "many"}'),
                                            ("config.yaml", "data: digits\nout: x\n"),
                                            ("history.csv", "epoch,seconds\ninf,1.0\n")])

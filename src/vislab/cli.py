@@ -451,7 +451,7 @@ def _cmd_evaluate(args) -> int:
     from vislab import api
 
     api.evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                 console=Console(highlight=False), threshold=args.threshold, figures=not args.no_figures,
+                 console=Console(highlight=False, soft_wrap=True), threshold=args.threshold, figures=not args.no_figures,
                  **{name: getattr(args, name) for name in api.DATA_READING if getattr(args, name) is not None})
     return 0
 
@@ -528,7 +528,7 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
             table.add_row(r["file"], "labels", shown, "")
         for rank, top in enumerate(r.get("top", []), 1):
             table.add_row(r["file"] if rank == 1 else "", str(rank), top["class"], f"{top['probability']:.4f}")
-    Console(highlight=False).print(table)
+    Console(highlight=False, soft_wrap=True).print(table)
 
 
 # --------------------------------------------------------------------------- models & summary
@@ -666,7 +666,7 @@ def _cmd_audit(args) -> int:
 
     api.audit(args.data, out=args.out, max_images=args.max_images, seed=args.seed, config=args.config,
               task=args.task, label_issues=args.label_issues, folds=args.folds, rank_by=args.rank_by,
-              console=Console(highlight=False), **_data_options(args))
+              console=Console(highlight=False, soft_wrap=True), **_data_options(args))
     return 0
 
 
@@ -708,7 +708,7 @@ def _cmd_augment_preview(args) -> int:
     from vislab import api
 
     path = api.augment_preview(args.data, out=args.out, count=args.count, versions=args.versions, split=args.split,
-                               seed=args.seed, config=args.config, console=Console(stderr=True, highlight=False),
+                               seed=args.seed, config=args.config, console=Console(stderr=True, highlight=False, soft_wrap=True),
                                task=args.task, **_data_options(args), **_augment_options(args))
     print(f"wrote {path}")
     return 0
@@ -737,7 +737,7 @@ def _cmd_compare(args) -> int:
 
     from vislab import api
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     _, csv_path, png_path = api.compare(args.runs, out=args.out, evaluation=args.evaluation, console=console)
     console.print(f"wrote {csv_path} and {png_path}")
     return 0

@@ -652,7 +652,7 @@ def print_audit(audit: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     if audit.get("masks"):
         _print_masks(audit, console)
     balance = audit.get("class_balance") or {}

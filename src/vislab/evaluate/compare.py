@@ -155,7 +155,7 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
     from rich.markup import escape
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(highlight=False, soft_wrap=True)  # a path is never broken over two lines
     for folder, what in getattr(rows, "skipped", ()):
         console.print(f"skipped {escape(folder)}: {what}, not a run", soft_wrap=True)
     missing = [r for r in rows if _score(r) is None]
