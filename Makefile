@@ -43,8 +43,11 @@ test-deps:
 		|| echo "apt-get could not install chromium; the three browser tests will skip"; \
 	fi
 
+# One pytest-xdist worker per core (at most 4), each on one torch thread (tests/conftest.py); a test file's
+# tests stay on one worker, sharing its module fixtures. TEST_WORKERS=0 runs them in this process, in order.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))" 2>/dev/null || echo 2)
 test: setup data test-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The speed-choice tests and the examples' smoke runs under each CPU class this machine can emulate:
 # as it is, AVX-512 without BF16 (oneDNN limited), and AVX2 only (oneDNN and ATen limited). One choice

@@ -15,7 +15,13 @@ needs_fmnist = pytest.mark.skipif(
     not HAVE_FMNIST, reason="Fashion-MNIST files absent: apt-get install dataset-fashion-mnist"
 )
 
-os.environ.setdefault("VISLAB_CACHE", "/tmp/vislab-test-cache")  # never touch the user's ~/.cache
+# `make test` runs one pytest-xdist worker per core: each worker, and every process it starts, computes on one
+# thread (two workers of two OpenMP threads on two cores wait on each other's spinning threads), and keeps
+# its own cache, so that a speed choice one worker measures never changes another's run mid-test
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+os.environ.setdefault("VISLAB_CACHE", f"/tmp/vislab-test-cache{'-' + WORKER if WORKER else ''}")  # never ~/.cache
 
 
 def digits_arrays(per_class: int | None = None):
