@@ -16,6 +16,7 @@ from PIL import Image
 
 from vislab.core.config import DataConfig, resolve_config
 from vislab.core.errors import DataError
+from vislab.data.sources import drop_unused_split_options
 from vislab.data.multilabel import load_multilabel_dataset
 from vislab.models.build import build_model
 from vislab.models.registry import model_defaults
@@ -56,6 +57,12 @@ def _split_folders(root, counts=(("train", 20), ("valid", 5), ("test", 5))):
                 write_image(root / split / name / f"{j}.png", images[index])
         start += count
     return root
+
+
+def _apply_as_train(cfg, dataset, task):
+    """What ``vislab train`` does with ``--recipe auto`` once the data is read (loop.task_and_data)."""
+    drop_unused_split_options(cfg, dataset)
+    return recipe.apply(cfg, dataset, task)
 
 
 def _applied(**options):
@@ -119,7 +126,7 @@ def test_a_split_option_the_folders_override_warns_and_config_yaml_says_what_was
     cfg, dataset, task = _applied(**{"data.source": str(root), "model.name": "mlp", "train.epochs": 1,
                                      "data.val_split": 0.2, "data.test_split": 0.3})
     with pytest.warns(UserWarning) as caught:
-        recipe.apply(cfg, dataset, task)
+        _apply_as_train(cfg, dataset, task)
     messages = sorted(str(w.message) for w in caught if issubclass(w.category, UserWarning))
     assert messages == [f"--test-split 0.3 is not used: {root} has its own test/ folder",
                         f"--val-split 0.2 is not used: {root} has its own valid/ folder"]
@@ -144,7 +151,7 @@ def test_a_split_option_the_folders_override_warns_and_config_yaml_says_what_was
     dataset = task.load_dataset(again.data, seed=again.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        recipe.apply(again, dataset, task)
+        _apply_as_train(again, dataset, task)
     assert [len(dataset.splits[s]) for s in ("train", "val", "test")] == [60, 15, 15]
 
 
@@ -154,15 +161,36 @@ def test_val_split_0_with_a_valid_folder_says_the_folder_is_used(tmp_path):
                                      "data.val_split": 0, "train.early_stopping.patience": 1})
     with pytest.warns(UserWarning, match=r"^--val-split 0 is not used: .* has its own valid/ folder \(a split of the "
                                          r"data's own is always used, 0 included; to train without validation"):
-        recipe.apply(cfg, dataset, task)
+        _apply_as_train(cfg, dataset, task)
     assert "val" in dataset.splits and cfg.data.val_split == 0.1
 
     # the default (held out only where the data has no such split) is not warned about
     cfg, dataset, task = _applied(**{"data.source": str(root), "model.name": "mlp", "train.epochs": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        recipe.apply(cfg, dataset, task)
+        _apply_as_train(cfg, dataset, task)
     assert "not_used" not in cfg.recipe_choices
+
+
+def test_a_split_option_a_folder_overrides_warns_with_every_recipe_and_task(tmp_path):
+    """The warning is the data's, not recipe auto's: --recipe none, and a segmentation set's val/ folder."""
+    from conftest import write_segmentation_set
+    from vislab import api
+
+    root = _split_folders(tmp_path / "split")
+    with pytest.warns(UserWarning, match=r"^--val-split 0.3 is not used: .* has its own valid/ folder$"):
+        result = api.train(data=str(root), model="mlp", recipe="none", epochs=1, val_split=0.3,
+                           out=str(tmp_path / "none"), evaluate=False, figures=False)
+    written = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert written["data"]["val_split"] == 0.1 and list(written["recipe_choices"]["not_used"]) == ["data.val_split"]
+
+    seg = tmp_path / "seg"
+    for split in ("train", "val"):
+        write_segmentation_set(seg / split, count=6 if split == "train" else 2, size=16)
+    with pytest.warns(UserWarning, match=r"^--val-split 0.5 is not used: .* has its own val/ folder$"):
+        result = api.train(data=str(seg), task="segmentation", model="unet", epochs=1, val_split=0.5,
+                           out=str(tmp_path / "segrun"), evaluate=False, figures=False)
+    assert [row["epoch"] for row in result.history] == [1]
 
 
 # --------------------------------------------------------------------------- what the line counts

@@ -277,6 +277,9 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
     if "train" not in splits:
         raise DataError(f"{root}: no usable training pair; put pairs in {root}/train/images and {root}/train/masks")
     dataset = SegmentationDataset(root.name, list(names), splits, bad)
+    # a val/ or test/ folder of pairs is that split: --val-split / --test-split hold out nothing then
+    dataset.own_splits = {name: f"{data_cfg.source} has its own {name}/ folder" for name in ("val", "test")
+                          if name in groups and "all" not in groups and groups[name]}
     dataset.palette = palette if palette is not None and len(palette) >= len(names) else Palette.for_classes(
         names, palette.colors if palette is not None else None)
     dataset.ignore_index = ignore

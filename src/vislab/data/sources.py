@@ -542,6 +542,30 @@ def _own_splits(source: str, dataset: Dataset, cfg) -> dict[str, str]:
 SPLIT_OPTIONS = {"val": ("data.val_split", "--val-split"), "test": ("data.test_split", "--test-split")}
 
 
+def drop_unused_split_options(cfg, dataset: Dataset) -> list[str]:
+    """Warn once for each split option the data's own split leaves unused (:func:`unused_split_options`) and
+    set it back to its default, no longer the user's (config.yaml then says what was used), whatever the
+    recipe; returns the dotted keys dropped."""
+    from vislab.core.config import RECIPES, Config, set_value
+
+    recorded = "user" in (cfg.recipe_choices or {})  # recipe auto and --time-budget record the user's keys
+    if recorded:
+        user = cfg.user_given()
+    else:  # a named recipe (or none): a split option other than the recipe's value is the user's
+        recipe = RECIPES.get(cfg.recipe or "", {})
+        user = {key for key, _ in SPLIT_OPTIONS.values() if getattr(cfg.data, key.split(".")[1])
+                != recipe.get(key, getattr(Config().data, key.split(".")[1]))}
+    unused = unused_split_options(dataset, cfg.data, user)
+    for key, message in unused.items():
+        warnings.warn(message, UserWarning)
+        set_value(cfg, key, getattr(Config().data, key.split(".")[1]), "the data's own split")
+    if unused:  # config.yaml's recipe_choices: not_used, the options and why
+        cfg.recipe_choices = {**(cfg.recipe_choices or {}), "not_used": unused}
+        if recorded:
+            cfg.recipe_choices["user"] = sorted(user - set(unused))
+    return list(unused)
+
+
 def unused_split_options(dataset: Dataset, data_cfg, given) -> dict[str, str]:
     """{dotted key: one-line warning} for each split option among ``given`` (the keys the user set) that
     holds out nothing because the data has that split of its own (a ``valid/`` or ``test/`` folder, a

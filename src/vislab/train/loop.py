@@ -41,7 +41,7 @@ from vislab.core.weights import load_weights, parameter_counts, save_weights, un
 from vislab.core.errors import RunError, UserError
 from vislab.data.augment import Augment
 from vislab.data.loaders import drop_short_batch, epoch_generator, make_batches
-from vislab.data.sources import Dataset
+from vislab.data.sources import Dataset, drop_unused_split_options
 from vislab.models.build import build_model
 from vislab.models.registry import check_model_for_task, check_model_name
 from vislab.runs import read_config, write_model
@@ -932,6 +932,7 @@ def task_and_data(cfg: Config, console, recipe: bool = True) -> tuple[Task, Data
         check_model_for_task(cfg.model.name, task)  # a classifier for segmentation, or the reverse
     seed_everything(cfg.seed)
     dataset = task.load_dataset(cfg.data, seed=cfg.seed)
+    drop_unused_split_options(cfg, dataset)  # --val-split beside a val/ folder: warned, whatever the recipe
     if auto:
         task, resplit = _apply_recipe(cfg, dataset, task, console)
         if resplit:  # the recipe's split (e.g. all of a small set for training): the data is split again

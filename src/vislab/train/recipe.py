@@ -331,17 +331,8 @@ class Applied:
 def apply(cfg: Config, dataset, task) -> Applied:
     """Set on ``cfg`` what the data calls for and the user did not give; record it in
     ``cfg.recipe_choices`` (written into config.yaml). Returns what was done."""
-    import warnings
-
-    from vislab.data.sources import unused_split_options
-
     record = cfg.recipe_choices or {}
-    user = cfg.user_given()
-    unused = unused_split_options(dataset, cfg.data, user)
-    for key, message in unused.items():  # the data's own split is used: config.yaml says the default
-        warnings.warn(message, UserWarning)
-        set_value(cfg, key, _get(Config(), key), "the data's own split")
-        user.discard(key)
+    user = cfg.user_given()  # less the split options the data's own splits left unused (task_and_data)
     shape = describe_data(dataset, task)
     model = cfg.model.name if "model.name" in user else None
     rule, values, reasons = choose(shape, user, model=model)
@@ -380,9 +371,7 @@ def apply(cfg: Config, dataset, task) -> Applied:
             + (f" ({', '.join(bench)})" if bench else "")
             + (f"; yours: {', '.join(sorted(kept))}" if kept else ""))
     applied = Applied(rule, shape, chosen, kept, reasons, line)
-    cfg.recipe_choices = {**record, **applied.record(user)}
-    if unused:
-        cfg.recipe_choices["not_used"] = unused
+    cfg.recipe_choices = {**record, **applied.record(user)}  # with "not_used" (drop_unused_split_options)
     return applied
 
 
