@@ -336,6 +336,7 @@ def apply(cfg: Config, dataset, task) -> Applied:
     shape = describe_data(dataset, task)
     model = cfg.model.name if "model.name" in user else None
     rule, values, reasons = choose(shape, user, model=model)
+    would = choose(shape, set(), model=model)[1]  # with nothing given: the recipe line names the user's first
     chosen = {}
     lbfgs = "train.optimizer" in user and cfg.train.optimizer == "lbfgs"
     for key, value in values.items():
@@ -369,10 +370,23 @@ def apply(cfg: Config, dataset, task) -> Applied:
     bench = sorted({name for reason in reasons.values() for name in re.findall(r"bench_\w+\.py", reason)})
     line = (f"recipe auto: {', '.join(parts)} -- {rule}, for {shape.describe()}"
             + (f" ({', '.join(bench)})" if bench else "")
-            + (f"; yours: {', '.join(sorted(kept))}" if kept else ""))
+            + (f"; yours: {_yours(kept, would)}" if kept else ""))
     applied = Applied(rule, shape, chosen, kept, reasons, line)
     cfg.recipe_choices = {**record, **applied.record(user)}  # with "not_used" (drop_unused_split_options)
     return applied
+
+
+YOURS_SHOWN = 8  # the user's settings the recipe line names; a run's config.yaml given back holds about 60
+
+
+def _yours(kept, would) -> str:
+    """The user's settings for the recipe line, at most :data:`YOURS_SHOWN`: first those that differ from what
+    the recipe would have set (``would``: its choices with nothing given), then the rest it would have set; then how many more (config.yaml's
+    recipe_choices.user lists them all)."""
+    names = sorted(kept, key=lambda key: (key not in would or would[key] == kept[key], key not in would, key))
+    more = len(names) - YOURS_SHOWN
+    return ", ".join(names[:YOURS_SHOWN]) + (f" and {more} more (recipe_choices.user in config.yaml)"
+                                             if more > 0 else "")
 
 
 def _trained_shape(shape: DataShape, dataset, cfg: Config, chosen: dict) -> DataShape:
