@@ -191,6 +191,13 @@ def test_a_split_option_a_folder_overrides_warns_with_every_recipe_and_task(tmp_
         result = api.train(data=str(seg), task="segmentation", model="unet", epochs=1, val_split=0.5,
                            out=str(tmp_path / "segrun"), evaluate=False, figures=False)
     assert [row["epoch"] for row in result.history] == [1]
+    # without a val/ folder the held-out validation images are not the data's own: --val-split holds them out
+    from vislab.core.config import SegmentationConfig
+    from vislab.data.masks import load_segmentation_dataset
+
+    write_segmentation_set(tmp_path / "seg2" / "train", count=6, size=16)
+    held = load_segmentation_dataset(DataConfig(source=str(tmp_path / "seg2"), val_split=2), SegmentationConfig())
+    assert held.own_splits == {} and len(held.splits["val"]) == 2
 
 
 # --------------------------------------------------------------------------- what the line counts

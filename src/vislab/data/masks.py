@@ -251,6 +251,7 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
             raise DataError(f"{root}: no class IDs in the masks (every pixel is the ignore index {ignore})")
         names = [str(i) for i in range(max(found) + 1)]
     groups = {k: _check_values(v, len(names), ignore, bad) for k, v in groups.items()}
+    folders = [name for name in ("val", "test") if groups.get(name) and "all" not in groups]  # before any hold-out
     everything = [item for items in groups.values() for item in items]
     if not everything:
         raise DataError(f"{root}: no usable image/mask pair ({len(bad)} bad, listed in bad_files.csv). "
@@ -278,8 +279,7 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
         raise DataError(f"{root}: no usable training pair; put pairs in {root}/train/images and {root}/train/masks")
     dataset = SegmentationDataset(root.name, list(names), splits, bad)
     # a val/ or test/ folder of pairs is that split: --val-split / --test-split hold out nothing then
-    dataset.own_splits = {name: f"{data_cfg.source} has its own {name}/ folder" for name in ("val", "test")
-                          if name in groups and "all" not in groups and groups[name]}
+    dataset.own_splits = {name: f"{data_cfg.source} has its own {name}/ folder" for name in folders}
     dataset.palette = palette if palette is not None and len(palette) >= len(names) else Palette.for_classes(
         names, palette.colors if palette is not None else None)
     dataset.ignore_index = ignore
