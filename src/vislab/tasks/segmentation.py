@@ -304,10 +304,16 @@ class Segmentation(Task):
         return self._weights_tensor
 
     def loss(self, outputs, targets, reduction="mean"):
+        """The training loss (``reduction="mean"``: --loss with its class weights); summed for validation
+        and test (``"sum"``), the plain pixel cross-entropy averaged per image and summed over the images: the
+        loss `vislab evaluate` reports, comparable across runs whatever trained them (as the other tasks do)."""
         logits = _to_size(outputs.float(), targets)
         targets = targets.long()
+        if reduction == "sum":
+            ce = F.cross_entropy(logits, targets, ignore_index=self.ignore_index, reduction="none")
+            valid = (targets != self.ignore_index).float()
+            return (ce.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)).sum()
         total = logits.new_zeros(())
-        n = len(targets)
         if "ce" in self.loss_name.split("+"):
             weights = self._weights(logits.device)
             ce = F.cross_entropy(logits, targets, weight=weights, ignore_index=self.ignore_index, reduction="none")
@@ -315,14 +321,13 @@ class Segmentation(Task):
             if weights is not None:  # PyTorch's weighted mean: divide by the weights of the counted pixels
                 valid = valid * weights[targets.clamp(0, len(weights) - 1)]
             per_image = ce.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1e-12)
-            total = per_image.sum() if reduction == "sum" else per_image.mean()
+            total = per_image.mean()
         if "dice" in self.loss_name.split("+"):
             if self._dice is None:
                 from segmentation_models_pytorch.losses import DiceLoss
 
                 self._dice = DiceLoss(mode="multiclass", from_logits=True, ignore_index=self.ignore_index)
-            dice = self._dice(logits, targets)
-            total = total + (dice * n if reduction == "sum" else dice)
+            total = total + self._dice(logits, targets)
         return total
 
     def batch_stats(self, outputs, targets):
