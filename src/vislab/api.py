@@ -236,7 +236,9 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
     A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
     or ``threshold`` for all) and the ``top`` k. ``figure=PNG`` also draws the images titled with
     their top-1 class (and a multi-label run's with its labels). A file that cannot be read gets an
-    ``error`` entry and the others go on.
+    ``error`` entry (``file``, ``error``: the reason) and the others go on, as :func:`explain`'s do;
+    when no file could be read, every entry is an error and nothing is written (no ``figure``):
+    ``vislab predict`` then prints each as ``vislab predict: error: FILE: REASON`` and exits 1.
 
     Example:
         >>> predict("runs/mosaics", ["a.png"], threshold=0.5)[0]["labels"]   # doctest: +SKIP
@@ -259,7 +261,7 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
         predictor = Predictor(loaded, device=device, precision=precision)
     predictor.task.set_options(threshold=threshold)  # --threshold: a run folder's and an exported graph's alike
     results = predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
-    if figure:
+    if figure and not all("error" in result for result in results):  # no image answered: nothing to draw
         _draw_predictions(results, figure)
     return Predictions(results, _precision_notes(predictor, results))
 
@@ -696,6 +698,9 @@ def segment(model: str, images, out, weights: str | None = None, palette: str | 
 
     ``model`` is a segmentation run folder, its exported ``MODEL.onnx``, a torchvision name
     (``lraspp_mobilenet_v3_large``, ...) or ``hf:NAME_OR_FOLDER``; returns a :class:`vislab.segment.SegmentResult`.
+    An input that cannot be read is listed in its ``bad_files`` (path, reason) and the others go on, as
+    :func:`predict` and :func:`explain` answer an ``error`` entry; when none can be read, its ``files`` is
+    empty and nothing is written (``out`` is not made): ``vislab segment`` prints each as an error, exits 1.
 
     Example:
         >>> result = segment("runs/fashion-seg", ["composite.png"], out="seg/")   # doctest: +SKIP

@@ -463,7 +463,9 @@ def _add_predict(sub) -> None:
                 "(imagenet:resnet50, imagenet:efficientnet_lite0, ...), a Hugging Face classifier\n"
                 "(hf:ORG/NAME, or hf:FOLDER saved with save_pretrained) or a file from `vislab export`\n"
                 "(MODEL.onnx, run by onnxruntime in fp32). A bad image is reported and the others are\n"
-                "still predicted.")
+                "still predicted (exit 0). When no image could be read, each is one line on stderr,\n"
+                "`vislab predict: error: FILE: REASON`, nothing is written (no --figure) and the exit\n"
+                "status is 1; --format json/csv still print their rows, each with its error, on stdout.")
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL|hf:NAME|MODEL.onnx")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=5, help="classes per image")
@@ -489,10 +491,16 @@ def _cmd_predict(args) -> int:
     results = api.predict(args.model, args.images, top_k=args.top_k, device=args.device, precision=args.precision,
                           batch_size=args.batch_size, weights=args.weights, threshold=args.threshold,
                           figure=args.figure)
+    if results and all("error" in r for r in results):  # nothing answered: an input mistake, one line each
+        if args.format != "table":  # json/csv stay machine-readable: their rows, each with its error
+            _print_predictions(results, args.format)
+        for r in results:
+            print(f"vislab predict: error: {r['file']}: {r['error']}", file=sys.stderr)
+        return 1
     _print_predictions(results, args.format)
     for note in results.notes:  # stderr: json/csv output stays clean
         print(note, file=sys.stderr)
-    return 1 if results and all("error" in r for r in results) else 0
+    return 0
 
 
 def _print_predictions(results: list[dict], fmt: str) -> None:
@@ -963,7 +971,9 @@ def _add_segment(sub) -> None:
                 "Segment images with a segmentation model. Per image, in --out: STEM_mask.png (class IDs,\n"
                 "palette embedded), STEM_color.png, STEM_overlay.png, STEM_panel.png, STEM_legend.png; for all:\n"
                 "legend.png, pixel_shares.csv, and bad_files.csv when some inputs could not be read.\n"
-                "Masks are at the input's full resolution.\n\n"
+                "Masks are at the input's full resolution. When no input could be read, each is one line,\n"
+                "`vislab segment: error: FILE: REASON`, nothing is written (--out is not made) and the\n"
+                "exit status is 1.\n\n"
                 "examples:\n"
                 "  vislab segment runs/fashion-seg photos/ --out seg/\n"
                 "  vislab segment fashion-seg.onnx photos/ --out seg/\n"
@@ -998,11 +1008,15 @@ def _cmd_segment(args) -> int:
     result = api.segment(args.model, args.images, out=args.out, weights=args.weights, palette=args.palette,
                          alpha=args.alpha, beta=args.beta, class_maps=args.class_maps, panels=not args.no_panels,
                          device=args.device, precision=args.precision)
+    if not result.files:  # nothing could be read, so nothing was written: an input mistake, one line each
+        for path, reason in result.bad_files:
+            print(f"vislab segment: error: {path}: {reason}", file=sys.stderr)
+        return 1
     for path, reason in result.bad_files:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     listed = "pixel_shares.csv, legend.png" + (", bad_files.csv" if result.bad_files else "")
     print(f"segmented {len(result.files)} image(s) in {result.seconds:.1f}s -> {result.out_dir} ({listed})")
-    return 0 if result.files else 1
+    return 0
 
 
 # --------------------------------------------------------------------------- main

@@ -17,6 +17,8 @@ Per image, in DIR:
 and for the whole run: ``legend.png`` (shares over all pixels), ``pixel_shares.csv``
 (image, class, pixels, share; ``(all)`` rows for the total) and, when some inputs could not be
 read, ``bad_files.csv`` (path, reason; an older one in DIR is removed by a run without bad files).
+When no input could be read, nothing is written: DIR is not made, nor anything in it changed, and
+:attr:`SegmentResult.bad_files` says why (``vislab segment`` prints each as an error and exits 1).
 
 Every model runs through :class:`vislab.infer.Predictor`, as ``predict`` and ``serve`` do: the
 preprocessing comes from the model (model.json for a run; the weights' own transforms for a
@@ -254,6 +256,8 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
     ``model`` is a run folder, a torchvision name, ``hf:NAME_OR_FOLDER`` or a loaded model
     (:class:`vislab.runs.Loaded`); ``segmenter`` (from :func:`load_segmenter`) skips the loading.
     Images are decoded and segmented ``batch_size`` at a time, one forward per image size.
+    An input that cannot be read is listed in ``bad_files`` and the rest go on; when none can be read,
+    ``files`` is empty and nothing is written (``out_dir`` is not made).
     """
     import difflib
     import time
@@ -267,13 +271,13 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
     for name in class_maps:
         if str(name).lower() not in lowered:
             close = difflib.get_close_matches(str(name), names, n=3)
+            listed = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
             raise ConfigError(f"--class-maps {name!r} is not a class of {segmenter.name}"
-                              + (f"; did you mean {', '.join(close)}?" if close else "")
-                              + f" Classes: {', '.join(names[:40])}")
+                              + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+                              + f"; its classes: {listed}")
         wanted.append(lowered.index(str(name).lower()))
     colors = segmenter.palette.array(len(names))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     result = SegmentResult(out)
     totals = np.zeros(len(names), dtype=np.int64)
     rows = []
@@ -284,6 +288,8 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
             result.bad_files.append((item.path, item.error))
             continue
         path, image = item.path, item.image
+        if not result.files:  # the first image read: only now is there anything to write
+            out.mkdir(parents=True, exist_ok=True)
         mask_np, counts = mask_answer(item.output, len(names))
         stem = Path(path).stem
         used_stems[stem] = used_stems.get(stem, 0) + 1
@@ -308,6 +314,8 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
         result.shares[path] = {n: float(s) for n, s in zip(names, shares)}
         rows += [(path, n, int(c), f"{s:.6f}") for n, c, s in zip(names, counts, shares)]
     result.seconds = time.perf_counter() - start
+    if not result.files:  # no input could be read: write nothing, and leave an existing DIR as it was
+        return result
     overall = totals / max(int(totals.sum()), 1)
     rows += [("(all)", n, int(c), f"{s:.6f}") for n, c, s in zip(names, totals, overall)]
     with open(out / "pixel_shares.csv", "w", newline="") as handle:
