@@ -357,3 +357,14 @@ def _finite(value):
         value = float(value)
         return value if math.isfinite(value) else None
     return value
+
+
+def label_average_precision(y_true, probs) -> list[float | None]:
+    """scikit-learn's average precision of each label (a column of the (N, K) arrays); None for a label
+    without a positive, where it is undefined. A multi-label mAP, of the test metrics and of an epoch's
+    val_map (vislab.tasks.multilabel), is the mean of the others."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    present = y_true.sum(0) > 0
+    return [float(average_precision_score(y_true[:, k], probs[:, k])) if present[k] else None
+            for k in range(y_true.shape[1])]
