@@ -76,7 +76,9 @@ def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
                         if not keep:
                             image.close()
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise BadImageError(path, f"decompression-bomb limit exceeded ({exc})") from None
+                with open(path, "rb") as handle:  # the header again, for the size Pillow's check does not give
+                    reason = bomb_reason(handle, exc)
+                raise BadImageError(path, reason) from None
             except UnidentifiedImageError:
                 raise BadImageError(path, "not an image (Pillow cannot identify it)") from None
             except OSError as exc:
@@ -90,6 +92,54 @@ def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
         raise
     except BadFileError as exc:  # what the clauses above do not name (a folder, a decoder's other errors)
         raise BadImageError(path, exc.reason) from None
+
+
+def header_size(source) -> tuple[int, int] | None:
+    """The (width, height) an image's header claims (``source``: a binary file object, seekable), read
+    without decoding the pixels and without Pillow's decompression-bomb check, which refuses to say it;
+    None when no Pillow plugin identifies the file."""
+    Image.init()
+    source.seek(0)
+    prefix = source.read(16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in Image.ID:
+            factory, accept = Image.OPEN[name]
+            try:
+                result = not accept or accept(prefix)
+                if not result or isinstance(result, str):
+                    continue
+                source.seek(0)
+                image = factory(source, "")
+                size = image.size
+            except Exception:  # noqa: BLE001 - a plugin that cannot read the header: try the next one
+                continue
+            return int(size[0]), int(size[1])
+    return None
+
+
+def claimed_pixels(source, exc: Exception) -> str:
+    """``"WxH = N pixels"`` from the header of an image Pillow refused as a decompression bomb (its message
+    gives the count alone, ``exc``'s pixels when the header cannot be read again)."""
+    import re
+
+    try:
+        size = header_size(source)
+    except OSError:  # the file cannot be read again
+        size = None
+    if size is not None:
+        return f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels"
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return f"{found.group(1)} pixels" if found else "more pixels than Pillow allows"
+
+
+def bomb_reason(source, exc: Exception) -> str:
+    """Why an image over Pillow's decompression-bomb limit is refused: its size, the limit, the fix.
+
+    vislab refuses from ``Image.MAX_IMAGE_PIXELS`` on (Pillow's warning is an error here, not only twice it)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return (f"{claimed_pixels(source, exc)}, over Pillow's decompression-bomb limit of {limit}; "
+            f"downscale the image below {limit} pixels")
 
 
 def _to_gray(image: Image.Image) -> Image.Image:

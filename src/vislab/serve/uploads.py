@@ -15,7 +15,7 @@ import warnings
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vislab.data.images import _flatten_alpha, _to_gray, pil_to_tensor
+from vislab.data.images import _flatten_alpha, _to_gray, claimed_pixels, header_size, pil_to_tensor
 
 # code -> HTTP status; the codes are part of the API and do not change
 ERROR_STATUS = {
@@ -65,8 +65,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> torch.Tensor:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ApiError("too_many_pixels", f"{name}: {width}x{height} = {width * height} pixels; the "
-                                                      f"limit is {max_pixels} (vislab serve --max-pixels)")
+                    raise ApiError("too_many_pixels", _too_many(name, width, height, max_pixels))
                 image.load()
                 if image.mode in ("L", "RGB"):
                     converted = image.copy()
@@ -79,7 +78,14 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> torch.Tensor:
     except ApiError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ApiError("too_many_pixels", f"{name}: decompression-bomb limit exceeded ({exc})") from None
+        # Pillow's own check fired in Image.open, before the size could be compared with --max-pixels
+        size = header_size(io.BytesIO(data))
+        if size is not None and size[0] * size[1] > max_pixels:
+            raise ApiError("too_many_pixels", _too_many(name, *size, max_pixels)) from None
+        # a --max-pixels above Pillow's limit: Pillow's is the one that holds
+        raise ApiError("too_many_pixels", f"{name}: {claimed_pixels(io.BytesIO(data), exc)}; the limit is "
+                                          f"{Image.MAX_IMAGE_PIXELS}, Pillow's decompression-bomb limit, below "
+                                          f"vislab serve --max-pixels {max_pixels}; send a smaller image") from None
     except UnidentifiedImageError:
         raise ApiError("not_an_image", f"{name}: not an image Pillow can identify; send a JPEG, PNG, BMP, GIF, "
                                        "WebP or TIFF file") from None
@@ -92,6 +98,11 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> torch.Tensor:
     except (ValueError, SyntaxError, EOFError) as exc:
         raise ApiError("truncated_image", f"{name}: corrupt or truncated image ({exc})") from None
     return pil_to_tensor(converted)
+
+
+def _too_many(name: str, width: int, height: int, max_pixels: int) -> str:
+    return (f"{name}: {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
+            "(vislab serve --max-pixels)")
 
 
 async def request_images(request, max_body: int, max_images: int,
