@@ -114,9 +114,10 @@ def evaluations(run_dirs: Sequence[Path]) -> list[str]:
 
 def unread_metrics(row: dict) -> str | None:
     """Why the row has no metrics to rank although the run is not simply unevaluated, or None: its metrics
-    file is damaged or malformed, or its training never finished. The message names the file (or folder)
-    and the command that fixes it."""
-    return row.get("unfinished") or (row.get("unread") or {}).get(row.get("metrics_file") or "metrics.json")
+    file is damaged or malformed, its training never finished, or `vislab evaluate` could not write the file (its
+    model.json is damaged or missing). The message names the file (or folder) and the fix."""
+    return (row.get("unfinished") or (row.get("unread") or {}).get(row.get("metrics_file") or "metrics.json")
+            or row.get("unevaluable"))
 
 
 def evaluated(rows: Sequence[dict]) -> list[dict]:
@@ -203,11 +204,15 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
         console.print(f"[yellow]these runs were measured on {len(datas)} different data sets ({', '.join(datas)}): "
                       "each is ranked on its own; numbers across data sets do not compare[/]")
     for r in [*rows, *missing]:
-        for message in (r.get("unread") or {}).values():  # each names its file and the fix
+        for name, message in (r.get("unread") or {}).items():  # each names its file and the fix
+            if name == "model.json" and r.get("unevaluable"):  # said below, as the reason it is not ranked
+                continue
             console.print(f"[yellow]{escape(message)}; the leaderboard goes on without it[/]")
     for r in missing:
-        if r.get("unfinished"):  # `vislab evaluate` would fail on it: the message gives the resume command
-            console.print(f"[yellow]not ranked: {escape(r['unfinished'])}[/]")
+        # `vislab evaluate` would fail on it: the message gives the resume command, or names the damaged file
+        if r.get("unfinished") or r.get("unevaluable"):
+            reason = r.get("unfinished") or r["unevaluable"]
+            console.print(f"[yellow]not ranked: {escape(reason)}[/]", soft_wrap=True)
     missing = [r for r in missing if unread_metrics(r) is None]  # a damaged or unfinished one was said above
     untested = [r for r in missing if r.get("own_test_split") is False]
     if untested:  # `vislab evaluate RUN` would find no test split
@@ -218,10 +223,64 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
         missing = [r for r in missing if r not in untested]
     if missing:
         files = sorted({r.get("metrics_file") or "metrics.json" for r in missing})
-        split = evaluation if evaluation in ("train", "val") else None
-        command = "vislab evaluate RUN" + (f" --split {split}" if split else "")
+        recorded = _recorded_evaluation([r.get("run_dir") for r in [*rows, *missing]], evaluation)
+        command = escape(_evaluate_command(evaluation, recorded))  # the --data another run's file records
         console.print(f"[yellow]not evaluated (no {', '.join(files)}), so not ranked: "
-                      f"{', '.join(r['run'] for r in missing)}: run `{command}`[/]")
+                      f"{', '.join(r['run'] for r in missing)}: run `{command}`[/]", soft_wrap=True)
+
+
+def _recorded_evaluation(run_dirs, evaluation: str | None) -> dict:
+    """What another run's ``metrics_<evaluation>.json`` records (its ``data``, ``split``, ``threshold``): the
+    ``vislab evaluate`` options that write that file; ``{}`` when no run holds a readable one."""
+    if not evaluation:
+        return {}
+    for run_dir in run_dirs:
+        path = Path(run_dir) / f"metrics_{evaluation}.json" if run_dir else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            metrics = read_json(path, "a metrics file (JSON)", "")
+        except BadFileError:
+            continue
+        if isinstance(metrics, dict) and _metrics_problem(metrics) is None:
+            return metrics
+    return {}
+
+
+def _evaluate_command(evaluation: str | None, recorded: dict) -> str:
+    """The ``vislab evaluate RUN ...`` command that writes a run's ``metrics_<evaluation>.json``
+    (``metrics.json`` without one): the data, split and threshold another run's file records, else the split
+    the name ends with.
+
+    Example:
+        >>> _evaluate_command(None, {}), _evaluate_command("val", {})
+        ('vislab evaluate RUN', 'vislab evaluate RUN --split val')
+        >>> _evaluate_command("seg3_test", {"data": "data/seg3", "split": "test"})
+        'vislab evaluate RUN --data data/seg3'
+    """
+    import shlex
+
+    from vislab.evaluate.runner import evaluation_name
+
+    if not evaluation:
+        return "vislab evaluate RUN"
+    split = recorded.get("split") if isinstance(recorded.get("split"), str) else None
+    threshold = recorded.get("threshold") if _number(recorded.get("threshold")) else None
+    data = recorded.get("data") if isinstance(recorded.get("data"), str) else None
+    if split is None:  # no run's file to read: the name ends with the split (``val``, ``photos_test``)
+        split = evaluation.rsplit("_", 1)[-1]
+        split = split if split in ("train", "val", "test") else "test"
+    words = []
+    if evaluation != evaluation_name(split, None, threshold):  # another data set's evaluation
+        words += ["--data", data] if data else ["--data", "DATA"]
+    if split != "test":
+        words += ["--split", split]
+    if threshold is not None:
+        words += ["--threshold", f"{threshold:g}"]
+    command = " ".join(["vislab evaluate RUN", shlex.join(words)]).strip()
+    if "DATA" in words:  # no run's file says which data: name what DATA is
+        command += f" (DATA: the data metrics_{evaluation}.json was measured on)"
+    return command
 
 
 # ----------------------------------------------------------------------------- reading one run
@@ -248,6 +307,9 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
     metrics = _checked(run_dir / metrics_file, _json(run_dir / metrics_file, "a metrics file (JSON)", fix, unread),
                        _metrics_problem, fix, unread)
     epochs, seconds = _history(run_dir / "history.csv", unread)
+    unevaluable = None
+    if not (run_dir / metrics_file).is_file() and unfinished_run(run_dir) is None:
+        unevaluable = _model_problem(run_dir, metrics_file, unread)
     # older metrics.json files carry no data/split: the run's own data and test split
     data = _data_section(run_dir, unread) if not metrics.get("data") and (not evaluation or metrics) else {}
     parameters = spec.get("parameters")
@@ -273,12 +335,25 @@ def _row(run_dir: Path, evaluation: str | None = None) -> dict:
         "map": metrics.get("map"),
         "unread": unread,
         "unfinished": unfinished_run(run_dir),
+        # why `vislab evaluate` cannot write the missing metrics file: a damaged or missing model.json
+        "unevaluable": unevaluable,
         # False: the run's own data has no test split, so `vislab evaluate RUN` cannot write metrics.json
         "own_test_split": None if evaluation or metrics else has_test_split(data),
     }
 
 
 _MODEL_FIX = "retrain, or restore the file"
+
+
+def _model_problem(run_dir: Path, metrics_file: str, unread: dict[str, str]) -> str | None:
+    """Why `vislab evaluate` cannot write the run's missing ``metrics_file`` (its model.json is damaged or
+    missing), or None."""
+    cannot = f"{run_dir} has no {metrics_file}, and `vislab evaluate` cannot write it"
+    if "model.json" in unread:  # the reader's message names the file and the fix
+        return f"{cannot}: {unread['model.json']}"
+    if not (run_dir / "model.json").is_file():
+        return f"{cannot}: {run_dir / 'model.json'} is missing; {_MODEL_FIX}"
+    return None
 # what a row shows of metrics.json: each a number or null (JSON's), else the file is not one evaluate wrote
 _METRIC_KEYS = ("accuracy", "miou", "map", "loss", "roc_auc")
 _SCORE_KEYS = ("accuracy", "miou", "map")
