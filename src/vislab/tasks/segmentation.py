@@ -228,14 +228,33 @@ class Segmentation(Task):
 
     def align_classes(self, dataset, class_names, source: str):
         """A mask's values are the classes' indices: data whose classes are the model's first ones (masks
-        in which the last classes do not occur) takes the model's names; any other difference is refused."""
+        in which the last classes do not occur) takes the model's names, and so does data named by nothing but
+        the IDs in its masks (no classes.txt, --classes or --palette) when each ID is one of the model's;
+        any other difference is refused, naming the fix."""
         from vislab.core.errors import DataError
 
         names, have = list(class_names), list(dataset.class_names)
         if have == names[:len(have)]:
             dataset.class_names = names
             return dataset
-        self._class_index(dataset, names, source)  # names a class the model lacks
+        listed = ", ".join(map(str, names[:12])) + (", ..." if len(names) > 12 else "")
+        if have == [str(i) for i in range(len(have))]:  # named by the IDs found in its masks
+            if len(have) <= len(names):  # each ID is one of the model's classes, by index
+                dataset.class_names = names
+                return dataset
+            raise DataError(f"{source}: its masks hold class IDs up to {len(have) - 1}, but the model knows "
+                            f"{len(names)} classes (IDs 0..{len(names) - 1}); evaluate on masks of the model's "
+                            f"classes, or add {source}/classes.txt with the run's classes in order, one a line "
+                            f"({listed}): masks holding other IDs are then skipped")
+        try:
+            self._class_index(dataset, names, source)
+        except DataError:  # names a class the model lacks: a mask's value is an index, so name the classes.txt
+            unknown = [name for name in have if name not in names]
+            raise DataError(f"{source}: {len(unknown)} of its classes are not the model's ({unknown[:5]}"
+                            f"{'...' if len(unknown) > 5 else ''}); the model knows {len(names)}: {listed}. A "
+                            f"mask's values are class indices: if its IDs mean the model's classes, make "
+                            f"{source}/classes.txt the run's classes in order, one a line; otherwise evaluate on "
+                            "masks labelled as in training") from None
         raise DataError(f"{source}: its classes {have[:8]}... are the model's in another order; a mask's values "
                         "must mean what they meant in training (give the training data's classes.txt)")
 
