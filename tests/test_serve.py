@@ -310,6 +310,10 @@ def test_segment_endpoint_through_the_task_interface():
         wait_ready(client)
         assert client.get("/v1/info").json()["per_pixel"] is True
         body = client.post("/v1/segment", files={"file": ("half.png", png_bytes(image), "image/png")}).json()
+        # /v1/predict answers one class per image, as `vislab predict` does: a per-pixel model is refused
+        refused = client.post("/v1/predict", files={"file": ("half.png", png_bytes(image), "image/png")})
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "segmentation_model"
+    assert "/v1/segment" in refused.json()["error"]["message"]
     assert body["shares"] == {"dark": 0.75, "mid": 0.0, "bright": 0.25}
     assert body["classes_present"] == ["bright", "dark"] and body["size"] == [16, 16]
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"])))

@@ -275,6 +275,9 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
     async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000)):
         known_query(request, "top_k")
         p = predictor()
+        if getattr(p.task, "per_pixel", False):  # as `vislab predict` refuses it: its answer is a mask
+            raise ApiError("segmentation_model", f"this model's task is {p.task.name}: /v1/predict answers one "
+                                                 "class per image, as `vislab predict` does; use /v1/segment")
         items = await decoded(request)
         good = [(name, image) for name, image, error in items if error is None]
         outputs = await outputs_for([image for _, image in good])

@@ -22,6 +22,7 @@ ERROR_STATUS = {
     "empty_body": 400, "not_an_image": 400, "truncated_image": 400, "missing_file": 400, "bad_multipart": 400,
     "too_large": 413, "too_many_pixels": 413, "too_many_images": 413, "unsupported_media_type": 415,
     "invalid_parameter": 422, "not_found": 404, "method_not_allowed": 405, "not_segmentation": 404,
+    "segmentation_model": 404,
     "not_supported": 501, "not_ready": 503, "queue_full": 503, "timeout": 504, "internal_error": 500,
 }
 
