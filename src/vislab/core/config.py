@@ -11,8 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import functools
+import numbers
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +221,23 @@ class Config:
         --time-budget leave these alone."""
         return set((self.recipe_choices or {}).get("user") or ())
 
+    def origin(self, key: str) -> str | None:
+        """The YAML file (and section) that gave dotted ``key`` its value, e.g. ``"c.yaml [model]"``; None when
+        the value is a default, a recipe's, or a flag's/keyword option's (:func:`resolve_config` records it)."""
+        return getattr(self, "_origins", {}).get(key)
+
+    @contextlib.contextmanager
+    def naming_origin(self, key: str):
+        """A :class:`ConfigError` raised inside about ``key``'s value names the YAML file that gave it
+        (``c.yaml [model]: unknown model 'mlpp' ...``), as the file's other errors do."""
+        try:
+            yield
+        except ConfigError as exc:
+            origin = self.origin(key)
+            if origin is None or str(exc).startswith(f"{origin}: "):
+                raise
+            raise type(exc)(f"{origin}: {exc}") from None
+
 
 # Named bundles of defaults. A recipe sits between the code defaults and the YAML/flags.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -311,9 +333,12 @@ def parse_duration(value) -> float:
     return seconds
 
 
-def _check_choice(key: str, value, choices) -> None:
+def _check_choice(key: str, value, choices, cfg: Config | None = None) -> None:
+    """``cfg``: a value a YAML file gave is refused naming the file (:meth:`Config.origin`)."""
     if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(map(str, choices))}")
+        origin = cfg.origin(key) if cfg is not None else None
+        raise ConfigError(f"{origin + ': ' if origin else ''}{key}={value!r} is not valid; choose one of "
+                          f"{', '.join(map(str, choices))}")
 
 
 def validate(cfg: Config) -> Config:
@@ -322,29 +347,30 @@ def validate(cfg: Config) -> Config:
     _check_config_ranges(cfg)
     es = cfg.train.early_stopping
     es.monitor = MONITOR_ALIASES.get(es.monitor, es.monitor)  # Keras' names for vislab's
-    _check_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS)
-    _check_choice("train.scheduler", cfg.train.scheduler, SCHEDULERS)
-    _check_choice("train.device", cfg.train.device, DEVICES)
-    _check_choice("train.precision", cfg.train.precision, PRECISIONS)
-    _check_choice("augment.fill_mode", cfg.augment.fill_mode, FILL_MODES)
-    _check_choice("model.freeze", cfg.model.freeze, FREEZE_MODES)
-    _check_choice("model.head", cfg.model.head, HEADS)
-    _check_choice("model.bn", cfg.model.bn, BN_MODES)
-    _check_choice("augment.policy", cfg.augment.policy, AUGMENT_POLICIES)
+    _check_choice("train.optimizer", cfg.train.optimizer, OPTIMIZERS, cfg)
+    _check_choice("train.scheduler", cfg.train.scheduler, SCHEDULERS, cfg)
+    _check_choice("train.device", cfg.train.device, DEVICES, cfg)
+    _check_choice("train.precision", cfg.train.precision, PRECISIONS, cfg)
+    _check_choice("augment.fill_mode", cfg.augment.fill_mode, FILL_MODES, cfg)
+    _check_choice("model.freeze", cfg.model.freeze, FREEZE_MODES, cfg)
+    _check_choice("model.head", cfg.model.head, HEADS, cfg)
+    _check_choice("model.bn", cfg.model.bn, BN_MODES, cfg)
+    _check_choice("augment.policy", cfg.augment.policy, AUGMENT_POLICIES, cfg)
     _validate_transfer(cfg)
-    _check_choice("train.sampler", cfg.train.sampler, SAMPLERS)
-    _check_choice("train.loss", cfg.train.loss, LOSSES)
-    _check_choice("train.threshold_metric", cfg.train.threshold_metric, THRESHOLD_METRICS)
+    _check_choice("train.sampler", cfg.train.sampler, SAMPLERS, cfg)
+    _check_choice("train.loss", cfg.train.loss, LOSSES, cfg)
+    _check_choice("train.threshold_metric", cfg.train.threshold_metric, THRESHOLD_METRICS, cfg)
     if cfg.data.label_sep is not None:
-        _check_choice("data.label_sep", cfg.data.label_sep, LABEL_SEPARATORS)
-    _check_choice("segmentation.loss", cfg.segmentation.loss, SEGMENTATION_LOSSES)
+        _check_choice("data.label_sep", cfg.data.label_sep, LABEL_SEPARATORS, cfg)
+    _check_choice("segmentation.loss", cfg.segmentation.loss, SEGMENTATION_LOSSES, cfg)
     if cfg.segmentation.class_weights not in (None, "auto"):
         raise ConfigError(f"segmentation.class_weights={cfg.segmentation.class_weights!r} is not valid; use auto "
                           "(median-frequency weights from the training masks) or leave it unset")
     if cfg.recipe is not None:
-        _check_choice("recipe", cfg.recipe, RECIPE_NAMES)
+        _check_choice("recipe", cfg.recipe, RECIPE_NAMES, cfg)
     if cfg.train.time_budget is not None:
-        cfg.train.time_budget = parse_duration(cfg.train.time_budget)
+        with cfg.naming_origin("train.time_budget"):
+            cfg.train.time_budget = parse_duration(cfg.train.time_budget)
     aug = cfg.augment
     # Options that would silently do nothing are errors.
     if aug.fill_mode != "nearest" and not aug.geometric:
@@ -434,59 +460,194 @@ def _validate_transfer(cfg: Config) -> None:
                           "drop --cache-features")
 
 
-def _set(obj, dotted: str, value, origin: str) -> None:
+def _set(obj, dotted: str, value, origin: str, origins: dict | None = None, prefix: str = "") -> None:
+    """Set dotted key ``dotted`` of dataclass ``obj`` (``prefix``: the key of ``obj`` itself) to ``value``
+    coerced to the field's declared type (:func:`_coerce`); a mapping for a section sets its keys.
+    ``origins``: the full dotted key of every value set is recorded there with its ``origin``."""
     parts = dotted.split(".")
     for depth, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(obj)]
         if part not in names:
-            prefix = ".".join(parts[:depth])
+            section = ".".join(parts[:depth])
             close = difflib.get_close_matches(part, names, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            where = f" in section {prefix!r}" if prefix else ""
+            where = f" in section {section!r}" if section else ""
             raise ConfigError(f"{origin}: unknown key {part!r}{where}.{hint} Valid keys: {', '.join(names)}")
         if depth == len(parts) - 1:
+            key = prefix + dotted
             current = getattr(obj, part)
             if dataclasses.is_dataclass(current):
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{origin}: {dotted} is a section; give a mapping")
-                for key, sub in value.items():
-                    _set(current, key, sub, origin + f" [{dotted}]")
+                    raise ConfigError(f"{origin}: {key} is a section; give a mapping")
+                for sub_key, sub in value.items():
+                    _set(current, str(sub_key), sub, origin + f" [{dotted}]", origins, key + ".")
             else:
-                setattr(obj, part, _coerce(current, value, dotted, origin))
+                setattr(obj, part, _coerce(_field_types(type(obj))[part], value, key, origin))
+                if origins is not None:
+                    origins[key] = origin
         else:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
-                raise ConfigError(f"{origin}: {'.'.join(parts[:depth + 1])} is not a section")
+                raise ConfigError(f"{origin}: {prefix}{'.'.join(parts[:depth + 1])} is not a section")
 
 
 def set_value(cfg: Config, dotted: str, value, origin: str) -> None:
     """Set one dotted key (``train.lr``) on ``cfg`` as a YAML file or flag would: unknown keys and wrong
     types are errors naming ``origin``."""
     _set(cfg, dotted, value, origin)
+    getattr(cfg, "_origins", {}).pop(dotted, None)  # no longer the YAML file's value
 
 
-def _coerce(current, value, key: str, origin: str):
-    if value is None or current is None:
-        return value
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                lowered = value.lower()
-                if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return lowered in ("true", "1", "yes")
-            return bool(value)
-        if isinstance(current, int) and not isinstance(value, bool):
-            as_float = float(value)
-            return int(as_float) if as_float.is_integer() else as_float
-        if isinstance(current, float):
+# --------------------------------------------------------------------------- declared types
+# Every value a field gets (defaults aside) -- a recipe's, a YAML file's, a flag's, an API keyword option's
+# -- is coerced to the field's declared type by _coerce, or refused in one line naming where it came from.
+@dataclass(frozen=True)
+class FieldType:
+    """What a config field's annotation declares: ``kind`` is bool, int, float, str, dict or list (``item``:
+    its elements' kind); ``optional``: None is a value (``int | None``)."""
+
+    kind: type
+    optional: bool = False
+    item: type | None = None
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls) -> dict[str, FieldType]:
+    """Each field of dataclass ``cls`` -> its :class:`FieldType`, from the annotations.
+
+    Example:
+        >>> _field_types(TrainConfig)["epochs"], _field_types(DataConfig)["labels"]
+        (FieldType(kind=<class 'int'>, optional=False, item=None), FieldType(kind=<class 'list'>, optional=True, item=<class 'str'>))
+    """
+    types_ = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        optional = type(None) in args
+        (declared,) = [arg for arg in args if arg is not type(None)]
+        kind = typing.get_origin(declared) or declared
+        item = (typing.get_args(declared) or (None,))[0] if kind is list else None
+        types_[name] = FieldType(kind, optional, item)
+    return types_
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "y": True, "1": True,
+               "false": False, "no": False, "off": False, "n": False, "0": False}
+_WANTED = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+           list: "a list", dict: "a mapping of KEY: VALUE"}
+# the example an error gives for a field whose default is none, or says nothing
+_EXAMPLES = {"model.options": "{dropout: 0.25}", "model.input_size": "[224, 224]", "data.labels": "[cat, dog]",
+             "model.unfreeze_at": "['1:2', '3:all']", "train.time_budget": "5m", "model.lr_backbone": "1e-4",
+             "train.threshold": "0.5", "data.max_per_class": "100", "train.early_stopping.patience": "3",
+             "train.speed": "{} (the run writes it: leave it out)",
+             "recipe_choices": "{} (the run writes it: leave it out)"}
+# fields that take text besides their declared type, checked by validate (train.time_budget: 90s, 5m, 1h)
+_ALSO_TEXT = {"train.time_budget"}
+
+
+def _example(key: str) -> str:
+    """``, e.g. VALUE`` for field ``key``: its default (or :data:`_EXAMPLES`'), nothing for a default of None."""
+    if key in _EXAMPLES:
+        return f", e.g. {_EXAMPLES[key]}"
+    value = Config()
+    for part in key.split("."):
+        value = getattr(value, part, None)
+    if value is None or value == {} or value == []:
+        return ""
+    return f", e.g. {str(value).lower() if isinstance(value, bool) else value}"
+
+
+def _coerce(declared: FieldType, value, key: str, origin: str):
+    """``value`` as the declared type of field ``key`` (``train.epochs``), else a ConfigError naming ``origin``:
+    a bool is never a number (``epochs: true``) and a number never a bool (``hflip: 3``); a bool takes true/false
+    and YAML's spellings (yes/no, on/off); an int field a whole number (``2.0``, ``"10"``; a fraction is left to
+    the range check, which says the range); a float field any number (``1``, ``"1e-3"``); a text field a number
+    as text (``labels: [0, 1]``); a list field one item as a list of one (``input_size: 64`` a square); a mapping
+    (``model.options``) only KEY: VALUE pairs; None only an optional field (an empty mapping for a mapping).
+
+    Example:
+        >>> _coerce(FieldType(int), 2.0, "train.epochs", "c.yaml"), _coerce(FieldType(float), "1e-3", "train.lr", "c.yaml")
+        (2, 0.001)
+        >>> _coerce(FieldType(int), True, "train.epochs", "c.yaml [train]")
+        Traceback (most recent call last):
+        ...
+        vislab.core.errors.ConfigError: c.yaml [train]: train.epochs=True is not a whole number, e.g. 10
+    """
+    kind = declared.kind
+    if value is None:
+        if declared.optional:
+            return None
+        if kind is dict:
+            return {}
+        raise ConfigError(f"{origin}: {key} has no value; give {_WANTED.get(kind, 'a value')}{_example(key)}")
+    if kind is list:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (dict, set)) or not items:
+            _refuse(declared, value, key, origin)
+        if key == "model.input_size":
+            if len(items) not in (1, 2):
+                raise ConfigError(f"{origin}: {key} takes one number or [H, W], not {len(items)} numbers: {value!r}")
+            items = (items * 2)[:2]
+        return [_coerce(FieldType(declared.item or str), item, key, origin) for item in items]
+    converted = _convert(kind, value, key)
+    if converted is _REFUSED:
+        _refuse(declared, value, key, origin)
+    return converted
+
+
+_REFUSED = object()
+
+
+def _convert(kind: type, value, key: str):
+    """``value`` as ``kind``, or _REFUSED."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        return _REFUSED
+    if kind in (int, float):
+        if isinstance(value, bool):
+            return _REFUSED
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                return value if key in _ALSO_TEXT else _REFUSED
+        if not isinstance(value, numbers.Real):
+            return _REFUSED
+        if kind is float:
             return float(value)
-    except (TypeError, ValueError):
-        wanted = ("true or false" if isinstance(current, bool) else "a whole number" if isinstance(current, int)
-                  else "a number")
-        example = str(current).lower() if isinstance(current, bool) else current
-        raise ConfigError(f"{origin}: {key}={value!r} is not {wanted}, e.g. {example}") from None
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        number = float(value)
+        if number.is_integer():
+            return int(number)
+        # a fraction for a whole number: the range check words it ("must be >= 1 (a whole number), not 1.5")
+        return number if key.split(".")[-1] in RANGES else _REFUSED
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return str(value)
+        return _REFUSED
+    if kind is dict:
+        if isinstance(value, dict) and all(isinstance(name, str) for name in value):
+            return value
+        return _REFUSED
     return value
+
+
+def _refuse(declared: FieldType, value, key: str, origin: str):
+    kind = declared.kind
+    wanted = ("a list" if kind is list and declared.item is None else
+              f"a list of {_WANTED[declared.item].replace('a ', '', 1)}s" if kind is list and declared.item in (int, float)
+              else _WANTED.get(kind, kind.__name__))
+    if kind is dict:
+        raise ConfigError(f"{origin}: {key} must be {wanted}{_example(key)}, not {value!r}")
+    hint = ""
+    if kind is str and isinstance(value, bool):
+        hint = " (YAML reads yes/no/on/off unquoted as true/false: quote the word)"
+    raise ConfigError(f"{origin}: {key}={value!r} is not {wanted}{_example(key)}{hint}")
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -519,13 +680,17 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
         overrides = {**overrides, "recipe": recipe}
     cfg = Config()
     if recipe is not None:
-        _check_choice("recipe", recipe, RECIPE_NAMES)
+        cfg._origins = {} if "recipe" in overrides or not yaml_path else {"recipe": str(yaml_path)}
+        _check_choice("recipe", recipe, RECIPE_NAMES, cfg)
         for key, value in RECIPES.get(recipe, {}).items():
             _set(cfg, key, value, f"recipe {recipe}")
+    origins: dict[str, str] = {}  # the YAML file's keys -> "c.yaml [train]": its errors name the file
     for key, value in file_values.items():
-        _set(cfg, key, value, str(yaml_path))
+        _set(cfg, str(key), value, str(yaml_path), origins)
     for key, value in overrides.items():
         _set(cfg, key, value, "the options given")
+    cfg._origins = {key: origin for key, origin in origins.items()
+                    if not any(key == given or key.startswith(given + ".") for given in overrides)}
     given = set(overrides) | set(user_keys(file_values))  # the dotted keys the user set
     if cfg.train.optimizer == "lbfgs" and "train.epochs" not in given | set(RECIPES.get(recipe, {})):
         # the L-BFGS head is fitted to convergence in one epoch: 10 would refit the same optimum
@@ -637,7 +802,13 @@ def input_size_pair(value) -> list[int]:
     sizes = [value] if isinstance(value, (int, float, str)) else list(value)
     if len(sizes) not in (1, 2):
         raise ConfigError(f"--input-size takes one number or H W, got {len(sizes)} numbers")
-    return [int(size) for size in (sizes * 2)[:2]]
+    pair = []
+    for size in (sizes * 2)[:2]:
+        whole = _convert(int, size, "model.input_size")  # as the field's declared type (a fraction: the range's)
+        if whole is _REFUSED:
+            raise ConfigError(f"input_size={size!r} is not a whole number (--input-size)")
+        pair.append(whole)
+    return pair
 
 
 # --------------------------------------------------------------------------- numeric ranges
@@ -799,4 +970,5 @@ def _check_config_ranges(cfg: Config) -> None:
             value = getattr(value, part)
         problem = range_problem(name, value, subject=key)
         if problem:
-            raise ConfigError(f"{problem} (--{name.replace('_', '-')})")
+            origin = cfg.origin(key)
+            raise ConfigError(f"{origin + ': ' if origin else ''}{problem} (--{name.replace('_', '-')})")

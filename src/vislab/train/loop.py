@@ -926,7 +926,8 @@ def task_and_data(cfg: Config, console, recipe: bool = True) -> tuple[Task, Data
     auto = recipe and cfg.recipe == "auto"
     users_model = not auto or "model.name" in cfg.user_given()
     if users_model:
-        check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
+        with cfg.naming_origin("model.name"):  # a name from a YAML file: the error names the file
+            check_model_name(cfg.model.name)  # a typo fails before minutes of data loading
     task = task_for_config(cfg)  # an unknown task too
     if users_model:
         check_model_for_task(cfg.model.name, task)  # a classifier for segmentation, or the reverse
