@@ -329,6 +329,25 @@ def test_segment_torchvision_weights_match_a_raw_torchvision_loop(tmp_path, lras
     assert list(result.shares[str(tmp_path / "astronaut.png")])[0] == "__background__"
 
 
+def test_a_segmentation_data_mistake_says_what_the_folder_is(tmp_path, capsys):
+    """--task segmentation with a missing folder, a file, or a folder of class folders: one line saying which,
+    and for class folders the fix (drop --task segmentation)."""
+    from vislab.cli import main
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    for folder in (tmp_path / "classes" / "cat", tmp_path / "split" / "train" / "dog"):
+        folder.mkdir(parents=True)
+        Image.fromarray(image).save(folder / "a.png")
+    Image.fromarray(image).save(tmp_path / "one.png")
+    said = {"missing": "no such folder", "one.png": "a file;", "classes": "drop --task segmentation",
+            "split": "drop --task segmentation"}
+    for name, words in said.items():
+        assert main(["train", "--task", "segmentation", "--data", str(tmp_path / name), "--epochs", "1",
+                     "--out", str(tmp_path / "run")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and "images/ and masks/" in err[0], err
+
+
 def test_segment_errors_are_clear(tmp_path, lraspp_weights):
     from vislab.cli import main
 

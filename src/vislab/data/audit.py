@@ -137,7 +137,7 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     # The same broken file can fail in the scan, the colour sample and the grid: list it once.
     bad_files = list({entry["path"]: entry for entry in bad_files}.values())
     if bad_files:
-        warnings.append(f"{len(bad_files)} bad file(s) were skipped; see bad_files")
+        warnings.append(f"{len(bad_files)} bad file(s) were skipped; audit.json lists them under bad_files")
     if label_issues is not None and label_issues["issues"]:  # none flagged: the label issues line says so
         warnings.append(f"{label_issues['issues']} image(s) of {label_issues['images_checked']:,} probably carry a wrong "
                         f"label; see {label_issues['csv']} (train --exclude or --relabel it)")

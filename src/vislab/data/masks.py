@@ -55,6 +55,19 @@ class SegmentationDataset(Dataset):
         return {name: pixel_counts(split.labels, self.num_classes).tolist() for name, split in self.splits.items()}
 
 
+def _class_folders(root: Path) -> bool:
+    """Whether ``root`` looks like a classification set: sub-folders holding images, or split folders of
+    such sub-folders (at most 20 folders a level looked at)."""
+    def holds_images(folder: Path, depth: int) -> bool:
+        entries = sorted(folder.iterdir())[:200]
+        if any(is_image_file(f) for f in entries if f.is_file()):
+            return depth >= 1
+        folders = [d for d in entries if d.is_dir() and not d.name.startswith(".")][:20]
+        return depth < 2 and any(holds_images(d, depth + 1) for d in folders)
+
+    return holds_images(root, 0)
+
+
 def is_segmentation_folder(path) -> bool:
     """True for a folder in one of the two layouts above."""
     path = Path(path)
@@ -222,10 +235,15 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
         DataError: not a segmentation folder, or no usable pair.
     """
     root = Path(str(data_cfg.source)).expanduser()
+    layout = ("a segmentation set is a folder with images/ and masks/ (matched by file stem), at the top or "
+              "under train/, val/ and test/; e.g. DIR/images/0001.jpg + DIR/masks/0001.png")
+    if not root.exists():
+        raise DataError(f"--data {data_cfg.source!r}: no such folder; {layout}")
     if not root.is_dir() or not is_segmentation_folder(root):
-        raise DataError(f"--data {data_cfg.source!r}: a segmentation set is a folder with images/ and masks/ "
-                        "(matched by file stem), at the top or under train/, val/ and test/; e.g. "
-                        "DIR/images/0001.jpg + DIR/masks/0001.png")
+        what = "a file" if not root.is_dir() else "a folder without images/ and masks/"
+        classes = " (its sub-folders look like class folders: drop --task segmentation to classify them)" \
+            if root.is_dir() and _class_folders(root) else ""
+        raise DataError(f"--data {data_cfg.source!r}: {what}{classes}; {layout}")
     names, palette = resolve_classes(root, seg_cfg)
     ignore = int(seg_cfg.ignore_index)
     bad: list[tuple[str, str]] = []
@@ -354,7 +372,7 @@ def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255, figures: boo
             warnings.append(f"{name}: no pixels of {', '.join(splits[name]['classes_absent'][:10])}")
     bad = [{"path": str(p), "reason": str(r)} for p, r in dataset.bad_files]
     if bad:
-        warnings.append(f"{len(bad)} bad pair file(s) were skipped; see bad_files")
+        warnings.append(f"{len(bad)} bad pair file(s) were skipped; audit.json lists them under bad_files")
     drawn = [plot_class_balance(counts, names, out_dir / "plots" / "audit_class_balance.png")] if figures else []
     audit = {"dataset": dataset.name, "task": task, "num_classes": k, "class_names": names,
              "splits": {n: len(s) for n, s in dataset.splits.items()}, "ignore_index": ignore_index,
