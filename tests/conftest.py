@@ -58,6 +58,17 @@ def write_segmentation_set(folder: Path, count: int = 8, size: int = 32) -> Path
     return folder
 
 
+def trained_segmentation_run(root: Path, name: str = "run") -> Path:
+    """``root/NAME``: a tiny U-Net trained one epoch (not evaluated) on :func:`write_segmentation_set`'s
+    ``root/data`` (its images in ``root/data/images``)."""
+    from vislab import api
+
+    write_segmentation_set(root / "data")
+    api.train(data=str(root / "data"), task="segmentation", model="unet", epochs=1, out=str(root / name),
+              evaluate=False, figures=False, seed=0, model_options={"decoder_channels": [8, 8, 8, 8, 8]})
+    return root / name
+
+
 def written_run(root: Path, model_name: str) -> tuple[Path, Path]:
     """``root/run``: vislab's ``model_name`` (grey 16x16, 3 classes, seeded weights) written as ``vislab train``
     writes a finished run, and ``root/digit.png``, a grey 20x20 image to explain."""

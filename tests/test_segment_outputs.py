@@ -6,20 +6,14 @@ import csv
 
 import pytest
 
-from conftest import write_segmentation_set
+from conftest import trained_segmentation_run
 from vislab.cli import build_parser, main
 
 
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
-    from vislab import api
-
     root = tmp_path_factory.mktemp("seg")
-    write_segmentation_set(root / "data")
-    run = root / "run"
-    api.train(data=str(root / "data"), task="segmentation", model="unet", epochs=1, out=str(run), evaluate=False,
-              seed=0, model_options={"decoder_channels": [8, 8, 8, 8, 8]})
-    return run, root / "data" / "images"
+    return trained_segmentation_run(root), root / "data" / "images"
 
 
 def test_bad_files_csv_only_when_an_input_was_bad(seg_run, tmp_path, capsys):

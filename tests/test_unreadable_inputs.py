@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_segmentation_set
+from conftest import trained_segmentation_run
 from vislab import api
 from vislab.cli import build_parser, main
 
@@ -29,12 +29,7 @@ def digits_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seg_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("unreadable-seg")
-    write_segmentation_set(root / "data")
-    run = root / "seg1"
-    api.train(data=str(root / "data"), task="segmentation", model="unet", epochs=1, out=str(run), evaluate=False,
-              figures=False, seed=0, model_options={"decoder_channels": [8, 8, 8, 8, 8]})
-    return run
+    return trained_segmentation_run(tmp_path_factory.mktemp("unreadable-seg"), "seg1")
 
 
 @pytest.fixture
