@@ -201,6 +201,40 @@ def test_the_budgets_epoch_arithmetic():
     assert plan_epochs(budget=60, elapsed=50, epoch_seconds=25, reserve=10, done=2) == 2  # none more
 
 
+def test_a_budget_replans_when_later_epochs_run_slower_than_the_second(monkeypatch):
+    """A fast second epoch (0.15 s) plans far more epochs than fit when the rest take 0.45 s: the plan is
+    cut again as soon as they no longer fit, so the one-cycle schedule ends at the epoch the run ends
+    with (before, the guard stopped the run at about a third of its plan, the rate near its peak)."""
+    from types import SimpleNamespace
+
+    from vislab.core.config import Config
+    from vislab.train import budget as budget_module
+    from vislab.train.optim import make_scheduler
+
+    cfg = Config()
+    cfg.train.scheduler, cfg.train.epochs, cfg.train.lr = "onecycle", 15, 0.003
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+    trainer = SimpleNamespace(cfg=cfg, optimizer=optimizer, steps_per_epoch=4, budget_callbacks=[],
+                              dataset=SimpleNamespace(splits={"train": range(100), "test": range(10)}))
+    trainer.scheduler, trainer.step_per_batch = make_scheduler(optimizer, cfg, trainer.steps_per_epoch)
+    clock = [0.0]
+    monkeypatch.setattr(budget_module.time, "perf_counter", lambda: clock[0])
+    plan = budget_module.TimeBudget(30.0, started=0.0)
+    plan.setup = 2.0
+    clock[0], done = 2.0, 0
+    while done < cfg.train.epochs and not (done and plan.out_of_time()):
+        seconds = {0: 0.9, 1: 0.15}.get(done, 0.45)
+        for _ in range(trainer.steps_per_epoch):
+            optimizer.step()
+            trainer.scheduler.step()
+        clock[0] += seconds
+        done += 1
+        plan.after_epoch(trainer, done, seconds)
+    assert done == cfg.train.epochs, (done, cfg.train.epochs)  # the run ended where its plan did
+    assert plan.elapsed() + plan.reserve <= 30.0 * (1 + budget_module.OVERRUN)
+    assert optimizer.param_groups[0]["lr"] < cfg.train.lr / 10  # the schedule annealed by the last step
+
+
 def test_a_short_budgeted_run_ends_within_ten_percent(tmp_path, capsys):
     """30 s on digits: the recipe's one line, the epochs re-planned from the first epoch's real time
     (--precision fp32: no probe, so the first plan is provisional), the one-cycle schedule rebuilt to
@@ -225,8 +259,9 @@ def test_a_short_budgeted_run_ends_within_ten_percent(tmp_path, capsys):
     assert cfg["recipe"] == "auto" and record["rule"] and record["reasons"]["model.name"]
     assert cfg["train"]["scheduler"] == "onecycle"  # none given: one-cycle, fitted to the budget
     budget = record["time_budget"]
-    last_plan = budget.get("replanned_epochs_after_2", budget.get("replanned_epochs_after_1",
-                                                                  budget["planned_epochs"]))
+    replans = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in budget.items()
+                     if key.startswith("replanned_epochs_after_"))
+    last_plan = replans[-1][1] if replans else budget["planned_epochs"]
     # (a loaded machine may leave time for fewer, or end the run before its plan when an epoch runs long)
     if len(history) >= 3 and len(history) == last_plan:
         # the one-cycle schedule was rebuilt for the final count: the last epoch starts well below the peak

@@ -8,8 +8,9 @@ evaluation. The epochs come from measured times:
    probe (a forced precision) a provisional count;
 2. after the first epoch, from that epoch's real time (loading and validation included, a second
    speed probe not), which replaces the estimate, and once more after the second (the first carries
-   one-time costs); the per-batch schedule (one-cycle, cosine) is rebuilt for the new count and
-   continued from the step reached, so it still ends at the last step;
+   one-time costs); after any later epoch when the epochs left no longer fit at the mean time of the
+   epochs since the first. Each time, the per-batch schedule (one-cycle, cosine) is rebuilt for the
+   new count and continued from the step reached, so it still ends at the last step;
 3. before each further epoch, a guard: an epoch that would end past the budget does not start.
 
 The time left for after training is the test pass (estimated from the validation pass, or from
@@ -59,6 +60,7 @@ class TimeBudget:
         self.setup = None  # seconds before the first epoch
         self.reserve = 0.0
         self.epoch_seconds = None  # the last epoch's (the guard's estimate of the next)
+        self.epoch_times: list[float] = []  # every epoch's, in order
         self.record: dict = {"seconds": self.seconds}
 
     def elapsed(self) -> float:
@@ -102,11 +104,19 @@ class TimeBudget:
     def after_epoch(self, trainer, done: int, epoch_seconds: float) -> str | None:
         """After epoch ``done`` (1-based count; ``epoch_seconds`` without a second speed probe): re-plan
         from the real time of the first epoch, and again from the second's (the first carries one-time
-        costs: kernel selection, loader start-up)."""
+        costs: kernel selection, loader start-up); after that, whenever the epochs left would not fit at
+        the mean time of the epochs since the first (a fast second epoch, a machine that got busier),
+        so that the schedule is rebuilt to end at the epoch the run really ends with."""
         self.epoch_seconds = epoch_seconds
+        self.epoch_times.append(epoch_seconds)
         before = trainer.cfg.train.epochs
-        if done > 2 or done >= before:
+        if done >= before:
             return None
+        if done > 2:
+            typical = sum(self.epoch_times[1:]) / len(self.epoch_times[1:])
+            if self.elapsed() + (before - done) * typical + self.reserve <= self.seconds * (1 + OVERRUN):
+                return None  # the plan still fits
+            epoch_seconds = typical
         self.reserve = self._reserve(trainer, epoch_seconds)
         epochs = plan_epochs(self.seconds, self.elapsed(), epoch_seconds, self.reserve, done=done)
         self.record.update({f"epoch_{done}_seconds": round(epoch_seconds, 3), "reserve_seconds": round(self.reserve, 3),
@@ -114,8 +124,10 @@ class TimeBudget:
         if epochs == before:
             return None
         self._set_epochs(trainer, epochs, done=done)
-        return (f"time budget: epoch {done} took {epoch_seconds:.1f}s, so {epochs} epoch(s) in all "
-                f"(planned {before}); the schedule now ends at epoch {epochs}")
+        took = f"epoch {done} took {epoch_seconds:.1f}s" if done <= 2 else \
+            f"epochs 2-{done} took {epoch_seconds:.1f}s on average"
+        return (f"time budget: {took}, so {epochs} epoch(s) in all (planned {before}); the schedule now ends "
+                f"at epoch {epochs}")
 
     def out_of_time(self) -> bool:
         """Whether one more epoch as long as the last would end past the budget (less the reserve)."""
