@@ -30,29 +30,34 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int], depth: int = 3
         Total params: 25,450
     """
     shapes: dict[str, str] = {}
+    ran: dict[str, str] = {}  # every module that ran, in the order their forward passes ended
     hooks = []
     for name, module in model.named_modules():
-        if name and name.count(".") < depth:
+        if name:  # every depth: a module listed whose own hook never fires takes its shape from these
             def record(mod, inp, out, name=name):
-                shapes.setdefault(name, _shape(out))  # returns None: a hook's return value replaces the output
+                ran.setdefault(name, _shape(out))  # returns None: a hook's return value replaces the output
 
             hooks.append(module.register_forward_hook(record))
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        parameter = next(model.parameters(), None)
-        output = model(torch.zeros(1, *input_size, device=parameter.device if parameter is not None else None))
-    model.train(was_training)
-    for hook in hooks:
-        hook.remove()
+    try:
+        with torch.no_grad():
+            parameter = next(model.parameters(), None)
+            output = model(torch.zeros(1, *input_size, device=parameter.device if parameter is not None else None))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
     names = [name for name, _ in model.named_modules() if name and name.count(".") < depth]
     for name in names:
-        if name not in shapes:
+        if name in ran:
+            shapes[name] = ran[name]
+        else:
             # a container whose children the model calls one by one (FeatureHeadNet's head runs
-            # head[:-1] then head[-1]): its output is its last listed child's that ran
-            ran = [shapes[other] for other in names if other.startswith(name + ".") and other in shapes]
-            if ran:
-                shapes[name] = ran[-1]
+            # head[:-1] then head[-1]): its output is that of its descendant that finished last
+            inner = [shape for other, shape in ran.items() if other.startswith(name + ".")]
+            if inner:
+                shapes[name] = inner[-1]
     rows = [("Layer (type)", "Output shape", "Param #")]
     for name, module in model.named_modules():
         if name not in shapes:
