@@ -348,6 +348,21 @@ def test_a_segmentation_data_mistake_says_what_the_folder_is(tmp_path, capsys):
         assert len(err) == 1 and words in err[0] and "images/ and masks/" in err[0], err
 
 
+def test_an_augment_policy_is_refused_for_segmentation(tmp_path, capsys):
+    """TrivialAugment/RandAugment transform the image alone: its mask would no longer match."""
+    from conftest import write_segmentation_set
+    from vislab.cli import main
+
+    data = write_segmentation_set(tmp_path / "data", count=4, size=16)
+    for command in (["train", "--epochs", "1", "--out", str(tmp_path / "run")],
+                    ["augment-preview", "--out", str(tmp_path / "preview.png")]):
+        assert main([*command, "--task", "segmentation", "--data", str(data), "--augment-policy",
+                     "trivialaugment"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "move an image but not its mask" in err[0] and "--rotation" in err[0], err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "preview.png").exists()
+
+
 def test_segment_errors_are_clear(tmp_path, lraspp_weights):
     from vislab.cli import main
 

@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 
 from vislab import __version__  # noqa: F401  (the CLI's --version reads it here)
-from vislab.core.config import DEFAULT_TASK, ConfigError, check_ranges, option_overrides, resolve_config
+from vislab.core.config import (DEFAULT_TASK, ConfigError, check_augment_policy, check_ranges, option_overrides,
+                                resolve_config)
 
 # Where `compare` writes when no out= is given: a folder of its own, never the current one.
 COMPARE_OUT = Path("runs") / "compare"
@@ -452,20 +453,24 @@ def augment_preview(data: str, out="augment_preview.png", count: int = 6, versio
     (``rotation=15``, ``hflip=True``...). ``task`` reads the data as training does: ``segmentation`` draws
     each image with its mask over it, the mask moved by the same flips, rotations, zooms and shifts.
     ``out`` is a .png file, or a folder that gets augment_preview.png; returns the path written.
+    ``augment_policy="trivialaugment"`` (or ``"randaugment"``) applies that policy first, as training does.
     ``console`` gets a note when no augmentation is set."""
     from vislab.data.audit import preview_augmentation
     from vislab.tasks import get_task
+    from vislab.train.loop import _augment_policy
 
     check_ranges(count=count, versions=versions)
     cfg = resolve_config(config, {**option_overrides({"data": data, **options}), "seed": seed})
+    check_augment_policy(task, cfg.augment.policy)  # as training refuses it
     path = _png_path(out, "augment_preview.png")
     _check_out(path.parent, cfg.data.source)
     task_ = get_task(task)
     dataset = task_.load_dataset(cfg.data, seed=cfg.seed)  # a wrong --data is the one message, before any note
-    if not cfg.augment.active and console is not None:
+    policy = _augment_policy(cfg)  # training's own: the same policy, drawn from the same generator
+    if not cfg.augment.active and policy is None and console is not None:
         console.print("note: no augmentation is set (e.g. --rotation 15 --hflip); the copies equal the originals")
     return preview_augmentation(dataset, cfg.augment, path, count=count, versions=versions, split=split,
-                                seed=cfg.seed, task=task_)
+                                seed=cfg.seed, task=task_, policy=policy)
 
 
 def _png_path(out, default_name: str, flag: str = "--out") -> Path:

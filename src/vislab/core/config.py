@@ -435,6 +435,14 @@ def parse_unfreeze_at(stages) -> list[tuple[int, int | None]]:
     return sorted(parsed)
 
 
+def check_augment_policy(task: str, policy: str) -> None:
+    """A policy (TrivialAugment, RandAugment) transforms the image alone: refused where a label is per pixel."""
+    if task == "segmentation" and policy != "none":
+        raise ConfigError(f"--augment-policy {policy} draws operations per image (rotations, shears, translations) "
+                          "that would move an image but not its mask; for segmentation use --hflip, --vflip, "
+                          "--rotation, --zoom, --width-shift, --height-shift or --shear, which move both")
+
+
 def _validate_transfer(cfg: Config) -> None:
     """The fine-tuning and small-data options: each must have an effect."""
     m, t = cfg.model, cfg.train
@@ -455,6 +463,7 @@ def _validate_transfer(cfg: Config) -> None:
         raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be below train.epochs ({t.epochs})")
     if t.warmup_epochs and t.scheduler in ("step", "plateau"):
         raise ConfigError("train.warmup_epochs works with --scheduler cosine, onecycle or none")
+    check_augment_policy(cfg.task, cfg.augment.policy)
     if (t.mixup or t.cutmix or t.ema or cfg.augment.policy != "none") and m.cache_features:
         raise ConfigError("--mixup/--cutmix/--ema/--augment-policy act on end-to-end training; "
                           "drop --cache-features")

@@ -723,7 +723,7 @@ def _ratio_text(ratio) -> str:
 
 
 def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: int = 5, split: str = "train", seed: int = 0,
-                         task=None) -> Path:
+                         task=None, policy=None) -> Path:
     """Draw ``count`` images of ``split``, each beside ``versions`` augmented copies.
 
     Uses :class:`vislab.data.augment.Augment` exactly as training does, so the
@@ -738,6 +738,8 @@ def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: i
         task: the data's task; a per-pixel one draws each mask over its image, augmented with it
             (:func:`vislab.data.augment.augment_with_masks`, as training does; pale: pixels from outside
             the mask, which the loss ignores).
+        policy: an :class:`vislab.data.policies.AugmentPolicy` (``--augment-policy``), or None; applied to
+            the uint8 copies before the other augmentations, from the same generator, as training does.
 
     Example:
         >>> import torch, tempfile, os
@@ -777,6 +779,8 @@ def preview_augmentation(dataset, augment_cfg, path, count: int = 6, versions: i
     for index in picks:
         image = data.load(index)
         copies = image.unsqueeze(0).repeat(versions, 1, 1, 1)
+        if policy is not None:  # as training: on the uint8 images, before the other augmentations
+            copies = policy(copies, generator)
         if per_pixel:
             from vislab.data.augment import augment_with_masks
 
