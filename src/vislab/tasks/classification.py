@@ -308,8 +308,22 @@ class Classification(Task):
                 ("misclassified", "Misclassified examples", _misclassified)]
 
     def end_of_run_line(self, metrics):
+        """``test accuracy: 0.9500  test loss: 0.1234``, and a note naming the model's classes without an image
+        in the data (``vislab evaluate RUN --data`` on a folder of some of them), whose numbers are null.
+
+        Example:
+            >>> rows = [{"class": name, "support": n} for name, n in (("astro", 0), ("cat", 5), ("coffee", 5))]
+            >>> print(Classification().end_of_run_line({"accuracy": 1.0, "loss": 0.05, "per_class": rows}))
+            test accuracy: 1.0000  test loss: 0.0500  (1 of the model's 3 classes has no image here: astro)
+        """
         split = metrics.get("split", "test")  # every printed number names its split
-        return f"{split} accuracy: {metrics['accuracy']:.4f}  {split} loss: {metrics['loss']:.4f}"
+        line = f"{split} accuracy: {metrics['accuracy']:.4f}  {split} loss: {metrics['loss']:.4f}"
+        per_class = metrics.get("per_class") or []
+        missing = [str(row.get("class")) for row in per_class if row.get("support") == 0]
+        if missing:
+            verb = "has" if len(missing) == 1 else "have"
+            line += f"  ({len(missing)} of the model's {len(per_class)} classes {verb} no image here: {', '.join(missing)})"
+        return line
 
 
 # metrics.json keys shown by name in the report's metrics table (the rest: every other top-level scalar)

@@ -5,6 +5,20 @@ handles the edge cases (a class nobody predicted, a class missing from the
 test labels) and keeps the result readable. Undefined values are ``None``
 with a line in ``notes`` saying why, never NaN.
 
+Which classes the averages cover (scikit-learn's own rule for ``labels=None``,
+passed to it explicitly as ``labels=``): the macro precision / recall / F1
+(``macro``, ``macro_f1``) and the weighted ones are means over the classes
+that occur in the test labels or the predictions. A class of the model with
+no test image and no prediction (``vislab evaluate RUN --data`` on a folder
+of some of its classes) has nothing to score: its precision, recall and F1
+are ``None`` and it is left out, with a note. A class predicted but absent
+from the test labels stays in: its precision 0 is real false positives (its
+recall, undefined per class, counts as 0 in the macro recall, as in
+scikit-learn). ``balanced_accuracy`` is scikit-learn's mean recall over the
+classes in the test labels; the macro ROC AUC and average precision are
+means over the classes in the test labels (an AUC needs positives), the
+micro ones pool every class's column, an absent class adding negatives.
+
 The returned dict has a ``curves`` entry (downsampled ROC/PR points and the
 confusion matrix) that the figures need; ``Task.save_metrics`` writes it to
 ``metrics_curves.json`` beside ``metrics.json`` so the latter stays short.
@@ -84,11 +98,22 @@ def classification_metrics(
     notes: list[str] = []
 
     present = np.bincount(y_true, minlength=k) > 0
-    absent = [names[c] for c in labels if not present[c]]
-    if absent:
+    predicted_counts = np.bincount(y_pred, minlength=k)
+    # the classes scored and averaged: those in the truth or the predictions (see the module docstring)
+    scored = present | (predicted_counts > 0)
+    scored_labels = labels[scored]
+    unscored = [names[c] for c in labels if not scored[c]]
+    if unscored:
         notes.append(
-            f"classes absent from the test labels (no support; their recall, ROC AUC and average "
-            f"precision are null and they are left out of the macro AUC/AP): {absent}"
+            f"no test image of {', '.join(unscored)}: left out of the macro averages (classes absent from the "
+            f"test labels and never predicted; their precision, recall, F1, ROC AUC and average precision are null)"
+        )
+    absent_predicted = [names[c] for c in labels if not present[c] and scored[c]]
+    if absent_predicted:
+        notes.append(
+            f"classes absent from the test labels but predicted (false positives: precision 0, counted in the "
+            f"macro averages; their recall, ROC AUC and average precision are null and they are left out of "
+            f"the macro AUC/AP): {absent_predicted}"
         )
     never_predicted = [names[c] for c in labels if present[c] and not np.any(y_pred == c)]
     if never_predicted:
@@ -102,7 +127,7 @@ def classification_metrics(
         "accuracy": float(accuracy_score(y_true, y_pred)),
         # the mean per-class recall: what accuracy is on an imbalanced test set weighed per class
         "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=scored_labels, average="macro", zero_division=0)),
         "loss": _loss(y_true, probs, loss),
     }
 
@@ -124,11 +149,10 @@ def classification_metrics(
     )
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0
+            y_true, y_pred, labels=scored_labels, average=average, zero_division=0
         )
         result[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
 
-    predicted_counts = np.bincount(y_pred, minlength=k)
     roc_auc_per_class, ap_per_class, roc_curves, pr_curves = _one_vs_rest(y_true, probs, present, names)
 
     per_class = []
@@ -137,10 +161,11 @@ def classification_metrics(
             {
                 "class": names[c],
                 "index": int(c),
-                "precision": float(precision[c]),
+                # a class with no image and no prediction has nothing to score
+                "precision": float(precision[c]) if scored[c] else None,
                 # recall is the per-class accuracy; it has no meaning without support
                 "recall": float(recall[c]) if present[c] else None,
-                "f1": float(f1[c]),
+                "f1": float(f1[c]) if scored[c] else None,
                 "support": int(support[c]),
                 "predicted": int(predicted_counts[c]),
                 "roc_auc": roc_auc_per_class[c],
@@ -153,11 +178,8 @@ def classification_metrics(
     if k == 2:
         # Binary: everything about the positive class, as sklearn's pos_label=1.
         result["positive_class"] = names[1]
-        result["binary"] = {
-            "precision": float(precision[1]),
-            "recall": float(recall[1]),
-            "f1": float(f1[1]),
-        }
+        # the positive class's row, so an undefined value is None here too
+        result["binary"] = {key: per_class[1][key] for key in ("precision", "recall", "f1")}
         result["roc_auc"] = roc_auc_per_class[1]
         result["average_precision"] = ap_per_class[1]
         if result["roc_auc"] is None:
@@ -181,7 +203,8 @@ def classification_metrics(
 
 
 def _balanced_accuracy(y_true, y_pred) -> float:
-    """scikit-learn's balanced accuracy (mean recall over the classes in y_true); a predicted class
+    """scikit-learn's balanced accuracy (mean recall over the classes in y_true, so a class of the model
+    without a test image is left out, as from the macro averages); a predicted class
     absent from y_true is expected on small test sets and its warning is noise here (notes say it), as is
     the one for data of a single class, all predicted right (`vislab evaluate --data` on one class folder)."""
     import warnings
