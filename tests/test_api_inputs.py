@@ -94,6 +94,14 @@ def test_filters_without_a_layer_lists_the_layers(conv_run, capsys):
     assert len(err.splitlines()) == 1 and "--layer NAME" in err and "features.0" in err
 
 
+def test_the_api_takes_one_layer_name_and_lists_the_layers_without_one(conv_run, tmp_path):
+    image = write_image(tmp_path / "digit.png", digits_arrays(per_class=1)[0][0])
+    grids = api.activations(conv_run, image, layers="features.0", out=tmp_path / "act")
+    assert [grid.name for grid, _ in grids] == ["features.0"]  # one name, not its characters
+    with pytest.raises(ConfigError, match=r"filters needs --layer NAME.*features\.0"):
+        api.filters(conv_run)
+
+
 def test_a_layer_without_a_feature_map_is_worded_for_the_flag(conv_run, capsys):
     assert main(["filters", str(conv_run), "--layer", "head.3"]) == 1
     err = capsys.readouterr().err.strip()

@@ -326,3 +326,14 @@ def test_the_data_line_counts_images_per_class_only_where_an_image_has_one_class
     assert several.describe() == "2700 training images, 10 labels, 56x56 grey"
     masks = DataShape("segmentation", images=60, classes=6, size=(56, 56), channels=3, imbalance=40.0)
     assert masks.describe() == "60 training images, 6 classes, 56x56 colour, classes 40:1"
+
+
+def test_the_recipe_line_names_the_cached_features_head_its_optimizer_fits():
+    from vislab.core.config import Config
+
+    cfg = Config()
+    cfg.model.name, cfg.model.cache_features = "efficientnet_lite0", True
+    cfg.train.optimizer = "lbfgs"
+    assert recipe._model_words(cfg) == "efficientnet_lite0 frozen features + logistic-regression head"
+    cfg.train.optimizer = "adamw"  # trained by AdamW: a linear head, not a fitted logistic regression
+    assert recipe._model_words(cfg) == "efficientnet_lite0 frozen features + linear head (adamw)"

@@ -351,6 +351,8 @@ def activations(model, image, layers=None, out=None, weights=None, device: str =
     from vislab.explain.activations import activations as compute, save_activations
     from vislab.explain.explainers import default_out_dir
 
+    if isinstance(layers, str):  # one layer's name, never its characters
+        layers = [layers]
     if out is not None:
         _check_out_of_inputs(out, [image], "activations")
     where = resolve_device(device)  # a device that is not here is refused before the model loads
@@ -363,7 +365,7 @@ def activations(model, image, layers=None, out=None, weights=None, device: str =
     return list(zip(grids, save_activations(grids, out)))
 
 
-def filters(model, layer: str | None, n: int = 64, steps: int = 40, out=None, weights=None,
+def filters(model, layer: str | None = None, n: int = 64, steps: int = 40, out=None, weights=None,
             device: str = "auto") -> Path:
     """``vislab filters``: the patterns that excite a layer's filters, drawn in a grid; returns the PNG.
     Without a ``layer`` the error lists the model's layers. ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``)

@@ -418,6 +418,7 @@ def _get(cfg, dotted: str):
 def _model_words(cfg: Config) -> str:
     m = cfg.model
     size = f" at {'x'.join(map(str, m.input_size))}" if m.input_size else ""
-    if m.cache_features:
-        return f"{m.name} frozen features + logistic-regression head{size}"
+    if m.cache_features:  # L-BFGS fits a logistic regression; another optimizer trains a linear head
+        head = "logistic-regression head" if cfg.train.optimizer == "lbfgs" else f"linear head ({cfg.train.optimizer})"
+        return f"{m.name} frozen features + {head}{size}"
     return f"{m.name}{' pretrained' if m.pretrained else ''}{size}"
