@@ -70,6 +70,7 @@ def test_compare_given_only_vislab_output_or_a_plain_folder_is_one_line_error(ru
     assert main(["compare", str(runs / "mlp"), str(plain), "--out", str(tmp_path / "again")]) == 1
     err = capsys.readouterr().err
     assert len(_lines(err)) == 1 and f"{plain} is not a vislab run folder" in err
+    assert "vislab audit" not in err  # compare ranks trained runs: an audit's folder is no answer
     # another command given compare's output says what it is
     assert main(["report", str(out)]) == 1
     assert f"{out} is compare's own output, not a vislab run folder" in capsys.readouterr().err

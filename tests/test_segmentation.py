@@ -340,9 +340,10 @@ def test_a_segmentation_data_mistake_says_what_the_folder_is(tmp_path, capsys):
         Image.fromarray(image).save(folder / "a.png")
     Image.fromarray(image).save(tmp_path / "one.png")
     said = {"missing": "no such folder", "one.png": "a file;", "classes": "drop --task segmentation",
-            "split": "drop --task segmentation"}
+            "split": "drop --task segmentation", "digits": "a built-in classification set"}
     for name, words in said.items():
-        assert main(["train", "--task", "segmentation", "--data", str(tmp_path / name), "--epochs", "1",
+        data = name if name == "digits" else str(tmp_path / name)
+        assert main(["train", "--task", "segmentation", "--data", data, "--epochs", "1",
                      "--out", str(tmp_path / "run")]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and "images/ and masks/" in err[0], err

@@ -150,8 +150,9 @@ def run_folder_error(path, trained: bool = False) -> RunError | None:
         if output is not None:
             return RunError(f"{path} is {output}, not a vislab run folder; give the folder `vislab train --out DIR` "
                             "wrote")
+        audit = "" if trained else " (or `vislab audit --out DIR`)"  # a command that needs a model: train's alone
         return RunError(f"{path} is not a vislab run folder: it holds none of model.json, config.yaml, "
-                        "metrics.json; give the folder `vislab train --out DIR` (or `vislab audit --out DIR`) wrote")
+                        f"metrics.json; give the folder `vislab train --out DIR`{audit} wrote")
     if path.suffix.lower() == ".onnx" and path.is_file():
         return RunError(f"{path}: an ONNX graph, which `vislab predict`, `segment` and `serve` read; this command "
                         "needs the run folder it was exported from")

@@ -238,6 +238,11 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
     layout = ("a segmentation set is a folder with images/ and masks/ (matched by file stem), at the top or "
               "under train/, val/ and test/; e.g. DIR/images/0001.jpg + DIR/masks/0001.png")
     if not root.exists():
+        from vislab.data.sources import BUILTIN
+
+        if str(data_cfg.source) in BUILTIN:
+            raise DataError(f"--data {data_cfg.source}: a built-in classification set, with no masks; drop "
+                            f"--task segmentation to classify it, or give a segmentation set: {layout}")
         raise DataError(f"--data {data_cfg.source!r}: no such folder; {layout}")
     if not root.is_dir() or not is_segmentation_folder(root):
         what = "a file" if not root.is_dir() else "a folder without images/ and masks/"
