@@ -7,8 +7,8 @@ stops early once the smoothed loss exceeds ``diverge`` times its best. Two sugge
 given, because one number hides how flat or noisy the curve is:
 
 * ``steepest``: where the smoothed loss falls fastest against log(LR);
-* ``valley``: fastai's default, two thirds of the way along the longest stretch over which
-  the smoothed loss keeps falling (more robust to a noisy dip).
+* ``valley``: fastai's default, half way along the longest stretch over which the smoothed loss
+  keeps falling (more robust to a noisy dip).
 
 The model, data, freezing, parameter groups (discriminative LRs keep their ratios: every
 group's LR is scaled by the same factor) and augmentation are exactly those ``vislab
@@ -132,7 +132,8 @@ def steepest_lr(lrs, smoothed) -> float | None:
 
 def valley_lr(lrs, smoothed) -> float | None:
     """fastai's ``valley``: the longest run over which the loss keeps decreasing (as a longest
-    decreasing subsequence), and the LR two thirds of the way along it; None if it never falls."""
+    decreasing subsequence), and the LR half way along it (fastai's index: a third of the run plus a sixth);
+    None if it never falls."""
     x, y = _trimmed(lrs, smoothed)
     n = len(y)
     if n < 3:
