@@ -446,12 +446,11 @@ def _add_evaluate(sub) -> None:
 
 
 def _cmd_evaluate(args) -> int:
-    from rich.console import Console
-
     from vislab import api
+    from vislab.core.console import console
 
     api.evaluate(args.run, data=args.data, split=args.split, batch_size=args.batch_size, device=args.device,
-                 console=Console(highlight=False, soft_wrap=True), threshold=args.threshold, figures=not args.no_figures,
+                 console=console(), threshold=args.threshold, figures=not args.no_figures,
                  **{name: getattr(args, name) for name in api.DATA_READING if getattr(args, name) is not None})
     return 0
 
@@ -520,8 +519,9 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
             for rank, top in enumerate(r.get("top", []), 1):
                 writer.writerow([r["file"], rank, top["class"], f"{top['probability']:.6f}", ""])
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from vislab.core.console import console
 
     table = Table(show_lines=False)
     for col in ("file", "rank", "class", "probability"):
@@ -536,7 +536,7 @@ def _print_predictions(results: list[dict], fmt: str) -> None:
             table.add_row(r["file"], "labels", shown, "")
         for rank, top in enumerate(r.get("top", []), 1):
             table.add_row(r["file"] if rank == 1 else "", str(rank), top["class"], f"{top['probability']:.4f}")
-    Console(highlight=False, soft_wrap=True).print(table)
+    console().print(table)
 
 
 # --------------------------------------------------------------------------- models & summary
@@ -668,13 +668,12 @@ def _add_task_option(p, what: str, multilabel: str, segmentation: str) -> None:
 
 
 def _cmd_audit(args) -> int:
-    from rich.console import Console
-
     from vislab import api
+    from vislab.core.console import console
 
     api.audit(args.data, out=args.out, max_images=args.max_images, seed=args.seed, config=args.config,
               task=args.task, label_issues=args.label_issues, folds=args.folds, rank_by=args.rank_by,
-              console=Console(highlight=False, soft_wrap=True), **_data_options(args))
+              console=console(), **_data_options(args))
     return 0
 
 
@@ -711,12 +710,11 @@ def _add_augment_preview(sub) -> None:
 
 
 def _cmd_augment_preview(args) -> int:
-    from rich.console import Console
-
     from vislab import api
+    from vislab.core.console import console
 
     path = api.augment_preview(args.data, out=args.out, count=args.count, versions=args.versions, split=args.split,
-                               seed=args.seed, config=args.config, console=Console(stderr=True, highlight=False, soft_wrap=True),
+                               seed=args.seed, config=args.config, console=console(stderr=True),
                                task=args.task, **_data_options(args), **_augment_options(args))
     print(f"wrote {path}")
     return 0
@@ -741,11 +739,10 @@ def _add_compare(sub) -> None:
 
 
 def _cmd_compare(args) -> int:
-    from rich.console import Console
-
     from vislab import api
+    from vislab.core.console import console as vislab_console
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = vislab_console()
     _, csv_path, png_path = api.compare(args.runs, out=args.out, evaluation=args.evaluation, console=console)
     console.print(f"wrote {csv_path} and {png_path}")
     return 0

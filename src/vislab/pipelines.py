@@ -30,11 +30,10 @@ def train(cfg, resume=None, progress: bool = True, evaluate: bool = True, consol
     ``figures=False``: no figures but the training curves (the audit's, the task's and the explanation
     panels are skipped; audit.json, metrics.json and the report are written).
     """
-    from rich.console import Console
-
+    from vislab.core.console import console as vislab_console
     from vislab.train.loop import train_run
 
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or vislab_console()
     result = train_run(cfg, resume=resume, progress=progress, console=console, epochs=epochs, figures=figures)
     if result.dataset is None:  # not rank 0 under torchrun: nothing more to do here
         return result

@@ -649,10 +649,11 @@ def print_audit(audit: dict, console=None) -> None:
         >>> print_audit({"class_names": ["a"], "class_balance": {"table": [{"class": "a", "train": 3}],
         ...              "imbalance_ratio": {"train": 1.0}}, "warnings": []})  # doctest: +SKIP
     """
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False, soft_wrap=True)
+    from vislab.core.console import console as vislab_console
+
+    console = console or vislab_console()
     if audit.get("masks"):
         _print_masks(audit, console)
     balance = audit.get("class_balance") or {}

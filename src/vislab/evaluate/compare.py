@@ -152,11 +152,12 @@ def write_leaderboard(rows: Sequence[dict], out_dir) -> tuple[Path, Path]:
 def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None = None) -> None:
     """Print the evaluated runs as a rich table (``console`` defaults to a new rich Console), then the runs
     not evaluated (for ``evaluation``: no metrics_<evaluation>.json) apart, with the command that evaluates them."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = console or Console(highlight=False, soft_wrap=True)  # a path is never broken over two lines
+    from vislab.core.console import console as vislab_console
+
+    console = console or vislab_console()
     for folder, what in getattr(rows, "skipped", ()):
         console.print(f"skipped {escape(folder)}: {what}, not a run", soft_wrap=True)
     missing = [r for r in rows if _score(r) is None]
@@ -210,8 +211,8 @@ def print_leaderboard(rows: Sequence[dict], console=None, evaluation: str | None
             console.print(f"[yellow]{escape(message)}; the leaderboard goes on without it[/]")
     for r in missing:
         # `vislab evaluate` would fail on it: the message gives the resume command, or names the damaged file
-        if r.get("unfinished") or r.get("unevaluable"):
-            reason = r.get("unfinished") or r["unevaluable"]
+        reason = r.get("unfinished") or r.get("unevaluable")
+        if reason:
             console.print(f"[yellow]not ranked: {escape(reason)}[/]", soft_wrap=True)
     missing = [r for r in missing if unread_metrics(r) is None]  # a damaged or unfinished one was said above
     untested = [r for r in missing if r.get("own_test_split") is False]

@@ -675,9 +675,11 @@ def train_run(cfg: Config | None, resume: str | Path | None = None, progress: bo
 def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, figures: bool = True) -> FitResult:
     from rich.console import Console
 
+    from vislab.core.console import console as vislab_console
+
     started = time.perf_counter()  # --time-budget counts from here
     main = dist.is_main  # only rank 0 writes files and prints
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or vislab_console()
     if not main:
         console = Console(quiet=True)
     unfinished = False

@@ -189,10 +189,11 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
     _check_sweepable(cfg)  # the user's own settings: refused before the data is read
     from rich.console import Console
 
+    from vislab.core.console import console as vislab_console
     from vislab.data.loaders import epoch_generator
     from vislab.train.loop import Trainer, task_and_data
 
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or vislab_console()
     chosen_cfg = copy.deepcopy(cfg)
     # the task, data, model and settings `vislab train` would use with these options (--recipe auto included)
     task, dataset = task_and_data(chosen_cfg, console)
