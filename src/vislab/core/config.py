@@ -226,17 +226,23 @@ class Config:
         the value is a default, a recipe's, or a flag's/keyword option's (:func:`resolve_config` records it)."""
         return getattr(self, "_origins", {}).get(key)
 
+    def named(self, key: str, message: str) -> str:
+        """``message`` about ``key``'s value, led by the YAML file that gave it (``c.yaml [model]: ...``)
+        when one did and the message does not say so already."""
+        origin = self.origin(key)
+        return message if origin is None or message.startswith(f"{origin}: ") else f"{origin}: {message}"
+
     @contextlib.contextmanager
     def naming_origin(self, key: str):
         """A :class:`ConfigError` raised inside about ``key``'s value names the YAML file that gave it
-        (``c.yaml [model]: unknown model 'mlpp' ...``), as the file's other errors do."""
+        (``c.yaml [model]: unknown model 'mlpp' ...``), as the file's other errors do (:meth:`named`)."""
         try:
             yield
         except ConfigError as exc:
-            origin = self.origin(key)
-            if origin is None or str(exc).startswith(f"{origin}: "):
+            named = self.named(key, str(exc))
+            if named == str(exc):
                 raise
-            raise type(exc)(f"{origin}: {exc}") from None
+            raise type(exc)(named) from None
 
 
 # Named bundles of defaults. A recipe sits between the code defaults and the YAML/flags.
@@ -336,9 +342,8 @@ def parse_duration(value) -> float:
 def _check_choice(key: str, value, choices, cfg: Config | None = None) -> None:
     """``cfg``: a value a YAML file gave is refused naming the file (:meth:`Config.origin`)."""
     if value not in choices:
-        origin = cfg.origin(key) if cfg is not None else None
-        raise ConfigError(f"{origin + ': ' if origin else ''}{key}={value!r} is not valid; choose one of "
-                          f"{', '.join(map(str, choices))}")
+        message = f"{key}={value!r} is not valid; choose one of {', '.join(map(str, choices))}"
+        raise ConfigError(cfg.named(key, message) if cfg is not None else message)
 
 
 def validate(cfg: Config) -> Config:
@@ -979,5 +984,4 @@ def _check_config_ranges(cfg: Config) -> None:
             value = getattr(value, part)
         problem = range_problem(name, value, subject=key)
         if problem:
-            origin = cfg.origin(key)
-            raise ConfigError(f"{origin + ': ' if origin else ''}{problem} (--{name.replace('_', '-')})")
+            raise ConfigError(cfg.named(key, f"{problem} (--{name.replace('_', '-')})"))
