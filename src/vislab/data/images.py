@@ -76,9 +76,12 @@ def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
                         if not keep:
                             image.close()
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                with open(path, "rb") as handle:  # the header again, for the size Pillow's check does not give
-                    reason = bomb_reason(handle, exc)
-                raise BadImageError(path, reason) from None
+                try:
+                    with open(path, "rb") as handle:  # the header again, for the size Pillow's check does not give
+                        size = header_size(handle)
+                except OSError:  # the file cannot be read again: the count Pillow's message gives
+                    size = None
+                raise BadImageError(path, bomb_reason(size, exc)) from None
             except UnidentifiedImageError:
                 raise BadImageError(path, "not an image (Pillow cannot identify it)") from None
             except OSError as exc:
@@ -118,27 +121,24 @@ def header_size(source) -> tuple[int, int] | None:
     return None
 
 
-def claimed_pixels(source, exc: Exception) -> str:
-    """``"WxH = N pixels"`` from the header of an image Pillow refused as a decompression bomb (its message
-    gives the count alone, ``exc``'s pixels when the header cannot be read again)."""
+def claimed_pixels(size: tuple[int, int] | None, exc: Exception) -> str:
+    """``"WxH = N pixels"`` for an image Pillow refused as a decompression bomb, from its header's ``size``
+    (:func:`header_size`: Pillow's message gives the count alone), else the count from ``exc``."""
     import re
 
-    try:
-        size = header_size(source)
-    except OSError:  # the file cannot be read again
-        size = None
     if size is not None:
         return f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels"
     found = re.search(r"\((\d+) pixels\)", str(exc))
     return f"{found.group(1)} pixels" if found else "more pixels than Pillow allows"
 
 
-def bomb_reason(source, exc: Exception) -> str:
-    """Why an image over Pillow's decompression-bomb limit is refused: its size, the limit, the fix.
+def bomb_reason(size: tuple[int, int] | None, exc: Exception) -> str:
+    """Why an image over Pillow's decompression-bomb limit is refused: its size (:func:`claimed_pixels`), the
+    limit, the fix.
 
     vislab refuses from ``Image.MAX_IMAGE_PIXELS`` on (Pillow's warning is an error here, not only twice it)."""
     limit = Image.MAX_IMAGE_PIXELS
-    return (f"{claimed_pixels(source, exc)}, over Pillow's decompression-bomb limit of {limit}; "
+    return (f"{claimed_pixels(size, exc)}, over Pillow's decompression-bomb limit of {limit}; "
             f"downscale the image below {limit} pixels")
 
 

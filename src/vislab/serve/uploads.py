@@ -84,7 +84,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> torch.Tensor:
         if size is not None and size[0] * size[1] > max_pixels:
             raise ApiError("too_many_pixels", _too_many(name, *size, max_pixels)) from None
         # a --max-pixels above Pillow's limit: Pillow's is the one that holds
-        raise ApiError("too_many_pixels", f"{name}: {claimed_pixels(io.BytesIO(data), exc)}; the limit is "
+        raise ApiError("too_many_pixels", f"{name}: {claimed_pixels(size, exc)}; the limit is "
                                           f"{Image.MAX_IMAGE_PIXELS}, Pillow's decompression-bomb limit, below "
                                           f"vislab serve --max-pixels {max_pixels}; send a smaller image") from None
     except UnidentifiedImageError:
