@@ -548,17 +548,18 @@ def drop_unused_split_options(cfg, dataset: Dataset) -> list[str]:
     recipe; returns the dotted keys dropped."""
     from vislab.core.config import RECIPES, Config, set_value
 
+    defaults = Config().data
     recorded = "user" in (cfg.recipe_choices or {})  # recipe auto and --time-budget record the user's keys
     if recorded:
         user = cfg.user_given()
     else:  # a named recipe (or none): a split option other than the recipe's value is the user's
         recipe = RECIPES.get(cfg.recipe or "", {})
-        user = {key for key, _ in SPLIT_OPTIONS.values() if getattr(cfg.data, key.split(".")[1])
-                != recipe.get(key, getattr(Config().data, key.split(".")[1]))}
+        user = {key for key, _ in SPLIT_OPTIONS.values()
+                if getattr(cfg.data, key.split(".")[1]) != recipe.get(key, getattr(defaults, key.split(".")[1]))}
     unused = unused_split_options(dataset, cfg.data, user)
     for key, message in unused.items():
         warnings.warn(message, UserWarning)
-        set_value(cfg, key, getattr(Config().data, key.split(".")[1]), "the data's own split")
+        set_value(cfg, key, getattr(defaults, key.split(".")[1]), "the data's own split")
     if unused:  # config.yaml's recipe_choices: not_used, the options and why
         cfg.recipe_choices = {**(cfg.recipe_choices or {}), "not_used": unused}
         if recorded:

@@ -381,8 +381,8 @@ YOURS_SHOWN = 8  # the user's settings the recipe line names; a run's config.yam
 
 def _yours(kept, would) -> str:
     """The user's settings for the recipe line, at most :data:`YOURS_SHOWN`: first those that differ from what
-    the recipe would have set (``would``: its choices with nothing given), then the rest it would have set; then how many more (config.yaml's
-    recipe_choices.user lists them all)."""
+    the recipe would have set (``would``: its choices with nothing given), then the rest it would have set;
+    then how many more (config.yaml's recipe_choices.user lists them all)."""
     names = sorted(kept, key=lambda key: (key not in would or would[key] == kept[key], key not in would, key))
     more = len(names) - YOURS_SHOWN
     return ", ".join(names[:YOURS_SHOWN]) + (f" and {more} more (recipe_choices.user in config.yaml)"
