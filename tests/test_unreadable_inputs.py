@@ -51,18 +51,25 @@ def _snapshot(folder):
     return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(folder.iterdir())}
 
 
-# --------------------------------------------------------------------------- predict
-def test_predict_nothing_readable_is_one_error_line_per_input_and_no_figure(digits_run, inputs, capfd):
-    assert main(["predict", str(digits_run), "nodir.png", "junk.jpg", "--figure", "fig.png"]) == 1
+# --------------------------------------------------------------------------- nothing readable
+@pytest.mark.parametrize("command, run, written", [("predict", "digits_run", ["--figure", "fig.png"]),
+                                                    ("segment", "seg_run", ["--out", "x1"])])
+def test_nothing_readable_is_one_error_line_per_input_and_writes_nothing(command, run, written, inputs, capfd,
+                                                                         request):
+    """predict draws no --figure and prints no table; segment makes no --out folder."""
+    run_dir = request.getfixturevalue(run)
+    capfd.readouterr()  # the run's training, when this test is the first to need it
+    assert main([command, str(run_dir), "nodir.png", "junk.jpg", *written]) == 1
     printed = capfd.readouterr()
-    assert printed.out == ""  # no table
+    assert printed.out == ""  # no table, no summary
     lines = printed.err.splitlines()
-    assert _error_lines(printed.err, "predict") == lines and len(lines) == 2, printed.err
-    assert lines[0] == f"vislab predict: error: nodir.png: {MISSING}"
-    assert lines[1].startswith("vislab predict: error: junk.jpg: not an image")
-    assert not (inputs / "fig.png").exists()
+    assert _error_lines(printed.err, command) == lines and len(lines) == 2, printed.err
+    assert lines[0] == f"vislab {command}: error: nodir.png: {MISSING}"
+    assert lines[1].startswith(f"vislab {command}: error: junk.jpg: not an image")
+    assert not (inputs / written[1]).exists()
 
 
+# --------------------------------------------------------------------------- predict
 def test_predict_partial_answers_the_good_then_nothing_readable_keeps_its_figure(digits_run, inputs, capfd):
     # some inputs bad: today's behaviour, the good one answered, the bad one a row with its error, exit 0
     assert main(["predict", str(digits_run), "nodir.png", "good.png", "--figure", "fig.png", "--top-k", "2"]) == 0
@@ -113,17 +120,6 @@ def test_help_says_what_happens_when_nothing_is_readable():
 
 
 # --------------------------------------------------------------------------- segment
-def test_segment_nothing_readable_makes_no_out_folder(seg_run, inputs, capfd):
-    assert main(["segment", str(seg_run), "nonexist.png", "junk.jpg", "--out", "x1"]) == 1
-    printed = capfd.readouterr()
-    assert printed.out == ""
-    lines = printed.err.splitlines()
-    assert _error_lines(printed.err, "segment") == lines and len(lines) == 2, printed.err
-    assert lines[0] == f"vislab segment: error: nonexist.png: {MISSING}"
-    assert lines[1].startswith("vislab segment: error: junk.jpg: not an image")
-    assert not (inputs / "x1").exists()
-
-
 def test_segment_partial_lists_bad_files_then_nothing_readable_changes_nothing(seg_run, inputs, capfd):
     # some inputs bad: today's behaviour, the good one segmented, the bad one skipped and in bad_files.csv
     assert main(["segment", str(seg_run), "good.png", "nonexist.png", "--out", "o", "--no-panels"]) == 0
