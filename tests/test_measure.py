@@ -397,6 +397,40 @@ def test_feature_extraction_probes_a_slice_of_its_first_batch(cache_dir, monkeyp
     assert sizes[-1] == len(images)  # then the whole batch
 
 
+def test_a_short_feature_extraction_runs_in_fp32_unmeasured(cache_dir, monkeypatch):
+    """Frozen-backbone features of a few hundred images: timing four configurations of the backbone took
+    longer than extracting them (EfficientNet-Lite0, 400 images: 16.2 s against 8.4 s in fp32). The
+    training and validation images count as one job; a job long enough measures, once for both."""
+    import timm
+
+    from vislab.data.preprocess import Preprocessing
+    from vislab.data.sources import Split
+    from vislab.train.features import CachedTraining
+
+    model = timm.create_model("resnet18", num_classes=3)
+    pre = Preprocessing((3, 32, 32), (0.5,), (0.5,))
+    train = Split(torch.randint(0, 3, (40,)), images=torch.randint(0, 255, (40, 3, 32, 32), dtype=torch.uint8))
+    val = Split(torch.randint(0, 3, (20,)), images=torch.randint(0, 255, (20, 3, 32, 32), dtype=torch.uint8))
+    monkeypatch.setattr(measure, "PAYS_OFF", 10)  # the real threshold (the fixture turns it off)
+    monkeypatch.setattr(measure, "time_step", lambda *a, **k: pytest.fail("60 images must not be measured for"))
+    cached = CachedTraining(model, pre, train, val, extract_batch_size=20)
+    cached.prepare()
+    assert cached.train_features.precision == cached.val_features.precision == "fp32"
+    assert not (cache_dir / "choices.json").exists()  # nothing measured, nothing kept
+    # the same sizes, but a job that pays (the probe's least work, PAYS_OFF times over): timed once, for both
+    monkeypatch.setattr(measure, "PAYS_OFF", 60 / (4 * (measure.WARMUP_STEPS + measure.MIN_STEPS) * measure.PROBE_IMAGES))
+    steps = []
+    inject(monkeypatch, {"fp32/channels_last": 0.010, "fp32/contiguous": 0.011, "bf16/channels_last": 0.012,
+                         "bf16/contiguous": 0.013}, budgets=steps)
+    cached = CachedTraining(model, pre, train, val, extract_batch_size=20)
+    cached.prepare()
+    assert cached.train_features.precision == cached.val_features.precision == "fp32"
+    first_round = [label for label, warmup, most in steps if (warmup, most) == (measure.WARMUP_STEPS, measure.MAX_STEPS)]
+    assert sorted(first_round) == sorted(["fp32/channels_last", "fp32/contiguous", "bf16/channels_last",
+                                          "bf16/contiguous"])  # one probe: the validation images reuse it
+    assert (cache_dir / "choices.json").exists()
+
+
 # --------------------------------------------------------------------------- any CPU
 def test_a_burst_of_other_work_in_one_turn_does_not_pick_the_slower_precision(monkeypatch):
     # fp32's first turn ran while another program held the cores (50 ms); its later turns show 10 ms.

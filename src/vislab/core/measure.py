@@ -205,7 +205,7 @@ class Choice:
         elif self.source == "short":
             notes.append("not measured: a run this short would spend longer timing the precisions than training")
         elif self.source == "features":
-            notes.append("the head trains on cached features; their extraction times its own choice")
+            notes.append("the head trains on cached features; their extraction makes its own choice")
         if self.busy:
             notes.append(f"measured while other programs used {self.others:.0%} of the CPU: not reused, "
                          "measured again next run")

@@ -148,9 +148,10 @@ def bf16_agrees(model: nn.Module, x: torch.Tensor, fn=None) -> tuple[bool, float
     return mean >= BF16_MEAN_COSINE and worst >= BF16_MIN_COSINE, mean, worst
 
 
-def measure_extraction(model: nn.Module, fn, x: torch.Tensor, device: torch.device):
+def measure_extraction(model: nn.Module, fn, x: torch.Tensor, device: torch.device, images: int | None = None):
     """The fastest of fp32/bf16 x memory formats for ``fn`` on batches shaped like ``x``: the
-    inference probe (:func:`vislab.core.measure.measure_forward`), cached."""
+    inference probe (:func:`vislab.core.measure.measure_forward`), cached. ``images``: how many images
+    the job extracts; one too short for the probe to pay runs in fp32, or in a choice measured before."""
     from vislab.core import measure
 
     def forward(moved, dtype):
@@ -159,12 +160,13 @@ def measure_extraction(model: nn.Module, fn, x: torch.Tensor, device: torch.devi
 
     # fp16 is no extraction candidate (features are checked against fp32 for bf16 only)
     options = [c for c in measure.candidates(device, measure.has_convolutions(model)) if c.precision != "fp16"]
-    return measure.measure_forward(model, x, device, forward, "features", options=options)
+    return measure.measure_forward(model, x, device, forward, "features", options=options, images=images)
 
 
 def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch_size: int = 64,
                      precision: str = "auto", channels_last: bool = True, workers: int = 0,
-                     device: str | torch.device | None = None, progress: Callable | None = None) -> FeatureSet:
+                     device: str | torch.device | None = None, progress: Callable | None = None,
+                     job_images: int | None = None) -> FeatureSet:
     """Run the (frozen) backbone once over ``data`` and keep what the head reads.
 
     Args:
@@ -179,6 +181,9 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
         workers: DataLoader workers for file-based splits.
         device: where to run (default: the model's device).
         progress: called as ``progress(done, total)`` after each batch.
+        job_images: the images of the whole job this extraction is part of (default: ``data``'s), for
+            ``precision="auto"``: a job too short for the timing to pay for itself
+            (:func:`vislab.core.measure.probe_pays`) extracts in fp32, or in a choice measured before.
 
     Returns:
         A :class:`FeatureSet` with float32 CPU features.
@@ -210,7 +215,7 @@ def extract_features(model: nn.Module, preprocessing: Preprocessing, data, batch
                 x = preprocessing(images.to(device)).contiguous(memory_format=memory_format)
             if not checked:
                 checked = True
-                choice = measure_extraction(model, fn, x, device)
+                choice = measure_extraction(model, fn, x, device, images=job_images or total)
                 use_bf16 = choice.precision == "bf16"
                 memory_format = choice.memory_format
                 with torch.inference_mode(False):
@@ -429,13 +434,17 @@ class CachedTraining:
     def prepare(self) -> float:
         """Extract the features (once); returns the seconds it took."""
         seconds = 0.0
+        # one job: a precision probe pays for itself (or not) over the training and validation images together
+        job = len(self.train_data) + (len(self.val_data) if self.val_data is not None else 0)
         if self.train_features is None:
             self.train_features = extract_features(self.model, self.preprocessing, self.train_data,
-                                                   self.extract_batch_size, self.precision, workers=self.workers)
+                                                   self.extract_batch_size, self.precision, workers=self.workers,
+                                                   job_images=job)
             seconds += self.train_features.seconds
         if self.val_data is not None and self.val_features is None:
             self.val_features = extract_features(self.model, self.preprocessing, self.val_data,
-                                                 self.extract_batch_size, self.precision, workers=self.workers)
+                                                 self.extract_batch_size, self.precision, workers=self.workers,
+                                                 job_images=job)
             seconds += self.val_features.seconds
         return seconds
 
