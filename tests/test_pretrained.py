@@ -101,6 +101,33 @@ def test_pretrained_lite0_new_head_gray_stem_and_preprocessing(imagenet_lite0):
     assert 0 < rgb.crop_pct <= 1
 
 
+@needs_lite0
+def test_a_new_head_on_pretrained_weights_starts_at_zero_and_a_loaded_one_is_kept(imagenet_lite0, tmp_path):
+    """timm initialises EfficientNet's classifier for training from scratch (+-0.32 for 10 classes): on
+    ImageNet features its first loss was near 5 for 10 classes, and a short frozen-backbone run stayed
+    near chance. A head no checkpoint filled starts at zero; a head the weights hold is theirs."""
+    from safetensors.torch import save_file
+
+    reference, _, _ = imagenet_lite0
+    model = create_model("efficientnet_lite0", num_classes=10, pretrained=True)
+    assert not model.classifier.weight.any() and not model.classifier.bias.any()
+    assert torch.equal(model.conv_head.weight, reference.conv_head.weight)  # the features are the checkpoint's
+    with torch.no_grad():
+        logits = model.eval()(torch.rand(2, 3, 224, 224))
+    assert torch.equal(logits, torch.zeros(2, 10))  # uniform predictions: loss ln(10)
+    imagenet = create_model("efficientnet_lite0", num_classes=1000, pretrained=True)
+    assert torch.equal(imagenet.classifier.weight, reference.classifier.weight)
+    # --weights: a checkpoint whose head has the run's class count keeps it
+    trained = create_model("efficientnet_lite0", num_classes=10, pretrained=True)
+    with torch.no_grad():
+        trained.classifier.weight.normal_()
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, tmp_path / "ten.safetensors")
+    again = create_model("efficientnet_lite0", num_classes=10, pretrained=True, weights=str(tmp_path / "ten.safetensors"))
+    assert torch.equal(again.classifier.weight, trained.classifier.weight)
+    fewer = create_model("efficientnet_lite0", num_classes=4, pretrained=True, weights=str(tmp_path / "ten.safetensors"))
+    assert not fewer.classifier.weight.any()
+
+
 @pytest.mark.parametrize("name, size, mean", [
     ("vgg16", 224, (0.485, 0.456, 0.406)),
     ("resnet50", 224, (0.485, 0.456, 0.406)),

