@@ -48,6 +48,7 @@ TINY: dict[str, tuple[list[str], list]] = {
     "bench_fixed_cost.py": (["--data", "digits", "--model", "mlp", "--epochs", "1"], []),
     "bench_gpu_training.py": (["--device", "cpu", "--models", "resnet18", "vit_tiny_patch16_224", "--batch-size", "4",
                                "--image-size", "32", "--steps", "2", "--warmup", "1", "--repeat", "1"], []),
+    "bench_head_init.py": (["--train-per-class", "2", "--test-per-class", "1", "--epochs", "1", "--seeds", "0"], SLOW),
     "bench_imbalance.py": (["--epochs", "1", "--head", "20", "--tail", "2", "--test-per-class", "5",
                             "--model", "mlp", "--variants", "none", "focal"], SLOW),
     "bench_inference.py": (["--batch", "2", "--size", "64", "--repeats", "1", "--agreement-images", "4"], SLOW),
@@ -76,7 +77,7 @@ TINY: dict[str, tuple[list[str], list]] = {
                        [pytest.mark.skipif(_tensorflow_python() is None,
                                            reason="tensorflow not installed (bench_recipes' tf.keras side)")]),
 }
-NEEDS_FMNIST = {"bench_auto_choice.py", "bench_evaluate.py", "bench_imbalance.py", "bench_label_issues.py",
+NEEDS_FMNIST = {"bench_auto_choice.py", "bench_evaluate.py", "bench_head_init.py", "bench_imbalance.py", "bench_label_issues.py",
                 "bench_lpft.py", "bench_multilabel.py", "bench_precision_choice.py", "bench_recipe_search.py",
                 "bench_recipes.py", "bench_seg_levers.py", "bench_segmentation.py", "bench_time_to_accuracy.py",
                 "bench_transfer.py", "check_same_results.py", "keras_seeds.py", "bench_step_costs.py"}
