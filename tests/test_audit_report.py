@@ -181,6 +181,43 @@ def test_dominant_colour_picks_the_mode_not_the_mean():
     assert dominant_colour(np.full((1, 4, 4), 90, np.uint8)).tolist() == [90, 90, 90]
 
 
+def test_dominant_colours_of_an_array_are_each_image_s_own():
+    """The whole-array computation gives every image the colour of the plain one-image recipe: the
+    fullest cell of 8 levels per channel (the first, on a tie), its pixels averaged and rounded."""
+    from vislab.data.audit import dominant_colours
+
+    def one(image):  # the recipe, spelled out
+        image = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image
+        pixels = image[:3].reshape(3, -1).T.astype(np.int64)
+        keys = [tuple(p // 32) for p in pixels]
+        counts = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        cell_order = sorted(counts, key=lambda k: (-counts[k], (k[0] * 8 + k[1]) * 8 + k[2]))
+        members = pixels[[key == cell_order[0] for key in keys]]
+        return np.round(members.mean(axis=0)).astype(np.uint8).tolist()
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 3, 6, 6), dtype=np.uint8)
+    images[:20] //= 64  # few distinct cells: ties between the fullest ones
+    images[5] = images[5, :1]  # grey stored as RGB
+    assert dominant_colours(images).tolist() == [one(image) for image in images]
+    grey = rng.integers(0, 256, (7, 1, 5, 9), dtype=np.uint8)
+    assert dominant_colours(grey).tolist() == [one(image) for image in grey]
+
+
+def test_the_common_sizes_are_counted_and_ordered_as_counter_orders_them(tmp_path):
+    """Most common first; equal counts in the order the sizes were first seen."""
+    sizes = [(40, 10), (30, 20), (40, 10), (25, 25), (30, 20), (7, 3)]
+    splits = {}
+    for n, (w, h) in enumerate(sizes):
+        splits[f"s{n}"] = Split(torch.zeros(1, dtype=torch.long), images=torch.zeros(1, 1, h, w, dtype=torch.uint8),
+                                name=f"s{n}")
+    audit = audit_dataset(Dataset("sizes", ["a"], splits), tmp_path, figures=False)
+    assert list(audit["geometry"]["common_sizes"].items()) == [("40x10", 2), ("30x20", 2), ("25x25", 1), ("7x3", 1)]
+    assert audit["geometry"]["distinct_sizes"] == 4
+
+
 def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3, full=True):
     """A run folder with real content: config, history, curves, audit, metrics, figures."""
     run = root / name

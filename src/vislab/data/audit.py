@@ -519,7 +519,13 @@ def _geometry_summary(scan) -> dict:
     if not len(widths):
         return {"images_measured": 0}
     aspect = widths / np.maximum(heights, 1)
-    sizes = Counter(f"{int(w)}x{int(h)}" for w, h in zip(widths, heights))
+    # the sizes by count, most common first, ties in the order first seen (as Counter.most_common): one
+    # np.unique over the (width, height) pairs, not a string per image (70,000 images: 3 ms against 30)
+    pairs = widths.astype(np.int64) * (1 << 32) + heights.astype(np.int64)
+    unique, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))
+    common = {f"{size >> 32}x{size & 0xFFFFFFFF}": count
+              for size, count in zip(unique[order][:10].tolist(), counts[order][:10].tolist())}
 
     def stats(values):
         return {"min": float(values.min()), "max": float(values.max()), "mean": round(float(values.mean()), 3)}
@@ -529,8 +535,8 @@ def _geometry_summary(scan) -> dict:
         "width": stats(widths),
         "height": stats(heights),
         "aspect_ratio": stats(aspect),
-        "distinct_sizes": len(sizes),
-        "common_sizes": dict(sizes.most_common(10)),
+        "distinct_sizes": len(unique),
+        "common_sizes": common,
         "modes": dict(scan["modes"]),
         "channels": dict(scan["channels"]),
         "formats": dict(scan["formats"]),
@@ -553,16 +559,37 @@ def dominant_colour(image) -> np.ndarray:
         >>> dominant_colour(img).tolist()
         [250, 0, 0]
     """
-    image = np.asarray(image)
-    if image.shape[0] == 1:
-        image = np.repeat(image, 3, axis=0)
+    return dominant_colours(np.asarray(image)[None])[0]
+
+
+def dominant_colours(images) -> np.ndarray:
+    """:func:`dominant_colour` of each image of a uint8 (N, C, H, W) array, computed for the whole array at
+    once: (N, 3) uint8, the same colours as one call per image (2,000 Fashion-MNIST images: a few
+    milliseconds, against about 0.09 s one by one).
+
+    Example:
+        >>> import numpy as np
+        >>> images = np.zeros((2, 3, 4, 4), np.uint8); images[0, 0] = 250; images[1, 2] = 40
+        >>> dominant_colours(images).tolist()
+        [[250, 0, 0], [0, 0, 40]]
+    """
+    images = np.asarray(images)
+    if images.shape[1] == 1:
+        images = np.repeat(images, 3, axis=1)
+    n = len(images)
     # At most ~64x64 pixels: the mode does not need every pixel.
-    step = max(1, int(max(image.shape[1:]) // 64))
-    pixels = image[:3, ::step, ::step].reshape(3, -1).T.astype(np.int64)
-    cells = pixels // (256 // COLOUR_LEVELS)
-    keys = (cells[:, 0] * COLOUR_LEVELS + cells[:, 1]) * COLOUR_LEVELS + cells[:, 2]
-    mode = np.bincount(keys).argmax()
-    return pixels[keys == mode].mean(axis=0).round().astype(np.uint8)
+    step = max(1, int(max(images.shape[2:]) // 64))
+    pixels = np.ascontiguousarray(images[:, :3, ::step, ::step]).reshape(n, 3, -1)  # uint8 (N, 3, P)
+    cells = (pixels // (256 // COLOUR_LEVELS)).astype(np.int64)
+    cell_count = COLOUR_LEVELS ** 3
+    # each image's cells numbered apart from the others' (image i: i * cell_count + cell), counted in one pass
+    keys = (cells[:, 0] * COLOUR_LEVELS + cells[:, 1]) * COLOUR_LEVELS + cells[:, 2]  # (N, P)
+    counts = np.bincount((keys + cell_count * np.arange(n)[:, None]).ravel(), minlength=n * cell_count)
+    mode = counts.reshape(n, cell_count).argmax(axis=1)  # the first fullest cell, as np.bincount(keys).argmax()
+    in_mode = keys == mode[:, None]
+    # integer sums, then one division: the float mean of each image's mode pixels, exactly
+    sums = (pixels * in_mode[:, None, :]).sum(axis=2, dtype=np.int64)
+    return (sums / in_mode.sum(axis=1)[:, None]).round().astype(np.uint8).reshape(n, 3)
 
 
 def _dominant_colours(splits, class_names, max_images, rng, bad_files) -> dict:
@@ -571,14 +598,20 @@ def _dominant_colours(splits, class_names, max_images, rng, bad_files) -> dict:
         chosen = sorted(rng.choice(len(index), size=max_images, replace=False).tolist())
         index = [index[i] for i in chosen]
     colours, labels = [], []
-    for name, i in index:
-        image = _load(splits[name], i, bad_files)
-        if image is None:
+    for name in splits:  # in-memory splits: their sampled images in one array each
+        split = splits[name]
+        chosen = [i for split_name, i in index if split_name == name]
+        if getattr(split, "images", None) is not None and chosen:
+            colours.append(dominant_colours(np.asarray(split.images)[chosen]))
+            labels.append(np.asarray(split.labels)[chosen])
             continue
-        colours.append(dominant_colour(image))
-        labels.append(int(splits[name].labels[i]))
-    colours = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
-    labels = np.asarray(labels, dtype=np.int64)
+        for i in chosen:
+            image = _load(split, i, bad_files)
+            if image is not None:
+                colours.append(dominant_colour(image)[None])
+                labels.append(np.asarray([int(split.labels[i])]))
+    colours = np.concatenate(colours).astype(np.uint8) if colours else np.zeros((0, 3), np.uint8)
+    labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
     per_class = {}
     for c, cls in enumerate(class_names):
         mask = labels == c
