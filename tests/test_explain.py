@@ -516,3 +516,29 @@ def test_a_damaged_image_is_named_once_with_the_reason_predict_gives(mlp_run, tm
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].count(str(cut)) == 1 and reason in lines[0], err
+
+
+# ---- file names ----------------------------------------------------------------------------
+def test_another_layer_is_named_in_the_file_and_never_overwrites_the_default(tmp_path, capsys):
+    """--layer NAME other than the automatic one (features.4 here) puts the layer in the PNG's name; the
+    automatic layer, named or not, keeps the plain name the report reads. The API and the command write
+    the same names, and the command prints the file it wrote."""
+    from vislab import api
+    from vislab.cli import main
+
+    run, image = written_run(tmp_path, "seed_cnn2")
+    out = tmp_path / "explain"
+    names = {layer: Path(api.explain(run, [image], layer=layer, out=out)[0]["png"]).name
+             for layer in (None, "features.4", "features.0", "features.3")}
+    assert names == {None: "digit_gradcam.png", "features.4": "digit_gradcam.png",
+                     "features.0": "digit_features.0_gradcam.png", "features.3": "digit_features.3_gradcam.png"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(names.values()))
+    plus = api.explain(run, [image], method="gradcam++", target="one", layer="features.0", out=out)[0]
+    assert Path(plus["png"]).name == "digit_one_features.0_gradcam-pp.png" and plus["layer"] == "features.0"
+    capsys.readouterr()
+    for layer, name in names.items():
+        cli_out = tmp_path / "cli"
+        assert main(["explain", str(run), str(image), "--out", str(cli_out)]
+                    + (["--layer", layer] if layer else [])) == 0
+        assert capsys.readouterr().out.strip().endswith(f"-> {cli_out / name}")
+        assert (cli_out / name).is_file()

@@ -206,6 +206,19 @@ def method_filename(method: str) -> str:
     return safe_filename(method.replace("++", "-pp").replace("+", "-plus"))
 
 
+def overlay_filename(stem: str, method: str, target: str | None = None, layer: str | None = None) -> str:
+    """The name of the PNG ``vislab explain`` writes for one image: ``STEM[_TARGET][_LAYER]_METHOD.png``.
+    ``target`` is given only when one was asked for (not the prediction) and ``layer`` only when it is not the
+    automatic Grad-CAM layer, so an explanation at another layer never overwrites the default one.
+
+    Example:
+        >>> overlay_filename("cat", "gradcam"), overlay_filename("cat", "gradcam++", "tabby cat", "features.3")
+        ('cat_gradcam.png', 'cat_tabby_cat_features.3_gradcam-pp.png')
+    """
+    parts = [stem] + [safe_filename(part) for part in (target, layer) if part is not None]
+    return "_".join(parts + [method_filename(method)]) + ".png"
+
+
 def safe_filename(text: str) -> str:
     """A file-name-safe version of ``text`` (class names can hold spaces, commas, slashes)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "image"
@@ -249,7 +262,8 @@ def explain_files(
         target, layer, **opts: as :func:`explain`.
 
     Returns:
-        One dict per input: ``file``, ``class``, ``index``, ``probability``, ``method``, ``png`` (or ``error``).
+        One dict per input: ``file``, ``class``, ``index``, ``probability``, ``method``, ``png`` (or ``error``);
+        the PNG is named by :func:`overlay_filename`: a ``layer`` other than the automatic one is in its name.
 
     Raises:
         NoFeatureMapError: Grad-CAM asked of a model without convolution layers; the message names the
@@ -269,6 +283,12 @@ def explain_files(
     stems: dict[str, int] = {}
     chosen = method is not None
     method = method if chosen else "gradcam"
+    automatic = None  # the layer Grad-CAM picks without --layer: its files keep their plain names
+    if layer is not None and method.startswith("gradcam"):
+        try:
+            automatic = find_target_layer(loaded.model, loaded.preprocessing.input_size).name
+        except ValueError:
+            pass
     for path in paths:
         try:
             image = read_image(path)
@@ -292,8 +312,9 @@ def explain_files(
         stem = safe_filename(Path(path).stem)
         stems[stem] = stems.get(stem, 0) + 1  # two cat.jpg in different folders must not overwrite
         suffix = f"_{stems[stem]}" if stems[stem] > 1 else ""
-        target_part = "" if str(target).lower() == "top" else f"_{safe_filename(str(result.target_name or result.target))}"
-        png = save_overlay(result, image, out / f"{stem}{suffix}{target_part}_{method_filename(method)}.png")
+        target_part = None if str(target).lower() == "top" else str(result.target_name or result.target)
+        layer_part = result.layer if layer is not None and result.layer != automatic else None
+        png = save_overlay(result, image, out / overlay_filename(f"{stem}{suffix}", method, target_part, layer_part))
         results.append({
             "file": path, "class": result.target_name if result.target_name is not None else str(result.target),
             "index": result.target, "probability": round(result.score, 6), "method": result.method,
