@@ -255,6 +255,65 @@ def test_hf_model_from_a_local_folder(tmp_path):
     assert len(model.state_dict()) == len(model.hf.state_dict())  # no duplicated tensors
 
 
+TINY_VIT = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64)
+
+
+def _vislab_lines(seen) -> list[str]:
+    return [str(w.message) for w in seen if str(w.message).startswith("hf:")]
+
+
+def test_a_new_hf_classifier_starts_at_zero_and_is_said_in_one_line(tmp_path):
+    """A checkpoint whose classifier has another class count, or none (a bare ViTModel): the new one starts at
+    zero, as timm's do, and vislab says so in one line; transformers' multi-line load report is silenced for
+    that load only, its verbosity restored after. A checkpoint's own head (the same count) is kept."""
+    import logging
+    import warnings
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000, **TINY_VIT)).save_pretrained(
+        tmp_path / "vit")
+    transformers.ViTModel(transformers.ViTConfig(**TINY_VIT)).save_pretrained(tmp_path / "bare")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    before = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_info()
+    try:
+        for folder, had in (("vit", "the checkpoint's has 1000"), ("bare", "the checkpoint has none")):
+            with pytest.warns(UserWarning) as seen:
+                model = create_model(f"hf:{tmp_path / folder}", num_classes=10, pretrained=True)
+            assert _vislab_lines(seen) == [f"hf:{tmp_path / folder}: a new 10-class classifier, starting at zero; "
+                                           f"{had}"]
+            assert not model.hf.classifier.weight.any() and not model.hf.classifier.bias.any()
+            assert torch.equal(model(torch.rand(2, 3, 32, 32)), torch.zeros(2, 10))  # uniform: loss ln(10)
+            assert transformers.logging.get_verbosity() == logging.INFO
+        assert not [r for r in records if r.levelno >= logging.WARNING], [r.getMessage()[:300] for r in records]
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            kept = create_model(f"hf:{tmp_path / 'vit'}", num_classes=1000, pretrained=True)
+        assert not _vislab_lines(seen) and kept.hf.classifier.weight.abs().sum() > 0
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+        transformers.logging.set_verbosity(before)
+
+
+def test_training_from_an_hf_folder_prints_one_line_for_its_new_classifier(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from vislab.cli import main
+
+    transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000, **TINY_VIT)).save_pretrained(
+        tmp_path / "vit")
+    assert main(["train", "--data", "digits", "--model", f"hf:{tmp_path / 'vit'}", "--pretrained", "--epochs", "1",
+                 "--max-per-class", "4", "--no-progress", "--no-figures", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "classifier" in line]
+    assert said == [f"vislab train: warning: hf:{tmp_path / 'vit'}: a new 10-class classifier, starting at zero; "
+                    "the checkpoint's has 1000"], err
+
+
 # ---------------------------------------------------------------- freezing and fine-tuning
 @pytest.fixture()
 def lite0_10():

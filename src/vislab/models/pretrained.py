@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import os
 import socket
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -612,7 +613,8 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
     Args:
         name: hub id (``google/vit-base-patch16-224-in21k``) or a local folder saved with
             ``save_pretrained``.
-        num_classes: classes of the classifier (replaced when the checkpoint's differs).
+        num_classes: classes of the classifier (replaced when the checkpoint's differs; a new one starts at
+            zero, as :func:`start_new_head`'s, with one ``UserWarning`` saying so).
         in_chans: input channels; only 3 is supported (gray images are expanded by
             the preprocessing).
         pretrained: load the checkpoint's weights (download when online); False builds the
@@ -658,13 +660,14 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
             labels = {} if num_classes is None else {
                 "num_labels": num_classes, "id2label": {i: f"LABEL_{i}" for i in range(num_classes)},
                 "label2id": {f"LABEL_{i}": i for i in range(num_classes)}}
-            if pretrained or weights:
-                hf = transformers.AutoModelForImageClassification.from_pretrained(
-                    source, ignore_mismatched_sizes=True, **labels, **kwargs
-                )
-            else:
-                config = transformers.AutoConfig.from_pretrained(source, **labels, **kwargs)
-                hf = transformers.AutoModelForImageClassification.from_config(config)
+            with _transformers_quiet(transformers):  # its load report becomes vislab's line below
+                if pretrained or weights:
+                    hf, loading = transformers.AutoModelForImageClassification.from_pretrained(
+                        source, ignore_mismatched_sizes=True, output_loading_info=True, **labels, **kwargs
+                    )
+                else:
+                    config = transformers.AutoConfig.from_pretrained(source, **labels, **kwargs)
+                    hf, loading = transformers.AutoModelForImageClassification.from_config(config), None
             processor = _read_hf_preprocessor(source)
     except TypeError as exc:
         raise ConfigError(f"bad option for Hugging Face model {source!r}: {exc}") from None
@@ -677,10 +680,44 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
             f"(`huggingface-cli download {name} --local-dir DIR`, or model.save_pretrained(DIR)) and pass "
             "the folder: --weights DIR on the command line, or create_model('hf:NAME', ..., weights=DIR)."
         ) from None
+    if loading is not None:
+        _start_new_hf_head(hf, loading, f"hf:{name}")
     model = HFImageClassifier(hf, processor)
     model.vislab_name = f"hf:{name}"
     model.vislab_weights = source if (pretrained or weights) else None
     return model
+
+
+@contextlib.contextmanager
+def _transformers_quiet(transformers):
+    """transformers' logging at ERROR for one load: its multi-line LOAD REPORT of re-initialised tensors and
+    its note on ``num_labels`` are warnings there; the verbosity before comes back afterwards."""
+    hf_logging = transformers.utils.logging
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def _start_new_hf_head(hf: nn.Module, loading: dict, name: str) -> None:
+    """Zero the classifier tensors the checkpoint did not fill (its class count differs, or it has no
+    classifier), as :func:`start_new_head` does for timm, and say so in one line."""
+    head = getattr(hf, "classifier", None)
+    if not isinstance(head, nn.Module):
+        return
+    keys = {f"classifier.{key}" for key, _ in head.named_parameters()}
+    mismatched = [entry for entry in loading.get("mismatched_keys") or () if entry[0] in keys]
+    new = keys & ({str(key) for key in loading.get("missing_keys") or ()} | {entry[0] for entry in mismatched})
+    if not new:
+        return
+    start_new_head(hf, new)
+    classes = hf.config.num_labels
+    counts = {int(entry[1][0]) for entry in mismatched if len(entry[2]) and entry[2][0] == classes}
+    had = f"the checkpoint's has {counts.pop()}" if len(counts) == 1 else \
+        "the checkpoint's has another class count" if mismatched else "the checkpoint has none"
+    warnings.warn(f"{name}: a new {classes}-class classifier, starting at zero; {had}", UserWarning, stacklevel=4)
 
 
 def _read_hf_preprocessor(source: str) -> dict:
