@@ -117,7 +117,7 @@ def test_config_refuses_options_that_cannot_act():
         resolve_config(overrides={"model.freeze": "backbone", "model.unfreeze_at": ["two:3"]})
     with pytest.raises(ConfigError, match="lr_decay"):
         resolve_config(overrides={"model.lr_decay": 1.5})
-    with pytest.raises(ConfigError, match="warmup_epochs"):
+    with pytest.raises(ConfigError, match="--warmup-epochs 10 must be below --epochs 5"):
         resolve_config(overrides={"train.warmup_epochs": 10, "train.epochs": 5})
     with pytest.raises(ConfigError, match="ema"):
         resolve_config(overrides={"train.ema": 1.0})
@@ -155,3 +155,184 @@ def test_transfer_recipe_is_registered_and_overridable():
     # any flag overrides it, e.g. a stronger shipped backbone
     assert resolve_config(overrides={"recipe": "transfer", "model.name": "efficientnet_lite2"}).model.name == \
         "efficientnet_lite2"
+
+
+# --------------------------------------------------------------------------- options that conflict
+PRETRAINED = dict(data="digits", model="efficientnet_lite0", pretrained=True, freeze="backbone")
+TINY = ["--data", "digits", "--max-per-class", "10", "--no-figures", "--no-evaluate", "--no-progress"]
+
+
+def _warned(options) -> list[str]:
+    """What api.make_config(**options) warns, one line each; it must still resolve."""
+    import warnings
+
+    from vislab import api
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        api.make_config(**options)
+    return [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
+
+
+@pytest.mark.parametrize("options, says", [
+    (dict(finetune_last=2), "--finetune-last 2 trains backbone blocks, so the backbone's features cannot be cached: "
+                            "drop --cache-features or --finetune-last"),
+    (dict(freeze_epochs=1), "--freeze-epochs 1 unfreezes the backbone, so the backbone's features cannot be cached: "
+                            "drop --cache-features or --freeze-epochs"),
+    (dict(lr_backbone=1e-4), "--lr-backbone 0.0001 is for the backbone, but with --cache-features only the head "
+                             "trains: drop --lr-backbone"),
+    (dict(lr_decay=0.8), "--lr-decay 0.8 is for the backbone, but with --cache-features only the head trains: "
+                         "drop --lr-decay"),
+])
+def test_cached_features_refuse_options_that_train_the_backbone(options, says):
+    from vislab import api
+
+    with pytest.raises(ConfigError) as info:
+        api.make_config(cache_features=True, **PRETRAINED, **options)
+    assert str(info.value) == says
+
+
+def test_a_recipes_cached_features_are_named_as_the_recipes():
+    with pytest.raises(ConfigError, match=r"drop --cache-features \(set by --recipe transfer\) or --finetune-last$"):
+        resolve_config(overrides={"recipe": "transfer", "model.finetune_last": 2})
+
+
+def test_a_stage_that_unfreezes_only_finetune_last_blocks_is_refused():
+    from vislab import api
+
+    with pytest.raises(ConfigError) as info:
+        api.make_config(finetune_last=2, unfreeze_at=["1:2", "3:all"], **PRETRAINED)
+    assert str(info.value) == ("--unfreeze-at 1:2 3:all: 1:2 unfreezes only blocks that --finetune-last 2 trains from "
+                               "the start; give each stage more than 2 blocks, or drop --finetune-last")
+    cfg = api.make_config(finetune_last=2, unfreeze_at=["1:3", "3:all"], **PRETRAINED)  # more blocks: fine
+    assert cfg.model.unfreeze_at == ["1:3", "3:all"]
+
+
+def test_freeze_backbone_with_finetune_last_warns_that_the_last_blocks_train():
+    assert _warned(dict(finetune_last=2, **PRETRAINED)) == [
+        "--finetune-last 2 with --freeze backbone: the last 2 blocks of the backbone train with the head, those below "
+        "stay frozen (as with --finetune-last 2 alone); drop --finetune-last to train only the head"]
+    assert _warned(dict(data="digits", model="efficientnet_lite0", pretrained=True, finetune_last=2)) == []
+
+
+def test_freeze_epochs_with_finetune_last_warns_and_gives_the_stage():
+    assert _warned(dict(finetune_last=3, freeze_epochs=2, epochs=5, **PRETRAINED)) == [
+        "--finetune-last 3 trains the last 3 blocks from the first epoch and --freeze-epochs 2 the whole backbone "
+        "from epoch 2; for the last 3 blocks alone from epoch 2, give --unfreeze-at 2:3 instead of both"]
+
+
+def test_a_backbone_learning_rate_on_a_backbone_frozen_all_run_warns():
+    assert _warned(dict(lr_backbone=1e-4, **PRETRAINED)) == [
+        "--lr-backbone 0.0001 is for the backbone, but --freeze backbone keeps it frozen all run; it trains with "
+        "--finetune-last, --freeze-epochs or --unfreeze-at"]
+    assert _warned(dict(lr_backbone=1e-4, freeze_epochs=1, epochs=3, **PRETRAINED)) == []
+
+
+def test_unfreezing_after_the_last_epoch_warns_with_the_epochs_it_needs():
+    assert _warned(dict(unfreeze_at=["5:2"], epochs=1, **PRETRAINED)) == [
+        "--unfreeze-at 5:2 unfreezes at epoch 5 (0-based), but --epochs 1 ends the run first, so that stage never "
+        "comes; give --epochs 6 or more (or train on later with --resume RUN --epochs 6)"]
+    assert _warned(dict(unfreeze_at=["1:2", "3:4", "5:all"], epochs=3, **PRETRAINED)) == [
+        "--unfreeze-at 1:2 3:4 5:all unfreezes at epochs 3, 5 (0-based), but --epochs 3 ends the run first, so those "
+        "stages never come; give --epochs 6 or more (or train on later with --resume RUN --epochs 6)"]
+    assert _warned(dict(freeze_epochs=2, epochs=2, **PRETRAINED)) == [
+        "--freeze-epochs 2 unfreezes at epoch 2 (0-based), but --epochs 2 ends the run first, so the backbone stays "
+        "frozen; give --epochs 3 or more (or train on later with --resume RUN --epochs 3)"]
+    assert _warned(dict(freeze_epochs=2, epochs=3, **PRETRAINED)) == []
+    assert _warned(dict(unfreeze_at=["5:2"], time_budget="5m", **PRETRAINED)) == []  # the budget plans the epochs
+
+
+def test_recipe_auto_warns_of_late_unfreezing_once_it_has_chosen_the_epochs():
+    import warnings
+
+    from vislab.core.config import check_new_run
+
+    options = {"recipe": "auto", "model.name": "efficientnet_lite0", "model.pretrained": True,
+               "model.freeze": "backbone", "model.freeze_epochs": 4}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cfg = resolve_config(overrides=options)  # auto sets the epochs from the data, later
+    assert not seen
+    cfg.train.epochs = 3  # what recipe auto chose
+    cfg.recipe_choices = {**cfg.recipe_choices, "set": {"train.epochs": 3}}
+    with pytest.warns(UserWarning, match=r"^--freeze-epochs 4 unfreezes at epoch 4 \(0-based\), but --epochs 3 \(set "
+                                         r"by --recipe auto\) ends the run first"):
+        check_new_run(cfg)
+
+
+def test_the_command_line_warns_of_an_unfreeze_after_the_last_epoch_in_one_line(tmp_path, capsys):
+    from vislab.cli import main
+
+    assert main(["train", *TINY, "--model", "chollet_convnet", "--freeze", "backbone", "--allow-random-backbone",
+                 "--unfreeze-at", "5:2", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "--unfreeze-at" in line]
+    assert said == ["vislab train: warning: --unfreeze-at 5:2 unfreezes at epoch 5 (0-based), but --epochs 1 ends "
+                    "the run first, so that stage never comes; give --epochs 6 or more (or train on later with "
+                    "--resume RUN --epochs 6)"]
+
+
+def test_the_command_line_refuses_cached_features_with_finetune_last_before_any_work(tmp_path, capsys):
+    from vislab.cli import main
+
+    assert main(["train", *TINY, "--model", "efficientnet_lite0", "--pretrained", "--freeze", "backbone",
+                 "--cache-features", "--finetune-last", "2", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err == ("vislab train: error: --finetune-last 2 trains backbone blocks, so the backbone's features cannot "
+                   "be cached: drop --cache-features or --finetune-last\n")
+    assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- messages name what was typed
+@pytest.mark.parametrize("options, says", [
+    (dict(freeze_epochs=2), "--freeze-epochs 2 needs --freeze backbone"),
+    (dict(unfreeze_at=["1:2"]), "--unfreeze-at 1:2 unfreezes a frozen backbone in stages: add --freeze backbone"),
+    (dict(unfreeze_at=["two:3"], **PRETRAINED), "--unfreeze-at: 'two:3' is not EPOCH:BLOCKS"),
+    (dict(unfreeze_at=["1:2", "1:3"], **PRETRAINED), "--unfreeze-at 1:2 1:3 names an epoch twice"),
+    (dict(unfreeze_at=["1:2"], freeze_epochs=2, **PRETRAINED),
+     "--unfreeze-at 1:2 and --freeze-epochs 2 both schedule the unfreezing; keep one"),
+    (dict(unfreeze_at=["1:2"], cache_features=True, **PRETRAINED),
+     "--unfreeze-at 1:2 changes the backbone, so its features cannot be cached: drop --cache-features"),
+    (dict(cache_features=True), "--cache-features needs --freeze backbone (the features must not change)"),
+    (dict(bn="frozen", cache_features=True, **PRETRAINED),
+     "--bn frozen only matters when the backbone trains; with --cache-features it is frozen"),
+    (dict(optimizer="lbfgs"), "--optimizer lbfgs fits a head on cached features: add --freeze backbone and "
+                              "--cache-features"),
+    (dict(optimizer="lbfgs", scheduler="cosine", cache_features=True, **PRETRAINED),
+     "--optimizer lbfgs takes no learning-rate schedule (its line search sets the steps); use --scheduler none"),
+    (dict(warmup_epochs=3, epochs=2), "--warmup-epochs 3 must be below --epochs 2"),
+    (dict(warmup_epochs=1, scheduler="step"), "--warmup-epochs 1 works with --scheduler cosine, onecycle or none"),
+    (dict(time_budget="5x"), "--time-budget 5x is not a positive duration"),
+    (dict(optimizer="adamm"), "--optimizer adamm is not valid; choose one of adam, adamw"),
+])
+def test_the_apis_fine_tuning_refusals_name_the_flags(options, says):
+    from vislab import api
+
+    with pytest.raises(ConfigError) as info:
+        api.make_config(**options)
+    assert str(info.value).startswith(says), str(info.value)
+
+
+def test_a_refusal_names_a_yaml_files_keys_and_the_flags_beside_them(tmp_path, capsys):
+    from vislab.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  freeze_epochs: 2\n")
+    run = ["train", "--config", str(config), *TINY, "--model", "mlp", "--out", str(tmp_path / "run")]
+    assert main(run) == 1
+    assert capsys.readouterr().err == f"vislab train: error: {config} [model]: model.freeze_epochs=2 needs " \
+                                      "model.freeze='backbone'\n"
+    assert main([*run, "--freeze", "none"]) == 1  # the flag the user typed is named as typed
+    assert capsys.readouterr().err == f"vislab train: error: {config} [model]: model.freeze_epochs=2 needs " \
+                                      "--freeze backbone\n"
+    config.write_text("model:\n  cache_features: true\n")
+    assert main(["train", "--config", str(config), *TINY, "--model", "efficientnet_lite0", "--pretrained",
+                 "--freeze", "backbone", "--finetune-last", "2", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err == ("vislab train: error: --finetune-last 2 trains backbone blocks, so the "
+                                       f"backbone's features cannot be cached: drop model.cache_features ({config} "
+                                       "[model]) or --finetune-last\n")
+
+
+def test_finetune_last_beyond_the_blocks_names_the_flag(lite0):
+    with pytest.raises(ConfigError, match=r"^--finetune-last 9: EfficientNet has 7 blocks \(blocks.0, .*\); "
+                                          r"choose 1\.\.7$"):
+        finetune.finetune_last(lite0, 9)

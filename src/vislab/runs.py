@@ -224,12 +224,16 @@ def _started_here(run_dir: Path) -> bool:
 def _train_again(run_dir: Path) -> str:
     """The command that trains the run from its start in its own folder: its config.yaml as the config where
     `vislab train --config` takes it as it is (a --time-budget run's, which also names its epochs, it refuses)."""
+    import warnings
+
     from vislab.core.config import resolve_config
     from vislab.core.errors import UserError
 
     config = run_dir / "config.yaml"
     try:
-        resolve_config(config, {"out": str(run_dir)}, default_recipe="auto")
+        with warnings.catch_warnings():  # a check of the config, not a run: its warnings are for `vislab train`
+            warnings.simplefilter("ignore")
+            resolve_config(config, {"out": str(run_dir)}, default_recipe="auto")
     except UserError:
         return f"`vislab train ... --out {run_dir}` (with the options it was started with)"
     return f"`vislab train --config {config} --out {run_dir}`"

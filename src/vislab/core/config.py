@@ -18,6 +18,7 @@ import functools
 import numbers
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,41 @@ class Config:
                 raise
             raise type(exc)(named) from None
 
+    def given_as(self, key: str, value=..., subject: str | None = None) -> str:
+        """Dotted ``key`` as the user gives it, for a message: the flag (``--freeze-epochs 2``) for a flag's or an
+        API keyword option's value, the key (``model.freeze_epochs=2``) for a YAML file's, followed by the file
+        unless the message's ``subject`` key came from there too (:meth:`named` leads with that); a default or a
+        recipe's value (``... (set by --recipe transfer)``) as ``subject``'s is given. ``value``: what to show
+        (default: the key's own; None: none).
+
+        Example:
+            >>> cfg = Config()
+            >>> cfg.model.freeze_epochs = 2
+            >>> cfg.given_as("model.freeze_epochs"), cfg.given_as("model.freeze", "backbone")
+            ('--freeze-epochs 2', '--freeze backbone')
+        """
+        origin, lead = self.origin(key), self.origin(subject or key)
+        typed = any(key == given or key.startswith(given + ".") for given in getattr(self, "_options", ()))
+        current = self
+        for part in key.split("."):
+            current = getattr(current, part)
+        own = value is ...
+        value = current if own else value
+        flag = option_flag(key)
+        if origin is not None or (lead is not None and not typed) or flag is None:
+            text = key if value is None else f"{key}={value!r}"
+            return text + (f" ({origin})" if origin not in (None, lead) else "")
+        if isinstance(value, (list, tuple)):
+            value = " ".join(map(str, value))
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        text = flag if value is None or value is True else f"{flag} {value}"
+        chosen = (self.recipe_choices or {}).get("set") or {}
+        recipe = "auto" if key in chosen else self.recipe
+        if (own or value is None) and (key in chosen or RECIPES.get(recipe or "", {}).get(key, ...) == current):
+            text += f" (set by --recipe {recipe})"
+        return text
+
 
 # Named bundles of defaults. A recipe sits between the code defaults and the YAML/flags.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -319,8 +355,9 @@ LR_FIND_UNUSED = {
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(value) -> float:
-    """``90s``, ``5m``, ``1h``, ``1.5h`` or a number of seconds -> seconds (``--time-budget``).
+def parse_duration(value, given: str | None = None) -> float:
+    """``90s``, ``5m``, ``1h``, ``1.5h`` or a number of seconds -> seconds (``--time-budget``); ``given``: how
+    the error names the value (:meth:`Config.given_as`; default ``--time-budget VALUE``).
 
     Example:
         >>> parse_duration("5m"), parse_duration("90s"), parse_duration(300)
@@ -334,7 +371,7 @@ def parse_duration(value) -> float:
     except ValueError:
         seconds = None
     if seconds is None or not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise ConfigError(f"train.time_budget={value!r} (--time-budget) is not a positive duration; give e.g. 90s, 5m or "
+        raise ConfigError(f"{given or f'--time-budget {value}'} is not a positive duration; give e.g. 90s, 5m or "
                           "1h (a bare number is seconds)")
     return seconds
 
@@ -342,7 +379,8 @@ def parse_duration(value) -> float:
 def _check_choice(key: str, value, choices, cfg: Config | None = None) -> None:
     """``cfg``: a value a YAML file gave is refused naming the file (:meth:`Config.origin`)."""
     if value not in choices:
-        message = f"{key}={value!r} is not valid; choose one of {', '.join(map(str, choices))}"
+        given = cfg.given_as(key, value) if cfg is not None else f"{key}={value!r}"
+        message = f"{given} is not valid; choose one of {', '.join(map(str, choices))}"
         raise ConfigError(cfg.named(key, message) if cfg is not None else message)
 
 
@@ -375,7 +413,7 @@ def validate(cfg: Config) -> Config:
         _check_choice("recipe", cfg.recipe, RECIPE_NAMES, cfg)
     if cfg.train.time_budget is not None:
         with cfg.naming_origin("train.time_budget"):
-            cfg.train.time_budget = parse_duration(cfg.train.time_budget)
+            cfg.train.time_budget = parse_duration(cfg.train.time_budget, cfg.given_as("train.time_budget"))
     aug = cfg.augment
     # Options that would silently do nothing are errors.
     if aug.fill_mode != "nearest" and not aug.geometric:
@@ -384,11 +422,13 @@ def validate(cfg: Config) -> Config:
         )
     if aug.fill_value and aug.fill_mode != "constant":
         raise ConfigError("augment.fill_value is only used with fill_mode=constant; set --fill-mode constant")
+    given, cache = cfg.given_as, "model.cache_features"
     if cfg.model.cache_features and cfg.model.freeze != "backbone":
-        raise ConfigError("model.cache_features needs model.freeze=backbone (the features must not change)")
+        raise ConfigError(cfg.named(cache, f"{given(cache)} needs {given('model.freeze', 'backbone', cache)} (the "
+                                           "features must not change)"))
     if cfg.model.cache_features and cfg.train.precision == "fp16":
-        raise ConfigError("model.cache_features extracts features in fp32 or bf16: use --precision auto, bf16 "
-                          "or fp32 with --cache-features")
+        raise ConfigError(cfg.named(cache, f"{given(cache)} extracts features in fp32 or bf16: use --precision "
+                                           "auto, bf16 or fp32 with --cache-features"))
     imbalance = [flag for flag, on in (("--class-weights", cfg.train.class_weights != "none"),
                                        ("--sampler balanced", cfg.train.sampler != "none"),
                                        ("--loss", cfg.train.loss != "auto")) if on]
@@ -396,31 +436,113 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"{', '.join(imbalance)} apply to end-to-end training; the cached-feature head trains "
                           "with plain cross-entropy: drop --cache-features or them")
     if cfg.model.freeze_epochs and cfg.model.freeze != "backbone":
-        raise ConfigError("model.freeze_epochs needs model.freeze=backbone")
+        key = "model.freeze_epochs"
+        raise ConfigError(cfg.named(key, f"{given(key)} needs {given('model.freeze', 'backbone', key)}"))
     if cfg.train.optimizer == "lbfgs":
+        key = "train.optimizer"
         # full-batch L-BFGS needs the whole training set as one tensor: the cached features
         if not cfg.model.cache_features:
-            raise ConfigError("train.optimizer=lbfgs fits a head on cached features: "
-                              "add --freeze backbone --cache-features")
+            raise ConfigError(cfg.named(key, f"{given(key)} fits a head on cached features: add "
+                                             f"{given('model.freeze', 'backbone', key)} and {given(cache, True, key)}"))
         if cfg.model.freeze_epochs:
-            raise ConfigError("train.optimizer=lbfgs cannot unfreeze the backbone; drop --freeze-epochs")
+            raise ConfigError(cfg.named(key, f"{given(key)} cannot unfreeze the backbone; drop "
+                                             f"{given('model.freeze_epochs', None, key)}"))
         if cfg.train.scheduler != "none":
-            raise ConfigError("train.optimizer=lbfgs takes no learning-rate schedule (its line search sets the "
-                              "steps); use --scheduler none")
+            raise ConfigError(cfg.named(key, f"{given(key)} takes no learning-rate schedule (its line search sets "
+                                             f"the steps); use {given('train.scheduler', 'none', key)}"))
     return cfg
 
 
-def check_new_run(cfg: Config) -> Config:
-    """Checks for a config a new run starts from (not for a finished run's config.yaml, read back as it was)."""
+def check_new_run(cfg: Config, warn: bool = True) -> Config:
+    """Checks for a config a new run starts from (not for a finished run's config.yaml, read back as it was);
+    ``warn``: also warn of what the options leave undone (False while --recipe auto may still set the epochs)."""
     if (cfg.model.freeze == "backbone" and not cfg.model.pretrained and not cfg.model.weights
             and not cfg.model.allow_random_backbone):
         raise ConfigError(
             "--freeze backbone without --pretrained or --weights freezes randomly initialised filters, so only "
             "the head learns, on random features (far below what training the whole network gives). Add --pretrained "
             "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")
+    _check_unfreezing(cfg)
+    if warn:
+        for message in _unfreezing_warnings(cfg):
+            warnings.warn(message, UserWarning, stacklevel=2)
     return cfg
-def parse_unfreeze_at(stages) -> list[tuple[int, int | None]]:
-    """``["1:2", "3:all"]`` -> ``[(1, 2), (3, None)]`` (None: every block), checked and in epoch order.
+
+
+def _backbone_rates(m: ModelConfig) -> list[str]:
+    """The backbone's learning-rate options that are set."""
+    return [key for key, on in (("model.lr_backbone", m.lr_backbone is not None), ("model.lr_decay", m.lr_decay != 1))
+            if on]
+
+
+def _blocks(count: int) -> str:
+    """``block`` or ``N blocks``, as in "the last ..."."""
+    return "block" if count == 1 else f"{count} blocks"
+
+
+def _check_unfreezing(cfg: Config) -> None:
+    """Refuse fine-tuning options that can do nothing together: cached features of a backbone that trains,
+    a backbone learning rate where only the head trains, a stage that unfreezes blocks already training."""
+    m, given, cache = cfg.model, cfg.given_as, "model.cache_features"
+    if m.cache_features:
+        for key, does in (("model.finetune_last", "trains backbone blocks"),
+                          ("model.freeze_epochs", "unfreezes the backbone")):
+            if getattr(m, key.split(".")[1]):
+                raise ConfigError(cfg.named(key, f"{given(key)} {does}, so the backbone's features cannot be "
+                                                 f"cached: drop {given(cache, None, key)} or {given(key, None)}"))
+        for key in _backbone_rates(m):
+            raise ConfigError(cfg.named(key, f"{given(key)} is for the backbone, but with {given(cache, None, key)} "
+                                             f"only the head trains: drop {given(key, None)}"))
+    if m.unfreeze_at and m.finetune_last:
+        key, last, count = "model.unfreeze_at", "model.finetune_last", m.finetune_last
+        idle = [f"{epoch}:{blocks}" for epoch, blocks in parse_unfreeze_at(m.unfreeze_at)
+                if blocks is not None and blocks <= count]
+        if idle:
+            stages = given(key) + ("" if len(idle) == len(m.unfreeze_at) else f": {', '.join(idle)}")
+            raise ConfigError(cfg.named(key, f"{stages} unfreezes only blocks that {given(last, subject=key)} "
+                                             f"trains from the start; give each stage more than {count} "
+                                             f"block{'s' * (count > 1)}, or drop {given(last, None, key)}"))
+
+
+def _unfreezing_warnings(cfg: Config) -> list[str]:
+    """Fine-tuning options that this run leaves partly undone, though they may be meant (a run continued by
+    ``--resume`` with more epochs, a config kept for another run): one line each."""
+    m, t, given = cfg.model, cfg.train, cfg.given_as
+    last, fe, ua, count = "model.finetune_last", "model.freeze_epochs", "model.unfreeze_at", m.finetune_last
+    lines = []
+    if count and m.freeze == "backbone" and not (m.freeze_epochs or m.unfreeze_at):
+        lines.append(cfg.named(last, f"{given(last)} with {given('model.freeze', subject=last)}: the last "
+                                     f"{_blocks(count)} of the backbone train{'s' * (count == 1)} with the head, "
+                                     f"those below stay frozen (as with {given(last)} alone); drop "
+                                     f"{given(last, None)} to train only the head"))
+    if count and m.freeze_epochs:
+        lines.append(cfg.named(last, f"{given(last)} trains the last {_blocks(count)} from the first epoch and "
+                                     f"{given(fe, subject=last)} the whole backbone from epoch {m.freeze_epochs}; "
+                                     f"for the last {_blocks(count)} alone from epoch {m.freeze_epochs}, give "
+                                     f"{given(ua, [f'{m.freeze_epochs}:{count}'], last)} instead of both"))
+    if m.freeze == "backbone" and not (count or m.freeze_epochs or m.unfreeze_at or m.cache_features):
+        for key in _backbone_rates(m):
+            lines.append(cfg.named(key, f"{given(key)} is for the backbone, but {given('model.freeze', subject=key)} "
+                                        f"keeps it frozen all run; it trains with {given(last, None, key)}, "
+                                        f"{given(fe, None, key)} or {given(ua, None, key)}"))
+    if t.time_budget is None:  # a budget plans the epochs once the run starts
+        key = fe if m.freeze_epochs else ua
+        late = [epoch for epoch, _ in ([(m.freeze_epochs, None)] if m.freeze_epochs else
+                                       parse_unfreeze_at(m.unfreeze_at)) if epoch >= t.epochs]
+        if late:
+            what = ("so the backbone stays frozen" if key == fe else
+                    "so that stage never comes" if len(late) == 1 else "so those stages never come")
+            at = f"epoch {late[0]}" if len(late) == 1 else f"epochs {', '.join(map(str, late))}"
+            lines.append(cfg.named(key, f"{given(key)} unfreezes at {at} (0-based), but "
+                                        f"{given('train.epochs', subject=key)} ends the run first, {what}; give "
+                                        f"{given('train.epochs', late[-1] + 1, key)} or more (or train on later with "
+                                        f"--resume RUN --epochs {late[-1] + 1})"))
+    return lines
+
+
+def parse_unfreeze_at(stages, given: str = "--unfreeze-at") -> list[tuple[int, int | None]]:
+    """``["1:2", "3:all"]`` -> ``[(1, 2), (3, None)]`` (None: every block), checked and in epoch order;
+    ``given``: how an error names the option (:meth:`Config.given_as`).
 
     Example:
         >>> parse_unfreeze_at(["3:all", "1:2"])
@@ -434,7 +556,7 @@ def parse_unfreeze_at(stages) -> list[tuple[int, int | None]]:
         except ValueError:
             value = None
         if not sep or value is None or value[0] < 0 or (value[1] is not None and value[1] < 1):
-            raise ConfigError(f"model.unfreeze_at: {stage!r} is not EPOCH:BLOCKS; write e.g. 2:3 (at epoch 2, "
+            raise ConfigError(f"{given}: {stage!r} is not EPOCH:BLOCKS; write e.g. 2:3 (at epoch 2, "
                               "0-based, unfreeze the top 3 blocks) or 4:all")
         parsed.append(value)
     return sorted(parsed)
@@ -450,24 +572,31 @@ def check_augment_policy(task: str, policy: str) -> None:
 
 def _validate_transfer(cfg: Config) -> None:
     """The fine-tuning and small-data options: each must have an effect."""
-    m, t = cfg.model, cfg.train
+    m, t, given = cfg.model, cfg.train, cfg.given_as
     if m.unfreeze_at:
-        stages = parse_unfreeze_at(m.unfreeze_at)
+        key = "model.unfreeze_at"
+        with cfg.naming_origin(key):
+            stages = parse_unfreeze_at(m.unfreeze_at, given(key, None))
         if m.freeze != "backbone":
-            raise ConfigError("model.unfreeze_at unfreezes a frozen backbone in stages: add --freeze backbone")
+            raise ConfigError(cfg.named(key, f"{given(key)} unfreezes a frozen backbone in stages: add "
+                                             f"{given('model.freeze', 'backbone', key)}"))
         if m.freeze_epochs:
-            raise ConfigError("model.unfreeze_at and model.freeze_epochs both schedule the unfreezing; keep one")
+            raise ConfigError(cfg.named(key, f"{given(key)} and {given('model.freeze_epochs', subject=key)} both "
+                                             "schedule the unfreezing; keep one"))
         if len({e for e, _ in stages}) != len(stages):
-            raise ConfigError(f"model.unfreeze_at names an epoch twice: {m.unfreeze_at}")
+            raise ConfigError(cfg.named(key, f"{given(key)} names an epoch twice"))
         if m.cache_features:
-            raise ConfigError("model.unfreeze_at changes the backbone, so its features cannot be cached: "
-                              "drop --cache-features")
+            raise ConfigError(cfg.named(key, f"{given(key)} changes the backbone, so its features cannot be cached: "
+                                             f"drop {given('model.cache_features', None, key)}"))
     if m.bn != "train" and m.cache_features:
-        raise ConfigError("model.bn only matters when the backbone trains; with --cache-features it is frozen")
+        raise ConfigError(cfg.named("model.bn", f"{given('model.bn')} only matters when the backbone trains; with "
+                                                f"{given('model.cache_features', None, 'model.bn')} it is frozen"))
     if t.warmup_epochs >= t.epochs:  # its range (>= 0) is in RANGES
-        raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be below train.epochs ({t.epochs})")
+        key = "train.warmup_epochs"
+        raise ConfigError(cfg.named(key, f"{given(key)} must be below {given('train.epochs', subject=key)}"))
     if t.warmup_epochs and t.scheduler in ("step", "plateau"):
-        raise ConfigError("train.warmup_epochs works with --scheduler cosine, onecycle or none")
+        raise ConfigError(cfg.named("train.warmup_epochs", f"{given('train.warmup_epochs')} works with --scheduler "
+                                                           "cosine, onecycle or none"))
     check_augment_policy(cfg.task, cfg.augment.policy)
     if (t.mixup or t.cutmix or t.ema or cfg.augment.policy != "none") and m.cache_features:
         raise ConfigError("--mixup/--cutmix/--ema/--augment-policy act on end-to-end training; "
@@ -510,6 +639,7 @@ def set_value(cfg: Config, dotted: str, value, origin: str) -> None:
     types are errors naming ``origin``."""
     _set(cfg, dotted, value, origin)
     getattr(cfg, "_origins", {}).pop(dotted, None)  # no longer the YAML file's value
+    getattr(cfg, "_options", set()).discard(dotted)  # nor the options' (Config.given_as)
 
 
 # --------------------------------------------------------------------------- declared types
@@ -703,6 +833,7 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
         _set(cfg, str(key), value, str(yaml_path), origins)
     for key, value in overrides.items():
         _set(cfg, key, value, "the options given")
+    cfg._options = set(overrides)  # the keys the flags or keyword options gave (Config.given_as)
     cfg._origins = {key: origin for key, origin in origins.items()
                     if not any(key == given or key.startswith(given + ".") for given in overrides)}
     given = set(overrides) | set(user_keys(file_values))  # the dotted keys the user set
@@ -717,7 +848,7 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
     if cfg.train.time_budget is not None and "train.epochs" in given:
         raise ConfigError("--time-budget sets the epochs from the measured epoch time; give --epochs or "
                           "--time-budget, not both")
-    return check_new_run(validate(cfg))
+    return check_new_run(validate(cfg), warn=recipe != "auto")  # auto: once it has set the epochs
 
 
 def user_keys(values: dict, prefix: str = "", obj=None) -> list[str]:
@@ -787,6 +918,21 @@ def option_keys() -> dict[str, str]:
     walk(Config(), "")
     keys.update(OPTION_ALIASES)
     return keys
+
+
+@functools.lru_cache(maxsize=None)
+def _flags() -> dict[str, str]:
+    return {key: f"--{name.replace('_', '-')}" for name, key in option_keys().items()}  # an alias wins
+
+
+def option_flag(key: str) -> str | None:
+    """The flag that sets dotted ``key`` (``model.freeze_epochs`` -> ``--freeze-epochs``), or None.
+
+    Example:
+        >>> option_flag("model.freeze_epochs"), option_flag("train.early_stopping.patience")
+        ('--freeze-epochs', '--patience')
+    """
+    return _flags().get(key)
 
 
 def option_overrides(options: dict) -> dict:

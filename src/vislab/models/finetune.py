@@ -262,7 +262,7 @@ def finetune_last(model: nn.Module, n: int) -> nn.Module:
     (frozen after :func:`freeze`).
 
     Raises:
-        ValueError: ``n`` is not in 1..number of blocks.
+        ConfigError: ``n`` is not in 1..number of blocks (a ValueError, named as the flag ``--finetune-last``).
 
     Example:
         >>> import timm
@@ -274,9 +274,8 @@ def finetune_last(model: nn.Module, n: int) -> nn.Module:
     blocks = backbone_blocks(model)
     if not 1 <= n <= len(blocks):
         names = ", ".join(name for name, _ in blocks) or "none"
-        raise ValueError(
-            f"finetune_last={n}, but {type(model).__name__} has {len(blocks)} blocks ({names}); "
-            f"choose 1..{len(blocks)}"
+        raise ConfigError(
+            f"--finetune-last {n}: {type(model).__name__} has {len(blocks)} blocks ({names}); choose 1..{len(blocks)}"
         )
     first_params = _params_of(blocks[-n][1])
     if not first_params:
