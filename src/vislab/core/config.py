@@ -525,6 +525,14 @@ def _unfreezing_warnings(cfg: Config) -> list[str]:
             lines.append(cfg.named(key, f"{given(key)} is for the backbone, but {given('model.freeze', subject=key)} "
                                         f"keeps it frozen all run; it trains with {given(last, None, key)}, "
                                         f"{given(fe, None, key)} or {given(ua, None, key)}"))
+    return lines + late_unfreezing(cfg)
+
+
+def late_unfreezing(cfg: Config) -> list[str]:
+    """The unfreezing that ``--epochs`` ends the run before (``--freeze-epochs``, ``--unfreeze-at`` stages at or
+    after the last epoch): one line, or none. A new run and a resumed one with a new ``--epochs`` warn of it."""
+    m, t, given = cfg.model, cfg.train, cfg.given_as
+    fe, ua, lines = "model.freeze_epochs", "model.unfreeze_at", []
     if t.time_budget is None:  # a budget plans the epochs once the run starts
         key = fe if m.freeze_epochs else ua
         late = [epoch for epoch, _ in ([(m.freeze_epochs, None)] if m.freeze_epochs else

@@ -207,7 +207,7 @@ class GradualUnfreeze(Callback):
             from vislab.models.finetune import unfreeze
 
             unfreeze(self.model)
-            self.console.print(f"epoch {epoch + 1}: unfreezing the backbone (freeze_epochs={self.epochs})")
+            self.console.print(f"epoch {epoch + 1}: unfreezing the backbone (--freeze-epochs {self.epochs})")
 
 
 class StagedUnfreeze(Callback):

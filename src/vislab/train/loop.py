@@ -638,8 +638,14 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
                           f"(got {', '.join(changed)})")
     cfg = read_config(run_dir)
     if epochs is not None:
+        import warnings
+
+        from vislab.core.config import late_unfreezing
+
         cfg.train.epochs = epochs
         config_from_dict(cfg.to_dict())  # validate the new count
+        for message in late_unfreezing(cfg):  # an unfreezing the new count still ends the run before
+            warnings.warn(message, UserWarning, stacklevel=2)
     return cfg
 
 
