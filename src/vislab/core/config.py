@@ -507,7 +507,7 @@ def _check_unfreezing(cfg: Config) -> None:
 def _unfreezing_warnings(cfg: Config) -> list[str]:
     """Fine-tuning options that this run leaves partly undone, though they may be meant (a run continued by
     ``--resume`` with more epochs, a config kept for another run): one line each."""
-    m, t, given = cfg.model, cfg.train, cfg.given_as
+    m, given = cfg.model, cfg.given_as
     last, fe, ua, count = "model.finetune_last", "model.freeze_epochs", "model.unfreeze_at", m.finetune_last
     lines = []
     if count and m.freeze == "backbone" and not (m.freeze_epochs or m.unfreeze_at):
