@@ -121,7 +121,7 @@ def test_the_recipe_line_names_a_few_of_many_settings_those_that_differ_first():
     cfg, dataset, task = _digits(**{**written, "train.lr": 0.0123})
     applied = recipe.apply(cfg, dataset, task)
     named, more = applied.line.split("; yours: ", 1)[1].split(" and ")
-    assert named.split(", ")[0] == "train.lr" and len(named.split(", ")) == recipe.YOURS_SHOWN
+    assert named.split(", ")[0] == "--lr" and len(named.split(", ")) == recipe.YOURS_SHOWN  # as given: a flag
     assert more == f"{len(applied.kept) - recipe.YOURS_SHOWN} more (recipe_choices.user in config.yaml)"
     assert len(applied.kept) > 20 and cfg.train.lr == 0.0123
 
@@ -134,7 +134,7 @@ def test_a_users_flag_wins_and_nothing_else_changes():
     assert "train.lr" not in applied.set and set(applied.kept) >= {"train.lr"}
     assert cfg.recipe_choices["user"] == ["augment.hflip", "data.source", "model.name", "train.lr"]
     assert cfg.recipe_choices["reasons"] and cfg.recipe_choices["line"] == applied.line
-    assert applied.line.startswith("recipe auto: fastnet") and "train.lr" in applied.line.split("yours:")[1]
+    assert applied.line.startswith("recipe auto: fastnet") and "--lr" in applied.line.split("yours:")[1]
 
 
 def test_naming_only_the_model_still_gets_the_rest_for_it():

@@ -27,7 +27,7 @@ import re
 import statistics
 from dataclasses import asdict, dataclass, replace
 
-from vislab.core.config import RECIPES, Config, set_value
+from vislab.core.config import RECIPES, Config, option_flag, set_value
 from vislab.data.images import BadImageError
 
 # at most this many training images per class (classification): frozen pretrained features + a
@@ -370,7 +370,7 @@ def apply(cfg: Config, dataset, task) -> Applied:
     bench = sorted({name for reason in reasons.values() for name in re.findall(r"bench_\w+\.py", reason)})
     line = (f"recipe auto: {', '.join(parts)} -- {rule}, for {shape.describe()}"
             + (f" ({', '.join(bench)})" if bench else "")
-            + (f"; yours: {_yours(kept, would)}" if kept else ""))
+            + (f"; yours: {_yours(kept, would, cfg)}" if kept else ""))
     applied = Applied(rule, shape, chosen, kept, reasons, line)
     cfg.recipe_choices = {**record, **applied.record(user)}  # with "not_used" (drop_unused_split_options)
     return applied
@@ -379,14 +379,16 @@ def apply(cfg: Config, dataset, task) -> Applied:
 YOURS_SHOWN = 8  # the user's settings the recipe line names; a run's config.yaml given back holds about 60
 
 
-def _yours(kept, would) -> str:
+def _yours(kept, would, cfg: Config | None = None) -> str:
     """The user's settings for the recipe line, at most :data:`YOURS_SHOWN`: first those that differ from what
     the recipe would have set (``would``: its choices with nothing given), then the rest it would have set;
-    then how many more (config.yaml's recipe_choices.user lists them all)."""
+    then how many more (config.yaml's recipe_choices.user lists them all). Each is named as the user gave it:
+    the flag (``--lr``) for an option, the key (``train.lr``) for a YAML file's value."""
+    options = getattr(cfg, "_options", ())
     names = sorted(kept, key=lambda key: (key not in would or would[key] == kept[key], key not in would, key))
+    shown = [(option_flag(key) or key) if key in options else key for key in names[:YOURS_SHOWN]]
     more = len(names) - YOURS_SHOWN
-    return ", ".join(names[:YOURS_SHOWN]) + (f" and {more} more (recipe_choices.user in config.yaml)"
-                                             if more > 0 else "")
+    return ", ".join(shown) + (f" and {more} more (recipe_choices.user in config.yaml)" if more > 0 else "")
 
 
 def _trained_shape(shape: DataShape, dataset, cfg: Config, chosen: dict) -> DataShape:
