@@ -440,7 +440,7 @@ def test_cli_explain_activations_filters(lite0, tmp_path, capsys):
     assert "missing.png" in err and "error:" in err and "no such file or folder" in err, err
     assert main(["activations", "imagenet:efficientnet_lite0", str(image), "--layers", "blocks.1",
                  "--out", str(tmp_path / "act")]) == 0
-    assert [p.name for p in (tmp_path / "act").iterdir()] == ["activations_00_blocks_1.png"]
+    assert [p.name for p in (tmp_path / "act").iterdir()] == ["activations_chelsea_00_blocks_1.png"]
     assert main(["filters", "efficientnet_lite0", "--layer", "blocks.1", "--n", "2", "--steps", "2",
                  "--out", str(tmp_path / "filters")]) == 0
     assert (tmp_path / "filters" / "filters_blocks.1.png").is_file()
@@ -542,3 +542,84 @@ def test_another_layer_is_named_in_the_file_and_never_overwrites_the_default(tmp
                     + (["--layer", layer] if layer else [])) == 0
         assert capsys.readouterr().out.strip().endswith(f"-> {cli_out / name}")
         assert (cli_out / name).is_file()
+
+
+# ---- a layer that computes nothing, and the prediction beside an asked-for target ----------
+@pytest.mark.parametrize("method", [None, "gradcam", "gradcam++"])
+def test_an_identity_layer_of_an_mlp_is_refused_in_one_line_naming_it(method, mlp_run, tmp_path, capsys):
+    """The mlp's ``features`` is an nn.Identity: it passes the image through, so it is no feature map.
+    Grad-CAM at it (with or without --method) is the no-convolution error naming the layer, with the fix."""
+    from vislab import api
+    from vislab.cli import main
+    from vislab.explain import NoFeatureMapError
+
+    run, image = mlp_run
+    with pytest.raises(NoFeatureMapError, match=r"^model mlp has no convolution layers \(its layer 'features' "
+                                                r"is an nn.Identity.*--method occlusion"):
+        api.explain(run, [image], method=method, layer="features", out=tmp_path / "x")
+    capsys.readouterr()
+    assert main(["explain", str(run), str(image), "--layer", "features", "--out", str(tmp_path / "cli")]
+                + (["--method", method] if method else [])) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vislab explain: error: model mlp has no convolution"), captured
+    assert "'features'" in lines[0] and "Traceback" not in captured.err and not captured.out
+    assert not (tmp_path / "cli").exists()
+
+
+def test_filters_and_activations_refuse_an_identity_layer(mlp_run, tmp_path, capsys):
+    from vislab.cli import main
+
+    run, image = mlp_run
+    for command in (["filters", str(run), "--layer", "features", "--steps", "1"],
+                    ["activations", str(run), str(image), "--layers", "features"]):
+        assert main(command + ["--out", str(tmp_path / command[0])]) == 1
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"vislab {command[0]}: error: layer 'features' is an "
+                                                       "nn.Identity"), lines
+        assert "--method occlusion" in lines[0]
+        assert not (tmp_path / command[0]).exists()
+
+
+def test_an_identity_layer_of_a_cnn_passes_a_feature_map_and_is_explained():
+    """With convolutions before it, an nn.Identity passes a feature map on (timm's ConvNeXt ``norm_pre``,
+    RegNet's ``final_conv``, which the automatic choice picks): it is explained, not refused."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.skip = torch.nn.Identity()
+            self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+        def forward(self, x):
+            return self.head(self.skip(self.conv(x)))
+
+    model = Net().eval()
+    pre = Preprocessing(input_size=(1, 16, 16))
+    image = np.random.default_rng(0).integers(0, 256, (1, 16, 16), dtype=np.uint8)
+    assert find_target_layer(model, (1, 16, 16), layer="skip").name == "skip"
+    assert explain(model, pre, image, layer="skip").layer == "skip"
+    assert activations(model, pre, image, layers=["skip"])
+
+
+def test_an_asked_for_target_is_printed_with_what_the_model_predicts(tmp_path, capsys):
+    """--target CLASS: the line says the target and the prediction, each with its probability; without a
+    target the line is the prediction alone, as before."""
+    from vislab import api
+    from vislab.cli import main
+
+    run, image = written_run(tmp_path, "seed_cnn2")
+    top = api.explain(run, [image], out=tmp_path / "top")[0]
+    assert (top["predicted"], top["predicted_probability"]) == (top["class"], top["probability"])
+    other = next(name for name in ("zero", "one", "two") if name != top["class"])
+    asked = api.explain(run, [image], target=other, out=tmp_path / "asked")[0]
+    assert asked["class"] == other and asked["probability"] < top["probability"]
+    assert (asked["predicted"], asked["predicted_probability"]) == (top["class"], top["probability"])
+    capsys.readouterr()
+    assert main(["explain", str(run), str(image), "--target", other, "--out", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{image}: target {other} ({asked['probability']:.1%}), predicted {top['class']} "
+        f"({top['probability']:.1%}) -> {tmp_path / 'cli' / f'digit_{other}_gradcam.png'}")
+    assert main(["explain", str(run), str(image), "--out", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{image}: {top['class']} ({top['probability']:.1%}) -> {tmp_path / 'cli' / 'digit_gradcam.png'}")

@@ -806,7 +806,10 @@ def _cmd_explain(args) -> int:
         if "error" in r:
             print(f"vislab explain: error: {r['file']}: {r['error']}", file=sys.stderr)
         else:
-            print(f"{r['file']}: {r['class']} ({r['probability']:.1%}) -> {r['png']}")
+            shown = f"{r['class']} ({r['probability']:.1%})"
+            if str(args.target).lower() != "top" and r.get("predicted_probability") is not None:
+                shown = f"target {shown}, predicted {r['predicted']} ({r['predicted_probability']:.1%})"
+            print(f"{r['file']}: {shown} -> {r['png']}")
     return 1 if results and all("error" in r for r in results) else 0
 
 

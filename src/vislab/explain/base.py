@@ -29,6 +29,9 @@ class Explanation:
         method: the method used (one of ``METHODS``).
         layer: the layer explained (Grad-CAM methods), else None.
         mask: LIME only: (H, W) int8, +1 for regions for the class, -1 against, 0 neither.
+        predicted: the class the model predicts (``target`` when that was ``"top"``), None when not known.
+        predicted_name: its name, when class names are known.
+        predicted_score: the model's probability for ``predicted``.
     """
 
     heatmap: np.ndarray
@@ -38,6 +41,9 @@ class Explanation:
     method: str
     layer: str | None = None
     mask: np.ndarray | None = field(default=None, repr=False)
+    predicted: int | None = None
+    predicted_name: str | None = None
+    predicted_score: float | None = None
 
     @property
     def title(self) -> str:

@@ -97,6 +97,9 @@ def explain(
         with torch.no_grad():
             logits = model(inputs)
         index, probability, score = (task or get_task()).explain_target(logits, target, class_names)
+        predicted, predicted_probability = index, probability
+        if not (isinstance(target, str) and target.lower() == "top"):
+            predicted, predicted_probability, _ = (task or get_task()).explain_target(logits, "top", class_names)
         layer_name, mask = None, None
         if method in ("gradcam", "gradcam++"):
             target_layer = find_target_layer(model, preprocessing.input_size, layer)
@@ -115,10 +118,14 @@ def explain(
             heat = heatmap_to_image(heat, preprocessing, tuple(image.shape[-2:]))
     finally:
         model.train(was_training)
-    name = str(class_names[index]) if class_names is not None and index < len(class_names) else None
+
+    def name_of(i):
+        return str(class_names[i]) if class_names is not None and i < len(class_names) else None
+
     return Explanation(
-        heatmap=np.asarray(heat, np.float32), target=index, target_name=name, score=probability,
+        heatmap=np.asarray(heat, np.float32), target=index, target_name=name_of(index), score=probability,
         method=method, layer=layer_name, mask=mask,
+        predicted=predicted, predicted_name=name_of(predicted), predicted_score=predicted_probability,
     )
 
 
@@ -262,17 +269,19 @@ def explain_files(
         target, layer, **opts: as :func:`explain`.
 
     Returns:
-        One dict per input: ``file``, ``class``, ``index``, ``probability``, ``method``, ``png`` (or ``error``);
+        One dict per input: ``file``, ``class``, ``index``, ``probability``, ``method``, ``png`` (or ``error``),
+        and ``predicted`` and ``predicted_probability``: the class the model predicts and its probability (the
+        same as ``class`` and ``probability`` for the default target, the prediction);
         the PNG is named by :func:`overlay_filename`: a ``layer`` other than the automatic one is in its name.
 
     Raises:
-        NoFeatureMapError: Grad-CAM asked of a model without convolution layers; the message names the
-            model as the run does (``mlp``).
+        NoFeatureMapError: Grad-CAM asked of a model without convolution layers (with no method chosen: at
+            a ``layer`` given); the message names the model as the run does (``mlp``).
 
     Example:
         >>> explain_files(vislab.runs.load("runs/cats"), ["cat.jpg"], method="lime")  # doctest: +SKIP
         [{'file': 'cat.jpg', 'class': 'cat', 'index': 0, 'probability': 0.97, 'method': 'lime', 'layer': None,
-          'png': 'runs/cats/plots/explain/cat_lime.png'}]
+          'png': 'runs/cats/plots/explain/cat_lime.png', 'predicted': 'cat', 'predicted_probability': 0.97}]
     """
     from vislab.data.images import BadImageError, read_image
     from vislab.data.sources import expand_image_paths
@@ -301,7 +310,7 @@ def explain_files(
         except NoFeatureMapError as exc:
             name = model_name(loaded)
             who = f"model {name}" if name else exc.model  # as the run names it ("mlp"), not its class
-            if chosen:
+            if chosen or layer is not None:  # a layer given is Grad-CAM asked for
                 raise NoFeatureMapError(who, exc.detail) from None
             method = "occlusion"  # no feature maps to weight: as explain_samples does for the report
             warnings.warn(f"{who} has no convolution layers, so Grad-CAM has no feature map to weight: explaining "
@@ -319,5 +328,7 @@ def explain_files(
             "file": path, "class": result.target_name if result.target_name is not None else str(result.target),
             "index": result.target, "probability": round(result.score, 6), "method": result.method,
             "layer": result.layer, "png": str(png),
+            "predicted": result.predicted_name if result.predicted_name is not None else str(result.predicted),
+            "predicted_probability": None if result.predicted_score is None else round(result.predicted_score, 6),
         })
     return results

@@ -13,7 +13,9 @@ Grad-CAM needs a layer whose output is a grid of feature vectors:
   do: after it only the class token reaches the classifier, so patch tokens
   get zero gradient.
 
-``layer="NAME"`` overrides the choice with any ``model.named_modules()`` name.
+``layer="NAME"`` overrides the choice with any ``model.named_modules()`` name but an
+``nn.Identity`` of a model without convolutions (an MLP's ``features`` passes the image through):
+it has no feature map of its own.
 
 Example:
     >>> from vislab.models import create_model
@@ -129,6 +131,25 @@ def layer_listing(model: nn.Module) -> str:
             f"(all {len(names)}: `vislab summary MODEL` or vislab.explain.layer_names(model))")
 
 
+def passes_through(module: nn.Module) -> bool:
+    """Whether ``module`` computes nothing, its output being its input (``nn.Identity``): no feature map."""
+    return isinstance(module, nn.Identity)
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def _refuse_pass_through(model: nn.Module, target: TargetLayer) -> None:
+    """An nn.Identity of a model without convolutions passes the image itself on (an MLP's ``features``): no
+    feature map. In a network with convolutions an nn.Identity passes a feature map on (timm's ``norm_pre``,
+    ``final_conv`` placeholders): it is explained as the layer before it."""
+    if passes_through(target.module) and not has_convolutions(model):
+        raise ConfigError(f"layer {target.name!r} is an nn.Identity: it passes its input through unchanged, so it has "
+                          "no feature map of its own, and the model has no convolution layers, so no layer has one; "
+                          "`vislab explain --method occlusion` shows what it looks at")
+
+
 def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer: str | None = None) -> TargetLayer:
     """Pick the layer to explain (see the module docstring for the rules).
 
@@ -139,10 +160,14 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer:
 
     Raises:
         NoFeatureMapError: the model has no convolution layers (an MLP).
-        ValueError: the name is unknown, or no spatial layer is found automatically.
+        ValueError: the name is unknown, or an ``nn.Identity`` of a model without convolutions, or no spatial
+            layer is found automatically.
     """
     if layer is not None:
         module = get_layer(model, layer)
+        if passes_through(module) and not has_convolutions(model):
+            raise NoFeatureMapError(type(model).__name__,
+                                    f" (its layer {layer!r} is an nn.Identity that passes the image through unchanged)")
         return _with_token_layout(model, TargetLayer(layer, module), input_size)
     features = getattr(model, "features", None)
     if isinstance(features, nn.Module) and hasattr(model, "head"):
@@ -224,7 +249,9 @@ def _forward_features_target(model: nn.Module, finished, features: torch.Tensor)
 
 
 def _with_token_layout(model: nn.Module, target: TargetLayer, input_size) -> TargetLayer:
-    """For a layer with (N, T, D) output, work out the prefix tokens and the patch grid."""
+    """For a layer with (N, T, D) output, work out the prefix tokens and the patch grid; a layer that
+    computes nothing (:func:`passes_through`) is refused."""
+    _refuse_pass_through(model, target)
     shape = _output_shape(model, target.module, input_size)
     if shape is None or len(shape) != 3:
         return target
