@@ -67,13 +67,39 @@ def test_compare_given_only_vislab_output_or_a_plain_folder_is_one_line_error(ru
     assert not (tmp_path / "again").exists()
     plain = tmp_path / "notes"
     plain.mkdir()
-    assert main(["compare", str(runs / "mlp"), str(plain), "--out", str(tmp_path / "again")]) == 1
+    assert main(["compare", str(plain), "--out", str(tmp_path / "again")]) == 1
     err = capsys.readouterr().err
     assert len(_lines(err)) == 1 and f"{plain} is not a vislab run folder" in err
     assert "vislab audit" not in err  # compare ranks trained runs: an audit's folder is no answer
     # another command given compare's output says what it is
     assert main(["report", str(out)]) == 1
     assert f"{out} is compare's own output, not a vislab run folder" in capsys.readouterr().err
+
+
+def test_compare_over_a_runs_glob_skips_stray_files_and_plain_folders(runs, tmp_path, capsys):
+    folder = tmp_path / "runs"
+    shutil.copytree(runs / "mlp", folder / "mlp")
+    (folder / "cnn.log").write_text("epoch 1\n")
+    (folder / "notes").mkdir()
+    given = sorted(str(path) for path in folder.iterdir())
+    assert main(["compare", *given, "--out", str(tmp_path / "board")]) == 0, capsys.readouterr().err
+    out = _lines(capsys.readouterr().out)
+    assert f"skipped {folder / 'cnn.log'}: a file, not a run" in out
+    assert f"skipped {folder / 'notes'}: a folder with none of a run's files, not a run" in out
+    ranked = [row["run"] for row in csv.DictReader(open(tmp_path / "board" / "leaderboard.csv"))]
+    assert ranked == ["mlp"]
+    # nothing left to rank: one error naming each path; one path that is not a run: its own error
+    assert main(["compare", str(folder / "cnn.log"), str(folder / "notes"), "--out", str(tmp_path / "no")]) == 1
+    assert _lines(capsys.readouterr().err) == [
+        f"vislab compare: error: no run folder to compare: {folder / 'cnn.log'} is a file, {folder / 'notes'} is a "
+        "folder with none of a run's files; give the folders `vislab train --out DIR` wrote"]
+    assert main(["compare", str(folder / "cnn.log"), "--out", str(tmp_path / "no")]) == 1
+    assert _lines(capsys.readouterr().err) == [
+        f"vislab compare: error: {folder / 'cnn.log'}: a file, not a run folder; give a folder written by "
+        "`vislab train --out DIR`"]
+    assert main(["compare", str(folder / "mlp"), str(folder / "typo"), "--out", str(tmp_path / "no")]) == 1
+    assert f"{folder / 'typo'}: no such run folder" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
 
 
 def test_evaluate_without_the_val_split_names_what_is_missing_and_the_fix(runs, tmp_path, capsys):

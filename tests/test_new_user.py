@@ -208,9 +208,12 @@ def test_compare_refuses_what_is_not_a_run_folder(run_dir, digit_pngs, tmp_path,
     cases = {str(Path(image).parent): "not a vislab run folder", image: "a file, not a run folder",
              str(tmp_path / "model.onnx"): "an ONNX graph", str(tmp_path / "typo"): "no such run folder"}
     for path, said in cases.items():
-        assert main(["compare", str(run_dir), path, "--out", str(tmp_path / "cmp")]) == 1
+        assert main(["compare", path, "--out", str(tmp_path / "cmp")]) == 1
         error = _error(capsys)
         assert said in error and path in error, error
+    # beside a run, a path that is not there is still an error (a stray file or folder is skipped)
+    assert main(["compare", str(run_dir), str(tmp_path / "typo"), "--out", str(tmp_path / "cmp")]) == 1
+    assert "no such run folder" in _error(capsys)
     assert not (tmp_path / "cmp").exists()
     # an audit's folder beside a run is skipped (`compare runs/*`); alone, there is nothing to compare
     assert main(["compare", str(tmp_path / "audit"), "--out", str(tmp_path / "cmp")]) == 1
@@ -329,6 +332,34 @@ def test_activations_help_matches_what_it_writes(run_dir, digit_pngs, tmp_path, 
     assert f"up to {DEFAULT_LAYERS} layers" in help_text and "first 8 layers)" not in help_text
     written = api.activations(run_dir, digit_pngs[0], out=tmp_path)
     assert 0 < len(written) <= DEFAULT_LAYERS
+
+
+def test_activations_of_two_images_keep_both_and_say_which_image(run_dir, digit_pngs, tmp_path, monkeypatch,
+                                                                 capsys):
+    import shutil
+
+    import vislab.viz.explain as figures
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    image = Path(shutil.copy(digit_pngs[1], tmp_path / "my digit.png"))
+    titles = []
+    drawn = figures.activation_grid_figure
+    monkeypatch.setattr(figures, "activation_grid_figure",
+                        lambda grid, title: (titles.append(title), drawn(grid, title))[1])
+    layers = ["features.1", "features.4"]
+    assert main(["activations", str(run), str(digit_pngs[0]), "--layers", *layers]) == 0
+    written = api.activations(run, image, layers=layers)
+    folder = run / "plots" / "activations"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "activations_d0_00_features_1.png", "activations_d0_01_features_4.png",
+        "activations_my_digit_00_features_1.png", "activations_my_digit_01_features_4.png"]
+    assert [path for _, path in written] == [folder / "activations_my_digit_00_features_1.png",
+                                            folder / "activations_my_digit_01_features_4.png"]
+    assert [title.split(",")[0] for title in titles] == ["d0.png", "d0.png", "my digit.png", "my digit.png"]
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert all(f"plots/activations/{p.name}" in html for p in folder.iterdir())
 
 
 def test_summary_lists_the_head_and_mlp_description_is_true():

@@ -343,8 +343,8 @@ def activations(model, image, layers=None, out=None, weights=None, device: str =
     """``vislab activations``: every channel of each layer's output for one image, a PNG per layer.
 
     Returns ``(grid, path)`` pairs: ``grid.name``, ``grid.channels``, ``grid.map_size`` and the PNG.
-    The default ``out`` is ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``; the image's
-    own folder is refused.
+    The PNGs are named ``activations_{image stem}_{NN}_{layer}.png``. The default ``out`` is
+    ``RUN/plots/activations`` for a run folder, else ``activations-MODEL``; the image's own folder is refused.
     ``device`` (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model runs, as :func:`predict` picks it."""
     from vislab.core.device import resolve_device
     from vislab.data.images import read_image
@@ -362,7 +362,7 @@ def activations(model, image, layers=None, out=None, weights=None, device: str =
         _check_out_of_inputs(out, [image], "activations", default=True)
     loaded.model.to(where)
     grids = compute(loaded.model, loaded.preprocessing, read_image(image), layers=layers)
-    return list(zip(grids, save_activations(grids, out)))
+    return list(zip(grids, save_activations(grids, out, image=image)))
 
 
 def filters(model, layer: str | None = None, n: int = 64, steps: int = 40, out=None, weights=None,

@@ -28,7 +28,8 @@ UNKNOWN = "—"  # a cell the run folder does not say (no model.json, no history
 
 class Leaderboard(list):
     """:func:`compare_runs`' rows, and ``skipped``: (folder, what it is) for each folder given that another
-    vislab command wrote (``runs/*`` holds compare's own ``runs/compare``), left out."""
+    vislab command wrote (``runs/*`` holds compare's own ``runs/compare``), and each stray file or non-run folder
+    among several paths, left out."""
 
     def __init__(self, rows=(), skipped=()):
         super().__init__(rows)
@@ -38,7 +39,8 @@ class Leaderboard(list):
 def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> Leaderboard:
     """One row per run folder, grouped by the data measured on, best accuracy first within each
     (runs not yet evaluated last). A folder another vislab command wrote (compare's leaderboard, lr-find's
-    plot: :func:`vislab.core.files.vislab_output`; an audit) is left out, and listed in the rows' ``skipped``.
+    plot: :func:`vislab.core.files.vislab_output`; an audit) is left out, and listed in the rows' ``skipped``;
+    so is, among several paths (``runs/*``), a file or a folder holding no run's files.
 
     Reads ``model.json`` (name, parameter count; the count falls back to the
     tensor shapes in ``model.safetensors``), ``history.csv`` (epochs, summed
@@ -47,8 +49,8 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> Leaderboa
     A missing file leaves its columns ``None``.
 
     Raises:
-        RunError: a path is not a run folder (missing, a file, or a folder holding no run's files), or
-            every folder given is another command's output.
+        RunError: a path is missing, the one path given is not a run folder (a file, or a folder holding no
+            run's files), or no path given is a run folder.
 
     Example:
         >>> import tempfile, json, pathlib
@@ -64,12 +66,15 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> Leaderboa
     rows = []
     named: dict[Path, object] = {}  # a folder named twice (runs/a and ./runs/a) is one row
     skipped: dict[Path, tuple[str, str]] = {}
+    run_dirs = list(run_dirs)
     for run_dir in run_dirs:
         error = run_folder_error(run_dir, trained=True)
         output = None
         if error is not None:
             output = vislab_output(run_dir) or ("`vislab audit`'s output (no model)"
                                                 if (Path(run_dir) / "audit.json").is_file() else None)
+        if output is None and error is not None and len(run_dirs) > 1:  # `runs/*` holds stray files and folders
+            output = _stray(run_dir)
         if output is not None:
             skipped.setdefault(Path(run_dir).resolve(), (str(run_dir), output))
         elif error is not None:
@@ -95,6 +100,16 @@ def compare_runs(run_dirs: Sequence, evaluation: str | None = None) -> Leaderboa
     rows.sort(key=lambda r: (_score(r) is None, str(r.get("data") or ""),
                              -_score(r) if _score(r) is not None else math.inf))
     return Leaderboard(rows, skipped.values())
+
+
+def _stray(path) -> str | None:
+    """What ``path`` is when it is neither a run nor a missing path: a file, or a folder holding no run's files."""
+    path = Path(path)
+    if path.is_file():
+        return "a file"
+    if path.is_dir():
+        return "a folder with none of a run's files"
+    return None
 
 
 def evaluations(run_dirs: Sequence[Path]) -> list[str]:

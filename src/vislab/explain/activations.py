@@ -185,13 +185,17 @@ def activations(
     return grids
 
 
-def save_activations(grids: Sequence[ActivationGrid], out_dir, prefix: str = "activations") -> list[Path]:
-    """One PNG per layer in ``out_dir``: ``{prefix}_{NN}_{layer}.png``."""
+def save_activations(grids: Sequence[ActivationGrid], out_dir, prefix: str = "activations", image=None) -> list[Path]:
+    """One PNG per layer in ``out_dir``: ``{prefix}_{image stem}_{NN}_{layer}.png`` (``{prefix}_{NN}_{layer}.png``
+    without ``image``, the file the grids were drawn for), each titled with the image's name."""
+    from vislab.explain.explainers import safe_filename
     from vislab.viz.explain import activation_grid_figure, save_figure
 
+    stem = f"_{safe_filename(Path(image).stem)}" if image is not None else ""
+    shown = f"{Path(image).name}, " if image is not None else ""
     paths = []
     for number, grid in enumerate(grids):
-        title = f"{grid.name}: {grid.channels} channels of {grid.map_size[0]}x{grid.map_size[1]}"
-        name = f"{prefix}_{number:02d}_{grid.name.replace('.', '_')}.png"
+        title = f"{shown}{grid.name}: {grid.channels} channels of {grid.map_size[0]}x{grid.map_size[1]}"
+        name = f"{prefix}{stem}_{number:02d}_{grid.name.replace('.', '_')}.png"
         paths.append(save_figure(activation_grid_figure(grid.grid, title), Path(out_dir) / name))
     return paths
