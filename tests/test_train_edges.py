@@ -113,3 +113,24 @@ def test_models_text_uses_a_wider_terminal():
     wide = _models_text(rows, "vislab models", False, width=160).splitlines()
     narrow = _models_text(rows, "vislab models", False, width=80).splitlines()
     assert max(map(len, wide)) > 80 and max(map(len, narrow)) <= 80 and len(wide) < len(narrow)
+
+
+def test_a_budget_that_leaves_too_few_steps_for_one_cycle_keeps_the_rate():
+    """--time-budget re-planning a slow fine-tuning run on about one batch of images down to 2 epochs (2 steps):
+    one-cycle needs 3, so the rate is held; refitting the schedule raised AttributeError ('NoneType' ... 'step')."""
+    import types
+
+    from vislab import api
+    from vislab.train.budget import refit_schedule
+
+    cfg = api.make_config(data="digits", model="mlp", scheduler="onecycle", lr=1e-3, time_budget="1m")
+    cfg.train.epochs = 2  # what the budget planned after the first epoch
+    weight = torch.nn.Parameter(torch.zeros(2))
+    trainer = types.SimpleNamespace(cfg=cfg, optimizer=torch.optim.AdamW([weight], lr=1e-3), steps_per_epoch=1,
+                                    scheduler=object(), step_per_batch=True)
+    refit_schedule(trainer, done_steps=1)
+    assert trainer.scheduler is None and not trainer.step_per_batch
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-3
+    cfg.train.epochs = 4  # enough steps: one-cycle again, moved past the step taken
+    refit_schedule(trainer, done_steps=1)
+    assert isinstance(trainer.scheduler, torch.optim.lr_scheduler.OneCycleLR) and trainer.scheduler.last_epoch == 1

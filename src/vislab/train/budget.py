@@ -163,10 +163,11 @@ def refit_schedule(trainer, done_steps: int) -> None:
         group["lr"] = group.get("max_lr", group.get("initial_lr", group["lr"]))
         group.pop("initial_lr", None)
     scheduler, per_batch = make_scheduler(trainer.optimizer, trainer.cfg, trainer.steps_per_epoch)
-    with warnings.catch_warnings():  # fast-forwarding a new schedule past steps already taken, not a misuse
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-        for _ in range(done_steps):
-            scheduler.step()
+    if scheduler is not None:  # None: too few steps left for the schedule, which holds the rate constant
+        with warnings.catch_warnings():  # fast-forwarding a new schedule past steps already taken, not a misuse
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            for _ in range(done_steps):
+                scheduler.step()
     trainer.scheduler, trainer.step_per_batch = scheduler, per_batch
 
 
