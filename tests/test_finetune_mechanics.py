@@ -357,3 +357,15 @@ def test_a_resume_whose_new_epochs_end_before_an_unfreezing_warns(tmp_path):
             warnings.simplefilter("always")
             assert resume_config(tmp_path / "run", epochs=epochs).train.epochs == epochs
         assert [str(w.message) for w in seen if issubclass(w.category, UserWarning)] == expected
+
+
+def test_finetune_last_on_random_weights_is_refused_as_freeze_backbone_is():
+    """--finetune-last without weights froze the lower blocks at their random values, silently."""
+    from vislab import api
+    from vislab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--finetune-last 2 without --pretrained or --weights freezes the blocks "
+                                          r"below .*--allow-random-backbone"):
+        api.make_config(data="digits", model="fastnet", finetune_last=2)
+    assert api.make_config(data="digits", model="fastnet", finetune_last=2, allow_random_backbone=True)
+    assert api.make_config(data="digits", model="efficientnet_lite0", pretrained=True, finetune_last=2)

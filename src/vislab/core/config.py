@@ -462,6 +462,13 @@ def check_new_run(cfg: Config, warn: bool = True) -> Config:
             "--freeze backbone without --pretrained or --weights freezes randomly initialised filters, so only "
             "the head learns, on random features (far below what training the whole network gives). Add --pretrained "
             "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")
+    if (cfg.model.finetune_last and cfg.model.freeze != "backbone" and not cfg.model.pretrained
+            and not cfg.model.weights and not cfg.model.allow_random_backbone):
+        key = "model.finetune_last"
+        raise ConfigError(cfg.named(key, f"{cfg.given_as(key)} without --pretrained or --weights freezes the blocks "
+                                         "below the last ones at their random initial values, so they never learn. "
+                                         "Add --pretrained (or --weights PATH), drop it to train the whole network, "
+                                         "or pass --allow-random-backbone to mean it"))
     _check_unfreezing(cfg)
     if warn:
         for message in _unfreezing_warnings(cfg):
