@@ -338,25 +338,23 @@ def test_finetune_last_beyond_the_blocks_names_the_flag(lite0):
         finetune.finetune_last(lite0, 9)
 
 
-def test_a_resume_whose_new_epochs_end_before_an_unfreezing_warns(tmp_path):
-    """`vislab train --resume RUN --epochs 3` of a run whose stage unfreezes at epoch 5: the stage never comes."""
-    import warnings
+def test_a_resume_whose_new_epochs_end_before_an_unfreezing_warns_once(tmp_path, capsys):
+    """`vislab train --resume RUN --epochs 3` of a run whose stage unfreezes at epoch 5: the stage never comes,
+    said once; a resume refused (nothing left to train) says only why."""
+    from vislab.cli import main
 
-    import yaml
-
-    from vislab import api
-    from vislab.train.loop import resume_config
-
-    cfg = api.make_config(unfreeze_at=["5:2"], epochs=8, **PRETRAINED)
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    for epochs, expected in ((3, ["--unfreeze-at 5:2 unfreezes at epoch 5 (0-based), but --epochs 3 ends the run "
-                                  "first, so that stage never comes; give --epochs 6 or more (or train on later with "
-                                  "--resume RUN --epochs 6)"]), (8, [])):
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            assert resume_config(tmp_path / "run", epochs=epochs).train.epochs == epochs
-        assert [str(w.message) for w in seen if issubclass(w.category, UserWarning)] == expected
+    run = tmp_path / "run"
+    assert main(["train", "--model", "fastnet", "--freeze", "backbone", "--allow-random-backbone", "--unfreeze-at",
+                 "5:2", "--epochs", "1", "--out", str(run), *TINY]) == 0
+    assert "--unfreeze-at 5:2 unfreezes at epoch 5" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert warned == ["vislab train: warning: --unfreeze-at 5:2 unfreezes at epoch 5 (0-based), but --epochs 3 ends "
+                      "the run first, so that stage never comes; give --epochs 6 or more (or train on later with "
+                      "--resume RUN --epochs 6)"]
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "leaves nothing to train" in err and "warning" not in err
 
 
 def test_finetune_last_on_random_weights_is_refused_as_freeze_backbone_is():

@@ -638,14 +638,8 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
                           f"(got {', '.join(changed)})")
     cfg = read_config(run_dir)
     if epochs is not None:
-        import warnings
-
-        from vislab.core.config import late_unfreezing
-
         cfg.train.epochs = epochs
         config_from_dict(cfg.to_dict())  # validate the new count
-        for message in late_unfreezing(cfg):  # an unfreezing the new count still ends the run before
-            warnings.warn(message, UserWarning, stacklevel=2)
     return cfg
 
 
@@ -717,6 +711,13 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             raise ConfigError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, so --epochs "
                               f"{cfg.train.epochs} leaves nothing to train; give --epochs {done + 1} or more to "
                               f"continue it, or `vislab evaluate {run_dir}` to evaluate it as it is")
+        if epochs is not None and main:  # an unfreezing the new count still ends the run before, said once
+            import warnings
+
+            from vislab.core.config import late_unfreezing
+
+            for message in late_unfreezing(cfg):
+                warnings.warn(message, UserWarning, stacklevel=2)
     else:
         # the default name holds a timestamp, and rank 0 makes the folder so that no other run takes it:
         # rank 0's is everyone's
