@@ -367,3 +367,16 @@ def test_finetune_last_on_random_weights_is_refused_as_freeze_backbone_is():
         api.make_config(data="digits", model="fastnet", finetune_last=2)
     assert api.make_config(data="digits", model="fastnet", finetune_last=2, allow_random_backbone=True)
     assert api.make_config(data="digits", model="efficientnet_lite0", pretrained=True, finetune_last=2)
+
+
+def test_freeze_backbone_without_weights_from_a_yaml_file_names_the_file_and_key(tmp_path, capsys):
+    from vislab.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  name: efficientnet_lite0\n  freeze: backbone\n")
+    assert main(["train", "--config", str(config), "--data", "digits", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.startswith(f"vislab train: error: {config} [model]: model.freeze='backbone' "
+                                              "without --pretrained or --weights freezes randomly initialised filters")
+    assert main(["train", "--model", "efficientnet_lite0", "--freeze", "backbone", "--data", "digits",
+                 "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.startswith("vislab train: error: --freeze backbone without --pretrained")

@@ -458,10 +458,11 @@ def check_new_run(cfg: Config, warn: bool = True) -> Config:
     ``warn``: also warn of what the options leave undone (False while --recipe auto may still set the epochs)."""
     if (cfg.model.freeze == "backbone" and not cfg.model.pretrained and not cfg.model.weights
             and not cfg.model.allow_random_backbone):
-        raise ConfigError(
-            "--freeze backbone without --pretrained or --weights freezes randomly initialised filters, so only "
+        key = "model.freeze"
+        raise ConfigError(cfg.named(key, (
+            f"{cfg.given_as(key)} without --pretrained or --weights freezes randomly initialised filters, so only "
             "the head learns, on random features (far below what training the whole network gives). Add --pretrained "
-            "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")
+            "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")))
     if (cfg.model.finetune_last and cfg.model.freeze != "backbone" and not cfg.model.pretrained
             and not cfg.model.weights and not cfg.model.allow_random_backbone):
         key = "model.finetune_last"
