@@ -419,3 +419,16 @@ def test_an_imagenet_name_without_weights_is_refused_and_only_names_with_weights
     # timm has no weights for efficientnet_lite1, but vislab ships them: never refused (tests/test_shipped_backbones.py)
     with pytest.raises(ConfigError, match="Did you mean: imagenet:efficientnet_lite1") as info:
         load_imagenet_model("efficientnet_lite1x")
+
+
+def test_a_missing_local_hf_folder_is_named_as_such_not_as_a_hub_model(tmp_path):
+    """hf:/path/that/does/not/exist was tried as a hub id: "offline and not in the local cache", with a
+    `huggingface-cli download /path/...` suggestion. A path is a path."""
+    pytest.importorskip("transformers")
+    from vislab.models.pretrained import PretrainedWeightsError, create_hf_model
+
+    with pytest.raises(PretrainedWeightsError, match=rf"^hf:{tmp_path / 'nope'}: no such folder; give the folder"):
+        create_hf_model(str(tmp_path / "nope"), 3, pretrained=True)
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with pytest.raises(PretrainedWeightsError, match=rf"^--weights {tmp_path / 'file.bin'}: a file, not a folder"):
+        create_hf_model("google/vit-base-patch16-224", 3, pretrained=True, weights=str(tmp_path / "file.bin"))

@@ -652,7 +652,15 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
         model.vislab_weights = None
         return model
     source = str(weights) if weights else name
-    local = Path(source).expanduser().is_dir()
+    path = Path(source).expanduser()
+    local = path.is_dir()
+    if not local and (path.is_absolute() or source.startswith((".", "~")) or path.exists()):
+        # a path, not a hub id (ORG/NAME): say what is wrong with it, not that the hub is unreachable
+        given = f"--weights {source}" if weights else f"hf:{source}"
+        what = "a file, not a folder" if path.exists() else "no such folder"
+        raise PretrainedWeightsError(f"{given}: {what}; give the folder a Hugging Face model was saved into "
+                                     "(model.save_pretrained(DIR) or `huggingface-cli download ORG/NAME --local-dir "
+                                     "DIR`), or a hub id such as google/vit-base-patch16-224")
     offline = not local and not _hub_reachable()
     try:
         with _hub_offline(offline):
