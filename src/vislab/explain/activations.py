@@ -28,7 +28,8 @@ import torch.nn as nn
 
 from vislab.core.errors import ConfigError
 from vislab.explain.base import as_image_tensor, model_device, no_inplace
-from vislab.explain.targets import _ACTIVATIONS, _SKIP, TargetLayer, _record_outputs, _with_token_layout, get_layer
+from vislab.explain.targets import (_ACTIVATIONS, _SKIP, TargetLayer, _record_outputs, _with_token_layout, get_layer,
+                                   has_convolutions)
 
 IMAGES_PER_ROW = 16  # as Chollet's listing 5.30
 DEFAULT_LAYERS = 8  # "the first 8 layers"
@@ -60,7 +61,7 @@ def default_layers(model: nn.Module, input_size: tuple[int, int, int], count: in
     Other models: timm's ``feature_info`` stages (a segmentation network's timm encoder too, then its
     decoder's blocks), else the top-level modules with 4-D output (a level down under a wrapper).
     """
-    if not any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules()):
+    if not has_convolutions(model):
         raise ConfigError("this model has no convolution layers (an MLP sees the pixels as one vector), "
                          "so there are no activation maps to show; `vislab explain --method occlusion` shows what it "
                          "looks at")

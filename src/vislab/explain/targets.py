@@ -137,6 +137,7 @@ def passes_through(module: nn.Module) -> bool:
 
 
 def has_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` has any convolution (1-, 2- or 3-D): without one it has no feature maps (an MLP)."""
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
