@@ -112,12 +112,12 @@ def test_the_recipe_line_names_a_few_of_many_settings_those_that_differ_first():
     at most 8 in all, and counts the rest."""
     from dataclasses import asdict
 
-    from vislab.core.config import user_keys
+    from vislab.core.config import dotted_value, user_keys
 
     first, dataset, task = _digits(**{"model.name": "mlp"})
     recipe.apply(first, dataset, task)
-    written = {key: recipe._get(first, key) for key in user_keys(asdict(first))
-               if key.startswith(("train.", "augment.", "model.")) and recipe._get(first, key) is not None}
+    written = {key: dotted_value(first, key) for key in user_keys(asdict(first))
+               if key.startswith(("train.", "augment.", "model.")) and dotted_value(first, key) is not None}
     cfg, dataset, task = _digits(**{**written, "train.lr": 0.0123})
     applied = recipe.apply(cfg, dataset, task)
     named, more = applied.line.split("; yours: ", 1)[1].split(" and ")

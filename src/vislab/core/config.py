@@ -260,9 +260,7 @@ class Config:
         """
         origin, lead = self.origin(key), self.origin(subject or key)
         typed = any(key == given or key.startswith(given + ".") for given in getattr(self, "_options", ()))
-        current = self
-        for part in key.split("."):
-            current = getattr(current, part)
+        current = dotted_value(self, key)
         own = value is ...
         value = current if own else value
         flag = option_flag(key)
@@ -279,6 +277,14 @@ class Config:
         if (own or value is None) and (key in chosen or RECIPES.get(recipe or "", {}).get(key, ...) == current):
             text += f" (set by --recipe {recipe})"
         return text
+
+
+def dotted_value(cfg: Config, key: str):
+    """The value of dotted ``key`` (``train.early_stopping.patience``) in ``cfg``."""
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 # Named bundles of defaults. A recipe sits between the code defaults and the YAML/flags.
@@ -1141,9 +1147,6 @@ def _check_config_ranges(cfg: Config) -> None:
     for name, key in option_keys().items():
         if name not in RANGES:
             continue
-        value = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        problem = range_problem(name, value, subject=key)
+        problem = range_problem(name, dotted_value(cfg, key), subject=key)
         if problem:
             raise ConfigError(cfg.named(key, f"{problem} (--{name.replace('_', '-')})"))

@@ -27,7 +27,7 @@ import re
 import statistics
 from dataclasses import asdict, dataclass, replace
 
-from vislab.core.config import RECIPES, Config, option_flag, set_value
+from vislab.core.config import RECIPES, Config, dotted_value, option_flag, set_value
 from vislab.data.images import BadImageError
 
 # at most this many training images per class (classification): frozen pretrained features + a
@@ -349,7 +349,7 @@ def apply(cfg: Config, dataset, task) -> Applied:
         set_value(cfg, key, value, f"recipe auto ({rule})")
         chosen[key] = value
     # the user's settings (what to train on and where to write are not settings the recipe could pick)
-    kept = {key: _get(cfg, key) for key in sorted(user)
+    kept = {key: dotted_value(cfg, key) for key in sorted(user)
             if not key.startswith(("data.", "out", "seed", "task", "train.time_budget", "train.device"))}
     if cfg.train.optimizer == "lbfgs" and "train.scheduler" not in user:
         cfg.train.scheduler = "none"  # the L-BFGS head takes no schedule (a user's --optimizer lbfgs too)
@@ -408,13 +408,6 @@ def _trained_shape(shape: DataShape, dataset, cfg: Config, chosen: dict) -> Data
     present = [c for c in merged if c > 0]
     imbalance = max(present) / min(present) if present else 1.0
     return replace(shape, images=images, imbalance=float(imbalance))
-
-
-def _get(cfg, dotted: str):
-    obj = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _model_words(cfg: Config) -> str:
