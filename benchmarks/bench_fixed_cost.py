@@ -29,6 +29,7 @@ Usage:
     python benchmarks/bench_fixed_cost.py --data photos/ --epochs 1 --compare-kept --repeat 3   # a folder
     python benchmarks/bench_fixed_cost.py --epochs 3 --compare-collector --repeat 6
     python benchmarks/bench_fixed_cost.py --epochs 3 --compare-ref HEAD~3 --repeat 6
+    python benchmarks/bench_fixed_cost.py --epochs 3 --compare-ref HEAD~1 --fresh-audit --repeat 6
 
 ``--compare-kept`` alternates the plain command with what a run keeps in the cache folder for the next one
 computed afresh (the dataset audit and a folder's file check: their folders under ``$VISLAB_CACHE`` emptied)
@@ -38,7 +39,8 @@ and kept from the run before (the same data and seed).
 collector and at vislab's (``vislab.core.collector``: a collection every 50,000 new objects, not 700).
 
 ``--compare-ref COMMIT`` alternates the plain command from a git checkout of COMMIT (the code before a
-change) and from this working tree: what a change bought, as a whole.
+change) and from this working tree: what a change bought, as a whole. With ``--fresh-audit`` every run
+computes the dataset audit afresh (as a new data set or seed does), for a change to the audit.
 
 ``--compare-bytecode`` alternates the plain command without vislab's own compiled modules (the source
 tree's ``__pycache__`` folders removed, ``PYTHONDONTWRITEBYTECODE=1``: what an editable install costs where
@@ -278,10 +280,16 @@ def compare_ref(args, info: dict) -> int:
                 subprocess.run([sys.executable, "-m", "compileall", "-q", str(source)], check=True,
                                stdout=subprocess.DEVNULL)
             env = dict(os.environ)
+            if args.fresh_audit:  # a cache folder of the benchmark's own, its audit emptied before every run
+                env["VISLAB_CACHE"] = str(Path(tmp) / "cache")
+                info["audit"] = "fresh"
 
             def checkout(current: bool) -> None:
                 env["PYTHONPATH"] = str(src if current else tree / "src")
                 info["code"] = "working tree" if current else f"{args.compare_ref} ({commit.stdout.strip()[:10]})"
+                if args.fresh_audit:
+                    for folder in ("audit", "checked"):
+                        shutil.rmtree(Path(env["VISLAB_CACHE"]) / folder, ignore_errors=True)
 
             for current in (False, True):
                 checkout(current)
@@ -315,8 +323,13 @@ def main_bench(argv=None) -> int:
     parser.add_argument("--compare-ref", metavar="COMMIT", default=None,
                         help="alternate the plain command from a git checkout of COMMIT and from this working "
                              "tree (see above)")
+    parser.add_argument("--fresh-audit", action="store_true",
+                        help="with --compare-ref: every run computes the audit and the file check afresh (a cache "
+                             "folder of the benchmark's own, those two emptied before each run)")
     parser.add_argument("--vislab-args", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
+    if args.fresh_audit and not args.compare_ref:
+        parser.error("--fresh-audit goes with --compare-ref (--compare-kept compares a fresh audit with a kept one)")
     if args.model is None and args.recipe is None:
         args.model = "mlp"
     if args.data_dir is None and args.data == "fashion-mnist":

@@ -115,9 +115,9 @@ def test_audit_file_dataset(digits_folder, tmp_path):
 
     for name in audit["figures"]:
         assert_not_blank(tmp_path / name)
+    # the images share one size (8x8), which the table says: no figure of a single point
     assert {p.split("/")[-1] for p in audit["figures"]} == {
         "audit_class_balance.png",
-        "audit_image_geometry.png",
         "audit_dominant_colours.png",
         "audit_samples.png",
     }
@@ -216,6 +216,32 @@ def test_the_common_sizes_are_counted_and_ordered_as_counter_orders_them(tmp_pat
     audit = audit_dataset(Dataset("sizes", ["a"], splits), tmp_path, figures=False)
     assert list(audit["geometry"]["common_sizes"].items()) == [("40x10", 2), ("30x20", 2), ("25x25", 1), ("7x3", 1)]
     assert audit["geometry"]["distinct_sizes"] == 4
+
+
+def test_images_of_several_sizes_get_the_geometry_figure(tmp_path):
+    splits = {f"s{n}": Split(torch.zeros(1, dtype=torch.long), images=torch.zeros(1, 3, h, w, dtype=torch.uint8),
+                             name=f"s{n}") for n, (w, h) in enumerate([(40, 10), (30, 20)])}
+    audit = audit_dataset(Dataset("sizes", ["a"], splits), tmp_path)
+    assert "plots/audit_image_geometry.png" in audit["figures"]
+    assert_not_blank(tmp_path / "plots" / "audit_image_geometry.png")
+
+
+def test_grey_images_dominant_levels_are_drawn_flat_and_colours_in_3d(tmp_path):
+    """Grey images' dominant colours all lie on the RGB cube's diagonal: one row of grey levels per class
+    instead (a wide, short figure), colours in a 3-D scatter (a near-square one)."""
+    from vislab.viz.data import plot_dominant_colours
+
+    levels = np.array([10, 200, 30, 250, 120, 90])
+    labels = [0, 1, 0, 1, 2, 2]
+    grey = plot_dominant_colours(np.stack([levels] * 3, 1), labels, ["a", "b", "c"], tmp_path / "grey.png")
+    colour = plot_dominant_colours(np.stack([levels, levels[::-1], levels // 2], 1), labels, ["a", "b", "c"],
+                                   tmp_path / "colour.png")
+    for path in (grey, colour):
+        assert_not_blank(path)
+    width, height = Image.open(grey).size
+    assert height < width / 2
+    width, height = Image.open(colour).size
+    assert height > 0.8 * width
 
 
 def _fake_run(root, digits_folder, name="run_a", accuracy_boost=2.0, epochs=3, full=True):

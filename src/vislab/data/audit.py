@@ -126,7 +126,8 @@ def audit_dataset(dataset, out_dir, max_images: int = 2000, seed: int = 0, sampl
     geometry = _geometry_summary(scan)
     colours = _dominant_colours(splits, class_names, max_images, rng, bad_files)
     # the figures first: a run's helper interpreter draws them while the duplicates are searched here
-    drawn = _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) if figures else []
+    drawn = _draw(splits, balance, scan, geometry, colours, class_names, samples_per_class, rng, bad_files,
+                  plots) if figures else []
     duplicates = _duplicates(scan, class_names, warnings)
     if near_duplicates is None:
         near_duplicates = len(scan["records"]) <= NEAR_DUPLICATE_MAX_IMAGES
@@ -246,14 +247,16 @@ def _to_cache(key: str, out_dir: Path, audit: dict) -> None:
         keep_recent([p for p in root.iterdir() if not p.name.startswith(".")], CACHED_AUDITS)
 
 
-def _draw(splits, balance, scan, colours, class_names, samples_per_class, rng, bad_files, plots) -> list[Path]:
-    """The audit's figures: class balance, image geometry, dominant colours, samples per class."""
+def _draw(splits, balance, scan, geometry, colours, class_names, samples_per_class, rng, bad_files,
+          plots) -> list[Path]:
+    """The audit's figures: class balance, image geometry (when the images differ in size: audit.json and the
+    report's table say the one size otherwise), dominant colours, samples per class."""
     from vislab.core.background import draw
 
     figures = []
     counts = {name: [row[name] for row in balance["table"]] for name in splits}
     figures.append(draw("vislab.viz.data:plot_class_balance", counts, class_names, plots / "audit_class_balance.png"))
-    if scan["widths"]:
+    if geometry.get("distinct_sizes", 0) > 1:
         figures.append(draw("vislab.viz.data:plot_image_geometry", scan["widths"], scan["heights"],
                             plots / "audit_image_geometry.png"))
     if len(colours["colours"]):

@@ -75,7 +75,9 @@ def plot_image_geometry(widths: Sequence[int], heights: Sequence[int], path) -> 
 
 
 def plot_dominant_colours(colours, labels: Sequence[int], class_names: Sequence[str], path) -> Path:
-    """3-D scatter of each image's dominant RGB colour (0-255), coloured by class.
+    """Each image's dominant RGB colour (0-255) by class: a 3-D scatter, or for grey images (every colour
+    with R = G = B) one row of grey levels per class, where a 3-D scatter would put every point on the
+    cube's diagonal.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -85,6 +87,8 @@ def plot_dominant_colours(colours, labels: Sequence[int], class_names: Sequence[
     """
     colours = np.asarray(colours, dtype=float).reshape(-1, 3)
     labels = np.asarray(labels).reshape(-1)
+    if len(colours) and (colours == colours[:, :1]).all():
+        return _plot_dominant_greys(colours[:, 0], labels, class_names, path)
     fig = plt.figure(figsize=(7.5, 6.5))
     ax = fig.add_subplot(projection="3d")
     cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
@@ -96,6 +100,20 @@ def plot_dominant_colours(colours, labels: Sequence[int], class_names: Sequence[
     ax.set_title(f"Dominant colour per image ({len(colours)} images)")
     if 0 < len(class_names) <= 20:
         ax.legend(loc="upper left", fontsize=8, markerscale=2)
+    return _save(fig, path)
+
+
+def _plot_dominant_greys(greys, labels, class_names: Sequence[str], path) -> Path:
+    """Grey images' dominant levels: one row of points per class (a fixed jitter spreads each row), each point
+    drawn in its own grey."""
+    k = max(1, len(class_names))
+    fig, ax = plt.subplots(figsize=(8, min(max(2.5, 0.35 * k + 1.2), 16)))
+    jitter = (np.random.default_rng(0).random(len(greys)) - 0.5) * 0.6
+    ax.scatter(greys, labels + jitter, c=greys, cmap="gray", vmin=0, vmax=255, s=9, edgecolors="#666666",
+               linewidths=0.3)
+    ax.set_yticks(range(k), [_short(name) for name in class_names] if k <= 60 else [""] * k, fontsize=8)
+    ax.set(xlim=(-5, 260), ylim=(k - 0.5, -0.5), xlabel="Dominant grey level (0 black, 255 white)",
+           title=f"Dominant grey level per image ({len(greys)} images)")
     return _save(fig, path)
 
 
