@@ -89,21 +89,24 @@ def test_step_keeps_grad_mode_and_hooks():
     assert isinstance(KerasRMSprop([torch.nn.Parameter(torch.ones(1))]), torch.optim.RMSprop)
 
 
-@pytest.mark.parametrize("model, flags", [("mlp", ["--no-figures", "--no-evaluate"]), ("chollet_convnet", [])])
+@pytest.mark.parametrize("model, flags", [("mlp", ["--no-figures", "--no-evaluate"]), ("chollet_convnet", []),
+                                         ("mlp", [])])
 def test_short_train_run_imports_only_what_it_uses(tmp_path, model, flags):
-    """A short digits run, evaluation, figures and Grad-CAM panels included: no compiler, no
-    torchvision/OpenCV (pytorch-grad-cam's imports), no export or serving stack."""
+    """A short digits run, evaluation, figures and Grad-CAM (or, for the mlp, occlusion) panels included: no
+    compiler, no torchvision/OpenCV (pytorch-grad-cam's imports), no captum, no export or serving stack."""
     out = _fresh(f"""
 import json, sys
 from vislab.cli import main
 code = main(["train", "--data", "digits", "--model", {model!r}, "--epochs", "1", "--no-progress",
              *{flags!r}, "--out", {str(tmp_path / "run")!r}])
-heavy = ("torch._dynamo", "sympy", "torchvision", "cv2", "pytorch_grad_cam", "onnx", "onnxruntime", "fastapi", "timm")
+heavy = ("torch._dynamo", "sympy", "torchvision", "cv2", "pytorch_grad_cam", "captum", "onnx", "onnxruntime", "fastapi",
+         "timm")
 print(json.dumps({{"code": code, "imported": [m for m in heavy if m in sys.modules]}}))
 """)
     assert out == {"code": 0, "imported": []}
     if not flags:
-        assert (tmp_path / "run" / "plots" / "explain" / "gradcam_samples.png").stat().st_size > 1000
+        method = "occlusion" if model == "mlp" else "gradcam"
+        assert (tmp_path / "run" / "plots" / "explain" / f"{method}_samples.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("name, size", [("seed_cnn2", (3, 32, 32)), ("chollet_convnet", (1, 28, 28)),
@@ -256,3 +259,41 @@ def test_samples_montage_is_sized_to_its_images(tmp_path):
     small, large = size(28), size(128)
     assert small[0] * small[1] <= 800 * 900
     assert large == (1320, 1550)
+
+
+@pytest.mark.parametrize("name, size, window, stride", [("mlp", (1, 28, 28), None, None), ("seed_cnn2", (3, 32, 30), 4, 2),
+                                                        ("seed_cnn2", (3, 33, 31), 4, 3), ("mlp", (1, 28, 28), 5, 5),
+                                                        ("mlp", (1, 28, 28), 28, 1)])
+def test_occlusion_is_captums(name, size, window, stride):
+    """vislab computes occlusion itself (importing captum imports pyplot): captum's maps, the last square
+    reaching past the edge included."""
+    from captum.attr import Occlusion
+
+    from vislab.explain.attribution import _score_function, occlusion, occlusion_window
+    from vislab.explain.base import ClassScore, normalise_heatmap
+    from vislab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, in_chans=size[0], input_size=size[1:]).eval()
+    side = window or occlusion_window(min(size[1:]))
+    for seed in range(2):
+        inputs = torch.randn(1, *size, generator=torch.Generator().manual_seed(seed))
+        for target in range(3):
+            ours = occlusion(model, inputs, ClassScore(target), window=window, stride=stride)
+            theirs = Occlusion(_score_function(model, ClassScore(target))).attribute(
+                inputs, sliding_window_shapes=(size[0], side, side),
+                strides=(size[0], stride or side // 2, stride or side // 2), baselines=0.0, perturbations_per_eval=7)
+            theirs = normalise_heatmap(theirs[0].sum(0))
+            assert ours.shape == theirs.shape == size[1:]
+            np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_occlusion_refuses_a_window_that_leaves_pixels_uncovered():
+    from vislab.explain.attribution import occlusion
+    from vislab.explain.base import ClassScore
+    from vislab.models import create_model
+
+    model = create_model("mlp", num_classes=2, in_chans=1, input_size=(8, 8)).eval()
+    for window, stride in ((9, 1), (2, 3)):
+        with pytest.raises(ValueError, match="stride is at most the window"):
+            occlusion(model, torch.zeros(1, 1, 8, 8), ClassScore(0), window=window, stride=stride)

@@ -4,7 +4,7 @@ Each function takes the model, one preprocessed input (1, C, H, W) and a
 :class:`~vislab.explain.base.ClassScore`, and returns an (H, W) float32 map in
 0..1 over that input. The maths comes from libraries: pytorch-grad-cam for
 Grad-CAM++ (Grad-CAM is its formula, computed here and tested against it), captum for
-occlusion and integrated gradients.
+integrated gradients (occlusion is captum's ``Occlusion``, computed here and tested against it).
 
 Example:
     >>> import torch
@@ -18,6 +18,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -94,20 +96,42 @@ def occlusion(
             number (28 px: 4), so that the default stride overlaps the squares by exactly half.
         stride: step between squares; default half the window.
     """
-    _require("captum", "captum")
-    from captum.attr import Occlusion
-
-    channels, height, width = inputs.shape[1:]
+    height, width = inputs.shape[2:]
     window = window or occlusion_window(min(height, width))
     stride = stride or max(1, window // 2)
+    # Normalised input 0 is the dataset mean colour: a neutral grey, not black.
+    return normalise_heatmap(_occlusion(_score_function(model, score), inputs, window, stride,
+                                        _perturbations_per_eval(inputs)))
+
+
+def _occlusion(forward, inputs: torch.Tensor, window: int, stride: int, per_eval: int) -> torch.Tensor:
+    """captum's ``Occlusion(forward).attribute(inputs, sliding_window_shapes=(C, window, window),
+    strides=(C, stride, stride), baselines=0)``, summed over the channels (a test holds the two equal):
+    for each pixel, the mean drop of the score over the squares that cover it, the square's every channel
+    set to 0, times C. The squares start every ``stride`` pixels; the last may reach past the edge. Here,
+    because importing captum imports matplotlib's pyplot and captum's language-model attribution, about
+    half a second of a short run's end-of-run panels."""
+    channels, height, width = inputs.shape[1:]
+    if not 1 <= window <= min(height, width) or not 1 <= stride <= window:
+        raise ValueError(f"occlusion: window {window} and stride {stride} for a {height}x{width} input; the window "
+                         f"fits the input, and the stride is at most the window (no pixel left uncovered)")
+    rows = [k * stride for k in range(math.ceil((height - window) / stride) + 1)]
+    columns = [k * stride for k in range(math.ceil((width - window) / stride) + 1)]
+    squares = [(top, left) for top in rows for left in columns]
     with torch.no_grad():
-        forward = _score_function(model, score)
-        # Normalised input 0 is the dataset mean colour: a neutral grey, not black.
-        attributions = Occlusion(forward).attribute(
-            inputs, sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride),
-            baselines=0.0, perturbations_per_eval=_perturbations_per_eval(inputs),
-        )
-    return normalise_heatmap(attributions[0].sum(0))
+        initial = forward(inputs).reshape(-1)[0]
+        total = torch.zeros(height, width, dtype=inputs.dtype, device=inputs.device)
+        counts = torch.zeros(height, width, dtype=inputs.dtype, device=inputs.device)
+        for start in range(0, len(squares), per_eval):
+            chunk = squares[start:start + per_eval]
+            batch = inputs.repeat(len(chunk), 1, 1, 1)
+            for i, (top, left) in enumerate(chunk):
+                batch[i, :, top:top + window, left:left + window] = 0
+            drops = initial - forward(batch).reshape(len(chunk))
+            for drop, (top, left) in zip(drops, chunk):
+                total[top:top + window, left:left + window] += drop
+                counts[top:top + window, left:left + window] += 1
+    return channels * total / counts
 
 
 def occlusion_window(side: int) -> int:
