@@ -20,7 +20,8 @@ class Explanation:
     """One explained prediction.
 
     Attributes:
-        heatmap: (H, W) float32 in 0..1 at the size of the image that was explained;
+        heatmap: (H, W) float32 in 0..1 over the image that was explained, at its size (or at the smaller
+            ``size`` :func:`~vislab.explain.explain` was given: the size the image is drawn at);
             1 marks what most supports ``target``. Parts of the image that the
             model never saw (cut off by the centre crop) are 0.
         target: the explained class index.
@@ -28,7 +29,7 @@ class Explanation:
         score: the model's probability for ``target``.
         method: the method used (one of ``METHODS``).
         layer: the layer explained (Grad-CAM methods), else None.
-        mask: LIME only: (H, W) int8, +1 for regions for the class, -1 against, 0 neither.
+        mask: LIME only: (H, W) int8 (the heatmap's size), +1 for regions for the class, -1 against, 0 neither.
         predicted: the class the model predicts (``target`` when that was ``"top"``), None when not known.
         predicted_name: its name, when class names are known.
         predicted_score: the model's probability for ``predicted``.
@@ -67,13 +68,23 @@ def as_image_tensor(image) -> torch.Tensor:
 
 
 def heatmap_to_image(
-    heatmap: np.ndarray | torch.Tensor, preprocessing, image_size: tuple[int, int], nearest: bool = False
+    heatmap: np.ndarray | torch.Tensor, preprocessing, image_size: tuple[int, int], nearest: bool = False,
+    size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Map a heatmap over the model input back onto the original image.
 
     The inverse of :meth:`Preprocessing.resize`: the input covers the image
     stretched (``crop_pct == 1``) or a centre crop of it; outside the crop the
     map is 0, since the model never saw those pixels.
+
+    ``size``: the (height, width) to return the map at, the image's ``image_size`` shrunk with its aspect
+    ratio kept (the size it is drawn at); the crop is placed by ``image_size``, as the model's was.
+
+    Example:
+        >>> from vislab.data.preprocess import Preprocessing
+        >>> pre = Preprocessing(input_size=(3, 8, 8), crop_pct=0.5)
+        >>> heatmap_to_image(np.ones((8, 8)), pre, (4000, 4000), size=(16, 16))[:, 8].tolist()
+        [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     """
     heat = torch.as_tensor(np.asarray(heatmap, dtype=np.float32))[None, None]
     in_h, in_w = image_size
@@ -88,11 +99,12 @@ def heatmap_to_image(
         canvas = torch.zeros(1, 1, *resized)
         canvas[..., top : top + height, left : left + width] = heat
         heat = canvas
-    if tuple(heat.shape[-2:]) != (in_h, in_w):
+    out = tuple(size) if size is not None else (in_h, in_w)
+    if tuple(heat.shape[-2:]) != out:
         if nearest:  # label maps (LIME's -1/0/+1 mask) must not blend
-            heat = F.interpolate(heat, size=(in_h, in_w), mode="nearest")
+            heat = F.interpolate(heat, size=out, mode="nearest")
         else:
-            heat = F.interpolate(heat, size=(in_h, in_w), mode="bilinear", align_corners=False)
+            heat = F.interpolate(heat, size=out, mode="bilinear", align_corners=False)
     return (heat[0, 0] if nearest else heat[0, 0].clamp(0, 1)).numpy().astype(np.float32)
 
 

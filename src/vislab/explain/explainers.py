@@ -51,6 +51,7 @@ def explain(
     layer: str | None = None,
     class_names: Sequence[str] | None = None,
     task=None,
+    size: tuple[int, int] | None = None,
     **opts,
 ) -> Explanation:
     """Explain the model's score for one class on one image.
@@ -65,12 +66,16 @@ def explain(
         layer: Grad-CAM layer (a ``model.named_modules()`` name); automatic when None.
         class_names: names for ``target`` lookup and titles.
         task: the run's task (``loaded.task``), which picks the explained score; the default task when None.
+        size: (height, width) to return the heatmap (and LIME's mask) at: the image's size shrunk with its
+            aspect ratio kept, e.g. the size it is drawn at (:func:`vislab.viz.montage.display_size`), so a
+            large photo's map is never made at its full size. None: the image's own size. The model sees
+            ``preprocessing(image)`` either way.
         **opts: method options: occlusion ``window, stride``; integrated-gradients
             ``steps, smooth``; lime ``num_samples, segmentation, num_features,
             hide_color, seed`` and the superpixel settings.
 
     Returns:
-        :class:`Explanation` with a 0..1 heatmap at the image's own size.
+        :class:`Explanation` with a 0..1 heatmap over the image, at its own size (or ``size``).
 
     Raises:
         ValueError: unknown method/option/target/layer, or Grad-CAM on a model without feature maps.
@@ -113,9 +118,9 @@ def explain(
             from vislab.explain.lime import lime_explain
 
             heat, mask = lime_explain(model, preprocessing, image, index,
-                                      scores=(task or get_task()).lime_scores(logits, index), **opts)
+                                      scores=(task or get_task()).lime_scores(logits, index), size=size, **opts)
         if method != "lime":  # lime_explain maps its own results back
-            heat = heatmap_to_image(heat, preprocessing, tuple(image.shape[-2:]))
+            heat = heatmap_to_image(heat, preprocessing, tuple(image.shape[-2:]), size=size)
     finally:
         model.train(was_training)
 
@@ -130,7 +135,8 @@ def explain(
 
 
 def save_overlay(explanation: Explanation, image, path) -> Path:
-    """Write the explanation over the image as a PNG (LIME: its green/red superpixels too).
+    """Write the explanation over the image as a PNG (LIME: its green/red superpixels too), the image drawn
+    at its display size (:func:`vislab.viz.montage.display_size`) and the heatmap over it.
 
     Example:
         >>> save_overlay(result, image, "runs/cats/plots/explain/cat1_gradcam.png")  # doctest: +SKIP
@@ -188,15 +194,18 @@ def explain_samples(
             # no feature maps to weight (e.g. an MLP): the panel is named for what it shows
             filename = filename.replace(method_filename(method), "occlusion", 1)
             method = "occlusion"
+    from vislab.viz.montage import display_rgb, display_size
+
     shown, heatmaps, labels = [], [], []
     for index, image in enumerate(images):
         image = as_image_tensor(image)
+        size = display_size(*image.shape[-2:])  # what the panel draws: never a large image's full size
         result = explain(loaded.model, loaded.preprocessing, image, method=method, class_names=loaded.class_names,
-                         task=getattr(loaded, "task", None))
+                         task=getattr(loaded, "task", None), size=size)
         name = result.target_name if result.target_name is not None else str(result.target)
         label = f"pred: {name} ({result.score:.0%})"
         labels.append(f"{titles[index]}\n{label}" if titles else label)
-        shown.append(image.numpy())
+        shown.append(display_rgb(image.numpy(), size))
         heatmaps.append(result.heatmap)
     return draw("vislab.viz.explain:write_overlay_panel", shown, heatmaps, labels, Path(out_dir) / filename,
                 columns=columns)
@@ -285,6 +294,7 @@ def explain_files(
     """
     from vislab.data.images import BadImageError, read_image
     from vislab.data.sources import expand_image_paths
+    from vislab.viz.montage import display_size
 
     out = Path(out_dir) if out_dir is not None else default_out_dir(loaded)
     paths, bad = expand_image_paths(inputs)
@@ -304,9 +314,10 @@ def explain_files(
         except BadImageError as exc:
             results.append({"file": path, "error": exc.reason})  # the path is the entry's "file"
             continue
+        size = display_size(*image.shape[-2:])  # the map over the image as the PNG draws it, not at full size
         try:
             result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target, layer=layer,
-                             task=getattr(loaded, "task", None), class_names=loaded.class_names, **opts)
+                             task=getattr(loaded, "task", None), class_names=loaded.class_names, size=size, **opts)
         except NoFeatureMapError as exc:
             name = model_name(loaded)
             who = f"model {name}" if name else exc.model  # as the run names it ("mlp"), not its class
@@ -317,7 +328,7 @@ def explain_files(
                           "with occlusion (--method picks another: lime, integrated-gradients)", UserWarning,
                           stacklevel=2)
             result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target,
-                             task=getattr(loaded, "task", None), class_names=loaded.class_names, **opts)
+                             task=getattr(loaded, "task", None), class_names=loaded.class_names, size=size, **opts)
         stem = safe_filename(Path(path).stem)
         stems[stem] = stems.get(stem, 0) + 1  # two cat.jpg in different folders must not overwrite
         suffix = f"_{stems[stem]}" if stems[stem] > 1 else ""

@@ -57,6 +57,7 @@ def lime_explain(
     batch_size: int = 64,
     seed: int = 0,
     scores=None,
+    size: tuple[int, int] | None = None,
     **segment_options,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Explain ``target`` for one uint8 (C, H, W) image.
@@ -72,9 +73,11 @@ def lime_explain(
         seed: LIME's random seed, so the same call gives the same answer.
         scores: a batch of model outputs -> (N, K) per-image class scores (the task's
             :meth:`~vislab.tasks.base.Task.lime_scores`); None: softmax probabilities.
+        size: (height, width) to return the heatmap and mask at (the image's, shrunk with its aspect
+            ratio kept); None: the image's own size.
 
     Returns:
-        (heatmap, mask) at the image's size: heatmap float32 0..1 from the positive
+        (heatmap, mask) over the image, at its size (or ``size``): heatmap float32 0..1 from the positive
         superpixel weights; mask int8 with +1 (for the class, green) / -1 (against, red).
         Pixels the model's centre crop leaves out are 0 in both.
     """
@@ -127,9 +130,10 @@ def lime_explain(
     if heat.max() > 0:
         heat /= heat.max()
     _, mask = explanation.get_image_and_mask(target, positive_only=False, num_features=num_features, hide_rest=False)
-    size = tuple(image.shape[-2:])
+    image_size = tuple(image.shape[-2:])
     signed = _signed_mask(mask, segments, weights)
-    return heatmap_to_image(heat, preprocessing, size), heatmap_to_image(signed, preprocessing, size, nearest=True).astype(np.int8)
+    return (heatmap_to_image(heat, preprocessing, image_size, size=size),
+            heatmap_to_image(signed, preprocessing, image_size, nearest=True, size=size).astype(np.int8))
 
 
 def model_view(preprocessing, image: torch.Tensor) -> torch.Tensor:

@@ -305,6 +305,7 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
             from vislab.explain.explainers import explain as explain_image
             from vislab.explain.targets import find_target_layer
             from vislab.viz.explain import overlay_figure, save_figure
+            from vislab.viz.montage import display_size
 
             method = "gradcam"
             try:
@@ -312,8 +313,10 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
             except ValueError:
                 method = "occlusion"  # no feature maps (an MLP): as the report does
             try:
+                # the map at the size the PNG draws the image at, never a large photo's full size
                 result = explain_image(loaded.model, loaded.preprocessing, image, method=method, target=target,
-                                       class_names=loaded.class_names, task=loaded.task)
+                                       class_names=loaded.class_names, task=loaded.task,
+                                       size=display_size(*image.shape[-2:]))
             except ValueError as exc:  # unknown target class
                 raise ApiError("invalid_parameter", str(exc)) from None
             fig = overlay_figure(image.numpy(), result.heatmap, result.title)

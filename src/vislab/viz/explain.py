@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vislab.viz import PNG_COMPRESS_LEVEL
+from vislab.viz.montage import display_rgb, resize
 
 HEATMAP_COLORMAP = "jet"  # Chollet's Grad-CAM overlay (seed 002) uses the jet colormap
 
@@ -32,54 +33,59 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _as_hwc(image) -> np.ndarray:
-    """uint8/float image in (H, W), (H, W, C) or (C, H, W) -> float (H, W, 3) in 0..1."""
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = array.transpose(1, 2, 0)
-    if array.ndim == 2:
-        array = array[..., None]
-    array = array[..., :3]
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    array = array.astype(np.float32)
-    return array / 255.0 if np.asarray(image).dtype == np.uint8 else np.clip(array, 0, 1)
+def _as_hwc(image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8/float image in (H, W), (H, W, C) or (C, H, W) -> float (h, w, 3) in 0..1 at ``size`` (default: its
+    display size, :func:`vislab.viz.montage.display_size`). A large photo is shrunk channel by channel first
+    (:func:`vislab.viz.montage.display_rgb`), so it is never turned into floats at its full size."""
+    shown = display_rgb(image, size)
+    return shown.astype(np.float32) / 255.0 if shown.dtype == np.uint8 else np.clip(shown.astype(np.float32), 0, 1)
+
+
+def _map_at(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 0..1 heatmap at ``size`` (the image as it is drawn): bilinear, as it was mapped onto the image."""
+    return np.clip(resize(np.asarray(heatmap, dtype=np.float32), *size), 0, 1)
 
 
 def draw_overlay(ax, image, heatmap: np.ndarray, title: str | None = None, alpha: float = 0.45, colorbar: bool = True):
-    """Draw ``heatmap`` (H, W, 0..1) over ``image`` on an existing axes."""
-    ax.imshow(_as_hwc(image))
-    shown = ax.imshow(heatmap, cmap=HEATMAP_COLORMAP, alpha=alpha, vmin=0.0, vmax=1.0)
+    """Draw ``heatmap`` (H, W, 0..1) over ``image`` on an existing axes, both at the image's display size."""
+    shown = _as_hwc(image)
+    ax.imshow(shown)
+    heat = ax.imshow(_map_at(heatmap, shown.shape[:2]), cmap=HEATMAP_COLORMAP, alpha=alpha, vmin=0.0, vmax=1.0)
     if colorbar:
-        ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="relevance")
+        ax.figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.04, label="relevance")
     if title:
         ax.set_title(title, fontsize=9)
     ax.axis("off")
-    return shown
+    return heat
 
 
 def overlay_figure(image, heatmap: np.ndarray, title: str | None = None, alpha: float = 0.45) -> Figure:
     """The image, then the heatmap over it with a colour bar.
 
     Args:
-        image: uint8 or 0..1 float, (H, W), (H, W, C) or (C, H, W).
-        heatmap: (H, W) in 0..1 at the image size.
+        image: uint8 or 0..1 float, (H, W), (H, W, C) or (C, H, W); drawn at its display size
+            (:func:`vislab.viz.montage.display_size`: at most 512 px a side).
+        heatmap: (H, W) in 0..1 over the whole image: at the image's size or at its display size
+            (``explain(..., size=display_size(H, W))``, which never makes a large photo's map at full size).
     """
     fig = _new_figure(8, 4)
     left, right = fig.subplots(1, 2)
-    left.imshow(_as_hwc(image))
+    shown = _as_hwc(image)
+    left.imshow(shown)
     left.set_title("image", fontsize=9)
     left.axis("off")
-    draw_overlay(right, image, heatmap, title)
+    draw_overlay(right, shown, heatmap, title)
     fig.tight_layout()
     return fig
 
 
 def lime_image_with_mask(image, mask: np.ndarray) -> np.ndarray:
-    """Seed 000's LIME picture: superpixels for the class tinted green, against it red, outlined."""
+    """Seed 000's LIME picture: superpixels for the class tinted green, against it red, outlined (at the
+    image's display size)."""
     from skimage.segmentation import mark_boundaries
 
     picture = _as_hwc(image).copy()
+    mask = resize(np.asarray(mask), *picture.shape[:2], nearest=True)
     # lime's get_image_and_mask(positive_only=False) sets the green (for) or red (against) channel to the maximum.
     picture[mask > 0, 1] = 1.0
     picture[mask < 0, 0] = 1.0
@@ -91,11 +97,12 @@ def lime_figure(image, mask: np.ndarray, heatmap: np.ndarray | None = None, titl
     panels = 2 if heatmap is not None else 1
     fig = _new_figure(4 * panels, 4)
     axes = np.atleast_1d(fig.subplots(1, panels))
-    axes[0].imshow(lime_image_with_mask(image, mask))
+    shown = _as_hwc(image)
+    axes[0].imshow(lime_image_with_mask(shown, mask))
     axes[0].set_title(title or "LIME: green for, red against", fontsize=9)
     axes[0].axis("off")
     if heatmap is not None:
-        draw_overlay(axes[1], image, heatmap, "positive superpixel weights")
+        draw_overlay(axes[1], shown, heatmap, "positive superpixel weights")
     fig.tight_layout()
     return fig
 
@@ -113,8 +120,9 @@ def overlay_panel(images, heatmaps, titles=None, columns: int = 4, alpha: float 
     colormap = colormaps[HEATMAP_COLORMAP]
     cells = []
     for image, heatmap in zip(images, heatmaps):
-        heat = colormap(np.clip(np.asarray(heatmap, np.float32), 0, 1))[..., :3]
-        cells.append(np.round(((1 - alpha) * _as_hwc(image) + alpha * heat) * 255).astype(np.uint8))
+        shown = _as_hwc(image)
+        heat = colormap(_map_at(heatmap, shown.shape[:2]))[..., :3]
+        cells.append(np.round(((1 - alpha) * shown + alpha * heat) * 255).astype(np.uint8))
     fig = _new_figure(3, 3)
     titled_grid(fig, cells, list(titles) if titles else [""] * len(cells), columns=columns, cell_max=128,
                 inches_per_column=3.0, title_band=0.22, header_inches=0.0)

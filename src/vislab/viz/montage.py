@@ -21,15 +21,78 @@ def rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[:, :, :3]
 
 
-def fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Shrink (never enlarge) to fit height x width, keeping the aspect ratio."""
-    scale = min(height / image.shape[0], width / image.shape[1], 1.0)
+# The longest side an image is drawn at in a single figure (an explanation's overlay): its panels are about
+# 350 px wide at the figures' 100 dpi, so a photo of thousands of pixels shows no more detail than this.
+DISPLAY_SIDE = 512
+
+
+def shrunk_size(height: int, width: int, max_height: int, max_width: int) -> tuple[int, int]:
+    """(height, width) shrunk (never enlarged) to fit max_height x max_width, keeping the aspect ratio.
+
+    Example:
+        >>> shrunk_size(8000, 6000, 512, 512), shrunk_size(40, 30, 512, 512)
+        ((512, 384), (40, 30))
+    """
+    scale = min(max_height / height, max_width / width, 1.0)
     if scale == 1.0:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def display_size(height: int, width: int, side: int = DISPLAY_SIDE) -> tuple[int, int]:
+    """The (height, width) an image of height x width is drawn at: within ``side`` x ``side``
+    (:data:`DISPLAY_SIDE`), aspect kept, never enlarged."""
+    return shrunk_size(height, width, side, side)
+
+
+def resize(image: np.ndarray, height: int, width: int, nearest: bool = False) -> np.ndarray:
+    """A uint8 (H, W) or (H, W, C) image, or a float (H, W) map, at height x width (PIL's bilinear filter,
+    which averages over the shrunk pixels; ``nearest`` for label maps, whose values must not blend).
+
+    Example:
+        >>> resize(np.ones((40, 20), np.float32), 4, 2).shape, resize(np.zeros((40, 20, 3), np.uint8), 4, 2).shape
+        ((4, 2), (4, 2, 3))
+    """
+    if image.shape[:2] == (height, width):
         return image
+    if nearest:  # pixel centres, as torch's "nearest-exact" and PIL's NEAREST pick them
+        rows = np.minimum(((np.arange(height) + 0.5) * image.shape[0] / height).astype(np.intp), image.shape[0] - 1)
+        cols = np.minimum(((np.arange(width) + 0.5) * image.shape[1] / width).astype(np.intp), image.shape[1] - 1)
+        return image[rows[:, None], cols]
     from PIL import Image
 
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    if image.dtype != np.uint8:
+        plane = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32))  # mode F
+        return np.asarray(plane.resize((width, height), Image.BILINEAR))
+    if image.ndim == 3 and image.shape[2] not in (3, 4):  # one or two channels: each a grey plane
+        return np.stack([resize(image[..., c], height, width) for c in range(image.shape[2])], axis=-1)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.BILINEAR))
+
+
+def display_rgb(image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image in (H, W), (H, W, C) or (C, H, W) as (h, w, 3) in its own dtype, at ``size`` (default: its
+    :func:`display_size`). Each channel is shrunk on its own, so a (C, H, W) photo, whose channels are
+    contiguous planes, is never copied at its full size.
+
+    Example:
+        >>> display_rgb(np.zeros((3, 2000, 1000), np.uint8)).shape, display_rgb(np.zeros((28, 28), np.uint8)).shape
+        ((512, 256, 3), (28, 28, 3))
+    """
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        planes = list(array[:3])
+    elif array.ndim == 2:
+        planes = [array]
+    else:
+        planes = [array[..., channel] for channel in range(min(3, array.shape[-1]))]
+    size = tuple(size) if size is not None else display_size(*planes[0].shape)
+    planes = [resize(plane, *size) for plane in planes]
+    return np.stack(planes * 3 if len(planes) == 1 else planes, axis=-1)
+
+
+def fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Shrink (never enlarge) to fit height x width, keeping the aspect ratio."""
+    return resize(image, *shrunk_size(image.shape[0], image.shape[1], height, width))
 
 
 def cell_size(cells: Sequence[np.ndarray], cell_max: int) -> tuple[int, int]:
