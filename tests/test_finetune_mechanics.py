@@ -218,7 +218,7 @@ def test_freeze_backbone_with_finetune_last_warns_that_the_last_blocks_train():
 def test_freeze_epochs_with_finetune_last_warns_and_gives_the_stage():
     assert _warned(dict(finetune_last=3, freeze_epochs=2, epochs=5, **PRETRAINED)) == [
         "--finetune-last 3 trains the last 3 blocks from the first epoch and --freeze-epochs 2 the whole backbone "
-        "from epoch 2; for the last 3 blocks alone from epoch 2, give --unfreeze-at 2:3 instead of both"]
+        "after epoch 2; for the last 3 blocks alone after epoch 2, give --unfreeze-at 2:3 instead of both"]
 
 
 def test_a_backbone_learning_rate_on_a_backbone_frozen_all_run_warns():
@@ -230,13 +230,13 @@ def test_a_backbone_learning_rate_on_a_backbone_frozen_all_run_warns():
 
 def test_unfreezing_after_the_last_epoch_warns_with_the_epochs_it_needs():
     assert _warned(dict(unfreeze_at=["5:2"], epochs=1, **PRETRAINED)) == [
-        "--unfreeze-at 5:2 unfreezes at epoch 5 (0-based), but --epochs 1 ends the run first, so that stage never "
+        "--unfreeze-at 5:2 unfreezes after epoch 5, but --epochs 1 ends the run after epoch 1, so that stage never "
         "comes; give --epochs 6 or more (or train on later with --resume RUN --epochs 6)"]
     assert _warned(dict(unfreeze_at=["1:2", "3:4", "5:all"], epochs=3, **PRETRAINED)) == [
-        "--unfreeze-at 1:2 3:4 5:all unfreezes at epochs 3, 5 (0-based), but --epochs 3 ends the run first, so those "
+        "--unfreeze-at 1:2 3:4 5:all unfreezes after epochs 3, 5, but --epochs 3 ends the run after epoch 3, so those "
         "stages never come; give --epochs 6 or more (or train on later with --resume RUN --epochs 6)"]
     assert _warned(dict(freeze_epochs=2, epochs=2, **PRETRAINED)) == [
-        "--freeze-epochs 2 unfreezes at epoch 2 (0-based), but --epochs 2 ends the run first, so the backbone stays "
+        "--freeze-epochs 2 unfreezes after epoch 2, but --epochs 2 ends the run after epoch 2, so the backbone stays "
         "frozen; give --epochs 3 or more (or train on later with --resume RUN --epochs 3)"]
     assert _warned(dict(freeze_epochs=2, epochs=3, **PRETRAINED)) == []
     assert _warned(dict(unfreeze_at=["5:2"], time_budget="5m", **PRETRAINED)) == []  # the budget plans the epochs
@@ -255,8 +255,8 @@ def test_recipe_auto_warns_of_late_unfreezing_once_it_has_chosen_the_epochs():
     assert not seen
     cfg.train.epochs = 3  # what recipe auto chose
     cfg.recipe_choices = {**cfg.recipe_choices, "set": {"train.epochs": 3}}
-    with pytest.warns(UserWarning, match=r"^--freeze-epochs 4 unfreezes at epoch 4 \(0-based\), but --epochs 3 \(set "
-                                         r"by --recipe auto\) ends the run first"):
+    with pytest.warns(UserWarning, match=r"^--freeze-epochs 4 unfreezes after epoch 4, but --epochs 3 \(set "
+                                         r"by --recipe auto\) ends the run after epoch 3"):
         check_new_run(cfg)
 
 
@@ -266,8 +266,8 @@ def test_the_command_line_warns_of_an_unfreeze_after_the_last_epoch_in_one_line(
     assert main(["train", *TINY, "--model", "chollet_convnet", "--freeze", "backbone", "--allow-random-backbone",
                  "--unfreeze-at", "5:2", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "--unfreeze-at" in line]
-    assert said == ["vislab train: warning: --unfreeze-at 5:2 unfreezes at epoch 5 (0-based), but --epochs 1 ends "
-                    "the run first, so that stage never comes; give --epochs 6 or more (or train on later with "
+    assert said == ["vislab train: warning: --unfreeze-at 5:2 unfreezes after epoch 5, but --epochs 1 ends "
+                    "the run after epoch 1, so that stage never comes; give --epochs 6 or more (or train on later with "
                     "--resume RUN --epochs 6)"]
 
 
@@ -346,12 +346,12 @@ def test_a_resume_whose_new_epochs_end_before_an_unfreezing_warns_once(tmp_path,
     run = tmp_path / "run"
     assert main(["train", "--model", "fastnet", "--freeze", "backbone", "--allow-random-backbone", "--unfreeze-at",
                  "5:2", "--epochs", "1", "--out", str(run), *TINY]) == 0
-    assert "--unfreeze-at 5:2 unfreezes at epoch 5" in capsys.readouterr().err
+    assert "--unfreeze-at 5:2 unfreezes after epoch 5" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
-    assert warned == ["vislab train: warning: --unfreeze-at 5:2 unfreezes at epoch 5 (0-based), but --epochs 3 ends "
-                      "the run first, so that stage never comes; give --epochs 6 or more (or train on later with "
-                      "--resume RUN --epochs 6)"]
+    assert warned == ["vislab train: warning: --unfreeze-at 5:2 unfreezes after epoch 5, but --epochs 3 ends "
+                      "the run after epoch 3, so that stage never comes; give --epochs 6 or more (or train on later "
+                      "with --resume RUN --epochs 6)"]
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "leaves nothing to train" in err and "warning" not in err

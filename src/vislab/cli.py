@@ -250,8 +250,9 @@ def _add_train(sub) -> None:
                    help="with --freeze backbone: unfreeze after K epochs")
     m.add_argument("--lr-backbone", type=float, default=None, help="learning rate for the backbone")
     m.add_argument("--unfreeze-at", nargs="+", default=None, metavar="EPOCH:BLOCKS",
-                   help="with --freeze backbone: gradual unfreezing in stages, e.g. 1:2 3:4 5:all (at 0-based "
-                        "epoch 1 the top 2 blocks, at 3 the top 4, at 5 everything)")
+                   help="with --freeze backbone: gradual unfreezing in stages, e.g. 1:2 3:4 5:all (after epoch 1, "
+                        "as the epoch N/M lines count, the top 2 blocks train too; after epoch 3 the top 4; after "
+                        "epoch 5 everything; 0: from the start)")
     m.add_argument("--lr-decay", type=float, default=None,
                    help="discriminative LRs per block: each block below the top gets the one above's LR times "
                         "this (default: 1, one backbone LR)")

@@ -127,8 +127,8 @@ class ModelConfig:
     # --freeze backbone without --pretrained/--weights freezes random filters (a user saw 21 % on Fashion-MNIST):
     # refused unless the user asks for it (a random-features baseline)
     allow_random_backbone: bool = False
-    # gradual unfreezing in stages: "EPOCH:BLOCKS" (0-based epoch; BLOCKS a count from the top or
-    # "all"), e.g. ["1:2", "3:4", "5:all"]; needs freeze=backbone
+    # gradual unfreezing in stages: "EPOCH:BLOCKS", after epoch EPOCH (as the `epoch N/M` lines count; 0: from
+    # the start) the top BLOCKS blocks (or "all") train too, e.g. ["1:2", "3:4", "5:all"]; needs freeze=backbone
     unfreeze_at: list[str] | None = None
     lr_decay: float = 1.0  # discriminative LRs per block: each block below the top gets lr_backbone x decay
     bn: str = "train"  # train | frozen | reestimate (BN_MODES)
@@ -496,7 +496,8 @@ def _blocks(count: int) -> str:
 
 def _check_unfreezing(cfg: Config) -> None:
     """Refuse fine-tuning options that can do nothing together: cached features of a backbone that trains,
-    a backbone learning rate where only the head trains, a stage that unfreezes blocks already training."""
+    a backbone learning rate where only the head trains, a stage that unfreezes blocks already training (the
+    ``--finetune-last`` ones, or an earlier stage's)."""
     m, given, cache = cfg.model, cfg.given_as, "model.cache_features"
     if m.cache_features:
         for key, does in (("model.finetune_last", "trains backbone blocks"),
@@ -507,6 +508,18 @@ def _check_unfreezing(cfg: Config) -> None:
         for key in _backbone_rates(m):
             raise ConfigError(cfg.named(key, f"{given(key)} is for the backbone, but with {given(cache, None, key)} "
                                              f"only the head trains: drop {given(key, None)}"))
+    if m.unfreeze_at:
+        key, stages = "model.unfreeze_at", parse_unfreeze_at(m.unfreeze_at)
+        for (at, blocks), (later, more) in zip(stages, stages[1:]):
+            if blocks is None or (more is not None and more <= blocks):  # a stage that unfreezes nothing
+                first, then = f"{at}:{blocks or 'all'}", f"{later}:{more or 'all'}"
+                trained = "the whole backbone" if blocks is None else f"the top {_blocks(blocks)}"
+                fewer = min([n for n in (blocks, more) if n is not None] or [1])
+                most = "all" if more == blocks or None in (blocks, more) else max(blocks, more)
+                raise ConfigError(cfg.named(key, (
+                    f"{given(key)}: stage {then} comes after {first}, which already trains {trained}, so it "
+                    f"unfreezes nothing; give each later stage more blocks than the one before (e.g. "
+                    f"{at}:{fewer} {later}:{most}), or drop {then}")))
     if m.unfreeze_at and m.finetune_last:
         key, last, count = "model.unfreeze_at", "model.finetune_last", m.finetune_last
         idle = [f"{epoch}:{blocks}" for epoch, blocks in parse_unfreeze_at(m.unfreeze_at)
@@ -531,8 +544,8 @@ def _unfreezing_warnings(cfg: Config) -> list[str]:
                                      f"{given(last, None)} to train only the head"))
     if count and m.freeze_epochs:
         lines.append(cfg.named(last, f"{given(last)} trains the last {_blocks(count)} from the first epoch and "
-                                     f"{given(fe, subject=last)} the whole backbone from epoch {m.freeze_epochs}; "
-                                     f"for the last {_blocks(count)} alone from epoch {m.freeze_epochs}, give "
+                                     f"{given(fe, subject=last)} the whole backbone after epoch {m.freeze_epochs}; "
+                                     f"for the last {_blocks(count)} alone after epoch {m.freeze_epochs}, give "
                                      f"{given(ua, [f'{m.freeze_epochs}:{count}'], last)} instead of both"))
     if m.freeze == "backbone" and not (count or m.freeze_epochs or m.unfreeze_at or m.cache_features):
         for key in _backbone_rates(m):
@@ -555,16 +568,18 @@ def late_unfreezing(cfg: Config) -> list[str]:
             what = ("so the backbone stays frozen" if key == fe else
                     "so that stage never comes" if len(late) == 1 else "so those stages never come")
             at = f"epoch {late[0]}" if len(late) == 1 else f"epochs {', '.join(map(str, late))}"
-            lines.append(cfg.named(key, f"{given(key)} unfreezes at {at} (0-based), but "
-                                        f"{given('train.epochs', subject=key)} ends the run first, {what}; give "
-                                        f"{given('train.epochs', late[-1] + 1, key)} or more (or train on later with "
-                                        f"--resume RUN --epochs {late[-1] + 1})"))
+            lines.append(cfg.named(key, f"{given(key)} unfreezes after {at}, but "
+                                        f"{given('train.epochs', subject=key)} ends the run after epoch {t.epochs}, "
+                                        f"{what}; give {given('train.epochs', late[-1] + 1, key)} or more (or train "
+                                        f"on later with --resume RUN --epochs {late[-1] + 1})"))
     return lines
 
 
 def parse_unfreeze_at(stages, given: str = "--unfreeze-at") -> list[tuple[int, int | None]]:
     """``["1:2", "3:all"]`` -> ``[(1, 2), (3, None)]`` (None: every block), checked and in epoch order;
-    ``given``: how an error names the option (:meth:`Config.given_as`).
+    ``given``: how an error names the option (:meth:`Config.given_as`). A stage ``EPOCH:BLOCKS`` takes effect
+    after epoch EPOCH as the ``epoch N/M`` lines count (0: from the start), i.e. from the loop's 0-based epoch
+    index EPOCH on.
 
     Example:
         >>> parse_unfreeze_at(["3:all", "1:2"])
@@ -578,8 +593,8 @@ def parse_unfreeze_at(stages, given: str = "--unfreeze-at") -> list[tuple[int, i
         except ValueError:
             value = None
         if not sep or value is None or value[0] < 0 or (value[1] is not None and value[1] < 1):
-            raise ConfigError(f"{given}: {stage!r} is not EPOCH:BLOCKS; write e.g. 2:3 (at epoch 2, "
-                              "0-based, unfreeze the top 3 blocks) or 4:all")
+            raise ConfigError(f"{given}: {stage!r} is not EPOCH:BLOCKS; write e.g. 2:3 (after epoch 2, the top "
+                              "3 blocks train too) or 4:all")
         parsed.append(value)
     return sorted(parsed)
 

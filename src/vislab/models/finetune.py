@@ -138,6 +138,25 @@ def head_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     )
 
 
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters outside the head (:func:`head_modules`): what ``freeze(model, "backbone")`` freezes.
+    None for a network that is all head, such as vislab's ``mlp`` (its ``features`` hold nothing).
+
+    Example:
+        >>> import timm
+        >>> from vislab.models.classic import mlp
+        >>> len(backbone_parameters(mlp(10))), len(backbone_parameters(timm.create_model("resnet18"))) > 0
+        (0, True)
+    """
+    head = {id(p) for _, module in head_modules(model) for p in module.parameters()}
+    return [p for p in model.parameters() if id(p) not in head]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` holds a BatchNorm layer (what ``--bn frozen`` and ``--bn reestimate`` act on)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def _is_feature_head_net(model: nn.Module) -> bool:
     from vislab.models.classic import FeatureHeadNet
 

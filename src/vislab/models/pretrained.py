@@ -698,15 +698,24 @@ def create_hf_model(name: str, num_classes: int, in_chans: int = 3, pretrained: 
 
 @contextlib.contextmanager
 def _transformers_quiet(transformers):
-    """transformers' logging at ERROR for one load: its multi-line LOAD REPORT of re-initialised tensors and
-    its note on ``num_labels`` are warnings there; the verbosity before comes back afterwards."""
+    """transformers' logging at ERROR and its progress bars off for one load: its multi-line LOAD REPORT of
+    re-initialised tensors and its note on ``num_labels`` are warnings there, and a "Loading weights" bar
+    goes to stderr; the verbosity and the bars' setting before come back afterwards."""
+    from huggingface_hub import utils as hub_utils
+
     hf_logging = transformers.utils.logging
     before = hf_logging.get_verbosity()
+    bars, hub_bars_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # transformers' bars and huggingface_hub's
     try:
         yield
     finally:
         hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
+            if hub_bars_off:  # enabling transformers' turns the hub's on too: they were off
+                hub_utils.disable_progress_bars()
 
 
 def _start_new_hf_head(hf: nn.Module, loading: dict, name: str) -> None:

@@ -430,6 +430,8 @@ class CachedTraining:
         # L-BFGS stopped short of its iteration budget (gradient/step below tolerance): another epoch
         # would start from the optimum and change nothing, so the loop stops
         self.converged = False
+        self.lbfgs_epochs = 0  # L-BFGS epochs this process ran (not_converged says nothing before one)
+        self.lbfgs_linear = isinstance(self.head, nn.Linear)  # a Linear head: a logistic regression
 
     def prepare(self) -> float:
         """Extract the features (once); returns the seconds it took."""
@@ -468,11 +470,26 @@ class CachedTraining:
             logs = _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
                                 weight_decay if weight_decay > 0 else 1.0 / len(data))
             self.converged = state.get("n_iter", 0) - before < optimizer.param_groups[0]["max_iter"]
+            self.lbfgs_epochs += 1
             return logs
+        return head_epoch(self.head, optimizer, data.features, data.labels, self.epoch_order(seed, epoch),
+                          self.batch_size, label_smoothing, after_step)
+
+    def epoch_order(self, seed: int, epoch: int) -> torch.Tensor:
+        """The training features' order in epoch ``epoch`` (seeded), cut to whole steps: what
+        :meth:`train_epoch` and lr-find's sweep of the head batch in turn."""
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
-        order = torch.randperm(len(data), generator=generator)[:self.steps_per_epoch() * self.batch_size]
-        return head_epoch(self.head, optimizer, data.features, data.labels, order, self.batch_size, label_smoothing,
-                          after_step)
+        return torch.randperm(len(self.train_features), generator=generator)[:self.steps_per_epoch() * self.batch_size]
+
+    def not_converged(self, run_dir, epochs: int) -> str | None:
+        """One line when the run's last L-BFGS epoch used every iteration it allows without converging (its
+        ``epochs`` epochs ended the fit short of the optimum), saying how to train on; None otherwise."""
+        if not self.lbfgs_epochs or self.converged:
+            return None
+        head = "logistic-regression head" if self.lbfgs_linear else "head"
+        return (f"lbfgs: the {head} has not converged: epoch {epochs} used all {LBFGS_ITERATIONS_PER_EPOCH} L-BFGS "
+                f"iterations an epoch allows; train on with `vislab train --resume {run_dir} --epochs {epochs + 1}` "
+                "(or more), or start again with more --epochs")
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps of an epoch (the short last batch as :func:`~vislab.data.loaders.drop_short_batch` says)."""

@@ -125,8 +125,11 @@ class Trainer:
 
     def __init__(self, cfg: Config, run_dir: Path, dataset: Dataset, console,
                  dist: distributed.DistContext = distributed.SINGLE, task: Task | None = None,
-                 choice: measure.Choice | None = None):
+                 choice: measure.Choice | None = None, announce: bool = True):
+        """``announce``: print which parameters train once they are set (False: the caller prints
+        :meth:`trainable_report` when it is final, e.g. after a resumed run's checkpoint restored its flags)."""
         self.cfg, self.run_dir, self.dataset, self.console = cfg, run_dir, dataset, console
+        self.announce = announce
         self.dist = dist  # torchrun: this rank's place; the single process otherwise
         self.task = task if task is not None else task_for_config(cfg)
         self.device = resolve_device(cfg.train.device)
@@ -210,6 +213,8 @@ class Trainer:
 
     def _configure_trainable(self):
         mcfg = self.cfg.model
+        self.configured_trainable = False  # whether the options below chose what trains (trainable_report)
+        self._check_model_options()
         if (mcfg.freeze == "none" and not mcfg.finetune_last and mcfg.lr_backbone is None
                 and mcfg.lr_decay == 1 and not self.cfg.train.no_decay_norm_bias):
             return [p for p in self.model.parameters() if p.requires_grad]
@@ -219,10 +224,69 @@ class Trainer:
             finetune.freeze(self.model, "backbone")
             if mcfg.finetune_last:
                 finetune.finetune_last(self.model, mcfg.finetune_last)
-        self.console.print(finetune.trainable_report(self.model))
+        self.configured_trainable = True
+        if self.announce:
+            self.console.print(self.trainable_report())
         # every parameter goes to the optimiser: gradual unfreezing flips requires_grad later
         return finetune.param_groups(self.model, self.cfg.train.lr, mcfg.lr_backbone, self.cfg.train.weight_decay,
                                      lr_decay=mcfg.lr_decay)
+
+    def trainable_report(self) -> str:
+        """Which modules train now and the trainable / non-trainable counts (two lines)."""
+        from vislab.models.finetune import trainable_report
+
+        return trainable_report(self.model)
+
+    def _check_model_options(self) -> None:
+        """The fine-tuning options against the model built: a backbone option on a network that has no backbone
+        (``mlp``: all head) or a stage of more blocks than it has is refused; ``--bn`` on a network without
+        BatchNorm layers is warned of (a config kept for other models may mean it)."""
+        cfg, m = self.cfg, self.cfg.model
+        given = cfg.given_as
+        from vislab.core.config import parse_unfreeze_at
+        from vislab.models import finetune
+
+        backbone = [key for key, on in (("model.freeze", m.freeze == "backbone"),
+                                        ("model.finetune_last", bool(m.finetune_last)),
+                                        ("model.freeze_epochs", bool(m.freeze_epochs)),
+                                        ("model.unfreeze_at", bool(m.unfreeze_at)),
+                                        ("model.lr_backbone", m.lr_backbone is not None),
+                                        ("model.lr_decay", m.lr_decay != 1)) if on]
+        if backbone:
+            try:
+                empty = not finetune.backbone_parameters(self.model)
+            except ValueError:  # no timm interface: freeze() itself says so
+                empty = False
+            if empty:
+                key = backbone[0]
+                flags = ", ".join(given(k, subject=key) for k in backbone)
+                raise ConfigError(cfg.named(key, (
+                    f"{flags}: {m.name} has no backbone to freeze or fine-tune (all its layers are its head, "
+                    f"which trains whole), so {'it does' if len(backbone) == 1 else 'they do'} nothing; drop "
+                    f"{'it' if len(backbone) == 1 else 'them'}, or pick a model with a pretrained backbone "
+                    "(e.g. --model efficientnet_lite0 --pretrained)")))
+        if m.finetune_last or m.unfreeze_at:
+            blocks = finetune.backbone_blocks(self.model)
+            names = [name for name, _ in blocks]
+            shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+            has = f"{len(blocks)} backbone block{'s' * (len(blocks) != 1)}: {shown}"
+            if m.finetune_last > len(blocks):
+                key = "model.finetune_last"
+                raise ConfigError(cfg.named(key, f"{given(key)}: {m.name} has {has}; give 1 to {len(blocks)}"))
+            over = [f"{at}:{count}" for at, count in parse_unfreeze_at(m.unfreeze_at)
+                    if count is not None and count > len(blocks)]
+            if over:
+                key = "model.unfreeze_at"
+                raise ConfigError(cfg.named(key, (
+                    f"{given(key)}: stage{'s' * (len(over) > 1)} {', '.join(over)} ask{'s' * (len(over) == 1)} for "
+                    f"more blocks than {m.name} has ({has}); give each stage 1 to {len(blocks)} blocks, or all")))
+        users = cfg.user_given() | set(getattr(cfg, "_options", ()))
+        if m.bn != "train" and ("model.bn" in users or cfg.origin("model.bn")) \
+                and not finetune.has_batchnorm(self.model):
+            import warnings
+
+            warnings.warn(cfg.named("model.bn", f"{given('model.bn')}: {m.name} has no BatchNorm layers, so it "
+                                                "changes nothing; drop it"), UserWarning, stacklevel=3)
 
     # ---- speed choices
     def _choose_speed(self, dataset: Dataset) -> measure.Choice:
@@ -632,10 +696,17 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
 
     Exact resume needs the same data, model, optimiser and schedule: any other change is refused.
     """
-    changed = sorted(k for k, v in changes.items() if v is not None)
+    from vislab.core.config import option_flag, range_problem
+
+    # named as the user gives them: the flags (--lr-backbone), not the config keys they set (model.lr_backbone)
+    changed = sorted((option_flag(k) or f"--{k.replace('_', '-')}") for k, v in changes.items() if v is not None)
     if changed:
-        raise ConfigError(f"resume continues {run_dir} with its own config.yaml; only --epochs may change "
-                          f"(got {', '.join(changed)})")
+        raise ConfigError(f"--resume {run_dir} continues the run with its own config.yaml; only --epochs may change "
+                          f"(got {', '.join(changed)}): drop {'it' if len(changed) == 1 else 'them'}, or start a new "
+                          f"run with {'it' if len(changed) == 1 else 'them'}")
+    problem = range_problem("epochs", epochs, subject="--epochs")
+    if problem:
+        raise ConfigError(f"--resume {run_dir}: {problem}")
     cfg = read_config(run_dir)
     if epochs is not None:
         cfg.train.epochs = epochs
@@ -751,7 +822,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         if resume is None:
             state = None
         trainer = Trainer(cfg, run_dir, dataset, console, dist, task=task,
-                          choice=resumed_choice(cfg, state) if state is not None else None)
+                          choice=resumed_choice(cfg, state) if state is not None else None, announce=resume is None)
         cfg.train.speed = trainer.choice.to_dict()  # what was chosen and measured, for config.yaml and model.json
         if main:
             _write_config(run_dir, cfg)
@@ -761,6 +832,8 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             if main:
                 truncate_history(run_dir / "history.csv", trainer.start_epoch, columns)
             console.print(f"resuming {run_dir} at epoch {trainer.start_epoch + 1}/{cfg.train.epochs}")
+            if trainer.configured_trainable:  # what trains as the checkpoint left it (an unfreezing stage passed)
+                console.print(trainer.trainable_report())
         counts = parameter_counts(trainer.model)
         console.print(
             f"model {cfg.model.name}: {counts['total']:,} parameters ({counts['trainable']:,} trainable), "
@@ -829,11 +902,16 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
                               f"best epoch {trainer.stopper.best_epoch + 1})")
                 break
             if trainer.cached is not None and trainer.cached.converged and epoch + 1 < cfg.train.epochs:
-                console.print(f"lbfgs: the logistic-regression head converged in epoch {epoch + 1}; the other "
+                head = "logistic-regression head" if trainer.cached.lbfgs_linear else "head"
+                console.print(f"lbfgs: the {head} converged in epoch {epoch + 1}; the other "
                               f"{cfg.train.epochs - epoch - 1} epoch(s) would repeat it, so training stops here")
                 break
         for callback in callbacks:
             callback.on_train_end({})
+        if trainer.cached is not None and not stopped_early:
+            note = trainer.cached.not_converged(run_dir, len(history))
+            if note:
+                console.print(note)
         if (resume is None and trainer.cached is not None and cfg.train.optimizer == "lbfgs" and cfg.train.time_budget
                 and cfg.recipe in ("transfer", "auto") and not dist.enabled):
             from vislab.train.lpft import after_head  # LP-FT where the budget allows: the better on validation stays

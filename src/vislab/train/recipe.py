@@ -10,7 +10,9 @@ augmentation, loss and class weights. Every rule names the measurement behind it
 benchmark script and, where docs/benchmarks.md has it, its number). A key the user gave (a flag, a
 YAML key: ``recipe_choices["user"]``) keeps the user's value: :func:`apply` sets only the
 others. When the user names the model, the rules for that model's family still pick the
-rest (``--model chollet_convnet`` gets a one-cycle AdamW schedule and epochs for the data).
+rest (``--model chollet_convnet`` gets a one-cycle AdamW schedule and epochs for the data); the
+line then says ``your NAME`` and, where a setting was measured on another network (the fast
+recipe's on fastnet), says so and cites no benchmark for it (:data:`NOT_MEASURED` in its reason).
 What was read, set and why is written into config.yaml as ``recipe_choices``; one line says it.
 
 Example:
@@ -54,6 +56,9 @@ PIECES = (
 )
 # a largest/smallest class ratio at or above this gets class weights (bench_imbalance.py's long tail, 200:1)
 IMBALANCE_RATIO = 10.0
+# in a reason: the benchmark named there measured another network than the user's, so the recipe line cites
+# no benchmark for it and says so
+NOT_MEASURED = "not measured on"
 
 BENCH_TRANSFER = ("benchmarks/bench_transfer.py: frozen Lite0 + logistic regression 85.4 % at 40 images per class, "
                   "from-scratch CNNs below it (82.7 % vs 70.5 % on the same 400 Fashion-MNIST images); "
@@ -180,10 +185,14 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
     if shape.task == "segmentation":
         name = model or "unet"
         family = _family(name)
-        rule = "segmentation: U-Net on the shipped encoder" if name == "unet" else f"segmentation: {name}"
+        # the settings were measured on the U-Net: for another network of the user's, the reasons say so
+        seg = BENCH_SEG if name == "unet" else f"{BENCH_SEG}; {NOT_MEASURED} {name}"
+        rule = ("segmentation: U-Net on the shipped encoder" if model is None else
+                "segmentation: your U-Net on the shipped encoder" if name == "unet" else
+                f"segmentation: your {name} with the U-Net's settings, measured on the U-Net, not on {name}")
         pick("model.name", name, BENCH_SEG)
         if family == "smp":
-            pick("model.pretrained", True, "the shipped EfficientNet-Lite0 encoder weights (offline); " + BENCH_SEG)
+            pick("model.pretrained", True, "the shipped EfficientNet-Lite0 encoder weights (offline); " + seg)
         if name == "unet":
             pick("model.options", {"decoder_channels": [128, 64, 32, 16, 8]},
                  "half smp's decoder widths: 42-56 vs 29-32 training images/s at 64 px, same curve "
@@ -191,20 +200,21 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
         for key, value in (("train.class_weights", "auto"), ("train.loss", "ce+dice"), ("train.optimizer", "adam"),
                            ("train.scheduler", "onecycle"), ("train.lr", 3e-3), ("train.batch_size", 32),
                            ("augment.hflip", True), ("train.early_stopping.monitor", "val_miou")):
-            pick(key, value, BENCH_SEG)
+            pick(key, value, seg)
         # bench_auto_recipe.py's segmentation row: 30 epochs of 1,350 training composites (72 px) reached test mIoU
         # 0.59 (validation 0.55 at epoch 20) at 20-25 s an epoch on 2 cores, past its 10 minutes: 23 epochs fit
         pick("train.epochs", _epochs(shape.images, 30_000, 8, 30),
              "about 30,000 image-passes (23 epochs of 1,350 72 px composites), 8 to 30; "
-             "bench_auto_recipe.py --rows segmentation; " + BENCH_SEG)
+             "bench_auto_recipe.py --rows segmentation; " + seg)
         return rule, values, reasons
 
     if shape.task == "multilabel":
         name = model or "fastnet"
         sized = shape.size and "model.input_size" not in user
         size, why = input_size_for(name, shape.size, shape.channels) if sized else (None, None)
-        rule = f"multi-label: {name} at the images' own size" if why is None else \
-            f"multi-label: {name} at its default {'x'.join(map(str, size))} ({why})"
+        yours = "" if model is None else "your "
+        rule = f"multi-label: {yours}{name} at the images' own size" if why is None else \
+            f"multi-label: {yours}{name} at its default {'x'.join(map(str, size))} ({why})"
         if model is None:
             pick("model.name", "fastnet", BENCH_MULTILABEL)
             pick("model.options", dict(RECIPES["fast"]["model.options"]), BENCH_FAST)
@@ -214,6 +224,9 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
         if size is not None:
             pick("model.input_size", size, BENCH_MULTILABEL if why is None else _default_size_reason(name, why))
         _small_net_training(pick, shape, name, passes=110_000, low=8, high=40)
+        training = _training_words(values)
+        if training and name != "fastnet":
+            rule += f", the fast recipe's {training}, measured on fastnet, not on {name}"
         return rule, values, reasons
 
     # classification
@@ -228,22 +241,33 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
         pick("model.pretrained", True, f"{name}: its shipped ImageNet weights; {', '.join(blocked)} given, so the "
              "frozen-feature head (bench_transfer.py) is not chosen; fine-tuning measured below it (bench_lpft.py)")
         _small_net_training(pick, shape, name, passes=60_000, low=3, high=10)
-        return f"{name} with your weights/freezing/optimizer options", values, reasons
+        chosen = ["its shipped ImageNet weights"] if "model.pretrained" in values else []
+        training = _training_words(values)
+        if training:
+            chosen.append(f"the fast recipe's {training}, measured on fastnet, not on {name}")
+        rule = f"your {name} with your options instead of the transfer recipe"
+        return rule + (f": {', '.join(chosen)}" if chosen else ""), values, reasons
     if not blocked and (family == "shipped" or (name is None and (small_data or big_or_colour))):
-        why = (f"{shape.per_class:.0f} images per class (<= {SMALL_DATA_PER_CLASS})" if small_data else
-               "images larger than 32 px or in colour: the shipped ImageNet backbone's features")
-        rule = "small data: frozen pretrained features" if small_data else "pretrained features"
+        if name is not None:  # the user's shipped backbone: its frozen features, whatever the data's shape
+            measured = name == RECIPES["transfer"]["model.name"]
+            why = f"{name}, a backbone with shipped ImageNet weights" + ("" if measured else f"; {NOT_MEASURED} {name}")
+            rule = f"your {name}: its frozen pretrained features + a logistic-regression head" + (
+                "" if measured else f", measured on {RECIPES['transfer']['model.name']}, not on {name}")
+        else:
+            why = (f"{shape.per_class:.0f} images per class (<= {SMALL_DATA_PER_CLASS})" if small_data else
+                   "images larger than 32 px or in colour: the shipped ImageNet backbone's features")
+            rule = "small data: frozen pretrained features" if small_data else "pretrained features"
         for key, value in RECIPES["transfer"].items():
             pick(key, value, f"{why}; {BENCH_TRANSFER}", unit=True)
         return rule, values, reasons
     if family in (None, "small") and (shape.side or 0) <= 16 and (name in (None, "fastnet")):
         # tiny images (digits' 8 px): the code defaults measured there
-        rule = "tiny grey images: the code defaults' fastnet"
+        rule = ("tiny grey images: the code defaults' fastnet" if model is None else
+                "tiny grey images: your fastnet with the code defaults")
         pick("model.name", "fastnet", BENCH_DIGITS)
         pick("train.epochs", 10, BENCH_DIGITS)
         return rule, values, reasons
     name = name or "fastnet"
-    rule = f"enough small images: {name}" + (" (the fast recipe)" if name == "fastnet" else "")
     sized = model and shape.size and "model.input_size" not in user
     size, why = input_size_for(name, shape.size, shape.channels) if sized else (None, None)
     if why is not None:  # the images' own size would not run: the model's default, said in config.yaml
@@ -260,7 +284,21 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
     if shape.imbalance >= IMBALANCE_RATIO:
         pick("train.class_weights", "auto", f"classes {shape.imbalance:.0f}:1 (>= {IMBALANCE_RATIO:.0f}); "
              + BENCH_IMBALANCE)
+    if model is None:
+        rule = "enough small images: fastnet (the fast recipe)"
+    else:  # the user's network: what the recipe set for it, and whether that was measured on it
+        training = _training_words(values)
+        rule = f"your {name}" + (" with your settings" if not training else
+                                 f": the fast recipe's {training}" if name == "fastnet" else
+                                 f": the fast recipe's {training}, measured on fastnet, not on {name}")
     return rule, values, reasons
+
+
+def _training_words(values: dict) -> str | None:
+    """What :func:`_small_net_training` set of a network's training, in words (None: nothing, the user's)."""
+    parts = [words for key, words in (("train.optimizer", "one-cycle AdamW"), ("train.epochs", "epochs"))
+             if key in values]
+    return " and ".join(parts) or None
 
 
 def input_size_for(name: str, size, channels: int = 1) -> tuple[list[int] | None, str | None]:
@@ -300,14 +338,15 @@ def _small_net_training(pick, shape: DataShape, name: str, passes: int, low: int
     family = _family(name)
     fast = name == "fastnet"
     lr = 1e-2 if fast else (3e-3 if family == "small" else 1e-3)
-    note = BENCH_FAST if fast else (f"{BENCH_FAST}; {name} is not in that benchmark, so its peak is lower "
-                                    f"({lr:g}, not measured)")
+    unmeasured = "" if fast else f"; {NOT_MEASURED} {name}, whose peak is lower ({lr:g})"
+    note = BENCH_FAST + unmeasured
     pick("train.optimizer", "adamw", note)
     pick("train.scheduler", "onecycle", note)
     pick("train.lr", lr, note)
     pick("train.weight_decay", 0.05, note)
     pick("train.epochs", _epochs(shape.images, passes, low, high),
-         f"about {passes:,} image-passes (3 epochs of 60,000 reached 92 %), {low} to {high}; {BENCH_FAST}")
+         f"about {passes:,} image-passes (3 epochs of 60,000 reached 92 %), {low} to {high}; {BENCH_FAST}"
+         + ("" if fast else f"; {NOT_MEASURED} {name}"))
 
 
 @dataclass
@@ -361,13 +400,17 @@ def apply(cfg: Config, dataset, task) -> Applied:
         parts.append(f"{cfg.train.optimizer} {budget_scheduler(cfg, user)} lr {cfg.train.lr:g}, "
                      f"epochs from the {duration_words(cfg.train.time_budget)} budget")
     elif cfg.train.optimizer != "lbfgs":
-        parts.append(f"{cfg.train.optimizer} {cfg.train.scheduler} lr {cfg.train.lr:g}, {cfg.train.epochs} epochs")
+        epochs = cfg.train.epochs
+        parts.append(f"{cfg.train.optimizer} {cfg.train.scheduler} lr {cfg.train.lr:g}, {epochs} "
+                     f"epoch{'s' * (epochs != 1)}")
     if cfg.train.class_weights != "none" and not cfg.model.cache_features:
         parts.append(f"class weights {cfg.train.class_weights}")
     if task.name == "segmentation":
         parts.append(f"loss {cfg.train.loss}")
     shape = _trained_shape(shape, dataset, cfg, chosen)
-    bench = sorted({name for reason in reasons.values() for name in re.findall(r"bench_\w+\.py", reason)})
+    # the benchmarks behind what the recipe set, not one that measured another network than the user's
+    bench = sorted({name for key, reason in reasons.items() if key in chosen and NOT_MEASURED not in reason
+                    for name in re.findall(r"bench_\w+\.py", reason)})
     line = (f"recipe auto: {', '.join(parts)} -- {rule}, for {shape.describe()}"
             + (f" ({', '.join(bench)})" if bench else "")
             + (f"; yours: {_yours(kept, would, cfg)}" if kept else ""))
@@ -411,9 +454,18 @@ def _trained_shape(shape: DataShape, dataset, cfg: Config, chosen: dict) -> Data
 
 
 def _model_words(cfg: Config) -> str:
+    """The model part of the recipe line: the network, its weights, its head where it is not the usual one."""
     m = cfg.model
     size = f" at {'x'.join(map(str, m.input_size))}" if m.input_size else ""
-    if m.cache_features:  # L-BFGS fits a logistic regression; another optimizer trains a linear head
-        head = "logistic-regression head" if cfg.train.optimizer == "lbfgs" else f"linear head ({cfg.train.optimizer})"
+    own = _family(m.name) == "small"  # vislab's networks: the cached head is their own dense head
+    if m.cache_features:  # L-BFGS on a linear head fits a logistic regression; otherwise the head trains
+        if m.head == "mlp":
+            head = f"mlp head ({cfg.train.optimizer})"
+        elif own:
+            head = f"its own head ({cfg.train.optimizer})"
+        else:
+            head = "logistic-regression head" if cfg.train.optimizer == "lbfgs" else \
+                f"linear head ({cfg.train.optimizer})"
         return f"{m.name} frozen features + {head}{size}"
-    return f"{m.name}{' pretrained' if m.pretrained else ''}{size}"
+    head = " with an mlp head" if m.head == "mlp" else ""
+    return f"{m.name}{' pretrained' if m.pretrained else ''}{head}{size}"
