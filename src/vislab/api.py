@@ -674,10 +674,13 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
     Options are train's (``data``, ``task``, ``model``, ``pretrained``, ``freeze``, ``lr_backbone``...), and
     the sweep trains what ``train`` would with them: the task's data and, with no recipe named, the model
     and settings ``recipe="auto"`` picks for the data (a logistic-regression head on cached features, which
-    has no learning rate, is refused with how to sweep end-to-end training instead).
+    has no learning rate, is refused with how to sweep end-to-end training instead); with cached features and a
+    gradient optimiser (``cache_features=True``, or ``recipe="transfer", optimizer="adam"``) the head trained on
+    them. An L-BFGS optimiser is refused with the flag to add (``--optimizer adam``).
     Writes ``lr_find.png`` and ``lr_find.json`` into ``out`` (default ``runs/lr-find-<model>``);
     ``write_config=PATH`` puts the ``suggestion`` (valley or steepest) into a YAML config as
-    ``train.lr``. Returns a :class:`vislab.train.lr_find.LRFindResult`.
+    ``train.lr`` (and a ``model.lr_backbone`` the file sets at the ratio the sweep kept, which a line says).
+    Returns a :class:`vislab.train.lr_find.LRFindResult`.
 
     Example:
         >>> result = lr_find(data="digits", model="chollet_convnet", steps=100)   # doctest: +SKIP

@@ -401,7 +401,9 @@ def _add_lr_find(sub) -> None:
                                    "suggestions. Takes train's flags (but those of epochs, unfreezing, early "
                                    "stopping, evaluation and the LR schedule: the sweep is the schedule) and "
                                    "sweeps what train would train with "
-                                   "them: the --task's data, and with no --recipe the model recipe auto picks.\n\n"
+                                   "them: the --task's data, and with no --recipe the model recipe auto picks; "
+                                   "with cached features (--cache-features, or --recipe transfer --optimizer adam) "
+                                   "the head trained on them.\n\n"
                                    "examples:\n"
                                    "  vislab lr-find --data digits --model chollet_convnet --out runs/lr\n"
                                    "  vislab lr-find --data masks_set/ --task segmentation --out runs/lr-seg\n"
@@ -413,7 +415,8 @@ def _add_lr_find(sub) -> None:
     f.add_argument("--end-lr", type=float, default=10.0, help="last learning rate")
     f.add_argument("--steps", type=int, default=200, help="training steps (batches) in the sweep")
     f.add_argument("--write-config", default=None, metavar="YAML",
-                   help="write the suggestion into this config file as train.lr (created if absent)")
+                   help="write the suggestion into this config file as train.lr (created if absent); a "
+                        "model.lr_backbone the file sets moves with it at the ratio the sweep kept, and a line says so")
     f.add_argument("--suggestion", choices=("valley", "steepest"), default="valley",
                    help="which suggestion --write-config takes")
 

@@ -13,7 +13,9 @@ given, because one number hides how flat or noisy the curve is:
 The model, data, freezing, parameter groups (discriminative LRs keep their ratios: every
 group's LR is scaled by the same factor) and augmentation are exactly those ``vislab
 train`` would use with the same config; nothing is written into a run folder and the
-model is thrown away afterwards.
+model is thrown away afterwards. With cached features (``--cache-features``, or
+``--recipe transfer`` with a gradient optimiser) what trains is the head on the backbone's
+features, extracted once, so the sweep finds the head's learning rate on them.
 
 Example:
     >>> from vislab.core.config import resolve_config
@@ -34,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from vislab.core.config import Config, ConfigError
@@ -169,7 +170,7 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
         console: a rich console for the summary lines.
         write_config: a YAML config file to write the chosen LR into as ``train.lr``
             (created from ``cfg`` if absent; otherwise only ``train.lr`` and, when set,
-            ``model.lr_backbone`` at the same ratio are changed).
+            ``model.lr_backbone`` at the ratio to it the sweep kept, are changed; a line says so).
         suggestion: which suggestion ``write_config`` takes: ``valley`` or ``steepest``.
 
     Returns:
@@ -177,7 +178,7 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
 
     Raises:
         ConfigError: a range, step count or suggestion that cannot work, or an optimiser
-            that sets its own steps (``lbfgs``) or cached features.
+            that sets its own steps (``lbfgs``).
     """
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr (got {start_lr:g} and {end_lr:g})")
@@ -190,7 +191,6 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
     from rich.console import Console
 
     from vislab.core.console import console as vislab_console
-    from vislab.data.loaders import epoch_generator
     from vislab.train.loop import Trainer, task_and_data
 
     console = console or vislab_console()
@@ -203,43 +203,39 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
     sweep_cfg.train.warmup_epochs = 0
     task.prepare(dataset, Console(quiet=True))  # e.g. class weights from the training counts
     trainer = Trainer(sweep_cfg, Path(out or "."), dataset, Console(quiet=True), task=task)
-    optimizer, task = trainer.optimizer, trainer.task
+    optimizer = trainer.optimizer
     ratios = [group["lr"] / sweep_cfg.train.lr for group in optimizer.param_groups]
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
+    if trainer.cached is not None:
+        console.print(f"lr-find: the head trains on cached features: extracting the backbone's features of "
+                      f"{len(trainer.cached.train_data)} training images once")
+        trainer.cached.prepare()
     lrs, losses = [], []
-    best, stopped_early, epoch, step = math.inf, False, 0, 0
+    best, stopped_early, step = math.inf, False, 0
     start = time.perf_counter()
-    trainer.model.train()
     with _sweep_progress(console, steps) as shown:
-        while step < steps and not stopped_early:
-            trainer.prepare_train_epoch(epoch)
-            generator = epoch_generator(sweep_cfg.seed, epoch, stream=1)
-            for images, labels in trainer.train_batches:
-                lr = start_lr * factor ** step
-                for group, ratio in zip(optimizer.param_groups, ratios):
-                    group["lr"] = lr * ratio
-                x = trainer.model_input(images, generator)
-                y = task.targets(labels.to(trainer.device))
-                with autocast_context(trainer.device, trainer.amp_dtype):
-                    outputs = trainer.forward_model(x)
-                loss = trainer.training_loss(outputs, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                trainer.after_step()
-                value = float(loss.detach())
-                lrs.append(lr)
-                losses.append(value)
-                current = smooth(losses, beta)[-1]
-                best = min(best, current)
-                step += 1
-                shown(step, lr, current, time.perf_counter() - start)
-                if not math.isfinite(current) or current > diverge * best:
-                    stopped_early = True
-                    break
-                if step >= steps:
-                    break
-            epoch += 1
+        for loss in _step_losses(trainer, sweep_cfg):
+            lr = start_lr * factor ** step
+            for group, ratio in zip(optimizer.param_groups, ratios):
+                group["lr"] = lr * ratio
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            trainer.after_step()
+            value = float(loss.detach())
+            lrs.append(lr)
+            losses.append(value)
+            current = smooth(losses, beta)[-1]
+            best = min(best, current)
+            step += 1
+            shown(step, lr, current, time.perf_counter() - start)
+            if not math.isfinite(current) or current > diverge * best:
+                stopped_early = True
+                break
+            if step >= steps:
+                break
+    if not lrs:
+        raise ConfigError("lr-find: the training split gave no batch to train on; check --data and --batch-size")
     smoothed = smooth(losses, beta)
     suggestions = {"valley": valley_lr(lrs, smoothed), "steepest": steepest_lr(lrs, smoothed)}
     result = LRFindResult(lrs, losses, smoothed, suggestions, stopped_early, time.perf_counter() - start)
@@ -249,11 +245,14 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         result.plot = plot_lr_find(lrs, losses, smoothed, suggestions, folder / "lr_find.png",
-                                   title=f"LR finder: {cfg.model.name} on {Path(str(cfg.data.source)).name}")
+                                   title=f"LR finder: {cfg.model.name}"
+                                         + (" (its head on cached features)" if trainer.cached is not None else "")
+                                         + f" on {Path(str(cfg.data.source)).name}")
         result.json_path = folder / "lr_find.json"
         write_text(result.json_path, json.dumps(result.to_dict(), indent=1))
     shown = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} none" for k, v in suggestions.items())
     console.print(f"lr-find: {len(lrs)} steps from {start_lr:g} to {lrs[-1]:.3g}"
+                  + (" of the head on cached features" if trainer.cached is not None else "")
                   + (" (stopped: the loss diverged)" if stopped_early else "")
                   + f" in {result.seconds:.1f}s; suggestions: {shown}")
     if write_config is not None:
@@ -261,30 +260,77 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
         if chosen is None:
             raise ConfigError(f"lr-find: the loss never fell, so there is no {suggestion} suggestion to write "
                               f"into {write_config}; widen the range (--start-lr/--end-lr) or check the data")
-        result.config_path = write_lr(write_config, chosen, chosen_cfg)
+        notes: list[str] = []
+        result.config_path = write_lr(write_config, chosen, chosen_cfg, notes)
         console.print(f"lr-find: wrote train.lr={chosen:.3g} ({suggestion}) into {result.config_path}")
+        for note in notes:
+            console.print(f"lr-find: {note}")
     return result
 
 
+def _step_losses(trainer, cfg: Config):
+    """The loss of each training step as ``vislab train`` would take it (not yet backpropagated), batch after
+    batch, epoch after epoch: the model's on the training batches (augmented as training augments them), or
+    with cached features the head's on the shuffled feature batches."""
+    from vislab.data.loaders import epoch_generator
+
+    cached, epoch = trainer.cached, 0
+    while True:
+        yielded = False
+        if cached is not None:
+            from vislab.tasks.classification import classification_loss
+
+            data = cached.train_features
+            device = next(cached.head.parameters()).device
+            cached.head.train()
+            for index in cached.epoch_order(cfg.seed, epoch).split(cached.batch_size):  # as train_epoch batches
+                x, y = data.features[index].to(device), data.labels[index].to(device)
+                yielded = True
+                yield classification_loss(cached.head(x), y, cfg.train.label_smoothing)
+        else:
+            trainer.prepare_train_epoch(epoch)
+            generator = epoch_generator(cfg.seed, epoch, stream=1)
+            for images, labels in trainer.train_batches:
+                x = trainer.model_input(images, generator)
+                y = trainer.task.targets(labels.to(trainer.device))
+                with autocast_context(trainer.device, trainer.amp_dtype):
+                    outputs = trainer.forward_model(x)
+                yielded = True
+                yield trainer.training_loss(outputs, y)
+        if not yielded:
+            return
+        epoch += 1
+
+
 def _check_sweepable(cfg: Config, by_recipe: bool = False) -> None:
-    """Refuse a config with no learning rate to sweep: the L-BFGS head, or cached features.
-    ``by_recipe``: after ``--recipe auto`` chose them for this data (say how to sweep anyway)."""
-    if cfg.train.optimizer != "lbfgs" and not cfg.model.cache_features:
+    """Refuse a config with no learning rate to sweep: the L-BFGS head, which picks its own steps. Cached
+    features with another optimiser are swept: their head is what trains. ``by_recipe``: after ``--recipe
+    auto`` chose L-BFGS for this data. The message names the flag that makes a sweep possible."""
+    if cfg.train.optimizer != "lbfgs":
         return
     if by_recipe:
         raise ConfigError("lr-find: for this data `vislab train` fits a logistic-regression head on cached features "
                           "(recipe auto), which has no learning rate to find; to sweep end-to-end training, name "
                           "the model and optimizer (e.g. --model fastnet --optimizer adam) or pass --recipe none")
-    if cfg.train.optimizer == "lbfgs":
-        raise ConfigError("lr-find: L-BFGS picks its own steps by line search, there is no learning rate to "
-                          "find; use --optimizer adam/adamw/sgd/rmsprop")
-    raise ConfigError("lr-find sweeps end-to-end training steps; drop --cache-features")
+    what = "the learning rate of its head on the cached features" if cfg.model.cache_features else "one"
+    raise ConfigError(f"lr-find: {cfg.given_as('train.optimizer')} picks its own steps by line search, so there is no "
+                      f"learning rate to find; add --optimizer adam (or adamw, sgd, rmsprop) to find {what}")
 
 
-def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
-    """Put ``lr`` into a config YAML as ``train.lr`` (``model.lr_backbone`` kept at its ratio to it).
+def write_lr(path: str | Path, lr: float, cfg: Config, notes: list[str] | None = None) -> Path:
+    """Put ``lr`` into a config YAML as ``train.lr`` (``model.lr_backbone``, where the file sets it, kept at the
+    ratio to the LR the sweep kept: the suggestion holds for that ratio).
 
     An existing file keeps everything else as it is; a new one gets what ``cfg`` sets beyond the defaults.
+    ``notes``: a line is added for each value changed besides ``train.lr`` (what and why), for the caller to print.
+
+    Example:
+        >>> import tempfile
+        >>> cfg = Config(); cfg.train.lr, cfg.model.lr_backbone = 1e-3, 1e-4
+        >>> notes = []
+        >>> path = write_lr(Path(tempfile.mkdtemp()) / "tune.yaml", 2e-3, cfg, notes)
+        >>> print(notes[0])  # doctest: +ELLIPSIS
+        also changed model.lr_backbone 0.0001 -> 0.0002 in .../tune.yaml: the sweep moved it with train.lr (at 0.1x), ...
     """
     path = Path(path)
     lr = float(f"{lr:.3g}")
@@ -306,7 +352,17 @@ def write_lr(path: str | Path, lr: float, cfg: Config) -> Path:
     train = data.setdefault("train", {})
     model = data.get("model") or {}
     if model.get("lr_backbone"):
-        model["lr_backbone"] = float(f"{model['lr_backbone'] * lr / float(train.get('lr', cfg.train.lr)):.3g}")
+        # the sweep scaled every parameter group by the same factor: the backbone's LR stayed at its ratio to the
+        # head's, so the suggestion is a pair (the head's LR, the backbone's at that ratio)
+        before = float(model["lr_backbone"])
+        swept = cfg.model.lr_backbone if cfg.model.lr_backbone else before
+        ratio = swept / float(cfg.train.lr if cfg.model.lr_backbone else train.get("lr", cfg.train.lr))
+        after = float(f"{lr * ratio:.3g}")
+        if after != before and notes is not None:
+            notes.append(f"also changed model.lr_backbone {before:g} -> {after:g} in {path}: the sweep moved it with "
+                         f"train.lr (at {ratio:.3g}x), so the suggestion holds for that pair; set {before:g} back to "
+                         "keep your own")
+        model["lr_backbone"] = after
     train["lr"] = lr
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, yaml.safe_dump(data, sort_keys=False))
