@@ -513,7 +513,9 @@ def test_other_programs_load_is_seen_while_a_probe_runs():
             proc.kill()
             proc.wait()
     assert loaded.share is not None and loaded.share > measure.BUSY_SHARE
-    assert quiet.share is None or quiet.share < loaded.share
+    # the share is capped at 1: on a host that other work (another test worker) already fills, the window
+    # before the burners reads 1 as well
+    assert quiet.share is None or quiet.share <= loaded.share
 
 
 def test_training_measures_again_when_its_first_epoch_disagrees_with_the_probe(tmp_path, cache_dir, monkeypatch):
