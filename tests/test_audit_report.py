@@ -588,3 +588,24 @@ def test_training_curves_are_ticked_at_whole_epochs(tmp_path, monkeypatch):
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
         assert ticks == [1, 2, 3], ticks
+
+
+@pytest.mark.parametrize("sizes, expected", [
+    ({"64x64": 36}, "geometry: all 36 images are 64x64;"),
+    ({"80x60": 9, "120x90": 9, "64x64": 9, "32x32": 9}, "geometry: 4 sizes, each 9 images: 80x60, 120x90, 64x64, 32x32;"),
+    ({"40x10": 5, "30x20": 2, "25x25": 2, "7x3": 2, "9x9": 2, "5x5": 1},
+     "geometry: 6 sizes, most common 40x10 (5), 30x20 (2), 25x25 (2), 7x3 (2), 9x9 (2) and 1 more;"),
+])
+def test_printed_geometry_names_the_sizes_in_words(sizes, expected):
+    """One size: `all N images are WxH`; sizes tied in count: all of them, none cut at random."""
+    from rich.console import Console
+
+    from vislab.data.audit import print_audit
+
+    console = Console(record=True, width=200)
+    print_audit({"class_names": ["a"], "class_balance": {"table": [{"class": "a", "train": 3}],
+                                                        "imbalance_ratio": {"train": 1.0}},
+                 "geometry": {"images_measured": sum(sizes.values()), "distinct_sizes": len(sizes),
+                              "common_sizes": sizes, "modes": {"L": 1}, "formats": {"PNG": 1}},
+                 "warnings": []}, console=console)
+    assert expected in console.export_text(), console.export_text()

@@ -458,21 +458,33 @@ def mlp_run(tmp_path_factory):
 
 def test_an_mlp_is_explained_with_occlusion_when_no_method_is_chosen(mlp_run, tmp_path):
     """No method chosen (the command's default): Grad-CAM has no feature map in an MLP, so occlusion
-    explains it, as in the evaluation report, with one warning naming the model as the run does."""
+    explains it, as in the evaluation report and as --help documents, with no warning: each entry and its
+    PNG name say occlusion."""
+    import warnings
+
     import vislab.runs
     from vislab import api
     from vislab.explain import explain_files
 
     run, image = mlp_run
-    with pytest.warns(UserWarning, match=r"^model mlp has no convolution layers.*explaining with occlusion") as seen:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         results = api.explain(run, [image, image], method=None, out=tmp_path / "api")
-    assert len(seen) == 1 and "FeatureHeadNet" not in str(seen[0].message)
+        default = explain_files(vislab.runs.load(run), [image], tmp_path / "files")
     assert [r["method"] for r in results] == ["occlusion", "occlusion"] and "error" not in results[0]
     assert [Path(r["png"]).name for r in results] == ["digit_occlusion.png", "digit_2_occlusion.png"]
     assert all(Path(r["png"]).stat().st_size > 500 for r in results)
-    with pytest.warns(UserWarning, match="explaining with occlusion"):
-        default = explain_files(vislab.runs.load(run), [image], tmp_path / "files")
     assert default[0]["method"] == "occlusion" and default[0]["class"] == results[0]["class"]
+
+
+def test_the_command_explains_an_mlp_by_default_without_a_warning(mlp_run, tmp_path, capsys):
+    from vislab.cli import main
+
+    run, image = mlp_run
+    assert main(["explain", str(run), str(image), "--out", str(tmp_path / "cli")]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err, err
+    assert "digit_occlusion.png" in out, out
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
@@ -623,3 +635,32 @@ def test_an_asked_for_target_is_printed_with_what_the_model_predicts(tmp_path, c
     assert main(["explain", str(run), str(image), "--out", str(tmp_path / "cli")]) == 0
     assert capsys.readouterr().out.strip() == (
         f"{image}: {top['class']} ({top['probability']:.1%}) -> {tmp_path / 'cli' / 'digit_gradcam.png'}")
+
+
+# ---- LIME's default superpixels on small images -------------------------------------------
+def _digit_at(size: int) -> np.ndarray:
+    """A real 8x8 digit (a 3) enlarged to size x size, grey uint8 (H, W)."""
+    from PIL import Image
+
+    from conftest import digits_arrays
+
+    images, labels = digits_arrays(per_class=1)
+    return np.asarray(Image.fromarray(images[int(np.flatnonzero(labels == 3)[0])]).resize((size, size), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_default_superpixels_give_lime_regions_to_switch_off_on_a_small_image(size):
+    """Seed 000's quickshift finds 1 to 4 regions on a 28 to 64 px digit: the default must find more."""
+    from vislab.explain.lime import MIN_SUPERPIXELS, superpixels
+
+    digit = np.repeat(_digit_at(size)[..., None], 3, axis=2)
+    assert len(np.unique(superpixels(digit))) >= MIN_SUPERPIXELS >= 8
+    assert len(np.unique(superpixels(digit, "quickshift"))) < MIN_SUPERPIXELS  # asked for, quickshift is kept
+
+
+def test_lime_on_a_28px_mlp_weighs_several_regions_by_default():
+    """`vislab explain RUN digit.png --method lime` on a 28 px MLP: the heatmap is not one uniform region."""
+    model = create_model("mlp", num_classes=10, in_chans=1, input_size=(28, 28)).eval()
+    image = torch.from_numpy(_digit_at(28).copy())[None]
+    result = explain(model, Preprocessing(input_size=(1, 28, 28)), image, method="lime", num_samples=120)
+    assert len(np.unique(np.round(result.heatmap, 4))) >= 4

@@ -516,6 +516,33 @@ def _near_duplicates(scan, class_names, warnings) -> dict:
     }
 
 
+def _sizes_text(geometry: dict, shown: int = 4) -> str:
+    """The image sizes in words: ``all 36 images are 64x64``; ``4 sizes, each 9 images: 80x60, ...``;
+    else ``5 sizes, most common 40x10 (2), 30x20 (2), 25x25 (1) and 2 more``: sizes tied in count are all
+    listed (up to the ``common_sizes`` kept) rather than some of them cut at random.
+
+    Example:
+        >>> _sizes_text({"images_measured": 36, "distinct_sizes": 1, "common_sizes": {"64x64": 36}})
+        'all 36 images are 64x64'
+        >>> _sizes_text({"images_measured": 18, "distinct_sizes": 2, "common_sizes": {"80x60": 9, "64x64": 9}})
+        '2 sizes, each 9 images: 80x60, 64x64'
+    """
+    sizes = list(geometry["common_sizes"].items())
+    distinct, total = geometry["distinct_sizes"], geometry["images_measured"]
+    if distinct == 1:
+        return f"all {total} images are {sizes[0][0]}"
+    counts = {count for _, count in sizes}
+    if len(counts) == 1 and len(sizes) == distinct:
+        return f"{distinct} sizes, each {sizes[0][1]} images: {', '.join(size for size, _ in sizes)}"
+    # the first ``shown`` sizes, and any tied in count with the last of them
+    cut = min(shown, len(sizes))
+    while cut < len(sizes) and sizes[cut][1] == sizes[cut - 1][1]:
+        cut += 1
+    listed = ", ".join(f"{size} ({count})" for size, count in sizes[:cut])
+    more = f" and {distinct - cut} more" if distinct > cut else ""
+    return f"{distinct} sizes, most common {listed}{more}"
+
+
 def _geometry_summary(scan) -> dict:
     widths = np.asarray(scan["widths"], dtype=float)
     heights = np.asarray(scan["heights"], dtype=float)
@@ -711,8 +738,7 @@ def print_audit(audit: dict, console=None) -> None:
     geometry = audit.get("geometry") or {}
     if geometry.get("images_measured"):
         console.print(
-            f"geometry: {geometry['distinct_sizes']} distinct size(s), most common "
-            f"{', '.join(f'{k} ({v})' for k, v in list(geometry['common_sizes'].items())[:3])}; "
+            f"geometry: {_sizes_text(geometry)}; "
             f"modes {geometry['modes']}; formats {geometry['formats']}"
         )
     duplicates = audit.get("duplicates") or {}

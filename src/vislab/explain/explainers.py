@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -273,8 +272,8 @@ def explain_files(
         loaded: ``vislab.runs.load(...)`` result.
         inputs: image files and folders (searched recursively).
         out_dir: where the PNGs go; default :func:`default_out_dir`.
-        method: as :func:`explain`; None (no method chosen) is Grad-CAM, or occlusion, with a warning
-            saying so, for a model without convolution layers (an MLP), as the evaluation report does.
+        method: as :func:`explain`; None (no method chosen) is Grad-CAM, or occlusion for a model without
+            convolution layers (an MLP), as the evaluation report does (each entry's ``method`` says which).
         target, layer, **opts: as :func:`explain`.
 
     Returns:
@@ -323,10 +322,9 @@ def explain_files(
             who = f"model {name}" if name else exc.model  # as the run names it ("mlp"), not its class
             if chosen or layer is not None:  # a layer given is Grad-CAM asked for
                 raise NoFeatureMapError(who, exc.detail) from None
-            method = "occlusion"  # no feature maps to weight: as explain_samples does for the report
-            warnings.warn(f"{who} has no convolution layers, so Grad-CAM has no feature map to weight: explaining "
-                          "with occlusion (--method picks another: lime, integrated-gradients)", UserWarning,
-                          stacklevel=2)
+            # no feature maps to weight: occlusion, the documented default for such a model, as explain_samples
+            # does for the report; each entry's "method" and PNG name say so
+            method = "occlusion"
             result = explain(loaded.model, loaded.preprocessing, image, method=method, target=target,
                              task=getattr(loaded, "task", None), class_names=loaded.class_names, size=size, **opts)
         stem = safe_filename(Path(path).stem)

@@ -105,12 +105,12 @@ def plot_dominant_colours(colours, labels: Sequence[int], class_names: Sequence[
 
 def _plot_dominant_greys(greys, labels, class_names: Sequence[str], path) -> Path:
     """Grey images' dominant levels: one row of points per class (a fixed jitter spreads each row), each point
-    drawn in its own grey."""
+    drawn in its own grey with a dark edge."""
     k = max(1, len(class_names))
     fig, ax = plt.subplots(figsize=(8, min(max(2.5, 0.35 * k + 1.2), 16)))
     jitter = (np.random.default_rng(0).random(len(greys)) - 0.5) * 0.6
-    ax.scatter(greys, labels + jitter, c=greys, cmap="gray", vmin=0, vmax=255, s=9, edgecolors="#666666",
-               linewidths=0.3)
+    ax.scatter(greys, labels + jitter, c=greys, cmap="gray", vmin=0, vmax=255, s=12, edgecolors="#333333",
+               linewidths=0.6)  # a visible edge: near-white points on the white axes
     ax.set_yticks(range(k), [_short(name) for name in class_names] if k <= 60 else [""] * k, fontsize=8)
     ax.set(xlim=(-5, 260), ylim=(k - 0.5, -0.5), xlabel="Dominant grey level (0 black, 255 white)",
            title=f"Dominant grey level per image ({len(greys)} images)")

@@ -108,12 +108,18 @@ def paste(canvas: np.ndarray, image: np.ndarray, top: int, left: int, cell_h: in
     canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
 
 
+# A title's line height (matplotlib's default line spacing) and its gap to the image below it.
+TITLE_LINE_SPACING = 1.2
+TITLE_PAD_POINTS = 2.0
+
+
 def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours: Sequence[str] | None = None,
                 columns: int = 6, cell_max: int = 96, inches_per_column: float = 2.1, title_band: float = 0.36,
                 header_inches: float = 0.45, fontsize: int = 9):
     """Draw uint8 (H, W, 3) ``cells`` row by row, each under its (up to two-line) title.
 
-    The figure is resized so the canvas keeps its aspect ratio, with ``header_inches``
+    Each title sits above its image: the band left for it is at least ``title_band`` of a cell's width and
+    at least what its lines need at ``fontsize``, however few pixels the images have. The figure is resized so the canvas keeps its aspect ratio, with ``header_inches``
     left at the top for a suptitle. Returns the axes.
 
     Example:
@@ -128,23 +134,35 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
         ax = fig.add_axes((0, 0, 1, 1))
         ax.axis("off")
         return ax
+    from matplotlib.transforms import ScaledTranslation
+
     columns = max(1, min(columns, count))
     rows = -(-count // columns)
     cell_h, cell_w = cell_size(cells, cell_max)
     gap = max(1, cell_w // 14)
-    band = round(title_band * cell_w)  # room above each image for its title, in canvas pixels
-    pitch_y, pitch_x = band + cell_h + gap, cell_w + gap
-    canvas = np.full((rows * pitch_y, columns * pitch_x - gap, 3), 255, np.uint8)
+    pitch_x = cell_w + gap
     width_in = inches_per_column * columns
+    pixels_per_inch = (columns * pitch_x - gap) / width_in  # canvas pixels per inch of figure
+    # Room above each image for its title, in canvas pixels: ``title_band`` of the cell's width, and never less
+    # than the title's lines need at ``fontsize`` (a cell of a few pixels is drawn inches wide, so a band in
+    # pixels alone can be thinner than one line of text).
+    lines = max((str(title).count("\n") + 1 for title in titles), default=1)
+    text_in = (lines * fontsize * TITLE_LINE_SPACING + 2 * TITLE_PAD_POINTS) / 72
+    band = max(round(title_band * cell_w), int(np.ceil(text_in * pixels_per_inch)))
+    pitch_y = band + cell_h + gap
+    canvas = np.full((rows * pitch_y, columns * pitch_x - gap, 3), 255, np.uint8)
     height_in = width_in * canvas.shape[0] / canvas.shape[1]
     fig.set_size_inches(width_in, height_in + header_inches)
     ax = fig.add_axes((0, 0, 1, height_in / (height_in + header_inches)))
+    # each title's bottom a few points above its image's top edge, whatever a canvas pixel measures in points
+    above = ax.transData + ScaledTranslation(0, TITLE_PAD_POINTS / 72, fig.dpi_scale_trans)
     for i, cell in enumerate(cells):
         r, c = divmod(i, columns)
         paste(canvas, cell, r * pitch_y + band, c * pitch_x, cell_h, cell_w)
-        ax.text(c * pitch_x + cell_w / 2, r * pitch_y + band * 0.92, titles[i], ha="center", va="bottom",
-                color=colours[i] if colours else "black", fontsize=fontsize)
-    ax.imshow(canvas, interpolation="nearest")
+        ax.text(c * pitch_x + cell_w / 2, r * pitch_y + band, titles[i], ha="center", va="bottom",
+                color=colours[i] if colours else "black", fontsize=fontsize, transform=above)
+    # extent: canvas pixel (row, col) covers [col, col + 1] x [row, row + 1], so row ``band`` starts at y = band
+    ax.imshow(canvas, interpolation="nearest", extent=(0, canvas.shape[1], canvas.shape[0], 0))
     ax.axis("off")
     return ax
 
