@@ -317,7 +317,7 @@ def test_a_refusal_names_a_yaml_files_keys_and_the_flags_beside_them(tmp_path, c
 
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  freeze_epochs: 2\n")
-    run = ["train", "--config", str(config), *TINY, "--model", "mlp", "--out", str(tmp_path / "run")]
+    run = ["train", "--config", str(config), *TINY, "--model", "efficientnet_lite0", "--out", str(tmp_path / "run")]
     assert main(run) == 1
     assert capsys.readouterr().err == f"vislab train: error: {config} [model]: model.freeze_epochs=2 needs " \
                                       "model.freeze='backbone'\n"

@@ -59,3 +59,62 @@ def test_a_suggestion_written_into_a_config_with_lr_backbone_says_how_that_chang
     api.lr_find(config=str(plain), data="digits", model="chollet_convnet", steps=20, out=str(tmp_path / "lr2"),
                 write_config=str(plain), console=Console(file=shown, width=400))
     assert "lr_backbone" not in plain.read_text() and "also changed" not in shown.getvalue()
+
+
+def test_lr_backbone_is_left_alone_when_only_the_head_trained_on_cached_features(tmp_path, capsys):
+    from vislab.cli import main
+
+    config = tmp_path / "cfg1.yaml"  # not read by the sweep (no --config): only written into
+    config.write_text("model:\n  lr_backbone: 0.0001\ntrain:\n  lr: 0.001\n")
+    assert main(TRANSFER + ["--optimizer", "adam", "--out", str(tmp_path / "lr"), "--write-config", str(config)]) == 0
+    out = capsys.readouterr().out
+    written = yaml.safe_load(config.read_text())
+    assert written["model"]["lr_backbone"] == 0.0001 and written["train"]["lr"] != 0.001, written
+    assert "also changed" not in out and "moved it with" not in out, out
+    lines = [line for line in out.splitlines() if "model.lr_backbone" in line]
+    assert len(lines) == 1 and "only the head, on cached features" in lines[0], out
+
+
+def test_the_transfer_recipe_with_adam_trains_the_default_epochs_not_the_lbfgs_heads(tmp_path, capsys):
+    """--recipe transfer's 2 epochs are its L-BFGS head's; with --optimizer adam the head takes the default
+    epochs, in the run and in the config lr-find writes (2 Adam epochs on digits: 66 % against the recipe's 96 %)."""
+    from vislab.cli import main
+    from vislab.core.config import Config, resolve_config
+
+    default = Config().train.epochs
+    assert resolve_config(overrides={"recipe": "transfer", "train.optimizer": "adam"}).train.epochs == default
+    assert resolve_config(overrides={"recipe": "transfer", "train.optimizer": "adam", "train.epochs": 3}).train.epochs == 3
+    assert resolve_config(overrides={"recipe": "transfer"}).train.epochs == 2
+    config = tmp_path / "new.yaml"
+    assert main(TRANSFER + ["--optimizer", "adam", "--out", str(tmp_path / "lr"), "--write-config", str(config)]) == 0
+    written = yaml.safe_load(config.read_text())
+    assert written["train"]["optimizer"] == "adam" and written["train"].get("epochs", default) == default, written
+
+
+@pytest.mark.parametrize("target, content", [("folder", None), ("list.yaml", "- a\n- b\n"),
+                                             ("broken.yaml", "train: [lr\n")])
+def test_a_bad_write_config_target_is_refused_before_the_sweep_naming_it(tmp_path, capsys, target, content):
+    from vislab.cli import main
+
+    path = tmp_path / target
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    assert main(["lr-find", "--data", "digits", "--model", "fastnet", "--steps", "10", "--out", str(tmp_path / "lr"),
+                 "--write-config", str(path)]) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and str(path) in err, err
+    assert ".partial" not in err and "suggestions" not in captured.out, captured  # no sweep ran
+    assert not (tmp_path / "lr").exists()
+    if content is not None:
+        assert path.read_text() == content  # left as it was
+
+
+def test_an_lr_find_error_says_lr_find_once(tmp_path, capsys):
+    from vislab.cli import main
+
+    assert main(TRANSFER + ["--out", str(tmp_path / "refused")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vislab lr-find: error: ") and err.count("lr-find:") == 1, err

@@ -154,7 +154,7 @@ def test_the_recipe_line_says_one_epoch_in_the_singular():
 def test_the_recipe_line_never_gives_its_reason_for_a_model_the_user_named():
     """--model mlp: not "enough small images: mlp (bench_time_to_accuracy.py)", a benchmark of fastnet."""
     line = _line(model="mlp")
-    assert "-- your mlp: the fast recipe's one-cycle AdamW and epochs, measured on fastnet, not on mlp, for " in line
+    assert "-- your mlp: the fast recipe's one-cycle AdamW and epochs, measured on fastnet, not on mlp" in line, line
     assert "enough small images" not in line and "bench_" not in line, line
     named = _line(model="efficientnet_lite0", pretrained=True, freeze="backbone", allow_random_backbone=True)
     assert "-- your efficientnet_lite0 with your options instead of the transfer recipe: " in named, named
@@ -218,3 +218,84 @@ def test_loading_an_hf_folder_shows_no_progress_bar_and_keeps_the_setting(tmp_pa
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     finally:
         (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+
+
+# --------------------------------------------------------------------------- mlp: the no-backbone refusal comes first
+@pytest.mark.parametrize("flags, named", [
+    (["--freeze", "backbone"], "--freeze backbone: "),
+    (["--finetune-last", "99"], "--finetune-last 99: "),
+    (["--freeze-epochs", "1"], "--freeze-epochs 1: "),
+    (["--unfreeze-at", "1:2"], "--unfreeze-at 1:2: "),
+    (["--cache-features"], "--cache-features: "),
+    (["--freeze", "backbone", "--pretrained"], "--freeze backbone: "),
+])
+def test_backbone_options_on_mlp_are_refused_for_its_missing_backbone_first(tmp_path, capsys, flags, named):
+    """Each earlier refusal's fix (add --pretrained, --freeze backbone, --allow-random-backbone) led to the next."""
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--model", "mlp", *flags, "--epochs", "2", "--out", str(run)]) == 1
+    line = _error(capsys)
+    assert named in line and "mlp has no backbone" in line, line
+    assert not run.exists()
+
+
+def test_pretrained_on_a_from_scratch_network_suggests_weights_that_are_installed(tmp_path, capsys):
+    assert main(["train", *TINY, "--model", "mlp", "--pretrained", "--out", str(tmp_path / "run")]) == 1
+    line = _error(capsys)
+    assert "--model efficientnet_lite0 --pretrained" in line and "resnet50" not in line, line
+
+
+# --------------------------------------------------------------------------- --unfreeze-at 0:...
+def test_a_stage_at_0_trains_from_the_start_and_the_counts_say_so(tmp_path, capsys):
+    assert main(["train", *TINY, *RESNET, "--freeze", "backbone", "--unfreeze-at", "0:all", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert " 0 non-trainable" in out and "unfreezing" not in out, out
+
+
+def test_a_stage_of_0_blocks_is_said_to_unfreeze_nothing():
+    from vislab.core.config import parse_unfreeze_at
+
+    with pytest.raises(ConfigError) as info:
+        parse_unfreeze_at(["1:0"])
+    message = str(info.value)
+    assert "not EPOCH:BLOCKS" not in message and "unfreezes 0 blocks" in message and "1:all" in message, message
+
+
+# --------------------------------------------------------------------------- --bn frozen on random filters
+def test_bn_frozen_on_a_random_backbone_is_warned_of_in_one_line(tmp_path, capsys):
+    assert main(["train", *TINY, *RESNET, "--freeze", "backbone", "--bn", "frozen", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "--bn" in line]
+    assert len(said) == 1 and "warning: --bn frozen" in said[0] and "randomly initialised" in said[0], said
+
+
+# --------------------------------------------------------------------------- the L-BFGS hint
+@pytest.mark.parametrize("scale, hint", [(300.0, True), (10.0, False)])
+def test_the_lbfgs_hint_comes_only_while_the_loss_still_falls(scale, hint):
+    """Both epochs use every L-BFGS iteration; only the one whose objective still fell at its end is worth
+    another epoch (a flat one at the limit is the optimum for practical purposes)."""
+    import timm
+
+    from vislab.train.features import CachedTraining, FeatureSet
+    from vislab.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    cached = CachedTraining(timm.create_model("test_resnet", num_classes=4), None, train=range(300))
+    width = cached.head.in_features
+    features = torch.randn(300, width, generator=torch.Generator().manual_seed(0)) * scale
+    cached.train_features = FeatureSet(features, torch.arange(300) % 4)
+    optimizer = build_optimizer(cached.head.parameters(), "lbfgs", 1.0)
+    cached.train_epoch(optimizer, 0, 0)
+    assert not cached.converged  # the iteration limit ended the epoch
+    assert (cached.not_converged("RUN", 1) is not None) == hint, cached.not_converged("RUN", 1)
+
+
+# --------------------------------------------------------------------------- --resume of a finished run
+def test_resuming_a_finished_run_without_epochs_words_it_from_the_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--model", "mlp", "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 1
+    line = _error(capsys)
+    assert "its 1 epoch is trained" in line and "--epochs 2 or more" in line and "vislab evaluate" in line, line
+    assert "leaves nothing" not in line, line

@@ -313,12 +313,13 @@ def _draw_predictions(results, path) -> Path:
 
 
 def explain(model, images, method: str | None = None, target="top", layer: str | None = None, out=None,
-            weights=None, num_samples: int = 1000, segmentation: str = "quickshift", device: str = "auto",
+            weights=None, num_samples: int = 1000, segmentation: str | None = None, device: str = "auto",
             **opts) -> list[dict]:
     """``vislab explain``: one overlay PNG per image; returns one dict per image (``file``, ``png``,
     ``class``, ``probability``, ``method``; ``error`` for a file that cannot be read). ``method`` None:
-    Grad-CAM, or occlusion for a model without convolution layers (an MLP), with a warning. ``num_samples``
-    and ``segmentation`` (superpixels) are LIME's and apply to ``method="lime"`` only. ``device``
+    Grad-CAM, or occlusion for a model without convolution layers (an MLP). ``num_samples`` and
+    ``segmentation`` (superpixels; None: quickshift, or slic where quickshift finds fewer than 10 regions, as
+    on images under about 128 px) are LIME's and apply to ``method="lime"`` only. ``device``
     (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model and the explanation run, as :func:`predict` picks it.
     ``out`` (default ``RUN/plots/explain``) may not be an input folder, inside one, or an input image's folder."""
     from vislab.core.device import resolve_device
@@ -679,7 +680,8 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
     them. An L-BFGS optimiser is refused with the flag to add (``--optimizer adam``).
     Writes ``lr_find.png`` and ``lr_find.json`` into ``out`` (default ``runs/lr-find-<model>``);
     ``write_config=PATH`` puts the ``suggestion`` (valley or steepest) into a YAML config as
-    ``train.lr`` (and a ``model.lr_backbone`` the file sets at the ratio the sweep kept, which a line says).
+    ``train.lr`` (checked before the sweep; a ``model.lr_backbone`` the file sets moves at the ratio the sweep
+    kept when the sweep trained the backbone at a rate of its own, which a line says).
     Returns a :class:`vislab.train.lr_find.LRFindResult`.
 
     Example:

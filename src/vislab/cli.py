@@ -415,8 +415,9 @@ def _add_lr_find(sub) -> None:
     f.add_argument("--end-lr", type=float, default=10.0, help="last learning rate")
     f.add_argument("--steps", type=int, default=200, help="training steps (batches) in the sweep")
     f.add_argument("--write-config", default=None, metavar="YAML",
-                   help="write the suggestion into this config file as train.lr (created if absent); a "
-                        "model.lr_backbone the file sets moves with it at the ratio the sweep kept, and a line says so")
+                   help="write the suggestion into this config file as train.lr (created if absent; checked "
+                        "before the sweep); a model.lr_backbone the file sets moves with it at the ratio the sweep "
+                        "kept when the sweep trained the backbone at that rate of its own, and a line says so")
     f.add_argument("--suggestion", choices=("valley", "steepest"), default="valley",
                    help="which suggestion --write-config takes")
 
@@ -784,7 +785,8 @@ def _add_explain(sub) -> None:
     # LIME's options default to None: given to another method they are refused, as the API refuses them
     p.add_argument("--num-samples", type=int, default=None, help="LIME: perturbed images to score (default: 1000)")
     p.add_argument("--segmentation", default=None, choices=LIME_SEGMENTATIONS,
-                   help="LIME superpixels (default: quickshift)")
+                   help="LIME superpixels (default: quickshift, or slic where quickshift finds fewer than 10 "
+                        "regions, as on images under about 128 px)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/explain or explain-MODEL)")
     _add_device(p)
     _add_weights_option(p)

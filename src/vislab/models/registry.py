@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable
 
 import torch.nn as nn
@@ -159,6 +160,30 @@ def is_timm_name(name: str) -> bool:
     return bool(timm.list_models(base)) or base in timm.list_models(pretrained=True)
 
 
+@functools.lru_cache(maxsize=None)
+def has_backbone(name: str) -> bool | None:
+    """Whether vislab network ``name`` has layers outside its head (what ``--freeze backbone`` and the other
+    fine-tuning options act on): False for ``mlp``, which is all head. Known before any data is loaded: the
+    network is built once at its defaults (milliseconds; its options change widths, not this split). None
+    for a name that is not vislab's (a timm or Hugging Face network: known once it is built).
+
+    Example:
+        >>> has_backbone("mlp"), has_backbone("fastnet"), has_backbone("resnet18")
+        (False, True, None)
+    """
+    _import_builtin()
+    if name not in _REGISTRY:
+        return None
+    from vislab.models.finetune import backbone_parameters
+
+    defaults = _DEFAULTS[name]
+    try:
+        model = create_model(name, num_classes=2, in_chans=defaults["in_chans"])
+    except (ConfigError, RuntimeError, ValueError):
+        return None  # the build with the run's options says what is wrong
+    return bool(backbone_parameters(model))
+
+
 def _import_builtin() -> None:
     from vislab.models import classic  # noqa: F401  (registers the seeds' networks)
 
@@ -189,7 +214,8 @@ def create_model(
         if pretrained:
             raise ConfigError(
                 f"{name!r} is one of vislab's from-scratch networks and has no pretrained weights; "
-                "use a timm name (e.g. resnet50, vgg16, efficientnet_lite0) with --pretrained"
+                "use --model efficientnet_lite0 --pretrained (its weights are installed; other timm names "
+                "download theirs)"
             )
         try:
             model = _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **kwargs)

@@ -43,6 +43,11 @@ BF16_MEAN_COSINE = 0.99
 BF16_MIN_COSINE = 0.95
 #: L-BFGS iterations per "epoch" of a full-batch logistic-regression head (``--optimizer lbfgs``)
 LBFGS_ITERATIONS_PER_EPOCH = 100
+#: An L-BFGS epoch that used every iteration is still "improving" (worth another epoch, and said so) only when its
+#: objective fell by more than this fraction over its last LBFGS_TAIL_ITERATIONS iterations; a smaller fall is
+#: the optimum for practical purposes (a further epoch changed the loss in the 4th digit and lowered test accuracy).
+LBFGS_MATERIAL_FALL = 1e-3
+LBFGS_TAIL_ITERATIONS = 10
 
 
 @dataclass
@@ -322,21 +327,31 @@ def head_epoch(head: nn.Module, optimizer, features: torch.Tensor, labels: torch
 def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet, device, label_smoothing: float,
                  l2: float) -> dict:
 
+    """One epoch of full-batch L-BFGS: ``({train_loss, train_acc}, fall)``, where ``fall`` is the relative fall of
+    the objective over the epoch's last :data:`LBFGS_TAIL_ITERATIONS` iterations."""
     x, y = data.features.to(device), data.labels.to(device)
     weights = [p for p in head.parameters() if p.requires_grad and p.ndim > 1]
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    trace = []  # (iteration, objective) of every evaluation, line-search trials included
 
     def closure():
         optimizer.zero_grad(set_to_none=True)
         loss = classification_loss(head(x), y, label_smoothing)
         loss = loss + 0.5 * l2 * sum((w * w).sum() for w in weights)
         loss.backward()
+        trace.append((state.get("n_iter", 0), float(loss.detach())))
         return loss
 
     optimizer.step(closure)
     with torch.no_grad():
         logits = head(x)
         loss = classification_loss(logits, y, label_smoothing)
-    return {"train_loss": float(loss), "train_acc": int(correct_count(logits, y)) / max(len(y), 1)}
+    logs = {"train_loss": float(loss), "train_acc": int(correct_count(logits, y)) / max(len(y), 1)}
+    # the objective as it was LBFGS_TAIL_ITERATIONS iterations before the end (the best point then) and at the end
+    last = trace[-1][0]
+    then = min((value for at, value in trace if at <= last - LBFGS_TAIL_ITERATIONS), default=trace[0][1])
+    now = min(value for _, value in trace)
+    return logs, (then - now) / max(abs(then), 1e-12)
 
 
 @torch.inference_mode()
@@ -431,6 +446,8 @@ class CachedTraining:
         # would start from the optimum and change nothing, so the loop stops
         self.converged = False
         self.lbfgs_epochs = 0  # L-BFGS epochs this process ran (not_converged says nothing before one)
+        # the last L-BFGS epoch's objective still fell materially at its end (LBFGS_MATERIAL_FALL)
+        self.still_improving = False
         self.lbfgs_linear = isinstance(self.head, nn.Linear)  # a Linear head: a logistic regression
 
     def prepare(self) -> float:
@@ -467,8 +484,9 @@ class CachedTraining:
         if isinstance(optimizer, torch.optim.LBFGS):
             state = optimizer.state[optimizer.param_groups[0]["params"][0]]
             before = state.get("n_iter", 0)
-            logs = _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
-                                weight_decay if weight_decay > 0 else 1.0 / len(data))
+            logs, fall = _lbfgs_epoch(self.head, optimizer, data, device, label_smoothing,
+                                      weight_decay if weight_decay > 0 else 1.0 / len(data))
+            self.still_improving = fall > LBFGS_MATERIAL_FALL
             self.converged = state.get("n_iter", 0) - before < optimizer.param_groups[0]["max_iter"]
             self.lbfgs_epochs += 1
             return logs
@@ -482,9 +500,12 @@ class CachedTraining:
         return torch.randperm(len(self.train_features), generator=generator)[:self.steps_per_epoch() * self.batch_size]
 
     def not_converged(self, run_dir, epochs: int) -> str | None:
-        """One line when the run's last L-BFGS epoch used every iteration it allows without converging (its
-        ``epochs`` epochs ended the fit short of the optimum), saying how to train on; None otherwise."""
-        if not self.lbfgs_epochs or self.converged:
+        """One line when the run's last L-BFGS epoch used every iteration it allows without converging and its
+        objective still fell materially at its end (:data:`LBFGS_MATERIAL_FALL` over its last
+        :data:`LBFGS_TAIL_ITERATIONS` iterations: its ``epochs`` epochs ended the fit short of the optimum), saying
+        how to train on; None otherwise (a flat objective at the iteration limit is the optimum for practical
+        purposes)."""
+        if not self.lbfgs_epochs or self.converged or not self.still_improving:
             return None
         head = "logistic-regression head" if self.lbfgs_linear else "head"
         return (f"lbfgs: the {head} has not converged: epoch {epochs} used all {LBFGS_ITERATIONS_PER_EPOCH} L-BFGS "

@@ -224,6 +224,12 @@ class Trainer:
             finetune.freeze(self.model, "backbone")
             if mcfg.finetune_last:
                 finetune.finetune_last(self.model, mcfg.finetune_last)
+        from vislab.core.config import parse_unfreeze_at
+
+        for at, blocks in parse_unfreeze_at(mcfg.unfreeze_at):
+            if at == 0:  # a stage at 0 trains from the start: what the counts below show (callbacks() skips it)
+                count = len(finetune.backbone_blocks(self.model))
+                finetune.unfreeze(self.model, None if blocks is None or blocks >= count else blocks)
         self.configured_trainable = True
         if self.announce:
             self.console.print(self.trainable_report())
@@ -243,28 +249,17 @@ class Trainer:
         BatchNorm layers is warned of (a config kept for other models may mean it)."""
         cfg, m = self.cfg, self.cfg.model
         given = cfg.given_as
-        from vislab.core.config import parse_unfreeze_at
+        from vislab.core.config import backbone_options, no_backbone_error, parse_unfreeze_at
         from vislab.models import finetune
 
-        backbone = [key for key, on in (("model.freeze", m.freeze == "backbone"),
-                                        ("model.finetune_last", bool(m.finetune_last)),
-                                        ("model.freeze_epochs", bool(m.freeze_epochs)),
-                                        ("model.unfreeze_at", bool(m.unfreeze_at)),
-                                        ("model.lr_backbone", m.lr_backbone is not None),
-                                        ("model.lr_decay", m.lr_decay != 1)) if on]
+        backbone = backbone_options(cfg)
         if backbone:
             try:
                 empty = not finetune.backbone_parameters(self.model)
             except ValueError:  # no timm interface: freeze() itself says so
                 empty = False
             if empty:
-                key = backbone[0]
-                flags = ", ".join(given(k, subject=key) for k in backbone)
-                raise ConfigError(cfg.named(key, (
-                    f"{flags}: {m.name} has no backbone to freeze or fine-tune (all its layers are its head, "
-                    f"which trains whole), so {'it does' if len(backbone) == 1 else 'they do'} nothing; drop "
-                    f"{'it' if len(backbone) == 1 else 'them'}, or pick a model with a pretrained backbone "
-                    "(e.g. --model efficientnet_lite0 --pretrained)")))
+                raise no_backbone_error(cfg, backbone)
         if m.finetune_last or m.unfreeze_at:
             blocks = finetune.backbone_blocks(self.model)
             names = [name for name, _ in blocks]
@@ -281,12 +276,19 @@ class Trainer:
                     f"{given(key)}: stage{'s' * (len(over) > 1)} {', '.join(over)} ask{'s' * (len(over) == 1)} for "
                     f"more blocks than {m.name} has ({has}); give each stage 1 to {len(blocks)} blocks, or all")))
         users = cfg.user_given() | set(getattr(cfg, "_options", ()))
-        if m.bn != "train" and ("model.bn" in users or cfg.origin("model.bn")) \
-                and not finetune.has_batchnorm(self.model):
+        if m.bn != "train" and ("model.bn" in users or cfg.origin("model.bn")):
             import warnings
 
-            warnings.warn(cfg.named("model.bn", f"{given('model.bn')}: {m.name} has no BatchNorm layers, so it "
-                                                "changes nothing; drop it"), UserWarning, stacklevel=3)
+            if not finetune.has_batchnorm(self.model):
+                warnings.warn(cfg.named("model.bn", f"{given('model.bn')}: {m.name} has no BatchNorm layers, so it "
+                                                    "changes nothing; drop it"), UserWarning, stacklevel=3)
+            elif m.bn == "frozen" and not m.pretrained and not m.weights:
+                # the statistics kept are the initial ones (mean 0, variance 1), not pretrained ones
+                warnings.warn(cfg.named("model.bn", (
+                    f"{given('model.bn')} keeps the pretrained BatchNorm statistics, but {m.name} is randomly "
+                    "initialised (no --pretrained or --weights), so it keeps their initial values (mean 0, "
+                    "variance 1), which do not fit the data; add --pretrained (or --weights PATH), or drop it")),
+                    UserWarning, stacklevel=3)
 
     # ---- speed choices
     def _choose_speed(self, dataset: Dataset) -> measure.Choice:
@@ -628,7 +630,10 @@ class Trainer:
             from vislab.core.config import parse_unfreeze_at
             from vislab.train.callbacks import StagedUnfreeze
 
-            callbacks.append(StagedUnfreeze(self.model, parse_unfreeze_at(cfg.model.unfreeze_at), self.console))
+            # a stage at 0 was applied with the freezing (_configure_trainable), before the counts were printed
+            later = [(at, blocks) for at, blocks in parse_unfreeze_at(cfg.model.unfreeze_at) if at > 0]
+            if later:
+                callbacks.append(StagedUnfreeze(self.model, later, self.console))
         return callbacks
 
 
@@ -778,6 +783,10 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         if unfinished and cfg.train.epochs < done:
             raise ConfigError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, more than --epochs "
                               f"{cfg.train.epochs}; give --epochs {done} to finish it as it is, or more to train on")
+        if not unfinished and cfg.train.epochs <= done and epochs is None:  # a finished run, resumed as it was
+            trained = f"{done} epochs are all" if done != 1 else "1 epoch is"
+            raise ConfigError(f"--resume {run_dir}: its {trained} trained; give --epochs {done + 1} or more to "
+                              f"continue it, or `vislab evaluate {run_dir}` to evaluate it as it is")
         if not unfinished and cfg.train.epochs <= done:  # refused before config.yaml takes the new count
             raise ConfigError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, so --epochs "
                               f"{cfg.train.epochs} leaves nothing to train; give --epochs {done + 1} or more to "

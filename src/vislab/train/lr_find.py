@@ -169,8 +169,9 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
         out: folder for ``lr_find.png`` and ``lr_find.json`` (None: nothing written).
         console: a rich console for the summary lines.
         write_config: a YAML config file to write the chosen LR into as ``train.lr``
-            (created from ``cfg`` if absent; otherwise only ``train.lr`` and, when set,
-            ``model.lr_backbone`` at the ratio to it the sweep kept, are changed; a line says so).
+            (created from ``cfg`` if absent; otherwise only ``train.lr`` and, when set and the sweep trained
+            the backbone at a rate of its own, ``model.lr_backbone`` at the ratio to it the sweep kept, are
+            changed; a line says so). Checked before the sweep.
         suggestion: which suggestion ``write_config`` takes: ``valley`` or ``steepest``.
 
     Returns:
@@ -181,12 +182,14 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
             that sets its own steps (``lbfgs``).
     """
     if not 0 < start_lr < end_lr:
-        raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr (got {start_lr:g} and {end_lr:g})")
+        raise ConfigError(f"need 0 < --start-lr < --end-lr (got {start_lr:g} and {end_lr:g})")
     if steps < MIN_STEPS:
-        raise ConfigError(f"lr-find: --steps {steps} is too few for a curve; it must be >= {MIN_STEPS} "
+        raise ConfigError(f"--steps {steps} is too few for a curve; it must be >= {MIN_STEPS} "
                           "(default 200, which gives a smoother one)")
     if suggestion not in SUGGESTIONS:
-        raise ConfigError(f"lr-find: suggestion {suggestion!r} is not one of {', '.join(SUGGESTIONS)}")
+        raise ConfigError(f"suggestion {suggestion!r} is not one of {', '.join(SUGGESTIONS)}")
+    if write_config is not None:
+        check_write_target(write_config)  # before the sweep, not after it
     _check_sweepable(cfg)  # the user's own settings: refused before the data is read
     from rich.console import Console
 
@@ -205,6 +208,7 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
     trainer = Trainer(sweep_cfg, Path(out or "."), dataset, Console(quiet=True), task=task)
     optimizer = trainer.optimizer
     ratios = [group["lr"] / sweep_cfg.train.lr for group in optimizer.param_groups]
+    backbone_ratio = _swept_backbone_ratio(trainer, sweep_cfg)
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     if trainer.cached is not None:
         console.print(f"lr-find: the head trains on cached features: extracting the backbone's features of "
@@ -235,7 +239,7 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
             if step >= steps:
                 break
     if not lrs:
-        raise ConfigError("lr-find: the training split gave no batch to train on; check --data and --batch-size")
+        raise ConfigError("the training split gave no batch to train on; check --data and --batch-size")
     smoothed = smooth(losses, beta)
     suggestions = {"valley": valley_lr(lrs, smoothed), "steepest": steepest_lr(lrs, smoothed)}
     result = LRFindResult(lrs, losses, smoothed, suggestions, stopped_early, time.perf_counter() - start)
@@ -258,10 +262,10 @@ def lr_find(cfg: Config, start_lr: float = 1e-7, end_lr: float = 10.0, steps: in
     if write_config is not None:
         chosen = suggestions[suggestion]
         if chosen is None:
-            raise ConfigError(f"lr-find: the loss never fell, so there is no {suggestion} suggestion to write "
+            raise ConfigError(f"the loss never fell, so there is no {suggestion} suggestion to write "
                               f"into {write_config}; widen the range (--start-lr/--end-lr) or check the data")
         notes: list[str] = []
-        result.config_path = write_lr(write_config, chosen, chosen_cfg, notes)
+        result.config_path = write_lr(write_config, chosen, chosen_cfg, notes, backbone_ratio=backbone_ratio)
         console.print(f"lr-find: wrote train.lr={chosen:.3g} ({suggestion}) into {result.config_path}")
         for note in notes:
             console.print(f"lr-find: {note}")
@@ -309,17 +313,66 @@ def _check_sweepable(cfg: Config, by_recipe: bool = False) -> None:
     if cfg.train.optimizer != "lbfgs":
         return
     if by_recipe:
-        raise ConfigError("lr-find: for this data `vislab train` fits a logistic-regression head on cached features "
+        raise ConfigError("for this data `vislab train` fits a logistic-regression head on cached features "
                           "(recipe auto), which has no learning rate to find; to sweep end-to-end training, name "
                           "the model and optimizer (e.g. --model fastnet --optimizer adam) or pass --recipe none")
     what = "the learning rate of its head on the cached features" if cfg.model.cache_features else "one"
-    raise ConfigError(f"lr-find: {cfg.given_as('train.optimizer')} picks its own steps by line search, so there is no "
+    raise ConfigError(f"{cfg.given_as('train.optimizer')} picks its own steps by line search, so there is no "
                       f"learning rate to find; add --optimizer adam (or adamw, sgd, rmsprop) to find {what}")
 
 
-def write_lr(path: str | Path, lr: float, cfg: Config, notes: list[str] | None = None) -> Path:
-    """Put ``lr`` into a config YAML as ``train.lr`` (``model.lr_backbone``, where the file sets it, kept at the
-    ratio to the LR the sweep kept: the suggestion holds for that ratio).
+def _swept_backbone_ratio(trainer, cfg: Config) -> float | None:
+    """``model.lr_backbone / train.lr`` when the sweep trained a backbone in parameter groups of its own at that
+    ratio (moved by the same factor as the head's); None when it did not (cached features: only the head trains;
+    no ``lr_backbone``; a backbone frozen throughout the sweep)."""
+    if trainer.cached is not None or cfg.model.lr_backbone is None:
+        return None
+    trained = any(not str(group.get("name", "head")).startswith("head")
+                  and any(p.requires_grad for p in group["params"]) for group in trainer.optimizer.param_groups)
+    return cfg.model.lr_backbone / cfg.train.lr if trained else None
+
+
+def check_write_target(path: str | Path) -> None:
+    """Refuse a ``--write-config`` target that :func:`write_lr` could not write, naming the user's path: a folder,
+    a file that is not a YAML mapping of sections, a place that cannot be written. Called before the sweep."""
+    import os
+
+    given = str(path)
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--write-config {given}: is a folder; give a YAML file (created if absent)")
+    if path.exists():
+        if not path.is_file():
+            raise ConfigError(f"--write-config {given}: is not a regular file; give a YAML file (created if absent)")
+        _read_mapping(path)
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"--write-config {given}: is not writable; give a file you can write")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--write-config {given}: {parent} is not a folder; give a YAML file in a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--write-config {given}: cannot create it in {parent} (not writable); give another path")
+
+
+def _read_mapping(path: Path) -> dict:
+    """An existing ``--write-config`` file's sections (an empty file: none)."""
+    from vislab.core.files import read_yaml
+
+    data = read_yaml(path, "a YAML config", "fix it or pass a new file to --write-config", allow_empty=True) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--write-config {path}: the top level must be a mapping of sections (data, model, "
+                          "train, ...); fix it or pass a new file")
+    return data
+
+
+def write_lr(path: str | Path, lr: float, cfg: Config, notes: list[str] | None = None,
+             backbone_ratio: float | None = None) -> Path:
+    """Put ``lr`` into a config YAML as ``train.lr``; ``model.lr_backbone``, where the file sets it, moves with it
+    only when the sweep moved a backbone's LR with the head's (``backbone_ratio``: ``lr_backbone / lr`` in the
+    sweep, whose suggestion holds for that pair); otherwise the file's value is left as it is.
 
     An existing file keeps everything else as it is; a new one gets what ``cfg`` sets beyond the defaults.
     ``notes``: a line is added for each value changed besides ``train.lr`` (what and why), for the caller to print.
@@ -328,18 +381,15 @@ def write_lr(path: str | Path, lr: float, cfg: Config, notes: list[str] | None =
         >>> import tempfile
         >>> cfg = Config(); cfg.train.lr, cfg.model.lr_backbone = 1e-3, 1e-4
         >>> notes = []
-        >>> path = write_lr(Path(tempfile.mkdtemp()) / "tune.yaml", 2e-3, cfg, notes)
+        >>> path = write_lr(Path(tempfile.mkdtemp()) / "tune.yaml", 2e-3, cfg, notes, backbone_ratio=0.1)
         >>> print(notes[0])  # doctest: +ELLIPSIS
         also changed model.lr_backbone 0.0001 -> 0.0002 in .../tune.yaml: the sweep moved it with train.lr (at 0.1x), ...
     """
+    given = str(path)
     path = Path(path)
     lr = float(f"{lr:.3g}")
     if path.is_file():
-        from vislab.core.files import read_yaml
-
-        data = read_yaml(path, "a YAML config", "fix it or pass a new file to --write-config", allow_empty=True) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections; pass a new file instead")
+        data = _read_mapping(path)
     else:
         # what differs from the code's defaults: every default written down would count as the user's own
         # setting when training from the file, which --recipe auto then leaves alone
@@ -351,21 +401,27 @@ def write_lr(path: str | Path, lr: float, cfg: Config, notes: list[str] | None =
         data.setdefault("train", {}).update(optimizer=cfg.train.optimizer, batch_size=cfg.train.batch_size)
     train = data.setdefault("train", {})
     model = data.get("model") or {}
-    if model.get("lr_backbone"):
+    if model.get("lr_backbone") and backbone_ratio is not None:
         # the sweep scaled every parameter group by the same factor: the backbone's LR stayed at its ratio to the
         # head's, so the suggestion is a pair (the head's LR, the backbone's at that ratio)
         before = float(model["lr_backbone"])
-        swept = cfg.model.lr_backbone if cfg.model.lr_backbone else before
-        ratio = swept / float(cfg.train.lr if cfg.model.lr_backbone else train.get("lr", cfg.train.lr))
-        after = float(f"{lr * ratio:.3g}")
+        after = float(f"{lr * backbone_ratio:.3g}")
         if after != before and notes is not None:
             notes.append(f"also changed model.lr_backbone {before:g} -> {after:g} in {path}: the sweep moved it with "
-                         f"train.lr (at {ratio:.3g}x), so the suggestion holds for that pair; set {before:g} back to "
-                         "keep your own")
+                         f"train.lr (at {backbone_ratio:.3g}x), so the suggestion holds for that pair; set "
+                         f"{before:g} back to keep your own")
         model["lr_backbone"] = after
+    elif model.get("lr_backbone") and notes is not None:
+        what = "only the head, on cached features" if cfg.model.cache_features else "no backbone at a rate of its own"
+        notes.append(f"left model.lr_backbone {float(model['lr_backbone']):g} in {path} as it was: the sweep trained "
+                     f"{what}, so the suggestion is for train.lr alone")
     train["lr"] = lr
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, yaml.safe_dump(data, sort_keys=False))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, yaml.safe_dump(data, sort_keys=False))
+    except OSError as exc:
+        raise ConfigError(f"--write-config {given}: cannot be written ({exc.strerror or exc}); give another path") \
+            from None
     return path
 
 

@@ -91,6 +91,7 @@ class DataShape:
     channels: int = 3
     imbalance: float = 1.0  # largest / smallest training class (images; pixels for segmentation)
     builtin: str | None = None  # a built-in source's name (digits, mnist, fashion-mnist, cifar10)
+    size_words: str | None = None  # files of several sizes: "sizes 48x96 to 120x90" or "mostly 64x64" (those read)
 
     @property
     def per_class(self) -> float:
@@ -101,7 +102,7 @@ class DataShape:
         return max(self.size) if self.size else None
 
     def describe(self) -> str:
-        size = "x".join(map(str, self.size)) if self.size else "?"
+        size = self.size_words or ("x".join(map(str, self.size)) if self.size else "?")
         colour = "grey" if self.channels == 1 else "colour"
         # "per class" is images per class where an image has one; a multi-label image has several, a mask many
         each = f" ({self.per_class:.0f} per class)" if self.task == "classification" else ""
@@ -117,7 +118,7 @@ def describe_data(dataset, task) -> DataShape:
     from vislab.data.sources import BUILTIN
 
     train = dataset.splits["train"]
-    size = dataset.native_size
+    size, size_words = dataset.native_size, None
     if size is None:  # files: the median size of a few (decoded through the guarded reader)
         sizes = []
         for index in range(min(len(train), 8)):
@@ -127,12 +128,33 @@ def describe_data(dataset, task) -> DataShape:
                 continue
         if sizes:
             size = (int(statistics.median(s[0] for s in sizes)), int(statistics.median(s[1] for s in sizes)))
+            size_words = _size_words(sizes)
     counts = [int(c) for c in dataset.counts()["train"]]  # images, label carriers or pixels per class
     present = [c for c in counts if c > 0]
     imbalance = max(present) / min(present) if present else 1.0
     builtin = dataset.name if dataset.name in BUILTIN else None
     return DataShape(task=task.name, images=len(train), classes=dataset.num_classes, size=size,
-                     channels=int(dataset.channels), imbalance=float(imbalance), builtin=builtin)
+                     channels=int(dataset.channels), imbalance=float(imbalance), builtin=builtin,
+                     size_words=size_words)
+
+
+def _size_words(sizes) -> str | None:
+    """The sizes (H, W) of the files read, in words, where they differ: ``mostly 64x64`` where more than half
+    share one, else the smallest and the largest by area (``sizes 48x96 to 120x90``); None where all share one.
+
+    Example:
+        >>> _size_words([(64, 64), (64, 64), (48, 96)]), _size_words([(48, 96), (120, 90)]), _size_words([(8, 8)])
+        ('mostly 64x64', 'sizes 48x96 to 120x90', None)
+    """
+    from collections import Counter
+
+    if len(set(sizes)) <= 1:
+        return None
+    common, count = Counter(sizes).most_common(1)[0]
+    if count * 2 > len(sizes):
+        return "mostly " + "x".join(map(str, common))
+    ordered = sorted(sizes, key=lambda s: (s[0] * s[1], s))
+    return f"sizes {'x'.join(map(str, ordered[0]))} to {'x'.join(map(str, ordered[-1]))}"
 
 
 def _epochs(images: int, passes: int, low: int, high: int) -> int:
@@ -236,6 +258,11 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
     big_or_colour = (shape.side or 0) > SMALL_IMAGE_SIDE or shape.channels == 3
     # the frozen-feature head is a whole: the user's weights/freezing, optimizer or end-to-end options rule it out
     blocked = sorted(k for k in user if k.startswith(END_TO_END_KEYS) or k in PIECES[0] or k == "train.optimizer")
+    # the user's change to the network the benchmarks measured (its head, weights, freezing, options)
+    net_changed = sorted(k for k in user if k in PIECES[0] or k == "model.options")
+    # with no model named, the data called for the frozen-feature head but the user's options rule it out
+    no_transfer = (f"{', '.join(option_flag(k) or k for k in blocked)} given, so not the frozen-feature head; "
+                   if name is None and blocked and (small_data or big_or_colour) else "")
     if family == "shipped" and blocked:
         # the user's own use of the backbone: its weights unless they said otherwise, the rest for it
         pick("model.pretrained", True, f"{name}: its shipped ImageNet weights; {', '.join(blocked)} given, so the "
@@ -263,10 +290,14 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
     if family in (None, "small") and (shape.side or 0) <= 16 and (name in (None, "fastnet")):
         # tiny images (digits' 8 px): the code defaults measured there
         rule = ("tiny grey images: the code defaults' fastnet" if model is None else
-                "tiny grey images: your fastnet with the code defaults")
-        pick("model.name", "fastnet", BENCH_DIGITS)
-        pick("train.epochs", 10, BENCH_DIGITS)
-        return rule, values, reasons
+                "tiny grey images: your fastnet with the code defaults, measured with it on digits")
+        bench = BENCH_DIGITS
+        if net_changed:  # measured with fastnet's own head and options, not the user's
+            rule += f" (Adam, constant lr), {NOT_MEASURED} your {', '.join(option_flag(k) or k for k in net_changed)}"
+            bench = f"{BENCH_DIGITS}; {NOT_MEASURED} {', '.join(net_changed)}"
+        pick("model.name", "fastnet", bench)
+        pick("train.epochs", 10, bench)
+        return no_transfer + rule, values, reasons
     name = name or "fastnet"
     sized = model and shape.size and "model.input_size" not in user
     size, why = input_size_for(name, shape.size, shape.channels) if sized else (None, None)
@@ -284,13 +315,20 @@ def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict,
     if shape.imbalance >= IMBALANCE_RATIO:
         pick("train.class_weights", "auto", f"classes {shape.imbalance:.0f}:1 (>= {IMBALANCE_RATIO:.0f}); "
              + BENCH_IMBALANCE)
+    if net_changed:  # the fast recipe was measured on fastnet's own head and options, not the user's
+        for key in list(reasons):
+            if NOT_MEASURED not in reasons[key]:
+                reasons[key] += f"; {NOT_MEASURED} {', '.join(net_changed)}"
     if model is None:
-        rule = "enough small images: fastnet (the fast recipe)"
+        rule = no_transfer + "enough small images: fastnet (the fast recipe)" + (
+            f", {NOT_MEASURED} your {', '.join(option_flag(k) or k for k in net_changed)}" if net_changed else "")
     else:  # the user's network: what the recipe set for it, and whether that was measured on it
         training = _training_words(values)
         rule = f"your {name}" + (" with your settings" if not training else
                                  f": the fast recipe's {training}" if name == "fastnet" else
                                  f": the fast recipe's {training}, measured on fastnet, not on {name}")
+        if "train.optimizer" in values and name != "fastnet" and (shape.side or 0) <= 16:
+            rule += " (the code defaults measured on these tiny images are fastnet's)"
     return rule, values, reasons
 
 
@@ -392,17 +430,20 @@ def apply(cfg: Config, dataset, task) -> Applied:
             if not key.startswith(("data.", "out", "seed", "task", "train.time_budget", "train.device"))}
     if cfg.train.optimizer == "lbfgs" and "train.scheduler" not in user:
         cfg.train.scheduler = "none"  # the L-BFGS head takes no schedule (a user's --optimizer lbfgs too)
-    parts = [_model_words(cfg)]
+    parts = [_model_words(cfg, _run_size(cfg, dataset, shape))]
     if cfg.train.optimizer != "lbfgs" and cfg.train.time_budget:
         # the budget sets the epochs and the schedule once training starts: the line says what it will train with
         from vislab.train.budget import budget_scheduler, duration_words
 
-        parts.append(f"{cfg.train.optimizer} {budget_scheduler(cfg, user)} lr {cfg.train.lr:g}, "
+        parts.append(f"{_schedule_words(cfg.train.optimizer, budget_scheduler(cfg, user), cfg.train.lr)}, "
                      f"epochs from the {duration_words(cfg.train.time_budget)} budget")
     elif cfg.train.optimizer != "lbfgs":
         epochs = cfg.train.epochs
-        parts.append(f"{cfg.train.optimizer} {cfg.train.scheduler} lr {cfg.train.lr:g}, {epochs} "
+        parts.append(f"{_schedule_words(cfg.train.optimizer, cfg.train.scheduler, cfg.train.lr)}, {epochs} "
                      f"epoch{'s' * (epochs != 1)}")
+    defaults = _code_defaults(cfg, user, chosen)
+    if defaults and not rule.startswith("tiny grey images"):  # neither the user's nor the recipe's: say whose
+        rule = rule.replace(" with your settings", "") + f"; the code defaults' {defaults}"
     if cfg.train.class_weights != "none" and not cfg.model.cache_features:
         parts.append(f"class weights {cfg.train.class_weights}")
     if task.name == "segmentation":
@@ -453,10 +494,45 @@ def _trained_shape(shape: DataShape, dataset, cfg: Config, chosen: dict) -> Data
     return replace(shape, images=images, imbalance=float(imbalance))
 
 
-def _model_words(cfg: Config) -> str:
-    """The model part of the recipe line: the network, its weights, its head where it is not the usual one."""
+def _schedule_words(optimizer: str, scheduler: str, lr: float) -> str:
+    """``adamw onecycle lr 0.01``; no schedule is said as ``adam, constant lr 0.001``."""
+    return f"{optimizer}, constant lr {lr:g}" if scheduler == "none" else f"{optimizer} {scheduler} lr {lr:g}"
+
+
+def _code_defaults(cfg: Config, user, chosen: dict) -> str | None:
+    """Where the user owns the training piece (e.g. ``--optimizer sgd``), the parts of it they did not give and
+    the recipe therefore left at the code's defaults, in words (``lr 0.001, no schedule``); None if none."""
+    if not owned("train.optimizer", user) or cfg.train.optimizer == "lbfgs":
+        return None
+    default = Config().train
+    words = {"train.optimizer": f"optimizer {default.optimizer}", "train.lr": f"lr {default.lr:g}",
+             "train.scheduler": "no schedule" if default.scheduler == "none" else f"{default.scheduler} schedule"}
+    parts = [text for key, text in words.items() if key not in user and key not in chosen
+             and dotted_value(cfg, key) == getattr(default, key.split(".", 1)[1])]
+    return ", ".join(parts) or None
+
+
+def _run_size(cfg: Config, dataset, shape: DataShape) -> tuple[int, int] | None:
+    """The size one of vislab's networks trains at where it is not the images' one size (files of several sizes,
+    or a size the network does not take): what :func:`vislab.models.build.resolve_input_size` keeps, else the
+    network's default. None where the line need not say it (another network's own configuration sizes it)."""
+    from vislab.models.build import resolve_input_size
+    from vislab.models.registry import model_defaults
+
     m = cfg.model
-    size = f" at {'x'.join(map(str, m.input_size))}" if m.input_size else ""
+    if m.input_size or _family(m.name) != "small":
+        return None
+    size = resolve_input_size(m, getattr(dataset, "native_size", None))
+    size = tuple(size) if size else tuple(model_defaults(m.name)["input_size"])
+    return size if shape.size_words or not shape.size or tuple(shape.size) != size else None
+
+
+def _model_words(cfg: Config, run_size=None) -> str:
+    """The model part of the recipe line: the network, its weights, its head where it is not the usual one, and
+    the size it trains at where that is not the images' own (``run_size``: see :func:`_run_size`)."""
+    m = cfg.model
+    size = f" at {'x'.join(map(str, m.input_size))}" if m.input_size else \
+        f" at {'x'.join(map(str, run_size))}" if run_size else ""
     own = _family(m.name) == "small"  # vislab's networks: the cached head is their own dense head
     if m.cache_features:  # L-BFGS on a linear head fits a logistic regression; otherwise the head trains
         if m.head == "mlp":
