@@ -257,3 +257,16 @@ def test_bench_fixed_cost_alternates_a_commits_code_and_the_working_tree(capsys,
     code, lines, err = run_script("bench_fixed_cost.py", ["--data", "digits", "--compare-ref", "no-such-commit"],
                                   capsys, monkeypatch, tmp_path)
     assert code != 0 and "--compare-ref no-such-commit: not a commit" in err
+
+
+@pytest.mark.slow  # two short trainings and four commands (half a minute)
+def test_bench_explain_measures_a_large_photo_against_predict(capsys, monkeypatch, tmp_path):
+    """Its --large-photo mode: two tiny runs trained, then predict and explain of one photo, each a command."""
+    code, lines, err = run_script("bench_explain.py", ["--large-photo", "64", "--repeats", "1"], capsys, monkeypatch,
+                                  tmp_path)
+    assert code == 0, err[-3000:]
+    rows = [line for line in lines if line.get("benchmark") == "explain_large_photo"]
+    assert sorted((row["model"], row["what"]) for row in rows) == [
+        ("chollet_convnet", "vislab explain"), ("chollet_convnet", "vislab predict"),
+        ("mlp", "vislab explain"), ("mlp", "vislab predict")]
+    assert all(row["code"] == 0 and row["seconds"] > 0 and row["peak_mb"] > 50 and "machine" in row for row in rows)

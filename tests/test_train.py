@@ -224,7 +224,7 @@ def test_lbfgs_head_is_scikit_learns_logistic_regression():
     optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS_PER_EPOCH,
                                   history_size=20, line_search_fn="strong_wolfe")
     for _ in range(5):
-        logs = _lbfgs_epoch(head, optimizer, FeatureSet(x, y), "cpu", 0.0, 1.0 / len(y))
+        logs, _ = _lbfgs_epoch(head, optimizer, FeatureSet(x, y), "cpu", 0.0, 1.0 / len(y))
     reference = LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(x.numpy(), y.numpy())
     with torch.no_grad():
         ours = torch.softmax(head(x), 1).numpy()

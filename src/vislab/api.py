@@ -65,11 +65,18 @@ def model_source(model):
     return f"imagenet:{model}" if is_timm_name(model) else model
 
 
+def _backbone_of():
+    """The models layer's :func:`~vislab.models.registry.has_backbone`, for the config checks below it."""
+    from vislab.models.registry import has_backbone
+
+    return has_backbone
+
+
 def make_config(config: str | None = None, **options) -> Config:
     """A resolved :class:`Config` from an optional YAML file and flat keyword options
     named like the CLI flags (``epochs=3``, ``batch_size=64``, ``hflip=True``, ``data="digits"``;
     :data:`vislab.core.config.OPTION_ALIASES` names the few that differ from a config field)."""
-    return resolve_config(config, option_overrides(options))
+    return resolve_config(config, option_overrides(options), backbone_of=_backbone_of())
 
 
 def train(config: str | None = None, resume: str | None = None, progress: bool = False, evaluate: bool = True,
@@ -109,7 +116,8 @@ def _train(config, resume, progress, evaluate, figures, options):
         return train_pipeline(None, resume=resume, epochs=epochs, progress=progress, evaluate=evaluate,
                               figures=figures)
     # no recipe named: "auto", which reads the data when the run starts and picks what the options leave open
-    cfg = resolve_config(config, option_overrides(options), default_recipe="auto")
+    cfg = resolve_config(config, option_overrides(options), default_recipe="auto",
+                         backbone_of=_backbone_of())
     _check_out(cfg.out or "runs", cfg.data.source, images_too=True)
     if cfg.data.image_root:  # a CSV's images: a run folder beside the CSV is fine, one among the images is not
         _check_out(cfg.out or "runs", cfg.data.image_root, what="the --image-root folder")
@@ -697,7 +705,8 @@ def lr_find(config: str | None = None, start_lr: float = 1e-7, end_lr: float = 1
     if unused:  # train's options that a sweep has no use for: refused, as the command line refuses them
         raise ConfigError(f"{unused[0]} is a train option; {LR_FIND_UNUSED[unused[0]]}")
     # the model and settings `vislab train` would use: with no recipe named, auto's choices for the data
-    cfg = resolve_config(config, option_overrides(options), default_recipe="auto")
+    cfg = resolve_config(config, option_overrides(options), default_recipe="auto",
+                         backbone_of=_backbone_of())
     folder = out or Path("runs") / f"lr-find-{cfg.model.name.replace(':', '-').replace('/', '-')}"
     return sweep(cfg, start_lr=start_lr, end_lr=end_lr, steps=steps, out=folder, console=console,
                  write_config=write_config, suggestion=suggestion)

@@ -21,7 +21,7 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 from vislab.core.errors import ConfigError  # noqa: F401  (re-exported: vislab.core.config.ConfigError)
@@ -390,9 +390,12 @@ def _check_choice(key: str, value, choices, cfg: Config | None = None) -> None:
         raise ConfigError(cfg.named(key, message) if cfg is not None else message)
 
 
-def validate(cfg: Config) -> Config:
+def validate(cfg: Config, backbone_of: Callable[[str], bool | None] | None = None) -> Config:
     """Check values that the type alone does not constrain: every number against :data:`RANGES`
-    first, then the choices and the options that only make sense together."""
+    first, then the choices and the options that only make sense together. ``backbone_of(name)``: whether a
+    network has a backbone (False: all head; None: not known before it is built), from the models layer
+    above this one (:func:`vislab.models.registry.has_backbone`), so that a backbone option on a network
+    without one is refused for that first."""
     _check_config_ranges(cfg)
     es = cfg.train.early_stopping
     es.monitor = MONITOR_ALIASES.get(es.monitor, es.monitor)  # Keras' names for vislab's
@@ -405,7 +408,7 @@ def validate(cfg: Config) -> Config:
     _check_choice("model.head", cfg.model.head, HEADS, cfg)
     _check_choice("model.bn", cfg.model.bn, BN_MODES, cfg)
     _check_choice("augment.policy", cfg.augment.policy, AUGMENT_POLICIES, cfg)
-    _check_has_backbone(cfg)  # before the fine-tuning checks, whose fixes would not apply
+    _check_has_backbone(cfg, backbone_of)  # before the fine-tuning checks, whose fixes would not apply
     _validate_transfer(cfg)
     _check_choice("train.sampler", cfg.train.sampler, SAMPLERS, cfg)
     _check_choice("train.loss", cfg.train.loss, LOSSES, cfg)
@@ -635,16 +638,13 @@ def no_backbone_error(cfg: Config, keys: list[str]) -> ConfigError:
         "(e.g. --model efficientnet_lite0 --pretrained)")))
 
 
-def _check_has_backbone(cfg: Config) -> None:
+def _check_has_backbone(cfg: Config, backbone_of: Callable[[str], bool | None] | None) -> None:
     """Backbone options on one of vislab's networks that is all head (``mlp``) are refused first: the other
     fine-tuning checks' fixes (add --pretrained, --freeze backbone...) would lead to this refusal anyway.
-    Other networks are checked once built (``Trainer._check_model_options``)."""
+    Other networks, and every network when no ``backbone_of`` is given, are checked once built
+    (``Trainer._check_model_options``)."""
     keys = backbone_options(cfg)
-    if not keys:
-        return
-    from vislab.models.registry import has_backbone
-
-    if has_backbone(cfg.model.name) is False:
+    if keys and backbone_of is not None and backbone_of(cfg.model.name) is False:
         raise no_backbone_error(cfg, keys)
 
 
@@ -886,13 +886,14 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None = None,
-                   default_recipe: str | None = None) -> Config:
+                   default_recipe: str | None = None,
+                   backbone_of: Callable[[str], bool | None] | None = None) -> Config:
     """Defaults <- recipe <- YAML <- overrides (dotted keys such as ``train.lr``).
 
     ``default_recipe``: the recipe when neither the overrides nor the YAML name one (``vislab train``
     passes ``auto``; None keeps the code defaults). With ``auto``, the keys the user gave (YAML and
     overrides) are recorded in ``recipe_choices["user"]``: the data-aware choices made when the run
-    starts (vislab.train.recipe) leave exactly those alone.
+    starts (vislab.train.recipe) leave exactly those alone. ``backbone_of``: see :func:`validate`.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     file_values = load_yaml(yaml_path) if yaml_path else {}
@@ -931,7 +932,7 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
     if cfg.train.time_budget is not None and "train.epochs" in given:
         raise ConfigError("--time-budget sets the epochs from the measured epoch time; give --epochs or "
                           "--time-budget, not both")
-    return check_new_run(validate(cfg), warn=recipe != "auto")  # auto: once it has set the epochs
+    return check_new_run(validate(cfg, backbone_of), warn=recipe != "auto")  # auto: once it has set the epochs
 
 
 def user_keys(values: dict, prefix: str = "", obj=None) -> list[str]:

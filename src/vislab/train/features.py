@@ -325,8 +325,7 @@ def head_epoch(head: nn.Module, optimizer, features: torch.Tensor, labels: torch
 
 
 def _lbfgs_epoch(head: nn.Module, optimizer: torch.optim.LBFGS, data: FeatureSet, device, label_smoothing: float,
-                 l2: float) -> dict:
-
+                 l2: float) -> tuple[dict, float]:
     """One epoch of full-batch L-BFGS: ``({train_loss, train_acc}, fall)``, where ``fall`` is the relative fall of
     the objective over the epoch's last :data:`LBFGS_TAIL_ITERATIONS` iterations."""
     x, y = data.features.to(device), data.labels.to(device)
