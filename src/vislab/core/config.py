@@ -222,6 +222,14 @@ class Config:
         --time-budget leave these alone."""
         return set((self.recipe_choices or {}).get("user") or ())
 
+    def typed(self, key: str) -> bool:
+        """Whether a flag or an API keyword option gave dotted ``key`` (or a section above it)."""
+        return any(key == given or key.startswith(given + ".") for given in getattr(self, "_options", ()))
+
+    def set_by_user(self, key: str) -> bool:
+        """Whether the user gave dotted ``key``: a flag or keyword option, or a YAML file."""
+        return key in self.user_given() or self.typed(key) or self.origin(key) is not None
+
     def origin(self, key: str) -> str | None:
         """The YAML file (and section) that gave dotted ``key`` its value, e.g. ``"c.yaml [model]"``; None when
         the value is a default, a recipe's, or a flag's/keyword option's (:func:`resolve_config` records it)."""
@@ -259,7 +267,7 @@ class Config:
             ('--freeze-epochs 2', '--freeze backbone')
         """
         origin, lead = self.origin(key), self.origin(subject or key)
-        typed = any(key == given or key.startswith(given + ".") for given in getattr(self, "_options", ()))
+        typed = self.typed(key)
         current = dotted_value(self, key)
         own = value is ...
         value = current if own else value
@@ -618,13 +626,11 @@ def backbone_options(cfg: Config) -> list[str]:
     """The dotted keys of the options set that act on a backbone (freezing, fine-tuning, its learning rates,
     caching its features), in the order an error names them."""
     m = cfg.model
-    return [key for key, on in (("model.freeze", m.freeze == "backbone"),
-                                ("model.finetune_last", bool(m.finetune_last)),
-                                ("model.freeze_epochs", bool(m.freeze_epochs)),
-                                ("model.unfreeze_at", bool(m.unfreeze_at)),
-                                ("model.lr_backbone", m.lr_backbone is not None),
-                                ("model.lr_decay", m.lr_decay != 1),
-                                ("model.cache_features", bool(m.cache_features))) if on]
+    return ([key for key, on in (("model.freeze", m.freeze == "backbone"),
+                                 ("model.finetune_last", bool(m.finetune_last)),
+                                 ("model.freeze_epochs", bool(m.freeze_epochs)),
+                                 ("model.unfreeze_at", bool(m.unfreeze_at))) if on]
+            + _backbone_rates(m) + (["model.cache_features"] if m.cache_features else []))
 
 
 def no_backbone_error(cfg: Config, keys: list[str]) -> ConfigError:

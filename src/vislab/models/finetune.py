@@ -272,6 +272,14 @@ def unfreeze(model: nn.Module, last: int | None = None) -> nn.Module:
     return model
 
 
+def unfreeze_stage(model: nn.Module, blocks: int | None) -> str:
+    """One ``--unfreeze-at`` stage: the top ``blocks`` backbone blocks train (None, or as many as the backbone
+    has: all of it); returns what was unfrozen, in words (``"the top 2 blocks"``, ``"the whole backbone"``)."""
+    whole = blocks is None or blocks >= len(backbone_blocks(model))
+    unfreeze(model, None if whole else blocks)
+    return "the whole backbone" if whole else f"the top {blocks} blocks"
+
+
 def finetune_last(model: nn.Module, n: int) -> nn.Module:
     """Unfreeze the last ``n`` blocks of the backbone and everything after them (final norm/conv, head).
 

@@ -222,11 +222,8 @@ class StagedUnfreeze(Callback):
         self.model, self.stages, self.console = model, list(stages), console
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        from vislab.models.finetune import backbone_blocks, unfreeze
+        from vislab.models.finetune import unfreeze_stage
 
         for at, blocks in self.stages:
             if at == epoch:
-                count = len(backbone_blocks(self.model))
-                unfreeze(self.model, None if blocks is None or blocks >= count else blocks)
-                what = "the whole backbone" if blocks is None or blocks >= count else f"the top {blocks} blocks"
-                self.console.print(f"epoch {epoch + 1}: unfreezing {what}")
+                self.console.print(f"epoch {epoch + 1}: unfreezing {unfreeze_stage(self.model, blocks)}")

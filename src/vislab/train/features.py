@@ -444,10 +444,9 @@ class CachedTraining:
         # L-BFGS stopped short of its iteration budget (gradient/step below tolerance): another epoch
         # would start from the optimum and change nothing, so the loop stops
         self.converged = False
-        self.lbfgs_epochs = 0  # L-BFGS epochs this process ran (not_converged says nothing before one)
-        # the last L-BFGS epoch's objective still fell materially at its end (LBFGS_MATERIAL_FALL)
+        # the last L-BFGS epoch's objective still fell materially at its end (LBFGS_MATERIAL_FALL); False until
+        # this process ran one
         self.still_improving = False
-        self.lbfgs_linear = isinstance(self.head, nn.Linear)  # a Linear head: a logistic regression
 
     def prepare(self) -> float:
         """Extract the features (once); returns the seconds it took."""
@@ -487,7 +486,6 @@ class CachedTraining:
                                       weight_decay if weight_decay > 0 else 1.0 / len(data))
             self.still_improving = fall > LBFGS_MATERIAL_FALL
             self.converged = state.get("n_iter", 0) - before < optimizer.param_groups[0]["max_iter"]
-            self.lbfgs_epochs += 1
             return logs
         return head_epoch(self.head, optimizer, data.features, data.labels, self.epoch_order(seed, epoch),
                           self.batch_size, label_smoothing, after_step)
@@ -498,16 +496,20 @@ class CachedTraining:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7_919 + 11)
         return torch.randperm(len(self.train_features), generator=generator)[:self.steps_per_epoch() * self.batch_size]
 
+    @property
+    def head_name(self) -> str:
+        """The head in words: a Linear head is a logistic regression."""
+        return "logistic-regression head" if isinstance(self.head, nn.Linear) else "head"
+
     def not_converged(self, run_dir, epochs: int) -> str | None:
         """One line when the run's last L-BFGS epoch used every iteration it allows without converging and its
         objective still fell materially at its end (:data:`LBFGS_MATERIAL_FALL` over its last
         :data:`LBFGS_TAIL_ITERATIONS` iterations: its ``epochs`` epochs ended the fit short of the optimum), saying
         how to train on; None otherwise (a flat objective at the iteration limit is the optimum for practical
         purposes)."""
-        if not self.lbfgs_epochs or self.converged or not self.still_improving:
+        if self.converged or not self.still_improving:
             return None
-        head = "logistic-regression head" if self.lbfgs_linear else "head"
-        return (f"lbfgs: the {head} has not converged: epoch {epochs} used all {LBFGS_ITERATIONS_PER_EPOCH} L-BFGS "
+        return (f"lbfgs: the {self.head_name} has not converged: epoch {epochs} used all {LBFGS_ITERATIONS_PER_EPOCH} L-BFGS "
                 f"iterations an epoch allows; train on with `vislab train --resume {run_dir} --epochs {epochs + 1}` "
                 "(or more), or start again with more --epochs")
 

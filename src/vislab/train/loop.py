@@ -228,8 +228,7 @@ class Trainer:
 
         for at, blocks in parse_unfreeze_at(mcfg.unfreeze_at):
             if at == 0:  # a stage at 0 trains from the start: what the counts below show (callbacks() skips it)
-                count = len(finetune.backbone_blocks(self.model))
-                finetune.unfreeze(self.model, None if blocks is None or blocks >= count else blocks)
+                finetune.unfreeze_stage(self.model, blocks)
         self.configured_trainable = True
         if self.announce:
             self.console.print(self.trainable_report())
@@ -275,8 +274,7 @@ class Trainer:
                 raise ConfigError(cfg.named(key, (
                     f"{given(key)}: stage{'s' * (len(over) > 1)} {', '.join(over)} ask{'s' * (len(over) == 1)} for "
                     f"more blocks than {m.name} has ({has}); give each stage 1 to {len(blocks)} blocks, or all")))
-        users = cfg.user_given() | set(getattr(cfg, "_options", ()))
-        if m.bn != "train" and ("model.bn" in users or cfg.origin("model.bn")):
+        if m.bn != "train" and cfg.set_by_user("model.bn"):
             import warnings
 
             if not finetune.has_batchnorm(self.model):
@@ -911,8 +909,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
                               f"best epoch {trainer.stopper.best_epoch + 1})")
                 break
             if trainer.cached is not None and trainer.cached.converged and epoch + 1 < cfg.train.epochs:
-                head = "logistic-regression head" if trainer.cached.lbfgs_linear else "head"
-                console.print(f"lbfgs: the {head} converged in epoch {epoch + 1}; the other "
+                console.print(f"lbfgs: the {trainer.cached.head_name} converged in epoch {epoch + 1}; the other "
                               f"{cfg.train.epochs - epoch - 1} epoch(s) would repeat it, so training stops here")
                 break
         for callback in callbacks:
