@@ -108,7 +108,8 @@ def run_vislab(name: str, args, device: torch.device, images: torch.Tensor, labe
     dataset = Dataset("synthetic", names, {"train": Split(labels=labels[:args.steps * args.batch_size],
                                                           images=images[:args.steps * args.batch_size])})
     torch.manual_seed(0)
-    trainer = Trainer(cfg, Path(tempfile.mkdtemp(prefix="vislab-bench-gpu-")), dataset, Console(quiet=True))
+    out = tempfile.TemporaryDirectory(prefix="vislab-bench-gpu-")  # removed when the function returns
+    trainer = Trainer(cfg, Path(out.name), dataset, Console(quiet=True))
     if args.warmup:  # the same model and optimiser, a shorter epoch over the first images
         timed = trainer.train_batches
         warm = Split(labels=labels[:args.warmup * args.batch_size], images=images[:args.warmup * args.batch_size])

@@ -30,6 +30,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,12 +74,15 @@ def run(args: list[str], data_dir: str, extra: list[str] = ()) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [*vislab_command(), "train", "--data", "fashion-mnist", "--data-dir", data_dir, *args, *extra,
                "--out", str(out), "--no-progress"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"args": args, "error": done.stderr.strip().splitlines()[-1:]}
-    metrics = json.loads((out / "metrics.json").read_text())
-    with open(out / "history.csv") as f:
-        history = list(csv.DictReader(f))
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            return {"args": args, "error": done.stderr.strip().splitlines()[-1:]}
+        metrics = json.loads((out / "metrics.json").read_text())
+        with open(out / "history.csv") as f:
+            history = list(csv.DictReader(f))
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
     return {"args": args, "test_accuracy": metrics["accuracy"], "epochs": len(history),
             "training_s": round(sum(float(h["seconds"]) for h in history), 1)}
 

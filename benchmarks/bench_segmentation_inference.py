@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
     info = {"machine": machine(), "versions": versions(), "threads": torch.get_num_threads()}
-    work = Path(tempfile.mkdtemp(prefix="vislab-seg-bench-"))
+    work_dir = tempfile.TemporaryDirectory(prefix="vislab-seg-bench-")  # removed when main returns
+    work = Path(work_dir.name)
     torch.manual_seed(0)
     model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
     weights = work / "lraspp.safetensors"
