@@ -411,3 +411,19 @@ def test_predict_table_keeps_long_paths_whole(monkeypatch, capsys):
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2)
     assert all(f in cells for f in files), cells
+
+
+@pytest.mark.parametrize("argv, said, code", [
+    (["--unfreeze-at", "-1:2"], "'-1:2' is not EPOCH:BLOCKS", 1),  # checked once the options are read
+    (["--lr", "-1e-3"], "--lr: -0.001 must be > 0", 2),  # argparse's own check
+    (["--epochs", "-2"], "--epochs: -2 must be >= 1", 2),
+])
+def test_a_value_starting_with_minus_is_the_options_value(argv, said, code, capsys):
+    # argparse takes "-1:2" for an option of its own and says only "expected one argument"
+    try:
+        status = main(["train", "--data", "digits", "--model", "efficientnet_lite0", *argv, "--out", "unused"])
+    except SystemExit as stopped:
+        status = stopped.code
+    assert status == code
+    err = capsys.readouterr().err
+    assert said in err and "expected" not in err, err

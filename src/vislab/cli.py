@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 
@@ -57,7 +58,15 @@ class _UsageError(Exception):
 
 class _ArgumentParser(argparse.ArgumentParser):
     """A usage error is one line: what was wrong and where the options are listed, not the usage
-    (train's would be about 50 lines above the one that matters)."""
+    (train's would be about 50 lines above the one that matters).
+
+    A value that starts with a minus and a digit (``--unfreeze-at -1:2``, ``--lr -1e-3``) is the option's
+    value, as ``-3`` already is: no option of vislab's starts with a digit, and the value's own check then
+    says what is wrong with it, instead of "expected one argument"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str):
         pointer = "" if "--help" in message else f" (`{self.prog} --help` lists the options)"
