@@ -229,3 +229,19 @@ def test_summary_of_a_run_folder_refuses_the_options_for_building_a_model(digits
     with pytest.raises(UserError, match="--in-chans does not apply to the run folder"):
         api.summary(str(run), in_chans=3)
     assert api.summary(str(run), depth=1)  # without them, as before
+
+
+def test_outputs_outside_a_run_go_under_runs_never_into_the_current_folder(tmp_path, monkeypatch, capsys):
+    # a user's working folder (often the one holding the images) gets runs/ and nothing else
+    from types import SimpleNamespace
+
+    from vislab.explain.explainers import default_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["audit", "--data", "digits", "--max-images", "60", "--max-per-class", "12"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    assert (tmp_path / "runs" / "audit-digits" / "audit.json").is_file()
+    assert "runs/audit-digits/audit.json" in capsys.readouterr().out.replace("\n", "")
+    model = SimpleNamespace(run_dir=None, spec={"name": "imagenet:efficientnet_lite0"})
+    assert default_out_dir(model, "explain") == Path("runs/explain-efficientnet_lite0")
+    assert default_out_dir(SimpleNamespace(run_dir="runs/a", spec={}), "filters") == Path("runs/a/plots/filters")

@@ -403,7 +403,7 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
     """``vislab audit``: audit.json and figures for a data set, read and audited as ``task`` reads it
     (a multi-label CSV, image/mask pairs); returns the audit dict, with ``out`` (the folder written).
 
-    ``out`` defaults to ``audit-<data name>``; ``console`` (a rich Console) also prints the audit.
+    ``out`` defaults to ``runs/audit-<data name>``; ``console`` (a rich Console) also prints the audit.
     ``label_issues=True`` (``--label-issues``) also finds the images whose label is probably wrong
     (:mod:`vislab.train.label_issues`: out-of-fold probabilities over ``folds`` folds, for single-label
     images up to 64 px the mean of a small CNN's and a logistic regression's on the shipped
@@ -426,7 +426,7 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
         _check_out(out, cfg.data.source, images_too=True)
     task_ = get_task(task)
     dataset = task_.load_dataset(cfg.data, seed=cfg.seed)
-    folder = Path(out or f"audit-{Path(str(dataset.name)).name or 'data'}")
+    folder = Path(out) if out else Path("runs") / f"audit-{Path(str(dataset.name)).name or 'data'}"
     section = None
     if label_issues:
         from vislab.train.label_issues import find_label_issues

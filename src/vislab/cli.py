@@ -657,7 +657,7 @@ def _add_audit(sub) -> None:
                 "example:\n  vislab audit --data photos/ --out audits/photos")
     _add_data_options(p, required=True)
     p.add_argument("--config", default=None, help="YAML file with a data section")
-    p.add_argument("--out", default=None, help="output folder (default: audit-<data name>)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/audit-<data name>)")
     _add_task_option(p, "how the data is read and its targets audited", "every label counted",
                      "pixels per class")
     p.add_argument("--max-images", type=int, default=2000,
@@ -796,7 +796,7 @@ def _add_explain(sub) -> None:
     p.add_argument("--segmentation", default=None, choices=LIME_SEGMENTATIONS,
                    help="LIME superpixels (default: quickshift, or slic where quickshift finds fewer than 10 "
                         "regions, as on images under about 128 px)")
-    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/explain or explain-MODEL)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/explain or runs/explain-MODEL)")
     _add_device(p)
     _add_weights_option(p)
 
@@ -838,7 +838,7 @@ def _add_activations(sub) -> None:
     p.add_argument("model", metavar="RUN_DIR|imagenet:MODEL")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="model.named_modules() names")
-    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/activations)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/activations or runs/activations-MODEL)")
     _add_device(p)
     _add_weights_option(p)
 
@@ -863,7 +863,7 @@ def _add_filters(sub) -> None:
                         "the error lists them)")
     p.add_argument("--n", type=int, default=64, help="filters to draw")
     p.add_argument("--steps", type=int, default=40, help="gradient-ascent steps")
-    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/filters)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/plots/filters or runs/filters-MODEL)")
     _add_device(p)
     _add_weights_option(p)
 

@@ -240,11 +240,12 @@ def safe_filename(text: str) -> str:
 
 
 def default_out_dir(loaded, kind: str = "explain") -> Path:
-    """``RUN/plots/<kind>`` for a run folder (the report picks it up), else ``<kind>-<model>`` here."""
+    """``RUN/plots/<kind>`` for a run folder (the report picks it up), else ``runs/<kind>-<model>``: the folders
+    a command writes outside a run go under ``runs/``, as train's, lr-find's, audit's and compare's do."""
     if getattr(loaded, "run_dir", None) is not None:
         return Path(loaded.run_dir) / "plots" / kind
     name = str(getattr(loaded, "spec", {}).get("name", "model")).split(":")[-1]
-    return Path(f"{kind}-{safe_filename(name)}")
+    return Path("runs") / f"{kind}-{safe_filename(name)}"
 
 
 def model_name(loaded) -> str | None:
