@@ -1,13 +1,18 @@
 """The same option means the same thing everywhere: an error names the flag of the command that raised it,
-an option that does not apply is refused as a usage error (exit 2, one line), and a command's help lists
-only what it takes."""
+an option a command does not take is a usage error (exit 2, one line), one that does not go with another
+option's value is refused by vislab.api for the CLI and a Python caller alike (exit 1, one line), and a
+command's help lists only what it takes."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from conftest import digits_arrays, write_image
+from vislab import api
 from vislab.cli import build_parser, main
+from vislab.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +57,24 @@ def test_a_layer_error_names_the_flag_of_the_command(run, image, tmp_path, capsy
 
 
 @pytest.mark.parametrize("extra, says", [
-    (["--segmentation", "slic"], "--segmentation is a LIME option (--method lime); it does not apply to the default"),
-    (["--method", "occlusion", "--num-samples", "50"], "--num-samples is a LIME option (--method lime); it does "
-                                                       "not apply to occlusion"),
-    (["--method", "lime", "--layer", "features.3"], "--layer picks the Grad-CAM layer"),
+    (["--segmentation", "slic"], "segmentation (--segmentation) is a LIME option (method lime); it does not apply to "
+                                 "the default"),
+    (["--method", "occlusion", "--num-samples", "50"], "num_samples (--num-samples) is a LIME option (method lime); "
+                                                       "it does not apply to occlusion"),
+    (["--method", "lime", "--layer", "features.3"], "layer (--layer) picks the Grad-CAM layer"),
 ])
 def test_explain_refuses_another_methods_options(run, image, tmp_path, extra, says, capsys):
-    err = usage_error(["explain", str(run), str(image), "--out", str(tmp_path / "e"), *extra], capsys)
-    assert err.startswith("vislab explain: error: ") and says in err, err
+    # one check, in vislab.api: the CLI and a Python caller are refused alike, before the model loads
+    assert main(["explain", str(run), str(image), "--out", str(tmp_path / "e"), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vislab explain: error: ") and says in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "e").exists()  # refused before anything ran
+    options = {"method": None, "layer": None, "num_samples": None, "segmentation": None}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        options[flag[2:].replace("-", "_")] = int(value) if value.isdigit() else value
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        api.explain(str(run), [str(image)], out=str(tmp_path / "e"), **options)
+    assert not (tmp_path / "e").exists()
 
 
 def test_explain_lime_options_keep_their_defaults_in_the_help_and_apply_to_lime(run, image, tmp_path, capsys):

@@ -320,23 +320,39 @@ def _draw_predictions(results, path) -> Path:
     return plot_topk([image for image, _ in kept], [result["top"] for _, result in kept], path, titles=titles)
 
 
+def _check_method_options(method: str | None, **given) -> None:
+    """An explanation option given with a method it does not belong to (LIME's with Grad-CAM, Grad-CAM's layer
+    with LIME): refused before any model loads, naming the option as a keyword and as its flag."""
+    owners = {"num_samples": ("lime",), "segmentation": ("lime",), "layer": ("gradcam", "gradcam++")}
+    for name, value in given.items():
+        if value is None or (method or "gradcam").lower() in owners[name]:
+            continue
+        what = ("picks the Grad-CAM layer (method gradcam or gradcam++)" if name == "layer"
+                else "is a LIME option (method lime)")
+        raise ConfigError(f"{name} (--{name.replace('_', '-')}) {what}; it does not apply to "
+                          + (method or "the default method, gradcam (occlusion for an MLP)"))
+
+
 def explain(model, images, method: str | None = None, target="top", layer: str | None = None, out=None,
-            weights=None, num_samples: int = 1000, segmentation: str | None = None, device: str = "auto",
+            weights=None, num_samples: int | None = None, segmentation: str | None = None, device: str = "auto",
             **opts) -> list[dict]:
     """``vislab explain``: one overlay PNG per image; returns one dict per image (``file``, ``png``,
     ``class``, ``probability``, ``method``; ``error`` for a file that cannot be read). ``method`` None:
-    Grad-CAM, or occlusion for a model without convolution layers (an MLP). ``num_samples`` and
+    Grad-CAM, or occlusion for a model without convolution layers (an MLP). ``num_samples`` (None: 1000) and
     ``segmentation`` (superpixels; None: quickshift, or slic where quickshift finds fewer than 10 regions, as
-    on images under about 128 px) are LIME's and apply to ``method="lime"`` only. ``device``
+    on images under about 128 px) are LIME's: given with another method they are refused, as ``layer`` (the
+    Grad-CAM layer) is with a method other than ``gradcam``/``gradcam++``. ``device``
     (``auto``, ``cpu``, ``cuda``, ``mps``) is where the model and the explanation run, as :func:`predict` picks it.
     ``out`` (default ``RUN/plots/explain``) may not be an input folder, inside one, or an input image's folder."""
     from vislab.core.device import resolve_device
     from vislab.explain.explainers import default_out_dir, explain_files
 
     images = _paths(images, "images")
-    check_ranges(num_samples=num_samples)
+    _check_method_options(method, num_samples=num_samples, segmentation=segmentation, layer=layer)
+    if num_samples is not None:
+        check_ranges(num_samples=num_samples)
     if method == "lime":
-        opts = {"num_samples": num_samples, "segmentation": segmentation, **opts}
+        opts = {k: v for k, v in (("num_samples", num_samples), ("segmentation", segmentation)) if v is not None} | opts
     if out is not None:
         _check_out_of_inputs(out, images, "explain")
     where = resolve_device(device)  # a device that is not here is refused before the model loads

@@ -801,22 +801,12 @@ def _add_explain(sub) -> None:
     _add_weights_option(p)
 
 
-_EXPLAIN_OPTIONS = {"--num-samples": "lime", "--segmentation": "lime", "--layer": "gradcam"}  # flag -> its method
-
-
 def _cmd_explain(args) -> int:
     from vislab import api
 
-    method = args.method or "gradcam"  # the default; occlusion for an MLP, which takes neither
-    for flag, owner in _EXPLAIN_OPTIONS.items():
-        if getattr(args, flag[2:].replace("-", "_")) is not None and not method.startswith(owner):
-            what = "picks the Grad-CAM layer (--method gradcam or gradcam++)" if owner == "gradcam" else \
-                "is a LIME option (--method lime)"
-            raise _UsageError(f"{flag} {what}; it does not apply to "
-                              + (method if args.method else "the default method, gradcam (occlusion for an MLP)"))
-    lime = {name: getattr(args, name) for name in ("num_samples", "segmentation") if getattr(args, name) is not None}
     results = api.explain(args.model, args.images, method=args.method, target=args.target, layer=args.layer,
-                          out=args.out, weights=args.weights, device=args.device, **lime)
+                          out=args.out, weights=args.weights, device=args.device, num_samples=args.num_samples,
+                          segmentation=args.segmentation)
     for r in results:
         if "error" in r:
             print(f"vislab explain: error: {r['file']}: {r['error']}", file=sys.stderr)
