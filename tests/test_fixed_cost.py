@@ -149,6 +149,18 @@ print(json.dumps({"shape": list(heat.shape), "imported": [m for m in ("torchvisi
     assert out == {"shape": [28, 28], "imported": []}
 
 
+def test_a_segmentation_explanation_target_does_not_import_pytorch_grad_cam():
+    # the end-of-run panels of a segmentation run and `vislab explain` on one: the region score is vislab's
+    out = _fresh("""
+import json, sys, torch
+from vislab.tasks import get_task
+index, share, score = get_task("segmentation").explain_target(torch.rand(1, 3, 8, 8), "top", ["a", "b", "c"])
+print(json.dumps({"scored": float(score(torch.rand(3, 8, 8))) >= 0, "imported": [m for m in ("cv2",
+                  "pytorch_grad_cam") if m in sys.modules]}))
+""")
+    assert out == {"scored": True, "imported": []}
+
+
 def test_figure_writer_skips_the_second_layout_pass_and_writes_the_same_bytes(tmp_path):
     """``_save`` drops tight_layout's placeholder engine (else savefig lays the figure out twice):
     the file is byte for byte what tight_layout + savefig writes, and a constrained layout, which

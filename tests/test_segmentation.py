@@ -536,3 +536,28 @@ def test_predict_on_a_segmentation_run_says_segment_writes_its_masks(tmp_path, c
     assert main(["predict", str(run), str(tmp_path / "seg" / "images" / "s0.png")]) == 1
     err = capsys.readouterr().err
     assert f"`vislab segment {run} IMAGES --out DIR` writes its masks" in err and "Traceback" not in err, err
+
+
+def test_the_region_score_is_pytorch_grad_cams_and_its_grad_cam_the_same():
+    """vislab's RegionScore gives pytorch-grad-cam's SemanticSegmentationTarget's score, and Grad-CAM through
+    it the same map as pytorch-grad-cam's GradCAM, on a small segmentation network."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    from vislab.explain.attribution import grad_cam
+    from vislab.explain.targets import TargetLayer
+    from vislab.tasks.segmentation import RegionScore
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    inputs = torch.rand(1, 3, 12, 16)
+    output = net(inputs)[0]
+    region = (output.argmax(0) == 2).float().numpy()
+    assert region.any()
+    ours, theirs = RegionScore(2, region), SemanticSegmentationTarget(2, region)
+    assert float(ours(output)) == pytest.approx(float(theirs(output)))
+    with GradCAM(model=net, target_layers=[net[0]]) as cam:
+        expected = cam(input_tensor=inputs, targets=[theirs])[0]
+    got = grad_cam(net, inputs, ours, TargetLayer("0", net[0]))
+    assert np.allclose(got, expected, atol=1e-5)
