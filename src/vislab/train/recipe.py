@@ -468,9 +468,8 @@ def _yours(kept, would, cfg: Config | None = None) -> str:
     the recipe would have set (``would``: its choices with nothing given), then the rest it would have set;
     then how many more (config.yaml's recipe_choices.user lists them all). Each is named as the user gave it:
     the flag (``--lr``) for an option, the key (``train.lr``) for a YAML file's value."""
-    options = getattr(cfg, "_options", ())
     names = sorted(kept, key=lambda key: (key not in would or would[key] == kept[key], key not in would, key))
-    shown = [(option_flag(key) or key) if key in options else key for key in names[:YOURS_SHOWN]]
+    shown = [(option_flag(key) or key) if cfg is not None and cfg.typed(key) else key for key in names[:YOURS_SHOWN]]
     more = len(names) - YOURS_SHOWN
     return ", ".join(shown) + (f" and {more} more (recipe_choices.user in config.yaml)" if more > 0 else "")
 
