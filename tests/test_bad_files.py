@@ -312,3 +312,28 @@ def test_the_scan_finds_a_reader_that_bypasses_the_guard(tmp_path):
     found = unguarded_reads(package)
     assert [f.split(" ")[0] for f in found] == ["bad.py:4", "bad.py:4", "bad.py:5", "bad.py:5", "bad.py:6",
                                                "bad.py:7", "bad.py:8"], found
+
+
+@pytest.mark.parametrize("text, where", [
+    ("data:\n  val_split: [0.1\nmodel:\n  name: mlp\n", "line 3, column 6: expected ',' or ']'"),
+    ("data:\n\tsource: digits\n", "line 2, column 1: found character '\\t'"),
+    ("data:\n  source: digits\n   x: 1\n", "line 3, column 5: mapping values are not allowed here"),
+])
+def test_a_yaml_syntax_error_names_its_line_and_column(text, where, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(config) in err and where in err, err
+    assert ("spaces, not tabs" in err) == ("\t" in text)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_config_is_said_and_runs_on_the_flags(tmp_path, capsys):
+    config = tmp_path / "empty.yaml"
+    config.write_text("# nothing yet\n")
+    assert main(["train", "--config", str(config), "--data", "digits", "--model", "mlp", "--epochs", "1",
+                 "--max-per-class", "10", "--no-figures", "--no-evaluate", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: --config {config} holds no settings" in err, err

@@ -25,7 +25,7 @@ from vislab.core.config import (
 from vislab.core.config import RECIPE_NAMES
 from vislab.core.config import EXPORT_FORMATS, ONNX_EXPORTERS
 from vislab.core.config import AUGMENT_POLICIES, BN_MODES
-from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS, LR_FIND_UNUSED
+from vislab.core.config import DEFAULT_TASK, LABEL_ISSUE_RANKINGS, LR_FIND_UNUSED, DataConfig
 from vislab.core.config import Range
 from vislab.core.errors import ConfigError
 
@@ -136,7 +136,8 @@ def _add_data_options(parser: argparse.ArgumentParser, required: bool = False) -
     group = parser.add_argument_group("data")
     group.add_argument("--data", required=required, default=None,
                        help="built-in set (mnist, fashion-mnist, cifar10, digits), a class-per-folder "
-                            "directory (optionally with train/ val/ test/), or a CSV of file,label")
+                            "directory (optionally with train/ val/ test/), or a CSV of file,label"
+                            + ("" if required else f" (default: {DataConfig.source}, or the --config file's)"))
     _add_data_reading_options(group)
     group.add_argument("--labels", nargs="+", default=None, help="CSV: keep only these labels")
     group.add_argument("--test-csv", default=None, help="CSV of test files labelled by class name or numeric ID")

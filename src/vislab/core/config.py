@@ -885,7 +885,11 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file() and not path.is_dir():
         raise ConfigError(f"--config {path}: no such file")
     data = read_yaml(path, "a YAML config", "give a YAML file of sections (data, model, train, ...), e.g. a run's "
-                     "config.yaml", allow_empty=True) or {}
+                     "config.yaml", allow_empty=True)
+    if data is None:
+        warnings.warn(f"--config {path} holds no settings (empty, or comments only): every value is a flag's or "
+                      "a default", UserWarning, stacklevel=2)
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data, model, train, ...)")
     return data

@@ -75,6 +75,11 @@ def _reason(exc: BaseException) -> str:
         return f"not UTF-8 text (byte {exc.start})"
     if isinstance(exc, IsADirectoryError):
         return "a folder"
+    mark = getattr(exc, "problem_mark", None)  # PyYAML's syntax errors: where, and what it found there
+    if mark is not None and getattr(exc, "problem", None):
+        context = f" {exc.context}" if getattr(exc, "context", None) else ""
+        tabs = " (YAML indents with spaces, not tabs)" if "'\\t'" in exc.problem else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}{tabs}"
     if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)) or "truncated" in str(exc).lower():
         return f"truncated or damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # torch colours its messages
