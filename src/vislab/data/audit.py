@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from vislab.core.files import BadFileError, cache_dir, code_digest, keep_recent, reading, stat_digest, written_whole
+from vislab.data.images import upright_size
 
 # Listing every duplicate group of a badly scraped set would bury the summary.
 MAX_LISTED_DUPLICATE_GROUPS = 50
@@ -198,7 +199,7 @@ def _cache_key(name: str, class_names, splits, labels, bad_files, settings: dict
 def _code_digest() -> str:
     """The audit's and the figures' code, with the versions of the libraries that compute and draw them."""
     here = Path(__file__).resolve()
-    return code_digest([here, *sorted((here.parents[1] / "viz").glob("*.py"))],
+    return code_digest([here, here.parent / "images.py", *sorted((here.parents[1] / "viz").glob("*.py"))],
                        ("numpy", "pillow", "matplotlib", "imagehash"))
 
 
@@ -387,8 +388,9 @@ def _scan(splits, bad_files) -> dict:
                 continue
             try:
                 with Image.open(io.BytesIO(data)) as image:
-                    widths.append(image.width)
-                    heights.append(image.height)
+                    width, height = upright_size(image)  # as the image is read: turned by its EXIF tag
+                    widths.append(width)
+                    heights.append(height)
                     modes[image.mode] += 1
                     channels[str(len(image.getbands()))] += 1
                     formats[image.format or "unknown"] += 1

@@ -1,7 +1,9 @@
 """Reading image files safely: every failure becomes a :class:`BadImageError` with a reason.
 
 Pillow decodes (it covers jpg/png/bmp/gif/webp/tif alike); the result is a
-uint8 ``(C, H, W)`` tensor with C in {1, 3}. Truncated files, zero-byte files,
+uint8 ``(C, H, W)`` tensor with C in {1, 3}, upright: a file's EXIF orientation (a phone stores a photo
+sideways and tags how to turn it) is applied, as an image viewer and a browser apply it, so the model,
+the figures and the web page see one picture. Truncated files, zero-byte files,
 files that are not images and files over Pillow's decompression-bomb limit are
 all rejected, never half-decoded.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vislab.core.files import BadFileError, reading
 
@@ -34,8 +36,42 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+# what a cache of decoded images' results names (with each file's size and time): a decoding change makes it new
+DECODING = "pillow L/RGB, EXIF orientation applied"
+_ORIENTATION = 0x0112  # the EXIF tag: 1 as stored, 2-8 mirrored and/or turned; 5-8 swap width and height
+
+
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation ``image`` (opened, not necessarily loaded) is tagged with: 1 (as stored) when none."""
+    try:
+        value = int(image.getexif().get(_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - damaged EXIF: the pixels as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright(image: Image.Image, turn: int | None = None) -> Image.Image:
+    """``image`` as a viewer shows it: its EXIF orientation (``turn``, read when None) applied; the same
+    object when there is nothing to apply, else a new image (the caller closes the old one).
+
+    Example:
+        >>> image = Image.new("L", (3, 2))
+        >>> exif = image.getexif(); exif[0x0112] = 6
+        >>> image.info["exif"] = exif.tobytes()
+        >>> upright(image).size
+        (2, 3)
+    """
+    turn = orientation(image) if turn is None else turn
+    return image if turn == 1 else ImageOps.exif_transpose(image)
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as :func:`upright` gives the image, from its header alone."""
+    return image.size[::-1] if orientation(image) >= 5 else image.size
+
+
 def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
-    """Open and fully decode ``path`` as a PIL image in mode L or RGB.
+    """Open and fully decode ``path`` as a PIL image in mode L or RGB, upright (:func:`upright`).
 
     ``draft(height, width) -> (W, H)`` may ask a JPEG decoder for a reduced scale (1/2..1/8)
     that is still at least (W, H): much cheaper decoding when the model input is small.
@@ -59,9 +95,18 @@ def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
                     image = Image.open(path)
                     keep = False
                     try:
+                        turn = orientation(image)
                         if draft is not None and image.format == "JPEG":
-                            image.draft(image.mode, draft(image.height, image.width))
+                            if turn >= 5:  # the size asked for is the upright image's
+                                width, height = draft(image.width, image.height)
+                                image.draft(image.mode, (height, width))
+                            else:
+                                image.draft(image.mode, draft(image.height, image.width))
                         image.load()
+                        if turn != 1:
+                            turned = upright(image, turn)
+                            image.close()
+                            image = turned
                         if image.mode in ("L", "RGB"):
                             # a single-frame file is closed by load(): the decoded image is returned as it is
                             # (no copy); a multi-frame one keeps its file open, so a copy is returned instead

@@ -15,7 +15,7 @@ import warnings
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from vislab.data.images import _flatten_alpha, _to_gray, claimed_pixels, header_size, pil_to_tensor
+from vislab.data.images import _flatten_alpha, _to_gray, claimed_pixels, header_size, pil_to_tensor, upright
 
 # code -> HTTP status; the codes are part of the API and do not change
 ERROR_STATUS = {
@@ -68,6 +68,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> torch.Tensor:
                 if width * height > max_pixels:
                     raise ApiError("too_many_pixels", _too_many(name, width, height, max_pixels))
                 image.load()
+                image = upright(image)  # as read_image: the picture a browser shows
                 if image.mode in ("L", "RGB"):
                     converted = image.copy()
                 elif image.mode in ("1", "I;16", "I", "F"):

@@ -63,6 +63,7 @@ import torch
 from vislab.core.config import LABEL_ISSUE_FILTERS, LABEL_ISSUE_RANKINGS
 from vislab.core.errors import ConfigError, DataError
 from vislab.core.files import cache_dir, stat_digest, written_whole
+from vislab.data.images import DECODING
 from vislab.data.label_edits import image_key, label_text, write_label_issues
 from vislab.train.optim import Adam
 
@@ -269,7 +270,7 @@ def _cache_path(split, preprocessing) -> Path | None:
     the audit and the file check), never the labels. None while a file is missing or was modified in the
     last seconds: such features are neither read from the cache nor kept."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{BACKBONE}|{preprocessing.input_size}|{preprocessing.mean}|{preprocessing.std}|"
+    digest.update(f"{BACKBONE}|{DECODING}|{preprocessing.input_size}|{preprocessing.mean}|{preprocessing.std}|"
                   f"{preprocessing.interpolation}|{preprocessing.crop_pct}".encode())
     if split.paths is None:
         digest.update(np.ascontiguousarray(split.images.numpy()).tobytes())
