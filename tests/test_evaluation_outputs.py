@@ -173,3 +173,22 @@ def test_a_figure_the_run_never_drew_is_not_missing(run, data):
         warnings.simplefilter("error")
         page = api.report(run).read_text()
     assert "Missing figures" not in page
+
+
+def test_bad_files_of_other_data_are_said_and_listed(run, data, tmp_path, capsys):
+    # as train and audit say them: a count on the console, the files and reasons in a CSV beside the metrics
+    photos = Path(shutil.copytree(data / "other" / "more", tmp_path / "photos"))
+    (photos / "3" / "zero.jpg").write_bytes(b"")
+    (photos / "3" / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert main(["evaluate", str(run), "--data", str(photos), "--no-figures"]) == 0
+    out = capsys.readouterr().out.replace("\n", "")
+    listed = run / "bad_files_photos_test.csv"
+    assert f"2 bad files skipped (listed in {listed})" in out, out
+    rows = listed.read_text().splitlines()
+    assert rows[0] == "path,reason" and sorted(r.split(",")[0].rsplit("/", 1)[-1] for r in rows[1:]) == [
+        "corrupt.jpg", "zero.jpg"]
+    assert json.loads((run / "metrics_photos_test.json").read_text())["bad_files"] == 2
+    (photos / "3" / "zero.jpg").unlink()
+    (photos / "3" / "corrupt.jpg").unlink()
+    assert main(["evaluate", str(run), "--data", str(photos), "--no-figures"]) == 0
+    assert "bad files" not in capsys.readouterr().out and not listed.exists()  # no stale list

@@ -257,6 +257,18 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     metrics["split"] = split
     metrics["data"] = str(data if data is not None else cfg.data.source)
     metrics["num_images"] = len(data_split)
+    skipped = list(getattr(dataset, "bad_files", None) or []) if other else []  # the run's own: bad_files.csv
+    bad_list = run_dir / f"bad_files_{name}.csv"
+    if skipped:
+        import csv
+
+        metrics["bad_files"] = len(skipped)
+        with open(bad_list, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "reason"])
+            writer.writerows(skipped)
+    elif other:
+        bad_list.unlink(missing_ok=True)  # an earlier evaluation's list of this name, no longer true
     if threshold is not None:
         metrics["threshold"] = threshold
     if evaluation.figures:
@@ -266,4 +278,6 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     if console is not None:
         console.print(f"evaluated {len(data_split):,} {split} images: {task.end_of_run_line(metrics)} "
                       f"-> {evaluation.metrics_path}")
+        if skipped:
+            console.print(f"[yellow]{len(skipped)} bad files skipped[/] (listed in {bad_list})", soft_wrap=True)
     return evaluation
