@@ -245,3 +245,16 @@ def test_outputs_outside_a_run_go_under_runs_never_into_the_current_folder(tmp_p
     model = SimpleNamespace(run_dir=None, spec={"name": "imagenet:efficientnet_lite0"})
     assert default_out_dir(model, "explain") == Path("runs/explain-efficientnet_lite0")
     assert default_out_dir(SimpleNamespace(run_dir="runs/a", spec={}), "filters") == Path("runs/a/plots/filters")
+
+
+def test_an_audit_into_an_earlier_audits_folder_leaves_none_of_its_files(tmp_path):
+    # a stale label_issues.csv beside a new audit.json would be read as this data's
+    folder = tmp_path / "audit"
+    (folder / "plots").mkdir(parents=True)
+    for name in ("audit.json", "label_issues.csv", "report.html", "plots/audit_image_geometry.png",
+                 "plots/label_issues.png", "notes.txt", "plots/mine.png"):
+        (folder / name).write_text("earlier")
+    result = api.audit("digits", out=str(folder), max_images=60, max_per_class=12)
+    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert left == sorted(["audit.json", "notes.txt", "plots/mine.png", *result["figures"]]), left
+    assert (folder / "audit.json").read_text() != "earlier"

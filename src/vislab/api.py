@@ -462,6 +462,7 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
         from vislab.report.html import build_report
 
         result["report"] = str(build_report(folder))
+    _drop_earlier_audit_files(folder, result)
     result["out"] = str(folder)
     if console is not None:
         from vislab.data.audit import print_audit
@@ -471,6 +472,20 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
         console.print(f"wrote {folder / 'audit.json'} and {drawn} "
                       f"figure{'' if drawn == 1 else 's'} under {folder / 'plots'}")
     return result
+
+
+def _drop_earlier_audit_files(folder: Path, result: dict) -> None:
+    """An audit into a folder an earlier audit wrote: the files that audit wrote and this one did not (another
+    data set's label_issues.csv and report.html, a figure this data does not get) are removed, once this audit
+    is written; nothing else in the folder is touched."""
+    kept = {folder / "audit.json", *(folder / name for name in result.get("figures", []))}
+    if "label_issues" in result:
+        kept |= {folder / "label_issues.csv", folder / "report.html"}
+    earlier = [folder / "label_issues.csv", folder / "report.html", *(folder / "plots").glob("audit_*.png"),
+               folder / "plots" / "label_issues.png"]
+    for path in earlier:
+        if path not in kept and path.is_file():
+            path.unlink()
 
 
 def augment_preview(data: str, out="augment_preview.png", count: int = 6, versions: int = 5, split: str = "train",
