@@ -63,3 +63,23 @@ def test_the_audit_measures_the_upright_photo(tmp_path):
     assert geometry["images_measured"] == 8
     assert all(size.endswith("x24") for size in geometry["common_sizes"]), geometry["common_sizes"]
     assert geometry["aspect_ratio"]["min"] > 1
+
+
+def test_a_turned_photos_mask_pairs_in_either_orientation(tmp_path):
+    # a mask drawn on the upright picture (as a viewer shows it) or on the pixels as stored: both pair
+    from vislab.core.config import DataConfig, SegmentationConfig
+    from vislab.data.masks import load_segmentation_dataset
+
+    root = tmp_path / "seg"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(8):
+        upright = _picture(30, 20)
+        _sideways(upright, root / "images" / f"p{i}.png")
+        mask = np.zeros((20, 30), np.uint8)
+        mask[:, : 10 + i] = 1  # the upright picture's left part
+        Image.fromarray(mask if i % 2 else np.rot90(mask).copy()).save(root / "masks" / f"p{i}.png")
+    dataset = load_segmentation_dataset(DataConfig(source=str(root), val_split=0, test_split=0),
+                                        SegmentationConfig(), seed=0)
+    split = dataset.splits["train"]
+    assert len(split) == 8 and not dataset.bad_files

@@ -70,8 +70,9 @@ def upright_size(image: Image.Image) -> tuple[int, int]:
     return image.size[::-1] if orientation(image) >= 5 else image.size
 
 
-def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
-    """Open and fully decode ``path`` as a PIL image in mode L or RGB, upright (:func:`upright`).
+def open_image(path: str | os.PathLike, draft=None, turn: bool = True) -> Image.Image:
+    """Open and fully decode ``path`` as a PIL image in mode L or RGB, upright (:func:`upright`); with
+    ``turn=False`` as its pixels are stored (a segmentation mask drawn on the stored pixels pairs with those).
 
     ``draft(height, width) -> (W, H)`` may ask a JPEG decoder for a reduced scale (1/2..1/8)
     that is still at least (W, H): much cheaper decoding when the model input is small.
@@ -95,7 +96,7 @@ def open_image(path: str | os.PathLike, draft=None) -> Image.Image:
                     image = Image.open(path)
                     keep = False
                     try:
-                        turn = orientation(image)
+                        turn = orientation(image) if turn else 1
                         if draft is not None and image.format == "JPEG":
                             if turn >= 5:  # the size asked for is the upright image's
                                 width, height = draft(image.width, image.height)
@@ -210,8 +211,8 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read ``path`` as a uint8 (C, H, W) tensor, C in {1, 3}.
+def read_image(path: str | os.PathLike, turn: bool = True) -> torch.Tensor:
+    """Read ``path`` as a uint8 (C, H, W) tensor, C in {1, 3}, upright (``turn=False``: as stored).
 
     Example:
         >>> import tempfile, os
@@ -221,4 +222,4 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         >>> tuple(read_image(tmp).shape)
         (3, 4, 5)
     """
-    return pil_to_tensor(open_image(path))
+    return pil_to_tensor(open_image(path, turn=turn))

@@ -8,8 +8,9 @@ Layouts (``--data DIR``):
 Masks are indexed (palette) or grey PNGs whose values are class IDs, or RGB masks whose
 colours are mapped to IDs through a palette (``--palette camvid``). Class names come from
 ``DIR/classes.txt`` (line i names ID i), ``--classes FILE``, or the palette; without any of
-them the IDs found in the masks are the classes (``0`` .. the largest ID). ``ignore_index``
-(default 255) marks void pixels.
+them the IDs found in the masks are the classes (``0`` .. the largest ID; when some IDs below the largest
+never occur, the audit warns, naming the masks that hold the values above the gap). ``ignore_index``
+(default 255) marks void pixels. Of two masks with one stem a lossless one (PNG first) is read, not a JPEG.
 
 Bad pairs never stop a run: each is listed in bad_files.csv with its path and reason
 (a mask whose size differs from its image; a mask value that is neither a class nor the
@@ -31,6 +32,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from warnings import warn
 
 import numpy as np
 import torch
@@ -39,7 +41,7 @@ from PIL import Image
 
 from vislab.core.errors import DataError
 from vislab.core.files import BadFileError, read_text, reading
-from vislab.data.images import BadImageError, is_image_file, read_image
+from vislab.data.images import BadImageError, is_image_file, read_image, upright
 from vislab.data.palettes import Palette, get_palette
 from vislab.data.sources import Dataset, Split
 
@@ -75,18 +77,31 @@ def is_segmentation_folder(path) -> bool:
         ((path / "train" / "images").is_dir() and (path / "train" / "masks").is_dir())
 
 
+# a mask's format, best first: a lossless file keeps every class ID; JPEG's compression blurs the IDs at edges
+# (a class 1 next to class 3 becomes 2 there), and WebP may be either
+MASK_FORMAT_RANK = {".png": 0, ".bmp": 1, ".tif": 1, ".tiff": 1, ".gif": 1, ".webp": 2, ".jpg": 3, ".jpeg": 3}
+
+
 def _by_stem(folder: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """{stem: file} for the image files in ``folder`` and the files left out: of two files with one stem the
+    first by name is kept, except in a masks/ folder, where a lossless mask (PNG first) wins over a JPEG."""
     found, bad = {}, []
+    masks = folder.name == "masks"
+    rank = (lambda path: MASK_FORMAT_RANK.get(path.suffix.lower(), 2)) if masks else (lambda path: 0)
     for name in sorted(os.listdir(folder)):
         path = folder / name
         if not path.is_file() or not is_image_file(path):
             continue
         stem = path.stem
-        if stem.endswith("_mask") and folder.name == "masks":
+        if stem.endswith("_mask") and masks:
             stem = stem[: -len("_mask")]
         if stem in found:
-            bad.append((str(path), f"a second file with the stem {stem!r} (first: {found[stem].name}); "
-                                   "give each image one file"))
+            kept, other = found[stem], path
+            if rank(path) < rank(kept):
+                kept, other = path, kept
+                found[stem] = path
+            why = f"kept: {kept.name}, lossless" if rank(kept) < rank(other) else f"first: {kept.name}"
+            bad.append((str(other), f"a second file with the stem {stem!r} ({why}); give each image one file"))
             continue
         found[stem] = path
     return found, bad
@@ -116,6 +131,7 @@ def read_mask(path, palette: Palette | None = None) -> np.ndarray:
         with reading(path, "a mask image", "give an indexed, grey or RGB PNG of class IDs per pixel"):
             with Image.open(path) as image:
                 image.load()
+                image = upright(image)  # a mask tagged with an EXIF orientation is turned as its image is
                 mode = image.mode
                 if mode in ("P", "L", "I", "I;16", "1"):
                     return np.asarray(image).astype(np.int64)
@@ -186,6 +202,12 @@ def _load_pairs(pairs, palette, bad):
         except BadImageError as exc:
             bad.append((str(mask_path), exc.reason if hasattr(exc, "reason") else str(exc)))
             continue
+        if mask.shape != tuple(image.shape[-2:]) and mask.shape == tuple(image.shape[-2:])[::-1]:
+            try:  # a photo turned by its EXIF tag, whose mask was drawn on its pixels as stored: pair those
+                stored = read_image(image_path, turn=False)
+            except BadImageError:
+                stored = image
+            image = stored if mask.shape == tuple(stored.shape[-2:]) else image
         if mask.shape != tuple(image.shape[-2:]):
             bad.append((str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} is "
                                         f"{image.shape[-1]}x{image.shape[-2]} (width x height); masks must match "
@@ -251,18 +273,28 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
         raise DataError(f"--data {data_cfg.source!r}: {what}{classes}; {layout}")
     names, palette = resolve_classes(root, seg_cfg)
     ignore = int(seg_cfg.ignore_index)
+    class_gaps = None
     bad: list[tuple[str, str]] = []
     groups: dict[str, list] = {}
-    if (root / "images").is_dir():
-        pairs, unmatched = pair_files(root / "images", root / "masks")
+    folders = [root] if (root / "images").is_dir() else \
+        [root / split for split in SPLIT_FOLDERS if (root / split / "images").is_dir()]
+    paired, unread = 0, []
+    for folder in folders:
+        if not (folder / "masks").is_dir():
+            raise DataError(f"{folder}: has images/ but no masks/; put its masks in {folder / 'masks'} (paired with "
+                            f"the images by file stem), or remove {folder}")
+        pairs, unmatched = pair_files(folder / "images", folder / "masks")
         bad += unmatched
-        groups["all"] = _load_pairs(pairs, palette, bad)
-    else:
-        for split in SPLIT_FOLDERS:
-            if (root / split / "images").is_dir():
-                pairs, unmatched = pair_files(root / split / "images", root / split / "masks")
-                bad += unmatched
-                groups[split] = _load_pairs(pairs, palette, bad)
+        paired += len(pairs)
+        start = len(bad)
+        groups["all" if folder == root else folder.name] = _load_pairs(pairs, palette, bad)
+        unread += bad[start:]
+    if not paired:  # before the masks' class IDs: no pair is not "no class ID in the masks"
+        raise DataError(_no_pairs(root, folders))
+    if not any(groups.values()) and unread:  # every pair failed to read: the first reason says why
+        path, reason = unread[0]
+        raise DataError(f"{root}: none of the {paired} image/mask pair{'s' if paired > 1 else ''} could be read; "
+                        f"e.g. {path}: {reason}")
     if names is None:  # the IDs found in the masks are the classes
         found = set()
         for items in groups.values():
@@ -271,8 +303,11 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
         found.discard(ignore)
         found = {v for v in found if v >= 0}
         if not found:
-            raise DataError(f"{root}: no class IDs in the masks (every pixel is the ignore index {ignore})")
+            raise DataError(f"{root}: no class IDs in the masks (every pixel is the ignore index {ignore}); "
+                            "masks hold each pixel's class ID (0, 1, ...), or give --ignore-index")
         names = [str(i) for i in range(max(found) + 1)]
+        if len(found) < len(names):  # the classes stay 0..max (as before); the audit says where the gap comes from
+            class_gaps = _class_gap_message(root, groups, found)
     groups = {k: _check_values(v, len(names), ignore, bad) for k, v in groups.items()}
     folders = [name for name in ("val", "test") if groups.get(name) and "all" not in groups]  # before any hold-out
     everything = [item for items in groups.values() for item in items]
@@ -306,7 +341,79 @@ def load_segmentation_dataset(data_cfg, seg_cfg, seed: int = 0) -> Dataset:
     dataset.palette = palette if palette is not None and len(palette) >= len(names) else Palette.for_classes(
         names, palette.colors if palette is not None else None)
     dataset.ignore_index = ignore
+    # classes inferred from mask values with a gap (0..7 without 3-6): a one-line warning, given by the audit
+    # (vislab audit and train), not by evaluate, which reads the masks as the run's classes
+    dataset.class_gaps = class_gaps
     return dataset
+
+
+def _no_pairs(root: Path, folders: list[Path]) -> str:
+    """The error for a segmentation folder in which no image has a mask of its stem: what each folder holds."""
+    def files(folder: Path) -> list[str]:
+        return sorted(n for n in os.listdir(folder) if (folder / n).is_file() and is_image_file(n)) \
+            if folder.is_dir() else []
+
+    images = {folder: files(folder / "images") for folder in folders}
+    folder = next((f for f in folders if images[f]), folders[0] if folders else root)
+    names, masks = images.get(folder, []), files(folder / "masks")
+    image_dir, mask_dir = folder / "images", folder / "masks"
+    if not names:
+        where = " or ".join(str(f / "images") for f in folders) or str(image_dir)
+        return (f"{root}: no images in {where} (jpg, png, bmp, gif, webp or tif); put the images there, each "
+                f"with a mask of the same file stem in {mask_dir}")
+    stem = Path(names[0]).stem
+    pairing = f"paired by file stem: images/{names[0]} <-> masks/{stem}.png or masks/{stem}_mask.png"
+    if not masks:
+        held = f"{mask_dir} holds no mask images" if mask_dir.is_dir() else f"there is no {mask_dir} folder"
+    else:
+        shown = ", ".join(masks[:3]) + (f" and {len(masks) - 3} more" if len(masks) > 3 else "")
+        held = f"{mask_dir} holds {len(masks)} mask{'s' if len(masks) > 1 else ''} ({shown}) whose " \
+               f"stem{'s match' if len(masks) > 1 else ' matches'} no image"
+    count = "the image" if len(names) == 1 else f"none of the {len(names)} images"
+    return (f"{root}: {count} in {image_dir} has {'no' if len(names) == 1 else 'a'} mask in {mask_dir} "
+            f"({pairing}); "
+            f"{held}; name each mask after its image")
+
+
+def _ranges(values) -> str:
+    """``[3, 4, 5, 6, 9]`` -> ``"3-6, 9"``."""
+    values, parts = sorted(values), []
+    for value in values:
+        if parts and parts[-1][1] == value - 1:
+            parts[-1][1] = value
+        else:
+            parts.append([value, value])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def _class_gap_message(root: Path, groups: dict, found: set) -> str:
+    """The warning for classes inferred from mask values with gaps: which values never occur, which files hold
+    the values above the first gap (the values that made the gap, e.g. a stray 7 among 0..2) and their pixels."""
+    top = max(found)
+    missing = sorted(set(range(top + 1)) - found)
+    high = sorted(v for v in found if v > missing[0])
+    pixels: dict[str, int] = {}
+    for items in groups.values():
+        for _, mask_path, _, mask in items:
+            count = int(np.isin(mask, high).sum())
+            if count:
+                pixels[mask_path] = count
+    files = sorted(pixels, key=lambda path: (-pixels[path], path))
+    values = f"value{'s' if len(high) > 1 else ''} {_ranges(high)}"
+    if len(files) == 1:
+        count = pixels[files[0]]
+        where = f"{values} {'are' if len(high) > 1 else 'is'} only in {files[0]} ({count:,} pixel{'s' * (count > 1)})"
+    else:
+        shown = ", ".join(f"{path} ({pixels[path]:,})" for path in files[:3])
+        more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+        where = f"{values} ({sum(pixels.values()):,} pixels) {'are' if len(high) > 1 else 'is'} in {len(files)} " \
+                f"masks: {shown}{more}"
+    return (f"{root}: the classes were inferred from the mask values 0..{top} ({top + 1} classes), but "
+            f"value{'s' if len(missing) > 1 else ''} {_ranges(missing)} never occur{'s' if len(missing) == 1 else ''};"
+            f" {where}. Stray values usually come from anti-aliased, resized or JPEG-saved masks: fix those masks "
+            f"(lossless PNG, resized nearest-neighbour), or name the real classes in {root / 'classes.txt'} or "
+            f"--classes FILE (line i names class ID i) or by --palette; masks holding other values are then "
+            f"skipped and listed in bad_files.csv")
 
 
 def _count(value: float, total: int) -> int:
@@ -378,11 +485,16 @@ def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255, figures: boo
     bad = [{"path": str(p), "reason": str(r)} for p, r in dataset.bad_files]
     if bad:
         warnings.append(f"{len(bad)} bad pair file(s) were skipped; audit.json lists them under bad_files")
+    class_gaps = getattr(dataset, "class_gaps", None)
+    if class_gaps:  # one line through the warnings mechanism (a long line, which the audit's table would wrap)
+        warn(class_gaps, UserWarning)
     drawn = [plot_class_balance(counts, names, out_dir / "plots" / "audit_class_balance.png")] if figures else []
     audit = {"dataset": dataset.name, "task": task, "num_classes": k, "class_names": names,
              "splits": {n: len(s) for n, s in dataset.splits.items()}, "ignore_index": ignore_index,
              "size": list(next(iter(dataset.splits.values())).images.shape[-2:]),
              "masks": splits, "bad_files": bad, "warnings": warnings,
              "figures": [str(Path(figure).relative_to(out_dir)) for figure in drawn]}
+    if class_gaps:
+        audit["class_gaps"] = class_gaps
     (out_dir / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
     return audit
