@@ -60,10 +60,13 @@ def test_stratified_seeded_splits():
     assert table[0] == ["class", "train", "val", "test"] and table[-1][0] == "total"
 
 
-def test_a_split_that_leaves_fewer_images_than_classes_is_made_unstratified():
-    # scikit-learn refuses to stratify when either part has fewer images than there are classes
-    ds = load_dataset(DataConfig(source="digits", val_split=0.995, test_split=0), seed=0)
-    assert len(ds.splits["train"]) == 9 and len(ds.splits["val"]) == 1788
+def test_a_split_that_leaves_fewer_training_images_than_classes_is_refused():
+    # 9 training images cannot hold 10 classes: a class would train on nothing, which is said, not run
+    with pytest.raises(DataError, match=r"no training image left after the hold-out.*hold out fewer images "
+                                        r"\(--val-split\)"):
+        load_dataset(DataConfig(source="digits", val_split=0.995, test_split=0), seed=0)
+    ds = load_dataset(DataConfig(source="digits", val_split=0.99, test_split=0), seed=0)  # 18: stratified
+    assert len(ds.splits["train"]) == 18 and len(set(ds.splits["train"].labels.tolist())) == 10
 
 
 def test_data_only_scored_may_lack_some_of_the_labels_a_run_trained_on(tmp_path):

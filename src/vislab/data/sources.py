@@ -179,7 +179,7 @@ def load_dataset(cfg, seed: int = 0, scoring: bool = False) -> Dataset:
     own = _own_splits(source, dataset, cfg)
     # label_issues.csv names images as the source gives them: edit before the seeded val/test split
     dataset = apply_label_edits(dataset, getattr(cfg, "exclude", None), getattr(cfg, "relabel", None))
-    dataset = _make_splits(dataset, cfg, seed)
+    dataset = _make_splits(dataset, cfg, seed, scoring)
     dataset.own_splits = own
     if cfg.max_per_class:
         dataset.splits["train"] = _cap_per_class(dataset.splits["train"], cfg.max_per_class, seed)
@@ -609,11 +609,23 @@ def _load_folder(folder: Path, cfg, scoring: bool = False) -> Dataset:
     else:
         class_names = [d.name for d in _class_dirs(folder)]
         roots = {"train": folder}
+    loose = {root: _loose_images(root) for root in dict.fromkeys([folder, *roots.values()])}
     if not class_names:
+        here = (f" (its {len(loose[folder])} image(s), e.g. {Path(loose[folder][0]).name!r}, lie directly in it)"
+                if loose[folder] else "")
         raise DataError(
-            f"{folder}: no class folders found. Expected one sub-folder per class "
+            f"{folder}: no class folders found{here}. Expected one sub-folder per class "
             f"(e.g. {folder}/cat/*.jpg) or train/ val/ test/ folders holding class folders."
         )
+    if len(class_names) == 1 and loose[roots["train"]] and not scoring:
+        images = loose[roots["train"]]
+        raise DataError(
+            f"{roots['train']}: {len(images)} image(s) lie directly in it (first: {Path(images[0]).name!r}), beside "
+            f"one class folder {class_names[0]!r}; classification needs a folder per class: move the images into "
+            f"class folders (e.g. {roots['train']}/cat/1.jpg), or give the folder that holds the class folders"
+        )
+    _warn_if_ignored(folder, given, loose)
+    _warn_if_names_differ_only_in_case(roots["train"], "class folders", class_names)
     every_class = set(class_names)
     if cfg.labels:  # --labels: only these classes, in every split (as for a CSV)
         unknown = sorted(set(cfg.labels) - every_class, key=_natural_key)
@@ -642,6 +654,30 @@ def _load_folder(folder: Path, cfg, scoring: bool = False) -> Dataset:
         splits[split] = Split(torch.tensor(good_labels, dtype=torch.int64), paths=good, name=split)
     _refuse_classes_without_images(class_names, splits, listed, bad, scoring)
     return Dataset(folder.name, class_names, splits, bad)
+
+
+def _loose_images(folder: Path) -> list[str]:
+    """The image files directly in ``folder`` (not in a class folder), sorted; hidden ones skipped."""
+    return sorted((str(f) for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
+                   and is_image_file(f.name)), key=lambda name: _natural_key(Path(name).name))
+
+
+def _warn_if_ignored(folder: Path, given: dict[str, Path], loose: dict[Path, list[str]]) -> None:
+    """Images a class-per-folder set does not read, said in one warning: image files directly in the data
+    folder (or in a split folder) beside the class folders, and folders of images beside train/ val/ test/."""
+    ignored = [Path(name).relative_to(folder).as_posix() for images in loose.values() for name in images]
+    if "train" in given:
+        splits = set(given.values())
+        for other in _class_dirs(folder):
+            if other not in splits and list_images(other):
+                ignored.append(f"{other.name}/")
+    if not ignored:
+        return
+    where = "beside train/ val/ test/ and their class folders" if "train" in given else "beside the class folders"
+    _warn_once(("ignored files", str(folder), tuple(ignored)),
+               f"{folder}: {len(ignored)} image file(s) or folder(s) of images {where} are not read (first: "
+               f"{', '.join(ignored[:3])}{', ...' if len(ignored) > 3 else ''}); move each image into its class's "
+               "folder to use it")
 
 
 def _refuse_classes_without_images(class_names, splits, listed, bad, scoring: bool) -> None:
@@ -987,15 +1023,19 @@ def _load_csv(path: Path, cfg, scoring: bool = False) -> Dataset:
     columns, rows = _read_csv(path)
     file_col, label_col = _csv_columns(path, columns, cfg.file_col, cfg.label_col)
     _refuse_empty_cells(path, rows, (file_col, label_col), label_col=label_col)
-    root = Path(cfg.image_root).expanduser() if cfg.image_root else path.parent
+    root = _image_root(cfg, path, file_col) if cfg.image_root else path.parent
     if cfg.labels:
         wanted = set(cfg.labels)
+        every_label = sorted({r[label_col] for r in rows}, key=_natural_key)
         rows = [r for r in rows if r[label_col] in wanted]
         missing_labels = wanted - {r[label_col] for r in rows}
         if missing_labels and not scoring:  # data only scored may lack some of the model's classes
-            raise DataError(f"{path}: --labels names {sorted(missing_labels)} that no row of {label_col!r} has")
+            raise DataError(f"{path}: --labels names {sorted(missing_labels, key=_natural_key)} that no row of "
+                            f"{label_col!r} has{_label_suggestions(missing_labels, every_label)}; its labels are "
+                            f"{every_label[:10]}{'...' if len(every_label) > 10 else ''}")
     class_names = sorted({r[label_col] for r in rows}, key=_natural_key)
     _warn_if_several_labels(path, label_col, class_names)
+    _warn_if_names_differ_only_in_case(path, f"labels in column {label_col!r}", class_names)
     index = {name: i for i, name in enumerate(class_names)}
     paths, labels, names, missing = [], [], [], []
     for row in rows:
@@ -1018,6 +1058,57 @@ def _load_csv(path: Path, cfg, scoring: bool = False) -> Dataset:
     good, good_labels, bad = validate_files(paths, labels, cfg.workers)
     _refuse_unreadable_classes(path, label_col, class_names, paths, labels, good_labels, bad)
     return Dataset(path.stem, class_names, {"train": Split(torch.tensor(good_labels, dtype=torch.int64), paths=good)}, bad)
+
+
+def _image_root(cfg, path: Path, file_col: str) -> Path:
+    """``--image-root`` as a folder, or an error naming what it is instead and the fix."""
+    root = Path(cfg.image_root).expanduser()
+    if root.is_dir():
+        return root
+    fix = (f"set --image-root to the folder that the names in column {file_col!r} of {path} are relative to "
+           "(or leave it out to read them relative to the CSV's own folder)")
+    if root.exists():
+        raise DataError(f"--image-root {cfg.image_root}: a file, not a folder; {fix}")
+    raise DataError(f"--image-root {cfg.image_root}: no such folder; {fix}")
+
+
+def _label_suggestions(unknown, labels) -> str:
+    """`` (did you mean 'dog'?)`` for names close to ``labels`` (difflib), else nothing."""
+    import difflib
+
+    close = [match for name in sorted(unknown, key=_natural_key)
+             for match in difflib.get_close_matches(name, labels, n=1, cutoff=0.6)]
+    return f" (did you mean {' / '.join(repr(name) for name in close)}?)" if close else ""
+
+
+def _plain_name(name: str) -> str:
+    """A class name without case or spacing: 'Big Cat', 'big  cat' and 'big_cat' are all 'big cat'."""
+    return " ".join(re.sub(r"[_\s]+", " ", name).split()).casefold()
+
+
+def _warn_if_names_differ_only_in_case(where: Path, what: str, class_names) -> None:
+    """Class names that differ only in case or spacing ('Cat' and 'cat', 'Big Cat/' and 'big cat/') are each
+    trained as a class of their own, most likely by mistake: one warning lists them.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter("always")
+        ...     _warn_if_names_differ_only_in_case(Path("pets.csv"), "labels in column 'label'", ["Cat", "cat", "dog"])
+        >>> str(seen[0].message).split(";")[0]
+        "pets.csv: labels in column 'label' that differ only in case or spacing are separate classes: 'Cat' and 'cat'"
+    """
+    groups: dict[str, list[str]] = {}
+    for name in class_names:
+        groups.setdefault(_plain_name(name), []).append(name)
+    alike = [names for names in groups.values() if len(names) > 1]
+    if not alike:
+        return
+    shown = "; ".join(" and ".join(repr(name) for name in names) for names in alike[:5])
+    more = f"; ... ({len(alike)} groups)" if len(alike) > 5 else ""
+    _warn_once(("names differ in case", str(where), tuple(class_names)),
+               f"{where}: {what} that differ only in case or spacing are separate classes: {shown}{more}; "
+               "if they are one class, write its name one way")
 
 
 def _refuse_unreadable_classes(path: Path, label_col: str, class_names, paths, labels, good_labels, bad) -> None:
@@ -1051,8 +1142,7 @@ def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
     index = {name: i for i, name in enumerate(dataset.class_names)}
     ids = read_class_ids(Path(cfg.class_ids), dataset.class_names) if getattr(cfg, "class_ids", None) else {}
     wanted = set(cfg.labels) if cfg.labels else None
-    root = path.parent
-    paths, labels, names, missing = [], [], [], []
+    chosen = []  # (file name, class index) of the rows kept
     for row in rows:
         label = row[label_col].strip()
         if label in ids:
@@ -1066,16 +1156,10 @@ def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
             continue  # --labels: a class this run does not train on
         if label not in index:
             raise DataError(_test_label_message(path, label, dataset.class_names, bool(ids)))
-        resolved = _resolve_file(root, row[file_col])
-        if resolved is None:
-            missing.append(row[file_col])
-            continue
-        paths.append(str(resolved))
-        labels.append(index[label])
-        names.append(row[file_col])
-    if missing:
-        raise DataError(f"{path}: {len(missing)} listed files are missing under {root} (first: {missing[:3]})"
-                        f"{missing_files_hint(missing)}")
+        chosen.append((row[file_col], index[label]))
+    names = [name for name, _ in chosen]
+    labels = [label for _, label in chosen]
+    paths = [str(found) for found in _test_files(path, names, cfg, file_col)]
     if not paths:
         raise DataError(f"{path}: no row of column {label_col!r} names one of the training classes "
                         f"{dataset.class_names[:10]}; check --labels and the CSV's label column")
@@ -1085,6 +1169,32 @@ def _load_test_csv(path: Path, dataset: Dataset, cfg) -> Split:
     good, good_labels, bad = validate_files(paths, labels, cfg.workers)
     dataset.bad_files.extend(bad)
     return Split(torch.tensor(good_labels, dtype=torch.int64), paths=good, name="test")
+
+
+def _test_files(path: Path, names: list[str], cfg, file_col: str) -> list[Path]:
+    """The files a test CSV's rows name: under ``--image-root`` when given, as for the training CSV, else
+    under the test CSV's own folder; a test CSV whose names are relative to its own folder still works with
+    ``--image-root`` (its files are looked for there when some are missing under the image root). When every
+    name is found under both, to different files, the image root's are used and a warning says so."""
+    own = path.parent
+    roots = list(dict.fromkeys([_image_root(cfg, path, file_col), own] if cfg.image_root else [own]))
+    resolved = {root: [_resolve_file(root, name) for name in names] for root in roots}
+    missing = {root: [name for name, file in zip(names, resolved[root]) if file is None] for root in roots}
+    usable = [root for root in roots if not missing[root]]
+    if usable:
+        root = usable[0]
+        if len(usable) > 1 and any(not a.samefile(b) for a, b in zip(resolved[root], resolved[usable[1]])):
+            _warn_once(("test files in two folders", str(path), _modified(path), str(root)),
+                       f"{path}: its files are found both under --image-root {root} and under the CSV's own folder "
+                       f"{own}; those under --image-root are tested, as for the training CSV; if that is wrong, "
+                       "give the folder holding them with --image-root")
+        return resolved[root]
+    root = roots[0]
+    gone = missing[root]
+    tried = f" (nor under the CSV's own folder {own})" if len(roots) > 1 else ""
+    raise DataError(f"{path}: {len(gone)} of {len(names)} files named in column {file_col!r} are missing under "
+                    f"{root}{tried} (first: {gone[:3]}){missing_files_hint(gone)}. Fix the paths or set --image-root "
+                    "to the folder holding them.")
 
 
 def _test_label_message(path: Path, label: str, class_names: list[str], have_ids: bool) -> str:
@@ -1150,22 +1260,57 @@ def stratified_split(labels: torch.Tensor, count: int, seed: int) -> tuple[np.nd
     return compute("vislab.data.stratify:stratified_indices", np.asarray(labels), count, seed)
 
 
-def _make_splits(dataset: Dataset, cfg, seed: int) -> Dataset:
+def _make_splits(dataset: Dataset, cfg, seed: int, scoring: bool = False) -> Dataset:
     splits = dataset.splits
     train = splits["train"]
+    before = torch.bincount(train.labels, minlength=dataset.num_classes) if train.labels.ndim == 1 else None
+    flags = []  # the options that held images out
     if "test" not in splits:
         n_test = _count(cfg.test_split, len(train), "--test-split")
         if n_test:
             rest, held = stratified_split(train.labels, n_test, seed)
             splits["test"], train = train.subset(held, "test"), train.subset(rest, "train")
+            flags.append("--test-split")
     if "val" not in splits:
         n_val = _count(cfg.val_split, len(train), "--val-split")
         if n_val:
             rest, held = stratified_split(train.labels, n_val, seed + 1)
             splits["val"], train = train.subset(held, "val"), train.subset(rest, "train")
+            flags.append("--val-split")
     splits["train"] = train
     dataset.splits = {k: splits[k] for k in SPLIT_NAMES if k in splits}
+    if before is not None and flags and not scoring:
+        _refuse_classes_held_out(dataset, before, cfg, flags)
     return dataset
+
+
+def _refuse_classes_held_out(dataset: Dataset, before: torch.Tensor, cfg, flags: list[str]) -> None:
+    """A class whose every image the val/test hold-out took cannot be learned: an error naming it and the
+    fix, as a class folder with no image in ``train/`` is refused (:func:`_refuse_classes_without_images`).
+    The hold-out keeps a class's last image to train on while it can; it cannot when ``flags`` (the options
+    that held images out) leave fewer training images than there are classes."""
+    counts = dataset.counts()
+    train = counts["train"]
+    lost = [label for label in range(dataset.num_classes) if before[label] and not train[label]]
+    if not lost:
+        return
+
+    def shown(label: int) -> str:
+        held = ", ".join(f"{name} {counts[name][label]}" for name in counts if name != "train" and counts[name][label])
+        return f"{dataset.class_names[label]!r} (train 0, {held})"
+
+    names = "; ".join(shown(label) for label in lost[:5]) + ("; ..." if len(lost) > 5 else "")
+    # the hold-out keeps a class's last image while it can: it took one only because too few images are left
+    fewer = f"hold out fewer images ({' / '.join(flags)}), " if sum(train) < dataset.num_classes else ""
+    if len(lost) == 1:
+        what = f"class {names} has no training image left after the hold-out, so it cannot be a class of this run"
+        fix = f"{fewer}add images of it, or drop it (--labels naming the other classes, or delete its rows or folder)"
+    else:
+        what = (f"{len(lost)} classes have no training image left after the hold-out ({names}), so they cannot be "
+                "classes of this run")
+        fix = (f"{fewer}add images of them, or drop them (--labels naming the other classes, or delete their rows "
+               "or folders)")
+    raise DataError(f"{cfg.source}: {what}; {fix}")
 
 
 def _cap_per_class(split: Split, cap: int, seed: int) -> Split:
