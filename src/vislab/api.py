@@ -407,7 +407,7 @@ def filters(model, layer: str | None = None, n: int = 64, steps: int = 40, out=N
         from vislab.explain.targets import layer_listing
 
         raise ConfigError(f"filters needs --layer NAME, the layer whose filters to draw, e.g. a convolution. "
-                          f"{layer_listing(loaded.model)}")
+                          f"{layer_listing(loaded.model, loaded.preprocessing.input_size)}")
     result = filter_grid(loaded.model, loaded.preprocessing, layer, n=n, steps=steps)
     folder = Path(out) if out else default_out_dir(loaded, "filters")
     return save_filter_grid(result, folder / f"filters_{safe_filename(layer)}.png")

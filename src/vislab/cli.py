@@ -812,7 +812,8 @@ def _cmd_explain(args) -> int:
         if "error" in r:
             print(f"vislab explain: error: {r['file']}: {r['error']}", file=sys.stderr)
         else:
-            shown = f"{r['class']} ({r['probability']:.1%})"
+            of = " of pixels" if r.get("measure") == "pixel_share" else ""
+            shown = f"{r['class']} ({r['probability']:.1%}{of})"
             if str(args.target).lower() != "top" and r.get("predicted_probability") is not None:
                 shown = f"target {shown}, predicted {r['predicted']} ({r['predicted_probability']:.1%})"
             print(f"{r['file']}: {shown} -> {r['png']}")
@@ -931,6 +932,10 @@ def _cmd_export(args) -> int:
     print(f"parity on {parity['images']} images ({parity['source']}): max |diff| {parity['max_abs_diff']:.3g}, "
           f"mean |diff| {parity['mean_abs_diff']:.3g}, top-1 agreement {parity['top1_agreement']:.2%} "
           f"-> {result.parity_path}")
+    if "end_to_end_note" in parity:
+        print(f"as `vislab predict` sees the original images: max |diff| {parity['end_to_end_max_abs_diff']:.3g} "
+              f"(probabilities {parity['end_to_end_max_output_diff']:.3g}), top-1 agreement "
+              f"{parity['end_to_end_top1_agreement']:.2%}: {parity['end_to_end_note']}")
     print(f"metadata -> {result.sidecar}")
     return 0
 

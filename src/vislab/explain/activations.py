@@ -158,7 +158,7 @@ def activations(
     """
     image = as_image_tensor(image)
     names = list(layers) if layers else default_layers(model, preprocessing.input_size)
-    targets = [_with_token_layout(model, TargetLayer(name, get_layer(model, name), flag="--layers"),
+    targets = [_with_token_layout(model, TargetLayer(name, get_layer(model, name, preprocessing.input_size), flag="--layers"),
                                   preprocessing.input_size) for name in names]
     outputs: dict[str, torch.Tensor] = {}
     handles = []

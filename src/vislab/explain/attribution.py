@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vislab.explain.base import ClassScore, no_inplace, normalise_heatmap
-from vislab.explain.targets import TargetLayer
+from vislab.explain.targets import TargetLayer, not_run_error
 
 
 def _require(package: str, pip_name: str):
@@ -73,6 +73,9 @@ def _grad_cam(model: nn.Module, inputs: torch.Tensor, score, layer: TargetLayer)
         with no_inplace(model), torch.enable_grad():
             inputs = inputs.detach().clone().requires_grad_(True)  # a path for gradients through frozen layers
             outputs = model(inputs)
+            if not captured or not isinstance(captured[0], torch.Tensor):  # find_target_layer refuses such a layer
+                raise not_run_error(model, layer.name, tuple(inputs.shape[1:]), layer.flag,
+                                    gave=type(captured[0]).__name__ if captured else None)
             total = sum(score(output) for output in outputs)
             (gradient,) = torch.autograd.grad(total, captured[0])
     finally:

@@ -202,7 +202,8 @@ def explain_samples(
         result = explain(loaded.model, loaded.preprocessing, image, method=method, class_names=loaded.class_names,
                          task=getattr(loaded, "task", None), size=size)
         name = result.target_name if result.target_name is not None else str(result.target)
-        label = f"pred: {name} ({result.score:.0%})"
+        share = " of pixels" if getattr(getattr(loaded, "task", None), "per_pixel", False) else ""
+        label = f"pred: {name} ({result.score:.0%}{share})"  # a segmentation's score is the class's pixel share
         labels.append(f"{titles[index]}\n{label}" if titles else label)
         shown.append(display_rgb(image.numpy(), size))
         heatmaps.append(result.heatmap)
@@ -279,6 +280,8 @@ def explain_files(
 
     Returns:
         One dict per input: ``file``, ``class``, ``index``, ``probability``, ``method``, ``png`` (or ``error``),
+        ``measure``: what ``probability`` is, ``"probability"``, or ``"pixel_share"`` for a segmentation run
+        (the share of the pixels predicted as the class),
         and ``predicted`` and ``predicted_probability``: the class the model predicts and its probability (the
         same as ``class`` and ``probability`` for the default target, the prediction);
         the PNG is named by :func:`overlay_filename`: a ``layer`` other than the automatic one is in its name.
@@ -300,6 +303,7 @@ def explain_files(
     paths, bad = expand_image_paths(inputs)
     results: list[dict] = [{"file": path, "error": reason} for path, reason in bad]
     stems: dict[str, int] = {}
+    per_pixel = bool(getattr(getattr(loaded, "task", None), "per_pixel", False))
     chosen = method is not None
     method = method if chosen else "gradcam"
     automatic = None  # the layer Grad-CAM picks without --layer: its files keep their plain names
@@ -340,5 +344,7 @@ def explain_files(
             "layer": result.layer, "png": str(png),
             "predicted": result.predicted_name if result.predicted_name is not None else str(result.predicted),
             "predicted_probability": None if result.predicted_score is None else round(result.predicted_score, 6),
+            # what "probability" holds: a segmentation's is the share of the pixels predicted as the class
+            "measure": "pixel_share" if per_pixel else "probability",
         })
     return results

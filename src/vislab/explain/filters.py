@@ -98,7 +98,7 @@ def filter_grid(
     Example:
         >>> result = filter_grid(loaded.model, loaded.preprocessing, "blocks.2", n=64)  # doctest: +SKIP
     """
-    target = _with_token_layout(model, TargetLayer(layer, get_layer(model, layer)), preprocessing.input_size)
+    target = _with_token_layout(model, TargetLayer(layer, get_layer(model, layer, preprocessing.input_size)), preprocessing.input_size)
     device = model_device(model)
     captured: list[torch.Tensor] = []
 

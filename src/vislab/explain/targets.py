@@ -106,8 +106,9 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The module called ``name``; an unknown name is an error that lists valid ones.
+def get_layer(model: nn.Module, name: str, input_size: tuple[int, int, int] | None = None) -> nn.Module:
+    """The module called ``name``; an unknown name is an error that lists valid ones (with ``input_size``,
+    only the layers that run in a forward pass: :func:`layers_that_run`).
 
     Raises:
         ValueError: ``name`` is not in ``model.named_modules()``.
@@ -115,15 +116,53 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name and name in modules:
         return modules[name]
-    names = layer_names(model)
+    names = _listed_names(model, input_size)
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ConfigError(f"the model has no layer {name!r}.{hint} {layer_listing(model)}")
+    raise ConfigError(f"the model has no layer {name!r}.{hint} {layer_listing(model, input_size)}")
 
 
-def layer_listing(model: nn.Module) -> str:
-    """"Valid layer names: ..." for an error message; a timm model's hundreds of leaves as its blocks."""
+def layers_that_run(model: nn.Module, input_size: tuple[int, int, int]) -> set[str]:
+    """The ``model.named_modules()`` names whose forward runs and gives a tensor when the model runs on one
+    dummy batch of ``input_size``: a container its parent slices (fastnet's ``head``, whose
+    ``forward_head`` calls ``head[:-1]`` and ``head[-1]``) never runs itself, so no hook on it fires."""
+    ran: set[str] = set()
+    hooks = []
+    for name, module in model.named_modules():
+        if name:
+            def hook(_module, _inputs, output, name=name):
+                if isinstance(output, torch.Tensor):
+                    ran.add(name)
+
+            hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size, device=model_device(model)))
+    finally:
+        for handle in hooks:
+            handle.remove()
+        model.train(was_training)
+    return ran
+
+
+def _listed_names(model: nn.Module, input_size) -> list[str]:
+    """:func:`layer_names`, without those that never run when ``input_size`` says how to run the model."""
     names = layer_names(model)
+    if input_size is None:
+        return names
+    try:
+        ran = layers_that_run(model, input_size)
+    except Exception:  # the listing is advice: a model that cannot run here keeps every name
+        return names
+    return [name for name in names if name in ran] or names
+
+
+def layer_listing(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> str:
+    """"Valid layer names: ..." for an error message; a timm model's hundreds of leaves as its blocks. With
+    ``input_size``, the layers that never run in a forward pass (:func:`layers_that_run`) are left out."""
+    names = _listed_names(model, input_size)
     if len(names) <= 60:
         return f"Valid layer names: {', '.join(names)}"
     shallow = [n for n in names if n.count(".") <= 1]
@@ -165,7 +204,7 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int, int], layer:
             layer is found automatically.
     """
     if layer is not None:
-        module = get_layer(model, layer)
+        module = get_layer(model, layer, input_size)
         if passes_through(module) and not has_convolutions(model):
             raise NoFeatureMapError(type(model).__name__,
                                     f" (its layer {layer!r} is an nn.Identity that passes the image through unchanged)")
@@ -249,12 +288,33 @@ def _forward_features_target(model: nn.Module, finished, features: torch.Tensor)
     raise ConfigError("no module produces the forward_features output; name one with --layer NAME")
 
 
+def not_run_error(model: nn.Module, name: str, input_size=None, flag: str = "--layer",
+                  gave: str | None = None) -> ConfigError:
+    """The one refusal of a layer that does not run in the forward pass (or gives no tensor), for explain,
+    activations and filters alike; it names a layer that does run, the automatic Grad-CAM choice, when there
+    is one. ``gave``: the type of the non-tensor output it gave, when it ran."""
+    what = (f"layer {name!r} gives a {gave}, not a tensor, in the forward pass" if gave else
+            f"layer {name!r} did not run in the forward pass")
+    suggestion = ""
+    if input_size is not None:
+        try:
+            automatic = find_target_layer(model, input_size)
+            if automatic.name != name:
+                suggestion = f", e.g. {flag} {automatic.name} (the layer `vislab explain` picks by default)"
+        except Exception:  # no feature map (an MLP) or none found: the advice goes without an example
+            pass
+    return ConfigError(f"{what}; pick another{suggestion}")
+
+
 def _with_token_layout(model: nn.Module, target: TargetLayer, input_size) -> TargetLayer:
     """For a layer with (N, T, D) output, work out the prefix tokens and the patch grid; a layer that
-    computes nothing (:func:`passes_through`) is refused."""
+    computes nothing (:func:`passes_through`), or that does not run in the forward pass (or gives no tensor:
+    :func:`not_run_error`), is refused."""
     _refuse_pass_through(model, target)
-    shape = _output_shape(model, target.module, input_size)
-    if shape is None or len(shape) != 3:
+    gave, shape = _output_shape(model, target.module, input_size)
+    if shape is None:
+        raise not_run_error(model, target.name, input_size, target.flag, gave=gave)
+    if len(shape) != 3:
         return target
     tokens = shape[1]
     grid = None
@@ -276,12 +336,18 @@ def _with_token_layout(model: nn.Module, target: TargetLayer, input_size) -> Tar
     return target
 
 
-def _output_shape(model: nn.Module, module: nn.Module, input_size) -> tuple | None:
+def _output_shape(model: nn.Module, module: nn.Module, input_size) -> tuple[str | None, tuple | None]:
+    """(the type name of the module's first output when it is no tensor, else None; the shape of its first
+    tensor output, None when it gave none or did not run)."""
     seen: list[tuple] = []
+    other: list[str] = []
 
     def hook(_module, _inputs, output):
-        if isinstance(output, torch.Tensor) and not seen:
-            seen.append(tuple(output.shape))
+        if isinstance(output, torch.Tensor):
+            if not seen:
+                seen.append(tuple(output.shape))
+        elif not other:
+            other.append(type(output).__name__)
 
     handle = module.register_forward_hook(hook)
     was_training = model.training
@@ -292,7 +358,7 @@ def _output_shape(model: nn.Module, module: nn.Module, input_size) -> tuple | No
     finally:
         handle.remove()
         model.train(was_training)
-    return seen[0] if seen else None
+    return (None if seen else (other[0] if other else None)), (seen[0] if seen else None)
 
 
 def _square_grid(patches: int) -> tuple[int, int]:

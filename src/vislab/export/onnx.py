@@ -261,18 +261,21 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
     Raises:
         ExportError: the exporter failed, or the parity check failed (the .onnx is removed).
     """
-    import onnx
-
     from vislab.runs import load
 
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
     if tolerance is not None and not tolerance > 0:
         raise ExportError(f"--tolerance must be a positive number, got {tolerance}")
+    if not str(spec).startswith(("imagenet:", "hf:")) and Path(spec).is_file():
+        from vislab.core.files import run_folder_error
+
+        raise run_folder_error(spec)  # an ONNX graph (or another file) where a run folder is needed
     path = Path(out) if out is not None else default_output(spec)
     if path.suffix.lower() != ".onnx":
         raise ExportError(f"{path}: the output must end in .onnx (e.g. --out {path.with_suffix('.onnx')})")
     check_output(path)
+    given = _read_parity_images(images) if images else None  # unreadable --images: refused before anything is written
     loaded = load(spec, weights=weights)
     model = loaded.model.float().eval()
     pre = loaded.preprocessing
@@ -291,6 +294,35 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
         graph_input = {"dtype": "float32", "layout": "NCHW", "shape": ["batch" if dynamic_batch else 1,
                                                                         channels, height, width],
                        "range": "resized and normalised: (x / 255 - mean) / std"}
+    sidecar = sidecar_path(path)
+    before = {file: _identity(file) for file in (path, sidecar)}
+    try:
+        return _write_and_check(spec, loaded, module, example, path, sidecar, graph_input, dynamic_batch, opset,
+                                exporter, include_preprocessing, given, images, samples, seed, tolerance)
+    except BaseException:
+        # any failure once writing began leaves no unchecked graph: the .onnx and sidecar this export wrote (or
+        # replaced) are removed; a file it had not yet touched (an earlier export's) stays as it was
+        for file, identity in before.items():
+            if identity is None or _identity(file) != identity:
+                file.unlink(missing_ok=True)
+        raise
+
+
+def _identity(path: Path) -> tuple | None:
+    """What tells a file apart from a rewrite of it (device, inode, size, mtime); None when absent."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _write_and_check(spec, loaded, module, example, path, sidecar, graph_input, dynamic_batch, opset, exporter,
+                     include_preprocessing, given, images, samples, seed, tolerance) -> ExportResult:
+    """Write the graph, its metadata and sidecar, and the parity report; raise when parity fails."""
+    import onnx
+
+    pre = loaded.preprocessing
     used, note = _export_graph(exportable(module, example), example, path, dynamic_batch, opset, exporter)
 
     proto = load_onnx(path, "the export did not finish writing it; run `vislab export` again")
@@ -326,10 +358,9 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{path}: onnx.checker rejected the exported graph ({str(exc)[:400]}); "
                           "try --exporter torchscript or another --opset") from None
-    sidecar = sidecar_path(path)
     write_text(sidecar, json.dumps(metadata, indent=2))
 
-    parity = parity_report(loaded, path, images=images, samples=samples, seed=seed)
+    parity = parity_report(loaded, path, images=images, samples=samples, seed=seed, given=given)
     parity["exporter"] = used
     limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE
     parity["tolerance"] = limit
@@ -341,33 +372,37 @@ def export_onnx(spec, out=None, dynamic_batch: bool = True, opset: int | None = 
     parity["passed"] = not failures
     report = parity_path(path)
     write_text(report, json.dumps(parity, indent=2))
-    if failures:
-        path.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
+    if failures:  # export_onnx removes the .onnx and its sidecar
         raise ExportError(f"{path}: the ONNX graph does not match PyTorch fp32 on {parity['images']} images: "
                           f"{'; '.join(failures)} (details in {report}). The .onnx was removed; pass "
                           "--tolerance X to accept a larger difference, or try --exporter torchscript")
     return ExportResult(path, sidecar, report, used, note, metadata["opset"], metadata, parity)
 
 
+def _read_parity_images(images) -> tuple[list[torch.Tensor], list[str], str]:
+    """``--images`` read: (uint8 CHW images, their names, "images given"); none readable is an error."""
+    from vislab.data.images import BadImageError, read_image
+    from vislab.data.sources import expand_image_paths
+
+    paths, bad = expand_image_paths(images)
+    tensors, names = [], []
+    for p in paths:
+        try:
+            tensors.append(read_image(p))
+            names.append(p)
+        except BadImageError as exc:
+            bad.append((p, exc.reason))
+    if not tensors:
+        shown = "; ".join(f"{p}: {r}" for p, r in bad[:3])
+        raise ExportError(f"--images: none of the parity images could be read ({shown}); give image files or "
+                          "folders")
+    return tensors, names, "images given"
+
+
 def _parity_images(loaded, images, samples: int, seed: int) -> tuple[list[torch.Tensor], list[str], str]:
     """(uint8 CHW images, their names, where they came from)."""
     if images:
-        from vislab.data.images import BadImageError, read_image
-        from vislab.data.sources import expand_image_paths
-
-        paths, bad = expand_image_paths(images)
-        tensors, names = [], []
-        for p in paths:
-            try:
-                tensors.append(read_image(p))
-                names.append(p)
-            except BadImageError as exc:
-                bad.append((p, exc.reason))
-        if not tensors:
-            shown = "; ".join(f"{p}: {r}" for p, r in bad[:3])
-            raise ExportError(f"none of the parity images could be read ({shown}); give image files or folders")
-        return tensors, names, "images given"
+        return _read_parity_images(images)
     if loaded.run_dir is None:
         import skimage.data
 
@@ -404,15 +439,22 @@ def resized_uint8(preprocessing, image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def parity_report(loaded, path: Path, images=None, samples: int = 64, seed: int = 0) -> dict:
+def parity_report(loaded, path: Path, images=None, samples: int = 64, seed: int = 0, given=None) -> dict:
     """Max/mean |logit difference| and top-1 agreement of the ONNX graph vs PyTorch fp32, both fed the
-    same uint8 batches through their predictors (the model's preprocessing, read from model.json)."""
+    same uint8 batches through their predictors (the model's preprocessing, read from model.json).
+
+    A graph that takes pixels (``include_preprocessing``) takes them already resized, as whole uint8 values,
+    while vislab's PyTorch path resizes in floats: what a user gets from ``vislab predict MODEL.onnx`` on an
+    image file differs by that rounding. The ``end_to_end_*`` entries measure it: each original image through
+    the graph's predictor (resized to uint8, then the graph) against vislab's PyTorch predictor on the same
+    image, in logits and in the task's outputs (probabilities); for a float graph they measure the same thing
+    as the check itself. ``given``: the images :func:`_read_parity_images` read (``--images``)."""
     from vislab.export.ort import OnnxPredictor
     from vislab.infer import Predictor
 
     graph = OnnxPredictor(path)
     torch_side = Predictor(loaded, device="cpu", precision="fp32")
-    tensors, names, origin = _parity_images(loaded, images, samples, seed)
+    tensors, names, origin = given if given is not None else _parity_images(loaded, images, samples, seed)
     pre, task = loaded.preprocessing, loaded.task
     diffs, agree, max_diff, sum_diff, count = [], 0, 0.0, 0.0, 0
     reference = torch.zeros(0, 1)
@@ -431,6 +473,11 @@ def parity_report(loaded, path: Path, images=None, samples: int = 64, seed: int 
     # per-pixel tasks agree pixel by pixel
     predictions = len(tensors) * (int(np.prod(reference.shape[2:])) if reference.dim() > 2 else 1)
     worst = int(np.argmax(diffs)) if diffs else 0
+    end_to_end = _end_to_end(graph, torch_side, tensors, task)
+    if graph.onnx.takes_pixels:
+        end_to_end["end_to_end_note"] = (
+            "the graph takes uint8 pixels resized outside it (rounded to whole values), vislab's PyTorch path "
+            "resizes in floats: a difference inherent to a uint8 input at the input size, not an export error")
     return {
         "model": str(loaded.spec.get("name")),
         "onnx": str(path),
@@ -441,4 +488,31 @@ def parity_report(loaded, path: Path, images=None, samples: int = 64, seed: int 
         "top1_agreement": agree / max(predictions, 1),
         "worst_image": names[worst] if names else None,
         "provider": "CPUExecutionProvider",
+        **end_to_end,
     }
+
+
+def _end_to_end(graph, torch_side, tensors, task) -> dict:
+    """The graph's predictor vs vislab's PyTorch predictor on the original images (each at its own size, as
+    ``vislab predict`` reads a file): max/mean |logit difference|, max |output difference| (probabilities
+    for classification) and top-1 agreement."""
+    max_diff, sum_diff, count, max_output, agree, predictions = 0.0, 0.0, 0, 0.0, 0, 0
+    groups: list[list[torch.Tensor]] = []
+    for image in tensors:  # runs of same-sized images go together, at most 16
+        if groups and groups[-1][0].shape == image.shape and len(groups[-1]) < 16:
+            groups[-1].append(image)
+        else:
+            groups.append([image])
+    for group in groups:
+        batch = torch.stack(group)
+        reference, got = torch_side.logits(batch).float(), graph.logits(batch).float()
+        diff = (got - reference).abs()
+        max_diff, sum_diff, count = max(max_diff, float(diff.max())), sum_diff + float(diff.sum()), count + diff.numel()
+        ref_out, got_out = task.postprocess(reference), task.postprocess(got)
+        max_output = max(max_output, float((got_out - ref_out).abs().max()))
+        ref_top = ref_out.reshape(len(batch), ref_out.shape[1], -1).argmax(1)
+        got_top = got_out.reshape(len(batch), got_out.shape[1], -1).argmax(1)
+        agree += int((ref_top == got_top).sum())
+        predictions += ref_top.numel()
+    return {"end_to_end_max_abs_diff": max_diff, "end_to_end_mean_abs_diff": sum_diff / max(count, 1),
+            "end_to_end_max_output_diff": max_output, "end_to_end_top1_agreement": agree / max(predictions, 1)}
