@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -337,3 +338,16 @@ def test_an_empty_config_is_said_and_runs_on_the_flags(tmp_path, capsys):
                  "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert f"warning: --config {config} holds no settings" in err, err
+
+
+def test_weights_of_another_model_name_the_tensors_that_do_not_fit(world, tmp_path, capsys):
+    # PyTorch's own message starts with an empty header line ("Error(s) in loading state_dict for X:")
+    from safetensors.torch import save_file
+
+    state = {name: tensor.clone() for name, tensor in torch.nn.Linear(3, 2).state_dict().items()}
+    other = tmp_path / "other.safetensors"
+    save_file(state, str(other))
+    assert main(["predict", str(world / "run"), str(world / "digits" / "0" / "d0.png"), "--weights", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"--weights {other} does not fit" in err, err
+    assert "file tensors the model lacks (e.g. ['bias', 'weight'])" in err and "model tensors not in the file" in err

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from vislab.core.config import DEFAULT_TASK
 from vislab.core.files import load_safetensors, read_json, read_yaml, run_folder_error
-from vislab.core.weights import parameter_counts, save_weights, unwrap, write_text
+from vislab.core.weights import parameter_counts, save_weights, state_mismatch, unwrap, write_text
 from vislab.data.preprocess import Preprocessing
 
 MODEL_FORMAT = "vislab-model/2"
@@ -357,10 +357,13 @@ def load(spec: str | Path, device: str = "cpu", weights: str | Path | None = Non
     fix = (f"give a safetensors file saved by this run, e.g. {run_dir / 'checkpoints' / 'best.safetensors'}"
            if weights else "the run did not finish saving it, or it was changed: retrain, or restore the file")
     state = load_safetensors(weights_file, "a safetensors weights file", fix)
+    flag = "--weights " if weights else ""
+    mismatch = state_mismatch(state, unwrap(model).state_dict())
+    if mismatch:
+        raise RunError(f"{flag}{weights_file} does not fit {run_dir}'s model ({mismatch}); {fix}")
     try:
         unwrap(model).load_state_dict(state)
     except (RuntimeError, KeyError, ValueError) as exc:
-        flag = "--weights " if weights else ""
         raise RunError(f"{flag}{weights_file} does not fit {run_dir}'s model "
                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); {fix}") from None
     return Loaded(model.to(device).eval(), preprocessing, model_spec["class_names"], model_spec, run_dir)

@@ -53,6 +53,30 @@ def load_weights(model: torch.nn.Module, path: Path, strict: bool = True) -> Non
     unwrap(model).load_state_dict(state, strict=strict)
 
 
+def state_mismatch(state: dict, target: dict, optional: set | frozenset = frozenset()) -> str | None:
+    """Why the tensors ``state`` do not fit a model whose state dict is ``target``, as one phrase (shape
+    mismatches, model tensors missing from ``state`` (``optional`` ones aside), tensors the model lacks,
+    each counted with a few names), or None when they fit.
+
+    Example:
+        >>> a, b = torch.nn.Linear(2, 3).state_dict(), torch.nn.Linear(2, 4).state_dict()
+        >>> state_mismatch(a, b)
+        "2 shape mismatches (e.g. ['weight: file (3, 2) vs model (4, 2)', 'bias: file (3,) vs model (4,)'])"
+    """
+    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+                  for k, v in state.items() if k in target and v.shape != target[k].shape]
+    missing = sorted(set(target) - set(state) - set(optional))
+    unexpected = sorted(set(state) - set(target))
+    parts = []
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
+    if missing:
+        parts.append(f"{len(missing)} model tensors not in the file (e.g. {missing[:4]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} file tensors the model lacks (e.g. {unexpected[:4]})")
+    return "; ".join(parts) or None
+
+
 def parameter_counts(model: torch.nn.Module) -> dict:
     """Total, trainable and frozen parameter counts of a module (wrappers looked through)."""
     params = list(unwrap(model).parameters())

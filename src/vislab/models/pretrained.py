@@ -113,6 +113,7 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_mo
 
 from vislab.core.errors import ConfigError, PretrainedWeightsError, download_failure  # noqa: E402,F401
 from vislab.core.files import BadFileError, load_safetensors, load_torch, read_json  # noqa: E402
+from vislab.core.weights import state_mismatch  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -352,24 +353,11 @@ def load_into_timm(model: nn.Module, state_dict: dict, in_chans: int = 3, source
         if key in state_dict and (key not in target or state_dict[key].shape != target[key].shape):
             dropped.append(key)
             del state_dict[key]
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-        for k, v in state_dict.items() if k in target and v.shape != target[k].shape
-    ]
-    missing = sorted(set(target) - set(state_dict) - classifier_keys)
-    unexpected = sorted(set(state_dict) - set(target))
-    if mismatched or missing or unexpected:
-        parts = []
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
-        if missing:
-            parts.append(f"{len(missing)} model tensors not in the checkpoint (e.g. {missing[:4]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} checkpoint tensors the model lacks (e.g. {unexpected[:4]})")
+    mismatch = state_mismatch(state_dict, target, optional=classifier_keys)
+    if mismatch:
         raise PretrainedWeightsError(
-            f"{source} does not fit {getattr(model, 'vislab_name', type(model).__name__)}: "
-            + "; ".join(parts)
-            + ". Check that the model name matches the checkpoint's architecture."
+            f"{source} does not fit {getattr(model, 'vislab_name', type(model).__name__)}: {mismatch}. "
+            "Check that the model name matches the checkpoint's architecture."
         )
     model.load_state_dict(state_dict, strict=False)
     start_new_head(model, classifier_keys - set(state_dict))
