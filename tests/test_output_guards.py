@@ -258,3 +258,19 @@ def test_an_audit_into_an_earlier_audits_folder_leaves_none_of_its_files(tmp_pat
     left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert left == sorted(["audit.json", "notes.txt", "plots/mine.png", *result["figures"]]), left
     assert (folder / "audit.json").read_text() != "earlier"
+
+
+def test_predict_figure_is_a_png_said_on_stderr_and_never_inside_an_input_folder(digits_csv_run, tmp_path,
+                                                                                   monkeypatch, capsys):
+    run, folders = digits_csv_run
+    image = next(folders.rglob("*.png"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(run), str(image), "--figure", "fig"]) == 0
+    assert (tmp_path / "fig.png").is_file() and "figure -> fig.png" in capsys.readouterr().err
+    (tmp_path / "out").mkdir()
+    for figure, says in ((str(tmp_path / "out"), "is a folder"), (str(folders / "0" / "f.png"), "inside the input folder"),
+                         ("f.jpg", "the figure is a PNG")):
+        assert main(["predict", str(run), str(folders), "--figure", figure]) == 1
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (folders / "0" / "f.png").exists() and not list(tmp_path.glob("f.*"))

@@ -229,12 +229,14 @@ def load_model(model, device: str = "cpu", weights=None):
 
 
 class Predictions(list):
-    """What :func:`predict` returns: one dict per image (a list), and ``notes``: what the precision
-    choice did (what was timed and won, near-tied answers recomputed in fp32), for a log or stderr."""
+    """What :func:`predict` returns: one dict per image (a list), ``notes``: what the precision choice did
+    (what was timed and won, near-tied answers recomputed in fp32), for a log or stderr, and ``figure``: the
+    PNG drawn (None when none was asked for, or no image was answered)."""
 
-    def __init__(self, results, notes=()):
+    def __init__(self, results, notes=(), figure: Path | None = None):
         super().__init__(results)
         self.notes = list(notes)
+        self.figure = figure
 
 
 def predict(model, images, top_k: int = 5, device: str = "auto", precision: str = "auto", batch_size: int = 32,
@@ -244,7 +246,8 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
 
     A multi-label run answers ``labels`` (every label at or above its threshold, from model.json,
     or ``threshold`` for all) and the ``top`` k. ``figure=PNG`` also draws the images titled with
-    their top-1 class (and a multi-label run's with its labels). A file that cannot be read gets an
+    their top-1 class (and a multi-label run's with its labels); a name without a suffix gets ``.png``, and
+    a folder, or a file inside an input folder, is refused before anything runs. A file that cannot be read gets an
     ``error`` entry (``file``, ``error``: the reason) and the others go on, as :func:`explain`'s do;
     when no file could be read, every entry is an error and nothing is written (no ``figure``):
     ``vislab predict`` then prints each as ``vislab predict: error: FILE: REASON`` and exits 1.
@@ -257,6 +260,7 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
 
     images = _paths(images, "images")
     check_ranges(top_k=top_k, batch_size=batch_size, threshold=threshold)
+    figure = _figure_path(figure, images)
     model = model_source(model)
     if isinstance(model, str) and model.lower().endswith(".onnx"):  # a `vislab export` file, run by onnxruntime
         from vislab.export.ort import OnnxPredictor
@@ -270,9 +274,36 @@ def predict(model, images, top_k: int = 5, device: str = "auto", precision: str 
         predictor = Predictor(loaded, device=device, precision=precision)
     predictor.task.set_options(threshold=threshold)  # --threshold: a run folder's and an exported graph's alike
     results = predict_files(predictor, images, top_k=top_k, batch_size=batch_size)
+    drawn = None
     if figure and not all("error" in result for result in results):  # no image answered: nothing to draw
-        _draw_predictions(results, figure)
-    return Predictions(results, _precision_notes(predictor, results))
+        drawn = _draw_predictions(results, figure)
+    return Predictions(results, _precision_notes(predictor, results), figure=drawn)
+
+
+def _figure_path(figure, images) -> Path | None:
+    """predict's ``figure``, checked before any model loads: a PNG file's path (``.png`` added to a bare name),
+    never a folder, nor in an input folder, where the next predict over it would read it as an image."""
+    if not figure:
+        return None
+    path = Path(figure).expanduser()
+
+    def beside(folder: Path) -> Path:  # a PNG next to a folder, named after it
+        folder = folder.resolve() if folder.name in ("", "..") else folder
+        return folder.with_name(f"{folder.name}-predictions.png")
+
+    if path.is_dir():
+        raise ConfigError(f"--figure {figure} is a folder; give the PNG file to write, e.g. --figure {beside(path)}")
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    elif path.suffix.lower() != ".png":
+        raise ConfigError(f"--figure {figure}: the figure is a PNG; give a .png file, e.g. --figure "
+                          f"{path.with_suffix('.png')}")
+    for item in images:  # a folder predict reads (with its sub-folders) would read the figure next time
+        folder = Path(item).expanduser()
+        if folder.is_dir() and _within(path.parent.resolve(), folder):
+            raise ConfigError(f"--figure {figure} is inside the input folder {item}: the next predict over it "
+                              f"would read the figure as an image; write it outside, e.g. --figure {beside(folder)}")
+    return path
 
 
 def _one_class_per_image(task, model) -> None:

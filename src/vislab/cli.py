@@ -493,7 +493,9 @@ def _add_predict(sub) -> None:
                         "top-1 matches fp32 on about 99.5%% of images at about 0.8x bf16's speed; bf16: full "
                         "speed, but bf16 can change the top-1 of near-tied images (3%% of the photo crops "
                         "in docs/benchmarks.md); fp32: exact")
-    p.add_argument("--figure", default=None, metavar="PNG", help="also draw the images titled with top-1")
+    p.add_argument("--figure", default=None, metavar="PNG",
+                   help="also draw the images titled with top-1 into this PNG (.png added to a bare name; "
+                        "not inside an input folder, whose next predict would read it)")
     _add_weights_option(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="multi-label runs: one threshold for every label instead of the tuned ones in model.json")
@@ -514,6 +516,8 @@ def _cmd_predict(args) -> int:
     _print_predictions(results, args.format)
     for note in results.notes:  # stderr: json/csv output stays clean
         print(note, file=sys.stderr)
+    if results.figure is not None:
+        print(f"figure -> {results.figure}", file=sys.stderr)
     return 0
 
 
