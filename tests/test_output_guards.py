@@ -274,3 +274,13 @@ def test_predict_figure_is_a_png_said_on_stderr_and_never_inside_an_input_folder
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
     assert not (folders / "0" / "f.png").exists() and not list(tmp_path.glob("f.*"))
+
+
+def test_compare_never_writes_into_a_run_folder_or_a_folder_of_images(digits_csv_run, capsys):
+    run, folders = digits_csv_run
+    for out, says in ((run, "is a run folder"), (folders / "0", "holds images")):
+        before = sorted(p.name for p in Path(out).iterdir())
+        assert main(["compare", str(run), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert says in err and "leaderboard" in err and len(err.strip().splitlines()) == 1, err
+        assert sorted(p.name for p in Path(out).iterdir()) == before

@@ -124,7 +124,8 @@ def _train(config, resume, progress, evaluate, figures, options):
     return train_pipeline(cfg, progress=progress, evaluate=evaluate, figures=figures)
 
 
-def _check_out(out, data, images_too: bool = False, flag: str = "--out", what: str = "the data folder") -> None:
+def _check_out(out, data, images_too: bool = False, flag: str = "--out", what: str = "the data folder",
+               writes: str = "the run's files") -> None:
     """Refuse an output folder inside the ``--data`` folder (the run's PNGs would join the data set,
     and a class-per-folder reader would even take ``plots/`` for a class); ``images_too``: also one
     that already holds images, a data folder of its own. ``what`` names the folder ``data`` is."""
@@ -142,8 +143,8 @@ def _check_out(out, data, images_too: bool = False, flag: str = "--out", what: s
     if images_too and folder.is_dir():
         images = [p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if images and not (folder / "model.json").is_file() and not (folder / "config.yaml").is_file():
-            raise ConfigError(f"{flag} {out} holds images ({images[0]}, ...): it looks like a data folder, and the "
-                              f"run's files would be written among them; give {flag} a new folder, e.g. "
+            raise ConfigError(f"{flag} {out} holds images ({images[0]}, ...): it looks like a data folder, and "
+                              f"{writes} would be written among them; give {flag} a new folder, e.g. "
                               f"{flag} runs/NAME")
 
 
@@ -470,7 +471,7 @@ def audit(data: str, out=None, max_images: int = 2000, seed: int | None = None, 
     check_ranges(max_images=max_images, folds=folds)
     cfg = resolve_config(config, {**option_overrides({"data": data, **data_options}), "seed": seed})
     if out is not None:
-        _check_out(out, cfg.data.source, images_too=True)
+        _check_out(out, cfg.data.source, images_too=True, writes="the audit's files")
     task_ = get_task(task)
     dataset = task_.load_dataset(cfg.data, seed=cfg.seed)
     folder = Path(out) if out else Path("runs") / f"audit-{Path(str(dataset.name)).name or 'data'}"
@@ -572,6 +573,11 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
     runs = _paths(runs, "runs")
     if not runs:
         raise ConfigError("compare needs one or more run folders, e.g. compare(['runs/a', 'runs/b'])")
+    if out is not None:
+        _check_out(out, None, images_too=True, writes="the leaderboard")  # not a data folder
+        if (Path(out) / "model.json").is_file():
+            raise ConfigError(f"--out {out} is a run folder: the leaderboard would be written among that run's "
+                              f"files; give --out a folder of its own, e.g. --out {COMPARE_OUT}")
     rows = compare_runs(runs, evaluation=evaluation)
     if not evaluated(rows):
         unread = [message for message in map(unread_metrics, rows) if message]
