@@ -208,6 +208,9 @@ def test_summary_a_folder_named_like_a_model_is_not_a_run(tmp_path, monkeypatch,
     Path("notamodel").mkdir()  # neither a run nor a model name: the run folder's message, as before
     assert main(["summary", "notamodel"]) == 1
     assert "notamodel" in _error_line(capsys, "summary")
+    # a path to no folder is a mistyped run folder, said as every other command says it, not an unknown model
+    assert main(["summary", "runs/nosuch"]) == 1
+    assert "runs/nosuch: no such run folder" in _error_line(capsys, "summary")
 
 
 def test_summary_of_an_unfinished_run_named_like_a_model_keeps_its_message(tmp_path, monkeypatch, capsys):

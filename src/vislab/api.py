@@ -611,7 +611,8 @@ def summary(model: str, num_classes: int | None = None, in_chans: int | None = N
     from vislab.models.summary import model_summary, summarize
 
     check_ranges(num_classes=num_classes, in_chans=in_chans, input_size=input_size, depth=depth)
-    if Path(model).is_file() or str(model).lower().endswith(".onnx"):  # an ONNX graph or another file
+    missing_path = "/" in str(model) and ":" not in str(model) and not Path(model).exists()  # runs/typo, no name
+    if Path(model).is_file() or str(model).lower().endswith(".onnx") or missing_path:  # a file, or no folder there
         from vislab.core.files import run_folder_error
 
         raise run_folder_error(model)
