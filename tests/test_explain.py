@@ -332,8 +332,12 @@ def test_bad_arguments_say_what_to_do(cue_model, cue_test_set):
         explain(model, preprocessing, image, method="shap")
     with pytest.raises(ValueError, match="num_samples"):
         explain(model, preprocessing, image, method="lime", samples=10)
-    with pytest.raises(ValueError, match="Did you mean: red"):
+    with pytest.raises(ValueError, match="Did you mean: 'red'"):
         explain(model, preprocessing, image, target="rde", class_names=["plain", "red"])
+    # ImageNet's names hold commas of their own: each is quoted, so the list reads one way
+    with pytest.raises(ValueError, match=r"Classes: 'tench, Tinca tinca', 'goldfish, Carassius auratus'; or give"):
+        explain(model, preprocessing, image, target="shark",
+                class_names=["tench, Tinca tinca", "goldfish, Carassius auratus"])
     with pytest.raises(ValueError, match="out of range"):
         explain(model, preprocessing, image, target=5)
     mlp = create_model("mlp", num_classes=2, in_chans=3, input_size=(SIZE, SIZE))

@@ -106,8 +106,8 @@ def resolve_target(target, logits: torch.Tensor, class_names: list[str] | None) 
         if wanted == str(name).lower() or wanted in synonyms:
             return index
     close = difflib.get_close_matches(str(target), [str(n) for n in class_names], n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    shown = ", ".join(map(str, class_names[:20])) + (" ..." if len(class_names) > 20 else "")
+    hint = f" Did you mean: {', '.join(map(repr, close))}?" if close else ""
+    shown = ", ".join(map(repr, map(str, class_names[:20]))) + (" ..." if len(class_names) > 20 else "")
     raise ConfigError(f"unknown target class {target!r}.{hint} Classes: {shown}; or give an index or 'top'")
 
 
