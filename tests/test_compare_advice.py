@@ -19,13 +19,18 @@ TINY = ["--data", "digits", "--model", "mlp", "--epochs", "1", "--max-per-class"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """``runs/mlp`` (evaluated: metrics.json), ``runs/p2`` (trained with --val-split 0 --test-split 0) and
-    ``runs/lr-find-mlp`` (what `vislab lr-find` writes by default) and ``runs/audit-digits`` (an audit)."""
+    ``runs/lr-find-mlp`` (what `vislab lr-find` writes by default), ``runs/audit-digits`` (an audit) and
+    ``runs/explain-mlp`` (explain's default folder for a model outside a run)."""
     runs = tmp_path_factory.mktemp("work") / "runs"
     assert main(["train", *TINY, "--out", str(runs / "mlp")]) == 0
     assert main(["train", *TINY, "--val-split", "0", "--test-split", "0", "--out", str(runs / "p2")]) == 0
     assert main(["lr-find", "--data", "digits", "--model", "mlp", "--max-per-class", "20", "--steps", "10",
                  "--out", str(runs / "lr-find-mlp")]) == 0
     assert main(["audit", "--data", "digits", "--max-per-class", "20", "--out", str(runs / "audit-digits")]) == 0
+    image = runs.parent / "digit.png"
+    write_image(image, digits_arrays(per_class=1)[0][0], size=8)
+    # explain's default folder name for a model outside a run
+    assert main(["explain", str(runs / "mlp"), str(image), "--out", str(runs / "explain-mlp")]) == 0
     return runs
 
 
@@ -50,6 +55,7 @@ def test_compare_over_a_runs_glob_skips_its_own_output_lr_finds_and_audits(runs,
         out = capsys.readouterr().out
         assert "skipped runs/lr-find-mlp: lr-find's output, not a run" in _lines(out)
         assert "skipped runs/audit-digits: `vislab audit`'s output (no model), not a run" in _lines(out)
+        assert "skipped runs/explain-mlp: explain's output, not a run" in _lines(out)
         assert ("skipped runs/compare: compare's own output, not a run" in _lines(out)) == (attempt == 1)
     ranked = [row["run"] for row in csv.DictReader(open(runs / "compare" / "leaderboard.csv"))]
     assert ranked == ["mlp"]

@@ -112,6 +112,8 @@ RUN_FILES = ("model.json", "config.yaml", "audit.json", "metrics.json", "history
 # What the commands that write a folder other than a run's write into it, and what such a folder is
 OUTPUT_FILES = ((("leaderboard.csv", "leaderboard.png"), "compare's own output"),
                 (("lr_find.json", "lr_find.png"), "lr-find's output"))
+# the default folders of explain, activations and filters for a model outside a run: runs/<command>-<model>
+OUTPUT_PREFIXES = ("explain", "activations", "filters")
 
 
 def vislab_output(path) -> str | None:
@@ -135,6 +137,9 @@ def vislab_output(path) -> str | None:
     for names, what in OUTPUT_FILES:
         if any((path / name).is_file() for name in names):
             return what
+    command = path.name.partition("-")[0]  # the folders explain, activations, filters write outside a run
+    if command in OUTPUT_PREFIXES and any(p.suffix == ".png" for p in path.iterdir()):
+        return f"{command}'s output"
     return None
 
 
