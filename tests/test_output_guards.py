@@ -287,3 +287,11 @@ def test_compare_never_writes_into_a_run_folder_or_a_folder_of_images(digits_csv
         err = capsys.readouterr().err
         assert says in err and "leaderboard" in err and len(err.strip().splitlines()) == 1, err
         assert sorted(p.name for p in Path(out).iterdir()) == before
+
+
+def test_compare_writes_again_into_its_own_earlier_leaderboard_folder(digits_csv_run, tmp_path):
+    run, _ = digits_csv_run
+    api.evaluate(run, figures=False) if not (run / "metrics.json").is_file() else None
+    for _ in range(2):  # the second finds leaderboard.png there: its own output, not a folder of images
+        assert main(["compare", str(run), "--out", str(tmp_path / "board")]) == 0
+    assert (tmp_path / "board" / "leaderboard.png").is_file()

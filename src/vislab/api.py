@@ -574,7 +574,10 @@ def compare(runs, out=None, evaluation: str | None = None, console=None) -> tupl
     if not runs:
         raise ConfigError("compare needs one or more run folders, e.g. compare(['runs/a', 'runs/b'])")
     if out is not None:
-        _check_out(out, None, images_too=True, writes="the leaderboard")  # not a data folder
+        from vislab.core.files import vislab_output
+
+        if vislab_output(out) != "compare's own output":  # an earlier leaderboard's folder is written again
+            _check_out(out, None, images_too=True, writes="the leaderboard")  # not a data folder
         if (Path(out) / "model.json").is_file():
             raise ConfigError(f"--out {out} is a run folder: the leaderboard would be written among that run's "
                               f"files; give --out a folder of its own, e.g. --out {COMPARE_OUT}")
