@@ -164,3 +164,23 @@ def test_the_api_names_the_yaml_file_of_an_unknown_model(tmp_path):
     config = _config(tmp_path, "model:\n  name: mlpp\n")
     with pytest.raises(ConfigError, match=r"c.yaml \[model\]: unknown model 'mlpp'"):
         api.train(config=str(config), data="digits", epochs=1, out=str(tmp_path / "run"))
+
+
+def test_a_time_budget_runs_config_replays_its_epochs_and_a_flag_wins_over_the_file(tmp_path):
+    # a budget run's config.yaml holds the epochs the budget reached beside the budget itself
+    import yaml
+
+    from vislab.core.config import resolve_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": "digits"}, "model": {"name": "mlp"},
+                                      "train": {"epochs": 6, "time_budget": 20.0}}))
+    with pytest.warns(UserWarning, match=r"sets both train.epochs \(6\) and train.time_budget: its 6 epochs"):
+        cfg = resolve_config(config, {})
+    assert (cfg.train.epochs, cfg.train.time_budget) == (6, None)
+    cfg = resolve_config(config, {"train.epochs": 3})  # --epochs 3: that many, no budget
+    assert (cfg.train.epochs, cfg.train.time_budget) == (3, None)
+    cfg = resolve_config(config, {"train.time_budget": "30s"})  # --time-budget 30s: it plans the epochs
+    assert cfg.train.time_budget == 30.0
+    with pytest.raises(ConfigError, match="give --epochs or --time-budget, not both"):
+        resolve_config(config, {"train.epochs": 3, "train.time_budget": "30s"})

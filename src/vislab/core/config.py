@@ -940,8 +940,19 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
         # the budget may fine-tune from the head (vislab.train.lpft): a validation split chooses between them
         cfg.data.val_split = 0.1
     if cfg.train.time_budget is not None and "train.epochs" in given:
-        raise ConfigError("--time-budget sets the epochs from the measured epoch time; give --epochs or "
-                          "--time-budget, not both")
+        typed_epochs, typed_budget = cfg.typed("train.epochs"), cfg.typed("train.time_budget")
+        if typed_epochs and typed_budget:
+            raise ConfigError("--time-budget sets the epochs from the measured epoch time; give --epochs or "
+                              "--time-budget, not both")
+        if typed_budget:  # the flag's budget plans the epochs; the file's count gives way
+            cfg.train.epochs = Config().train.epochs
+        else:  # --epochs, or a run's config.yaml holding the epochs its budget reached: those epochs are trained
+            if not typed_epochs:
+                warnings.warn(f"{cfg.origin('train.epochs') or 'the config'} sets both train.epochs "
+                              f"({cfg.train.epochs}) and train.time_budget: its {cfg.train.epochs} epochs are trained "
+                              "(as a run's config.yaml replays the run); --time-budget plans them afresh instead",
+                              UserWarning, stacklevel=2)
+            cfg.train.time_budget = None
     return check_new_run(validate(cfg, backbone_of), warn=recipe != "auto")  # auto: once it has set the epochs
 
 
