@@ -184,3 +184,15 @@ def test_a_time_budget_runs_config_replays_its_epochs_and_a_flag_wins_over_the_f
     assert cfg.train.time_budget == 30.0
     with pytest.raises(ConfigError, match="give --epochs or --time-budget, not both"):
         resolve_config(config, {"train.epochs": 3, "train.time_budget": "30s"})
+
+
+def test_a_typed_zero_weight_decay_for_the_lbfgs_head_is_refused_not_read_as_its_default():
+    from vislab.core.config import resolve_config
+
+    head = {"model.name": "efficientnet_lite0", "model.pretrained": True, "model.freeze": "backbone",
+            "model.cache_features": True, "train.optimizer": "lbfgs", "train.scheduler": "none"}
+    with pytest.raises(ConfigError, match=r"--weight-decay 0 with --optimizer lbfgs: .*leave --weight-decay out "
+                                          r"for 1/N"):
+        resolve_config(None, {**head, "train.weight_decay": 0.0})
+    assert resolve_config(None, head).train.weight_decay == 0.0  # not given: the head's 1/N
+    assert resolve_config(None, {**head, "train.weight_decay": 1e-3}).train.weight_decay == 1e-3

@@ -468,6 +468,11 @@ def validate(cfg: Config, backbone_of: Callable[[str], bool | None] | None = Non
         if cfg.train.scheduler != "none":
             raise ConfigError(cfg.named(key, f"{given(key)} takes no learning-rate schedule (its line search sets "
                                              f"the steps); use {given('train.scheduler', 'none', key)}"))
+        if cfg.train.weight_decay == 0 and cfg.typed("train.weight_decay"):
+            # 0 stands for the default penalty, 1/N: a typed 0 asks for none, which this head cannot do
+            raise ConfigError(f"{given('train.weight_decay')} with {given(key)}: the L-BFGS head is logistic "
+                              "regression, whose loss on separable features has no minimum without an L2 penalty; "
+                              "give a penalty > 0, or leave --weight-decay out for 1/N (scikit-learn's C=1)")
     return cfg
 
 
