@@ -365,3 +365,22 @@ def test_compare_reads_the_other_malformed_files_of_a_run_without_a_traceback(na
     assert sorted(ranked) == ["good", "odd"]  # its metrics are sound: it is still ranked
     if name == "model.json":
         assert f"{odd / 'model.json'}:" in text and "the leaderboard goes on without it" in text, text
+
+
+def test_resume_refuses_a_run_whose_history_lost_trained_epochs(tmp_path, capsys):
+    # resuming appends to history.csv: without the checkpoint's epochs there, the curves and summary lose them
+    run = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--max-per-class", "10",
+                 "--no-figures", "--no-evaluate", "--no-progress", "--out", str(run)]) == 0
+    kept = (run / "history.csv").read_text()
+    (run / "history.csv").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+    err = capsys.readouterr().err
+    assert f"has 2 epoch(s) trained, but {run / 'history.csv'} is missing" in err and len(err.splitlines()) == 1
+    (run / "history.csv").write_text(kept.splitlines()[0] + "\n" + kept.splitlines()[1] + "\n")  # epoch 1 alone
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+    assert "records 1 of them" in capsys.readouterr().err
+    (run / "history.csv").write_text(kept)
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert len((run / "history.csv").read_text().splitlines()) == 4  # the header and 3 epochs

@@ -717,6 +717,21 @@ def resume_config(run_dir: Path, epochs: int | None = None, **changes) -> Config
     return cfg
 
 
+def _check_history(run_dir: Path, done: int) -> None:
+    """A resumed run appends to history.csv: one that lost the rows of epochs the checkpoint trained (deleted,
+    or replaced by another run's) would leave the curves, the report and the summary without them."""
+    from vislab.runs import history_totals
+
+    path = run_dir / "history.csv"
+    recorded = history_totals(path).epochs if path.is_file() else 0
+    if recorded is None or recorded < done:
+        what = ("is missing" if not path.is_file() else "holds no readable epoch numbers" if recorded is None
+                else f"records {recorded} of them")
+        raise RunError(f"--resume {run_dir}: its checkpoint has {done} epoch(s) trained, but {path} {what}, so "
+                       f"the curves, the report and the summary would lose them; restore {path.name} (e.g. from a "
+                       "copy of the run), or start a new run")
+
+
 @contextlib.contextmanager
 def _removed_on_error(run_dir: Path, made: bool):
     """``run_dir`` removed when the block raises, if this run ``made`` it: the figures still queued for it are
@@ -772,6 +787,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         # read before anything in the folder is written: a damaged checkpoint leaves the run as it was
         state = load_training_state(state_path)
         done = int(state["epoch"]) + 1
+        _check_history(run_dir, done)
         # stopped before model.json was written (interrupted): resuming finishes it, even with nothing to train
         unfinished = not (run_dir / "model.json").exists()
         if head_converged(state) and not unfinished:  # another L-BFGS epoch starts at the optimum: no change
