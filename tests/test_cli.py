@@ -427,3 +427,16 @@ def test_a_value_starting_with_minus_is_the_options_value(argv, said, code, caps
     assert status == code
     err = capsys.readouterr().err
     assert said in err and "expected" not in err, err
+
+
+def test_every_flag_a_message_names_is_one_train_takes():
+    # messages and the recipe line name an option by option_flag: a flag train does not have misleads
+    import argparse
+
+    from vislab.core.config import option_flag, option_keys
+
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    flags = {s for action in train._actions for s in action.option_strings}
+    named = {key: option_flag(key) for key in set(option_keys().values())}
+    assert {key: flag for key, flag in named.items() if flag is not None and flag not in flags} == {}
+    assert option_flag("model.options") == "--model-opt"

@@ -1030,9 +1030,17 @@ def option_keys() -> dict[str, str]:
     return keys
 
 
+# options whose flag is not their keyword's name with dashes, and keyword options no flag sets (a YAML
+# file's or the API's alone): a message names those by their dotted key
+FLAG_NAMES = {"model_options": "--model-opt", "restore_best": "--no-restore-best"}
+NO_FLAG = {"channels_last", "eval_batch_size", "nesterov", "recipe_choices", "speed", "test_file_col",
+           "test_label_col"}
+
+
 @functools.lru_cache(maxsize=None)
 def _flags() -> dict[str, str]:
-    return {key: f"--{name.replace('_', '-')}" for name, key in option_keys().items()}  # an alias wins
+    return {key: FLAG_NAMES.get(name) or f"--{name.replace('_', '-')}"  # an alias wins
+            for name, key in option_keys().items() if name not in NO_FLAG}
 
 
 def option_flag(key: str) -> str | None:
