@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
+from vislab.core.errors import ConfigError
 from vislab.models import create_model, vislab_models
 from vislab.models.summary import model_summary
 
@@ -37,7 +40,7 @@ def test_model_options_and_bad_options():
     mlp = create_model("mlp", 10, 1, hidden=[64, 32], dropout=0.2)
     assert [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)] == [64, 32, 10]
     assert any(isinstance(m, torch.nn.Dropout) for m in create_model("vgg_like", 10, 1, dropout=0.3).modules())
-    with pytest.raises(ValueError, match="bad option for model 'mlp'"):
+    with pytest.raises(ValueError, match="model 'mlp' has no option 'depth'"):
         create_model("mlp", 10, 1, depth=3)
     with pytest.raises(ValueError, match="binary=True needs exactly 2 classes"):
         create_model("cats_dogs_convnet", 5, 3, binary=True)
@@ -93,3 +96,15 @@ def test_fast_dropout_matches_torch_dropout_statistics(p, dtype):
     torch.manual_seed(0)
     assert torch.equal(layer(x).detach(), out.detach())
     assert torch.equal(layer.eval()(x), x) and isinstance(layer, torch.nn.Dropout)
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"dropotu": 0.3}, "model 'mlp' has no option 'dropotu' (did you mean 'dropout'?); its options (with their "
+                       "defaults): hidden=(512, 256), dropout=0.0"),
+    ({"dropout": "abc"}, "model 'mlp' takes a number for dropout (default 0.0)"),
+])
+def test_a_model_option_is_checked_against_the_networks_arguments(options, says):
+    # the network's own TypeError ("'<' not supported between 'str' and 'int'") says nothing a user can act on
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        create_model("mlp", num_classes=3, in_chans=1, **options)
+    assert create_model("mlp", num_classes=3, in_chans=1, dropout=0.1, hidden=[16]) is not None

@@ -679,7 +679,7 @@ def test_a_bad_model_option_is_named_with_its_value(tmp_path, capsys):
     assert "vislab train: error: --model-opt expects key=value, got 'hidden'" in _error(capsys)
     assert main(["train", "--data", "digits", "--model", "fastnet", "--model-opt", "widths=abc", "--epochs", "1",
                  "--out", str(tmp_path / "b")]) == 1
-    assert "bad option for model 'fastnet' (widths='abc')" in _error(capsys)
+    assert "--model-opt widths='abc': model 'fastnet' takes a list for widths (default [32,64,128])" in _error(capsys)
 
 
 def test_an_input_size_the_network_cannot_take_is_refused_before_training(tmp_path, capsys):

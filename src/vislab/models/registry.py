@@ -188,6 +188,41 @@ def _import_builtin() -> None:
     from vislab.models import classic  # noqa: F401  (registers the seeds' networks)
 
 
+def _check_model_options(name: str, build: Callable, options: dict) -> None:
+    """``--model-opt`` checked against the network's own arguments: an unknown key names the close one and the
+    options it has (with their defaults), and a value of another type than its default's is named, before the
+    network's code meets it."""
+    import inspect
+
+    try:
+        parameters = {key: p for key, p in inspect.signature(build).parameters.items()
+                      if key not in ("num_classes", "in_chans") and p.kind is not p.VAR_KEYWORD}
+    except (TypeError, ValueError):  # no signature to read: the network's own error stands
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(build).parameters.values()):
+        return  # it takes any option (a timm wrapper): it says what it refuses
+    listed = ", ".join(f"{key}={p.default!r}" for key, p in parameters.items()
+                       if key != "input_size") or "none"  # the input size is --input-size's
+    for key, value in options.items():
+        if key not in parameters:
+            close = difflib.get_close_matches(key, list(parameters), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"--model-opt {key}={value!r}: model {name!r} has no option {key!r}{hint}; its options "
+                              f"(with their defaults): {listed}")
+        default = parameters[key].default
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"--model-opt {key}={value!r}: model {name!r} takes a number for {key} (default "
+                              f"{default!r}); write e.g. {key}={default!r}")
+        if isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list)):
+            listed_default = "[" + ",".join(map(str, default)) + "]"
+            raise ConfigError(f"--model-opt {key}={value!r}: model {name!r} takes a list for {key} (default "
+                              f"{listed_default}); write e.g. {key}={listed_default}")
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"--model-opt {key}={value!r}: model {name!r} takes true or false for {key} "
+                              f"(default {str(default).lower()})")
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -217,6 +252,7 @@ def create_model(
                 "use --model efficientnet_lite0 --pretrained (its weights are installed; other timm names "
                 "download theirs)"
             )
+        _check_model_options(name, _REGISTRY[name], kwargs)
         try:
             model = _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
         except (TypeError, ValueError) as exc:
