@@ -299,3 +299,13 @@ def test_resuming_a_finished_run_without_epochs_words_it_from_the_run(tmp_path, 
     line = _error(capsys)
     assert "its 1 epoch is trained" in line and "--epochs 2 or more" in line and "vislab evaluate" in line, line
     assert "leaves nothing" not in line, line
+
+
+@pytest.mark.parametrize("flags", [["--finetune-last", "1"], ["--freeze", "backbone"]])
+def test_a_from_scratch_network_is_not_told_to_add_pretrained(flags, tmp_path, capsys):
+    # vislab's own networks have no pretrained weights: --pretrained would be the next refusal
+    assert main(["train", "--data", "digits", "--model", "chollet_convnet", *flags, "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "chollet_convnet is one of vislab's from-scratch networks" in err and "Add --pretrained" not in err, err
+    assert main(["train", "--data", "digits", "--model", "resnet18", *flags, "--out", str(tmp_path / "r")]) == 1
+    assert "Add --pretrained (or --weights PATH)" in capsys.readouterr().err  # a timm network has them

@@ -476,22 +476,29 @@ def validate(cfg: Config, backbone_of: Callable[[str], bool | None] | None = Non
     return cfg
 
 
-def check_new_run(cfg: Config, warn: bool = True) -> Config:
+def check_new_run(cfg: Config, warn: bool = True,
+                  backbone_of: Callable[[str], bool | None] | None = None) -> Config:
     """Checks for a config a new run starts from (not for a finished run's config.yaml, read back as it was);
-    ``warn``: also warn of what the options leave undone (False while --recipe auto may still set the epochs)."""
+    ``warn``: also warn of what the options leave undone (False while --recipe auto may still set the epochs);
+    ``backbone_of`` (:func:`vislab.models.registry.has_backbone`): not None for vislab's own from-scratch
+    networks, which have no pretrained weights to add."""
+    own = backbone_of is not None and backbone_of(cfg.model.name) is not None
+    pretrain = (f"pick a pretrained network (e.g. --model efficientnet_lite0 --pretrained; {cfg.model.name} is one of "
+                "vislab's from-scratch networks, with no pretrained weights) or give --weights PATH" if own else
+                "add --pretrained (or --weights PATH)")
     if (cfg.model.freeze == "backbone" and not cfg.model.pretrained and not cfg.model.weights
             and not cfg.model.allow_random_backbone):
         key = "model.freeze"
         raise ConfigError(cfg.named(key, (
             f"{cfg.given_as(key)} without --pretrained or --weights freezes randomly initialised filters, so only "
-            "the head learns, on random features (far below what training the whole network gives). Add --pretrained "
-            "(or --weights PATH), drop --freeze, or pass --allow-random-backbone for a random-features baseline")))
+            f"the head learns, on random features (far below what training the whole network gives). {pretrain[0].upper()}"
+            f"{pretrain[1:]}, drop --freeze, or pass --allow-random-backbone for a random-features baseline")))
     if (cfg.model.finetune_last and cfg.model.freeze != "backbone" and not cfg.model.pretrained
             and not cfg.model.weights and not cfg.model.allow_random_backbone):
         key = "model.finetune_last"
         raise ConfigError(cfg.named(key, f"{cfg.given_as(key)} without --pretrained or --weights freezes the blocks "
                                          "below the last ones at their random initial values, so they never learn. "
-                                         "Add --pretrained (or --weights PATH), drop it to train the whole network, "
+                                         f"{pretrain[0].upper()}{pretrain[1:]}, drop it to train the whole network, "
                                          "or pass --allow-random-backbone to mean it"))
     _check_unfreezing(cfg)
     if warn:
@@ -958,7 +965,8 @@ def resolve_config(yaml_path: str | Path | None = None, overrides: dict | None =
                               "(as a run's config.yaml replays the run); --time-budget plans them afresh instead",
                               UserWarning, stacklevel=2)
             cfg.train.time_budget = None
-    return check_new_run(validate(cfg, backbone_of), warn=recipe != "auto")  # auto: once it has set the epochs
+    return check_new_run(validate(cfg, backbone_of), warn=recipe != "auto",  # auto: once it has set the epochs
+                         backbone_of=backbone_of)
 
 
 def user_keys(values: dict, prefix: str = "", obj=None) -> list[str]:
