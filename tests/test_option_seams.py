@@ -309,3 +309,11 @@ def test_a_from_scratch_network_is_not_told_to_add_pretrained(flags, tmp_path, c
     assert "chollet_convnet is one of vislab's from-scratch networks" in err and "Add --pretrained" not in err, err
     assert main(["train", "--data", "digits", "--model", "resnet18", *flags, "--out", str(tmp_path / "r")]) == 1
     assert "Add --pretrained (or --weights PATH)" in capsys.readouterr().err  # a timm network has them
+
+
+def test_a_mistyped_class_weights_value_is_refused_before_the_data_loads(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "no-data-here"), "--class-weights", "autoo",
+                 "--out", str(tmp_path / "r")]) == 1  # refused before --data is even read
+    err = capsys.readouterr().err
+    assert "--class-weights autoo: no such file; did you mean auto?" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()

@@ -482,6 +482,14 @@ def check_new_run(cfg: Config, warn: bool = True,
     ``warn``: also warn of what the options leave undone (False while --recipe auto may still set the epochs);
     ``backbone_of`` (:func:`vislab.models.registry.has_backbone`): not None for vislab's own from-scratch
     networks, which have no pretrained weights to add."""
+    weights = cfg.train.class_weights
+    if weights not in ("none", "auto") and not Path(str(weights)).expanduser().is_file():
+        key = "train.class_weights"  # before the data loads and the recipe line names it
+        close = difflib.get_close_matches(str(weights), ["none", "auto"], n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        what = "a folder" if Path(str(weights)).expanduser().is_dir() else "no such file"
+        raise ConfigError(cfg.named(key, f"{cfg.given_as(key)}: {what}; {hint}give none, auto (inverse class "
+                                         "frequency), or a JSON/CSV file of one weight per class"))
     own = backbone_of is not None and backbone_of(cfg.model.name) is not None
     pretrain = (f"pick a pretrained network (e.g. --model efficientnet_lite0 --pretrained; {cfg.model.name} is one of "
                 "vislab's from-scratch networks, with no pretrained weights) or give --weights PATH" if own else
