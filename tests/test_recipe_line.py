@@ -60,3 +60,16 @@ def test_the_users_optimizer_leaves_the_code_defaults_lr_and_the_line_says_whose
                           "train.epochs": 1})
     assert "with your settings" not in line and "the code defaults' lr 0.001, no schedule" in line, line
     assert line.endswith("yours: --epochs, --optimizer, --model"), line
+
+
+def test_the_users_lbfgs_head_is_not_said_to_train_the_fast_recipes_epochs():
+    # the L-BFGS head fits to convergence in its one epoch: the recipe sets no epochs for it
+    line = recipe_line(**{"data.source": "digits", "data.max_per_class": 20, "model.name": "efficientnet_lite0",
+                          "model.pretrained": True, "model.freeze": "backbone", "model.cache_features": True,
+                          "train.optimizer": "lbfgs", "model.input_size": [32, 32]})
+    assert "epochs" not in line.split(" -- ")[1].split(", for ")[0], line
+    assert "instead of the transfer recipe, for 200 training images" in line
+    shape = DataShape("classification", images=200, classes=10, size=(8, 8), channels=1)
+    user = {"train.optimizer", "model.pretrained", "model.freeze", "model.cache_features"}
+    assert "train.epochs" in choose(shape, user, model="efficientnet_lite0")[1]
+    assert "train.epochs" not in choose(shape, user, model="efficientnet_lite0", lbfgs=True)[1]

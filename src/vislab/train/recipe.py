@@ -188,11 +188,12 @@ def owned(key: str, user) -> bool:
     return any(u == k or (k.endswith(".") and u.startswith(k)) for u in user for k in piece)
 
 
-def choose(shape: DataShape, user, model: str | None = None) -> tuple[str, dict, dict]:
+def choose(shape: DataShape, user, model: str | None = None, lbfgs: bool = False) -> tuple[str, dict, dict]:
     """(rule, values, reasons): the settings for data of ``shape`` that the user left open. A piece the
     user gave any key of (:data:`PIECES`: e.g. ``--lr`` makes the optimizer, rate and schedule theirs)
-    is left out; ``model``: the user's model, whose family decides the rest."""
-    user = set(user)
+    is left out; ``model``: the user's model, whose family decides the rest; ``lbfgs``: the user's L-BFGS
+    head, which sets its own epochs (one fit to convergence), so the recipe sets none."""
+    user = set(user) | ({"train.epochs"} if lbfgs else set())
     values: dict = {}
     reasons: dict = {}
 
@@ -412,12 +413,12 @@ def apply(cfg: Config, dataset, task) -> Applied:
     user = cfg.user_given()  # less the split options the data's own splits left unused (task_and_data)
     shape = describe_data(dataset, task)
     model = cfg.model.name if "model.name" in user else None
-    rule, values, reasons = choose(shape, user, model=model)
+    lbfgs = "train.optimizer" in user and cfg.train.optimizer == "lbfgs"  # its one epoch, as documented
+    rule, values, reasons = choose(shape, user, model=model, lbfgs=lbfgs)
     would = choose(shape, set(), model=model)[1]  # with nothing given: the recipe line names the user's first
     chosen = {}
-    lbfgs = "train.optimizer" in user and cfg.train.optimizer == "lbfgs"
     for key, value in values.items():
-        if key in user or (lbfgs and key == "train.epochs"):  # the user's L-BFGS head: one epoch, as documented
+        if key in user:
             continue
         if key == "data.val_split" and cfg.train.time_budget:
             continue  # with a budget the head may be fine-tuned (vislab.train.lpft): validation chooses
