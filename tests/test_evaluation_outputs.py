@@ -192,3 +192,18 @@ def test_bad_files_of_other_data_are_said_and_listed(run, data, tmp_path, capsys
     (photos / "3" / "corrupt.jpg").unlink()
     assert main(["evaluate", str(run), "--data", str(photos), "--no-figures"]) == 0
     assert "bad files" not in capsys.readouterr().out and not listed.exists()  # no stale list
+
+
+def test_the_test_pass_shows_a_bar_on_a_terminal_and_nothing_in_a_log(run):
+    # 10,000 test images at 224 px take minutes on a CPU: a terminal sees them counted, a log the result alone
+    import io
+
+    from rich.console import Console
+
+    for terminal in (True, False):
+        out = io.StringIO()
+        api.evaluate(run, split="val", device="cpu", figures=False,
+                     console=Console(file=out, force_terminal=terminal, width=100))
+        text = out.getvalue()
+        assert ("evaluating val" in text) == terminal, text
+        assert "evaluated " in text

@@ -10,6 +10,7 @@ its figures in ``plots/<name>/`` and its explanation panels in ``plots/explain/<
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -177,6 +178,21 @@ def _relative(path: Path, run_dir: Path) -> str:
         return path.as_posix()
 
 
+@contextlib.contextmanager
+def _progress_bar(console, total: int, split: str):
+    """A transient bar over the images evaluated, on a terminal (a large test split at 224 px takes minutes
+    on a CPU); None elsewhere, so a log or a pipe gets only the result line."""
+    if console is None or not getattr(console, "is_terminal", False):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"evaluating {split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(split, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
 def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "test", batch_size: int = 256,
                 device: str = "auto", console=None, task_options: dict | None = None,
                 meanwhile=None, data_options: dict | None = None, then=None) -> Evaluation:
@@ -235,9 +251,10 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     data_split = dataset.splits[split]
     predictor.expect(len(data_split))
     task = loaded.task
-    with quiet(wait=False):  # the forward passes have the cores; the queued figures wait
+    # the forward passes have the cores; the queued figures wait
+    with quiet(wait=False), _progress_bar(console, len(data_split), split) as progress:
         evaluator = predictor.evaluate_split(data_split, task.evaluator(loaded.class_names), batch_size=batch_size,
-                                             workers=cfg.data.workers)
+                                             workers=cfg.data.workers, progress=progress)
         # sent while the figures are still held, so a helper takes the metrics next instead of a figure
         # that the pause's end would hand it first (the parent waited 1.6 s for them behind the figures)
         pending = evaluator.result_later()

@@ -141,8 +141,9 @@ class Predictor:
         names = self.loaded.class_names
         return [self.task.describe(output, names, top_k) for output in self.outputs_each(tensors)]
 
-    def evaluate_split(self, split, evaluator, batch_size: int = 256, workers: int = 2):
-        """Stream ``split`` through the model into ``evaluator`` (a task's); returns the evaluator."""
+    def evaluate_split(self, split, evaluator, batch_size: int = 256, workers: int = 2, progress=None):
+        """Stream ``split`` through the model into ``evaluator`` (a task's); returns the evaluator.
+        ``progress(done)``: called with the images done after each batch (a progress bar)."""
         start = 0
         for images, labels in make_batches(split, self.preprocessing, batch_size, workers=workers,
                                            pin_memory=self.device.type == "cuda"):
@@ -150,6 +151,8 @@ class Predictor:
             sources = [split.source(i) for i in range(start, start + len(outputs))]
             evaluator.update(outputs, self.task.targets(labels), sources)
             start += len(outputs)
+            if progress is not None:
+                progress(start)
         return evaluator
 
     def predict_split(self, split, batch_size: int = 256, workers: int = 2) -> Predictions:
