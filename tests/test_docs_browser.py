@@ -1,7 +1,7 @@
 """The documentation site in headless Chromium (Debian's ``chromium``, driven by Playwright): served from
 127.0.0.1, the home page and a guide load with their title and navigation, and no request leaves the
 machine (no web fonts, no CDN scripts). A control page that asks for a CDN script proves the recorder
-sees such a request."""
+sees such a request. Opened from file://, the site's search finds pages, with nothing from the network."""
 
 from __future__ import annotations
 
@@ -29,10 +29,16 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def served_site(tmp_path_factory):
+def built_site(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
     result = build_site(site)
     assert result.returncode == 0, result.stderr
+    return site
+
+
+@pytest.fixture(scope="module")
+def served_site(built_site):
+    site = built_site
     (site / "control.html").write_text(
         '<!doctype html><title>control</title><script src="https://cdn.jsdelivr.net/npm/x/x.js"></script>')
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
@@ -93,3 +99,30 @@ def test_site_pages_show_title_and_navigation_and_stay_on_the_machine(served_sit
 def test_control_page_request_to_a_cdn_is_seen(served_site, tmp_path):
     requests, _ = _visit(served_site, ["control.html"], tmp_path)
     assert "https://cdn.jsdelivr.net/npm/x/x.js" in requests, requests
+
+
+def test_search_works_from_the_file_system_without_the_network(built_site, tmp_path):
+    # use_directory_urls is off so that the site opens from file://; its search needs the index as a script
+    # and the Web Worker shim, both shipped in the site (the offline plugin's default shim is a CDN address)
+    requests, found = [], []
+
+    def route(r):
+        requests.append(r.request.url)
+        r.continue_() if r.request.url.startswith(("file://", "data:", "blob:", "about:")) else r.abort()
+
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                       headless=True, args=ARGS)
+        try:
+            context.route("**/*", route)
+            page = context.new_page()
+            page.goto((built_site / "index.html").as_uri(), wait_until="load")
+            page.locator("input.md-search__input").click()
+            page.keyboard.type("time budget", delay=20)  # key by key, as the search box listens
+            page.wait_for_selector("li.md-search-result__item", timeout=15_000)
+            found = page.locator("li.md-search-result__item a").evaluate_all("links => links.map(a => a.href)")
+        finally:
+            context.close()
+    outside = [url for url in requests if not url.startswith(("file://", "data:", "blob:", "about:"))]
+    assert not outside, f"the site asked the network for: {outside}"
+    assert any(url.startswith("file://") and "training.html" in url for url in found), found
