@@ -95,6 +95,30 @@ def test_page_predicts_an_uploaded_photo(server, tmp_path):
             context.close()
 
 
+@pytest.mark.parametrize("path, shown", [("/docs", ".opblock-summary-path"), ("/redoc", "[data-section-id]")])
+def test_api_pages_ask_nothing_of_the_network(server, tmp_path, path, shown):
+    """/docs (Swagger UI) and /redoc (ReDoc) from fastapi-offline's files: no request leaves the machine (ReDoc's
+    script asks Redocly's CDN for its logo; the page's policy stops it before it is sent)."""
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                       headless=True, args=ARGS)
+        try:
+            page = context.new_page()
+            sent = []  # what the page sends (a request its policy blocks never reaches the router)
+
+            def route(r):
+                sent.append(r.request.url)
+                r.continue_() if r.request.url.startswith(server) else r.abort()
+
+            page.route("**/*", route)
+            page.goto(server + path)
+            page.wait_for_selector(shown, timeout=30_000)
+            page.wait_for_timeout(500)
+            assert all(u.startswith(server) for u in sent if not u.startswith(("data:", "blob:"))), sent
+        finally:
+            context.close()
+
+
 def test_docs_page_renders_offline(server, tmp_path):
     """/docs is Swagger UI from locally served files: it lists the endpoints with no failed request."""
     with playwright.sync_playwright() as p:

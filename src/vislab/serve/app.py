@@ -186,6 +186,8 @@ def create_app(spec, config: ServeConfig | None = None, on_load_error: Callable[
         endpoint = getattr(route, "path", "other")
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        if request.url.path == "/redoc":  # ReDoc's bundled script draws Redocly's logo from its CDN: images
+            response.headers["Content-Security-Policy"] = "img-src 'self' data:"  # from here only
         return response
 
     def predictor():
