@@ -55,8 +55,14 @@ def get_args_parser(doc: str, name: str, data: str | None = None) -> argparse.Ar
 
 def run(main, argv=None) -> None:
     """Run ``main(argv)`` and exit: 0, or 1 with one message for a user error or a missed floor."""
+    import warnings
+
     from vislab.core.errors import USER_ERRORS
 
+    def one_line(message, category, filename, lineno, file=None, line=None):  # as `vislab` prints warnings:
+        print(f"warning: {message}", file=sys.stderr)                         # no source file, no code line
+
+    warnings.showwarning = one_line
     code = 0
     try:
         main(argv)

@@ -54,6 +54,7 @@ def test_smoke_run(script, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "Traceback" not in output
+    assert not re.search(r"\.py:\d+: \w*Warning: ", output), output[-3000:]  # one line each, as `vislab` prints
     assert re.search(r"^all \d+ checks passed$", result.stdout, re.M), result.stdout[-2000:]
     assert re.search(r"^smoke: ", result.stdout, re.M) or script == "linear_regression.py"  # substitutions said
     for pattern in EXPECTED[script]:
