@@ -225,8 +225,9 @@ def test_compare_refuses_what_is_not_a_run_folder(run_dir, digit_pngs, tmp_path,
                                            (["--monitor", "val_acuracy", "--patience", "1"], "--monitor val_acuracy (train.early_stopping.monitor) is not a metric of the classification task; did you mean val_acc?")])
 def test_a_train_mistake_found_in_the_set_up_leaves_no_half_run_folder(mistake, said, tmp_path, capsys):
     """Options checked once the data is read (the model's options, the monitored metric) fail after the
-    run folder was begun (a class-weights file that is not there is refused before, with the other flags): the folder this run made is removed, so `vislab compare`
-    never lists a run without a model; one the user made beforehand stays, with what it held."""
+    run folder was begun (a class-weights file that is not there is refused before, with the other flags):
+    the folder this run made is removed, so `vislab compare` never lists a run without a model; one the
+    user made beforehand stays, with what it held."""
     out = tmp_path / "runs" / "new"
     command = ["train", "--data", "digits", "--model", "mlp", "--epochs", "1", "--max-per-class", "10", *mistake]
     assert main([*command, "--out", str(out)]) == 1
