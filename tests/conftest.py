@@ -37,6 +37,27 @@ def digits_arrays(per_class: int | None = None):
     return images, labels
 
 
+def class_photos(folder: Path, classes, per_class: int, offset: int = 0, sep: str = " ") -> list[tuple[str, str]]:
+    """One folder per class of real digit PNGs (digit i for class i, from its ``offset``-th image on), named
+    ``<class><sep><index>.png``; returns the (path relative to ``folder``, class) rows."""
+    images, labels = digits_arrays(per_class=offset + per_class)
+    rows = []
+    for digit, name in enumerate(classes):
+        for i in np.flatnonzero(labels == digit)[offset:offset + per_class]:
+            path = write_image(folder / name / f"{name}{sep}{i}.png", images[i])
+            rows.append((path.relative_to(folder).as_posix(), name))
+    return rows
+
+
+def one_line_error(capsys) -> str:
+    """The one ``error:`` line a command printed on stderr (no traceback); fails otherwise."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def write_image(path: Path, array: np.ndarray, size: int = 16) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(array).resize((size, size), Image.NEAREST)

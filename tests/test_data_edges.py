@@ -10,10 +10,9 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import digits_arrays, write_image
+from conftest import class_photos, digits_arrays, one_line_error, write_image
 from vislab.cli import main
 from vislab.core.config import DataConfig
 from vislab.core.errors import DataError
@@ -24,23 +23,7 @@ CLASSES = ("cat", "dog", "owl")
 
 
 def _photos(folder: Path, per_class: int = 8, classes=CLASSES, offset: int = 0) -> list[tuple[str, str]]:
-    """One folder per class of real digit PNGs (digit i for class i, from its ``offset``-th image on);
-    returns the (path relative to ``folder``, class) rows."""
-    images, labels = digits_arrays(per_class=offset + per_class)
-    rows = []
-    for digit, name in enumerate(classes):
-        for i in np.flatnonzero(labels == digit)[offset:offset + per_class]:
-            path = write_image(folder / name / f"{name} {i}.png", images[i])
-            rows.append((path.relative_to(folder).as_posix(), name))
-    return rows
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
+    return class_photos(folder, classes, per_class, offset)
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +48,13 @@ def test_an_empty_class_folder_is_refused_by_train_audit_and_evaluate(photos, ru
     (data / "empty_class").mkdir()
     said = f"{data / 'empty_class'} holds no images, so it cannot be a class of this run"
     assert main(["train", "--data", str(data), "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "run")]) == 1
-    error = _one_line_error(capsys)
+    error = one_line_error(capsys)
     assert said in error and "add images" in error and "remove the folder" in error, error
     assert not (tmp_path / "run").exists()
     assert main(["audit", "--data", str(data), "--out", str(tmp_path / "audit")]) == 1
-    assert said in _one_line_error(capsys)
+    assert said in one_line_error(capsys)
     assert main(["evaluate", str(run_dir), "--data", str(data), "--no-figures"]) == 1
-    assert said in _one_line_error(capsys)
+    assert said in one_line_error(capsys)
     # --labels leaves the folder out of the classes: nothing to refuse
     dataset = load_dataset(DataConfig(source=str(data), labels=list(CLASSES), val_split=0, test_split=0))
     assert dataset.class_names == list(CLASSES) and len(dataset.splits["train"]) == 24
@@ -97,7 +80,7 @@ def test_a_class_folder_of_unreadable_files_is_refused_like_an_empty_one(photos,
         (data / "broken" / f"b{i}.png").parent.mkdir(exist_ok=True)
         (data / "broken" / f"b{i}.png").write_bytes(b"not a png at all")
     assert main(["train", "--data", str(data), "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "run")]) == 1
-    error = _one_line_error(capsys)
+    error = one_line_error(capsys)
     assert f"{data / 'broken'}: none of its 3 image file(s) can be read (first: b0.png: " in error, error
     assert "cannot be a class of this run; replace them with readable images or remove the folder" in error
     # every file bad: the whole set is unusable, which is said as before
@@ -168,7 +151,7 @@ def test_a_csv_whose_separator_is_none_of_those_says_it_looks_wrong(tmp_path, cs
     table = tmp_path / "labels.csv"
     table.write_text("file label\n" + "".join(f"{f.replace(' ', '_')} {y}\n" for f, y in csv_rows))
     assert main(["train", "--data", str(table), "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "r")]) == 1
-    error = _one_line_error(capsys)
+    error = one_line_error(capsys)
     assert "its header row 'file label' is a single column, so its separator looks wrong" in error, error
 
 
@@ -223,7 +206,7 @@ def test_a_csv_with_a_header_and_no_rows_says_so(tmp_path, capsys):
         table.write_text(f"file{sep}label\n")
         assert main(["train", "--data", str(table), "--model", "mlp", "--epochs", "1",
                      "--out", str(tmp_path / "run")]) == 1
-        error = _one_line_error(capsys)
+        error = one_line_error(capsys)
         assert f"{table}: has a header row (file{sep}label) but no rows; add one row per image below it, " \
                f"e.g. cat/1.jpg{sep}cat" in error, error
         assert "folder per class" not in error

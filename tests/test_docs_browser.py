@@ -5,6 +5,7 @@ sees such a request. Opened from file://, the site's search finds pages, with no
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import threading
@@ -51,34 +52,39 @@ def served_site(built_site):
         server.server_close()
 
 
-def _visit(base: str, paths: list[str], tmp_path) -> tuple[list[str], dict]:
-    """Open each page; every request's URL (outside ones recorded, then refused), and what each page shows."""
-    requests, seen = [], {}
+@contextlib.contextmanager
+def _page(tmp_path, local: tuple[str, ...]):
+    """A headless Chromium page; ``(page, requests)``: every request it sends is recorded, those whose URL
+    starts with one of ``local`` are served, any other is refused (never fetched)."""
+    requests: list[str] = []
 
     def route(r):
         url = r.request.url
         requests.append(url)
-        if url.startswith(base + "/") or url.startswith(("data:", "blob:")):
-            r.continue_()
-        else:
-            r.abort()  # recorded; never fetched
+        r.continue_() if url.startswith(local) else r.abort()
 
     with playwright.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
                                                        headless=True, args=ARGS)
         try:
             context.route("**/*", route)
-            page = context.new_page()
-            for path in paths:
-                page.goto(f"{base}/{path}", wait_until="load")
-                page.wait_for_load_state("networkidle")
-                seen[path] = {
-                    "title": page.title(),
-                    "nav": page.locator("nav.md-nav--primary a.md-nav__link").all_text_contents(),
-                    "h1": page.locator("article h1").all_text_contents(),
-                }
+            yield context.new_page(), requests
         finally:
             context.close()
+
+
+def _visit(base: str, paths: list[str], tmp_path) -> tuple[list[str], dict]:
+    """Open each page; every request's URL (outside ones recorded, then refused), and what each page shows."""
+    seen = {}
+    with _page(tmp_path, (base + "/", "data:", "blob:")) as (page, requests):
+        for path in paths:
+            page.goto(f"{base}/{path}", wait_until="load")
+            page.wait_for_load_state("networkidle")
+            seen[path] = {
+                "title": page.title(),
+                "nav": page.locator("nav.md-nav--primary a.md-nav__link").all_text_contents(),
+                "h1": page.locator("article h1").all_text_contents(),
+            }
     return requests, seen
 
 
@@ -104,25 +110,12 @@ def test_control_page_request_to_a_cdn_is_seen(served_site, tmp_path):
 def test_search_works_from_the_file_system_without_the_network(built_site, tmp_path):
     # use_directory_urls is off so that the site opens from file://; its search needs the index as a script
     # and the Web Worker shim, both shipped in the site (the offline plugin's default shim is a CDN address)
-    requests, found = [], []
-
-    def route(r):
-        requests.append(r.request.url)
-        r.continue_() if r.request.url.startswith(("file://", "data:", "blob:", "about:")) else r.abort()
-
-    with playwright.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                       headless=True, args=ARGS)
-        try:
-            context.route("**/*", route)
-            page = context.new_page()
-            page.goto((built_site / "index.html").as_uri(), wait_until="load")
-            page.locator("input.md-search__input").click()
-            page.keyboard.type("time budget", delay=20)  # key by key, as the search box listens
-            page.wait_for_selector("li.md-search-result__item", timeout=15_000)
-            found = page.locator("li.md-search-result__item a").evaluate_all("links => links.map(a => a.href)")
-        finally:
-            context.close()
+    with _page(tmp_path, ("file://", "data:", "blob:", "about:")) as (page, requests):
+        page.goto((built_site / "index.html").as_uri(), wait_until="load")
+        page.locator("input.md-search__input").click()
+        page.keyboard.type("time budget", delay=20)  # key by key, as the search box listens
+        page.wait_for_selector("li.md-search-result__item", timeout=15_000)
+        found = page.locator("li.md-search-result__item a").evaluate_all("links => links.map(a => a.href)")
     outside = [url for url in requests if not url.startswith(("file://", "data:", "blob:", "about:"))]
     assert not outside, f"the site asked the network for: {outside}"
     assert any(url.startswith("file://") and "training.html" in url for url in found), found

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import digits_arrays, write_image
+from conftest import class_photos, digits_arrays, one_line_error, write_image
 from vislab.cli import main
 from vislab.core.config import DataConfig
 from vislab.core.errors import DataError
@@ -20,28 +20,13 @@ CLASSES = ("bird", "cat", "dog")
 
 
 def _photos(folder: Path, per_class: int = 7, classes=CLASSES, offset: int = 0) -> list[tuple[str, str]]:
-    """One folder per class of real digit PNGs; returns the (path relative to ``folder``, class) rows."""
-    images, labels = digits_arrays(per_class=offset + per_class)
-    rows = []
-    for digit, name in enumerate(classes):
-        for i in np.flatnonzero(labels == digit)[offset:offset + per_class]:
-            path = write_image(folder / name / f"{name}{i}.png", images[i])
-            rows.append((path.relative_to(folder).as_posix(), name))
-    return rows
+    return class_photos(folder, classes, per_class, offset, sep="")
 
 
 def _csv(path: Path, rows) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("file,label\n" + "".join(f"{f},{y}\n" for f, y in rows))
     return path
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _loaded_with_warnings(cfg, **kwargs):
@@ -113,7 +98,7 @@ def test_a_class_the_hold_out_leaves_without_training_images_is_refused_in_one_l
     assert len(load_dataset(cfg, seed=0, scoring=True).splits["val"]) == 7
     assert main(["audit", "--data", str(table), "--test-split", "0", "--val-split", "7",
                  "--out", str(tmp_path / "audit")]) == 1
-    assert "has no training image left after the hold-out" in _one_line_error(capsys)
+    assert "has no training image left after the hold-out" in one_line_error(capsys)
 
 
 # --------------------------------------------------------------------------- --test-csv and --image-root
@@ -133,7 +118,7 @@ def test_a_test_csv_reads_its_files_under_image_root_as_the_training_csv_does(tm
     gone = _csv(tmp_path / "tests" / "gone.csv", [rows[0], ("bird/nothere.png", "bird")])
     assert main(["audit", "--data", str(train), "--image-root", str(tmp_path / "images"), "--test-csv", str(gone),
                  "--out", str(tmp_path / "audit")]) == 1
-    error = _one_line_error(capsys)
+    error = one_line_error(capsys)
     assert f"1 of 2 files named in column 'file' are missing under {tmp_path / 'images'} (nor under the CSV's own " \
            f"folder {tmp_path / 'tests'}) (first: ['bird/nothere.png'])" in error, error
     assert "set --image-root to the folder holding them" in error
@@ -145,7 +130,7 @@ def test_an_image_root_that_is_missing_or_a_file_says_which(tmp_path, capsys):
     for root, said in ((tmp_path / "nosuch", "no such folder"),
                        (tmp_path / "images" / rows[0][0], "a file, not a folder")):
         assert main(["audit", "--data", str(table), "--image-root", str(root), "--out", str(tmp_path / "a")]) == 1
-        error = _one_line_error(capsys)
+        error = one_line_error(capsys)
         assert f"--image-root {root}: {said}; set --image-root to the folder that the names in column 'file' of " \
                f"{table} are relative to" in error, error
         assert "missing" not in error
@@ -204,6 +189,6 @@ def test_a_class_folder_given_as_the_data_names_its_loose_images(tmp_path, capsy
         write_image(bird / f"b{i}.png", images[i % len(images)])
     _photos(bird, per_class=2, classes=("sub",))
     assert main(["audit", "--data", str(bird), "--out", str(tmp_path / "audit")]) == 1
-    error = _one_line_error(capsys)
+    error = one_line_error(capsys)
     assert f"{bird}: 10 image(s) lie directly in it (first: 'b0.png'), beside one class folder 'sub'" in error, error
     assert "give the folder that holds the class folders" in error

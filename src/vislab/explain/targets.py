@@ -135,16 +135,24 @@ def layers_that_run(model: nn.Module, input_size: tuple[int, int, int]) -> set[s
                     ran.add(name)
 
             hooks.append(module.register_forward_hook(hook))
+    _dummy_forward(model, input_size, hooks)
+    return ran
+
+
+def _dummy_forward(model: nn.Module, input_size, hooks: list, features: bool = False):
+    """One zero batch of ``input_size`` through ``model`` in eval mode, without gradients (``features``: its
+    ``forward_features`` when it has one); then the ``hooks`` (forward-hook handles) removed and the mode
+    restored. Returns the output."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=model_device(model)))
+            dummy = torch.zeros(1, *input_size, device=model_device(model))
+            return model.forward_features(dummy) if features and hasattr(model, "forward_features") else model(dummy)
     finally:
         for handle in hooks:
             handle.remove()
         model.train(was_training)
-    return ran
 
 
 def _listed_names(model: nn.Module, input_size) -> list[str]:
@@ -263,20 +271,7 @@ def _record_outputs(model: nn.Module, input_size) -> tuple[list[tuple[str, tuple
                 finished.append((name, tuple(output.shape)))
 
         hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            dummy = torch.zeros(1, *input_size, device=model_device(model))
-            if hasattr(model, "forward_features"):
-                features = model.forward_features(dummy)
-            else:
-                features = model(dummy)
-    finally:
-        for handle in hooks:
-            handle.remove()
-        model.train(was_training)
-    return finished, features
+    return finished, _dummy_forward(model, input_size, hooks, features=True)
 
 
 def _forward_features_target(model: nn.Module, finished, features: torch.Tensor) -> TargetLayer:
@@ -349,15 +344,7 @@ def _output_shape(model: nn.Module, module: nn.Module, input_size) -> tuple[str 
         elif not other:
             other.append(type(output).__name__)
 
-    handle = module.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size, device=model_device(model)))
-    finally:
-        handle.remove()
-        model.train(was_training)
+    _dummy_forward(model, input_size, [module.register_forward_hook(hook)])
     return (None if seen else (other[0] if other else None)), (seen[0] if seen else None)
 
 
