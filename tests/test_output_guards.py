@@ -295,3 +295,13 @@ def test_compare_writes_again_into_its_own_earlier_leaderboard_folder(digits_csv
     for _ in range(2):  # the second finds leaderboard.png there: its own output, not a folder of images
         assert main(["compare", str(run), "--out", str(tmp_path / "board")]) == 0
     assert (tmp_path / "board" / "leaderboard.png").is_file()
+
+
+def test_a_mistyped_run_folder_names_the_close_one(digits_csv_run, capsys):
+    run, _ = digits_csv_run
+    typo = run.with_name(run.name + "x")
+    for command in (["evaluate", str(typo)], ["predict", str(typo), "x.png"], ["train", "--resume", str(typo)],
+                    ["report", str(typo)]):
+        assert main(command) == 1
+        error = _error_line(capsys, command[0])
+        assert f"{typo}: no such run folder (did you mean {run}?)" in error, error

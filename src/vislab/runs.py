@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from vislab.core.config import DEFAULT_TASK
-from vislab.core.files import load_safetensors, read_json, read_yaml, run_folder_error
+from vislab.core.files import load_safetensors, read_json, read_yaml, run_folder_error, similar_folder
 from vislab.core.weights import parameter_counts, save_weights, state_mismatch, unwrap, write_text
 from vislab.data.preprocess import Preprocessing
 
@@ -119,8 +119,8 @@ def read_config(run_dir: Path):
     from vislab.core.config import config_from_dict
 
     if not Path(run_dir).is_dir():
-        raise _a_file_here(run_dir) or RunError(f"{run_dir}: no such run folder; give a folder written by "
-                                                "`vislab train --out DIR`")
+        raise _a_file_here(run_dir) or RunError(f"{run_dir}: no such run folder{similar_folder(run_dir)}; give a "
+                                                "folder written by `vislab train --out DIR`")
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise RunError(f"{run_dir}: config.yaml is missing, so the run's data and settings are unknown; "
@@ -150,7 +150,7 @@ def read_spec(run_dir: Path) -> dict:
     path = Path(run_dir) / "model.json"
     if not Path(run_dir).is_dir():
         raise _a_file_here(run_dir) or RunError(
-            f"{run_dir}: no such run folder. Give a folder written by `vislab train --out DIR`, "
+            f"{run_dir}: no such run folder{similar_folder(run_dir)}. Give a folder written by `vislab train --out DIR`, "
             "imagenet:MODEL for a pretrained ImageNet classifier (e.g. imagenet:efficientnet_lite0), "
             "or hf:ORG/NAME (or hf:FOLDER saved with save_pretrained) for a Hugging Face one")
     if not path.is_file():

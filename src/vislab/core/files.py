@@ -168,7 +168,30 @@ def run_folder_error(path, trained: bool = False) -> RunError | None:
                         "needs the run folder it was exported from")
     if path.is_file():
         return RunError(f"{path}: a file, not a run folder; give a folder written by `vislab train --out DIR`")
-    return RunError(f"{path}: no such run folder; give a folder written by `vislab train --out DIR`")
+    return RunError(f"{path}: no such run folder{similar_folder(path)}; give a folder written by "
+                    "`vislab train --out DIR`")
+
+
+def similar_folder(path) -> str:
+    """`` (did you mean runs/fashion-mnist-fast?)`` for a folder beside the missing ``path`` whose name is close
+    to its name (a typo), else nothing.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "fashion-mnist-fast").mkdir()
+        >>> similar_folder(root / "fashion-mnsit").endswith("fashion-mnist-fast?)")
+        True
+    """
+    import difflib
+
+    path = Path(path)
+    try:
+        names = [entry.name for entry in path.parent.iterdir() if entry.is_dir()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f" (did you mean {path.with_name(close[0])}?)" if close and path.name else ""
 
 
 def evaluation_files(run_dir) -> dict[str, Path]:

@@ -775,7 +775,10 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
     if resume is not None:
         run_dir = Path(resume)
         if not run_dir.is_dir():
-            raise RunError(f"--resume {run_dir}: no such run folder; give a folder written by `vislab train --out DIR`")
+            from vislab.core.files import similar_folder
+
+            raise RunError(f"--resume {run_dir}: no such run folder{similar_folder(run_dir)}; give a folder written "
+                           "by `vislab train --out DIR`")
         state_path = run_dir / "checkpoints" / "last.pt"
         if not state_path.exists():
             from vislab.runs import unfinished_run
