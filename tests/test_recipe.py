@@ -337,3 +337,18 @@ def test_the_recipe_line_names_the_cached_features_head_its_optimizer_fits():
     assert recipe._model_words(cfg) == "efficientnet_lite0 frozen features + logistic-regression head"
     cfg.train.optimizer = "adamw"  # trained by AdamW: a linear head, not a fitted logistic regression
     assert recipe._model_words(cfg) == "efficientnet_lite0 frozen features + linear head (adamw)"
+
+
+def test_a_named_recipe_on_far_fewer_images_than_it_was_measured_on_is_noted(tmp_path, capsys):
+    # --recipe fast on 200 digits: 3 epochs of 2 steps at a 1e-2 one-cycle peak ended near chance (19 %)
+    from vislab.cli import main
+    from vislab.train.loop import recipe_scale_note
+
+    assert main(["train", "--data", "digits", "--recipe", "fast", "--max-per-class", "20", "--epochs", "1",
+                 "--no-figures", "--no-evaluate", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("note: --recipe fast was measured on Fashion-MNIST's 60,000 training images, this run has 200; its 1 "
+            "epochs are 2 steps each here") in out, out
+    assert recipe_scale_note(resolve_config(None, {"recipe": "fast"}), 54_000) is None
+    assert recipe_scale_note(resolve_config(None, {"recipe": "transfer"}), 200) is None
+    assert recipe_scale_note(resolve_config(None, {}), 200) is None

@@ -837,6 +837,10 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
             _write_config(run_dir, cfg)
             write_bad_files(run_dir, dataset.bad_files)
         _print_data_summary(console, dataset)
+        if resume is None:
+            note = recipe_scale_note(cfg, len(dataset.splits["train"]))
+            if note:
+                console.print(f"[yellow]note: {note}[/]")
         if resume is None and main:  # rank 0 only: the audit writes into the run folder
             from vislab.data.audit import leakage_warnings
 
@@ -1115,6 +1119,32 @@ def _progress_bar(console, enabled: bool, epoch: int, epochs: int, total: int, m
             bar.update(progress_task, completed=seen, stats=f"loss {loss:.4f}{shown} {speed:,.0f} img/s")
 
         yield update
+
+
+# the named recipes were measured on Fashion-MNIST's 54,000-60,000 training images: their high one-cycle peak
+# and few epochs take hundreds of steps; below this many images an epoch is a handful of them
+RECIPE_SCALE = {"fast": 60_000, "accurate": 60_000}
+FEW_IMAGES = 5_000
+
+
+def recipe_scale_note(cfg: Config, images: int) -> str | None:
+    """A note when ``--recipe fast`` or ``accurate`` trains far fewer images than it was measured on (its
+    few epochs at a high one-cycle peak then take a few dozen steps, and on 200 digits it ended near chance):
+    ``--recipe auto``, the default, sizes the epochs to the data.
+
+    Example:
+        >>> from vislab.core.config import resolve_config
+        >>> recipe_scale_note(resolve_config(None, {"recipe": "fast"}), 200).split(";")[0]
+        "--recipe fast was measured on Fashion-MNIST's 60,000 training images, this run has 200"
+    """
+    measured = RECIPE_SCALE.get(str(cfg.recipe))
+    if measured is None or images >= FEW_IMAGES:
+        return None
+    steps = max(1, -(-images // cfg.train.batch_size))
+    return (f"--recipe {cfg.recipe} was measured on Fashion-MNIST's {measured:,} training images, this run has "
+            f"{images:,}; its {cfg.train.epochs} epochs are {steps} step{'s' * (steps != 1)} each here, too few for "
+            "its high one-cycle peak; leave --recipe out (auto picks settings for this much data), or give more "
+            "--epochs")
 
 
 def _print_data_summary(console, dataset: Dataset) -> None:
