@@ -445,10 +445,11 @@ def parity_report(loaded, path: Path, images=None, samples: int = 64, seed: int 
 
     A graph that takes pixels (``include_preprocessing``) takes them already resized, as whole uint8 values,
     while vislab's PyTorch path resizes in floats: what a user gets from ``vislab predict MODEL.onnx`` on an
-    image file differs by that rounding. The ``end_to_end_*`` entries measure it: each original image through
-    the graph's predictor (resized to uint8, then the graph) against vislab's PyTorch predictor on the same
-    image, in logits and in the task's outputs (probabilities); for a float graph they measure the same thing
-    as the check itself. ``given``: the images :func:`_read_parity_images` read (``--images``)."""
+    image file differs by that rounding. For such a graph the ``end_to_end_*`` entries measure it: each original
+    image through the graph's predictor (resized to uint8, then the graph) against vislab's PyTorch predictor on
+    the same image, in logits and in the task's outputs (probabilities). A float graph's predictor resizes as
+    PyTorch's does, so the check itself is that measure and no second pass is made. ``given``: the images
+    :func:`_read_parity_images` read (``--images``)."""
     from vislab.export.ort import OnnxPredictor
     from vislab.infer import Predictor
 
@@ -473,8 +474,9 @@ def parity_report(loaded, path: Path, images=None, samples: int = 64, seed: int 
     # per-pixel tasks agree pixel by pixel
     predictions = len(tensors) * (int(np.prod(reference.shape[2:])) if reference.dim() > 2 else 1)
     worst = int(np.argmax(diffs)) if diffs else 0
-    end_to_end = _end_to_end(graph, torch_side, tensors, task)
+    end_to_end = {}
     if graph.onnx.takes_pixels:
+        end_to_end = _end_to_end(graph, torch_side, tensors, task)
         end_to_end["end_to_end_note"] = (
             "the graph takes uint8 pixels resized outside it (rounded to whole values), vislab's PyTorch path "
             "resizes in floats: a difference inherent to a uint8 input at the input size, not an export error")
