@@ -154,6 +154,13 @@ def _within(folder: Path, root: Path, strict: bool = False) -> bool:
     return folder == root or (not strict and root in folder.parents)
 
 
+def _beside(folder: Path, suffix: str) -> Path:
+    """A sibling of ``folder`` named after it with ``suffix`` (``photos`` -> ``photos-explain``); ``.`` and
+    ``..`` are named from the full path."""
+    folder = Path(folder).expanduser().resolve() if Path(folder).name in ("", "..") else Path(folder)
+    return folder.with_name(f"{folder.name}{suffix}")
+
+
 def _check_out_of_inputs(out, inputs, command: str, default: bool = False, flag: str = "--out") -> None:
     """:func:`_check_out`'s rule for the images a command reads: ``out`` may not be an input folder or
     inside it (folders are read with their sub-folders), nor the folder of an input file; either way the
@@ -169,9 +176,7 @@ def _check_out_of_inputs(out, inputs, command: str, default: bool = False, flag:
             where, given = f"is the folder of the input image {item}", Path(item).parent
         else:
             continue
-        if given.name in ("", ".."):  # `.` or `..`: a sibling named from the full path
-            given = given.expanduser().resolve()
-        example = given.with_name(f"{given.name}-{command}")
+        example = _beside(given, f"-{command}")
         raise ConfigError(f"{named} {where}: the files `vislab {command}` writes there would be read as images "
                           f"the next time; give {flag} a folder outside it, e.g. {flag} {example}")
 
@@ -287,13 +292,9 @@ def _figure_path(figure, images) -> Path | None:
     if not figure:
         return None
     path = Path(figure).expanduser()
-
-    def beside(folder: Path) -> Path:  # a PNG next to a folder, named after it
-        folder = folder.resolve() if folder.name in ("", "..") else folder
-        return folder.with_name(f"{folder.name}-predictions.png")
-
     if path.is_dir():
-        raise ConfigError(f"--figure {figure} is a folder; give the PNG file to write, e.g. --figure {beside(path)}")
+        raise ConfigError(f"--figure {figure} is a folder; give the PNG file to write, e.g. --figure "
+                          f"{_beside(path, '-predictions.png')}")
     if not path.suffix:
         path = path.with_suffix(".png")
     elif path.suffix.lower() != ".png":
@@ -303,7 +304,8 @@ def _figure_path(figure, images) -> Path | None:
         folder = Path(item).expanduser()
         if folder.is_dir() and _within(path.parent.resolve(), folder):
             raise ConfigError(f"--figure {figure} is inside the input folder {item}: the next predict over it "
-                              f"would read the figure as an image; write it outside, e.g. --figure {beside(folder)}")
+                              f"would read the figure as an image; write it outside, e.g. --figure "
+                              f"{_beside(folder, '-predictions.png')}")
     return path
 
 

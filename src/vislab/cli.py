@@ -291,7 +291,9 @@ def _add_train(sub) -> None:
     t.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="learning-rate schedule (default: none)")
     t.add_argument("--label-smoothing", type=float, default=None, help="(default: 0)")
-    t.add_argument("--weight-decay", type=float, default=None, help="L2 penalty: decoupled for adamw, added to the gradient for adam, sgd and rmsprop, on the weights for lbfgs (default: 0; the lbfgs head's default is 1/N)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 penalty: decoupled for adamw, added to the gradient for adam, sgd and rmsprop, on the "
+                        "weights for lbfgs (default: 0; the lbfgs head's default is 1/N)")
     _add_device(t, default=None)
     t.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="autocast dtype; auto times a few steps of this model at this batch size in fp32 "

@@ -491,22 +491,22 @@ def check_new_run(cfg: Config, warn: bool = True,
         raise ConfigError(cfg.named(key, f"{cfg.given_as(key)}: {what}; {hint}give none, auto (inverse class "
                                          "frequency), or a JSON/CSV file of one weight per class"))
     own = backbone_of is not None and backbone_of(cfg.model.name) is not None
-    pretrain = (f"pick a pretrained network (e.g. --model efficientnet_lite0 --pretrained; {cfg.model.name} is one of "
+    pretrain = (f"Pick a pretrained network (e.g. --model efficientnet_lite0 --pretrained; {cfg.model.name} is one of "
                 "vislab's from-scratch networks, with no pretrained weights) or give --weights PATH" if own else
-                "add --pretrained (or --weights PATH)")
+                "Add --pretrained (or --weights PATH)")  # each begins a sentence of the messages below
     if (cfg.model.freeze == "backbone" and not cfg.model.pretrained and not cfg.model.weights
             and not cfg.model.allow_random_backbone):
         key = "model.freeze"
         raise ConfigError(cfg.named(key, (
             f"{cfg.given_as(key)} without --pretrained or --weights freezes randomly initialised filters, so only "
-            f"the head learns, on random features (far below what training the whole network gives). {pretrain[0].upper()}"
-            f"{pretrain[1:]}, drop --freeze, or pass --allow-random-backbone for a random-features baseline")))
+            f"the head learns, on random features (far below what training the whole network gives). {pretrain}, "
+            "drop --freeze, or pass --allow-random-backbone for a random-features baseline")))
     if (cfg.model.finetune_last and cfg.model.freeze != "backbone" and not cfg.model.pretrained
             and not cfg.model.weights and not cfg.model.allow_random_backbone):
         key = "model.finetune_last"
         raise ConfigError(cfg.named(key, f"{cfg.given_as(key)} without --pretrained or --weights freezes the blocks "
                                          "below the last ones at their random initial values, so they never learn. "
-                                         f"{pretrain[0].upper()}{pretrain[1:]}, drop it to train the whole network, "
+                                         f"{pretrain}, drop it to train the whole network, "
                                          "or pass --allow-random-backbone to mean it"))
     _check_unfreezing(cfg)
     if warn:

@@ -315,6 +315,32 @@ def code_digest(sources, packages=()) -> str:
     return digest.hexdigest()
 
 
+def write_bad_files(path, rows, keep_empty: bool = False) -> None:
+    """The ``(path, reason)`` rows of the files a command could not read, as a CSV at ``path``. With no rows an
+    older list there is removed (it would claim bad files this run lacks), unless ``keep_empty``: the header
+    alone (a run folder's bad_files.csv, which its report reads).
+
+    Example:
+        >>> import tempfile
+        >>> listed = Path(tempfile.mkdtemp()) / "bad_files.csv"
+        >>> write_bad_files(listed, [("a.png", "zero-byte file")])
+        >>> listed.read_text().splitlines()
+        ['path,reason', 'a.png,zero-byte file']
+        >>> write_bad_files(listed, [])
+        >>> listed.exists()
+        False
+    """
+    path = Path(path)
+    rows = list(rows)
+    if not rows and not keep_empty:
+        path.unlink(missing_ok=True)
+        return
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        writer.writerows(rows)
+
+
 def keep_recent(entries, count: int) -> None:
     """Delete all but the ``count`` most recently modified of ``entries`` (cache files or folders; a reader
     touches what it uses, so they are the most recently used); one that cannot be stat'ed is left alone."""

@@ -485,16 +485,15 @@ def audit_masks(dataset: Dataset, out_dir, ignore_index: int = 255, figures: boo
     bad = [{"path": str(p), "reason": str(r)} for p, r in dataset.bad_files]
     if bad:
         warnings.append(f"{len(bad)} bad pair file(s) were skipped; audit.json lists them under bad_files")
-    class_gaps = getattr(dataset, "class_gaps", None)
-    if class_gaps:  # one line through the warnings mechanism (a long line, which the audit's table would wrap)
-        warn(class_gaps, UserWarning)
     drawn = [plot_class_balance(counts, names, out_dir / "plots" / "audit_class_balance.png")] if figures else []
     audit = {"dataset": dataset.name, "task": task, "num_classes": k, "class_names": names,
              "splits": {n: len(s) for n, s in dataset.splits.items()}, "ignore_index": ignore_index,
              "size": list(next(iter(dataset.splits.values())).images.shape[-2:]),
              "masks": splits, "bad_files": bad, "warnings": warnings,
              "figures": [str(Path(figure).relative_to(out_dir)) for figure in drawn]}
-    if class_gaps:
+    class_gaps = getattr(dataset, "class_gaps", None)
+    if class_gaps:  # one line through the warnings mechanism (a long line, which the audit's table would wrap)
+        warn(class_gaps, UserWarning)
         audit["class_gaps"] = class_gaps
     (out_dir / "audit.json").write_text(json.dumps(audit, indent=2) + "\n")
     return audit

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vislab.core.background import beside, elsewhere, quiet
-from vislab.core.files import BadFileError, read_json
+from vislab.core.files import BadFileError, read_json, write_bad_files
 from vislab.data.sources import DataError
 from vislab.infer.predictor import Predictor
 from vislab.runs import load, read_config
@@ -277,15 +277,9 @@ def measure_run(run_dir, data: str | None = None, dataset=None, split: str = "te
     skipped = list(getattr(dataset, "bad_files", None) or []) if other else []  # the run's own: bad_files.csv
     bad_list = run_dir / f"bad_files_{name}.csv"
     if skipped:
-        import csv
-
         metrics["bad_files"] = len(skipped)
-        with open(bad_list, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "reason"])
-            writer.writerows(skipped)
-    elif other:
-        bad_list.unlink(missing_ok=True)  # an earlier evaluation's list of this name, no longer true
+    if other:  # an earlier evaluation's list of this name, no longer true, goes
+        write_bad_files(bad_list, skipped)
     if threshold is not None:
         metrics["threshold"] = threshold
     if evaluation.figures:

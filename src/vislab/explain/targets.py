@@ -126,17 +126,8 @@ def layers_that_run(model: nn.Module, input_size: tuple[int, int, int]) -> set[s
     """The ``model.named_modules()`` names whose forward runs and gives a tensor when the model runs on one
     dummy batch of ``input_size``: a container its parent slices (fastnet's ``head``, whose
     ``forward_head`` calls ``head[:-1]`` and ``head[-1]``) never runs itself, so no hook on it fires."""
-    ran: set[str] = set()
-    hooks = []
-    for name, module in model.named_modules():
-        if name:
-            def hook(_module, _inputs, output, name=name):
-                if isinstance(output, torch.Tensor):
-                    ran.add(name)
-
-            hooks.append(module.register_forward_hook(hook))
-    _dummy_forward(model, input_size, hooks)
-    return ran
+    finished, _ = _record_outputs(model, input_size, features=False)
+    return {name for name, _ in finished}
 
 
 def _dummy_forward(model: nn.Module, input_size, hooks: list, features: bool = False):
@@ -258,8 +249,10 @@ def _transformer_norm_names(model: nn.Module) -> list[str]:
     return names[-1:]
 
 
-def _record_outputs(model: nn.Module, input_size) -> tuple[list[tuple[str, tuple]], torch.Tensor]:
-    """Run one dummy batch; return (name, output shape) in order of completion, and the features."""
+def _record_outputs(model: nn.Module, input_size,
+                    features: bool = True) -> tuple[list[tuple[str, tuple]], torch.Tensor]:
+    """Run one dummy batch (through ``forward_features`` where the model has it, unless ``features`` is False:
+    the whole model); return (name, tensor output shape) in order of completion, and the output."""
     finished: list[tuple[str, tuple]] = []
     hooks = []
     for name, module in model.named_modules():
@@ -271,7 +264,7 @@ def _record_outputs(model: nn.Module, input_size) -> tuple[list[tuple[str, tuple
                 finished.append((name, tuple(output.shape)))
 
         hooks.append(module.register_forward_hook(hook))
-    return finished, _dummy_forward(model, input_size, hooks, features=True)
+    return finished, _dummy_forward(model, input_size, hooks, features=features)
 
 
 def _forward_features_target(model: nn.Module, finished, features: torch.Tensor) -> TargetLayer:

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from vislab.core.errors import ConfigError, RunError
+from vislab.core.files import write_bad_files
 from vislab.data.palettes import Palette, get_palette
 from vislab.data.preprocess import INTERPOLATIONS, Preprocessing
 from vislab.infer import Predictor
@@ -323,14 +324,7 @@ def segment_images(model, inputs: Sequence[str], out_dir, weights: str | None = 
         writer.writerow(["image", "class", "pixels", "share"])
         writer.writerows(rows)
     # only a run with bad files has the list: an older one left in --out would claim bad files this run lacks
-    bad_list = out / "bad_files.csv"
-    if result.bad_files:
-        with open(bad_list, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "reason"])
-            writer.writerows(result.bad_files)
-    else:
-        bad_list.unlink(missing_ok=True)
+    write_bad_files(out / "bad_files.csv", result.bad_files)
     plot_legend(names, colors, out / "legend.png", overall if result.files else None,
                 title=f"{segmenter.name}: % of pixels over {len(result.files)} image(s)")
     return result

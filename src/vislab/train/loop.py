@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import itertools
 import math
 import shutil
@@ -39,6 +38,7 @@ from vislab.core.device import (
 )
 from vislab.core.weights import load_weights, parameter_counts, save_weights, unwrap
 from vislab.core.errors import RunError, UserError
+from vislab.core.files import write_bad_files
 from vislab.data.augment import Augment
 from vislab.data.loaders import drop_short_batch, epoch_generator, make_batches
 from vislab.data.sources import Dataset, drop_unused_split_options
@@ -110,13 +110,6 @@ class RunExistsError(UserError, FileExistsError):
 def _write_config(run_dir: Path, cfg: Config) -> None:
     """config.yaml: the whole config, rewritten as the run learns more (the speed choice, the budget)."""
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def write_bad_files(run_dir: Path, bad_files) -> None:
-    with open(run_dir / "bad_files.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "reason"])
-        writer.writerows(bad_files)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -835,7 +828,7 @@ def _fit(cfg, resume, progress, console, epochs, dist: distributed.DistContext, 
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_config(run_dir, cfg)
-            write_bad_files(run_dir, dataset.bad_files)
+            write_bad_files(run_dir / "bad_files.csv", dataset.bad_files, keep_empty=True)
         _print_data_summary(console, dataset)
         if resume is None:
             note = recipe_scale_note(cfg, len(dataset.splits["train"]))
