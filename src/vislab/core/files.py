@@ -315,6 +315,31 @@ def code_digest(sources, packages=()) -> str:
     return digest.hexdigest()
 
 
+def file_target_problem(path) -> str | None:
+    """Why no file can be written at ``path``, found without making anything (None when one can): a folder
+    there, a file in the way of its folder, a folder no file can be made in (the nearest existing folder is
+    tried with a file of its own, removed at once: permissions alone do not say it, e.g. for root on a
+    read-only mount). Worded as every command words it (:func:`vislab.core.errors.user_message`); the caller
+    puts its flag and the path in front."""
+    import errno
+    import tempfile
+
+    from vislab.core.errors import user_message
+
+    path = Path(path)
+    if path.is_dir():
+        return user_message(IsADirectoryError(errno.EISDIR, "Is a directory"))
+    folder = next((folder for folder in (path.parent, *path.parent.parents) if folder.exists()), Path())
+    if not folder.is_dir():
+        return user_message(NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder)))
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:  # the probe's own name says nothing: the reason and the fix
+        return user_message(OSError(exc.errno, exc.strerror))
+    return None
+
+
 def write_bad_files(path, rows, keep_empty: bool = False) -> None:
     """The ``(path, reason)`` rows of the files a command could not read, as a CSV at ``path``. With no rows an
     older list there is removed (it would claim bad files this run lacks), unless ``keep_empty``: the header

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 
 from vislab.core.config import ONNX_EXPORTERS as EXPORTERS
-from vislab.core.errors import UserError, user_message
+from vislab.core.errors import UserError
 from vislab.core.files import load_onnx
 from vislab.core.weights import write_text
 
@@ -159,20 +159,11 @@ def check_output(path: Path) -> None:
     file in the way, a folder named NAME.onnx, a place no file can be made in (the nearest existing folder
     is tried with a file of its own, removed at once). One line names ``--out`` and the fix, worded as for
     every command (:func:`vislab.core.errors.user_message`), never an exporter failure blamed on the model."""
-    import errno
-    import tempfile
+    from vislab.core.files import file_target_problem
 
-    if path.is_dir():
-        raise ExportError(f"--out {path}: {user_message(IsADirectoryError(errno.EISDIR, 'Is a directory'))}")
-    folder = next((folder for folder in (path.parent, *path.parent.parents) if folder.exists()), Path())
-    if not folder.is_dir():
-        refusal = NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-        raise ExportError(f"--out {path}: {user_message(refusal)}")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
-            pass
-    except OSError as exc:  # the probe's own name says nothing: the reason and the fix
-        raise ExportError(f"--out {path}: {user_message(OSError(exc.errno, exc.strerror))}") from None
+    problem = file_target_problem(path)
+    if problem:
+        raise ExportError(f"--out {path}: {problem}")
 
 
 def sidecar_path(path: Path) -> Path:

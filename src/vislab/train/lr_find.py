@@ -337,6 +337,8 @@ def check_write_target(path: str | Path) -> None:
     a file that is not a YAML mapping of sections, a place that cannot be written. Called before the sweep."""
     import os
 
+    from vislab.core.files import file_target_problem
+
     given = str(path)
     path = Path(path)
     if path.is_dir():
@@ -348,13 +350,9 @@ def check_write_target(path: str | Path) -> None:
         if not os.access(path, os.W_OK):
             raise ConfigError(f"--write-config {given}: is not writable; give a file you can write")
         return
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"--write-config {given}: {parent} is not a folder; give a YAML file in a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--write-config {given}: cannot create it in {parent} (not writable); give another path")
+    problem = file_target_problem(path)  # the folder it would be created in, as export's --out is checked
+    if problem:
+        raise ConfigError(f"--write-config {given}: {problem}")
 
 
 def _read_mapping(path: Path) -> dict:
