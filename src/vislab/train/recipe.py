@@ -261,6 +261,7 @@ def choose(shape: DataShape, user, model: str | None = None, lbfgs: bool = False
     blocked = sorted(k for k in user if k.startswith(END_TO_END_KEYS) or k in PIECES[0] or k == "train.optimizer")
     # the user's change to the network the benchmarks measured (its head, weights, freezing, options)
     net_changed = sorted(k for k in user if k in PIECES[0] or k == "model.options")
+    not_yours = f"{NOT_MEASURED} your {', '.join(option_flag(k) or k for k in net_changed)}"  # as the user gave them
     # with no model named, the data called for the frozen-feature head but the user's options rule it out
     no_transfer = (f"{', '.join(option_flag(k) or k for k in blocked)} given, so not the frozen-feature head; "
                    if name is None and blocked and (small_data or big_or_colour) else "")
@@ -294,7 +295,7 @@ def choose(shape: DataShape, user, model: str | None = None, lbfgs: bool = False
                 "tiny grey images: your fastnet with the code defaults, measured with it on digits")
         bench = BENCH_DIGITS
         if net_changed:  # measured with fastnet's own head and options, not the user's
-            rule += f" (Adam, constant lr), {NOT_MEASURED} your {', '.join(option_flag(k) or k for k in net_changed)}"
+            rule += f" (Adam, constant lr), {not_yours}"
             bench = f"{BENCH_DIGITS}; {NOT_MEASURED} {', '.join(net_changed)}"
         pick("model.name", "fastnet", bench)
         pick("train.epochs", 10, bench)
@@ -322,7 +323,7 @@ def choose(shape: DataShape, user, model: str | None = None, lbfgs: bool = False
                 reasons[key] += f"; {NOT_MEASURED} {', '.join(net_changed)}"
     if model is None:
         rule = no_transfer + "enough small images: fastnet (the fast recipe)" + (
-            f", {NOT_MEASURED} your {', '.join(option_flag(k) or k for k in net_changed)}" if net_changed else "")
+            f", {not_yours}" if net_changed else "")
     else:  # the user's network: what the recipe set for it, and whether that was measured on it
         training = _training_words(values)
         rule = f"your {name}" + (" with your settings" if not training else

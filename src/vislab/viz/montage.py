@@ -118,9 +118,9 @@ def titled_grid(fig, cells: Sequence[np.ndarray], titles: Sequence[str], colours
                 header_inches: float = 0.45, fontsize: int = 9):
     """Draw uint8 (H, W, 3) ``cells`` row by row, each under its (up to two-line) title.
 
-    Each title sits above its image: the band left for it is at least ``title_band`` of a cell's width and
-    at least what its lines need at ``fontsize``, however few pixels the images have. The figure is resized so the canvas keeps its aspect ratio, with ``header_inches``
-    left at the top for a suptitle. Returns the axes.
+    Each title sits above its image: the band left for it is at least ``title_band`` of a cell's width and at
+    least what its lines need at ``fontsize``, however few pixels the images have. The figure is resized so the
+    canvas keeps its aspect ratio, with ``header_inches`` left at the top for a suptitle. Returns the axes.
 
     Example:
         >>> from matplotlib.figure import Figure
