@@ -96,16 +96,16 @@ def open_image(path: str | os.PathLike, draft=None, turn: bool = True) -> Image.
                     image = Image.open(path)
                     keep = False
                     try:
-                        turn = orientation(image) if turn else 1
+                        tag = orientation(image) if turn else 1  # 1: the pixels as stored
                         if draft is not None and image.format == "JPEG":
-                            if turn >= 5:  # the size asked for is the upright image's
+                            if tag >= 5:  # the size asked for is the upright image's
                                 width, height = draft(image.width, image.height)
                                 image.draft(image.mode, (height, width))
                             else:
                                 image.draft(image.mode, draft(image.height, image.width))
                         image.load()
-                        if turn != 1:
-                            turned = upright(image, turn)
+                        if tag != 1:
+                            turned = upright(image, tag)
                             image.close()
                             image = turned
                         if image.mode in ("L", "RGB"):
