@@ -195,12 +195,12 @@ def _check_model_options(name: str, build: Callable, options: dict) -> None:
     import inspect
 
     try:
-        parameters = {key: p for key, p in inspect.signature(build).parameters.items()
-                      if key not in ("num_classes", "in_chans") and p.kind is not p.VAR_KEYWORD}
+        signature = inspect.signature(build).parameters
     except (TypeError, ValueError):  # no signature to read: the network's own error stands
         return
-    if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(build).parameters.values()):
+    if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
         return  # it takes any option (a timm wrapper): it says what it refuses
+    parameters = {key: p for key, p in signature.items() if key not in ("num_classes", "in_chans")}
     listed = ", ".join(f"{key}={p.default!r}" for key, p in parameters.items()
                        if key != "input_size") or "none"  # the input size is --input-size's
     for key, value in options.items():
